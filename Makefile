@@ -1,0 +1,13 @@
+.PHONY: dev test tools
+
+# Installs what is missing, starts DynamoDB Local (data kept in .dev/), seeds a
+# demo user and serves the functions on http://localhost:9000 until Ctrl-C.
+dev:
+	@scripts/dev.sh
+
+# Lint and every test, against its own DynamoDB Local and watch on free ports.
+test:
+	@scripts/test.sh
+
+tools:
+	@scripts/tools.sh

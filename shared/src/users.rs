@@ -1,0 +1,186 @@
+//! The user model: usernames normalised once at the edge, stable user ids, and
+//! the record kept per user.
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use uuid::Uuid;
+
+pub const USERNAME_MIN_CHARS: usize = 3;
+pub const USERNAME_MAX_CHARS: usize = 32;
+pub const NAME_MAX_CHARS: usize = 100;
+
+/// A username in its normalised form, the form users are keyed by.
+///
+/// Rule: 3 to 32 characters of ASCII letters, digits, `.`, `_` and `-`,
+/// compared case-insensitively (stored lower-case). Nothing else is accepted,
+/// so no two distinct Unicode spellings can name the same account.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Username(String);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "username must be {USERNAME_MIN_CHARS} to {USERNAME_MAX_CHARS} characters of ASCII letters, digits, '.', '_' or '-'"
+)]
+pub struct InvalidUsername;
+
+impl Username {
+    pub fn parse(raw: &str) -> Result<Self, InvalidUsername> {
+        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        // All allowed characters are one byte, so the byte length is the char count.
+        if !(USERNAME_MIN_CHARS..=USERNAME_MAX_CHARS).contains(&raw.len())
+            || !raw.chars().all(allowed)
+        {
+            return Err(InvalidUsername);
+        }
+        Ok(Username(raw.to_ascii_lowercase()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Username {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A user's stable identity: a random UUID, never reused, carried as `sub`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct UserId(Uuid);
+
+impl UserId {
+    pub fn random() -> Self {
+        UserId(Uuid::new_v4())
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Uuid::parse_str(raw).ok().map(UserId)
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+/// Checks and trims a display name: 1 to 100 characters after trimming.
+pub fn display_name(raw: &str) -> Result<String, String> {
+    let name = raw.trim();
+    match name.chars().count() {
+        0 => Err("name must not be empty".into()),
+        n if n > NAME_MAX_CHARS => Err(format!("name must be at most {NAME_MAX_CHARS} characters")),
+        _ => Ok(name.to_owned()),
+    }
+}
+
+/// One user as stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: UserId,
+    pub username: Username,
+    pub name: String,
+    pub password_hash: String,
+    pub active: bool,
+    /// Seconds since the Unix epoch.
+    pub created_at: i64,
+}
+
+impl User {
+    /// A new, active user with a fresh id.
+    pub fn new(username: Username, name: String, password_hash: String) -> Self {
+        User {
+            id: UserId::random(),
+            username,
+            name,
+            password_hash,
+            active: true,
+            created_at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0),
+        }
+    }
+}
+
+// The hash stays out of logs and panic messages.
+impl fmt::Debug for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field("name", &self.name)
+            .field("password_hash", &"<redacted>")
+            .field("active", &self.active)
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_are_normalised_to_lower_case() {
+        assert_eq!(Username::parse("Alice").unwrap().as_str(), "alice");
+        assert_eq!(
+            Username::parse("ALICE").unwrap(),
+            Username::parse("alice").unwrap()
+        );
+        assert_eq!(
+            Username::parse("user.name_1-x").unwrap().as_str(),
+            "user.name_1-x"
+        );
+    }
+
+    #[test]
+    fn usernames_outside_the_rule_are_refused() {
+        for bad in [
+            "",
+            "ab",
+            &"a".repeat(33),
+            " alice",
+            "alice ",
+            "al ice",
+            "alice@example.com",
+            "аlice", // Cyrillic а: a look-alike of "alice"
+            "ǅemal",
+            "ｆｕｌｌwidth",
+            "tab\tname",
+        ] {
+            assert_eq!(Username::parse(bad), Err(InvalidUsername), "{bad:?}");
+        }
+        assert!(Username::parse(&"a".repeat(32)).is_ok());
+        assert!(Username::parse("abc").is_ok());
+    }
+
+    #[test]
+    fn user_ids_are_uuids_that_round_trip() {
+        let id = UserId::random();
+        assert_eq!(UserId::parse(&id.to_string()), Some(id));
+        assert_ne!(UserId::random(), id);
+        assert_eq!(UserId::parse("not-a-uuid"), None);
+    }
+
+    #[test]
+    fn display_names_are_trimmed_and_bounded() {
+        assert_eq!(display_name("  Alice Liddell ").unwrap(), "Alice Liddell");
+        assert!(display_name("   ").is_err());
+        assert!(display_name(&"é".repeat(100)).is_ok());
+        assert!(display_name(&"é".repeat(101)).is_err());
+    }
+
+    #[test]
+    fn debug_output_hides_the_password_hash() {
+        let user = User::new(
+            Username::parse("alice").unwrap(),
+            "Alice".into(),
+            "$2b$10$secret".into(),
+        );
+        assert!(!format!("{user:?}").contains("secret"));
+    }
+}

@@ -1,0 +1,116 @@
+//! The user store against DynamoDB Local.
+
+mod support;
+
+use std::sync::Arc;
+
+use auth::store::{StoreError, UserStore, create_table};
+use auth::users::{User, Username};
+use support::*;
+
+fn user(username: &str) -> User {
+    User::new(
+        Username::parse(username).unwrap(),
+        "Some Name".into(),
+        "$2b$10$hash".into(),
+    )
+}
+
+#[tokio::test]
+async fn a_created_user_reads_back_by_its_normalised_username() {
+    let store = fresh_store().await;
+    let alice = user("alice");
+    store.create(&alice).await.unwrap();
+    let found = store.get(&Username::parse("ALICE").unwrap()).await.unwrap();
+    assert_eq!(found, Some(alice));
+}
+
+#[tokio::test]
+async fn an_unknown_username_reads_as_none() {
+    let store = fresh_store().await;
+    assert_eq!(
+        store
+            .get(&Username::parse("nobody").unwrap())
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
+async fn a_second_user_with_the_same_username_is_refused_and_the_first_is_kept() {
+    let store = fresh_store().await;
+    let first = user("alice");
+    store.create(&first).await.unwrap();
+    let err = store.create(&user("Alice")).await.unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists), "{err}");
+    assert_eq!(store.get(&first.username).await.unwrap(), Some(first));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creations_of_one_username_let_exactly_one_through() {
+    let store = Arc::new(fresh_store().await);
+    let barrier = Arc::new(tokio::sync::Barrier::new(20));
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            tokio::spawn(async move {
+                let candidate = user("contended");
+                barrier.wait().await;
+                store.create(&candidate).await.map(|()| candidate)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(user) => winners.push(user),
+            Err(StoreError::AlreadyExists) => {}
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!(winners.len(), 1);
+    let stored = store
+        .get(&Username::parse("contended").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(stored.as_ref(), winners.first());
+}
+
+#[tokio::test]
+async fn deactivating_and_deleting_a_user() {
+    let store = fresh_store().await;
+    let alice = user("alice");
+    store.create(&alice).await.unwrap();
+    assert!(store.set_active(&alice.username, false).await.unwrap());
+    assert!(!store.get(&alice.username).await.unwrap().unwrap().active);
+    store.delete(&alice.username).await.unwrap();
+    assert_eq!(store.get(&alice.username).await.unwrap(), None);
+    assert!(
+        !store.set_active(&alice.username, true).await.unwrap(),
+        "no user to activate"
+    );
+    assert_eq!(
+        store.get(&alice.username).await.unwrap(),
+        None,
+        "set_active must not create"
+    );
+}
+
+#[tokio::test]
+async fn creating_the_table_twice_is_fine() {
+    let store = fresh_store().await;
+    create_table(&local_client().await, store.table())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_missing_table_is_an_internal_error_not_an_outage() {
+    let store = UserStore::new(local_client().await, "no-such-table");
+    let err = store
+        .get(&Username::parse("alice").unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Internal(_)), "{err}");
+}

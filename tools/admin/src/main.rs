@@ -1,0 +1,126 @@
+//! Operator CLI for the user table. Reads the same variables as the functions
+//! (`TABLE_NAME`, `BCRYPT_COST`, the standard AWS ones). Passwords come from
+//! standard input, never from the command line, where `ps` would show them.
+//!
+//!   auth-admin create-table
+//!   auth-admin create-user <username> <name> [--inactive] [--if-missing]   (password on stdin)
+//!   auth-admin deactivate <username> | activate <username> | delete <username>
+
+use std::io::{BufRead, IsTerminal};
+use std::process::ExitCode;
+
+use auth::config::{Environment, StoreConfig};
+use auth::passwords::{BcryptCost, PasswordHasher};
+use auth::store::{StoreError, UserStore, create_table, dynamodb_client};
+use auth::users::{User, Username, display_name};
+
+const USAGE: &str = "usage:
+  auth-admin create-table
+  auth-admin create-user <username> <name> [--inactive] [--if-missing]   (password on stdin)
+  auth-admin activate <username>
+  auth-admin deactivate <username>
+  auth-admin delete <username>";
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("auth-admin: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: &[String]) -> Result<(), String> {
+    let (command, rest) = args.split_first().ok_or(USAGE)?;
+    let config = StoreConfig::from_source(&Environment).map_err(|e| e.to_string())?;
+    let client = dynamodb_client(&config).await;
+    let users = UserStore::new(client.clone(), config.table_name.clone());
+    let username = |i: usize| -> Result<Username, String> {
+        Username::parse(rest.get(i).ok_or(USAGE)?).map_err(|e| e.to_string())
+    };
+    match command.as_str() {
+        "create-table" => {
+            create_table(&client, &config.table_name)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("table {} is ready", config.table_name);
+        }
+        "create-user" => {
+            let username = username(0)?;
+            let name = display_name(rest.get(1).ok_or(USAGE)?)?;
+            let flags = &rest[2..];
+            if let Some(unknown) = flags
+                .iter()
+                .find(|f| !["--inactive", "--if-missing"].contains(&f.as_str()))
+            {
+                return Err(format!("unknown option {unknown}\n{USAGE}"));
+            }
+            if flags.iter().any(|f| f == "--if-missing")
+                && users
+                    .get(&username)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .is_some()
+            {
+                println!("user {username} exists already");
+                return Ok(());
+            }
+            let password = read_password()?;
+            let cost = BcryptCost::from_source(&Environment).map_err(|e| e.to_string())?;
+            let hash = PasswordHasher::new(cost)
+                .hash(password)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut user = User::new(username, name, hash);
+            user.active = !flags.iter().any(|f| f == "--inactive");
+            match users.create(&user).await {
+                Ok(()) => println!("created user {} ({})", user.username, user.id),
+                Err(StoreError::AlreadyExists) => {
+                    return Err(format!("user {} exists already", user.username));
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        "activate" | "deactivate" => {
+            let username = username(0)?;
+            let active = command == "activate";
+            if !users
+                .set_active(&username, active)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                return Err(format!("no user {username}"));
+            }
+            println!(
+                "user {username} is {}",
+                if active { "active" } else { "inactive" }
+            );
+        }
+        "delete" => {
+            let username = username(0)?;
+            users.delete(&username).await.map_err(|e| e.to_string())?;
+            println!("user {username} is deleted");
+        }
+        _ => return Err(USAGE.into()),
+    }
+    Ok(())
+}
+
+fn read_password() -> Result<String, String> {
+    if std::io::stdin().is_terminal() {
+        eprint!("password (input is shown): ");
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the password: {e}"))?;
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    if password.is_empty() {
+        return Err("the password must not be empty".into());
+    }
+    Ok(password)
+}
