@@ -1,0 +1,196 @@
+//! DynamoDB in trouble: a stub endpoint inside the test refuses connections,
+//! hangs, or throttles. Each must give a 503 JSON error within a bound (5x the
+//! configured operation timeout: liveness, not a tight timing), never a hang.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use auth::config::StoreConfig;
+use auth::handlers::{get_name, login};
+use auth::store::UserStore;
+use auth::tokens::TokenIssuer;
+use auth::users::{User, Username};
+use lambda_http::{Body, Response};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+#[derive(Clone, Copy)]
+enum Fault {
+    Refuse,
+    Hang,
+    Throttle,
+}
+
+fn fault_config() -> StoreConfig {
+    StoreConfig {
+        table_name: "users".into(),
+        attempt_timeout: Duration::from_millis(300),
+        operation_timeout: Duration::from_secs(1),
+        max_attempts: 3,
+    }
+}
+
+/// Starts the stub; returns its endpoint and a count of the requests it received.
+async fn stub(fault: Fault) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let requests = Arc::new(AtomicUsize::new(0));
+    match fault {
+        // Nothing listens on the port any more: connections are refused.
+        Fault::Refuse => drop(listener),
+        Fault::Hang | Fault::Throttle => {
+            let requests = requests.clone();
+            tokio::spawn(async move {
+                loop {
+                    let (socket, _) = listener.accept().await.unwrap();
+                    tokio::spawn(serve(socket, fault, requests.clone()));
+                }
+            });
+        }
+    }
+    (endpoint, requests)
+}
+
+async fn serve(mut socket: tokio::net::TcpStream, fault: Fault, requests: Arc<AtomicUsize>) {
+    let mut buffer = Vec::new();
+    loop {
+        // Read one request: headers, then content-length bytes of body.
+        let mut chunk = [0u8; 4096];
+        let header_end = loop {
+            if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+            match socket.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buffer[..header_end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        while buffer.len() < header_end + length {
+            match socket.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buffer.drain(..header_end + length);
+        requests.fetch_add(1, Ordering::SeqCst);
+        match fault {
+            Fault::Hang => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                return;
+            }
+            Fault::Throttle => {
+                let body = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"Rate of requests exceeds the allowed throughput."}"#;
+                let response = format!(
+                    "HTTP/1.1 400 Bad Request\r\ncontent-type: application/x-amz-json-1.0\r\nx-amzn-errortype: ThrottlingException\r\nx-amzn-requestid: stub\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                if socket.write_all(response.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+            Fault::Refuse => unreachable!(),
+        }
+    }
+}
+
+async fn faulty_store(fault: Fault) -> (UserStore, Arc<AtomicUsize>) {
+    let (endpoint, requests) = stub(fault).await;
+    let config = fault_config();
+    let client = client_for(&endpoint, &config).await;
+    (UserStore::new(client, config.table_name), requests)
+}
+
+fn assert_unavailable_in_time(response: &Response<Body>, started: Instant) {
+    let bound = fault_config().operation_timeout * 5;
+    assert!(
+        started.elapsed() < bound,
+        "took {:?}, bound {bound:?}",
+        started.elapsed()
+    );
+    let json = assert_error(response, 503, "service_unavailable");
+    let text = json.to_string();
+    for internal in ["Throttling", "dispatch", "timeout", "127.0.0.1"] {
+        assert!(!text.contains(internal), "internals leak: {text}");
+    }
+    assert!(response.headers().contains_key("retry-after"));
+}
+
+async fn login_under(fault: Fault) -> Arc<AtomicUsize> {
+    let (store, requests) = faulty_store(fault).await;
+    let body = r#"{"username": "alice", "password": "whatever-password"}"#;
+    let started = Instant::now();
+    let response = login::handle(&login_state(&store), event_with_body("login.json", body)).await;
+    assert_unavailable_in_time(&response, started);
+    requests
+}
+
+async fn get_name_under(fault: Fault) {
+    let (store, _) = faulty_store(fault).await;
+    let user = User::new(
+        Username::parse("alice").unwrap(),
+        "Alice".into(),
+        "h".into(),
+    );
+    let token = TokenIssuer::new(&token_config())
+        .unwrap()
+        .issue(&user)
+        .unwrap()
+        .token;
+    let request = event_with_auth("get-name.json", Some(&format!("Bearer {token}")));
+    let started = Instant::now();
+    let response = get_name::handle(&get_name_state(&store), request).await;
+    assert_unavailable_in_time(&response, started);
+}
+
+#[tokio::test]
+async fn login_answers_503_when_dynamodb_refuses_connections() {
+    login_under(Fault::Refuse).await;
+}
+
+#[tokio::test]
+async fn login_answers_503_when_dynamodb_hangs() {
+    let requests = login_under(Fault::Hang).await;
+    assert!(
+        requests.load(Ordering::SeqCst) >= 1,
+        "the stub was never reached"
+    );
+}
+
+#[tokio::test]
+async fn login_answers_503_when_dynamodb_throttles_and_retries_first() {
+    let requests = login_under(Fault::Throttle).await;
+    let seen = requests.load(Ordering::SeqCst);
+    assert!(
+        seen >= 2,
+        "throttling should be retried, saw {seen} request(s)"
+    );
+    assert!(
+        seen <= 3,
+        "at most DYNAMODB_MAX_ATTEMPTS attempts, saw {seen}"
+    );
+}
+
+#[tokio::test]
+async fn get_name_answers_503_when_dynamodb_refuses_connections() {
+    get_name_under(Fault::Refuse).await;
+}
+
+#[tokio::test]
+async fn get_name_answers_503_when_dynamodb_hangs() {
+    get_name_under(Fault::Hang).await;
+}
+
+#[tokio::test]
+async fn get_name_answers_503_when_dynamodb_throttles() {
+    get_name_under(Fault::Throttle).await;
+}
