@@ -11,24 +11,36 @@ unset AWS_PROFILE AWS_SESSION_TOKEN
 
 started_pids=()
 
-# Stops every process group this script started, then waits for them.
+# Stops every process this script started: SIGTERM first (the watch then stops
+# the function processes it spawned), SIGKILL for whatever is left after 10 s.
+# A second Ctrl-C must not cut this short, or the Java process is orphaned.
 stop_started() {
+  trap '' INT TERM
   local pid
   for pid in "${started_pids[@]}"; do
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
   done
   for pid in "${started_pids[@]}"; do
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL -- "-$pid" 2>/dev/null || true
   done
   started_pids=()
 }
 
-# Runs a command in its own process group (so its children stop with it).
+# Runs a command in a session of its own (so that it and its children stop
+# together, and only when we say so). LOG "-" keeps the output on our terminal.
 start_group() {
   local log=$1; shift
-  setsid "$@" >"$log" 2>&1 &
+  if [[ $log == - ]]; then
+    setsid "$@" </dev/null &
+  else
+    setsid "$@" </dev/null >"$log" 2>&1 &
+  fi
   started_pids+=("$!")
+}
+
+port_in_use() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
 free_port() {
@@ -38,7 +50,7 @@ free_port() {
 wait_for_port() { # port seconds what log
   local port=$1 seconds=$2 what=$3 log=$4
   for _ in $(seq $((seconds * 10))); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    if port_in_use "$port"; then return 0; fi
     sleep 0.1
   done
   echo "$what did not open port $port within ${seconds}s; its log ($log):" >&2

@@ -44,3 +44,6 @@ if ! cargo test --workspace; then
   tail -n 40 "$work/watch.log" >&2
   exit 1
 fi
+
+echo "== make dev, as a newcomer runs it (scratch state, free ports)"
+python3 scripts/check-dev.py

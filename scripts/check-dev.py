@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Checks `make dev` as a newcomer uses it, on free ports and a scratch state
+folder (so it runs beside a real `make dev`): it serves /login and /get_name for
+the demo user it prints, the user survives a restart, and Ctrl-C (SIGINT to the
+foreground process group) stops everything it started, Java included."""
+import json, os, signal, socket, subprocess, sys, tempfile, time, urllib.error, urllib.request
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+def port_open(port):
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+def request(url, body=None, headers=None):
+    req = urllib.request.Request(url, data=body and json.dumps(body).encode(), headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+def fail(message, log):
+    print(f"check-dev: FAIL: {message}\n--- make dev output:\n{open(log).read()[-3000:]}", file=sys.stderr)
+    sys.exit(1)
+
+def run_once(state, ddb_port, port, log):
+    env = dict(os.environ, DEV_DIR=state, DEV_DYNAMODB_PORT=str(ddb_port), DEV_PORT=str(port), BCRYPT_COST="10")
+    # Ctrl-C in a terminal: SIGINT to the whole foreground group, default disposition.
+    proc = subprocess.Popen(["make", "--no-print-directory", "dev"], env=env, stdout=open(log, "w"),
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            preexec_fn=lambda: (signal.signal(signal.SIGINT, signal.SIG_DFL), os.setpgrp()))
+    try:
+        deadline = time.time() + 600
+        while not port_open(port):
+            if proc.poll() is not None or time.time() > deadline:
+                fail("the watch never started", log)
+            time.sleep(0.5)
+        password = open(os.path.join(state, "demo-password")).read().strip()
+        if password not in open(log).read():
+            fail("make dev did not print the demo password", log)
+        base = f"http://127.0.0.1:{port}"
+        status, body = request(f"{base}/login", {"username": "demo", "password": password})
+        if status != 200:
+            fail(f"login as demo: {status} {body}", log)
+        status, body = request(f"{base}/get_name", headers={"Authorization": f"Bearer {body['access_token']}"})
+        if (status, body.get("name")) != (200, "Demo User"):
+            fail(f"get_name: {status} {body}", log)
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=60)
+    for _ in range(100):
+        if not port_open(port) and not port_open(ddb_port):
+            break
+        time.sleep(0.2)
+    else:
+        fail("after Ctrl-C something still listens on the dev ports", log)
+    leftovers = subprocess.run(["pgrep", "-f", f"-dbPath {state}"], capture_output=True, text=True).stdout.strip()
+    if leftovers:
+        fail(f"after Ctrl-C DynamoDB Local is still running: pid {leftovers}", log)
+
+def main():
+    with tempfile.TemporaryDirectory() as state:
+        log = os.path.join(state, "make-dev.log")
+        ddb_port, port = free_port(), free_port()
+        run_once(state, ddb_port, port, log)
+        first = open(log).read()
+        if "created user demo" not in first:
+            fail("the first run did not seed the demo user", log)
+        run_once(state, ddb_port, port, log)  # data on disk: the same user, same password
+        if "user demo exists already" not in open(log).read():
+            fail("the demo user did not survive a restart", log)
+    print("check-dev: make dev serves login and get_name, keeps its users, and stops cleanly on Ctrl-C")
+
+main()

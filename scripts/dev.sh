@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# `make dev`: the local stack in one command. Installs what is missing into
+# .tools/, keeps its state in .dev/ (both git-ignored): DynamoDB Local with its
+# data on disk (users survive a restart), the table, a demo user, and
+# `cargo lambda watch` routing /login and /get_name on port 9000 like API
+# Gateway. Ctrl-C stops everything it started.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$root"
+"$root/scripts/tools.sh"
+
+dev=${DEV_DIR:-"$root/.dev"}
+mkdir -p "$dev/dynamodb"
+ddb_port=${DEV_DYNAMODB_PORT:-8000}
+watch_port=${DEV_PORT:-9000}
+for port in "$ddb_port" "$watch_port"; do
+  if port_in_use "$port"; then
+    echo "port $port is in use (another make dev?); set DEV_DYNAMODB_PORT / DEV_PORT to use others" >&2
+    exit 1
+  fi
+done
+
+# Secrets are generated here, once, and never leave .dev/.
+umask 077
+[[ -s $dev/jwt-secret ]] || python3 -c 'import secrets; print(secrets.token_hex(32))' >"$dev/jwt-secret"
+[[ -s $dev/demo-password ]] || python3 -c 'import secrets; print(secrets.token_urlsafe(12))' >"$dev/demo-password"
+umask 022
+
+trap 'echo; echo "stopping..."; stop_started' EXIT
+trap 'exit 130' INT TERM
+
+echo "== building the functions (first time: a few minutes)"
+cargo build -p login -p get-name -p auth-admin
+
+echo "== starting DynamoDB Local on port $ddb_port (data in .dev/dynamodb)"
+start_dynamodb "$ddb_port" "$dev/dynamodb.log" -sharedDb -dbPath "$dev/dynamodb"
+
+export AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$ddb_port"
+export TABLE_NAME=users
+export JWT_SECRET JWT_ISSUER="http://localhost:$watch_port" JWT_AUDIENCE=auth-api
+JWT_SECRET=$(cat "$dev/jwt-secret")
+export BCRYPT_COST=${BCRYPT_COST:-12} RUST_LOG=${RUST_LOG:-info}
+
+admin="$root/target/debug/auth-admin"
+"$admin" create-table
+"$admin" create-user demo "Demo User" --if-missing <"$dev/demo-password"
+
+cat <<MSG
+
+== demo user: username "demo", password "$(cat "$dev/demo-password")" (kept in .dev/demo-password)
+   try:
+     curl -s -X POST localhost:$watch_port/login -H 'content-type: application/json' \\
+          -d '{"username": "demo", "password": "$(cat "$dev/demo-password")"}'
+     curl -s localhost:$watch_port/get_name -H "Authorization: Bearer <access_token>"
+
+== serving on http://localhost:$watch_port (Ctrl-C stops it all)
+MSG
+start_group - cargo lambda watch --invoke-port "$watch_port"
+wait "${started_pids[-1]}"
