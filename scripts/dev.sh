@@ -30,7 +30,7 @@ trap 'echo; echo "stopping..."; stop_started' EXIT
 trap 'exit 130' INT TERM
 
 echo "== building the functions (first time: a few minutes)"
-cargo build -p login -p get-name -p auth-admin
+cargo build --workspace --bins
 
 echo "== starting DynamoDB Local on port $ddb_port (data in .dev/dynamodb)"
 start_dynamodb "$ddb_port" "$dev/dynamodb.log" -sharedDb -dbPath "$dev/dynamodb"

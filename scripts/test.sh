@@ -25,13 +25,15 @@ start_dynamodb "$ddb_port" "$work/dynamodb.log"
 export DYNAMODB_TEST_ENDPOINT="http://127.0.0.1:$ddb_port"
 
 # The watch's functions get their settings from this environment; the e2e
-# test reads the same variables to seed its user and check its tokens.
+# test reads the same variables to seed its user and check its tokens. No reuse
+# grace period there, so reuse detection is testable without waiting.
 watch_port=$(free_port)
 export E2E_TABLE_NAME="e2e-$(date +%s)-$$"
 export E2E_JWT_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
 export E2E_JWT_ISSUER="http://127.0.0.1:$watch_port" E2E_JWT_AUDIENCE="auth-e2e"
 TABLE_NAME=$E2E_TABLE_NAME JWT_SECRET=$E2E_JWT_SECRET JWT_ISSUER=$E2E_JWT_ISSUER \
   JWT_AUDIENCE=$E2E_JWT_AUDIENCE BCRYPT_COST=10 AWS_ENDPOINT_URL_DYNAMODB=$DYNAMODB_TEST_ENDPOINT \
+  REFRESH_REUSE_GRACE_SECONDS=0 \
   RUST_LOG=info \
   start_group "$work/watch.log" cargo lambda watch --ignore-changes \
     --invoke-address 127.0.0.1 --invoke-port "$watch_port"

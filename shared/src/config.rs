@@ -132,7 +132,7 @@ fn required(env: &impl Source, var: &'static str) -> Result<String, ConfigError>
     }
 }
 
-fn number<T>(
+pub(crate) fn number<T>(
     env: &impl Source,
     var: &'static str,
     default: T,

@@ -34,6 +34,13 @@ pub enum ApiError {
     InvalidToken(String),
     #[error("User not found")]
     UserNotFound,
+    /// Refresh token unknown, expired, already used or of an ended session.
+    #[error("the refresh token is invalid, expired or revoked")]
+    InvalidGrant,
+    #[error("username is already taken")]
+    UsernameTaken,
+    #[error("{0}")]
+    Conflict(&'static str),
     #[error("method {method} is not allowed here; use {allow}")]
     MethodNotAllowed { method: Method, allow: &'static str },
     #[error("the service is temporarily unavailable, try again shortly")]
@@ -53,9 +60,11 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::LoginFailed | ApiError::MissingToken(_) | ApiError::InvalidToken(_) => {
-                StatusCode::UNAUTHORIZED
-            }
+            ApiError::LoginFailed
+            | ApiError::MissingToken(_)
+            | ApiError::InvalidToken(_)
+            | ApiError::InvalidGrant => StatusCode::UNAUTHORIZED,
+            ApiError::UsernameTaken | ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::UserNotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -72,6 +81,9 @@ impl ApiError {
             ApiError::MissingToken(_) => "missing_token",
             ApiError::InvalidToken(_) => "invalid_token",
             ApiError::UserNotFound => "user_not_found",
+            ApiError::InvalidGrant => "invalid_grant",
+            ApiError::UsernameTaken => "username_taken",
+            ApiError::Conflict(_) => "conflict",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Unavailable => "service_unavailable",
             ApiError::Internal => "internal_error",
@@ -127,6 +139,9 @@ impl From<StoreError> for ApiError {
             StoreError::Unavailable(detail) => {
                 tracing::warn!(%detail, "database unavailable");
                 ApiError::Unavailable
+            }
+            StoreError::Conflict => {
+                ApiError::Conflict("the resource was changed by another request; try again")
             }
             StoreError::AlreadyExists | StoreError::Internal(_) => {
                 tracing::error!(error = %err, "database error");

@@ -2,11 +2,13 @@
 //! passwords, the user model and its DynamoDB store, and the HTTP mapping. Each
 //! function crate's `main.rs` only wires these together.
 
+pub mod clock;
 pub mod config;
 pub mod handlers;
 pub mod http;
 pub mod passwords;
 pub mod runtime;
+pub mod sessions;
 pub mod store;
 pub mod tokens;
 pub mod users;

@@ -6,10 +6,77 @@
 //! `non_truncating_*` functions: those count bcrypt's NUL terminator and so refuse
 //! a password of exactly 72 bytes, which bcrypt does hash in full.
 
+use std::collections::HashSet;
+use std::sync::OnceLock;
+
 use tokio::task;
+
+use crate::users::Username;
 
 /// bcrypt reads at most this many bytes of a password.
 pub const MAX_PASSWORD_BYTES: usize = 72;
+/// OWASP ASVS 5.0 (V6.2.1): at least 8 characters.
+pub const MIN_PASSWORD_CHARS: usize = 8;
+
+/// The ~20,000 most common passwords, lower-case, from Django's
+/// CommonPasswordValidator (scripts/update-common-passwords.sh regenerates it).
+static COMMON_PASSWORDS_TEXT: &str = include_str!("../data/common-passwords.txt");
+
+fn common_passwords() -> &'static HashSet<&'static str> {
+    static SET: OnceLock<HashSet<&'static str>> = OnceLock::new();
+    SET.get_or_init(|| {
+        COMMON_PASSWORDS_TEXT
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect()
+    })
+}
+
+/// Why a new password is refused. No composition rules (ASVS 5.0 V6.2.5).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyViolation {
+    #[error("password must be at least {MIN_PASSWORD_CHARS} characters")]
+    TooShort,
+    #[error(
+        "password must be at most {MAX_PASSWORD_BYTES} bytes (bcrypt's limit; it is never truncated), got {0} bytes"
+    )]
+    TooLong(usize),
+    #[error("password must not contain NUL characters")]
+    ContainsNul,
+    #[error("password is too common: it is in a list of the most used passwords")]
+    Common,
+    #[error("password must not be the same as the username")]
+    SameAsUsername,
+}
+
+/// The policy a new password must pass (registration, password change).
+pub fn check_new_password(password: &str, username: &Username) -> Result<(), PolicyViolation> {
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(PolicyViolation::TooLong(password.len()));
+    }
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(PolicyViolation::TooShort);
+    }
+    if password.contains('\0') {
+        return Err(PolicyViolation::ContainsNul);
+    }
+    let lower = password.to_lowercase();
+    if lower == username.as_str() {
+        return Err(PolicyViolation::SameAsUsername);
+    }
+    if common_passwords().contains(lower.as_str()) {
+        return Err(PolicyViolation::Common);
+    }
+    Ok(())
+}
+
+/// Whether `hash` was made at a lower cost than `cost` (then a successful
+/// login rehashes). Hashes we cannot read are left alone.
+pub fn needs_rehash(hash: &str, cost: BcryptCost) -> bool {
+    hash.parse::<bcrypt::HashParts>()
+        .is_ok_and(|parts| parts.get_cost() < cost.get())
+}
 
 /// A bcrypt work factor we accept: at least 10 (OWASP's floor for bcrypt).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -185,6 +252,65 @@ mod tests {
         assert!(!hasher().verify("anything".into(), None).await.unwrap());
         let parts = hasher().dummy_hash.parse::<bcrypt::HashParts>();
         assert!(parts.is_ok(), "dummy hash does not parse");
+    }
+
+    fn policy(password: &str) -> Result<(), PolicyViolation> {
+        check_new_password(password, &Username::parse("alice.smith").unwrap())
+    }
+
+    #[test]
+    fn the_common_password_list_has_at_least_10000_entries() {
+        assert!(
+            common_passwords().len() >= 10_000,
+            "{}",
+            common_passwords().len()
+        );
+        assert!(common_passwords().contains("password"));
+    }
+
+    #[test]
+    fn new_passwords_follow_the_policy() {
+        assert_eq!(policy("short7!"), Err(PolicyViolation::TooShort));
+        assert_eq!(
+            policy("ééééééé"),
+            Err(PolicyViolation::TooShort),
+            "7 characters, 14 bytes"
+        );
+        assert_eq!(policy("éééééééé"), Ok(()), "8 characters count, not bytes");
+        assert_eq!(policy(&"a".repeat(73)), Err(PolicyViolation::TooLong(73)));
+        assert!(
+            policy(&"é".repeat(37))
+                .unwrap_err()
+                .to_string()
+                .contains("72 bytes")
+        );
+        assert_eq!(
+            policy(&"Zq8!".repeat(18)),
+            Ok(()),
+            "exactly 72 bytes is fine"
+        );
+        assert_eq!(policy("password123"), Err(PolicyViolation::Common));
+        assert_eq!(
+            policy("PassWord123"),
+            Err(PolicyViolation::Common),
+            "case-insensitive"
+        );
+        assert_eq!(policy("iloveyou"), Err(PolicyViolation::Common));
+        assert_eq!(policy("Alice.Smith"), Err(PolicyViolation::SameAsUsername));
+        assert_eq!(
+            policy("nul\0in the middle"),
+            Err(PolicyViolation::ContainsNul)
+        );
+        // No composition rules: a long lower-case passphrase is fine.
+        assert_eq!(policy("correct horse battery staple"), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn hashes_below_the_configured_cost_need_a_rehash() {
+        let low = hasher().hash("some password".into()).await.unwrap();
+        assert!(needs_rehash(&low, BcryptCost::new(12).unwrap()));
+        assert!(!needs_rehash(&low, BcryptCost::new(10).unwrap()));
+        assert!(!needs_rehash("garbage", BcryptCost::new(12).unwrap()));
     }
 
     #[tokio::test]

@@ -7,11 +7,22 @@ use std::panic::AssertUnwindSafe;
 use futures_util::FutureExt;
 use lambda_http::{Body, Error, Request, Response, service_fn};
 
+use crate::config::{Environment, StoreConfig};
 use crate::http::ApiError;
+use crate::store::{Store, dynamodb_client};
 
 /// Structured logs; JSON when Lambda's log format says so (`AWS_LAMBDA_LOG_FORMAT`).
 pub fn init_logging() {
     lambda_http::tracing::init_default_subscriber();
+}
+
+/// The table, from `TABLE_NAME` and the DynamoDB settings, with its client.
+pub async fn store_from_env() -> Result<Store, Error> {
+    let config = StoreConfig::from_source(&Environment)?;
+    Ok(Store::new(
+        dynamodb_client(&config).await,
+        config.table_name,
+    ))
 }
 
 /// Serves `handler` on the Lambda Runtime API until the process ends.

@@ -2,7 +2,9 @@
 //! interface (`TokenIssuer::issue`, `TokenVerifier::verify`) so that the signing
 //! algorithm can change without touching the handlers.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use crate::clock::system_now as now;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -10,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::config::TokenConfig;
-use crate::users::{User, UserId};
+use crate::users::User;
 
 /// The one algorithm we issue and accept.
 pub const ALGORITHM: Algorithm = Algorithm::HS256;
@@ -22,12 +24,18 @@ pub const LEEWAY: Duration = Duration::from_secs(5);
 /// Tokens longer than this are refused before any parsing.
 pub const MAX_TOKEN_BYTES: usize = 4096;
 
-/// Every registered claim we issue, plus the username the user is looked up by.
+/// Every registered claim we issue, plus what get-name needs to check the
+/// token with one read: the username the user is keyed by, the session id and
+/// the session epoch it was issued under.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     /// The user's stable id (a UUID), never reused.
     pub sub: String,
     pub username: String,
+    /// The session (one login and its refreshes).
+    pub sid: String,
+    /// The user's session epoch when the session began.
+    pub sep: u64,
     pub iss: String,
     pub aud: String,
     pub iat: i64,
@@ -75,28 +83,32 @@ impl TokenIssuer {
         })
     }
 
-    pub fn issue(&self, user: &User) -> Result<IssuedToken, jsonwebtoken::errors::Error> {
-        self.issue_at(user, now())
-    }
-
-    /// Issues a token as if the clock read `now` (seconds since the epoch).
-    pub fn issue_at(
+    /// Issues an access token of session `sid` at `now` (seconds since the epoch).
+    pub fn issue(
         &self,
         user: &User,
+        sid: &str,
         now: i64,
     ) -> Result<IssuedToken, jsonwebtoken::errors::Error> {
-        let claims = self.claims_for(&user.id, user.username.as_str(), now);
+        let claims = self.claims_for(user, sid, now);
         Ok(IssuedToken {
             token: self.sign(&claims)?,
             expires_in: self.ttl.as_secs(),
         })
     }
 
-    /// The claims `issue_at` would sign; tests edit them to forge hostile tokens.
-    pub fn claims_for(&self, id: &UserId, username: &str, now: i64) -> Claims {
+    /// How long the access tokens it issues live.
+    pub fn lifetime(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The claims `issue` would sign; tests edit them to forge hostile tokens.
+    pub fn claims_for(&self, user: &User, sid: &str, now: i64) -> Claims {
         Claims {
-            sub: id.to_string(),
-            username: username.to_owned(),
+            sub: user.id.to_string(),
+            username: user.username.to_string(),
+            sid: sid.to_owned(),
+            sep: user.session_epoch,
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             iat: now,
@@ -114,6 +126,7 @@ impl TokenIssuer {
 pub struct TokenVerifier {
     key: DecodingKey,
     validation: Validation,
+    ttl: Duration,
 }
 
 impl TokenVerifier {
@@ -130,7 +143,13 @@ impl TokenVerifier {
         Ok(TokenVerifier {
             key: DecodingKey::from_secret(&config.secret)?,
             validation,
+            ttl: config.access_token_ttl,
         })
+    }
+
+    /// The latest time at which a token issued at `now` may still be accepted.
+    pub fn last_valid_moment(&self, issued_at: i64) -> i64 {
+        issued_at + self.ttl.as_secs() as i64 + LEEWAY.as_secs() as i64
     }
 
     /// Verifies signature, algorithm, `typ` and every time, issuer and audience rule.
@@ -153,18 +172,11 @@ impl TokenVerifier {
         if data.claims.iat > now() + LEEWAY.as_secs() as i64 {
             return Err(TokenError::NotYetValid);
         }
-        if data.claims.sub.is_empty() || data.claims.jti.is_empty() {
+        if data.claims.sub.is_empty() || data.claims.sid.is_empty() || data.claims.jti.is_empty() {
             return Err(TokenError::Invalid);
         }
         Ok(data.claims)
     }
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -205,7 +217,7 @@ mod tests {
 
     fn valid_claims() -> serde_json::Value {
         let issuer = TokenIssuer::new(&config()).unwrap();
-        serde_json::to_value(issuer.claims_for(&user().id, "alice", now())).unwrap()
+        serde_json::to_value(issuer.claims_for(&user(), "session-1", now())).unwrap()
     }
 
     fn verify(token: &str) -> Result<Claims, TokenError> {
@@ -216,11 +228,13 @@ mod tests {
     fn issued_claims_round_trip_through_the_verifier() {
         let issuer = TokenIssuer::new(&config()).unwrap();
         let user = user();
-        let issued = issuer.issue(&user).unwrap();
+        let issued = issuer.issue(&user, "session-1", now()).unwrap();
         assert_eq!(issued.expires_in, 900);
         let claims = verify(&issued.token).unwrap();
         assert_eq!(claims.sub, user.id.to_string());
         assert_eq!(claims.username, "alice");
+        assert_eq!(claims.sid, "session-1");
+        assert_eq!(claims.sep, 0);
         assert_eq!(claims.iss, "https://auth.test");
         assert_eq!(claims.aud, "auth-test-api");
         assert_eq!(claims.exp - claims.iat, 900);
@@ -234,8 +248,8 @@ mod tests {
     #[test]
     fn every_token_gets_its_own_jti() {
         let issuer = TokenIssuer::new(&config()).unwrap();
-        let a = verify(&issuer.issue(&user()).unwrap().token).unwrap();
-        let b = verify(&issuer.issue(&user()).unwrap().token).unwrap();
+        let a = verify(&issuer.issue(&user(), "s", now()).unwrap().token).unwrap();
+        let b = verify(&issuer.issue(&user(), "s", now()).unwrap().token).unwrap();
         assert_ne!(a.jti, b.jti);
     }
 
@@ -253,11 +267,11 @@ mod tests {
     fn an_expired_token_is_refused_beyond_the_leeway() {
         let issuer = TokenIssuer::new(&config()).unwrap();
         let long_ago = now() - 900 - LEEWAY.as_secs() as i64 - 5;
-        let token = issuer.issue_at(&user(), long_ago).unwrap().token;
+        let token = issuer.issue(&user(), "s", long_ago).unwrap().token;
         assert_eq!(verify(&token), Err(TokenError::Expired));
         // Within the leeway it still passes.
         let just_expired = now() - 900 - 1;
-        let token = issuer.issue_at(&user(), just_expired).unwrap().token;
+        let token = issuer.issue(&user(), "s", just_expired).unwrap().token;
         assert!(verify(&token).is_ok());
     }
 
@@ -289,7 +303,9 @@ mod tests {
 
     #[test]
     fn each_required_claim_must_be_present() {
-        for claim in ["exp", "nbf", "iat", "iss", "aud", "sub", "jti", "username"] {
+        for claim in [
+            "exp", "nbf", "iat", "iss", "aud", "sub", "jti", "username", "sid", "sep",
+        ] {
             let mut claims = valid_claims();
             claims.as_object_mut().unwrap().remove(claim);
             let token = sign_raw(&our_header(), &claims, SECRET);
@@ -337,7 +353,7 @@ mod tests {
     fn a_tampered_payload_or_signature_is_refused() {
         let token = TokenIssuer::new(&config())
             .unwrap()
-            .issue(&user())
+            .issue(&user(), "s", now())
             .unwrap()
             .token;
         let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();

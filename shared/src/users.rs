@@ -1,8 +1,8 @@
 //! The user model: usernames normalised once at the edge, stable user ids, and
 //! the record kept per user.
 
+use std::collections::BTreeMap;
 use std::fmt;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
 
@@ -87,6 +87,13 @@ pub struct User {
     pub active: bool,
     /// Seconds since the Unix epoch.
     pub created_at: i64,
+    /// Sessions started under another epoch are over: "log out everywhere" and a
+    /// password change bump it, which ends every session at once.
+    pub session_epoch: u64,
+    /// Sessions logged out one by one: session id → the time after which no
+    /// access token of that session can be valid anyway (then the entry can go).
+    /// Kept on the user item so that checking an access token stays one read.
+    pub revoked_sessions: BTreeMap<String, i64>,
 }
 
 impl User {
@@ -98,11 +105,19 @@ impl User {
             name,
             password_hash,
             active: true,
-            created_at: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0),
+            created_at: crate::clock::system_now(),
+            session_epoch: 0,
+            revoked_sessions: BTreeMap::new(),
         }
+    }
+
+    /// Whether session `sid`, started under `epoch`, is still live at `now`.
+    pub fn session_is_live(&self, sid: &str, epoch: u64, now: i64) -> bool {
+        epoch == self.session_epoch
+            && self
+                .revoked_sessions
+                .get(sid)
+                .is_none_or(|until| *until < now)
     }
 }
 
@@ -116,6 +131,8 @@ impl fmt::Debug for User {
             .field("password_hash", &"<redacted>")
             .field("active", &self.active)
             .field("created_at", &self.created_at)
+            .field("session_epoch", &self.session_epoch)
+            .field("revoked_sessions", &self.revoked_sessions)
             .finish()
     }
 }
@@ -172,6 +189,19 @@ mod tests {
         assert!(display_name("   ").is_err());
         assert!(display_name(&"é".repeat(100)).is_ok());
         assert!(display_name(&"é".repeat(101)).is_err());
+    }
+
+    #[test]
+    fn a_session_is_live_until_its_epoch_moves_on_or_it_is_revoked() {
+        let mut user = User::new(Username::parse("alice").unwrap(), "A".into(), "h".into());
+        assert!(user.session_is_live("s1", 0, 100));
+        assert!(!user.session_is_live("s1", 1, 100), "another epoch");
+        user.revoked_sessions.insert("s1".into(), 200);
+        assert!(!user.session_is_live("s1", 0, 100));
+        assert!(user.session_is_live("s2", 0, 100));
+        user.session_epoch = 1;
+        assert!(!user.session_is_live("s2", 0, 100));
+        assert!(user.session_is_live("s2", 1, 100));
     }
 
     #[test]

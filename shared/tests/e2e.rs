@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use auth::config::TokenConfig;
-use auth::store::{UserStore, create_table};
+use auth::store::{Store, create_table};
 use auth::tokens::TokenVerifier;
 use support::*;
 use ureq::Agent;
@@ -87,7 +87,7 @@ fn seed_user(prefix: &str, password: &str) -> String {
         let table = required_env("E2E_TABLE_NAME");
         create_table(&client, &table).await.unwrap();
         add_user(
-            &UserStore::new(client, table),
+            &Store::new(client, table),
             &username,
             "End To End",
             password,
@@ -183,4 +183,165 @@ fn main_failures_over_http_are_json_errors() {
     let wrong_method = reply(agent().delete(&url("/get_name")).call());
     assert_eq!(wrong_method.status, 405);
     assert_eq!(wrong_method.header("allow"), Some("GET"));
+}
+
+fn post_json(path: &str, authorization: Option<&str>, body: serde_json::Value) -> Reply {
+    let mut request = agent()
+        .post(&url(path))
+        .header("content-type", "application/json");
+    if let Some(value) = authorization {
+        request = request.header("authorization", value);
+    }
+    reply(request.send(body.to_string()))
+}
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    )
+}
+
+/// Registers over HTTP and logs in; returns (username, access, refresh).
+fn register_and_log_in(prefix: &str, password: &str) -> (String, String, String) {
+    let username = unique(prefix);
+    let created = post_json(
+        "/register",
+        None,
+        serde_json::json!({"username": username, "password": password, "name": "Http User"}),
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    let (access, refresh) = log_in(&username, password);
+    (username, access, refresh)
+}
+
+fn log_in(username: &str, password: &str) -> (String, String) {
+    let login = post_json(
+        "/login",
+        None,
+        serde_json::json!({"username": username, "password": password}),
+    );
+    assert_eq!(login.status, 200, "{}", login.body);
+    tokens_of(&login)
+}
+
+fn tokens_of(reply: &Reply) -> (String, String) {
+    let json = reply.json();
+    (
+        json["access_token"].as_str().unwrap().to_owned(),
+        json["refresh_token"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn refresh(token: &str) -> Reply {
+    post_json(
+        "/refresh",
+        None,
+        serde_json::json!({"refresh_token": token}),
+    )
+}
+
+#[test]
+fn registration_over_http_gives_201_then_409() {
+    let username = unique("e2e-reg");
+    let body = serde_json::json!({"username": username, "password": "http passphrase one", "name": "  Reg User "});
+    let created = post_json("/register", None, body);
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.json()["name"], "Reg User");
+    assert!(!created.body.contains("$2b$"));
+    let again = serde_json::json!({"username": username.to_uppercase(), "password": "http passphrase two", "name": "X"});
+    let taken = post_json("/register", None, again);
+    assert_eq!(taken.status, 409);
+    assert_eq!(taken.json()["error"], "username_taken");
+    let weak = post_json(
+        "/register",
+        None,
+        serde_json::json!({"username": unique("e2e-weak"), "password": "password123", "name": "W"}),
+    );
+    assert_eq!(weak.status, 400);
+    assert!(
+        weak.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("too common")
+    );
+}
+
+#[test]
+fn refresh_rotation_and_reuse_detection_over_http() {
+    // The watch runs with REFRESH_REUSE_GRACE_SECONDS=0: any second use is reuse.
+    let (_, access, first) = register_and_log_in("e2e-rot", "rotation passphrase");
+    let rotated = refresh(&first);
+    assert_eq!(rotated.status, 200, "{}", rotated.body);
+    let (new_access, second) = tokens_of(&rotated);
+    assert_eq!(get_name(Some(&format!("Bearer {new_access}"))).status, 200);
+
+    let reuse = refresh(&first);
+    assert_eq!(reuse.status, 401);
+    assert_eq!(reuse.json()["error"], "invalid_grant");
+    // The family is revoked: the newest refresh token and the access tokens die.
+    assert_eq!(refresh(&second).status, 401);
+    assert_eq!(get_name(Some(&format!("Bearer {new_access}"))).status, 401);
+    assert_eq!(get_name(Some(&format!("Bearer {access}"))).status, 401);
+}
+
+#[test]
+fn logout_over_http_ends_one_session_then_all() {
+    let password = "logout passphrase";
+    let (username, phone, phone_refresh) = register_and_log_in("e2e-out", password);
+    let (laptop, laptop_refresh) = log_in(&username, password);
+    let (tablet, _) = log_in(&username, password);
+
+    let out = post_json(
+        "/logout",
+        Some(&format!("Bearer {phone}")),
+        serde_json::json!({}),
+    );
+    assert_eq!(out.status, 200, "{}", out.body);
+    assert_eq!(get_name(Some(&format!("Bearer {phone}"))).status, 401);
+    assert_eq!(refresh(&phone_refresh).status, 401);
+    assert_eq!(get_name(Some(&format!("Bearer {laptop}"))).status, 200);
+
+    let all = post_json(
+        "/logout",
+        Some(&format!("Bearer {laptop}")),
+        serde_json::json!({"all": true}),
+    );
+    assert_eq!(all.status, 200, "{}", all.body);
+    assert_eq!(get_name(Some(&format!("Bearer {laptop}"))).status, 401);
+    assert_eq!(get_name(Some(&format!("Bearer {tablet}"))).status, 401);
+    assert_eq!(refresh(&laptop_refresh).status, 401);
+}
+
+#[test]
+fn password_change_over_http_ends_the_other_sessions() {
+    let (username, access, _) = register_and_log_in("e2e-pw", "first passphrase here");
+    let (other, other_refresh) = log_in(&username, "first passphrase here");
+    let changed = post_json(
+        "/password",
+        Some(&format!("Bearer {access}")),
+        serde_json::json!({"current_password": "first passphrase here", "new_password": "second passphrase here"}),
+    );
+    assert_eq!(changed.status, 200, "{}", changed.body);
+    let (fresh, _) = tokens_of(&changed);
+    assert_eq!(get_name(Some(&format!("Bearer {fresh}"))).status, 200);
+    assert_eq!(get_name(Some(&format!("Bearer {other}"))).status, 401);
+    assert_eq!(get_name(Some(&format!("Bearer {access}"))).status, 401);
+    assert_eq!(refresh(&other_refresh).status, 401);
+    let old = post_json(
+        "/login",
+        None,
+        serde_json::json!({"username": username, "password": "first passphrase here"}),
+    );
+    assert_eq!(old.status, 401);
+    log_in(&username, "second passphrase here");
+}
+
+#[test]
+fn every_new_route_answers_other_methods_with_405() {
+    for path in ["/register", "/refresh", "/logout", "/password"] {
+        let wrong = reply(agent().get(&url(path)).call());
+        assert_eq!(wrong.status, 405, "{path}");
+        assert_eq!(wrong.header("allow"), Some("POST"), "{path}");
+    }
 }

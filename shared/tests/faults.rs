@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use auth::config::StoreConfig;
 use auth::handlers::{get_name, login};
-use auth::store::UserStore;
+use auth::store::Store;
 use auth::tokens::TokenIssuer;
 use auth::users::{User, Username};
 use lambda_http::{Body, Response};
@@ -103,11 +103,11 @@ async fn serve(mut socket: tokio::net::TcpStream, fault: Fault, requests: Arc<At
     }
 }
 
-async fn faulty_store(fault: Fault) -> (UserStore, Arc<AtomicUsize>) {
+async fn faulty_store(fault: Fault) -> (Store, Arc<AtomicUsize>) {
     let (endpoint, requests) = stub(fault).await;
     let config = fault_config();
     let client = client_for(&endpoint, &config).await;
-    (UserStore::new(client, config.table_name), requests)
+    (Store::new(client, config.table_name), requests)
 }
 
 fn assert_unavailable_in_time(response: &Response<Body>, started: Instant) {
@@ -143,7 +143,7 @@ async fn get_name_under(fault: Fault) {
     );
     let token = TokenIssuer::new(&token_config())
         .unwrap()
-        .issue(&user)
+        .issue(&user, "session-1", auth::clock::system_now())
         .unwrap()
         .token;
     let request = event_with_auth("get-name.json", Some(&format!("Bearer {token}")));

@@ -4,7 +4,7 @@
 mod support;
 
 use auth::handlers::{get_name, login};
-use auth::store::UserStore;
+use auth::store::Store;
 use auth::tokens::{Claims, TokenIssuer, TokenVerifier};
 use auth::users::User;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -15,18 +15,18 @@ use support::*;
 const EVENTS_USER: &str = "events-user";
 const EVENTS_PASSWORD: &str = "events-password-1";
 
-async fn store_with_events_user() -> (UserStore, User) {
+async fn store_with_events_user() -> (Store, User) {
     let store = fresh_store().await;
     let user = add_user(&store, EVENTS_USER, "Events User", EVENTS_PASSWORD).await;
     (store, user)
 }
 
-async fn login_with(store: &UserStore, username: &str, password: &str) -> Response<Body> {
+async fn login_with(store: &Store, username: &str, password: &str) -> Response<Body> {
     let body = serde_json::json!({"username": username, "password": password}).to_string();
     login::handle(&login_state(store), event_with_body("login.json", &body)).await
 }
 
-async fn access_token(store: &UserStore) -> String {
+async fn access_token(store: &Store) -> String {
     let response = login::handle(&login_state(store), event("login.json")).await;
     assert_eq!(response.status(), 200);
     body_json(&response)["access_token"]
@@ -35,7 +35,7 @@ async fn access_token(store: &UserStore) -> String {
         .to_owned()
 }
 
-async fn get_name_with(store: &UserStore, authorization: Option<&str>) -> Response<Body> {
+async fn get_name_with(store: &Store, authorization: Option<&str>) -> Response<Body> {
     get_name::handle(
         &get_name_state(store),
         event_with_auth("get-name.json", authorization),
@@ -76,7 +76,7 @@ fn now() -> i64 {
 
 fn claims_for(user: &User) -> serde_json::Value {
     let issuer = TokenIssuer::new(&token_config()).unwrap();
-    serde_json::to_value(issuer.claims_for(&user.id, user.username.as_str(), now())).unwrap()
+    serde_json::to_value(issuer.claims_for(user, "session-1", now())).unwrap()
 }
 
 // ---- POST /login
@@ -218,7 +218,7 @@ async fn a_damaged_user_record_is_a_contained_json_500() {
 
 #[tokio::test]
 async fn a_missing_table_is_a_contained_json_500() {
-    let store = UserStore::new(local_client().await, "no-such-table");
+    let store = Store::new(local_client().await, "no-such-table");
     assert_error(
         &login_with(&store, "alice", "pw").await,
         500,

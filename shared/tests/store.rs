@@ -4,7 +4,7 @@ mod support;
 
 use std::sync::Arc;
 
-use auth::store::{StoreError, UserStore, create_table};
+use auth::store::{Store, StoreError, create_table};
 use auth::users::{User, Username};
 use support::*;
 
@@ -107,10 +107,100 @@ async fn creating_the_table_twice_is_fine() {
 
 #[tokio::test]
 async fn a_missing_table_is_an_internal_error_not_an_outage() {
-    let store = UserStore::new(local_client().await, "no-such-table");
+    let store = Store::new(local_client().await, "no-such-table");
     let err = store
         .get(&Username::parse("alice").unwrap())
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Internal(_)), "{err}");
+}
+
+#[tokio::test]
+async fn revoking_a_session_that_does_not_exist_changes_nothing_on_the_user() {
+    let store = fresh_store().await;
+    let mut alice = user("alice");
+    alice.revoked_sessions.insert("expired".into(), 1_000);
+    alice.revoked_sessions.insert("live".into(), 5_000);
+    store.create(&alice).await.unwrap();
+    store
+        .revoke_session("fresh", Some(&alice), 6_000, 2_000)
+        .await
+        .unwrap_err(); // no session item
+    // The session and the user entry are written together or not at all.
+    assert_eq!(
+        store
+            .get(&alice.username)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_sessions,
+        alice.revoked_sessions
+    );
+}
+
+#[tokio::test]
+async fn past_the_cap_a_logout_ends_all_sessions_instead_of_growing_the_item() {
+    use auth::store::MAX_REVOKED_SESSIONS;
+    let store = fresh_store().await;
+    let mut alice = user("alice");
+    for i in 0..MAX_REVOKED_SESSIONS {
+        alice.revoked_sessions.insert(format!("sid-{i}"), 9_000);
+    }
+    store.create(&alice).await.unwrap();
+    let sid = start_session(&store, &alice).await;
+    store
+        .revoke_session(&sid, Some(&alice), 9_500, 2_000)
+        .await
+        .unwrap();
+    let stored = store.get(&alice.username).await.unwrap().unwrap();
+    assert_eq!(stored.session_epoch, alice.session_epoch + 1);
+    assert_eq!(stored.revoked_sessions.len(), MAX_REVOKED_SESSIONS);
+}
+
+#[tokio::test]
+async fn revoking_prunes_entries_no_access_token_can_outlive() {
+    let store = fresh_store().await;
+    let mut alice = user("alice");
+    alice.revoked_sessions.insert("expired".into(), 1_000);
+    alice.revoked_sessions.insert("live".into(), 5_000);
+    store.create(&alice).await.unwrap();
+    let sid = start_session(&store, &alice).await;
+    store
+        .revoke_session(&sid, Some(&alice), 6_000, 2_000)
+        .await
+        .unwrap();
+    let stored = store.get(&alice.username).await.unwrap().unwrap();
+    let kept: Vec<(&str, i64)> = stored
+        .revoked_sessions
+        .iter()
+        .map(|(k, v)| (k.as_str(), *v))
+        .collect();
+    let mut expected = vec![("live", 5_000), (sid.as_str(), 6_000)];
+    expected.sort();
+    assert_eq!(kept, expected);
+    assert!(store.get_session(&sid).await.unwrap().unwrap().revoked);
+}
+
+/// Stores a session (and a first refresh token) for `user`; returns its id.
+async fn start_session(store: &Store, user: &User) -> String {
+    use auth::sessions::{RefreshRecord, RefreshState, RefreshToken, Session};
+    let session = Session {
+        id: Session::new_id(),
+        user_id: user.id,
+        username: user.username.clone(),
+        epoch: user.session_epoch,
+        revoked: false,
+        created_at: 1_000,
+        expires_at: 99_999,
+    };
+    let first = RefreshRecord {
+        hash: RefreshToken::generate().hash(),
+        session_id: session.id.clone(),
+        user_id: user.id,
+        state: RefreshState::Active,
+        created_at: 1_000,
+        expires_at: 99_999,
+    };
+    store.start_session(&session, &first).await.unwrap();
+    session.id
 }

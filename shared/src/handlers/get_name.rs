@@ -1,18 +1,21 @@
-//! `GET /get_name`: the name of the user the bearer token was issued to.
+//! `GET /get_name`: the name of the user the bearer token was issued to, with
+//! one DynamoDB read (the user item carries the session state to check).
 
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, Response};
 use serde::Serialize;
 
-use crate::http::{ApiError, bearer_token, json_response, require_method};
-use crate::store::UserStore;
+use super::authenticate;
+use crate::clock::Clock;
+use crate::http::{ApiError, json_response, require_method};
+use crate::store::Store;
 use crate::tokens::TokenVerifier;
-use crate::users::Username;
 
 /// What the get-name function holds between invocations.
 pub struct GetName {
-    pub users: UserStore,
+    pub store: Store,
     pub tokens: TokenVerifier,
+    pub clock: Clock,
 }
 
 #[derive(Serialize)]
@@ -29,25 +32,12 @@ pub async fn handle(state: &GetName, req: Request) -> Response<Body> {
 
 async fn get_name(state: &GetName, req: Request) -> Result<Response<Body>, ApiError> {
     require_method(&req, Method::GET, "GET")?;
-    let claims = state.tokens.verify(bearer_token(&req)?)?;
-    let revoked = || ApiError::InvalidToken("the access token is no longer valid".into());
-    let username = Username::parse(&claims.username).map_err(|_| revoked())?;
-
-    let user = state
-        .users
-        .get(&username)
-        .await?
-        .ok_or(ApiError::UserNotFound)?;
-    // The username may have been deleted and registered again by someone else:
-    // only the user the token was issued to (same id) may read this name.
-    if user.id.to_string() != claims.sub || !user.active {
-        return Err(revoked());
-    }
+    let caller = authenticate(&req, &state.tokens, &state.store, state.clock.now()).await?;
     Ok(json_response(
         StatusCode::OK,
         &UserFound {
             message: "User found",
-            name: user.name,
+            name: caller.user.name,
         },
     ))
 }

@@ -1,34 +1,32 @@
-//! `POST /login`: username and password in, access token out.
+//! `POST /login`: username and password in; an access token, a refresh token
+//! and a new session out.
 
-use lambda_http::http::{Method, StatusCode};
+use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use crate::http::{ApiError, json_body, json_response, require_method};
-use crate::passwords::{PasswordError, PasswordHasher};
-use crate::store::UserStore;
+use super::{start_session, verification_error};
+use crate::clock::Clock;
+use crate::http::{ApiError, json_body, require_method};
+use crate::passwords::{PasswordHasher, needs_rehash};
+use crate::sessions::SessionConfig;
+use crate::store::Store;
 use crate::tokens::TokenIssuer;
-use crate::users::Username;
+use crate::users::{User, Username};
 
 /// What the login function holds between invocations.
 pub struct Login {
-    pub users: UserStore,
+    pub store: Store,
     pub passwords: PasswordHasher,
     pub tokens: TokenIssuer,
+    pub sessions: SessionConfig,
+    pub clock: Clock,
 }
 
 #[derive(Deserialize)]
 struct Credentials {
     username: String,
     password: String,
-}
-
-#[derive(Serialize)]
-struct LoginSuccess {
-    message: &'static str,
-    access_token: String,
-    token_type: &'static str,
-    expires_in: u64,
 }
 
 pub async fn handle(state: &Login, req: Request) -> Response<Body> {
@@ -49,19 +47,14 @@ async fn login(state: &Login, req: Request) -> Result<Response<Body>, ApiError> 
     // One read, then exactly one full bcrypt verification whatever the user's
     // state: unknown users verify against a dummy hash, inactive users against
     // their own, so neither answer nor timing tells them apart from a wrong password.
-    let user = state.users.get(&username).await?;
+    let user = state.store.get(&username).await?;
     let hash = user.as_ref().map(|u| u.password_hash.clone());
+    let password = credentials.password;
     let matches = state
         .passwords
-        .verify(credentials.password, hash)
+        .verify(password.clone(), hash)
         .await
-        .map_err(|e| match e {
-            PasswordError::TooLong => ApiError::LoginFailed,
-            PasswordError::MalformedHash | PasswordError::Hashing(_) => {
-                tracing::error!(error = %e, "password verification failed");
-                ApiError::Internal
-            }
-        })?;
+        .map_err(verification_error)?;
     let user = match user {
         Some(user) if matches && user.active => user,
         _ => {
@@ -70,18 +63,43 @@ async fn login(state: &Login, req: Request) -> Result<Response<Body>, ApiError> 
         }
     };
 
-    let issued = state.tokens.issue(&user).map_err(|e| {
-        tracing::error!(error = %e, "token signing failed");
-        ApiError::Internal
-    })?;
+    let now = state.clock.now();
+    let tokens = start_session(
+        &state.store,
+        &state.tokens,
+        &state.sessions,
+        &user,
+        now,
+        "Login Success",
+    )
+    .await?;
+    rehash_if_needed(state, &user, password).await;
     tracing::info!(user_id = %user.id, "login succeeded");
-    Ok(json_response(
-        StatusCode::OK,
-        &LoginSuccess {
-            message: "Login Success",
-            access_token: issued.token,
-            token_type: "Bearer",
-            expires_in: issued.expires_in,
-        },
-    ))
+    Ok(tokens.into_response())
+}
+
+/// A hash made at a lower cost than configured is replaced, now that we have
+/// the password. Conditional on the old hash, so a concurrent password change
+/// wins; a failure here never fails the login.
+async fn rehash_if_needed(state: &Login, user: &User, password: String) {
+    if !needs_rehash(&user.password_hash, state.passwords.cost()) {
+        return;
+    }
+    let result = match state.passwords.hash(password).await {
+        Ok(new_hash) => state
+            .store
+            .rehash(user, &new_hash)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match result {
+        Ok(true) => {
+            tracing::info!(user_id = %user.id, cost = state.passwords.cost().get(), "password rehashed")
+        }
+        Ok(false) => {
+            tracing::info!(user_id = %user.id, "rehash skipped: password changed meanwhile")
+        }
+        Err(error) => tracing::warn!(user_id = %user.id, %error, "rehash failed"),
+    }
 }

@@ -4,13 +4,19 @@
 
 use std::time::Duration;
 
+use auth::clock::Clock;
 use auth::config::{StoreConfig, TokenConfig};
+use auth::handlers::change_password::ChangePassword;
 use auth::handlers::get_name::GetName;
 use auth::handlers::login::Login;
+use auth::handlers::logout::Logout;
+use auth::handlers::refresh::Refresh;
+use auth::handlers::register::Register;
 use auth::passwords::{BcryptCost, PasswordHasher};
+use auth::sessions::SessionConfig;
 use auth::store::aws_sdk_dynamodb::Client;
 use auth::store::aws_sdk_dynamodb::config::{Credentials, Region};
-use auth::store::{UserStore, create_table, sdk_config_loader};
+use auth::store::{Store, create_table, sdk_config_loader};
 use auth::tokens::{TokenIssuer, TokenVerifier};
 use auth::users::{User, Username};
 use lambda_http::{Body, Request, Response};
@@ -57,20 +63,20 @@ pub async fn local_client() -> Client {
 }
 
 /// A store on a table of its own, so tests run in parallel without sharing data.
-pub async fn fresh_store() -> UserStore {
+pub async fn fresh_store() -> Store {
     let client = local_client().await;
     let table = format!("test-{}", uuid::Uuid::new_v4());
     create_table(&client, &table)
         .await
         .unwrap_or_else(|e| panic!("cannot create a table on DynamoDB Local: {e}"));
-    UserStore::new(client, table)
+    Store::new(client, table)
 }
 
 pub fn hasher() -> PasswordHasher {
     PasswordHasher::new(BcryptCost::new(10).unwrap())
 }
 
-pub async fn add_user(store: &UserStore, username: &str, name: &str, password: &str) -> User {
+pub async fn add_user(store: &Store, username: &str, name: &str, password: &str) -> User {
     let hash = hasher().hash(password.to_owned()).await.unwrap();
     let user = User::new(Username::parse(username).unwrap(), name.to_owned(), hash);
     store.create(&user).await.unwrap();
@@ -86,19 +92,93 @@ pub fn token_config() -> TokenConfig {
     }
 }
 
-pub fn login_state(store: &UserStore) -> Login {
-    Login {
-        users: store.clone(),
-        passwords: hasher(),
-        tokens: TokenIssuer::new(&token_config()).unwrap(),
+pub fn session_config() -> SessionConfig {
+    SessionConfig {
+        refresh_ttl: Duration::from_secs(30 * 24 * 3600),
+        reuse_grace: Duration::from_secs(10),
     }
 }
 
-pub fn get_name_state(store: &UserStore) -> GetName {
-    GetName {
-        users: store.clone(),
-        tokens: TokenVerifier::new(&token_config()).unwrap(),
+/// Every handler's state over one store and one clock.
+pub struct App {
+    pub store: Store,
+    pub clock: Clock,
+    pub sessions: SessionConfig,
+}
+
+impl App {
+    pub fn new(store: &Store) -> Self {
+        App::with_clock(store, Clock::system())
     }
+
+    pub fn with_clock(store: &Store, clock: Clock) -> Self {
+        App {
+            store: store.clone(),
+            clock,
+            sessions: session_config(),
+        }
+    }
+
+    pub fn login(&self) -> Login {
+        Login {
+            store: self.store.clone(),
+            passwords: hasher(),
+            tokens: TokenIssuer::new(&token_config()).unwrap(),
+            sessions: self.sessions.clone(),
+            clock: self.clock.clone(),
+        }
+    }
+
+    pub fn get_name(&self) -> GetName {
+        GetName {
+            store: self.store.clone(),
+            tokens: TokenVerifier::new(&token_config()).unwrap(),
+            clock: self.clock.clone(),
+        }
+    }
+
+    pub fn register(&self) -> Register {
+        Register {
+            store: self.store.clone(),
+            passwords: hasher(),
+        }
+    }
+
+    pub fn refresh(&self) -> Refresh {
+        Refresh {
+            store: self.store.clone(),
+            tokens: TokenIssuer::new(&token_config()).unwrap(),
+            sessions: self.sessions.clone(),
+            clock: self.clock.clone(),
+        }
+    }
+
+    pub fn logout(&self) -> Logout {
+        Logout {
+            store: self.store.clone(),
+            tokens: TokenVerifier::new(&token_config()).unwrap(),
+            clock: self.clock.clone(),
+        }
+    }
+
+    pub fn change_password(&self) -> ChangePassword {
+        ChangePassword {
+            store: self.store.clone(),
+            passwords: hasher(),
+            verifier: TokenVerifier::new(&token_config()).unwrap(),
+            issuer: TokenIssuer::new(&token_config()).unwrap(),
+            sessions: self.sessions.clone(),
+            clock: self.clock.clone(),
+        }
+    }
+}
+
+pub fn login_state(store: &Store) -> Login {
+    App::new(store).login()
+}
+
+pub fn get_name_state(store: &Store) -> GetName {
+    App::new(store).get_name()
 }
 
 pub fn event_text(name: &str) -> String {
@@ -159,4 +239,23 @@ pub fn assert_error(response: &Response<Body>, status: u16, code: &str) -> serde
         "{json}"
     );
     json
+}
+
+/// `events/<name>` with the Authorization header set (or removed) and, when
+/// given, the body replaced.
+pub fn request(name: &str, authorization: Option<&str>, body: Option<&str>) -> Request {
+    let mut json: serde_json::Value = serde_json::from_str(&event_text(name)).unwrap();
+    let headers = json["headers"].as_object_mut().unwrap();
+    match authorization {
+        Some(value) => headers.insert("authorization".into(), value.into()),
+        None => headers.remove("authorization"),
+    };
+    if let Some(body) = body {
+        json["body"] = body.into();
+    }
+    lambda_http::request::from_str(&json.to_string()).unwrap()
+}
+
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
 }

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use auth::config::{Environment, StoreConfig};
 use auth::passwords::{BcryptCost, PasswordHasher};
-use auth::store::{StoreError, UserStore, create_table, dynamodb_client};
+use auth::store::{Store, StoreError, create_table, dynamodb_client};
 use auth::users::{User, Username, display_name};
 
 const USAGE: &str = "usage:
@@ -37,7 +37,7 @@ async fn run(args: &[String]) -> Result<(), String> {
     let (command, rest) = args.split_first().ok_or(USAGE)?;
     let config = StoreConfig::from_source(&Environment).map_err(|e| e.to_string())?;
     let client = dynamodb_client(&config).await;
-    let users = UserStore::new(client.clone(), config.table_name.clone());
+    let users = Store::new(client.clone(), config.table_name.clone());
     let username = |i: usize| -> Result<Username, String> {
         Username::parse(rest.get(i).ok_or(USAGE)?).map_err(|e| e.to_string())
     };

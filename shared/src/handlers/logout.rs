@@ -1,0 +1,110 @@
+//! `POST /logout`: ends the caller's session (its refresh family and access
+//! tokens, at once), or with `{"all": true}` every session of the user. The
+//! body is optional; a `refresh_token` of another session of the same user in
+//! it ends that session too.
+
+use lambda_http::http::{Method, StatusCode};
+use lambda_http::{Body, Request, Response};
+use serde::{Deserialize, Serialize};
+
+use super::{authenticate, no_longer_valid};
+use crate::clock::Clock;
+use crate::http::{ApiError, json_body, json_response, require_method};
+use crate::sessions::RefreshToken;
+use crate::store::{Store, StoreError};
+use crate::tokens::TokenVerifier;
+
+/// What the logout function holds between invocations.
+pub struct Logout {
+    pub store: Store,
+    pub tokens: TokenVerifier,
+    pub clock: Clock,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct LogoutRequest {
+    all: bool,
+    refresh_token: Option<String>,
+}
+
+#[derive(Serialize)]
+struct LoggedOut {
+    message: &'static str,
+    /// "session" or "all".
+    ended: &'static str,
+}
+
+pub async fn handle(state: &Logout, req: Request) -> Response<Body> {
+    logout(state, req)
+        .await
+        .unwrap_or_else(ApiError::into_response)
+}
+
+async fn logout(state: &Logout, req: Request) -> Result<Response<Body>, ApiError> {
+    require_method(&req, Method::POST, "POST")?;
+    let now = state.clock.now();
+    let caller = authenticate(&req, &state.tokens, &state.store, now)
+        .await
+        .map_err(|e| match e {
+            ApiError::UserNotFound => no_longer_valid(),
+            e => e,
+        })?;
+    let request: LogoutRequest = if body_is_empty(&req) {
+        LogoutRequest::default()
+    } else {
+        json_body(&req)?
+    };
+
+    let ended = if request.all {
+        if !state.store.end_all_sessions(&caller.user).await? {
+            return Err(no_longer_valid());
+        }
+        "all"
+    } else {
+        let access_until = state.tokens.last_valid_moment(now);
+        let sid = &caller.claims.sid;
+        match state
+            .store
+            .revoke_session(sid, Some(&caller.user), access_until, now)
+            .await
+        {
+            Ok(()) => {}
+            Err(StoreError::Conflict) => return Err(no_longer_valid()),
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(raw) = request.refresh_token.filter(|t| t.len() <= 128) {
+            let other = state
+                .store
+                .get_refresh(&RefreshToken::presented(raw).hash())
+                .await?;
+            if let Some(other) =
+                other.filter(|r| r.user_id == caller.user.id && &r.session_id != sid)
+            {
+                // The user item changed above; end that session's family only.
+                state
+                    .store
+                    .revoke_session(&other.session_id, None, access_until, now)
+                    .await?;
+            }
+        }
+        "session"
+    };
+    tracing::info!(user_id = %caller.user.id, ended, "logged out");
+    Ok(json_response(
+        StatusCode::OK,
+        &LoggedOut {
+            message: "Logged out",
+            ended,
+        },
+    ))
+}
+
+fn body_is_empty(req: &Request) -> bool {
+    match req.body() {
+        Body::Empty => true,
+        Body::Text(text) => text.trim().is_empty(),
+        Body::Binary(bytes) => bytes.iter().all(u8::is_ascii_whitespace),
+        _ => true,
+    }
+}

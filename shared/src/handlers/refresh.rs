@@ -1,0 +1,140 @@
+//! `POST /refresh`: trades a refresh token for a new access token and a new
+//! refresh token (rotation). Presenting a token that was already traded is
+//! reuse: the whole session (its refresh family and access tokens) is revoked.
+//!
+//! Grace period (`REFRESH_REUSE_GRACE_SECONDS`, default 10 s): the same token
+//! presented again shortly after its rotation, as a client retrying a refresh
+//! whose answer it lost would, is refused (401) without revoking the session.
+//! The client that got the first answer goes on with its new token; one that
+//! lost it logs in again. A second live token is never handed out.
+
+use lambda_http::http::Method;
+use lambda_http::{Body, Request, Response};
+use serde::Deserialize;
+
+use super::{TokenPair, sign_access_token};
+use crate::clock::Clock;
+use crate::http::{ApiError, json_body, require_method};
+use crate::sessions::{RefreshRecord, RefreshState, RefreshToken, SessionConfig};
+use crate::store::{Store, StoreError};
+use crate::tokens::{LEEWAY, TokenIssuer};
+use crate::users::User;
+
+/// Refresh tokens we issue are 43 characters; anything much longer is not ours.
+const MAX_REFRESH_TOKEN_CHARS: usize = 128;
+
+/// What the refresh function holds between invocations.
+pub struct Refresh {
+    pub store: Store,
+    pub tokens: TokenIssuer,
+    pub sessions: SessionConfig,
+    pub clock: Clock,
+}
+
+#[derive(Deserialize)]
+struct RefreshRequest {
+    refresh_token: String,
+}
+
+pub async fn handle(state: &Refresh, req: Request) -> Response<Body> {
+    refresh(state, req)
+        .await
+        .unwrap_or_else(ApiError::into_response)
+}
+
+async fn refresh(state: &Refresh, req: Request) -> Result<Response<Body>, ApiError> {
+    require_method(&req, Method::POST, "POST")?;
+    let request: RefreshRequest = json_body(&req)?;
+    if request.refresh_token.is_empty() {
+        return Err(ApiError::BadRequest(
+            "refresh_token must not be empty".into(),
+        ));
+    }
+    if request.refresh_token.len() > MAX_REFRESH_TOKEN_CHARS {
+        return Err(ApiError::InvalidGrant);
+    }
+    let presented = RefreshToken::presented(request.refresh_token);
+    let now = state.clock.now();
+
+    let record = state
+        .store
+        .get_refresh(&presented.hash())
+        .await?
+        .ok_or(ApiError::InvalidGrant)?;
+    // DynamoDB's TTL deletes expired items days late, if at all: check ourselves.
+    if record.expires_at <= now {
+        return Err(ApiError::InvalidGrant);
+    }
+    let session = state
+        .store
+        .get_session(&record.session_id)
+        .await?
+        .filter(|s| !s.revoked && s.user_id == record.user_id)
+        .ok_or(ApiError::InvalidGrant)?;
+    let user = state
+        .store
+        .get(&session.username)
+        .await?
+        .filter(|u| u.id == session.user_id && u.active && u.session_epoch == session.epoch)
+        .ok_or(ApiError::InvalidGrant)?;
+
+    match &record.state {
+        RefreshState::Active => {}
+        RefreshState::Rotated { at, .. }
+            if now - at < state.sessions.reuse_grace.as_secs() as i64 =>
+        {
+            tracing::info!(user_id = %user.id, "refresh token presented again within the grace period");
+            return Err(ApiError::InvalidGrant);
+        }
+        RefreshState::Rotated { .. } => {
+            return Err(reuse_detected(state, &record, &user, now).await);
+        }
+    }
+
+    let next = RefreshToken::generate();
+    let next_record = RefreshRecord {
+        hash: next.hash(),
+        session_id: record.session_id.clone(),
+        user_id: user.id,
+        state: RefreshState::Active,
+        created_at: now,
+        expires_at: now + state.sessions.refresh_ttl.as_secs() as i64,
+    };
+    match state.store.rotate(&record, &next_record).await {
+        Ok(()) => {}
+        // Another request rotated it (or ended the session) a moment ago.
+        Err(StoreError::Conflict) => return Err(ApiError::InvalidGrant),
+        Err(e) => return Err(e.into()),
+    }
+    let access = sign_access_token(&state.tokens, &user, &record.session_id, now)?;
+    tracing::info!(user_id = %user.id, "refresh token rotated");
+    Ok(TokenPair {
+        message: "Token refreshed",
+        access_token: access.token,
+        token_type: "Bearer",
+        expires_in: access.expires_in,
+        refresh_token: next.expose().to_owned(),
+        refresh_expires_in: state.sessions.refresh_ttl.as_secs(),
+    }
+    .into_response())
+}
+
+/// A rotated token came back after the grace period: someone holds a copy.
+/// End the session, refresh family and access tokens alike.
+async fn reuse_detected(
+    state: &Refresh,
+    record: &RefreshRecord,
+    user: &User,
+    now: i64,
+) -> ApiError {
+    tracing::warn!(user_id = %user.id, "refresh token reuse detected: revoking the session");
+    let access_until = now + state.tokens.lifetime().as_secs() as i64 + LEEWAY.as_secs() as i64;
+    match state
+        .store
+        .revoke_session(&record.session_id, Some(user), access_until, now)
+        .await
+    {
+        Ok(()) | Err(StoreError::Conflict) => ApiError::InvalidGrant,
+        Err(e) => e.into(),
+    }
+}

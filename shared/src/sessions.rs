@@ -1,0 +1,166 @@
+//! Sessions and refresh tokens. A login starts a session (`sid`); the session's
+//! refresh tokens form one family, each rotated into the next on use. Refresh
+//! tokens are opaque random strings: only their SHA-256 is ever stored.
+
+use std::time::Duration;
+
+use aws_lc_rs::digest::{SHA256, digest};
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::config::{ConfigError, Source};
+use crate::users::{UserId, Username};
+
+/// Refresh token lifetime when `REFRESH_TOKEN_TTL_SECONDS` is unset: 30 days.
+pub const DEFAULT_REFRESH_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How long after a rotation the same refresh token may be presented again
+/// (a client retrying a refresh whose answer it lost) without counting as reuse.
+pub const DEFAULT_REUSE_GRACE: Duration = Duration::from_secs(10);
+/// Bytes of randomness in a refresh token: 256 bits.
+const REFRESH_TOKEN_BYTES: usize = 32;
+
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    pub refresh_ttl: Duration,
+    pub reuse_grace: Duration,
+}
+
+impl SessionConfig {
+    pub fn from_source(env: &impl Source) -> Result<Self, ConfigError> {
+        let ttl = crate::config::number(
+            env,
+            "REFRESH_TOKEN_TTL_SECONDS",
+            DEFAULT_REFRESH_TTL.as_secs(),
+            60..=365 * 24 * 3600,
+        )?;
+        let grace = crate::config::number(
+            env,
+            "REFRESH_REUSE_GRACE_SECONDS",
+            DEFAULT_REUSE_GRACE.as_secs(),
+            0..=300,
+        )?;
+        Ok(SessionConfig {
+            refresh_ttl: Duration::from_secs(ttl),
+            reuse_grace: Duration::from_secs(grace),
+        })
+    }
+}
+
+/// A refresh token as the client holds it. Never logged, never stored.
+pub struct RefreshToken(String);
+
+impl RefreshToken {
+    /// 256 bits from the operating system's CSPRNG, base64url (43 characters).
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; REFRESH_TOKEN_BYTES];
+        SystemRandom::new()
+            .fill(&mut bytes)
+            .expect("the operating system's random source failed");
+        RefreshToken(URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    /// What the client presented; anything may come in, only its hash is looked up.
+    pub fn presented(raw: String) -> Self {
+        RefreshToken(raw)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The key the token is stored under: hex SHA-256. A 256-bit random token
+    /// needs no salt or slow hash: there is nothing to guess.
+    pub fn hash(&self) -> String {
+        digest(&SHA256, self.0.as_bytes())
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+/// A session: one login and the refresh family descended from it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    pub id: String,
+    pub user_id: UserId,
+    pub username: Username,
+    /// The user's session epoch when the session began.
+    pub epoch: u64,
+    pub revoked: bool,
+    pub created_at: i64,
+    /// When the newest refresh token of the family expires.
+    pub expires_at: i64,
+}
+
+impl Session {
+    pub fn new_id() -> String {
+        uuid::Uuid::new_v4().to_string()
+    }
+}
+
+/// What became of a refresh token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefreshState {
+    Active,
+    /// Traded for the token whose hash is `replaced_by`.
+    Rotated {
+        at: i64,
+        replaced_by: String,
+    },
+}
+
+/// A stored refresh token: its hash and what it belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefreshRecord {
+    pub hash: String,
+    pub session_id: String,
+    pub user_id: UserId,
+    pub state: RefreshState,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_tokens_are_256_bit_base64url_and_unique() {
+        let a = RefreshToken::generate();
+        let b = RefreshToken::generate();
+        assert_eq!(a.expose().len(), 43);
+        assert_eq!(URL_SAFE_NO_PAD.decode(a.expose()).unwrap().len(), 32);
+        assert_ne!(a.expose(), b.expose());
+    }
+
+    #[test]
+    fn the_stored_hash_is_sha256_hex_and_not_the_token() {
+        let token = RefreshToken::presented("abc".into());
+        assert_eq!(
+            token.hash(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        let fresh = RefreshToken::generate();
+        assert!(!fresh.hash().contains(fresh.expose()));
+    }
+
+    #[test]
+    fn session_config_defaults_to_30_days_and_a_short_grace() {
+        let config = SessionConfig::from_source(&|_: &str| None).unwrap();
+        assert_eq!(config.refresh_ttl, Duration::from_secs(30 * 24 * 3600));
+        assert_eq!(config.reuse_grace, Duration::from_secs(10));
+        let err = SessionConfig::from_source(&|v: &str| {
+            (v == "REFRESH_TOKEN_TTL_SECONDS").then(|| "5".to_owned())
+        })
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::Invalid {
+                var: "REFRESH_TOKEN_TTL_SECONDS",
+                ..
+            }
+        ));
+    }
+}

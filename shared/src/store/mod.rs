@@ -1,0 +1,235 @@
+//! The DynamoDB table and the user store on it.
+//!
+//! One table for every item kind to come, with generic keys: `pk` (partition) and
+//! `sk` (sort), both strings, each item kind recognisable by its key prefix, and a
+//! numeric `expires_at` attribute that TTL housekeeping deletes by. The item
+//! kinds and their access patterns are in `users` and `sessions`, and in the README.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, ConfigLoader};
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType, TimeToLiveSpecification,
+};
+
+pub use aws_sdk_dynamodb;
+pub use sessions::MAX_REVOKED_SESSIONS;
+
+use crate::config::StoreConfig;
+
+mod sessions;
+mod users;
+
+pub const PARTITION_KEY: &str = "pk";
+pub const SORT_KEY: &str = "sk";
+/// The TTL attribute: seconds since the epoch after which DynamoDB may delete the item.
+pub const TTL_ATTRIBUTE: &str = "expires_at";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// DynamoDB could not be reached in time, or refused the load: retry later (503).
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// The write's condition failed: the item exists already.
+    #[error("the item exists already")]
+    AlreadyExists,
+    /// A conditional write lost: another request changed the item first.
+    #[error("the item was changed by another request")]
+    Conflict,
+    /// Anything else: misconfiguration or a bug (500).
+    #[error("database error: {0}")]
+    Internal(String),
+}
+
+/// The SDK configuration loader with our bounds: short attempts, a cap on the
+/// whole operation (retries included), few retries. The endpoint, region and
+/// credentials come from the standard AWS variables (`AWS_ENDPOINT_URL_DYNAMODB`…).
+pub fn sdk_config_loader(config: &StoreConfig) -> ConfigLoader {
+    aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(config.attempt_timeout)
+                .operation_attempt_timeout(config.attempt_timeout)
+                .operation_timeout(config.operation_timeout)
+                .build(),
+        )
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(config.max_attempts)
+                .with_initial_backoff(Duration::from_millis(25))
+                .with_max_backoff(Duration::from_millis(500)),
+        )
+}
+
+/// The DynamoDB client for this process: built once, at init.
+pub async fn dynamodb_client(config: &StoreConfig) -> Client {
+    Client::new(&sdk_config_loader(config).load().await)
+}
+
+/// Classifies an SDK error: transport trouble, timeouts, throttling and server
+/// errors are "unavailable"; everything else (bad request, missing table,
+/// rejected credentials) is internal.
+pub(crate) fn classify<E, R>(err: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    const TRANSIENT: &[&str] = &[
+        "ThrottlingException",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "LimitExceededException",
+    ];
+    match &err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            StoreError::Unavailable(format!("{err:?}"))
+        }
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().unwrap_or("unknown");
+            if TRANSIENT.contains(&code) {
+                StoreError::Unavailable(code.to_owned())
+            } else {
+                StoreError::Internal(format!("{code}: {}", service.err().message().unwrap_or("")))
+            }
+        }
+        _ => StoreError::Internal(format!("{err:?}")),
+    }
+}
+
+/// Creates the table if it does not exist (local development, tests, the admin
+/// CLI), with TTL on `expires_at`. Deployed stacks get it from template.yaml.
+pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError> {
+    let key = |name: &str, kind: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .map_err(|e| StoreError::Internal(e.to_string()))
+    };
+    let attribute = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .map_err(|e| StoreError::Internal(e.to_string()))
+    };
+    let created = client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attribute(PARTITION_KEY)?)
+        .attribute_definitions(attribute(SORT_KEY)?)
+        .key_schema(key(PARTITION_KEY, KeyType::Hash)?)
+        .key_schema(key(SORT_KEY, KeyType::Range)?)
+        .send()
+        .await;
+    match created {
+        Ok(_) => {}
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_resource_in_use_exception()) =>
+        {
+            return Ok(());
+        }
+        Err(err) => return Err(classify(err)),
+    }
+    client
+        .update_time_to_live()
+        .table_name(table)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .enabled(true)
+                .attribute_name(TTL_ATTRIBUTE)
+                .build()
+                .map_err(|e| StoreError::Internal(e.to_string()))?,
+        )
+        .send()
+        .await
+        .map_err(classify)?;
+    Ok(())
+}
+
+/// The table: users, sessions and refresh tokens.
+#[derive(Clone, Debug)]
+pub struct Store {
+    client: Client,
+    table: String,
+}
+
+impl Store {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Store {
+            client,
+            table: table.into(),
+        }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+}
+
+/// The key of an item: `pk`, `sk`.
+fn key(pk: String, sk: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (PARTITION_KEY.to_owned(), AttributeValue::S(pk)),
+        (SORT_KEY.to_owned(), AttributeValue::S(sk.to_owned())),
+    ])
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+/// Reading attributes back, with an internal error naming what is wrong.
+struct Item<'a>(&'a HashMap<String, AttributeValue>, &'static str);
+
+impl Item<'_> {
+    fn invalid(&self, name: &str) -> StoreError {
+        StoreError::Internal(format!("{} item has a missing or invalid {name}", self.1))
+    }
+
+    fn string(&self, name: &str) -> Result<&str, StoreError> {
+        self.0
+            .get(name)
+            .and_then(|v| v.as_s().ok())
+            .map(String::as_str)
+            .ok_or_else(|| self.invalid(name))
+    }
+
+    fn optional_string(&self, name: &str) -> Option<&str> {
+        self.0
+            .get(name)
+            .and_then(|v| v.as_s().ok())
+            .map(String::as_str)
+    }
+
+    fn number<T: std::str::FromStr>(&self, name: &str) -> Result<T, StoreError> {
+        self.0
+            .get(name)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| self.invalid(name))
+    }
+
+    fn bool(&self, name: &str) -> Result<bool, StoreError> {
+        self.0
+            .get(name)
+            .and_then(|v| v.as_bool().ok())
+            .copied()
+            .ok_or_else(|| self.invalid(name))
+    }
+}
