@@ -6,7 +6,7 @@ use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 
-use super::{authenticate, no_longer_valid, start_session, verification_error};
+use super::{authenticate_caller, start_session, verification_error};
 use crate::clock::Clock;
 use crate::http::{ApiError, json_body, require_method};
 use crate::passwords::{PasswordHasher, check_new_password};
@@ -39,12 +39,7 @@ pub async fn handle(state: &ChangePassword, req: Request) -> Response<Body> {
 async fn change_password(state: &ChangePassword, req: Request) -> Result<Response<Body>, ApiError> {
     require_method(&req, Method::POST, "POST")?;
     let now = state.clock.now();
-    let caller = authenticate(&req, &state.verifier, &state.store, now)
-        .await
-        .map_err(|e| match e {
-            ApiError::UserNotFound => no_longer_valid(),
-            e => e,
-        })?;
+    let caller = authenticate_caller(&req, &state.verifier, &state.store, now).await?;
     let change: PasswordChange = json_body(&req)?;
     let mut user = caller.user;
     check_new_password(&change.new_password, &user.username)

@@ -7,7 +7,7 @@ use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, Response};
 use serde::{Deserialize, Serialize};
 
-use super::{authenticate, no_longer_valid};
+use super::{authenticate_caller, no_longer_valid};
 use crate::clock::Clock;
 use crate::http::{ApiError, json_body, json_response, require_method};
 use crate::sessions::RefreshToken;
@@ -44,12 +44,7 @@ pub async fn handle(state: &Logout, req: Request) -> Response<Body> {
 async fn logout(state: &Logout, req: Request) -> Result<Response<Body>, ApiError> {
     require_method(&req, Method::POST, "POST")?;
     let now = state.clock.now();
-    let caller = authenticate(&req, &state.tokens, &state.store, now)
-        .await
-        .map_err(|e| match e {
-            ApiError::UserNotFound => no_longer_valid(),
-            e => e,
-        })?;
+    let caller = authenticate_caller(&req, &state.tokens, &state.store, now).await?;
     let request: LogoutRequest = if body_is_empty(&req) {
         LogoutRequest::default()
     } else {

@@ -50,6 +50,22 @@ pub(crate) async fn authenticate(
     Ok(Authenticated { claims, user })
 }
 
+/// `authenticate` for routes that act on the caller's account: a user who is
+/// gone is just a token that is no longer valid.
+pub(crate) async fn authenticate_caller(
+    req: &Request,
+    verifier: &TokenVerifier,
+    store: &Store,
+    now: i64,
+) -> Result<Authenticated, ApiError> {
+    authenticate(req, verifier, store, now)
+        .await
+        .map_err(|e| match e {
+            ApiError::UserNotFound => no_longer_valid(),
+            e => e,
+        })
+}
+
 pub(crate) fn no_longer_valid() -> ApiError {
     ApiError::InvalidToken("the access token is no longer valid".into())
 }

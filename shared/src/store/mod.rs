@@ -176,6 +176,24 @@ impl Store {
     pub fn table(&self) -> &str {
         &self.table
     }
+
+    /// One item by key, read strongly consistent: a write is seen by the very
+    /// next request (a logout, a rotation, a password change).
+    async fn get_item(
+        &self,
+        key: HashMap<String, AttributeValue>,
+    ) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(output.item)
+    }
 }
 
 /// The key of an item: `pk`, `sk`.

@@ -141,29 +141,19 @@ impl Store {
     }
 
     pub async fn get_session(&self, sid: &str) -> Result<Option<Session>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(session_key(sid)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(classify)?;
-        output.item().map(Session::try_from).transpose()
+        self.get_item(session_key(sid))
+            .await?
+            .as_ref()
+            .map(Session::try_from)
+            .transpose()
     }
 
     pub async fn get_refresh(&self, hash: &str) -> Result<Option<RefreshRecord>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(refresh_key(hash)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(classify)?;
-        output.item().map(RefreshRecord::try_from).transpose()
+        self.get_item(refresh_key(hash))
+            .await?
+            .as_ref()
+            .map(RefreshRecord::try_from)
+            .transpose()
     }
 
     /// Trades the active refresh token `old` for `new`, in one transaction that

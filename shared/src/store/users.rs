@@ -17,19 +17,13 @@ pub(super) fn user_key(username: &Username) -> HashMap<String, AttributeValue> {
 }
 
 impl Store {
-    /// Reads a user with a strongly consistent read: a password change, a
-    /// deactivation or a logout is seen by the very next request.
+    /// Reads a user (strongly consistent).
     pub async fn get(&self, username: &Username) -> Result<Option<User>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(user_key(username)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(classify)?;
-        output.item().map(User::try_from).transpose()
+        self.get_item(user_key(username))
+            .await?
+            .as_ref()
+            .map(User::try_from)
+            .transpose()
     }
 
     /// Creates a user unless one with that username exists: a conditional write,
