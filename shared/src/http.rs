@@ -34,6 +34,8 @@ pub enum ApiError {
     InvalidToken(String),
     #[error("User not found")]
     UserNotFound,
+    #[error("no such resource")]
+    NotFound,
     /// Refresh token unknown, expired, already used or of an ended session.
     #[error("the refresh token is invalid, expired or revoked")]
     InvalidGrant,
@@ -65,7 +67,7 @@ impl ApiError {
             | ApiError::InvalidToken(_)
             | ApiError::InvalidGrant => StatusCode::UNAUTHORIZED,
             ApiError::UsernameTaken | ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::UserNotFound => StatusCode::NOT_FOUND,
+            ApiError::UserNotFound | ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -81,6 +83,7 @@ impl ApiError {
             ApiError::MissingToken(_) => "missing_token",
             ApiError::InvalidToken(_) => "invalid_token",
             ApiError::UserNotFound => "user_not_found",
+            ApiError::NotFound => "not_found",
             ApiError::InvalidGrant => "invalid_grant",
             ApiError::UsernameTaken => "username_taken",
             ApiError::Conflict(_) => "conflict",
@@ -153,7 +156,14 @@ impl From<StoreError> for ApiError {
 
 /// A JSON response. Nothing we send may be cached: tokens and user data.
 pub fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Body> {
-    let json = serde_json::to_string(body).unwrap_or_else(|_| "{}".to_owned());
+    json_text_response(
+        status,
+        serde_json::to_string(body).unwrap_or_else(|_| "{}".to_owned()),
+    )
+}
+
+/// A response whose body is JSON text already.
+pub fn json_text_response(status: StatusCode, json: String) -> Response<Body> {
     let mut response = Response::new(Body::Text(json));
     *response.status_mut() = status;
     let headers = response.headers_mut();

@@ -2,10 +2,12 @@
 //! passwords, the user model and its DynamoDB store, and the HTTP mapping. Each
 //! function crate's `main.rs` only wires these together.
 
+pub mod aws;
 pub mod clock;
 pub mod config;
 pub mod handlers;
 pub mod http;
+pub mod keys;
 pub mod passwords;
 pub mod runtime;
 pub mod sessions;

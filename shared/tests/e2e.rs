@@ -99,11 +99,27 @@ fn seed_user(prefix: &str, password: &str) -> String {
 
 fn watch_token_config() -> TokenConfig {
     TokenConfig {
-        secret: required_env("E2E_JWT_SECRET").into_bytes(),
         issuer: required_env("E2E_JWT_ISSUER"),
         audience: required_env("E2E_JWT_AUDIENCE"),
         access_token_ttl: Duration::from_secs(900),
     }
+}
+
+/// A verifier with the public key of the KMS key the watch's functions sign
+/// with, fetched from the local KMS (moto) like a deployed verifier would.
+fn watch_verifier() -> TokenVerifier {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let kms = aws_sdk_kms::Client::new(
+            &sdk_for(&required_env("KMS_TEST_ENDPOINT"), &sdk_settings()).await,
+        );
+        let sources = auth::keys::verification_keys_from(&|v: &str| {
+            (v == "JWT_VERIFICATION_KEYS").then(|| required_env("E2E_JWT_VERIFICATION_KEYS"))
+        })
+        .unwrap();
+        let keys = auth::keys::load_public_keys(&sources, &kms).await.unwrap();
+        TokenVerifier::new(&keys, &watch_token_config())
+    })
 }
 
 #[test]
@@ -118,10 +134,7 @@ fn login_then_get_name_over_http() {
     assert_eq!(json["message"], "Login Success");
     assert_eq!(json["token_type"], "Bearer");
     let token = json["access_token"].as_str().unwrap();
-    let claims = TokenVerifier::new(&watch_token_config())
-        .unwrap()
-        .verify(token)
-        .unwrap();
+    let claims = watch_verifier().verify(token).unwrap();
     assert_eq!(claims.username, username);
 
     let found = get_name(Some(&format!("Bearer {token}")));

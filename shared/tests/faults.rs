@@ -8,10 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use auth::config::StoreConfig;
+use auth::aws::SdkSettings;
 use auth::handlers::{get_name, login};
 use auth::store::Store;
-use auth::tokens::TokenIssuer;
 use auth::users::{User, Username};
 use lambda_http::{Body, Response};
 use support::*;
@@ -25,9 +24,8 @@ enum Fault {
     Throttle,
 }
 
-fn fault_config() -> StoreConfig {
-    StoreConfig {
-        table_name: "users".into(),
+fn fault_settings() -> SdkSettings {
+    SdkSettings {
         attempt_timeout: Duration::from_millis(300),
         operation_timeout: Duration::from_secs(1),
         max_attempts: 3,
@@ -105,13 +103,12 @@ async fn serve(mut socket: tokio::net::TcpStream, fault: Fault, requests: Arc<At
 
 async fn faulty_store(fault: Fault) -> (Store, Arc<AtomicUsize>) {
     let (endpoint, requests) = stub(fault).await;
-    let config = fault_config();
-    let client = client_for(&endpoint, &config).await;
-    (Store::new(client, config.table_name), requests)
+    let client = client_for(&endpoint, &fault_settings()).await;
+    (Store::new(client, "users"), requests)
 }
 
 fn assert_unavailable_in_time(response: &Response<Body>, started: Instant) {
-    let bound = fault_config().operation_timeout * 5;
+    let bound = fault_settings().operation_timeout * 5;
     assert!(
         started.elapsed() < bound,
         "took {:?}, bound {bound:?}",
@@ -141,9 +138,9 @@ async fn get_name_under(fault: Fault) {
         "Alice".into(),
         "h".into(),
     );
-    let token = TokenIssuer::new(&token_config())
-        .unwrap()
+    let token = issuer()
         .issue(&user, "session-1", auth::clock::system_now())
+        .await
         .unwrap()
         .token;
     let request = event_with_auth("get-name.json", Some(&format!("Bearer {token}")));
@@ -193,4 +190,46 @@ async fn get_name_answers_503_when_dynamodb_hangs() {
 #[tokio::test]
 async fn get_name_answers_503_when_dynamodb_throttles() {
     get_name_under(Fault::Throttle).await;
+}
+
+/// The signer is KMS, and KMS is in trouble; DynamoDB is fine.
+async fn login_with_kms_under(fault: Fault) {
+    use auth::keys::{KeySource, Signer};
+    use auth::tokens::TokenIssuer;
+    let (endpoint, _) = stub(fault).await;
+    let kms = auth_kms_client(&endpoint).await;
+    let signer = Signer::new(
+        &KeySource::Kms("1234abcd-12ab-34cd-56ef-1234567890ab".into()),
+        &kms,
+    )
+    .unwrap();
+    let store = fresh_store().await;
+    add_user(&store, "alice", "Alice", "alice-password").await;
+    let login = auth::handlers::login::Login {
+        tokens: TokenIssuer::new(signer, &token_config()),
+        ..login_state(&store)
+    };
+    let body = r#"{"username": "alice", "password": "alice-password"}"#;
+    let started = Instant::now();
+    let response = login::handle(&login, event_with_body("login.json", body)).await;
+    assert_unavailable_in_time(&response, started);
+}
+
+async fn auth_kms_client(endpoint: &str) -> aws_sdk_kms::Client {
+    aws_sdk_kms::Client::new(&sdk_for(endpoint, &fault_settings()).await)
+}
+
+#[tokio::test]
+async fn login_answers_503_when_kms_refuses_connections() {
+    login_with_kms_under(Fault::Refuse).await;
+}
+
+#[tokio::test]
+async fn login_answers_503_when_kms_hangs() {
+    login_with_kms_under(Fault::Hang).await;
+}
+
+#[tokio::test]
+async fn login_answers_503_when_kms_throttles() {
+    login_with_kms_under(Fault::Throttle).await;
 }

@@ -5,9 +5,8 @@ mod support;
 
 use auth::handlers::{get_name, login};
 use auth::store::Store;
-use auth::tokens::{Claims, TokenIssuer, TokenVerifier};
+use auth::tokens::Claims;
 use auth::users::User;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use lambda_http::{Body, Response};
 use support::*;
 
@@ -56,17 +55,6 @@ fn snapshot(response: &Response<Body>) -> Snapshot {
     (response.status().as_u16(), headers, body_bytes(response))
 }
 
-fn sign(claims: &serde_json::Value, secret: &str) -> String {
-    let mut header = Header::new(Algorithm::HS256);
-    header.typ = Some("at+jwt".into());
-    jsonwebtoken::encode(
-        &header,
-        claims,
-        &EncodingKey::from_secret(secret.as_bytes()).unwrap(),
-    )
-    .unwrap()
-}
-
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -75,8 +63,7 @@ fn now() -> i64 {
 }
 
 fn claims_for(user: &User) -> serde_json::Value {
-    let issuer = TokenIssuer::new(&token_config()).unwrap();
-    serde_json::to_value(issuer.claims_for(user, "session-1", now())).unwrap()
+    serde_json::to_value(issuer().claims_for(user, "session-1", now())).unwrap()
 }
 
 // ---- POST /login
@@ -93,10 +80,7 @@ async fn login_with_the_right_password_returns_a_bearer_token_for_that_user() {
     assert_eq!(json["token_type"], "Bearer");
     assert_eq!(json["expires_in"], 900);
     let token = json["access_token"].as_str().unwrap();
-    let claims: Claims = TokenVerifier::new(&token_config())
-        .unwrap()
-        .verify(token)
-        .unwrap();
+    let claims: Claims = verifier().verify(token).unwrap();
     assert_eq!(claims.sub, user.id.to_string());
     assert_eq!(claims.username, EVENTS_USER);
 }
@@ -259,10 +243,10 @@ async fn get_name_refuses_bad_credentials_with_401_and_a_bearer_challenge() {
     let last = tampered.pop().unwrap();
     tampered.push(if last == 'A' { 'B' } else { 'A' });
 
-    let edit = |claim: &str, value: serde_json::Value| {
+    let edit = async |claim: &str, value: serde_json::Value| {
         let mut claims = claims_for(&user);
         claims[claim] = value;
-        sign(&claims, TEST_SECRET)
+        forge(our_key(), &our_header(), &claims).await
     };
     let cases: Vec<(&str, Option<String>, &str)> = vec![
         ("no header", None, "missing_token"),
@@ -288,34 +272,40 @@ async fn get_name_refuses_bad_credentials_with_401_and_a_bearer_challenge() {
             "invalid_token",
         ),
         (
-            "other secret",
+            "signed by a key not ours",
             Some(format!(
                 "Bearer {}",
-                sign(&claims_for(&user), "another-secret-0123456789abcdef0123")
+                forge(stranger_key(), &our_header(), &claims_for(&user)).await
             )),
             "invalid_token",
         ),
         (
             "expired",
-            Some(format!("Bearer {}", edit("exp", (now() - 3600).into()))),
+            Some(format!(
+                "Bearer {}",
+                edit("exp", (now() - 3600).into()).await
+            )),
             "invalid_token",
         ),
         (
             "not yet valid",
-            Some(format!("Bearer {}", edit("nbf", (now() + 3600).into()))),
+            Some(format!(
+                "Bearer {}",
+                edit("nbf", (now() + 3600).into()).await
+            )),
             "invalid_token",
         ),
         (
             "wrong issuer",
             Some(format!(
                 "Bearer {}",
-                edit("iss", "https://evil.test".into())
+                edit("iss", "https://evil.test".into()).await
             )),
             "invalid_token",
         ),
         (
             "wrong audience",
-            Some(format!("Bearer {}", edit("aud", "other-api".into()))),
+            Some(format!("Bearer {}", edit("aud", "other-api".into()).await)),
             "invalid_token",
         ),
     ];

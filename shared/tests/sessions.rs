@@ -251,7 +251,7 @@ async fn refresh_rotates_the_token_and_keeps_the_session() {
     let app = App::new(&store);
     user_in(&store, "rotator").await;
     let mut tokens = session(&app, "rotator").await;
-    let verifier = auth::tokens::TokenVerifier::new(&token_config()).unwrap();
+    let verifier = verifier();
     let sid = verifier.verify(&tokens.access).unwrap().sid;
     for _ in 0..3 {
         let response = do_refresh(&app, &tokens.refresh).await;

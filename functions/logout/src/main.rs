@@ -1,19 +1,19 @@
-//! The logout Lambda: config, clients and keys once at init, then the loop.
+//! The logout Lambda: config, clients and public keys once at init, then the loop.
 
 use auth::clock::Clock;
-use auth::config::{Environment, TokenConfig};
 use auth::handlers::logout::{self, Logout};
-use auth::tokens::TokenVerifier;
+use auth::runtime;
 use lambda_http::Error;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    auth::runtime::init_logging();
-    let tokens = TokenConfig::from_source(&Environment)?;
+    runtime::init_logging();
+    let sdk = runtime::aws_from_env().await?;
+    let tokens = runtime::token_config_from_env()?;
     let state = Logout {
-        store: auth::runtime::store_from_env().await?,
-        tokens: TokenVerifier::new(&tokens)?,
+        store: runtime::store_from_env(&sdk)?,
+        tokens: runtime::verifier_from_env(&sdk, &tokens).await?,
         clock: Clock::system(),
     };
-    auth::runtime::serve(|req| logout::handle(&state, req)).await
+    runtime::serve(|req| logout::handle(&state, req)).await
 }

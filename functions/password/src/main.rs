@@ -1,24 +1,25 @@
 //! The password-change Lambda: config, clients and keys once at init, then the loop.
 
 use auth::clock::Clock;
-use auth::config::{Environment, TokenConfig};
+use auth::config::Environment;
 use auth::handlers::change_password::{self, ChangePassword};
 use auth::passwords::{BcryptCost, PasswordHasher};
+use auth::runtime;
 use auth::sessions::SessionConfig;
-use auth::tokens::{TokenIssuer, TokenVerifier};
 use lambda_http::Error;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    auth::runtime::init_logging();
-    let tokens = TokenConfig::from_source(&Environment)?;
+    runtime::init_logging();
+    let sdk = runtime::aws_from_env().await?;
+    let tokens = runtime::token_config_from_env()?;
     let state = ChangePassword {
-        store: auth::runtime::store_from_env().await?,
+        store: runtime::store_from_env(&sdk)?,
         passwords: PasswordHasher::new(BcryptCost::from_source(&Environment)?),
-        verifier: TokenVerifier::new(&tokens)?,
-        issuer: TokenIssuer::new(&tokens)?,
+        verifier: runtime::verifier_from_env(&sdk, &tokens).await?,
+        issuer: runtime::issuer_from_env(&sdk, &tokens)?,
         sessions: SessionConfig::from_source(&Environment)?,
         clock: Clock::system(),
     };
-    auth::runtime::serve(|req| change_password::handle(&state, req)).await
+    runtime::serve(|req| change_password::handle(&state, req)).await
 }

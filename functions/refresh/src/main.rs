@@ -1,21 +1,22 @@
 //! The refresh Lambda: config, clients and keys once at init, then the loop.
 
 use auth::clock::Clock;
-use auth::config::{Environment, TokenConfig};
+use auth::config::Environment;
 use auth::handlers::refresh::{self, Refresh};
+use auth::runtime;
 use auth::sessions::SessionConfig;
-use auth::tokens::TokenIssuer;
 use lambda_http::Error;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    auth::runtime::init_logging();
-    let tokens = TokenConfig::from_source(&Environment)?;
+    runtime::init_logging();
+    let sdk = runtime::aws_from_env().await?;
+    let tokens = runtime::token_config_from_env()?;
     let state = Refresh {
-        store: auth::runtime::store_from_env().await?,
-        tokens: TokenIssuer::new(&tokens)?,
+        store: runtime::store_from_env(&sdk)?,
+        tokens: runtime::issuer_from_env(&sdk, &tokens)?,
         sessions: SessionConfig::from_source(&Environment)?,
         clock: Clock::system(),
     };
-    auth::runtime::serve(|req| refresh::handle(&state, req)).await
+    runtime::serve(|req| refresh::handle(&state, req)).await
 }

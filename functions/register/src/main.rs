@@ -3,14 +3,16 @@
 use auth::config::Environment;
 use auth::handlers::register::{self, Register};
 use auth::passwords::{BcryptCost, PasswordHasher};
+use auth::runtime;
 use lambda_http::Error;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    auth::runtime::init_logging();
+    runtime::init_logging();
+    let sdk = runtime::aws_from_env().await?;
     let state = Register {
-        store: auth::runtime::store_from_env().await?,
+        store: runtime::store_from_env(&sdk)?,
         passwords: PasswordHasher::new(BcryptCost::from_source(&Environment)?),
     };
-    auth::runtime::serve(|req| register::handle(&state, req)).await
+    runtime::serve(|req| register::handle(&state, req)).await
 }

@@ -4,6 +4,7 @@
 //! starting a session) lives below.
 
 pub mod change_password;
+pub mod discovery;
 pub mod get_name;
 pub mod login;
 pub mod logout;
@@ -16,6 +17,7 @@ use lambda_http::{Body, Response};
 use serde::Serialize;
 
 use crate::http::{ApiError, bearer_token, json_response};
+use crate::keys::SignError;
 use crate::passwords::PasswordError;
 use crate::sessions::{RefreshRecord, RefreshState, RefreshToken, Session, SessionConfig};
 use crate::store::Store;
@@ -87,20 +89,26 @@ impl TokenPair {
     }
 }
 
-pub(crate) fn sign_access_token(
+pub(crate) async fn sign_access_token(
     issuer: &TokenIssuer,
     user: &User,
     sid: &str,
     now: i64,
 ) -> Result<crate::tokens::IssuedToken, ApiError> {
-    issuer.issue(user, sid, now).map_err(|e| {
-        tracing::error!(error = %e, "token signing failed");
-        ApiError::Internal
+    issuer.issue(user, sid, now).await.map_err(|e| match e {
+        SignError::Unavailable(detail) => {
+            tracing::warn!(%detail, "signing service unavailable");
+            ApiError::Unavailable
+        }
+        SignError::Failed(detail) => {
+            tracing::error!(%detail, "token signing failed");
+            ApiError::Internal
+        }
     })
 }
 
-/// Starts a session for `user`: the session and its first refresh token are
-/// stored in one transaction, then the access token is signed.
+/// Starts a session for `user`: the access token is signed, then the session
+/// and its first refresh token are stored in one transaction.
 pub(crate) async fn start_session(
     store: &Store,
     issuer: &TokenIssuer,
@@ -128,8 +136,9 @@ pub(crate) async fn start_session(
         created_at: now,
         expires_at,
     };
+    // Sign first: if the signer (KMS) fails, nothing has been written.
+    let access = sign_access_token(issuer, user, &session.id, now).await?;
     store.start_session(&session, &first).await?;
-    let access = sign_access_token(issuer, user, &session.id, now)?;
     Ok(TokenPair {
         message,
         access_token: access.token,

@@ -100,13 +100,14 @@ async fn refresh(state: &Refresh, req: Request) -> Result<Response<Body>, ApiErr
         created_at: now,
         expires_at: now + state.sessions.refresh_ttl.as_secs() as i64,
     };
+    // Sign first: if the signer (KMS) fails, the old token stays valid.
+    let access = sign_access_token(&state.tokens, &user, &record.session_id, now).await?;
     match state.store.rotate(&record, &next_record).await {
         Ok(()) => {}
         // Another request rotated it (or ended the session) a moment ago.
         Err(StoreError::Conflict) => return Err(ApiError::InvalidGrant),
         Err(e) => return Err(e.into()),
     }
-    let access = sign_access_token(&state.tokens, &user, &record.session_id, now)?;
     tracing::info!(user_id = %user.id, "refresh token rotated");
     Ok(TokenPair {
         message: "Token refreshed",

@@ -6,11 +6,7 @@
 //! kinds and their access patterns are in `users` and `sessions`, and in the README.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, ConfigLoader};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
@@ -21,7 +17,7 @@ use aws_sdk_dynamodb::types::{
 pub use aws_sdk_dynamodb;
 pub use sessions::MAX_REVOKED_SESSIONS;
 
-use crate::config::StoreConfig;
+use crate::aws::CallError;
 
 mod sessions;
 mod users;
@@ -47,60 +43,19 @@ pub enum StoreError {
     Internal(String),
 }
 
-/// The SDK configuration loader with our bounds: short attempts, a cap on the
-/// whole operation (retries included), few retries. The endpoint, region and
-/// credentials come from the standard AWS variables (`AWS_ENDPOINT_URL_DYNAMODB`…).
-pub fn sdk_config_loader(config: &StoreConfig) -> ConfigLoader {
-    aws_config::defaults(BehaviorVersion::latest())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(config.attempt_timeout)
-                .operation_attempt_timeout(config.attempt_timeout)
-                .operation_timeout(config.operation_timeout)
-                .build(),
-        )
-        .retry_config(
-            RetryConfig::standard()
-                .with_max_attempts(config.max_attempts)
-                .with_initial_backoff(Duration::from_millis(25))
-                .with_max_backoff(Duration::from_millis(500)),
-        )
+/// A DynamoDB client on the shared SDK configuration.
+pub fn dynamodb_client(sdk: &aws_config::SdkConfig) -> Client {
+    Client::new(sdk)
 }
 
-/// The DynamoDB client for this process: built once, at init.
-pub async fn dynamodb_client(config: &StoreConfig) -> Client {
-    Client::new(&sdk_config_loader(config).load().await)
-}
-
-/// Classifies an SDK error: transport trouble, timeouts, throttling and server
-/// errors are "unavailable"; everything else (bad request, missing table,
-/// rejected credentials) is internal.
 pub(crate) fn classify<E, R>(err: SdkError<E, R>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    const TRANSIENT: &[&str] = &[
-        "ThrottlingException",
-        "ProvisionedThroughputExceededException",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "ServiceUnavailable",
-        "LimitExceededException",
-    ];
-    match &err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            StoreError::Unavailable(format!("{err:?}"))
-        }
-        SdkError::ServiceError(service) => {
-            let code = service.err().code().unwrap_or("unknown");
-            if TRANSIENT.contains(&code) {
-                StoreError::Unavailable(code.to_owned())
-            } else {
-                StoreError::Internal(format!("{code}: {}", service.err().message().unwrap_or("")))
-            }
-        }
-        _ => StoreError::Internal(format!("{err:?}")),
+    match crate::aws::classify(err) {
+        CallError::Unavailable(detail) => StoreError::Unavailable(detail),
+        CallError::Rejected(detail) => StoreError::Internal(detail),
     }
 }
 

@@ -4,24 +4,27 @@
 
 use std::time::Duration;
 
+use auth::aws::{SdkSettings, sdk_config_loader};
 use auth::clock::Clock;
-use auth::config::{StoreConfig, TokenConfig};
+use auth::config::TokenConfig;
 use auth::handlers::change_password::ChangePassword;
 use auth::handlers::get_name::GetName;
 use auth::handlers::login::Login;
 use auth::handlers::logout::Logout;
 use auth::handlers::refresh::Refresh;
 use auth::handlers::register::Register;
+use auth::keys::{PublicKey, Signer, generate_pem_pair, public_key_from_pem};
 use auth::passwords::{BcryptCost, PasswordHasher};
 use auth::sessions::SessionConfig;
 use auth::store::aws_sdk_dynamodb::Client;
 use auth::store::aws_sdk_dynamodb::config::{Credentials, Region};
-use auth::store::{Store, create_table, sdk_config_loader};
+use auth::store::{Store, create_table};
 use auth::tokens::{TokenIssuer, TokenVerifier};
 use auth::users::{User, Username};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use lambda_http::{Body, Request, Response};
 
-pub const TEST_SECRET: &str = "handler-tests-secret-0123456789abcdef";
 pub const ISSUER: &str = "https://auth.test";
 pub const AUDIENCE: &str = "auth-test-api";
 
@@ -33,33 +36,32 @@ pub fn required_env(var: &str) -> String {
     })
 }
 
-pub fn store_config(table: &str) -> StoreConfig {
-    StoreConfig {
-        table_name: table.to_owned(),
+pub fn sdk_settings() -> SdkSettings {
+    SdkSettings {
         attempt_timeout: Duration::from_secs(2),
         operation_timeout: Duration::from_secs(5),
         max_attempts: 3,
     }
 }
 
-/// A client for `endpoint` with our production bounds from `config`.
-pub async fn client_for(endpoint: &str, config: &StoreConfig) -> Client {
-    let sdk = sdk_config_loader(config)
+/// SDK configuration for `endpoint` with our production bounds from `settings`.
+pub async fn sdk_for(endpoint: &str, settings: &SdkSettings) -> aws_config::SdkConfig {
+    sdk_config_loader(settings)
         .endpoint_url(endpoint)
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("local", "local", None, None, "tests"))
         .load()
-        .await;
-    Client::new(&sdk)
+        .await
+}
+
+/// A DynamoDB client for `endpoint`.
+pub async fn client_for(endpoint: &str, settings: &SdkSettings) -> Client {
+    Client::new(&sdk_for(endpoint, settings).await)
 }
 
 /// A client for the run's DynamoDB Local.
 pub async fn local_client() -> Client {
-    client_for(
-        &required_env("DYNAMODB_TEST_ENDPOINT"),
-        &store_config("unused"),
-    )
-    .await
+    client_for(&required_env("DYNAMODB_TEST_ENDPOINT"), &sdk_settings()).await
 }
 
 /// A store on a table of its own, so tests run in parallel without sharing data.
@@ -83,9 +85,72 @@ pub async fn add_user(store: &Store, username: &str, name: &str, password: &str)
     user
 }
 
+/// An RSA key pair made at run time (never committed).
+pub struct TestKey {
+    pub private_pem: String,
+    pub public_pem: String,
+    pub public: PublicKey,
+}
+
+impl TestKey {
+    pub fn signer(&self) -> Signer {
+        Signer::from_pem(&self.private_pem, "test key").unwrap()
+    }
+}
+
+/// Our key (slot 0) and a stranger's (slot 1), made once per test binary.
+pub fn test_key(slot: usize) -> &'static TestKey {
+    static KEYS: std::sync::OnceLock<Vec<TestKey>> = std::sync::OnceLock::new();
+    &KEYS.get_or_init(|| {
+        (0..2)
+            .map(|_| {
+                let (private_pem, public_pem) = generate_pem_pair().unwrap();
+                let public = public_key_from_pem(&public_pem, "test key").unwrap();
+                TestKey {
+                    private_pem,
+                    public_pem,
+                    public,
+                }
+            })
+            .collect()
+    })[slot]
+}
+
+pub fn our_key() -> &'static TestKey {
+    test_key(0)
+}
+
+pub fn stranger_key() -> &'static TestKey {
+    test_key(1)
+}
+
+pub fn issuer() -> TokenIssuer {
+    TokenIssuer::new(our_key().signer(), &token_config())
+}
+
+pub fn verifier() -> TokenVerifier {
+    TokenVerifier::new(&[our_key().public.clone()], &token_config())
+}
+
+/// Any header and claims, RS256-signed by `key`: for forging hostile tokens.
+pub async fn forge(
+    key: &TestKey,
+    header: &serde_json::Value,
+    claims: &serde_json::Value,
+) -> String {
+    let b64 = |v: &serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
+    let input = format!("{}.{}", b64(header), b64(claims));
+    let signature = key.signer().sign(input.as_bytes()).await.unwrap();
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
+}
+
+/// The JOSE header our tokens carry.
+pub fn our_header() -> serde_json::Value {
+    serde_json::json!({"alg": "RS256", "typ": "at+jwt", "kid": our_key().public.kid})
+}
+
 pub fn token_config() -> TokenConfig {
     TokenConfig {
-        secret: TEST_SECRET.as_bytes().to_vec(),
         issuer: ISSUER.into(),
         audience: AUDIENCE.into(),
         access_token_ttl: Duration::from_secs(900),
@@ -123,7 +188,7 @@ impl App {
         Login {
             store: self.store.clone(),
             passwords: hasher(),
-            tokens: TokenIssuer::new(&token_config()).unwrap(),
+            tokens: issuer(),
             sessions: self.sessions.clone(),
             clock: self.clock.clone(),
         }
@@ -132,7 +197,7 @@ impl App {
     pub fn get_name(&self) -> GetName {
         GetName {
             store: self.store.clone(),
-            tokens: TokenVerifier::new(&token_config()).unwrap(),
+            tokens: verifier(),
             clock: self.clock.clone(),
         }
     }
@@ -147,7 +212,7 @@ impl App {
     pub fn refresh(&self) -> Refresh {
         Refresh {
             store: self.store.clone(),
-            tokens: TokenIssuer::new(&token_config()).unwrap(),
+            tokens: issuer(),
             sessions: self.sessions.clone(),
             clock: self.clock.clone(),
         }
@@ -156,7 +221,7 @@ impl App {
     pub fn logout(&self) -> Logout {
         Logout {
             store: self.store.clone(),
-            tokens: TokenVerifier::new(&token_config()).unwrap(),
+            tokens: verifier(),
             clock: self.clock.clone(),
         }
     }
@@ -165,8 +230,8 @@ impl App {
         ChangePassword {
             store: self.store.clone(),
             passwords: hasher(),
-            verifier: TokenVerifier::new(&token_config()).unwrap(),
-            issuer: TokenIssuer::new(&token_config()).unwrap(),
+            verifier: verifier(),
+            issuer: issuer(),
             sessions: self.sessions.clone(),
             clock: self.clock.clone(),
         }

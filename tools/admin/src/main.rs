@@ -1,15 +1,18 @@
-//! Operator CLI for the user table. Reads the same variables as the functions
-//! (`TABLE_NAME`, `BCRYPT_COST`, the standard AWS ones). Passwords come from
-//! standard input, never from the command line, where `ps` would show them.
+//! Operator CLI for the user table and local keys. Reads the same variables as
+//! the functions (`TABLE_NAME`, `BCRYPT_COST`, the standard AWS ones). Passwords
+//! come from standard input, never from the command line, where `ps` would show them.
 //!
 //!   auth-admin create-table
 //!   auth-admin create-user <username> <name> [--inactive] [--if-missing]   (password on stdin)
 //!   auth-admin deactivate <username> | activate <username> | delete <username>
+//!   auth-admin generate-key <private.pem> <public.pem>   (a local RS256 key pair)
 
 use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
 
+use auth::aws::{SdkSettings, sdk_config};
 use auth::config::{Environment, StoreConfig};
+use auth::keys::{generate_pem_pair, public_key_from_pem};
 use auth::passwords::{BcryptCost, PasswordHasher};
 use auth::store::{Store, StoreError, create_table, dynamodb_client};
 use auth::users::{User, Username, display_name};
@@ -19,7 +22,8 @@ const USAGE: &str = "usage:
   auth-admin create-user <username> <name> [--inactive] [--if-missing]   (password on stdin)
   auth-admin activate <username>
   auth-admin deactivate <username>
-  auth-admin delete <username>";
+  auth-admin delete <username>
+  auth-admin generate-key <private.pem> <public.pem>";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -35,8 +39,12 @@ async fn main() -> ExitCode {
 
 async fn run(args: &[String]) -> Result<(), String> {
     let (command, rest) = args.split_first().ok_or(USAGE)?;
+    if command == "generate-key" {
+        return generate_key(rest);
+    }
     let config = StoreConfig::from_source(&Environment).map_err(|e| e.to_string())?;
-    let client = dynamodb_client(&config).await;
+    let settings = SdkSettings::from_source(&Environment).map_err(|e| e.to_string())?;
+    let client = dynamodb_client(&sdk_config(&settings).await);
     let users = Store::new(client.clone(), config.table_name.clone());
     let username = |i: usize| -> Result<Username, String> {
         Username::parse(rest.get(i).ok_or(USAGE)?).map_err(|e| e.to_string())
@@ -107,6 +115,34 @@ async fn run(args: &[String]) -> Result<(), String> {
         _ => return Err(USAGE.into()),
     }
     Ok(())
+}
+
+/// Writes a new RS256 key pair: the private key readable by its owner only.
+fn generate_key(paths: &[String]) -> Result<(), String> {
+    let [private_path, public_path] = paths else {
+        return Err(USAGE.into());
+    };
+    let (private, public) = generate_pem_pair().map_err(|e| e.to_string())?;
+    write_private(private_path, &private)?;
+    std::fs::write(public_path, &public).map_err(|e| format!("{public_path}: {e}"))?;
+    let kid = public_key_from_pem(&public, public_path)
+        .map_err(|e| e.to_string())?
+        .kid;
+    println!("wrote {private_path} and {public_path} (kid {kid})");
+    Ok(())
+}
+
+fn write_private(path: &str, pem: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("{path}: {e}"))?;
+    file.write_all(pem.as_bytes())
+        .map_err(|e| format!("{path}: {e}"))
 }
 
 fn read_password() -> Result<String, String> {

@@ -1,0 +1,15 @@
+//! The discovery Lambda (`/.well-known/jwks.json`, `/.well-known/openid-configuration`):
+//! public keys loaded once at init, both documents built once, then the loop.
+
+use auth::handlers::discovery::{self, Discovery};
+use auth::runtime;
+use lambda_http::Error;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    runtime::init_logging();
+    let sdk = runtime::aws_from_env().await?;
+    let tokens = runtime::token_config_from_env()?;
+    let state = Discovery::new(&runtime::public_keys_from_env(&sdk).await?, &tokens);
+    runtime::serve(|req| discovery::handle(&state, req)).await
+}

@@ -1,0 +1,111 @@
+//! The AWS SDK as every function uses it: one configuration with bounded
+//! timeouts and retries, built once at init and shared by the DynamoDB and KMS
+//! clients, and one classification of SDK errors.
+
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, ConfigLoader, SdkConfig};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+
+use crate::config::{ConfigError, Source, number};
+
+/// Bounds on every AWS call.
+#[derive(Clone, Debug)]
+pub struct SdkSettings {
+    /// Bound on one attempt (connect included).
+    pub attempt_timeout: Duration,
+    /// Bound on a whole operation, retries included: the worst a request waits.
+    pub operation_timeout: Duration,
+    pub max_attempts: u32,
+}
+
+impl SdkSettings {
+    pub fn from_source(env: &impl Source) -> Result<Self, ConfigError> {
+        let millis =
+            |var, default| number(env, var, default, 50..=60_000).map(Duration::from_millis);
+        let settings = SdkSettings {
+            attempt_timeout: millis("SDK_ATTEMPT_TIMEOUT_MS", 1_000)?,
+            operation_timeout: millis("SDK_OPERATION_TIMEOUT_MS", 3_000)?,
+            max_attempts: number(env, "SDK_MAX_ATTEMPTS", 3, 1..=10)?,
+        };
+        if settings.operation_timeout < settings.attempt_timeout {
+            return Err(ConfigError::Invalid {
+                var: "SDK_OPERATION_TIMEOUT_MS",
+                reason: "must not be shorter than SDK_ATTEMPT_TIMEOUT_MS".into(),
+            });
+        }
+        Ok(settings)
+    }
+}
+
+/// The SDK configuration loader with our bounds: short attempts, a cap on the
+/// whole operation (retries included), few retries. Endpoints, region and
+/// credentials come from the standard AWS variables (`AWS_ENDPOINT_URL_DYNAMODB`,
+/// `AWS_ENDPOINT_URL_KMS`, …).
+pub fn sdk_config_loader(settings: &SdkSettings) -> ConfigLoader {
+    aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(settings.attempt_timeout)
+                .operation_attempt_timeout(settings.attempt_timeout)
+                .operation_timeout(settings.operation_timeout)
+                .build(),
+        )
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(settings.max_attempts)
+                .with_initial_backoff(Duration::from_millis(25))
+                .with_max_backoff(Duration::from_millis(500)),
+        )
+}
+
+pub async fn sdk_config(settings: &SdkSettings) -> SdkConfig {
+    sdk_config_loader(settings).load().await
+}
+
+/// What a failed AWS call means for the client.
+#[derive(Debug)]
+pub enum CallError {
+    /// Unreachable, too slow, throttled or failing on AWS's side: retry later (503).
+    Unavailable(String),
+    /// Refused for a reason retrying will not fix: misconfiguration or a bug (500).
+    Rejected(String),
+}
+
+/// Error codes that mean "try again later", across DynamoDB and KMS.
+const TRANSIENT: &[&str] = &[
+    "ThrottlingException",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+    "InternalServerError",
+    "ServiceUnavailable",
+    "LimitExceededException",
+    "KMSInternalException",
+    "DependencyTimeoutException",
+    "KeyUnavailableException",
+];
+
+/// Classifies an SDK error: transport trouble, timeouts, throttling and server
+/// errors are `Unavailable`; everything else is `Rejected`.
+pub fn classify<E, R>(err: SdkError<E, R>) -> CallError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match &err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            CallError::Unavailable(format!("{err:?}"))
+        }
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().unwrap_or("unknown");
+            if TRANSIENT.contains(&code) {
+                CallError::Unavailable(code.to_owned())
+            } else {
+                CallError::Rejected(format!("{code}: {}", service.err().message().unwrap_or("")))
+            }
+        }
+        _ => CallError::Rejected(format!("{err:?}")),
+    }
+}
