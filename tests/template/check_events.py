@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Every file in events/ through the watch emulator, the way AWS hands it to
+the function: `cargo lambda invoke <function> --data-file events/<file>`,
+with the function chosen by the event's path through the watch router.
+Checks each answer's status against what the event stands for. Needs the
+watch that `make test` started (WATCH_URL)."""
+import json, os, pathlib, subprocess, sys, tomllib, urllib.parse
+
+root = pathlib.Path(__file__).resolve().parents[2]
+watch = urllib.parse.urlparse(os.environ["WATCH_URL"])
+
+# What each sample event must get from a fresh test table (no such users, and
+# placeholder tokens), in API Gateway's payload format 2.0 response.
+EXPECTED = {
+    "login.json": 401,  # events-user does not exist in the watch's table
+    "login-wrong-password.json": 401,
+    "login-unknown-user.json": 401,
+    "login-invalid-json.json": 400,
+    "login-missing-password.json": 400,
+    "login-wrong-method.json": 405,
+    "get-name.json": 401,  # placeholder token
+    "get-name-no-token.json": 401,
+    "get-name-wrong-method.json": 405,
+    "register.json": None,  # 201 the first time, 409 after: checked below
+    "register-common-password.json": 400,
+    "register-wrong-method.json": 405,
+    "refresh.json": 401,  # placeholder refresh token
+    "refresh-missing-token.json": 400,
+    "refresh-wrong-method.json": 405,
+    "logout.json": 401,
+    "logout-all.json": 401,
+    "logout-no-token.json": 401,
+    "logout-wrong-method.json": 405,
+    "password.json": 401,
+    "password-wrong-method.json": 405,
+    "jwks.json": 200,
+    "openid-configuration.json": 200,
+    "jwks-wrong-method.json": 405,
+}
+
+router = tomllib.loads((root / "Cargo.toml").read_text())["workspace"]["metadata"]["lambda"]["watch"]["router"]
+files = sorted(p.name for p in (root / "events").glob("*.json"))
+failures = []
+if set(files) != set(EXPECTED):
+    failures.append(f"events/ and this table differ: {sorted(set(files) ^ set(EXPECTED))}")
+
+for name in files:
+    event = json.loads((root / "events" / name).read_text())
+    check_shape = event.get("version") == "2.0" and event["requestContext"]["stage"] == "$default" \
+        and event["routeKey"] == f"ANY {event['rawPath']}" and event["requestContext"]["http"]["path"] == event["rawPath"]
+    if not check_shape:
+        failures.append(f"{name}: not an HTTP API v2 event of the $default stage with an ANY route")
+    function = router.get(event["rawPath"])
+    if function is None:
+        failures.append(f"{name}: no function routes {event['rawPath']}")
+        continue
+    result = subprocess.run(
+        ["cargo", "lambda", "invoke", function, "--data-file", f"events/{name}", "--invoke-address",
+         watch.hostname, "--invoke-port", str(watch.port), "--output-format", "json"],
+        cwd=root, capture_output=True, text=True, timeout=180)
+    if result.returncode != 0:
+        failures.append(f"{name}: invoke failed: {result.stderr.strip()[-300:]}")
+        continue
+    response = json.loads(result.stdout)
+    status = response.get("statusCode")
+    expected = EXPECTED.get(name)
+    allowed = {201, 409} if expected is None else {expected}
+    body = json.loads(response.get("body") or "null")
+    ok = status in allowed and isinstance(body, dict) and (status < 400 or {"error", "message"} <= set(body))
+    print(f"{'ok  ' if ok else 'FAIL'} {name} -> {function}: {status}")
+    if not ok:
+        failures.append(f"{name}: {status} {response.get('body')}, expected {sorted(allowed)} with a JSON body")
+
+for failure in failures:
+    print(f"FAIL {failure}")
+print(f"{len(files) - len([f for f in failures if ':' in f])} passed, {len(failures)} failed")
+sys.exit(1 if failures else 0)

@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""Checks template.yaml offline: each function's IAM statements are exactly
+the minimal set (a widening fails here, in review), nothing is a wildcard,
+routes are the same as the local watch router's, and the deployment settings
+the README promises are in place. Run by `make test`."""
+import pathlib, sys, tomllib
+
+import yaml
+
+root = pathlib.Path(__file__).resolve().parents[2]
+failures = []
+checks = 0
+
+
+class CfnLoader(yaml.SafeLoader):
+    """YAML with CloudFormation's short-form tags (!Ref, !GetAtt, !If, ...)."""
+
+
+def _tag(loader, suffix, node):
+    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+        if suffix == "GetAtt":
+            value = value.split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    return {name: value}
+
+
+CfnLoader.add_multi_constructor("!", _tag)
+template = yaml.load((root / "template.yaml").read_text(), Loader=CfnLoader)
+resources = template["Resources"]
+
+
+def check(name, condition, detail=""):
+    global checks
+    checks += 1
+    if not condition:
+        failures.append(f"{name}: {detail}")
+
+
+def describe(resource):
+    """A readable name for a statement's Resource."""
+    if isinstance(resource, list):
+        return [describe(r) for r in resource]
+    if isinstance(resource, dict):
+        if "Fn::GetAtt" in resource:
+            return ".".join(resource["Fn::GetAtt"])
+        if "Fn::If" in resource:
+            condition, yes, no = resource["Fn::If"]
+            return {"if": condition, "then": describe(yes), "else": describe(no)}
+    return resource
+
+
+ACTIVE_KEY = {"if": "GreenSigns", "then": "SigningKeyGreen.Arn", "else": "SigningKeyBlue.Arn"}
+VERIFICATION_KEYS = {"if": "AcceptBoth", "then": ["SigningKeyBlue.Arn", "SigningKeyGreen.Arn"], "else": [ACTIVE_KEY]}
+
+
+def logs(function):
+    return (("logs:CreateLogStream", "logs:PutLogEvents"), f"{function}LogGroup.Arn")
+
+
+def table(*actions):
+    return (tuple(f"dynamodb:{a}" for a in actions), "UsersTable.Arn")
+
+
+SIGN = (("kms:Sign",), ACTIVE_KEY)
+PUBLIC_KEY = (("kms:GetPublicKey",), VERIFICATION_KEYS)
+
+# The minimal set: what each function's code calls, on what it uses.
+EXPECTED = {
+    "Login": [logs("Login"), table("GetItem", "PutItem", "UpdateItem"), SIGN],
+    "GetName": [logs("GetName"), table("GetItem"), PUBLIC_KEY],
+    "Register": [logs("Register"), table("PutItem")],
+    "Refresh": [logs("Refresh"), table("GetItem", "PutItem", "UpdateItem"), SIGN],
+    "Logout": [logs("Logout"), table("GetItem", "UpdateItem"), PUBLIC_KEY],
+    "Password": [logs("Password"), table("GetItem", "PutItem", "UpdateItem"), SIGN, PUBLIC_KEY],
+    "Jwks": [logs("Jwks"), PUBLIC_KEY],
+}
+BINARIES = {"Login": "login", "GetName": "get-name", "Register": "register", "Refresh": "refresh",
+            "Logout": "logout", "Password": "password", "Jwks": "jwks"}
+
+functions = {name[: -len("Function")]: r for name, r in resources.items() if r["Type"] == "AWS::Serverless::Function"}
+check("functions", set(functions) == set(EXPECTED), sorted(functions))
+
+for name, function in functions.items():
+    props = function["Properties"]
+    role_ref = props.get("Role", {}).get("Fn::GetAtt", [None])[0]
+    check(f"{name} has its own role", role_ref == f"{name}Role", props.get("Role"))
+    check(f"{name} no SAM policies", "Policies" not in props, "policies belong on its role")
+    role = resources.get(f"{name}Role", {}).get("Properties", {})
+    statements = [s for p in role.get("Policies", []) for s in p["PolicyDocument"]["Statement"]]
+    actual = []
+    for s in statements:
+        actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
+        check(f"{name} statement allows", s["Effect"] == "Allow", s)
+        check(f"{name} no wildcard action", not any("*" in a for a in actions), actions)
+        check(f"{name} no wildcard resource", "*" not in str(s["Resource"]), s["Resource"])
+        actual.append((tuple(actions), describe(s["Resource"])))
+    check(f"{name} IAM is exactly the minimal set", actual == EXPECTED.get(name),
+          f"\n    actual   {actual}\n    expected {EXPECTED.get(name)}")
+    check(f"{name} managed policies", "ManagedPolicyArns" not in role, role.get("ManagedPolicyArns"))
+    metadata = function.get("Metadata", {})
+    check(f"{name} builds with cargo-lambda", metadata.get("BuildMethod") == "rust-cargolambda", metadata)
+    check(f"{name} binary", metadata.get("BuildProperties", {}).get("Binary") == BINARIES[name], metadata)
+    memory, timeout = props.get("MemorySize", {}), props.get("Timeout", {})
+    check(f"{name} memory is a parameter", isinstance(memory, dict) and memory.get("Ref") in template["Parameters"], memory)
+    check(f"{name} timeout is a parameter", isinstance(timeout, dict) and timeout.get("Ref") in template["Parameters"], timeout)
+    logging = props.get("LoggingConfig", {})
+    check(f"{name} logs JSON", logging.get("LogFormat") == "JSON", logging)
+    group = resources.get(f"{name}LogGroup", {}).get("Properties", {})
+    check(f"{name} log retention", group.get("RetentionInDays") == {"Ref": "LogRetentionDays"}, group)
+    check(f"{name} logs to its group", logging.get("LogGroup") == {"Ref": f"{name}LogGroup"}, logging)
+    variables = props.get("Environment", {}).get("Variables", {})
+    check(f"{name} no secret in the environment", not any("SECRET" in v or "PASSWORD" in v for v in variables), variables)
+    check(f"{name} signing key only where it signs", ("JWT_SIGNING_KEY" in variables) == (SIGN in EXPECTED[name]), variables)
+
+globals_ = template["Globals"]["Function"]
+check("runtime", globals_.get("Runtime") == "provided.al2023", globals_)
+check("handler", globals_.get("Handler") == "bootstrap", globals_)
+check("arm64", globals_.get("Architectures") == ["arm64"], globals_)
+
+# Routes: exactly the local watch router's.
+router = tomllib.loads((root / "Cargo.toml").read_text())["workspace"]["metadata"]["lambda"]["watch"]["router"]
+routes = {}
+for name, function in functions.items():
+    for event in function["Properties"].get("Events", {}).values():
+        p = event["Properties"]
+        check(f"{name} route on the API", p.get("ApiId") == {"Ref": "HttpApi"}, p)
+        check(f"{name} route takes any method", p.get("Method") == "ANY", p)
+        routes[p["Path"]] = BINARIES[name]
+check("routes equal the watch router", routes == router, f"\n    template {routes}\n    router   {router}")
+
+api = resources["HttpApi"]["Properties"]
+check("$default stage", api.get("StageName") == "$default", api)
+check("throttling parameters", api.get("DefaultRouteSettings") == {
+    "ThrottlingBurstLimit": {"Ref": "ThrottlingBurstLimit"}, "ThrottlingRateLimit": {"Ref": "ThrottlingRateLimit"}}, api)
+check("CORS from a parameter, off by default", "CorsConfiguration" in api and template["Parameters"]["CorsAllowedOrigins"]["Default"] == "", api)
+
+users = resources["UsersTable"]
+check("table retained", users.get("DeletionPolicy") == "Retain" and users.get("UpdateReplacePolicy") == "Retain", users)
+tp = users["Properties"]
+check("on-demand", tp.get("BillingMode") == "PAY_PER_REQUEST", tp)
+check("TTL on expires_at", tp.get("TimeToLiveSpecification") == {"AttributeName": "expires_at", "Enabled": True}, tp)
+check("point-in-time recovery", tp.get("PointInTimeRecoverySpecification") == {"PointInTimeRecoveryEnabled": True}, tp)
+check("deletion protection parameter", tp.get("DeletionProtectionEnabled") == {"Ref": "TableDeletionProtection"}, tp)
+
+for color in ["Blue", "Green"]:
+    key = resources[f"SigningKey{color}"]["Properties"]
+    check(f"{color} key spec", (key.get("KeySpec"), key.get("KeyUsage")) == ("RSA_2048", "SIGN_VERIFY"), key)
+    check(f"{color} pending window", key.get("PendingWindowInDays") == 30, key)
+    principal = key["KeyPolicy"]["Statement"][0]["Principal"]["AWS"]
+    check(f"{color} key policy keeps the account in", ":root" in str(principal), principal)
+    alias = resources[f"SigningKey{color}Alias"]["Properties"]
+    check(f"{color} alias", alias.get("TargetKeyId") == {"Ref": f"SigningKey{color}"}, alias)
+
+check("no NoEcho (no secret) parameters", not any(p.get("NoEcho") for p in template["Parameters"].values()))
+text = (root / "template.yaml").read_text()
+check("no secret references", "secretsmanager" not in text and "ssm-secure" not in text)
+check("outputs", {"ApiUrl", "Issuer", "JwksUrl", "TableName"} <= set(template["Outputs"]), template["Outputs"].keys())
+
+for failure in failures:
+    print(f"FAIL {failure}")
+print(f"{checks - len(failures)} passed, {len(failures)} failed")
+sys.exit(1 if failures else 0)
