@@ -15,7 +15,8 @@ def port_open(port):
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 def request(url, body=None, headers=None):
-    req = urllib.request.Request(url, data=body and json.dumps(body).encode(), headers=headers or {})
+    headers = {"content-type": "application/json", **(headers or {})}
+    req = urllib.request.Request(url, data=body and json.dumps(body).encode(), headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
             return r.status, json.loads(r.read())

@@ -24,6 +24,11 @@ pub enum ApiError {
     BadRequest(String),
     #[error("request body is larger than {MAX_BODY_BYTES} bytes")]
     PayloadTooLarge,
+    #[error("request body must be JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
+    /// A lockout or a rate limit; `Retry-After` says when to come back.
+    #[error("too many attempts; try again later")]
+    TooManyRequests { retry_after: u64 },
     /// Unknown user, wrong password and inactive user alike.
     #[error("Login Failed")]
     LoginFailed,
@@ -62,6 +67,8 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::LoginFailed
             | ApiError::MissingToken(_)
             | ApiError::InvalidToken(_)
@@ -79,6 +86,8 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => "invalid_request",
             ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::TooManyRequests { .. } => "too_many_requests",
             ApiError::LoginFailed => "login_failed",
             ApiError::MissingToken(_) => "missing_token",
             ApiError::InvalidToken(_) => "invalid_token",
@@ -123,6 +132,9 @@ impl ApiError {
             }
             ApiError::Unavailable => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::TooManyRequests { retry_after } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after.max(&1)));
             }
             _ => {}
         }
@@ -187,31 +199,79 @@ pub fn require_method(req: &Request, allowed: Method, allow: &'static str) -> Re
     }
 }
 
-/// Parses the body as a JSON object into `T`, with a message that says what is wrong.
-pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
-    let bytes: &[u8] = match req.body() {
-        Body::Empty => &[],
+/// The body's bytes (API Gateway's base64 already decoded).
+pub fn body_bytes(req: &Request) -> &[u8] {
+    match req.body() {
         Body::Text(text) => text.as_bytes(),
         Body::Binary(bytes) => bytes,
         _ => &[],
-    };
+    }
+}
+
+/// Whether the client sent no body at all (or only whitespace).
+pub fn body_is_empty(req: &Request) -> bool {
+    body_bytes(req).iter().all(u8::is_ascii_whitespace)
+}
+
+/// Parses the body as a JSON object into `T`, with a message that says what is
+/// wrong. The content type must be JSON when given (a browser form cannot send
+/// it cross-origin without a CORS preflight); duplicate keys are refused.
+pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
+    if let Some(content_type) = req.headers().get(header::CONTENT_TYPE) {
+        let essence = content_type
+            .to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if essence != "application/json" && !essence.ends_with("+json") {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+    }
+    if req.headers().contains_key(INVALID_BASE64_MARK) {
+        return Err(ApiError::BadRequest(
+            "request body is not valid base64".into(),
+        ));
+    }
+    let bytes = body_bytes(req);
     if bytes.len() > MAX_BODY_BYTES {
         return Err(ApiError::PayloadTooLarge);
     }
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+    let Some(first) = bytes.iter().find(|b| !b.is_ascii_whitespace()) else {
         return Err(ApiError::BadRequest(
             "request body is empty; expected a JSON object".into(),
         ));
+    };
+    if *first != b'{' {
+        let parses = serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok();
+        return Err(ApiError::BadRequest(if parses {
+            "request body must be a JSON object".into()
+        } else {
+            "request body is not valid JSON".into()
+        }));
     }
-    let value: serde_json::Value = serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON: {e}")))?;
-    if !value.is_object() {
-        return Err(ApiError::BadRequest(
-            "request body must be a JSON object".into(),
-        ));
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::BadRequest(match e.classify() {
+            serde_json::error::Category::Data => format!("invalid request body: {e}"),
+            _ => format!("request body is not valid JSON: {e}"),
+        })
+    })
+}
+
+/// Set by the runtime on a request whose `isBase64Encoded` body did not decode.
+pub const INVALID_BASE64_MARK: &str = "x-auth-invalid-base64-body";
+
+/// The client's address, as API Gateway saw it.
+pub fn source_ip(req: &Request) -> String {
+    use lambda_http::RequestExt;
+    use lambda_http::request::RequestContext;
+    match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(context)) => context.http.source_ip.clone(),
+        _ => None,
     }
-    serde_json::from_value(value)
-        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))
+    .unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// The bearer token of the `Authorization` header.
@@ -295,6 +355,22 @@ mod tests {
         assert!(body_error(Body::Text("  ".into())).contains("empty"));
         assert!(body_error(Body::Text("{nope".into())).contains("not valid JSON"));
         assert!(body_error(Body::Text("[\"alice\"]".into())).contains("JSON object"));
+        assert!(
+            body_error(Body::Text(r#"{"username": "a", "username": "b"}"#.into()))
+                .contains("duplicate field")
+        );
+        // Deep nesting within the size limit: a clean 400, no stack overflow
+        // (serde_json parses iteratively where it must and limits recursion).
+        let deep = format!("{}{}", "[".repeat(4_000), "]".repeat(4_000));
+        assert!(
+            body_error(Body::Text(format!("{{\"username\": {deep}}}"))).contains("invalid type")
+        );
+        let deep_value = format!("{{\"username\": \"a\", \"x\": {deep}}}");
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&deep_value).is_err(),
+            "recursion limit"
+        );
+        assert!(body_error(Body::Text("null".into())).contains("JSON object"));
         assert!(body_error(Body::Text("{}".into())).contains("missing field `username`"));
         assert!(body_error(Body::Text(r#"{"username": 5}"#.into())).contains("invalid type"));
         assert!(body_error(Body::Binary(vec![0xff, 0xfe])).contains("not valid JSON"));

@@ -12,5 +12,6 @@ pub mod passwords;
 pub mod runtime;
 pub mod sessions;
 pub mod store;
+pub mod throttle;
 pub mod tokens;
 pub mod users;

@@ -71,9 +71,9 @@ PUBLIC_KEY = (("kms:GetPublicKey",), VERIFICATION_KEYS)
 
 # The minimal set: what each function's code calls, on what it uses.
 EXPECTED = {
-    "Login": [logs("Login"), table("GetItem", "PutItem", "UpdateItem"), SIGN],
+    "Login": [logs("Login"), table("GetItem", "PutItem", "UpdateItem", "DeleteItem"), SIGN],
     "GetName": [logs("GetName"), table("GetItem"), PUBLIC_KEY],
-    "Register": [logs("Register"), table("PutItem")],
+    "Register": [logs("Register"), table("PutItem", "UpdateItem")],
     "Refresh": [logs("Refresh"), table("GetItem", "PutItem", "UpdateItem"), SIGN],
     "Logout": [logs("Logout"), table("GetItem", "UpdateItem"), PUBLIC_KEY],
     "Password": [logs("Password"), table("GetItem", "PutItem", "UpdateItem"), SIGN, PUBLIC_KEY],

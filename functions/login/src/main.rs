@@ -6,6 +6,7 @@ use auth::handlers::login::{self, Login};
 use auth::passwords::{BcryptCost, PasswordHasher};
 use auth::runtime;
 use auth::sessions::SessionConfig;
+use auth::throttle::RateLimits;
 use lambda_http::Error;
 
 #[tokio::main]
@@ -18,6 +19,7 @@ async fn main() -> Result<(), Error> {
         passwords: PasswordHasher::new(BcryptCost::from_source(&Environment)?),
         tokens: runtime::issuer_from_env(&sdk, &tokens)?,
         sessions: SessionConfig::from_source(&Environment)?,
+        limits: RateLimits::from_source(&Environment)?,
         clock: Clock::system(),
     };
     runtime::serve(|req| login::handle(&state, req)).await

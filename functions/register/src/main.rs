@@ -1,9 +1,11 @@
 //! The register Lambda: config and clients once at init, then the loop.
 
+use auth::clock::Clock;
 use auth::config::Environment;
 use auth::handlers::register::{self, Register};
 use auth::passwords::{BcryptCost, PasswordHasher};
 use auth::runtime;
+use auth::throttle::RateLimits;
 use lambda_http::Error;
 
 #[tokio::main]
@@ -13,6 +15,8 @@ async fn main() -> Result<(), Error> {
     let state = Register {
         store: runtime::store_from_env(&sdk)?,
         passwords: PasswordHasher::new(BcryptCost::from_source(&Environment)?),
+        limits: RateLimits::from_source(&Environment)?,
+        clock: Clock::system(),
     };
     runtime::serve(|req| register::handle(&state, req)).await
 }

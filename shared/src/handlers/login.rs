@@ -7,10 +7,11 @@ use serde::Deserialize;
 
 use super::{start_session, verification_error};
 use crate::clock::Clock;
-use crate::http::{ApiError, json_body, require_method};
+use crate::http::{ApiError, json_body, require_method, source_ip};
 use crate::passwords::{PasswordHasher, needs_rehash};
 use crate::sessions::SessionConfig;
 use crate::store::Store;
+use crate::throttle::{RateLimits, Window};
 use crate::tokens::TokenIssuer;
 use crate::users::{User, Username};
 
@@ -20,6 +21,7 @@ pub struct Login {
     pub passwords: PasswordHasher,
     pub tokens: TokenIssuer,
     pub sessions: SessionConfig,
+    pub limits: RateLimits,
     pub clock: Clock,
 }
 
@@ -44,10 +46,25 @@ async fn login(state: &Login, req: Request) -> Result<Response<Body>, ApiError> 
         return Err(ApiError::BadRequest("password must not be empty".into()));
     }
 
-    // One read, then exactly one full bcrypt verification whatever the user's
-    // state: unknown users verify against a dummy hash, inactive users against
-    // their own, so neither answer nor timing tells them apart from a wrong password.
-    let user = state.store.get(&username).await?;
+    let now = state.clock.now();
+    let window = Window::login(&state.limits);
+    if state.store.hit(&window, &source_ip(&req), now).await? > window.limit {
+        return Err(ApiError::TooManyRequests {
+            retry_after: window.remaining(now),
+        });
+    }
+
+    // The same reads whoever asks: the user and the username's failure record
+    // (kept for unknown usernames too), then, unless locked, exactly one full
+    // bcrypt verification: unknown users verify against a dummy hash, inactive
+    // users against their own. So neither answers, nor the work done, nor the
+    // lockout tell an unknown or inactive user from a wrong password.
+    let (user, failures) =
+        tokio::try_join!(state.store.get(&username), state.store.failures(&username))?;
+    if let Some(retry_after) = failures.and_then(|f| f.locked_for(now)) {
+        tracing::info!("login refused: locked");
+        return Err(ApiError::TooManyRequests { retry_after });
+    }
     let hash = user.as_ref().map(|u| u.password_hash.clone());
     let password = credentials.password;
     let matches = state
@@ -58,12 +75,16 @@ async fn login(state: &Login, req: Request) -> Result<Response<Body>, ApiError> 
     let user = match user {
         Some(user) if matches && user.active => user,
         _ => {
+            state.store.record_failure(&username, now).await?;
             tracing::info!("login failed");
             return Err(ApiError::LoginFailed);
         }
     };
+    crate::runtime::record_user(&user.id);
+    if failures.is_some() {
+        state.store.clear_failures(&username).await?;
+    }
 
-    let now = state.clock.now();
     let tokens = start_session(
         &state.store,
         &state.tokens,

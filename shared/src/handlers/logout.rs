@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{authenticate_caller, no_longer_valid};
 use crate::clock::Clock;
-use crate::http::{ApiError, json_body, json_response, require_method};
+use crate::http::{ApiError, body_is_empty, json_body, json_response, require_method};
 use crate::sessions::RefreshToken;
 use crate::store::{Store, StoreError};
 use crate::tokens::TokenVerifier;
@@ -93,13 +93,4 @@ async fn logout(state: &Logout, req: Request) -> Result<Response<Body>, ApiError
             ended,
         },
     ))
-}
-
-fn body_is_empty(req: &Request) -> bool {
-    match req.body() {
-        Body::Empty => true,
-        Body::Text(text) => text.trim().is_empty(),
-        Body::Binary(bytes) => bytes.iter().all(u8::is_ascii_whitespace),
-        _ => true,
-    }
 }

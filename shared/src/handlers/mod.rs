@@ -49,6 +49,7 @@ pub(crate) async fn authenticate(
     {
         return Err(no_longer_valid());
     }
+    crate::runtime::record_user(&user.id);
     Ok(Authenticated { claims, user })
 }
 

@@ -78,6 +78,7 @@ async fn refresh(state: &Refresh, req: Request) -> Result<Response<Body>, ApiErr
         .filter(|u| u.id == session.user_id && u.active && u.session_epoch == session.epoch)
         .ok_or(ApiError::InvalidGrant)?;
 
+    crate::runtime::record_user(&user.id);
     match &record.state {
         RefreshState::Active => {}
         RefreshState::Rotated { at, .. }

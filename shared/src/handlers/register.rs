@@ -5,15 +5,19 @@ use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, Response};
 use serde::{Deserialize, Serialize};
 
-use crate::http::{ApiError, json_body, json_response, require_method};
+use crate::clock::Clock;
+use crate::http::{ApiError, json_body, json_response, require_method, source_ip};
 use crate::passwords::{PasswordHasher, check_new_password};
 use crate::store::{Store, StoreError};
+use crate::throttle::{RateLimits, Window};
 use crate::users::{User, Username, display_name};
 
 /// What the register function holds between invocations.
 pub struct Register {
     pub store: Store,
     pub passwords: PasswordHasher,
+    pub limits: RateLimits,
+    pub clock: Clock,
 }
 
 #[derive(Deserialize)]
@@ -41,6 +45,15 @@ pub async fn handle(state: &Register, req: Request) -> Response<Body> {
 
 async fn register(state: &Register, req: Request) -> Result<Response<Body>, ApiError> {
     require_method(&req, Method::POST, "POST")?;
+    // Every attempt counts against the source's limit, valid or not: this is
+    // what slows down harvesting taken usernames.
+    let now = state.clock.now();
+    let window = Window::register(&state.limits);
+    if state.store.hit(&window, &source_ip(&req), now).await? > window.limit {
+        return Err(ApiError::TooManyRequests {
+            retry_after: window.remaining(now),
+        });
+    }
     let registration: Registration = json_body(&req)?;
     let bad = |message: String| ApiError::BadRequest(message);
     let username = Username::parse(&registration.username).map_err(|e| bad(e.to_string()))?;
@@ -61,6 +74,7 @@ async fn register(state: &Register, req: Request) -> Result<Response<Body>, ApiE
         Err(StoreError::AlreadyExists) => return Err(ApiError::UsernameTaken),
         Err(e) => return Err(e.into()),
     }
+    crate::runtime::record_user(&user.id);
     tracing::info!(user_id = %user.id, "user registered");
     Ok(json_response(
         StatusCode::CREATED,

@@ -20,6 +20,7 @@ pub use sessions::MAX_REVOKED_SESSIONS;
 use crate::aws::CallError;
 
 mod sessions;
+mod throttle;
 mod users;
 
 pub const PARTITION_KEY: &str = "pk";

@@ -164,6 +164,14 @@ pub fn session_config() -> SessionConfig {
     }
 }
 
+/// Per-IP limits no test reaches unless it means to.
+pub fn generous_limits() -> auth::throttle::RateLimits {
+    auth::throttle::RateLimits {
+        login_per_minute: 10_000,
+        register_per_hour: 10_000,
+    }
+}
+
 /// Every handler's state over one store and one clock.
 pub struct App {
     pub store: Store,
@@ -190,6 +198,7 @@ impl App {
             passwords: hasher(),
             tokens: issuer(),
             sessions: self.sessions.clone(),
+            limits: generous_limits(),
             clock: self.clock.clone(),
         }
     }
@@ -206,6 +215,8 @@ impl App {
         Register {
             store: self.store.clone(),
             passwords: hasher(),
+            limits: generous_limits(),
+            clock: self.clock.clone(),
         }
     }
 

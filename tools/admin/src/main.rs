@@ -5,6 +5,7 @@
 //!   auth-admin create-table
 //!   auth-admin create-user <username> <name> [--inactive] [--if-missing]   (password on stdin)
 //!   auth-admin deactivate <username> | activate <username> | delete <username>
+//!   auth-admin unlock <username>   (forget failed logins: ends a lockout)
 //!   auth-admin generate-key <private.pem> <public.pem>   (a local RS256 key pair)
 
 use std::io::{BufRead, IsTerminal};
@@ -23,6 +24,7 @@ const USAGE: &str = "usage:
   auth-admin activate <username>
   auth-admin deactivate <username>
   auth-admin delete <username>
+  auth-admin unlock <username>
   auth-admin generate-key <private.pem> <public.pem>";
 
 #[tokio::main]
@@ -106,6 +108,14 @@ async fn run(args: &[String]) -> Result<(), String> {
                 "user {username} is {}",
                 if active { "active" } else { "inactive" }
             );
+        }
+        "unlock" => {
+            let username = username(0)?;
+            users
+                .clear_failures(&username)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("failed logins of {username} are forgotten: it can log in again");
         }
         "delete" => {
             let username = username(0)?;
