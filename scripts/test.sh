@@ -55,6 +55,17 @@ if ! cargo test --workspace; then
   exit 1
 fi
 
+echo "== no secret in the watch's logs (all the e2e runs above)"
+python3 - "$work/watch.log" <<'PY'
+import re, sys
+log = open(sys.argv[1], errors="replace").read()
+# Bcrypt hashes, JWTs, PEM keys and the passwords the e2e tests use.
+patterns = [r"\$2[aby]\$\d\d\$", r"eyJ[A-Za-z0-9_-]{10,}\.", r"PRIVATE KEY", r"e2e-password", r"passphrase"]
+found = [p for p in patterns if re.search(p, log)]
+print(f"{len(patterns) - len(found)} passed, {len(found)} failed" + (f": {found}" if found else ""))
+sys.exit(1 if found else 0)
+PY
+
 echo "== events/: each sample through the watch with cargo lambda invoke --data-file"
 python3 tests/template/check_events.py
 

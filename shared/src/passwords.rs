@@ -7,7 +7,8 @@
 //! a password of exactly 72 bytes, which bcrypt does hash in full.
 
 use std::collections::HashSet;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use tokio::task;
 
@@ -115,6 +116,9 @@ pub enum PasswordError {
 #[derive(Clone, Debug)]
 pub struct PasswordHasher {
     cost: BcryptCost,
+    /// Full verifications done, for the test that proves every login path that
+    /// answers alike also works alike.
+    verifications: Arc<AtomicU64>,
     /// Stands in for the hash of a user who does not exist, so that an unknown
     /// username costs one full bcrypt verification, like a wrong password. It is
     /// the hash of nothing in particular: a well-formed string at our cost is
@@ -129,12 +133,18 @@ impl PasswordHasher {
     pub fn new(cost: BcryptCost) -> Self {
         PasswordHasher {
             cost,
+            verifications: Arc::default(),
             dummy_hash: format!("$2b${:02}${DUMMY_SALT_AND_DIGEST}", cost.get()),
         }
     }
 
     pub fn cost(&self) -> BcryptCost {
         self.cost
+    }
+
+    /// How many full verifications this hasher (and its clones) has done.
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
     }
 
     /// Hashes a new password; refuses one bcrypt would truncate.
@@ -159,6 +169,7 @@ impl PasswordHasher {
         hash: Option<String>,
     ) -> Result<bool, PasswordError> {
         let hash = hash.unwrap_or_else(|| self.dummy_hash.clone());
+        self.verifications.fetch_add(1, Ordering::Relaxed);
         task::spawn_blocking(move || verify_blocking(&password, &hash))
             .await
             .map_err(|e| PasswordError::Hashing(e.to_string()))?

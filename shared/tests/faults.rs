@@ -233,3 +233,91 @@ async fn login_answers_503_when_kms_hangs() {
 async fn login_answers_503_when_kms_throttles() {
     login_with_kms_under(Fault::Throttle).await;
 }
+
+#[tokio::test]
+async fn register_refresh_logout_and_password_answer_503_when_dynamodb_is_down() {
+    let (store, _) = faulty_store(Fault::Refuse).await;
+    let app = App::new(&store);
+    let user = User::new(
+        Username::parse("alice").unwrap(),
+        "Alice".into(),
+        "h".into(),
+    );
+    let token = issuer()
+        .issue(&user, "session-1", auth::clock::system_now())
+        .await
+        .unwrap()
+        .token;
+    let auth = format!("Bearer {token}");
+    let register_body =
+        r#"{"username": "newcomer", "password": "a long enough passphrase", "name": "N"}"#;
+    let refresh_body = r#"{"refresh_token": "some-refresh-token-value"}"#;
+    let password_body = r#"{"current_password": "a", "new_password": "a brand new passphrase"}"#;
+    let started = Instant::now();
+    let responses = [
+        auth::handlers::register::handle(
+            &app.register(),
+            request("register.json", None, Some(register_body)),
+        )
+        .await,
+        auth::handlers::refresh::handle(
+            &app.refresh(),
+            request("refresh.json", None, Some(refresh_body)),
+        )
+        .await,
+        auth::handlers::logout::handle(&app.logout(), request("logout.json", Some(&auth), None))
+            .await,
+        auth::handlers::change_password::handle(
+            &app.change_password(),
+            request("password.json", Some(&auth), Some(password_body)),
+        )
+        .await,
+    ];
+    for response in &responses {
+        assert_unavailable_in_time(response, started);
+    }
+}
+
+#[tokio::test]
+async fn a_refresh_while_kms_is_down_rotates_nothing() {
+    use auth::keys::{KeySource, Signer};
+    use auth::tokens::TokenIssuer;
+    let store = fresh_store().await;
+    add_user(&store, "bob", "Bob", "bob-password-1").await;
+    let app = App::new(&store);
+    let body = r#"{"username": "bob", "password": "bob-password-1"}"#;
+    let login = login::handle(&app.login(), event_with_body("login.json", body)).await;
+    let refresh_token = body_json(&login)["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let refresh_body = serde_json::json!({"refresh_token": refresh_token}).to_string();
+
+    let (endpoint, _) = stub(Fault::Refuse).await;
+    let kms = auth_kms_client(&endpoint).await;
+    let broken = auth::handlers::refresh::Refresh {
+        tokens: TokenIssuer::new(
+            Signer::new(
+                &KeySource::Kms("1234abcd-12ab-34cd-56ef-1234567890ab".into()),
+                &kms,
+            )
+            .unwrap(),
+            &token_config(),
+        ),
+        ..app.refresh()
+    };
+    let started = Instant::now();
+    let response = auth::handlers::refresh::handle(
+        &broken,
+        request("refresh.json", None, Some(&refresh_body)),
+    )
+    .await;
+    assert_unavailable_in_time(&response, started);
+    // Nothing was written: the same refresh token still works once KMS is back.
+    let again = auth::handlers::refresh::handle(
+        &app.refresh(),
+        request("refresh.json", None, Some(&refresh_body)),
+    )
+    .await;
+    assert_eq!(again.status(), 200, "{}", body_json(&again));
+}

@@ -25,6 +25,7 @@ pub struct ChangePassword {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PasswordChange {
     current_password: String,
     new_password: String,

@@ -26,6 +26,7 @@ pub struct Login {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Credentials {
     username: String,
     password: String,

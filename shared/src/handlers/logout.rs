@@ -22,6 +22,7 @@ pub struct Logout {
 }
 
 #[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 #[serde(default)]
 struct LogoutRequest {
     all: bool,

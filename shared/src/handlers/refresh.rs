@@ -32,6 +32,7 @@ pub struct Refresh {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RefreshRequest {
     refresh_token: String,
 }

@@ -21,6 +21,7 @@ pub struct Register {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Registration {
     username: String,
     password: String,
