@@ -69,6 +69,9 @@ PY
 echo "== events/: each sample through the watch with cargo lambda invoke --data-file"
 python3 tests/template/check_events.py
 
+echo "== contract: schemathesis checks the watch against openapi.yaml"
+python3 tests/contract/run.py
+
 echo "== interop: PyJWT verifies our tokens through the JWKS"
 python3 tests/interop/pyjwt_jwks.py
 

