@@ -1,4 +1,4 @@
-.PHONY: dev test stack bench-timing tools
+.PHONY: dev test stack bench bench-timing tools
 
 # Installs what is missing, starts DynamoDB Local (data kept in .dev/), seeds a
 # demo user and serves the functions on http://localhost:9000 until Ctrl-C.
@@ -13,6 +13,11 @@ test:
 # and a check that each function's bootstrap is an aarch64 ELF. Takes minutes.
 stack:
 	@scripts/build-stack.sh
+
+# Ours beside the Flask peer: cold start, warm latency, login overhead, RSS,
+# zip sizes, timing; one table, budgets enforced. Not a test. Takes minutes.
+bench:
+	@scripts/bench.sh
 
 # Login timing, unknown user vs wrong password (medians within 10 %). Not a test.
 bench-timing:
