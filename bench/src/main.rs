@@ -389,10 +389,10 @@ fn spawn(binary: &str, function: &str) -> std::process::Child {
 
 fn event_payload(name: &str) -> String {
     let mut json = event(name);
-    if let Ok(token) = std::env::var("BENCH_TOKEN") {
-        if json["headers"].get("authorization").is_some() {
-            json["headers"]["authorization"] = format!("Bearer {token}").into();
-        }
+    if let Ok(token) = std::env::var("BENCH_TOKEN")
+        && json["headers"].get("authorization").is_some()
+    {
+        json["headers"]["authorization"] = format!("Bearer {token}").into();
     }
     json.to_string()
 }
