@@ -4,9 +4,11 @@
 
 use std::time::Duration;
 
+use aws_config::environment::EnvironmentVariableCredentialsProvider;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, ConfigLoader, SdkConfig};
+use aws_sdk_dynamodb::config::SharedCredentialsProvider;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 
 use crate::config::{ConfigError, Source, number};
@@ -40,29 +42,67 @@ impl SdkSettings {
     }
 }
 
-/// The SDK configuration loader with our bounds: short attempts, a cap on the
-/// whole operation (retries included), few retries. Endpoints, region and
-/// credentials come from the standard AWS variables (`AWS_ENDPOINT_URL_DYNAMODB`,
-/// `AWS_ENDPOINT_URL_KMS`, …).
-pub fn sdk_config_loader(settings: &SdkSettings) -> ConfigLoader {
-    aws_config::defaults(BehaviorVersion::latest())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(settings.attempt_timeout)
-                .operation_attempt_timeout(settings.attempt_timeout)
-                .operation_timeout(settings.operation_timeout)
-                .build(),
-        )
-        .retry_config(
-            RetryConfig::standard()
-                .with_max_attempts(settings.max_attempts)
-                .with_initial_backoff(Duration::from_millis(25))
-                .with_max_backoff(Duration::from_millis(500)),
-        )
+fn timeouts(settings: &SdkSettings) -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(settings.attempt_timeout)
+        .operation_attempt_timeout(settings.attempt_timeout)
+        .operation_timeout(settings.operation_timeout)
+        .build()
 }
 
+fn retries(settings: &SdkSettings) -> RetryConfig {
+    RetryConfig::standard()
+        .with_max_attempts(settings.max_attempts)
+        .with_initial_backoff(Duration::from_millis(25))
+        .with_max_backoff(Duration::from_millis(500))
+}
+
+/// The full default configuration loader (profiles, SSO, every credential
+/// source) with our bounds: for the operator CLI and the tests.
+pub fn sdk_config_loader(settings: &SdkSettings) -> ConfigLoader {
+    aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(timeouts(settings))
+        .retry_config(retries(settings))
+}
+
+/// The functions' configuration: region and credentials from the variables
+/// Lambda sets (`AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_SESSION_TOKEN`), nothing else. Built by hand rather than with
+/// `aws_config::defaults`: no provider chain to set up at cold start, and none
+/// of its code (STS, IMDS, profile files) in the binaries.
 pub async fn sdk_config(settings: &SdkSettings) -> SdkConfig {
-    sdk_config_loader(settings).load().await
+    let region = std::env::var("AWS_REGION")
+        .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+        .ok()
+        .map(aws_config::Region::new);
+    SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(region)
+        .credentials_provider(SharedCredentialsProvider::new(
+            EnvironmentVariableCredentialsProvider::new(),
+        ))
+        .timeout_config(timeouts(settings))
+        .retry_config(retries(settings))
+        .build()
+}
+
+/// A service's endpoint override from the standard variables
+/// (`AWS_ENDPOINT_URL_<SERVICE>`, else `AWS_ENDPOINT_URL`): DynamoDB Local and
+/// moto locally; unset when deployed.
+pub fn endpoint_override(service: &str) -> Option<String> {
+    std::env::var(format!("AWS_ENDPOINT_URL_{service}"))
+        .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+        .ok()
+        .filter(|url| !url.trim().is_empty())
+}
+
+/// The KMS client on the shared configuration.
+pub fn kms_client(sdk: &SdkConfig) -> aws_sdk_kms::Client {
+    let mut config = aws_sdk_kms::config::Builder::from(sdk);
+    if let Some(url) = endpoint_override("KMS") {
+        config = config.endpoint_url(url);
+    }
+    aws_sdk_kms::Client::from_conf(config.build())
 }
 
 /// What a failed AWS call means for the client.

@@ -66,7 +66,7 @@ pub fn token_config_from_env() -> Result<TokenConfig, Error> {
 pub fn issuer_from_env(sdk: &SdkConfig, tokens: &TokenConfig) -> Result<TokenIssuer, Error> {
     let signer = Signer::new(
         &signing_key_from(&Environment)?,
-        &aws_sdk_kms::Client::new(sdk),
+        &crate::aws::kms_client(sdk),
     )?;
     Ok(TokenIssuer::new(signer, tokens))
 }
@@ -75,7 +75,7 @@ pub fn issuer_from_env(sdk: &SdkConfig, tokens: &TokenConfig) -> Result<TokenIss
 /// for KMS keys).
 pub async fn public_keys_from_env(sdk: &SdkConfig) -> Result<Vec<PublicKey>, Error> {
     let sources = verification_keys_from(&Environment)?;
-    Ok(load_public_keys(&sources, &aws_sdk_kms::Client::new(sdk)).await?)
+    Ok(load_public_keys(&sources, &crate::aws::kms_client(sdk)).await?)
 }
 
 /// The token verifier, with the public keys of `JWT_VERIFICATION_KEYS`.

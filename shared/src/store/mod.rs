@@ -44,9 +44,14 @@ pub enum StoreError {
     Internal(String),
 }
 
-/// A DynamoDB client on the shared SDK configuration.
+/// A DynamoDB client on the shared SDK configuration (endpoint override from
+/// `AWS_ENDPOINT_URL_DYNAMODB`, for DynamoDB Local).
 pub fn dynamodb_client(sdk: &aws_config::SdkConfig) -> Client {
-    Client::new(sdk)
+    let mut config = aws_sdk_dynamodb::config::Builder::from(sdk);
+    if let Some(url) = crate::aws::endpoint_override("DYNAMODB") {
+        config = config.endpoint_url(url);
+    }
+    Client::from_conf(config.build())
 }
 
 pub(crate) fn classify<E, R>(err: SdkError<E, R>) -> StoreError

@@ -11,7 +11,7 @@
 use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
 
-use auth::aws::{SdkSettings, sdk_config};
+use auth::aws::{SdkSettings, sdk_config_loader};
 use auth::config::{Environment, StoreConfig};
 use auth::keys::{generate_pem_pair, public_key_from_pem};
 use auth::passwords::{BcryptCost, PasswordHasher};
@@ -46,7 +46,8 @@ async fn run(args: &[String]) -> Result<(), String> {
     }
     let config = StoreConfig::from_source(&Environment).map_err(|e| e.to_string())?;
     let settings = SdkSettings::from_source(&Environment).map_err(|e| e.to_string())?;
-    let client = dynamodb_client(&sdk_config(&settings).await);
+    // The full provider chain: an operator may use profiles or SSO.
+    let client = dynamodb_client(&sdk_config_loader(&settings).load().await);
     let users = Store::new(client.clone(), config.table_name.clone());
     let username = |i: usize| -> Result<Username, String> {
         Username::parse(rest.get(i).ok_or(USAGE)?).map_err(|e| e.to_string())
