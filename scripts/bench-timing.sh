@@ -4,11 +4,7 @@
 # timings on a shared machine are noisy, so this is a benchmark, not a test.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-cd "$root"
-"$root/scripts/tools.sh"
-work=$(mktemp -d)
-trap 'stop_started; rm -rf "$work"' EXIT
-trap 'exit 130' INT TERM
+begin_run
 cargo build --release -p auth-bench
 port=$(free_port)
 start_dynamodb "$port" "$work/dynamodb.log"

@@ -6,11 +6,7 @@
 # Not part of `make test`: timings on a shared machine are noisy; ratios matter.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-cd "$root"
-"$root/scripts/tools.sh"
-work=$(mktemp -d)
-trap 'stop_started; rm -rf "$work"' EXIT
-trap 'exit 130' INT TERM
+begin_run
 peer="${PEER:-$root/../shared/peers/flask-seed}"
 
 echo "== build (release, this machine; arm64 zips for the sizes)"

@@ -93,3 +93,13 @@ key = kms.create_key(KeySpec="RSA_2048", KeyUsage="SIGN_VERIFY", Description="au
 print(key["KeyMetadata"]["KeyId"])
 PY
 }
+
+# The start of every run script (test, bench): tools in place, a scratch folder
+# in $work, and everything started stopped when the script ends, however.
+begin_run() {
+  cd "$root"
+  "$root/scripts/tools.sh"
+  work=$(mktemp -d)
+  trap 'stop_started; rm -rf "$work"' EXIT
+  trap 'exit 130' INT TERM
+}

@@ -4,12 +4,7 @@
 # Everything it starts is stopped when it ends, pass or fail.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-cd "$root"
-"$root/scripts/tools.sh"
-
-work=$(mktemp -d)
-trap 'stop_started; rm -rf "$work"' EXIT
-trap 'exit 130' INT TERM
+begin_run
 
 echo "== format and lint"
 cargo fmt --all --check
