@@ -12,6 +12,7 @@ use aws_sdk_dynamodb::config::SharedCredentialsProvider;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 
 use crate::config::{ConfigError, Source, number};
+use crate::trust::{self, TrustRoots};
 
 /// Bounds on every AWS call.
 #[derive(Clone, Debug)]
@@ -21,6 +22,8 @@ pub struct SdkSettings {
     /// Bound on a whole operation, retries included: the worst a request waits.
     pub operation_timeout: Duration,
     pub max_attempts: u32,
+    /// Whom the functions' HTTPS client trusts (`AWS_CA_BUNDLE`).
+    pub trust: TrustRoots,
 }
 
 impl SdkSettings {
@@ -31,6 +34,7 @@ impl SdkSettings {
             attempt_timeout: millis("SDK_ATTEMPT_TIMEOUT_MS", 1_000)?,
             operation_timeout: millis("SDK_OPERATION_TIMEOUT_MS", 3_000)?,
             max_attempts: number(env, "SDK_MAX_ATTEMPTS", 3, 1..=10)?,
+            trust: TrustRoots::from_source(env),
         };
         if settings.operation_timeout < settings.attempt_timeout {
             return Err(ConfigError::Invalid {
@@ -67,23 +71,31 @@ pub fn sdk_config_loader(settings: &SdkSettings) -> ConfigLoader {
 
 /// The functions' configuration: region and credentials from the variables
 /// Lambda sets (`AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
-/// `AWS_SESSION_TOKEN`), nothing else. Built by hand rather than with
-/// `aws_config::defaults`: no provider chain to set up at cold start, and none
-/// of its code (STS, IMDS, profile files) in the binaries.
-pub async fn sdk_config(settings: &SdkSettings) -> SdkConfig {
+/// `AWS_SESSION_TOKEN`), nothing else, and an HTTPS client that trusts the
+/// Amazon Trust Services roots alone (trust.rs). Built by hand rather than
+/// with `aws_config::defaults`: no provider chain to set up at cold start,
+/// none of its code (STS, IMDS, profile files) in the binaries, and no
+/// system certificate store read from disk.
+pub fn sdk_config(settings: &SdkSettings) -> Result<SdkConfig, ConfigError> {
     let region = std::env::var("AWS_REGION")
         .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
         .ok()
         .map(aws_config::Region::new);
-    SdkConfig::builder()
+    let http_client =
+        trust::https_client(settings.trust.load()?).map_err(|e| ConfigError::Invalid {
+            var: "AWS_CA_BUNDLE",
+            reason: e.to_string(),
+        })?;
+    Ok(SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(region)
         .credentials_provider(SharedCredentialsProvider::new(
             EnvironmentVariableCredentialsProvider::new(),
         ))
+        .http_client(http_client)
         .timeout_config(timeouts(settings))
         .retry_config(retries(settings))
-        .build()
+        .build())
 }
 
 /// A service's endpoint override from the standard variables

@@ -14,4 +14,5 @@ pub mod sessions;
 pub mod store;
 pub mod throttle;
 pub mod tokens;
+pub mod trust;
 pub mod users;

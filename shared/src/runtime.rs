@@ -47,8 +47,8 @@ pub fn init_logging() {
 
 /// The AWS SDK configuration, with the bounds of `SDK_*`: one per process,
 /// shared by its DynamoDB and KMS clients.
-pub async fn aws_from_env() -> Result<SdkConfig, Error> {
-    Ok(sdk_config(&SdkSettings::from_source(&Environment)?).await)
+pub fn aws_from_env() -> Result<SdkConfig, Error> {
+    Ok(sdk_config(&SdkSettings::from_source(&Environment)?)?)
 }
 
 /// The table named by `TABLE_NAME`.

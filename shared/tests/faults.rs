@@ -29,6 +29,7 @@ fn fault_settings() -> SdkSettings {
         attempt_timeout: Duration::from_millis(300),
         operation_timeout: Duration::from_secs(1),
         max_attempts: 3,
+        trust: auth::trust::TrustRoots::Amazon,
     }
 }
 

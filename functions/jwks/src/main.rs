@@ -8,7 +8,7 @@ use lambda_http::Error;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     runtime::init_logging();
-    let sdk = runtime::aws_from_env().await?;
+    let sdk = runtime::aws_from_env()?;
     let tokens = runtime::token_config_from_env()?;
     let state = Discovery::new(&runtime::public_keys_from_env(&sdk).await?, &tokens);
     runtime::serve(|req| discovery::handle(&state, req)).await

@@ -12,7 +12,7 @@ use lambda_http::Error;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     runtime::init_logging();
-    let sdk = runtime::aws_from_env().await?;
+    let sdk = runtime::aws_from_env()?;
     let tokens = runtime::token_config_from_env()?;
     let state = Login {
         store: runtime::store_from_env(&sdk)?,

@@ -11,7 +11,7 @@ use lambda_http::Error;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     runtime::init_logging();
-    let sdk = runtime::aws_from_env().await?;
+    let sdk = runtime::aws_from_env()?;
     let state = Register {
         store: runtime::store_from_env(&sdk)?,
         passwords: PasswordHasher::new(BcryptCost::from_source(&Environment)?),

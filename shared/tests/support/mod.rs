@@ -41,6 +41,7 @@ pub fn sdk_settings() -> SdkSettings {
         attempt_timeout: Duration::from_secs(2),
         operation_timeout: Duration::from_secs(5),
         max_attempts: 3,
+        trust: auth::trust::TrustRoots::Amazon,
     }
 }
 
