@@ -91,7 +91,9 @@ pub async fn verifier_from_env(
 
 /// Serves `handler` on the Lambda Runtime API until the process ends: every
 /// request through `handle`, so panics are contained and each request logs
-/// one line.
+/// one line. The functions run it on a current-thread runtime: Lambda hands a
+/// process one event at a time, so worker threads would only cost their start
+/// at every cold start (bcrypt still leaves the event loop, on the blocking pool).
 pub async fn serve<F, Fut>(handler: F) -> Result<(), Error>
 where
     F: Fn(Request) -> Fut + Sync,

@@ -5,7 +5,7 @@ use auth::handlers::get_name::{self, GetName};
 use auth::runtime;
 use lambda_http::Error;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     runtime::init_logging();
     let sdk = runtime::aws_from_env()?;

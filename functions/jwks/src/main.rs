@@ -5,7 +5,7 @@ use auth::handlers::discovery::{self, Discovery};
 use auth::runtime;
 use lambda_http::Error;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     runtime::init_logging();
     let sdk = runtime::aws_from_env()?;

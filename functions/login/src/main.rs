@@ -9,7 +9,7 @@ use auth::sessions::SessionConfig;
 use auth::throttle::RateLimits;
 use lambda_http::Error;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     runtime::init_logging();
     let sdk = runtime::aws_from_env()?;

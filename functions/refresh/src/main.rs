@@ -7,7 +7,7 @@ use auth::runtime;
 use auth::sessions::SessionConfig;
 use lambda_http::Error;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     runtime::init_logging();
     let sdk = runtime::aws_from_env()?;
