@@ -66,6 +66,7 @@ async fn store(table: Option<String>) -> Store {
         attempt_timeout: Duration::from_secs(2),
         operation_timeout: Duration::from_secs(5),
         max_attempts: 3,
+        trust: auth::trust::TrustRoots::Amazon,
     };
     let sdk = sdk_config_loader(&settings)
         .endpoint_url(env("DYNAMODB_TEST_ENDPOINT"))
@@ -370,9 +371,38 @@ fn invoke(function: &str, payload: &str) -> serde_json::Value {
     serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap()
 }
 
+/// What Lambda's environment holds for our functions: its own variables (set
+/// in `spawn`) and the function's configuration. Nothing else of the shell
+/// reaches the function: a developer machine's `AWS_CA_BUNDLE` or
+/// `SSL_CERT_DIR`, say, would change what init reads from disk.
+const FUNCTION_VARS: &[&str] = &[
+    "AWS_REGION",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_ENDPOINT_URL_DYNAMODB",
+    "TABLE_NAME",
+    "JWT_SIGNING_KEY",
+    "JWT_VERIFICATION_KEYS",
+    "JWT_ISSUER",
+    "JWT_AUDIENCE",
+    "BCRYPT_COST",
+    "RUST_LOG",
+];
+
 /// The function binary, as Lambda starts it, against the watch's Runtime API.
 fn spawn(binary: &str, function: &str) -> std::process::Child {
-    Command::new(binary)
+    let mut command = Command::new(binary);
+    command
+        .env_clear()
+        .envs(
+            FUNCTION_VARS
+                .iter()
+                .filter_map(|var| Some((var, std::env::var(var).ok()?))),
+        )
+        .env("PATH", "/usr/local/bin:/usr/bin/:/bin:/opt/bin")
+        .env("LANG", "en_US.UTF-8")
+        .env("TZ", ":UTC")
         .env(
             "AWS_LAMBDA_RUNTIME_API",
             format!("http://{}/.rt/{function}", env("RUNTIME_API")),
@@ -380,11 +410,9 @@ fn spawn(binary: &str, function: &str) -> std::process::Child {
         .env("AWS_LAMBDA_FUNCTION_NAME", function)
         .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
         .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1769")
-        .env("AWS_ENDPOINT_URL_DYNAMODB", env("DYNAMODB_TEST_ENDPOINT"))
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{binary}: {e}"))
+        .stderr(Stdio::null());
+    command.spawn().unwrap_or_else(|e| panic!("{binary}: {e}"))
 }
 
 fn event_payload(name: &str) -> String {
