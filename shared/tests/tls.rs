@@ -41,7 +41,10 @@ fn throwaway_ca() -> (String, ServerConfig) {
         .unwrap()
         .signed_by(&server_key, &ca)
         .unwrap();
-    let config = ServerConfig::builder()
+    let provider = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider();
+    let config = ServerConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
         .with_no_client_auth()
         .with_single_cert(
             vec![server_cert.der().clone()],
