@@ -2,8 +2,7 @@
 //! Local: every protected route refuses every bad token with 401; every bad
 //! request gets a clean 4xx JSON error, never a 5xx, never a panic.
 
-mod support;
-
+use crate::support::*;
 use auth::handlers::{change_password, get_name, login, logout, refresh, register};
 use auth::runtime;
 use auth::store::Store;
@@ -13,7 +12,6 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
-use support::*;
 
 const PASSWORD: &str = "hostile tests password";
 

@@ -2,8 +2,7 @@
 //! registration, refresh rotation and reuse detection, logout, password change,
 //! rehash on login.
 
-mod support;
-
+use crate::support::*;
 use auth::clock::Clock;
 use auth::handlers::login::Login;
 use auth::handlers::{change_password, get_name, login, logout, refresh, register};
@@ -12,7 +11,6 @@ use auth::store::Store;
 use auth::users::{User, Username};
 use lambda_http::{Body, Response};
 use serde_json::{Value, json};
-use support::*;
 
 const PASSWORD: &str = "events-password-1";
 

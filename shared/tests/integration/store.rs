@@ -1,12 +1,10 @@
 //! The user store against DynamoDB Local.
 
-mod support;
-
 use std::sync::Arc;
 
+use crate::support::*;
 use auth::store::{Store, StoreError, create_table};
 use auth::users::{User, Username};
-use support::*;
 
 fn user(username: &str) -> User {
     User::new(

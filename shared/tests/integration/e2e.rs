@@ -1,14 +1,12 @@
 //! End to end: real HTTP to the routed `cargo lambda watch` that `make test`
 //! started, whose functions run against the run's DynamoDB Local.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use auth::config::TokenConfig;
 use auth::store::{Store, create_table};
 use auth::tokens::TokenVerifier;
-use support::*;
 use ureq::Agent;
 
 struct Reply {

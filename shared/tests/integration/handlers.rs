@@ -1,14 +1,12 @@
 //! The API contract, through the real handlers: requests built from `events/`,
 //! the real store on DynamoDB Local.
 
-mod support;
-
+use crate::support::*;
 use auth::handlers::{get_name, login};
 use auth::store::Store;
 use auth::tokens::Claims;
 use auth::users::User;
 use lambda_http::{Body, Response};
-use support::*;
 
 /// The user `events/login.json` logs in as.
 const EVENTS_USER: &str = "events-user";

@@ -2,11 +2,10 @@
 //! per-IP limits, and no enumeration (answers compared byte for byte, work
 //! counted call by call).
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::support::*;
 use auth::clock::Clock;
 use auth::handlers::login::{self, Login};
 use auth::handlers::register;
@@ -17,7 +16,6 @@ use aws_sdk_dynamodb::config::interceptors::BeforeSerializationInterceptorContex
 use aws_smithy_types::config_bag::ConfigBag;
 use lambda_http::{Body, Response};
 use serde_json::json;
-use support::*;
 
 const PASSWORD: &str = "the right password";
 

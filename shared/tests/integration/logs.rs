@@ -3,15 +3,13 @@
 //! token or key material, across login, refresh, register, password change
 //! and get-name.
 
-mod support;
-
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use crate::support::*;
 use auth::handlers::{change_password, get_name, login, refresh, register};
 use auth::runtime;
 use serde_json::{Value, json};
-use support::*;
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);

@@ -1,6 +1,5 @@
 //! Shared by the integration tests: the DynamoDB Local that `make test` started,
 //! a fresh table per test, users, tokens and requests built from `events/`.
-#![allow(dead_code)]
 
 use std::time::Duration;
 

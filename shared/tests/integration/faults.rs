@@ -2,18 +2,16 @@
 //! hangs, or throttles. Each must give a 503 JSON error within a bound (5x the
 //! configured operation timeout: liveness, not a tight timing), never a hang.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use auth::aws::SdkSettings;
 use auth::handlers::{get_name, login};
 use auth::store::Store;
 use auth::users::{User, Username};
 use lambda_http::{Body, Response};
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 

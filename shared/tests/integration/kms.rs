@@ -3,8 +3,7 @@
 //! with GetPublicKey, and through the JWKS any other library can use. Also the
 //! discovery documents themselves.
 
-mod support;
-
+use crate::support::*;
 use auth::handlers::discovery::{self, CACHE_CONTROL, Discovery};
 use auth::keys::{KeySource, PublicKey, Signer, load_public_keys};
 use auth::tokens::{TokenIssuer, TokenVerifier};
@@ -12,7 +11,6 @@ use auth::users::{User, Username};
 use aws_sdk_kms::types::{KeySpec, KeyUsageType};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use support::*;
 
 async fn kms() -> aws_sdk_kms::Client {
     aws_sdk_kms::Client::new(&sdk_for(&required_env("KMS_TEST_ENDPOINT"), &sdk_settings()).await)

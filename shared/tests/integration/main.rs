@@ -1,0 +1,16 @@
+//! The integration tests, in one binary: each file a module, all against the
+//! DynamoDB Local (and, for e2e, the watch and the local KMS) that `make test`
+//! started. One binary links the AWS SDK once, not nine times. (runtime.rs and
+//! tls.rs stay binaries of their own: they set process-wide environment.)
+
+mod support;
+
+mod abuse;
+mod e2e;
+mod faults;
+mod handlers;
+mod hostile;
+mod kms;
+mod logs;
+mod sessions;
+mod store;
