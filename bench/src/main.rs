@@ -95,9 +95,9 @@ async fn store(table: Option<String>) -> Store {
 /// is never cold, so it is warmed before our cold starts are timed: the read
 /// get-name makes, 3,000 times, over 300 fresh connections (about 2 s).
 async fn warm_dynamodb_local() {
-    let user = Username::parse("bench-user").unwrap();
+    let (user, table) = (Username::parse("bench-user").unwrap(), env("BENCH_TABLE"));
     for _ in 0..300 {
-        let store = Store::new(dynamodb().await, env("BENCH_TABLE"));
+        let store = Store::new(dynamodb().await, table.clone());
         for _ in 0..10 {
             store.get(&user).await.expect("DynamoDB Local");
         }

@@ -81,11 +81,7 @@ pub fn sdk_config(settings: &SdkSettings) -> Result<SdkConfig, ConfigError> {
         .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
         .ok()
         .map(aws_config::Region::new);
-    let http_client =
-        trust::https_client(settings.trust.load()?).map_err(|e| ConfigError::Invalid {
-            var: "AWS_CA_BUNDLE",
-            reason: e.to_string(),
-        })?;
+    let http_client = trust::https_client(settings.trust.load()?)?;
     Ok(SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(region)

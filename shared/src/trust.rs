@@ -10,8 +10,8 @@
 use std::path::PathBuf;
 
 use aws_sdk_dynamodb::config::SharedHttpClient;
+use aws_smithy_http_client::Builder;
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
-use aws_smithy_http_client::{Builder, HttpClientError};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
@@ -69,10 +69,11 @@ pub fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, ConfigEr
 
 /// The HTTPS client (rustls on aws-lc, as the SDK's default) trusting `pem`
 /// alone: no native roots.
-pub fn https_client(pem: Vec<u8>) -> Result<SharedHttpClient, HttpClientError> {
+pub fn https_client(pem: Vec<u8>) -> Result<SharedHttpClient, ConfigError> {
     let context = TlsContext::builder()
         .with_trust_store(TrustStore::empty().with_pem_certificate(pem))
-        .build()?;
+        .build()
+        .map_err(|e| invalid(e.to_string()))?;
     Ok(Builder::new()
         .tls_provider(tls::Provider::Rustls(
             tls::rustls_provider::CryptoMode::AwsLc,

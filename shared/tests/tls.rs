@@ -133,6 +133,13 @@ async fn get_item(
         .map(|_| ())
 }
 
+/// `pem` in a file of its own under the temp dir.
+fn temp_pem(pem: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("tls-test-{}.pem", uuid::Uuid::new_v4()));
+    std::fs::write(&path, pem).unwrap();
+    path
+}
+
 fn chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
@@ -163,8 +170,7 @@ async fn an_endpoint_whose_certificate_is_not_from_amazon_trust_services_is_refu
 #[tokio::test]
 async fn aws_ca_bundle_makes_the_functions_trust_that_ca_instead() {
     let endpoint = endpoint().await;
-    let bundle = std::env::temp_dir().join(format!("tls-test-{}.pem", uuid::Uuid::new_v4()));
-    std::fs::write(&bundle, &endpoint.ca_pem).unwrap();
+    let bundle = temp_pem(&endpoint.ca_pem);
     let result = get_item(&client(TrustRoots::Bundle(bundle.clone()), &endpoint.url)).await;
     std::fs::remove_file(&bundle).unwrap();
     result.unwrap_or_else(|e| panic!("the named CA must be trusted: {}", chain(&e)));
@@ -197,8 +203,7 @@ fn the_system_certificate_store_is_never_consulted() {
         return;
     }
     let (ca_pem, config) = throwaway_ca();
-    let system_store = std::env::temp_dir().join(format!("tls-test-{}.pem", uuid::Uuid::new_v4()));
-    std::fs::write(&system_store, &ca_pem).unwrap();
+    let system_store = temp_pem(&ca_pem);
     // SAFETY: this process runs this test alone, and no other thread exists yet.
     unsafe {
         std::env::set_var("SSL_CERT_FILE", &system_store);
