@@ -49,6 +49,10 @@ def run_once(state, ddb_port, port, log):
         status, body = request(f"{base}/get_name", headers={"Authorization": f"Bearer {body['access_token']}"})
         if (status, body.get("name")) != (200, "Demo User"):
             fail(f"get_name: {status} {body}", log)
+        # Several instances per function, as Lambda runs them: races can happen locally.
+        watch = subprocess.run(["pgrep", "-af", "--", "lambda watch"], capture_output=True, text=True).stdout
+        if f"--invoke-port {port} --concurrency 4" not in watch:
+            fail(f"the watch does not run 4 instances per function: {watch.strip()}", log)
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=60)
@@ -58,7 +62,8 @@ def run_once(state, ddb_port, port, log):
         time.sleep(0.2)
     else:
         fail("after Ctrl-C something still listens on the dev ports", log)
-    leftovers = subprocess.run(["pgrep", "-f", f"-dbPath {state}"], capture_output=True, text=True).stdout.strip()
+    # "--": without it pgrep reads the pattern "-dbPath ..." as its own -d option.
+    leftovers = subprocess.run(["pgrep", "-f", "--", f"-dbPath {state}"], capture_output=True, text=True).stdout.strip()
     if leftovers:
         fail(f"after Ctrl-C DynamoDB Local is still running: pid {leftovers}", log)
 

@@ -3,7 +3,9 @@
 # .tools/, keeps its state in .dev/ (both git-ignored): DynamoDB Local with its
 # data on disk (users survive a restart), the table, a demo user, and
 # `cargo lambda watch` routing /login and /get_name on port 9000 like API
-# Gateway. Ctrl-C stops everything it started.
+# Gateway, with several instances of each function (DEV_CONCURRENCY, default
+# 4), as Lambda runs them, so that requests can race locally as they do
+# deployed. Ctrl-C stops everything it started.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$root"
@@ -13,6 +15,8 @@ dev=${DEV_DIR:-"$root/.dev"}
 mkdir -p "$dev/dynamodb"
 ddb_port=${DEV_DYNAMODB_PORT:-8000}
 watch_port=${DEV_PORT:-9000}
+concurrency=${DEV_CONCURRENCY:-4}
+[[ $concurrency =~ ^[1-9][0-9]*$ ]] || { echo "DEV_CONCURRENCY must be a positive number, got '$concurrency'" >&2; exit 1; }
 for port in "$ddb_port" "$watch_port"; do
   if port_in_use "$port"; then
     echo "port $port is in use (another make dev?); set DEV_DYNAMODB_PORT / DEV_PORT to use others" >&2
@@ -57,7 +61,7 @@ cat <<MSG
      curl -s localhost:$watch_port/get_name -H "Authorization: Bearer <access_token>"
      curl -s localhost:$watch_port/.well-known/jwks.json
 
-== serving on http://localhost:$watch_port (Ctrl-C stops it all)
+== serving on http://localhost:$watch_port, up to $concurrency instances per function (Ctrl-C stops it all)
 MSG
-start_group - cargo lambda watch --invoke-port "$watch_port"
+start_group - cargo lambda watch --invoke-port "$watch_port" --concurrency "$concurrency"
 wait "${started_pids[-1]}"

@@ -284,18 +284,24 @@ async fn login_overhead() -> bool {
         let response = login::handle(&state, login_request("login-user", PASSWORD)).await;
         full.push(ms(started));
         assert_eq!(response.status(), 200);
-        // The same work, without the handler: the IP window, the two reads
-        // (in parallel, as login does), one bcrypt verification, the signature
-        // and the session transaction.
+        // The same work, without the handler: the IP window, the user read and
+        // the attempt reservation (in parallel, as login does), one bcrypt
+        // verification, the signature and the session transaction.
         let started = Instant::now();
         store
             .hit(&window, "192.0.2.1", auth::clock::system_now())
             .await
             .unwrap();
-        let (found, _) = tokio::try_join!(store.get(&username), store.failures(&username)).unwrap();
+        let now = auth::clock::system_now();
+        let (found, _) = tokio::try_join!(
+            store.get(&username),
+            store.reserve_attempt(&username, None, now)
+        )
+        .unwrap();
+        let found = found.unwrap();
         assert!(
             passwords
-                .verify(PASSWORD.into(), found.map(|u| u.password_hash))
+                .verify(PASSWORD.into(), Some(found.password_hash.clone()))
                 .await
                 .unwrap()
         );
@@ -321,7 +327,7 @@ async fn login_overhead() -> bool {
             created_at: now,
             expires_at: now + 3600,
         };
-        store.start_session(&session, &first).await.unwrap();
+        store.start_session(&session, &first, &found).await.unwrap();
         bare.push(ms(started));
     }
     let (f, b) = (percentile(&full, 50.0), percentile(&bare, 50.0));

@@ -113,7 +113,9 @@ pub fn kms_client(sdk: &SdkConfig) -> aws_sdk_kms::Client {
     aws_sdk_kms::Client::from_conf(config.build())
 }
 
-/// What a failed AWS call means for the client.
+/// What a failed AWS call means for the client. The text of each is
+/// [`Failure`]'s: service, operation, kind and error code, never the raw
+/// response (which can hold a whole item, a password hash included).
 #[derive(Debug)]
 pub enum CallError {
     /// Unreachable, too slow, throttled or failing on AWS's side: retry later (503).
@@ -122,18 +124,101 @@ pub enum CallError {
     Rejected(String),
 }
 
-/// Error codes that mean "try again later", across DynamoDB and KMS.
-const TRANSIENT: &[&str] = &[
+/// Error codes that mean "slow down", across DynamoDB and KMS.
+const THROTTLED: &[&str] = &[
     "ThrottlingException",
     "ProvisionedThroughputExceededException",
     "RequestLimitExceeded",
+    "LimitExceededException",
+];
+
+/// Error codes that mean "AWS is in trouble, try again later".
+const UNAVAILABLE: &[&str] = &[
     "InternalServerError",
     "ServiceUnavailable",
-    "LimitExceededException",
     "KMSInternalException",
     "DependencyTimeoutException",
     "KeyUnavailableException",
 ];
+
+/// A failed AWS call, described by what is safe to log: which service and
+/// operation, what kind of failure, and the service's error code if it sent one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub service: &'static str,
+    pub operation: &'static str,
+    /// `timeout`, `unreachable`, `bad_response`, `throttled`, `unavailable`,
+    /// `rejected` or `construction`.
+    pub kind: &'static str,
+    pub code: Option<String>,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.service, self.operation, self.kind)?;
+        if let Some(code) = &self.code {
+            write!(f, " ({code})")?;
+        }
+        Ok(())
+    }
+}
+
+impl Failure {
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self.kind,
+            "timeout" | "unreachable" | "bad_response" | "throttled" | "unavailable"
+        )
+    }
+}
+
+/// Service and operation from the SDK's error type, e.g.
+/// `aws_sdk_dynamodb::operation::get_item::GetItemError` → (`dynamodb`, `GetItem`).
+fn service_and_operation<E>() -> (&'static str, &'static str) {
+    let name = std::any::type_name::<E>();
+    let service = name
+        .strip_prefix("aws_sdk_")
+        .and_then(|rest| rest.split("::").next())
+        .unwrap_or("aws");
+    let operation = name
+        .rsplit("::")
+        .next()
+        .and_then(|last| last.strip_suffix("Error"))
+        .unwrap_or("unknown");
+    (service, operation)
+}
+
+/// Describes an SDK error by service, operation, kind and code only.
+pub fn describe<E, R>(err: &SdkError<E, R>) -> Failure
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let (service, operation) = service_and_operation::<E>();
+    let (kind, code) = match err {
+        SdkError::TimeoutError(_) => ("timeout", None),
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => ("timeout", None),
+        SdkError::DispatchFailure(_) => ("unreachable", None),
+        SdkError::ResponseError(_) => ("bad_response", None),
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().unwrap_or("unknown");
+            let kind = if THROTTLED.contains(&code) {
+                "throttled"
+            } else if UNAVAILABLE.contains(&code) {
+                "unavailable"
+            } else {
+                "rejected"
+            };
+            (kind, Some(code.to_owned()))
+        }
+        _ => ("construction", None),
+    };
+    Failure {
+        service,
+        operation,
+        kind,
+        code,
+    }
+}
 
 /// Classifies an SDK error: transport trouble, timeouts, throttling and server
 /// errors are `Unavailable`; everything else is `Rejected`.
@@ -142,18 +227,31 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    match &err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            CallError::Unavailable(format!("{err:?}"))
-        }
-        SdkError::ServiceError(service) => {
-            let code = service.err().code().unwrap_or("unknown");
-            if TRANSIENT.contains(&code) {
-                CallError::Unavailable(code.to_owned())
-            } else {
-                CallError::Rejected(format!("{code}: {}", service.err().message().unwrap_or("")))
-            }
-        }
-        _ => CallError::Rejected(format!("{err:?}")),
+    let failure = describe(&err);
+    if failure.is_transient() {
+        CallError::Unavailable(failure.to_string())
+    } else {
+        CallError::Rejected(failure.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_and_operation_come_from_the_error_type() {
+        use aws_sdk_dynamodb::operation::get_item::GetItemError;
+        use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+        use aws_sdk_kms::operation::sign::SignError;
+        assert_eq!(
+            service_and_operation::<GetItemError>(),
+            ("dynamodb", "GetItem")
+        );
+        assert_eq!(
+            service_and_operation::<TransactWriteItemsError>(),
+            ("dynamodb", "TransactWriteItems")
+        );
+        assert_eq!(service_and_operation::<SignError>(), ("kms", "Sign"));
     }
 }

@@ -155,7 +155,7 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(%detail, "database unavailable");
                 ApiError::Unavailable
             }
-            StoreError::Conflict => {
+            StoreError::Conflict | StoreError::Contended => {
                 ApiError::Conflict("the resource was changed by another request; try again")
             }
             StoreError::AlreadyExists | StoreError::Internal(_) => {
@@ -214,21 +214,18 @@ pub fn body_is_empty(req: &Request) -> bool {
 }
 
 /// Parses the body as a JSON object into `T`, with a message that says what is
-/// wrong. The content type must be JSON when given (a browser form cannot send
-/// it cross-origin without a CORS preflight); duplicate keys are refused.
+/// wrong. A body must come with a JSON content type (`application/json` or
+/// `*/*+json`, parameters allowed): none, or any other, is 415. A browser sends
+/// a body without a content type, or with a form's, from any web page and
+/// without a CORS preflight (`fetch` with `mode: 'no-cors'`, `sendBeacon`);
+/// a JSON content type it cannot send cross-origin unasked. Duplicate keys
+/// are refused.
 pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
-    if let Some(content_type) = req.headers().get(header::CONTENT_TYPE) {
-        let essence = content_type
-            .to_str()
-            .unwrap_or("")
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if essence != "application/json" && !essence.ends_with("+json") {
-            return Err(ApiError::UnsupportedMediaType);
-        }
+    let content_type = req.headers().get(header::CONTENT_TYPE);
+    let says_json =
+        content_type.is_some_and(|value| is_json_media_type(value.to_str().unwrap_or("")));
+    if (content_type.is_some() || !body_bytes(req).is_empty()) && !says_json {
+        return Err(ApiError::UnsupportedMediaType);
     }
     if req.headers().contains_key(INVALID_BASE64_MARK) {
         return Err(ApiError::BadRequest(
@@ -258,6 +255,20 @@ pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
             _ => format!("request body is not valid JSON: {e}"),
         })
     })
+}
+
+/// `application/json`, or a structured-syntax `+json` type, with any parameters.
+fn is_json_media_type(value: &str) -> bool {
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    kind == "application" && (subtype == "json" || subtype.ends_with("+json") && subtype.len() > 5)
 }
 
 /// Set by the runtime on a request whose `isBase64Encoded` body did not decode.
@@ -327,8 +338,17 @@ mod tests {
         username: String,
     }
 
+    fn json_request(body: Body) -> Request {
+        let mut req = request("POST", body);
+        req.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        req
+    }
+
     fn body_error(body: Body) -> String {
-        match json_body::<Creds>(&request("POST", body)).unwrap_err() {
+        match json_body::<Creds>(&json_request(body)).unwrap_err() {
             ApiError::BadRequest(message) => message,
             other => panic!("expected 400, got {other:?}"),
         }
@@ -376,10 +396,58 @@ mod tests {
         assert!(body_error(Body::Binary(vec![0xff, 0xfe])).contains("not valid JSON"));
     }
 
+    fn media_type_error(content_type: Option<&str>, body: Body) -> Option<u16> {
+        let mut req = request("POST", body);
+        if let Some(value) = content_type {
+            req.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_str(value).unwrap());
+        }
+        json_body::<Creds>(&req)
+            .err()
+            .map(|e| e.status().as_u16())
+            .filter(|s| *s == 415)
+    }
+
+    #[test]
+    fn a_body_without_a_json_content_type_is_415() {
+        let body = || Body::Text(r#"{"username": "alice"}"#.into());
+        for refused in [
+            None,
+            Some("text/plain"),
+            Some("text/plain;charset=UTF-8"),
+            Some("application/x-www-form-urlencoded"),
+            Some("multipart/form-data; boundary=x"),
+            Some("application/jsonx"),
+            Some("text/json"),
+            Some("application/+json"),
+            Some(""),
+        ] {
+            assert_eq!(media_type_error(refused, body()), Some(415), "{refused:?}");
+        }
+        for accepted in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            "application/merge-patch+json",
+            "application/vnd.api+json ; charset=UTF-8",
+        ] {
+            assert_eq!(media_type_error(Some(accepted), body()), None, "{accepted}");
+        }
+        // No body needs no content type: the answer is about the missing body.
+        assert!(body_error_without_type(Body::Empty).contains("empty"));
+    }
+
+    fn body_error_without_type(body: Body) -> String {
+        match json_body::<Creds>(&request("POST", body)).unwrap_err() {
+            ApiError::BadRequest(message) => message,
+            other => panic!("expected 400, got {other:?}"),
+        }
+    }
+
     #[test]
     fn an_oversized_body_is_413() {
         let big = format!("{{\"username\": \"{}\"}}", "a".repeat(MAX_BODY_BYTES));
-        let err = json_body::<Creds>(&request("POST", Body::Text(big))).unwrap_err();
+        let err = json_body::<Creds>(&json_request(Body::Text(big))).unwrap_err();
         assert_eq!(err.status(), 413);
     }
 

@@ -78,8 +78,7 @@ pub fn check_new_password(password: &str, username: &Username) -> Result<(), Pol
 /// Whether `hash` was made at a lower cost than `cost` (then a successful
 /// login rehashes). Hashes we cannot read are left alone.
 pub fn needs_rehash(hash: &str, cost: BcryptCost) -> bool {
-    hash.parse::<bcrypt::HashParts>()
-        .is_ok_and(|parts| parts.get_cost() < cost.get())
+    hash_cost(hash).is_some_and(|stored| stored < cost.get())
 }
 
 /// A bcrypt work factor we accept: at least 10 (OWASP's floor for bcrypt).
@@ -122,6 +121,9 @@ pub struct PasswordHasher {
     /// Full verifications done, for the test that proves every login path that
     /// answers alike also works alike.
     verifications: Arc<AtomicU64>,
+    /// bcrypt work done by verifications, in units of 2^cost rounds: what a
+    /// timing attacker measures, counted rather than timed.
+    work: Arc<AtomicU64>,
     /// Stands in for the hash of a user who does not exist, so that an unknown
     /// username costs one full bcrypt verification, like a wrong password. It is
     /// the hash of nothing in particular: a well-formed string at our cost is
@@ -137,6 +139,7 @@ impl PasswordHasher {
         PasswordHasher {
             cost,
             verifications: Arc::default(),
+            work: Arc::default(),
             dummy_hash: format!("$2b${:02}${DUMMY_SALT_AND_DIGEST}", cost.get()),
         }
     }
@@ -148,6 +151,12 @@ impl PasswordHasher {
     /// How many full verifications this hasher (and its clones) has done.
     pub fn verifications(&self) -> u64 {
         self.verifications.load(Ordering::Relaxed)
+    }
+
+    /// The bcrypt work of this hasher's verifications so far: the sum of
+    /// 2^cost over every bcrypt run they made.
+    pub fn work(&self) -> u64 {
+        self.work.load(Ordering::Relaxed)
     }
 
     /// Hashes a new password; refuses one bcrypt would truncate.
@@ -166,17 +175,51 @@ impl PasswordHasher {
     /// no user, so both paths cost one full verification. A password longer than
     /// 72 bytes never matches; it still pays for a verification, so its timing
     /// says nothing about the account.
+    ///
+    /// A stored hash of a lower cost than ours (made before `BCRYPT_COST` was
+    /// raised; the next login rehashes it) is topped up with dummy work at
+    /// the costs in between, so that its verification costs exactly what an
+    /// unknown user's does: 2^c + 2^c + 2^(c+1) + … + 2^(C-1) = 2^C. Otherwise
+    /// its quicker answer would tell an existing user from an unknown one.
     pub async fn verify(
         &self,
         password: String,
         hash: Option<String>,
     ) -> Result<bool, PasswordError> {
         let hash = hash.unwrap_or_else(|| self.dummy_hash.clone());
+        let target = self.cost.get();
+        let stored = hash_cost(&hash).unwrap_or(target);
+        let padding: Vec<String> = (stored..target).map(|cost| self.dummy_at(cost)).collect();
         self.verifications.fetch_add(1, Ordering::Relaxed);
-        task::spawn_blocking(move || verify_blocking(&password, &hash))
-            .await
-            .map_err(|e| PasswordError::Hashing(e.to_string()))?
+        let work = self.work.clone();
+        task::spawn_blocking(move || {
+            let result = verify_blocking(&password, &hash);
+            work.fetch_add(1 << stored.min(40), Ordering::Relaxed);
+            let bytes = &password.as_bytes()[..password.len().min(MAX_PASSWORD_BYTES)];
+            for dummy in &padding {
+                let _ = bcrypt::verify(bytes, dummy);
+                work.fetch_add(
+                    1 << hash_cost(dummy).unwrap_or(0).min(40),
+                    Ordering::Relaxed,
+                );
+            }
+            result
+        })
+        .await
+        .map_err(|e| PasswordError::Hashing(e.to_string()))?
     }
+
+    /// A well-formed hash of nothing at `cost`.
+    fn dummy_at(&self, cost: u32) -> String {
+        format!("$2b${cost:02}${DUMMY_SALT_AND_DIGEST}")
+    }
+}
+
+/// The cost of a bcrypt hash, if it is one.
+fn hash_cost(hash: &str) -> Option<u32> {
+    hash.parse::<bcrypt::HashParts>()
+        .ok()
+        .map(|parts| parts.get_cost())
 }
 
 fn verify_blocking(password: &str, hash: &str) -> Result<bool, PasswordError> {

@@ -17,6 +17,9 @@ pub const DEFAULT_REFRESH_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// How long after a rotation the same refresh token may be presented again
 /// (a client retrying a refresh whose answer it lost) without counting as reuse.
 pub const DEFAULT_REUSE_GRACE: Duration = Duration::from_secs(10);
+/// A session's absolute lifetime when `SESSION_MAX_LIFETIME_SECONDS` is unset:
+/// 90 days from its login, however often it is refreshed.
+pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
 /// Bytes of randomness in a refresh token: 256 bits.
 const REFRESH_TOKEN_BYTES: usize = 32;
 
@@ -24,6 +27,8 @@ const REFRESH_TOKEN_BYTES: usize = 32;
 pub struct SessionConfig {
     pub refresh_ttl: Duration,
     pub reuse_grace: Duration,
+    /// No refresh token of a session outlives its login by more than this.
+    pub max_lifetime: Duration,
 }
 
 impl SessionConfig {
@@ -40,10 +45,25 @@ impl SessionConfig {
             DEFAULT_REUSE_GRACE.as_secs(),
             0..=300,
         )?;
+        let max = crate::config::number(
+            env,
+            "SESSION_MAX_LIFETIME_SECONDS",
+            DEFAULT_MAX_LIFETIME.as_secs(),
+            60..=5 * 365 * 24 * 3600,
+        )?;
         Ok(SessionConfig {
             refresh_ttl: Duration::from_secs(ttl),
             reuse_grace: Duration::from_secs(grace),
+            max_lifetime: Duration::from_secs(max),
         })
+    }
+
+    /// When a refresh token issued at `now` for a session that began at
+    /// `started` expires: its own lifetime, but never past the session's end.
+    pub fn refresh_expiry(&self, started: i64, now: i64) -> i64 {
+        let own = now + self.refresh_ttl.as_secs() as i64;
+        let session_end = started + self.max_lifetime.as_secs() as i64;
+        own.min(session_end)
     }
 }
 
@@ -147,10 +167,24 @@ mod tests {
     }
 
     #[test]
+    fn a_refresh_token_never_outlives_its_session() {
+        let config = SessionConfig {
+            refresh_ttl: Duration::from_secs(100),
+            reuse_grace: Duration::ZERO,
+            max_lifetime: Duration::from_secs(250),
+        };
+        assert_eq!(config.refresh_expiry(1_000, 1_000), 1_100);
+        assert_eq!(config.refresh_expiry(1_000, 1_100), 1_200);
+        assert_eq!(config.refresh_expiry(1_000, 1_200), 1_250, "capped");
+        assert_eq!(config.refresh_expiry(1_000, 1_300), 1_250, "over");
+    }
+
+    #[test]
     fn session_config_defaults_to_30_days_and_a_short_grace() {
         let config = SessionConfig::from_source(&|_: &str| None).unwrap();
         assert_eq!(config.refresh_ttl, Duration::from_secs(30 * 24 * 3600));
         assert_eq!(config.reuse_grace, Duration::from_secs(10));
+        assert_eq!(config.max_lifetime, Duration::from_secs(90 * 24 * 3600));
         let err = SessionConfig::from_source(&|v: &str| {
             (v == "REFRESH_TOKEN_TTL_SECONDS").then(|| "5".to_owned())
         })

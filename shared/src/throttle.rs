@@ -1,9 +1,10 @@
 //! Abuse limits: a per-username lockout after repeated failed logins (the
 //! Cognito model), and per-source-IP limits on login and registration.
 //!
-//! Lockout: after 5 consecutive failed logins, attempts within the lock window
-//! get 429; the window is 2^(n-5) seconds after the n-th failure, capped at 15
-//! minutes. Refused attempts do not count; a success resets. Unknown usernames
+//! Lockout: every proof of a password (login, password change) is counted
+//! before bcrypt runs; after 5 attempts with no success, attempts within the
+//! lock window get 429; the window is 2^(n-5) seconds after the n-th attempt,
+//! capped at 15 minutes. Refused attempts do not count; a success resets. Unknown usernames
 //! are counted exactly like known ones, so the lockout says nothing about
 //! whether an account exists. Counters live in the table (atomic ADD updates)
 //! and expire: every read checks `expires_at`; TTL only tidies up.
@@ -22,8 +23,12 @@ pub const FAILURE_MEMORY: Duration = Duration::from_secs(15 * 60);
 /// A username's failure record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Failures {
+    /// Attempts counted since the last success (each reserved before bcrypt).
     pub count: u64,
+    /// When the last one was counted.
     pub last: i64,
+    /// No attempt is allowed before this.
+    pub locked_until: i64,
     pub expires_at: i64,
 }
 
@@ -42,8 +47,7 @@ impl Failures {
         if self.expires_at <= now {
             return None; // forgotten, whatever TTL has not yet deleted
         }
-        let until = self.last + Self::lock_window(self.count);
-        (until > now).then(|| (until - now) as u64)
+        (self.locked_until > now).then(|| (self.locked_until - now) as u64)
     }
 
     /// The `expires_at` of a record whose last failure is `now`: the longest lock
@@ -123,16 +127,22 @@ mod tests {
         let record = Failures {
             count: 7,
             last: 1_000,
+            locked_until: 1_000 + Failures::lock_window(7),
             expires_at: Failures::expiry_after(1_000),
         };
         assert_eq!(record.locked_for(1_000), Some(4));
         assert_eq!(record.locked_for(1_003), Some(1));
         assert_eq!(record.locked_for(1_004), None);
-        let four = Failures { count: 4, ..record };
+        let four = Failures {
+            count: 4,
+            locked_until: 1_000,
+            ..record
+        };
         assert_eq!(four.locked_for(1_000), None);
         let forgotten = Failures {
             count: 30,
             last: 1_000,
+            locked_until: 1_900,
             expires_at: 1_000,
         };
         assert_eq!(

@@ -500,9 +500,13 @@ mod tests {
             .unwrap()
             .token;
         let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+        // A character in the middle: every one of its bits is signature (the
+        // last character of a 256-byte signature is partly padding).
         let mut flipped = parts.clone();
-        let last = flipped[2].pop().unwrap();
-        flipped[2].push(if last == 'A' { 'B' } else { 'A' });
+        let mut signature: Vec<char> = flipped[2].chars().collect();
+        let middle = signature.len() / 2;
+        signature[middle] = if signature[middle] == 'A' { 'B' } else { 'A' };
+        flipped[2] = signature.into_iter().collect();
         assert_eq!(verify(&flipped.join(".")), Err(TokenError::Invalid));
 
         let mut claims = valid_claims();

@@ -20,6 +20,7 @@ EXPECTED = {
     "login-wrong-method.json": 405,
     "login-base64.json": 401,  # a base64 body, as API Gateway sends binary ones
     "login-invalid-base64.json": 400,  # lambda_http would panic on it: our runtime answers 400
+    "login-no-content-type.json": 415,  # a body must say it is JSON (no-cors fetch, sendBeacon)
     "get-name.json": 401,  # placeholder token
     "get-name-no-token.json": 401,
     "get-name-wrong-method.json": 405,

@@ -72,12 +72,14 @@ PUBLIC_KEY = (("kms:GetPublicKey",), VERIFICATION_KEYS)
 
 # The minimal set: what each function's code calls, on what it uses.
 EXPECTED = {
-    "Login": [logs("Login"), table("GetItem", "PutItem", "UpdateItem", "DeleteItem"), SIGN],
+    # Login and refresh check the user item inside their transactions (ConditionCheckItem);
+    # login and password clear the attempt record inside theirs (DeleteItem).
+    "Login": [logs("Login"), table("GetItem", "PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem"), SIGN],
     "GetName": [logs("GetName"), table("GetItem"), PUBLIC_KEY],
     "Register": [logs("Register"), table("PutItem", "UpdateItem")],
-    "Refresh": [logs("Refresh"), table("GetItem", "PutItem", "UpdateItem"), SIGN],
+    "Refresh": [logs("Refresh"), table("GetItem", "PutItem", "UpdateItem", "ConditionCheckItem"), SIGN],
     "Logout": [logs("Logout"), table("GetItem", "UpdateItem"), PUBLIC_KEY],
-    "Password": [logs("Password"), table("GetItem", "PutItem", "UpdateItem"), SIGN, PUBLIC_KEY],
+    "Password": [logs("Password"), table("GetItem", "PutItem", "UpdateItem", "DeleteItem"), SIGN, PUBLIC_KEY],
     "Jwks": [logs("Jwks"), PUBLIC_KEY],
 }
 BINARIES = {"Login": "login", "GetName": "get-name", "Register": "register", "Refresh": "refresh",
@@ -93,6 +95,13 @@ for name, function in functions.items():
     check(f"{name} no SAM policies", "Policies" not in props, "policies belong on its role")
     role = resources.get(f"{name}Role", {}).get("Properties", {})
     statements = [s for p in role.get("Policies", []) for s in p["PolicyDocument"]["Statement"]]
+    # KMS rights live in RolePolicy resources (the key policy names the roles:
+    # inline, they would make a circular reference).
+    attached = [r for r in resources.values() if r["Type"] in ("AWS::IAM::RolePolicy", "AWS::IAM::Policy")
+                and r["Properties"].get("RoleName") == {"Ref": f"{name}Role"}]
+    statements += [s for r in attached for s in r["Properties"]["PolicyDocument"]["Statement"]]
+    check(f"{name} KMS rights are attached before it runs",
+          not attached or function.get("DependsOn") == f"{name}KeyPolicy", function.get("DependsOn"))
     actual = []
     for s in statements:
         actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
@@ -160,8 +169,19 @@ for color in ["Blue", "Green"]:
     key = resources[f"SigningKey{color}"]["Properties"]
     check(f"{color} key spec", (key.get("KeySpec"), key.get("KeyUsage")) == ("RSA_2048", "SIGN_VERIFY"), key)
     check(f"{color} pending window", key.get("PendingWindowInDays") == 30, key)
-    principal = key["KeyPolicy"]["Statement"][0]["Principal"]["AWS"]
-    check(f"{color} key policy keeps the account in", ":root" in str(principal), principal)
+    statements = key["KeyPolicy"]["Statement"]
+    admin = statements[0]
+    check(f"{color} key policy keeps the account in (never locked out)",
+          ":root" in str(admin["Principal"]["AWS"]) and admin["Effect"] == "Allow" and admin["Action"] == "kms:*",
+          admin)
+    denies = [s for s in statements if s["Effect"] == "Deny"]
+    issuers = [{"Fn::GetAtt": [f"{n}Role", "Arn"]} for n in ("Login", "Refresh", "Password")]
+    check(f"{color} key: only the issuer roles sign, an explicit deny for every other principal",
+          denies == [{"Sid": "OnlyTheIssuersSign", "Effect": "Deny", "Principal": "*", "Action": "kms:Sign",
+                      "Resource": "*", "Condition": {"ArnNotEquals": {"aws:PrincipalArn": issuers}}}], denies)
+    check(f"{color} key: exactly two statements", len(statements) == 2, statements)
+    signers = sorted(n for n, expected in EXPECTED.items() if SIGN in expected)
+    check(f"{color} key: the deny's exceptions are the roles that sign", signers == ["Login", "Password", "Refresh"], signers)
     alias = resources[f"SigningKey{color}Alias"]["Properties"]
     check(f"{color} alias", alias.get("TargetKeyId") == {"Ref": f"SigningKey{color}"}, alias)
 

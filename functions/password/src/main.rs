@@ -6,6 +6,7 @@ use auth::handlers::change_password::{self, ChangePassword};
 use auth::passwords::{BcryptCost, PasswordHasher};
 use auth::runtime;
 use auth::sessions::SessionConfig;
+use auth::throttle::RateLimits;
 use lambda_http::Error;
 
 #[tokio::main(flavor = "current_thread")]
@@ -19,6 +20,7 @@ async fn main() -> Result<(), Error> {
         verifier: runtime::verifier_from_env(&sdk, &tokens).await?,
         issuer: runtime::issuer_from_env(&sdk, &tokens)?,
         sessions: SessionConfig::from_source(&Environment)?,
+        limits: RateLimits::from_source(&Environment)?,
         clock: Clock::system(),
     };
     runtime::serve(|req| change_password::handle(&state, req)).await

@@ -1,18 +1,21 @@
 //! `POST /password`: change the password with the current one and a bearer
 //! token. Success ends every session of the user, the caller's included, and
-//! starts a new one for the caller: the response carries its tokens.
+//! starts a new one for the caller: the response carries its tokens. The
+//! current password is proved as at login: lockout and per-IP window.
 
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 
-use super::{authenticate_caller, start_session, verification_error};
+use super::{NewSession, authenticate_caller, no_longer_valid, prove_password};
 use crate::clock::Clock;
-use crate::http::{ApiError, json_body, require_method};
+use crate::http::{ApiError, json_body, require_method, source_ip};
 use crate::passwords::{PasswordHasher, check_new_password};
 use crate::sessions::SessionConfig;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
+use crate::throttle::{RateLimits, Window};
 use crate::tokens::{TokenIssuer, TokenVerifier};
+use crate::users::User;
 
 /// What the password function holds between invocations.
 pub struct ChangePassword {
@@ -21,6 +24,8 @@ pub struct ChangePassword {
     pub verifier: TokenVerifier,
     pub issuer: TokenIssuer,
     pub sessions: SessionConfig,
+    /// The per-IP login window applies here too.
+    pub limits: RateLimits,
     pub clock: Clock,
 }
 
@@ -42,19 +47,40 @@ async fn change_password(state: &ChangePassword, req: Request) -> Result<Respons
     let now = state.clock.now();
     let caller = authenticate_caller(&req, &state.verifier, &state.store, now).await?;
     let change: PasswordChange = json_body(&req)?;
-    let mut user = caller.user;
+    let user = caller.user;
     check_new_password(&change.new_password, &user.username)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
 
-    let current_ok = state
-        .passwords
-        .verify(change.current_password, Some(user.password_hash.clone()))
-        .await
-        .map_err(verification_error)?;
+    // A proof of the password, like a login: it counts against the source's
+    // login window and is reserved on the username's attempt record, so a
+    // stolen access token buys no more guesses than the login form gives.
+    let window = Window::login(&state.limits);
+    if state.store.hit(&window, &source_ip(&req), now).await? > window.limit {
+        return Err(ApiError::TooManyRequests {
+            retry_after: window.remaining(now),
+        });
+    }
+    let reservation = state
+        .store
+        .reserve_attempt(&user.username, None, now)
+        .await?;
+    let current_ok = prove_password(
+        &state.passwords,
+        reservation,
+        Some(user.password_hash.clone()),
+        change.current_password,
+    )
+    .await?;
     if !current_ok {
         tracing::info!(user_id = %user.id, "password change refused: wrong current password");
         return Err(ApiError::LoginFailed);
     }
+
+    // All the work that can fail without side effects first (the new hash,
+    // the new session's access token under the next epoch), then one
+    // transaction: the new hash, every old session ended, the caller's new
+    // session, the attempt record cleared; on the condition that the user is
+    // as read. So a 5xx leaves the password as it was.
     let new_hash = state
         .passwords
         .hash(change.new_password)
@@ -63,22 +89,38 @@ async fn change_password(state: &ChangePassword, req: Request) -> Result<Respons
             tracing::error!(error = %e, "password hashing failed");
             ApiError::Internal
         })?;
-    if !state.store.change_password(&user, &new_hash).await? {
-        return Err(ApiError::Conflict(
-            "the password was changed by another request; try again",
-        ));
-    }
-    user.password_hash = new_hash;
-    user.session_epoch += 1;
-    tracing::info!(user_id = %user.id, "password changed; all sessions ended");
-    let tokens = start_session(
-        &state.store,
+    let new = NewSession::sign(
         &state.issuer,
         &state.sessions,
         &user,
+        user.session_epoch + 1,
         now,
-        "Password changed",
     )
     .await?;
-    Ok(tokens.into_response())
+    match state
+        .store
+        .change_password(&user, &new_hash, &new.session, &new.first)
+        .await
+    {
+        Ok(()) => {}
+        Err(StoreError::Conflict) => return Err(lost_to(state, &user).await),
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(user_id = %user.id, "password changed; all sessions ended");
+    Ok(new.into_tokens("Password changed").into_response())
+}
+
+/// The change lost to a concurrent one: another password change (409, try
+/// again), or the end of the caller's session (log out everywhere, a
+/// deactivation: the token is no longer valid).
+async fn lost_to(state: &ChangePassword, read: &User) -> ApiError {
+    match state.store.get(&read.username).await {
+        Ok(Some(now))
+            if now.id == read.id && now.active && now.session_epoch == read.session_epoch =>
+        {
+            ApiError::Conflict("the password was changed by another request; try again")
+        }
+        Ok(_) => no_longer_valid(),
+        Err(e) => e.into(),
+    }
 }

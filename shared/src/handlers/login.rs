@@ -5,12 +5,12 @@ use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 
-use super::{start_session, verification_error};
+use super::{NewSession, prove_password};
 use crate::clock::Clock;
 use crate::http::{ApiError, json_body, require_method, source_ip};
 use crate::passwords::{PasswordHasher, needs_rehash};
 use crate::sessions::SessionConfig;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::throttle::{RateLimits, Window};
 use crate::tokens::TokenIssuer;
 use crate::users::{User, Username};
@@ -55,49 +55,55 @@ async fn login(state: &Login, req: Request) -> Result<Response<Body>, ApiError> 
         });
     }
 
-    // The same reads whoever asks: the user and the username's failure record
-    // (kept for unknown usernames too), then, unless locked, exactly one full
-    // bcrypt verification: unknown users verify against a dummy hash, inactive
-    // users against their own. So neither answers, nor the work done, nor the
-    // lockout tell an unknown or inactive user from a wrong password.
-    let (user, failures) =
-        tokio::try_join!(state.store.get(&username), state.store.failures(&username))?;
-    if let Some(retry_after) = failures.and_then(|f| f.locked_for(now)) {
-        tracing::info!("login refused: locked");
-        return Err(ApiError::TooManyRequests { retry_after });
-    }
+    // The same calls whoever asks: the user is read while the attempt is
+    // reserved on the username's record (kept for unknown usernames too);
+    // then, unless locked, exactly one bcrypt verification: unknown users
+    // verify against a dummy hash, inactive users against their own. So
+    // neither answers, nor the work done, nor the lockout tell an unknown or
+    // inactive user from a wrong password.
+    let (user, reservation) = tokio::try_join!(
+        state.store.get(&username),
+        state.store.reserve_attempt(&username, None, now)
+    )?;
     let hash = user.as_ref().map(|u| u.password_hash.clone());
     let password = credentials.password;
-    let matches = state
-        .passwords
-        .verify(password.clone(), hash)
-        .await
-        .map_err(verification_error)?;
+    let matches = prove_password(&state.passwords, reservation, hash, password.clone()).await?;
     let user = match user {
         Some(user) if matches && user.active => user,
         _ => {
-            state.store.record_failure(&username, now).await?;
             tracing::info!("login failed");
             return Err(ApiError::LoginFailed);
         }
     };
     crate::runtime::record_user(&user.id);
-    if failures.is_some() {
-        state.store.clear_failures(&username).await?;
-    }
 
-    let tokens = start_session(
-        &state.store,
+    // Sign, then store the session, its refresh token and the cleared attempt
+    // record in one transaction that holds only if the user is as read: a
+    // failure anywhere leaves the store as it was, but for the counted attempt.
+    let new = NewSession::sign(
         &state.tokens,
         &state.sessions,
         &user,
+        user.session_epoch,
         now,
-        "Login Success",
     )
     .await?;
+    match state
+        .store
+        .start_session(&new.session, &new.first, &user)
+        .await
+    {
+        Ok(()) => {}
+        Err(StoreError::Conflict) => {
+            return Err(ApiError::Conflict(
+                "the account changed during the login; try again",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    }
     rehash_if_needed(state, &user, password).await;
     tracing::info!(user_id = %user.id, "login succeeded");
-    Ok(tokens.into_response())
+    Ok(new.into_tokens("Login Success").into_response())
 }
 
 /// A hash made at a lower cost than configured is replaced, now that we have

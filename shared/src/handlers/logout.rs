@@ -59,30 +59,41 @@ async fn logout(state: &Logout, req: Request) -> Result<Response<Body>, ApiError
         "all"
     } else {
         let access_until = state.tokens.last_valid_moment(now);
-        let sid = &caller.claims.sid;
+        let sid = caller.claims.sid.as_str();
+        // Another session of the same user, named by its refresh token, ends
+        // with this one, in the same write: its refresh family and its access
+        // tokens alike.
+        let other = match request.refresh_token.filter(|t| t.len() <= 128) {
+            Some(raw) => state
+                .store
+                .get_refresh(&RefreshToken::presented(raw).hash())
+                .await?
+                .filter(|r| r.user_id == caller.user.id && r.session_id != sid)
+                .map(|r| r.session_id),
+            None => None,
+        };
+        // Only a session that is still there (TTL deletes ended ones): a
+        // token of a session gone already needs no ending, and must not fail
+        // the caller's own logout.
+        let other = match other {
+            Some(other_sid) => state
+                .store
+                .get_session(&other_sid)
+                .await?
+                .filter(|s| s.user_id == caller.user.id)
+                .map(|s| s.id),
+            None => None,
+        };
+        let mut sids = vec![sid];
+        sids.extend(other.as_deref());
         match state
             .store
-            .revoke_session(sid, Some(&caller.user), access_until, now)
+            .revoke_sessions(&sids, &caller.user, access_until, now)
             .await
         {
             Ok(()) => {}
             Err(StoreError::Conflict) => return Err(no_longer_valid()),
             Err(e) => return Err(e.into()),
-        }
-        if let Some(raw) = request.refresh_token.filter(|t| t.len() <= 128) {
-            let other = state
-                .store
-                .get_refresh(&RefreshToken::presented(raw).hash())
-                .await?;
-            if let Some(other) =
-                other.filter(|r| r.user_id == caller.user.id && &r.session_id != sid)
-            {
-                // The user item changed above; end that session's family only.
-                state
-                    .store
-                    .revoke_session(&other.session_id, None, access_until, now)
-                    .await?;
-            }
         }
         "session"
     };

@@ -19,8 +19,9 @@ use serde::Serialize;
 use crate::http::{ApiError, bearer_token, json_response};
 use crate::keys::SignError;
 use crate::passwords::PasswordError;
+use crate::passwords::PasswordHasher;
 use crate::sessions::{RefreshRecord, RefreshState, RefreshToken, Session, SessionConfig};
-use crate::store::Store;
+use crate::store::{Reservation, Store};
 use crate::tokens::{Claims, TokenIssuer, TokenVerifier};
 use crate::users::{User, Username};
 
@@ -108,46 +109,89 @@ pub(crate) async fn sign_access_token(
     })
 }
 
-/// Starts a session for `user`: the access token is signed, then the session
-/// and its first refresh token are stored in one transaction.
-pub(crate) async fn start_session(
-    store: &Store,
-    issuer: &TokenIssuer,
-    config: &SessionConfig,
-    user: &User,
-    now: i64,
-    message: &'static str,
-) -> Result<TokenPair, ApiError> {
-    let refresh_token = RefreshToken::generate();
-    let expires_at = now + config.refresh_ttl.as_secs() as i64;
-    let session = Session {
-        id: Session::new_id(),
-        user_id: user.id,
-        username: user.username.clone(),
-        epoch: user.session_epoch,
-        revoked: false,
-        created_at: now,
-        expires_at,
-    };
-    let first = RefreshRecord {
-        hash: refresh_token.hash(),
-        session_id: session.id.clone(),
-        user_id: user.id,
-        state: RefreshState::Active,
-        created_at: now,
-        expires_at,
-    };
-    // Sign first: if the signer (KMS) fails, nothing has been written.
-    let access = sign_access_token(issuer, user, &session.id, now).await?;
-    store.start_session(&session, &first).await?;
-    Ok(TokenPair {
-        message,
-        access_token: access.token,
-        token_type: "Bearer",
-        expires_in: access.expires_in,
-        refresh_token: refresh_token.expose().to_owned(),
-        refresh_expires_in: config.refresh_ttl.as_secs(),
-    })
+/// Every proof of a password goes through here (login, password change, and
+/// any route added later): the attempt has been reserved on the username's
+/// attempt record (`Store::reserve_attempt`: one conditional write that counts
+/// it and refuses while locked), and only a granted reservation lets bcrypt
+/// run, once. Known and unknown usernames alike (`hash` is `None` for a user
+/// who does not exist).
+pub(crate) async fn prove_password(
+    passwords: &PasswordHasher,
+    reservation: Reservation,
+    hash: Option<String>,
+    password: String,
+) -> Result<bool, ApiError> {
+    if let Reservation::Locked { retry_after } = reservation {
+        tracing::info!("password proof refused: locked");
+        return Err(ApiError::TooManyRequests { retry_after });
+    }
+    passwords
+        .verify(password, hash)
+        .await
+        .map_err(verification_error)
+}
+
+/// A session about to begin for `user` (under `epoch`): its access token,
+/// signed, and its first refresh token, not yet stored. Signing comes first
+/// so that a signer (KMS) failure leaves nothing written.
+pub(crate) struct NewSession {
+    pub session: Session,
+    pub first: RefreshRecord,
+    refresh_token: RefreshToken,
+    access: crate::tokens::IssuedToken,
+    refresh_expires_in: u64,
+}
+
+impl NewSession {
+    pub async fn sign(
+        issuer: &TokenIssuer,
+        config: &SessionConfig,
+        user: &User,
+        epoch: u64,
+        now: i64,
+    ) -> Result<Self, ApiError> {
+        let refresh_token = RefreshToken::generate();
+        let expires_at = config.refresh_expiry(now, now);
+        let session = Session {
+            id: Session::new_id(),
+            user_id: user.id,
+            username: user.username.clone(),
+            epoch,
+            revoked: false,
+            created_at: now,
+            expires_at,
+        };
+        let first = RefreshRecord {
+            hash: refresh_token.hash(),
+            session_id: session.id.clone(),
+            user_id: user.id,
+            state: RefreshState::Active,
+            created_at: now,
+            expires_at,
+        };
+        let mut holder = user.clone();
+        holder.session_epoch = epoch;
+        let access = sign_access_token(issuer, &holder, &session.id, now).await?;
+        Ok(NewSession {
+            session,
+            first,
+            refresh_token,
+            access,
+            refresh_expires_in: (expires_at - now).max(0) as u64,
+        })
+    }
+
+    /// The answer, once the session is stored.
+    pub fn into_tokens(self, message: &'static str) -> TokenPair {
+        TokenPair {
+            message,
+            access_token: self.access.token,
+            token_type: "Bearer",
+            expires_in: self.access.expires_in,
+            refresh_token: self.refresh_token.expose().to_owned(),
+            refresh_expires_in: self.refresh_expires_in,
+        }
+    }
 }
 
 /// Maps a password-verification failure: a too-long password is simply wrong,

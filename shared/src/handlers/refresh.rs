@@ -93,6 +93,12 @@ async fn refresh(state: &Refresh, req: Request) -> Result<Response<Body>, ApiErr
         }
     }
 
+    // The successor never outlives the session's absolute lifetime.
+    let expires_at = state.sessions.refresh_expiry(session.created_at, now);
+    if expires_at <= now {
+        tracing::info!(user_id = %user.id, "refresh refused: the session reached its maximum lifetime");
+        return Err(ApiError::InvalidGrant);
+    }
     let next = RefreshToken::generate();
     let next_record = RefreshRecord {
         hash: next.hash(),
@@ -100,14 +106,15 @@ async fn refresh(state: &Refresh, req: Request) -> Result<Response<Body>, ApiErr
         user_id: user.id,
         state: RefreshState::Active,
         created_at: now,
-        expires_at: now + state.sessions.refresh_ttl.as_secs() as i64,
+        expires_at,
     };
     // Sign first: if the signer (KMS) fails, the old token stays valid.
     let access = sign_access_token(&state.tokens, &user, &record.session_id, now).await?;
-    match state.store.rotate(&record, &next_record).await {
+    match state.store.rotate(&record, &next_record, &user).await {
         Ok(()) => {}
-        // Another request rotated it (or ended the session) a moment ago.
-        Err(StoreError::Conflict) => return Err(ApiError::InvalidGrant),
+        // Another request rotated it (or ended the session, or the user's
+        // epoch moved on) a moment ago: a lost race, never a 5xx.
+        Err(StoreError::Conflict | StoreError::Contended) => return Err(ApiError::InvalidGrant),
         Err(e) => return Err(e.into()),
     }
     tracing::info!(user_id = %user.id, "refresh token rotated");
@@ -117,7 +124,7 @@ async fn refresh(state: &Refresh, req: Request) -> Result<Response<Body>, ApiErr
         token_type: "Bearer",
         expires_in: access.expires_in,
         refresh_token: next.expose().to_owned(),
-        refresh_expires_in: state.sessions.refresh_ttl.as_secs(),
+        refresh_expires_in: (expires_at - now) as u64,
     }
     .into_response())
 }
@@ -134,7 +141,7 @@ async fn reuse_detected(
     let access_until = now + state.tokens.lifetime().as_secs() as i64 + LEEWAY.as_secs() as i64;
     match state
         .store
-        .revoke_session(&record.session_id, Some(user), access_until, now)
+        .revoke_sessions(&[&record.session_id], user, access_until, now)
         .await
     {
         Ok(()) | Err(StoreError::Conflict) => ApiError::InvalidGrant,

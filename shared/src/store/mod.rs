@@ -16,6 +16,7 @@ use aws_sdk_dynamodb::types::{
 
 pub use aws_sdk_dynamodb;
 pub use sessions::MAX_REVOKED_SESSIONS;
+pub use throttle::Reservation;
 
 use crate::aws::CallError;
 
@@ -39,6 +40,10 @@ pub enum StoreError {
     /// A conditional write lost: another request changed the item first.
     #[error("the item was changed by another request")]
     Conflict,
+    /// Other requests kept writing the same items at the same moment, past
+    /// our retries (DynamoDB's `TransactionConflict`). Nothing was written.
+    #[error("the items were being changed by other requests")]
+    Contended,
     /// Anything else: misconfiguration or a bug (500).
     #[error("database error: {0}")]
     Internal(String),

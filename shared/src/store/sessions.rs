@@ -14,8 +14,11 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem, Update,
+};
 
+use super::throttle::lock_key;
 use super::users::user_key;
 use super::{Item, Store, StoreError, classify, key, n, s};
 use crate::sessions::{RefreshRecord, RefreshState, Session};
@@ -51,45 +54,93 @@ fn built<T, E: std::fmt::Display>(result: Result<T, E>) -> Result<T, StoreError>
     result.map_err(|e| StoreError::Internal(e.to_string()))
 }
 
-/// What a cancelled transaction means: a lost condition is a conflict, the
-/// rest is classified as usual.
-fn transaction_error<R: std::fmt::Debug>(err: SdkError<TransactWriteItemsError, R>) -> StoreError {
+/// Why a transaction did not happen. A cancelled transaction wrote nothing.
+enum Cancelled {
+    /// These items' conditions failed (indices into the transaction).
+    Conditions(Vec<usize>),
+    /// Throttled, contended past our retries, or a store error.
+    Store(StoreError),
+}
+
+/// Attempts of a transaction that DynamoDB cancels for `TransactionConflict`
+/// (another write touched one of its items at that moment). A cancelled
+/// transaction wrote nothing, so trying again is always safe; the second try
+/// then meets the other write's result through its conditions.
+const TRANSACTION_ATTEMPTS: usize = 4;
+
+/// What a cancelled transaction means: lost conditions, contention (retried
+/// by the caller), or a store error classified as usual.
+fn cancellation<R: std::fmt::Debug>(
+    err: SdkError<TransactWriteItemsError, R>,
+) -> Result<Cancelled, StoreError> {
     if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
         err.as_service_error()
     {
-        let codes: Vec<&str> = cancelled
-            .cancellation_reasons()
+        let reasons = cancelled.cancellation_reasons();
+        let code =
+            |r: &aws_sdk_dynamodb::types::CancellationReason| r.code().unwrap_or("None").to_owned();
+        let codes: Vec<String> = reasons.iter().map(code).filter(|c| c != "None").collect();
+        if codes.iter().any(|c| c == "TransactionConflict") {
+            return Err(StoreError::Contended);
+        }
+        if !codes.is_empty() && codes.iter().all(|c| c == "ConditionalCheckFailed") {
+            let failed = reasons
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
+                .map(|(i, _)| i)
+                .collect();
+            return Ok(Cancelled::Conditions(failed));
+        }
+        if codes
             .iter()
-            .filter_map(|r| r.code())
-            .filter(|c| *c != "None")
-            .collect();
-        if codes.iter().all(|c| *c == "ConditionalCheckFailed") {
-            return StoreError::Conflict;
+            .any(|c| ["ThrottlingError", "ProvisionedThroughputExceeded"].contains(&c.as_str()))
+        {
+            return Ok(Cancelled::Store(StoreError::Unavailable(format!(
+                "dynamodb TransactWriteItems: throttled ({})",
+                codes.join(",")
+            ))));
         }
-        if codes.iter().any(|c| {
-            [
-                "ThrottlingError",
-                "ProvisionedThroughputExceeded",
-                "TransactionConflict",
-            ]
-            .contains(c)
-        }) {
-            return StoreError::Unavailable(codes.join(","));
-        }
-        return StoreError::Internal(format!("transaction cancelled: {}", codes.join(",")));
+        return Ok(Cancelled::Store(StoreError::Internal(format!(
+            "dynamodb TransactWriteItems: cancelled ({})",
+            codes.join(",")
+        ))));
     }
-    classify(err)
+    Ok(Cancelled::Store(classify(err)))
 }
 
 impl Store {
+    /// Writes `items` all or none; a lost condition is `Conflict`.
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), StoreError> {
-        self.client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-            .map_err(transaction_error)?;
-        Ok(())
+        match self.try_transact(items).await {
+            Ok(()) => Ok(()),
+            Err(Cancelled::Conditions(_)) => Err(StoreError::Conflict),
+            Err(Cancelled::Store(e)) => Err(e),
+        }
+    }
+
+    /// `transact`, saying which conditions failed. Contention is retried.
+    async fn try_transact(&self, items: Vec<TransactWriteItem>) -> Result<(), Cancelled> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            let Err(err) = result else { return Ok(()) };
+            match cancellation(err) {
+                Ok(cancelled) => return Err(cancelled),
+                Err(StoreError::Contended) if attempt < TRANSACTION_ATTEMPTS => {
+                    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 20);
+                    let pause = 10 * (1 << attempt) + jitter;
+                    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                }
+                Err(e) => return Err(Cancelled::Store(e)),
+            }
+        }
     }
 
     fn put_new(
@@ -127,15 +178,87 @@ impl Store {
         Ok(TransactWriteItem::builder().update(update).build())
     }
 
-    /// Stores a new session and its first refresh token, both or neither.
+    /// The condition that `user` (as read) is still the user and still may
+    /// hold sessions of its epoch: same id, active, epoch not moved on.
+    fn user_unchanged(&self, user: &User) -> Result<TransactWriteItem, StoreError> {
+        let check = built(
+            ConditionCheck::builder()
+                .table_name(&self.table)
+                .set_key(Some(user_key(&user.username)))
+                .condition_expression(
+                    "user_id = :uid AND active = :true AND session_epoch = :epoch AND password_hash = :hash",
+                )
+                .set_expression_attribute_values(values([
+                    (":uid", s(user.id.to_string())),
+                    (":true", AttributeValue::Bool(true)),
+                    (":epoch", n(user.session_epoch)),
+                    (":hash", s(&user.password_hash)),
+                ]))
+                .build(),
+        )?;
+        Ok(TransactWriteItem::builder().condition_check(check).build())
+    }
+
+    /// Clears the password-attempt record: the password was just proved.
+    fn clear_attempts(&self, username: &Username) -> Result<TransactWriteItem, StoreError> {
+        let delete = built(
+            Delete::builder()
+                .table_name(&self.table)
+                .set_key(Some(lock_key(username)))
+                .build(),
+        )?;
+        Ok(TransactWriteItem::builder().delete(delete).build())
+    }
+
+    /// After a proof of the password: stores a new session and its first
+    /// refresh token and clears the username's attempt record, all or
+    /// nothing, on the condition that `user` is as read (a password change,
+    /// a deactivation or "log out everywhere" a moment ago: `Conflict`).
     pub async fn start_session(
         &self,
         session: &Session,
         first: &RefreshRecord,
+        user: &User,
     ) -> Result<(), StoreError> {
         self.transact(vec![
             self.put_new(session_item(session))?,
             self.put_new(refresh_item(first))?,
+            self.user_unchanged(user)?,
+            self.clear_attempts(&user.username)?,
+        ])
+        .await
+    }
+
+    /// A password change, all or nothing: the new hash, the end of every
+    /// session (the epoch moves on), the caller's new session under the new
+    /// epoch and its first refresh token, and the attempt record cleared. On
+    /// the condition that `user` is as read: no concurrent change, "log out
+    /// everywhere" or deactivation is lost (`Conflict`).
+    pub async fn change_password(
+        &self,
+        user: &User,
+        new_hash: &str,
+        session: &Session,
+        first: &RefreshRecord,
+    ) -> Result<(), StoreError> {
+        self.transact(vec![
+            self.update(
+                user_key(&user.username),
+                "SET password_hash = :new ADD session_epoch :one",
+                "user_id = :uid AND active = :true AND session_epoch = :epoch AND password_hash = :old",
+                None,
+                values([
+                    (":new", s(new_hash)),
+                    (":one", n(1)),
+                    (":uid", s(user.id.to_string())),
+                    (":true", AttributeValue::Bool(true)),
+                    (":epoch", n(user.session_epoch)),
+                    (":old", s(&user.password_hash)),
+                ]),
+            )?,
+            self.put_new(session_item(session))?,
+            self.put_new(refresh_item(first))?,
+            self.clear_attempts(&user.username)?,
         ])
         .await
     }
@@ -157,8 +280,14 @@ impl Store {
     }
 
     /// Trades the active refresh token `old` for `new`, in one transaction that
-    /// fails with `Conflict` if `old` was rotated meanwhile or the session revoked.
-    pub async fn rotate(&self, old: &RefreshRecord, new: &RefreshRecord) -> Result<(), StoreError> {
+    /// fails with `Conflict` if `old` was rotated meanwhile, the session
+    /// revoked, or its user (as read) changed epoch or was deactivated.
+    pub async fn rotate(
+        &self,
+        old: &RefreshRecord,
+        new: &RefreshRecord,
+        user: &User,
+    ) -> Result<(), StoreError> {
         self.transact(vec![
             self.update(
                 refresh_key(&old.hash),
@@ -174,6 +303,7 @@ impl Store {
             )?,
             self.put_new(refresh_item(new))?,
             self.extend_session(new)?,
+            self.user_unchanged(user)?,
         ])
         .await
     }
@@ -192,67 +322,124 @@ impl Store {
         )
     }
 
-    /// Ends one session: its refresh family stops working, and its access tokens
-    /// too, at once (the user item lists it until `access_until`, after which no
-    /// access token of it can be valid anyway). Expired entries are pruned on
-    /// the way. `user` is the holder as just read; `None` if the user is gone.
-    pub async fn revoke_session(
+    /// Ends sessions `sids` of `user` (as just read): their refresh families
+    /// stop working, and their access tokens too, at once (the user item
+    /// lists them until `access_until`, after which no access token of theirs
+    /// can be valid anyway). Expired entries are pruned on the way. The list
+    /// holds at most `MAX_REVOKED_SESSIONS` live entries, checked by the write
+    /// itself (not against the read): past it, the user's epoch moves on
+    /// instead, which ends all their sessions. `Conflict` when a session is
+    /// not the user's or the user is gone or someone else now.
+    pub async fn revoke_sessions(
         &self,
-        sid: &str,
-        user: Option<&User>,
+        sids: &[&str],
+        user: &User,
         access_until: i64,
         now: i64,
     ) -> Result<(), StoreError> {
-        let mut items = vec![self.update(
-            session_key(sid),
-            "SET revoked = :true",
-            "attribute_exists(pk)",
-            None,
-            values([(":true", AttributeValue::Bool(true))]),
-        )?];
-        if let Some(user) = user {
-            let live = user
-                .revoked_sessions
-                .values()
-                .filter(|until| **until >= now)
-                .count();
-            if live >= MAX_REVOKED_SESSIONS {
-                items.push(self.update(
-                    user_key(&user.username),
-                    "ADD session_epoch :one",
-                    "user_id = :uid",
-                    None,
-                    values([(":one", n(1)), (":uid", s(user.id.to_string()))]),
-                )?);
-            } else {
-                let mut names = HashMap::from([("#sid".to_owned(), sid.to_owned())]);
-                let mut update = "SET revoked_sessions.#sid = :until".to_owned();
-                let expired: Vec<&String> = user
-                    .revoked_sessions
-                    .iter()
-                    .filter(|(old, until)| **until < now && *old != sid)
-                    .map(|(old, _)| old)
-                    .collect();
-                for (i, old) in expired.iter().enumerate() {
-                    update.push_str(if i == 0 { " REMOVE " } else { ", " });
-                    update.push_str(&format!("revoked_sessions.#e{i}"));
-                    names.insert(format!("#e{i}"), (*old).clone());
+        let mut user = user.clone();
+        for _ in 0..REVOKE_ROUNDS {
+            let mut items = sids
+                .iter()
+                .map(|sid| {
+                    self.update(
+                        session_key(sid),
+                        "SET revoked = :true",
+                        "user_id = :uid",
+                        None,
+                        values([
+                            (":true", AttributeValue::Bool(true)),
+                            (":uid", s(user.id.to_string())),
+                        ]),
+                    )
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            items.push(self.list_revoked(sids, &user, access_until, now)?);
+            let user_index = items.len() - 1;
+            match self.try_transact(items).await {
+                Ok(()) => return Ok(()),
+                Err(Cancelled::Conditions(failed)) if failed == [user_index] => {
+                    // The list changed since it was read (another logout, a
+                    // pruning), or the user did: read it again and redo.
+                    match self.get(&user.username).await? {
+                        Some(fresh) if fresh.id == user.id => user = fresh,
+                        _ => return Err(StoreError::Conflict),
+                    }
                 }
-                items.push(self.update(
-                    user_key(&user.username),
-                    &update,
-                    "user_id = :uid",
-                    Some(names),
-                    values([
-                        (":until", n(access_until)),
-                        (":uid", s(user.id.to_string())),
-                    ]),
-                )?);
+                Err(Cancelled::Conditions(_)) => return Err(StoreError::Conflict),
+                Err(Cancelled::Store(e)) => return Err(e),
             }
         }
-        self.transact(items).await
+        Err(StoreError::Contended)
+    }
+
+    /// The user-item half of `revoke_sessions`.
+    fn list_revoked(
+        &self,
+        sids: &[&str],
+        user: &User,
+        access_until: i64,
+        now: i64,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let added = sids
+            .iter()
+            .filter(|sid| !user.revoked_sessions.contains_key(**sid))
+            .count();
+        let live = user
+            .revoked_sessions
+            .iter()
+            .filter(|(sid, until)| **until >= now || sids.contains(&sid.as_str()))
+            .count();
+        if live + added > MAX_REVOKED_SESSIONS {
+            return self.update(
+                user_key(&user.username),
+                "ADD session_epoch :one",
+                "user_id = :uid",
+                None,
+                values([(":one", n(1)), (":uid", s(user.id.to_string()))]),
+            );
+        }
+        let expired: Vec<&String> = user
+            .revoked_sessions
+            .iter()
+            .filter(|(old, until)| **until < now && !sids.contains(&old.as_str()))
+            .map(|(old, _)| old)
+            .collect();
+        let mut names = HashMap::new();
+        let mut update = String::from("SET ");
+        for (i, sid) in sids.iter().enumerate() {
+            if i > 0 {
+                update.push_str(", ");
+            }
+            update.push_str(&format!("revoked_sessions.#s{i} = :until"));
+            names.insert(format!("#s{i}"), (*sid).to_owned());
+        }
+        // The write holds the cap: the list may not have grown since the read
+        // beyond what this write takes away, and what it prunes must still be there.
+        let mut condition = String::from("user_id = :uid AND size(revoked_sessions) <= :most");
+        for (i, old) in expired.iter().enumerate() {
+            update.push_str(if i == 0 { " REMOVE " } else { ", " });
+            update.push_str(&format!("revoked_sessions.#e{i}"));
+            condition.push_str(&format!(" AND attribute_exists(revoked_sessions.#e{i})"));
+            names.insert(format!("#e{i}"), (*old).clone());
+        }
+        let most = (MAX_REVOKED_SESSIONS + expired.len()).saturating_sub(added);
+        self.update(
+            user_key(&user.username),
+            &update,
+            &condition,
+            Some(names),
+            values([
+                (":until", n(access_until)),
+                (":uid", s(user.id.to_string())),
+                (":most", n(most)),
+            ]),
+        )
     }
 }
+
+/// Rounds of `revoke_sessions` when the user's list keeps changing under it.
+const REVOKE_ROUNDS: usize = 4;
 
 fn session_item(session: &Session) -> HashMap<String, AttributeValue> {
     let mut item = session_key(&session.id);

@@ -1,95 +1,129 @@
 //! Abuse-limit items, all with `expires_at` (TTL) and all updated atomically:
-//! - failed logins: `pk = "LOCK#<normalised username>"`, `sk = "LOGIN"`:
-//!   `failures`, `last_failure`;
+//! - password attempts: `pk = "LOCK#<normalised username>"`, `sk = "LOGIN"`:
+//!   `failures` (attempts counted since the last success), `last_failure`
+//!   (when the last was counted), `locked_until`;
 //! - per-IP windows: `pk = "RATE#<scope>#<ip>"`, `sk = "<window start>"`: `hits`.
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 
 use super::{Item, Store, StoreError, TTL_ATTRIBUTE, classify, key, n};
 use crate::throttle::{Failures, Window};
 use crate::users::Username;
 
-fn lock_key(username: &Username) -> HashMap<String, AttributeValue> {
+pub(super) fn lock_key(username: &Username) -> HashMap<String, AttributeValue> {
     key(format!("LOCK#{username}"), "LOGIN")
 }
 
+/// What a reservation of a password attempt came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reservation {
+    /// The attempt is counted: bcrypt may run once.
+    Granted,
+    /// Locked: no bcrypt, come back in this many seconds.
+    Locked { retry_after: u64 },
+}
+
+/// Rounds of compare-and-set before a reservation gives up and answers
+/// "locked, retry in a second": only many attempts on one username at the
+/// same moment lose this often, and that is an attack.
+const RESERVATION_ROUNDS: usize = 8;
+
+fn failures_from(item: &HashMap<String, AttributeValue>) -> Result<Failures, StoreError> {
+    let item = Item(item, "lock");
+    let count = item.number("failures")?;
+    let last = item.number("last_failure")?;
+    Ok(Failures {
+        count,
+        last,
+        // Records written before `locked_until` existed lock as they always did.
+        locked_until: item
+            .number("locked_until")
+            .unwrap_or_else(|_| last + Failures::lock_window(count)),
+        expires_at: item.number(TTL_ATTRIBUTE)?,
+    })
+}
+
 impl Store {
-    /// The failure record of `username`, known user or not.
+    /// The attempt record of `username`, known user or not.
     pub async fn failures(&self, username: &Username) -> Result<Option<Failures>, StoreError> {
-        let Some(item) = self.get_item(lock_key(username)).await? else {
-            return Ok(None);
-        };
-        let item = Item(&item, "lock");
-        Ok(Some(Failures {
-            count: item.number("failures")?,
-            last: item.number("last_failure")?,
-            expires_at: item.number(TTL_ATTRIBUTE)?,
-        }))
+        self.get_item(lock_key(username))
+            .await?
+            .as_ref()
+            .map(failures_from)
+            .transpose()
     }
 
-    /// Counts one more failed login: an atomic `ADD`, or a fresh count of one
-    /// when the record has expired (TTL deletes late).
-    pub async fn record_failure(&self, username: &Username, now: i64) -> Result<(), StoreError> {
-        let values = |extra: Option<(&str, AttributeValue)>| {
-            let mut map = HashMap::from([
-                (":one".to_owned(), n(1)),
+    /// Reserves one password attempt for `username` before bcrypt runs: one
+    /// conditional write counts it and sets the lock the count calls for, on
+    /// the condition that the record is still what `seen` says (compare and
+    /// set). Refused while locked. However many requests race, each attempt
+    /// is counted by exactly one write, so bcrypt runs at most as often as the
+    /// sequential schedule allows: `FREE_FAILURES`, then one per lock window.
+    /// A success clears the record afterwards (in the transaction that starts
+    /// the session); a failure leaves the count as it is.
+    pub async fn reserve_attempt(
+        &self,
+        username: &Username,
+        mut seen: Option<Failures>,
+        now: i64,
+    ) -> Result<Reservation, StoreError> {
+        for _ in 0..RESERVATION_ROUNDS {
+            let live = seen.filter(|f| f.expires_at > now);
+            if let Some(retry_after) = live.and_then(|f| f.locked_for(now)) {
+                return Ok(Reservation::Locked { retry_after });
+            }
+            let count = live.map_or(0, |f| f.count) + 1;
+            let mut values = HashMap::from([
+                (":count".to_owned(), n(count)),
                 (":now".to_owned(), n(now)),
+                (":until".to_owned(), n(now + Failures::lock_window(count))),
                 (":exp".to_owned(), n(Failures::expiry_after(now))),
             ]);
-            if let Some((k, v)) = extra {
-                map.insert(k.to_owned(), v);
+            let condition = match seen {
+                None => "attribute_not_exists(pk)",
+                Some(old) => {
+                    values.insert(":seen".to_owned(), n(old.count));
+                    values.insert(":last".to_owned(), n(old.last));
+                    "failures = :seen AND last_failure = :last"
+                }
+            };
+            let written = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(lock_key(username)))
+                .update_expression(
+                    "SET failures = :count, last_failure = :now, locked_until = :until, expires_at = :exp",
+                )
+                .condition_expression(condition)
+                .set_expression_attribute_values(Some(values))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .send()
+                .await;
+            match written {
+                Ok(_) => return Ok(Reservation::Granted),
+                Err(err) => match err.as_service_error() {
+                    Some(UpdateItemError::ConditionalCheckFailedException(lost)) => {
+                        // Another attempt was counted first: start from its record.
+                        seen = match lost.item() {
+                            Some(item) => Some(failures_from(item)?),
+                            None => self.failures(username).await?,
+                        };
+                    }
+                    _ => return Err(classify(err)),
+                },
             }
-            Some(map)
-        };
-        let added = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(lock_key(username)))
-            .update_expression("ADD failures :one SET last_failure = :now, expires_at = :exp")
-            .condition_expression("attribute_not_exists(pk) OR expires_at > :now")
-            .set_expression_attribute_values(values(None))
-            .send()
-            .await;
-        match added {
-            Ok(_) => return Ok(()),
-            Err(err)
-                if !err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                return Err(classify(err));
-            }
-            Err(_) => {}
         }
-        // Expired: start over at one. Conditional again, so two such resets agree.
-        let reset = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(lock_key(username)))
-            .update_expression("SET failures = :one, last_failure = :now, expires_at = :exp")
-            .condition_expression("expires_at <= :now")
-            .set_expression_attribute_values(values(None))
-            .send()
-            .await;
-        match reset {
-            Ok(_) => Ok(()),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                // Someone else reset it a moment ago: count on top of theirs.
-                Box::pin(self.record_failure(username, now)).await
-            }
-            Err(err) => Err(classify(err)),
-        }
+        Ok(Reservation::Locked { retry_after: 1 })
     }
 
-    /// Forgets the failures of `username`: a successful login, or an operator's unlock.
+    /// Forgets the attempts of `username`: an operator's unlock. (A successful
+    /// login clears them in the transaction that starts its session.)
     pub async fn clear_failures(&self, username: &Username) -> Result<(), StoreError> {
         self.client
             .delete_item()

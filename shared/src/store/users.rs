@@ -63,14 +63,22 @@ impl Store {
     }
 
     /// Activates or deactivates an existing user; `Ok(false)` when there is none.
+    /// Deactivation ends every session (the epoch moves on, in the same
+    /// write), so a reactivation revives none of them, an attacker's included.
     pub async fn set_active(&self, username: &Username, active: bool) -> Result<bool, StoreError> {
-        self.update_user(
-            username,
-            "SET active = :active",
-            "attribute_exists(pk)",
-            [(":active", AttributeValue::Bool(active))],
-        )
-        .await
+        let update = if active {
+            "SET active = :active"
+        } else {
+            "SET active = :active ADD session_epoch :one"
+        };
+        let one = (":one", n(1));
+        let values: &[(&str, AttributeValue)] = if active {
+            &[(":active", AttributeValue::Bool(true))]
+        } else {
+            &[(":active", AttributeValue::Bool(false)), one]
+        };
+        self.update_user(username, update, "attribute_exists(pk)", values.to_vec())
+            .await
     }
 
     /// Ends every session of `user` at once: their epoch is over. `Ok(false)`
@@ -80,24 +88,7 @@ impl Store {
             &user.username,
             "ADD session_epoch :one",
             "user_id = :uid",
-            [(":one", n(1)), (":uid", s(user.id.to_string()))],
-        )
-        .await
-    }
-
-    /// Sets a new password hash and ends every session, unless the password was
-    /// changed since `user` was read (`Ok(false)`): no concurrent change is lost.
-    pub async fn change_password(&self, user: &User, new_hash: &str) -> Result<bool, StoreError> {
-        self.update_user(
-            &user.username,
-            "SET password_hash = :new ADD session_epoch :one",
-            "user_id = :uid AND password_hash = :old",
-            [
-                (":new", s(new_hash)),
-                (":one", n(1)),
-                (":uid", s(user.id.to_string())),
-                (":old", s(&user.password_hash)),
-            ],
+            vec![(":one", n(1)), (":uid", s(user.id.to_string()))],
         )
         .await
     }
@@ -109,7 +100,7 @@ impl Store {
             &user.username,
             "SET password_hash = :new",
             "user_id = :uid AND password_hash = :old",
-            [
+            vec![
                 (":new", s(new_hash)),
                 (":uid", s(user.id.to_string())),
                 (":old", s(&user.password_hash)),
@@ -119,12 +110,12 @@ impl Store {
     }
 
     /// A conditional update of a user item; `Ok(false)` when the condition fails.
-    async fn update_user<const N: usize>(
+    async fn update_user(
         &self,
         username: &Username,
         update: &str,
         condition: &str,
-        values: [(&str, AttributeValue); N],
+        values: Vec<(&str, AttributeValue)>,
     ) -> Result<bool, StoreError> {
         let result = self
             .client

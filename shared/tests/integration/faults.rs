@@ -320,3 +320,79 @@ async fn a_refresh_while_kms_is_down_rotates_nothing() {
     .await;
     assert_eq!(again.status(), 200, "{}", body_json(&again));
 }
+
+/// A KMS-backed issuer whose KMS refuses connections.
+async fn broken_issuer() -> auth::tokens::TokenIssuer {
+    use auth::keys::{KeySource, Signer};
+    let (endpoint, _) = stub(Fault::Refuse).await;
+    let kms = auth_kms_client(&endpoint).await;
+    let signer = Signer::new(
+        &KeySource::Kms("1234abcd-12ab-34cd-56ef-1234567890ab".into()),
+        &kms,
+    )
+    .unwrap();
+    auth::tokens::TokenIssuer::new(signer, &token_config())
+}
+
+#[tokio::test]
+async fn a_login_that_cannot_sign_resets_no_attempt_count_and_starts_no_session() {
+    let store = fresh_store().await;
+    add_user(&store, "carol", "Carol", "carol-password").await;
+    let app = App::new(&store);
+    let wrong = r#"{"username": "carol", "password": "wrong-password"}"#;
+    for _ in 0..2 {
+        login::handle(&app.login(), event_with_body("login.json", wrong)).await;
+    }
+    let broken = auth::handlers::login::Login {
+        tokens: broken_issuer().await,
+        ..app.login()
+    };
+    let right = r#"{"username": "carol", "password": "carol-password"}"#;
+    let started = Instant::now();
+    let response = login::handle(&broken, event_with_body("login.json", right)).await;
+    assert_unavailable_in_time(&response, started);
+    let username = Username::parse("carol").unwrap();
+    let record = store.failures(&username).await.unwrap().unwrap();
+    assert_eq!(
+        record.count, 3,
+        "the attempt stays counted; nothing was cleared"
+    );
+}
+
+#[tokio::test]
+async fn a_password_change_that_cannot_sign_changes_nothing() {
+    let store = fresh_store().await;
+    add_user(&store, "dave", "Dave", "dave-password").await;
+    let app = App::new(&store);
+    let body = r#"{"username": "dave", "password": "dave-password"}"#;
+    let login = login::handle(&app.login(), event_with_body("login.json", body)).await;
+    let access = body_json(&login)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let broken = auth::handlers::change_password::ChangePassword {
+        issuer: broken_issuer().await,
+        ..app.change_password()
+    };
+    let change = r#"{"current_password": "dave-password", "new_password": "a new passphrase"}"#;
+    let started = Instant::now();
+    let response = auth::handlers::change_password::handle(
+        &broken,
+        request(
+            "password.json",
+            Some(&format!("Bearer {access}")),
+            Some(change),
+        ),
+    )
+    .await;
+    assert_unavailable_in_time(&response, started);
+    // The password is as it was, and the session still lives.
+    let again = login::handle(&app.login(), event_with_body("login.json", body)).await;
+    assert_eq!(again.status(), 200, "{}", body_json(&again));
+    let name = get_name::handle(
+        &app.get_name(),
+        event_with_auth("get-name.json", Some(&format!("Bearer {access}"))),
+    )
+    .await;
+    assert_eq!(name.status(), 200);
+}

@@ -519,14 +519,9 @@ async fn base64_bodies_are_decoded_and_wrong_content_types_refused() {
     let creds = json!({"username": "b64-user", "password": PASSWORD}).to_string();
     let response = login::handle(&app.login(), binary("login.json", creds.as_bytes())).await;
     assert_eq!(response.status(), 200, "a valid base64 body is the body");
-    // Missing content type: still JSON to us; a wrong one: 415.
-    let response = login::handle(
-        &app.login(),
-        raw("login.json", Some(&creds), false, &[("content-type", "")]),
-    )
-    .await;
-    assert_eq!(response.status(), 200);
+    // A missing content type is refused like a wrong one: 415.
     for content_type in [
+        "",
         "text/plain",
         "application/x-www-form-urlencoded",
         "multipart/form-data; boundary=x",
@@ -550,6 +545,116 @@ async fn base64_bodies_are_decoded_and_wrong_content_types_refused() {
     )
     .await;
     assert_eq!(response.status(), 200);
+}
+
+/// What `fetch(url, {mode: 'no-cors', body: new Blob([json])})` or
+/// `navigator.sendBeacon(url, json)` sends from any web page, with no
+/// preflight: a JSON body without a content type (or a CORS-safelisted one).
+/// No route takes it, and nothing is hashed, verified or written.
+#[tokio::test]
+async fn a_body_a_page_can_send_cross_origin_without_asking_is_415_everywhere() {
+    let store = fresh_store().await;
+    add_user(&store, "nocors", "N", PASSWORD).await;
+    let app = App::new(&store);
+    let login_state = app.login();
+    let tokens = login::handle(
+        &login_state,
+        raw(
+            "login.json",
+            Some(&json!({"username": "nocors", "password": PASSWORD}).to_string()),
+            false,
+            &[],
+        ),
+    )
+    .await;
+    let access = body_json(&tokens)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let before = scan_keys(&store).await;
+    let auth = format!("Bearer {access}");
+    for content_type in ["", "text/plain;charset=UTF-8"] {
+        let headers = [("content-type", content_type)];
+        let with_auth = [
+            ("content-type", content_type),
+            ("authorization", auth.as_str()),
+        ];
+        let login_body = json!({"username": "nocors", "password": PASSWORD}).to_string();
+        let register_body =
+            json!({"username": "nocors-2", "password": "a long passphrase", "name": "N"})
+                .to_string();
+        let password_body =
+            json!({"current_password": PASSWORD, "new_password": "another passphrase"}).to_string();
+        let responses = [
+            login::handle(
+                &login_state,
+                raw("login.json", Some(&login_body), false, &headers),
+            )
+            .await,
+            register::handle(
+                &app.register(),
+                raw("register.json", Some(&register_body), false, &headers),
+            )
+            .await,
+            refresh::handle(
+                &app.refresh(),
+                raw(
+                    "refresh.json",
+                    Some(r#"{"refresh_token": "x"}"#),
+                    false,
+                    &headers,
+                ),
+            )
+            .await,
+            logout::handle(
+                &app.logout(),
+                raw("logout.json", Some(r#"{"all": true}"#), false, &with_auth),
+            )
+            .await,
+            change_password::handle(
+                &app.change_password(),
+                raw("password.json", Some(&password_body), false, &with_auth),
+            )
+            .await,
+        ];
+        for response in &responses {
+            assert_error(response, 415, "unsupported_media_type");
+        }
+    }
+    assert_eq!(
+        login_state.passwords.verifications(),
+        1,
+        "only the first login verified"
+    );
+    let after = scan_keys(&store).await;
+    let changed: Vec<_> = after
+        .iter()
+        .filter(|k| !before.contains(k) && !k.starts_with("RATE#"))
+        .collect();
+    assert!(changed.is_empty(), "written: {changed:?}");
+    // The session still works: logout-all and password change did not happen.
+    assert_eq!(
+        get_name::handle(&app.get_name(), request("get-name.json", Some(&auth), None))
+            .await
+            .status(),
+        200
+    );
+}
+
+/// Every item's key in the test's table.
+async fn scan_keys(store: &Store) -> Vec<String> {
+    let items = local_client()
+        .await
+        .scan()
+        .table_name(store.table())
+        .send()
+        .await
+        .unwrap();
+    items
+        .items()
+        .iter()
+        .map(|i| i["pk"].as_s().unwrap().clone())
+        .collect()
 }
 
 #[tokio::test]

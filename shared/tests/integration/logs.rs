@@ -11,6 +11,14 @@ use auth::handlers::{change_password, get_name, login, refresh, register};
 use auth::runtime;
 use serde_json::{Value, json};
 
+/// `req` as the runtime hands it over: with Lambda's context and its request id.
+fn invoked(req: lambda_http::Request, n: usize) -> lambda_http::Request {
+    use lambda_http::RequestExt;
+    let mut context = lambda_http::Context::default();
+    context.request_id = format!("log-test-invocation-{n}");
+    req.with_lambda_context(context)
+}
+
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
 
@@ -48,7 +56,7 @@ async fn request_logs_are_structured_and_never_carry_secrets() {
     let state = app.register();
     let response = runtime::handle(
         &|r| register::handle(&state, r),
-        request("register.json", None, Some(&body)),
+        invoked(request("register.json", None, Some(&body)), 1),
     )
     .await;
     assert_eq!(response.status(), 201);
@@ -66,12 +74,12 @@ async fn request_logs_are_structured_and_never_carry_secrets() {
     secrets.push("wrong password here".into());
     runtime::handle(
         &|r| login::handle(&state, r),
-        request("login.json", None, Some(&wrong)),
+        invoked(request("login.json", None, Some(&wrong)), 2),
     )
     .await;
     let response = runtime::handle(
         &|r| login::handle(&state, r),
-        request("login.json", None, Some(&login_body)),
+        invoked(request("login.json", None, Some(&login_body)), 3),
     )
     .await;
     let tokens = body_json(&response);
@@ -84,7 +92,7 @@ async fn request_logs_are_structured_and_never_carry_secrets() {
     let state = app.get_name();
     let response = runtime::handle(
         &|r| get_name::handle(&state, r),
-        request("get-name.json", Some(&bearer(&access)), None),
+        invoked(request("get-name.json", Some(&bearer(&access)), None), 4),
     )
     .await;
     assert_eq!(response.status(), 200);
@@ -93,7 +101,7 @@ async fn request_logs_are_structured_and_never_carry_secrets() {
     let refresh_body = json!({"refresh_token": refresh_token}).to_string();
     let response = runtime::handle(
         &|r| refresh::handle(&state, r),
-        request("refresh.json", None, Some(&refresh_body)),
+        invoked(request("refresh.json", None, Some(&refresh_body)), 5),
     )
     .await;
     let refreshed = body_json(&response);
@@ -107,7 +115,10 @@ async fn request_logs_are_structured_and_never_carry_secrets() {
     let change = json!({"current_password": password, "new_password": new_password}).to_string();
     let response = runtime::handle(
         &|r| change_password::handle(&state, r),
-        request("password.json", Some(&bearer(&new_access)), Some(&change)),
+        invoked(
+            request("password.json", Some(&bearer(&new_access)), Some(&change)),
+            6,
+        ),
     )
     .await;
     assert_eq!(response.status(), 200);
@@ -169,7 +180,8 @@ async fn request_logs_are_structured_and_never_carry_secrets() {
                 || line["span"]["route"] == "GET /get_name",
             "{line}"
         );
-        assert!(line["span"].get("request_id").is_some(), "{line}");
+        let id = line["span"]["request_id"].as_str().unwrap_or("");
+        assert!(id.starts_with("log-test-invocation-"), "{line}");
     }
     let with_user: Vec<&&Value> = done
         .iter()
@@ -180,4 +192,73 @@ async fn request_logs_are_structured_and_never_carry_secrets() {
         5,
         "all but the failed login know the user: {done:?}"
     );
+}
+
+/// Answers every request with `status` and `body`, as a broken or hostile
+/// endpoint would; returns its URL.
+async fn answering(status: &'static str, body: &'static str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buffer = vec![0u8; 65536];
+                while let Ok(n) = socket.read(&mut buffer).await {
+                    if n == 0 {
+                        return;
+                    }
+                    let response = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if socket.write_all(response.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn a_dependency_error_is_logged_by_service_operation_kind_and_code_only() {
+    const HASH: &str = "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW";
+    // A response the SDK cannot read (its raw body is the error's), and a
+    // service error whose message carries an item.
+    let unreadable = r#"{"Item": {"password_hash": {"S": "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW"}, "active": {"BOOL": "not a bool"}}"#;
+    let service = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ValidationException","message":"bad item {password_hash: $2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW}"}"#;
+    for (status, body, expected) in [
+        ("200 OK", unreadable, "dynamodb"),
+        ("400 Bad Request", service, "ValidationException"),
+    ] {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let endpoint = answering(status, body).await;
+        let client = client_for(&endpoint, &sdk_settings()).await;
+        let store = auth::store::Store::new(client, "users");
+        let state = App::new(&store).login();
+        let login_body = json!({"username": "someone", "password": "a password"}).to_string();
+        let response = runtime::handle(
+            &|r| login::handle(&state, r),
+            invoked(request("login.json", None, Some(&login_body)), 7),
+        )
+        .await;
+        assert!(response.status().is_server_error(), "{}", response.status());
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert!(!text.contains(HASH), "the raw body reached the log: {text}");
+        assert!(!text.contains("password_hash"), "{text}");
+        assert!(text.contains(expected), "{text}");
+        assert!(
+            text.contains("GetItem") || text.contains("UpdateItem"),
+            "{text}"
+        );
+    }
 }

@@ -12,17 +12,17 @@ use auth::users::{User, Username};
 use lambda_http::{Body, Response};
 use serde_json::{Value, json};
 
-const PASSWORD: &str = "events-password-1";
+pub(crate) const PASSWORD: &str = "events-password-1";
 
 /// Tokens of one session.
 #[derive(Clone, Debug)]
-struct Tokens {
-    access: String,
-    refresh: String,
+pub(crate) struct Tokens {
+    pub access: String,
+    pub refresh: String,
 }
 
 impl Tokens {
-    fn from(response: &Response<Body>) -> Tokens {
+    pub(crate) fn from(response: &Response<Body>) -> Tokens {
         assert_eq!(response.status(), 200, "{}", body_json(response));
         let json = body_json(response);
         Tokens {
@@ -32,25 +32,25 @@ impl Tokens {
     }
 }
 
-async fn user_in(store: &Store, username: &str) -> User {
+pub(crate) async fn user_in(store: &Store, username: &str) -> User {
     add_user(store, username, "Session User", PASSWORD).await
 }
 
-async fn log_in(app: &App, username: &str, password: &str) -> Response<Body> {
+pub(crate) async fn log_in(app: &App, username: &str, password: &str) -> Response<Body> {
     let body = json!({"username": username, "password": password}).to_string();
     login::handle(&app.login(), request("login.json", None, Some(&body))).await
 }
 
-async fn session(app: &App, username: &str) -> Tokens {
+pub(crate) async fn session(app: &App, username: &str) -> Tokens {
     Tokens::from(&log_in(app, username, PASSWORD).await)
 }
 
-async fn do_refresh(app: &App, refresh_token: &str) -> Response<Body> {
+pub(crate) async fn do_refresh(app: &App, refresh_token: &str) -> Response<Body> {
     let body = json!({"refresh_token": refresh_token}).to_string();
     refresh::handle(&app.refresh(), request("refresh.json", None, Some(&body))).await
 }
 
-async fn name_with(app: &App, access: &str) -> Response<Body> {
+pub(crate) async fn name_with(app: &App, access: &str) -> Response<Body> {
     get_name::handle(
         &app.get_name(),
         request("get-name.json", Some(&bearer(access)), None),
@@ -58,7 +58,7 @@ async fn name_with(app: &App, access: &str) -> Response<Body> {
     .await
 }
 
-async fn do_logout(app: &App, access: &str, body: Option<&str>) -> Response<Body> {
+pub(crate) async fn do_logout(app: &App, access: &str, body: Option<&str>) -> Response<Body> {
     logout::handle(
         &app.logout(),
         request("logout.json", Some(&bearer(access)), body),
@@ -66,7 +66,7 @@ async fn do_logout(app: &App, access: &str, body: Option<&str>) -> Response<Body
     .await
 }
 
-async fn do_change(app: &App, access: &str, current: &str, new: &str) -> Response<Body> {
+pub(crate) async fn do_change(app: &App, access: &str, current: &str, new: &str) -> Response<Body> {
     let body = json!({"current_password": current, "new_password": new}).to_string();
     change_password::handle(
         &app.change_password(),
@@ -83,7 +83,7 @@ async fn register_with(app: &App, body: Value) -> Response<Body> {
     .await
 }
 
-fn assert_works(response: &Response<Body>) {
+pub(crate) fn assert_works(response: &Response<Body>) {
     assert_eq!(response.status(), 200, "{}", body_json(response));
 }
 
@@ -454,11 +454,18 @@ async fn logout_with_a_refresh_token_of_another_own_session_ends_that_one_too() 
     let forgotten = session(&app, "tidy").await;
     let foreign = session(&app, "someone-else").await;
     let body = json!({"refresh_token": forgotten.refresh}).to_string();
+    assert_works(&name_with(&app, &forgotten.access).await);
     assert_works(&do_logout(&app, &current.access, Some(&body)).await);
     assert_error(
         &do_refresh(&app, &forgotten.refresh).await,
         401,
         "invalid_grant",
+    );
+    // Its access tokens end at once too, not when they expire.
+    assert_error(
+        &name_with(&app, &forgotten.access).await,
+        401,
+        "invalid_token",
     );
 
     // Another user's refresh token in the body is ignored, not revoked.
@@ -616,12 +623,9 @@ async fn login_rehashes_a_hash_below_the_configured_cost() {
 async fn a_rehash_never_overwrites_a_password_changed_meanwhile() {
     let store = fresh_store().await;
     let user = user_in(&store, "racer").await;
-    assert!(
-        store
-            .change_password(&user, "$2b$12$changed-meanwhile")
-            .await
-            .unwrap()
-    );
+    let mut changed = user.clone();
+    changed.password_hash = "$2b$12$changed-meanwhile".into();
+    assert!(store.rehash(&user, &changed.password_hash).await.unwrap());
     // `user` is the stale read a login would rehash from.
     assert!(
         !store

@@ -121,7 +121,7 @@ async fn revoking_a_session_that_does_not_exist_changes_nothing_on_the_user() {
     alice.revoked_sessions.insert("live".into(), 5_000);
     store.create(&alice).await.unwrap();
     store
-        .revoke_session("fresh", Some(&alice), 6_000, 2_000)
+        .revoke_sessions(&["fresh"], &alice, 6_000, 2_000)
         .await
         .unwrap_err(); // no session item
     // The session and the user entry are written together or not at all.
@@ -147,7 +147,7 @@ async fn past_the_cap_a_logout_ends_all_sessions_instead_of_growing_the_item() {
     store.create(&alice).await.unwrap();
     let sid = start_session(&store, &alice).await;
     store
-        .revoke_session(&sid, Some(&alice), 9_500, 2_000)
+        .revoke_sessions(&[&sid], &alice, 9_500, 2_000)
         .await
         .unwrap();
     let stored = store.get(&alice.username).await.unwrap().unwrap();
@@ -164,7 +164,7 @@ async fn revoking_prunes_entries_no_access_token_can_outlive() {
     store.create(&alice).await.unwrap();
     let sid = start_session(&store, &alice).await;
     store
-        .revoke_session(&sid, Some(&alice), 6_000, 2_000)
+        .revoke_sessions(&[&sid], &alice, 6_000, 2_000)
         .await
         .unwrap();
     let stored = store.get(&alice.username).await.unwrap().unwrap();
@@ -199,6 +199,61 @@ async fn start_session(store: &Store, user: &User) -> String {
         created_at: 1_000,
         expires_at: 99_999,
     };
-    store.start_session(&session, &first).await.unwrap();
+    store.start_session(&session, &first, user).await.unwrap();
     session.id
+}
+
+#[tokio::test]
+async fn the_cap_holds_against_a_stale_read() {
+    use auth::store::MAX_REVOKED_SESSIONS;
+    // The list as read has room for one; meanwhile another logout filled it.
+    let store = fresh_store().await;
+    let mut alice = user("alice");
+    for i in 0..MAX_REVOKED_SESSIONS - 1 {
+        alice.revoked_sessions.insert(format!("sid-{i}"), 9_000);
+    }
+    store.create(&alice).await.unwrap();
+    let stale = alice.clone();
+    let first = start_session(&store, &alice).await;
+    store
+        .revoke_sessions(&[&first], &alice, 9_500, 2_000)
+        .await
+        .unwrap();
+    let full = store.get(&alice.username).await.unwrap().unwrap();
+    assert_eq!(full.revoked_sessions.len(), MAX_REVOKED_SESSIONS);
+    assert_eq!(full.session_epoch, alice.session_epoch);
+    // A logout working from the stale read must not push the list past the cap:
+    // the write itself checks, and the logout ends all sessions instead.
+    let second = start_session(&store, &alice).await;
+    store
+        .revoke_sessions(&[&second], &stale, 9_500, 2_000)
+        .await
+        .unwrap();
+    let stored = store.get(&alice.username).await.unwrap().unwrap();
+    assert!(
+        stored.revoked_sessions.len() <= MAX_REVOKED_SESSIONS,
+        "{} entries",
+        stored.revoked_sessions.len()
+    );
+    assert_eq!(stored.session_epoch, alice.session_epoch + 1);
+    assert!(store.get_session(&second).await.unwrap().unwrap().revoked);
+}
+
+#[tokio::test]
+async fn deactivation_ends_every_session_and_reactivation_revives_none() {
+    let store = fresh_store().await;
+    let alice = user("alice");
+    store.create(&alice).await.unwrap();
+    assert!(store.set_active(&alice.username, false).await.unwrap());
+    let off = store.get(&alice.username).await.unwrap().unwrap();
+    assert!(!off.active);
+    assert_eq!(off.session_epoch, alice.session_epoch + 1);
+    assert!(store.set_active(&alice.username, true).await.unwrap());
+    let on = store.get(&alice.username).await.unwrap().unwrap();
+    assert!(on.active);
+    assert_eq!(
+        on.session_epoch,
+        alice.session_epoch + 1,
+        "still the new epoch"
+    );
 }

@@ -161,6 +161,7 @@ pub fn session_config() -> SessionConfig {
     SessionConfig {
         refresh_ttl: Duration::from_secs(30 * 24 * 3600),
         reuse_grace: Duration::from_secs(10),
+        max_lifetime: Duration::from_secs(90 * 24 * 3600),
     }
 }
 
@@ -244,6 +245,7 @@ impl App {
             verifier: verifier(),
             issuer: issuer(),
             sessions: self.sessions.clone(),
+            limits: generous_limits(),
             clock: self.clock.clone(),
         }
     }
@@ -318,7 +320,7 @@ pub fn assert_error(response: &Response<Body>, status: u16, code: &str) -> serde
 }
 
 /// `events/<name>` with the Authorization header set (or removed) and, when
-/// given, the body replaced.
+/// given, the body replaced (and said to be JSON, as a client must).
 pub fn request(name: &str, authorization: Option<&str>, body: Option<&str>) -> Request {
     let mut json: serde_json::Value = serde_json::from_str(&event_text(name)).unwrap();
     let headers = json["headers"].as_object_mut().unwrap();
@@ -327,6 +329,9 @@ pub fn request(name: &str, authorization: Option<&str>, body: Option<&str>) -> R
         None => headers.remove("authorization"),
     };
     if let Some(body) = body {
+        headers
+            .entry("content-type")
+            .or_insert_with(|| "application/json".into());
         json["body"] = body.into();
     }
     lambda_http::request::from_str(&json.to_string()).unwrap()
