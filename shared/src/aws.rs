@@ -132,6 +132,10 @@ const THROTTLED: &[&str] = &[
     "LimitExceededException",
 ];
 
+/// Error codes that mean "another write held the item at that moment": a plain
+/// write that met a running transaction. Nothing was written; not retried by the SDK.
+const CONTENDED: &[&str] = &["TransactionConflictException"];
+
 /// Error codes that mean "AWS is in trouble, try again later".
 const UNAVAILABLE: &[&str] = &[
     "InternalServerError",
@@ -147,8 +151,8 @@ const UNAVAILABLE: &[&str] = &[
 pub struct Failure {
     pub service: &'static str,
     pub operation: &'static str,
-    /// `timeout`, `unreachable`, `bad_response`, `throttled`, `unavailable`,
-    /// `rejected` or `construction`.
+    /// `timeout`, `unreachable`, `bad_response`, `throttled`, `contended`,
+    /// `unavailable`, `rejected` or `construction`.
     pub kind: &'static str,
     pub code: Option<String>,
 }
@@ -167,7 +171,7 @@ impl Failure {
     pub fn is_transient(&self) -> bool {
         matches!(
             self.kind,
-            "timeout" | "unreachable" | "bad_response" | "throttled" | "unavailable"
+            "timeout" | "unreachable" | "bad_response" | "throttled" | "contended" | "unavailable"
         )
     }
 }
@@ -203,6 +207,8 @@ where
             let code = service.err().code().unwrap_or("unknown");
             let kind = if THROTTLED.contains(&code) {
                 "throttled"
+            } else if CONTENDED.contains(&code) {
+                "contended"
             } else if UNAVAILABLE.contains(&code) {
                 "unavailable"
             } else {

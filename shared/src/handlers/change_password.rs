@@ -97,26 +97,35 @@ async fn change_password(state: &ChangePassword, req: Request) -> Result<Respons
         now,
     )
     .await?;
-    match state
+    let sid = caller.claims.sid.as_str();
+    let changed = state
         .store
-        .change_password(&user, &new_hash, &new.session, &new.first)
-        .await
+        .change_password(&user, sid, &new_hash, &new.session, &new.first)
+        .await;
+    // A failure reported for a write that committed (its answer lost) is a
+    // success: the new session is there.
+    if let Err(e) = changed
+        && !state.store.session_stored(&new.session.id).await
     {
-        Ok(()) => {}
-        Err(StoreError::Conflict) => return Err(lost_to(state, &user).await),
-        Err(e) => return Err(e.into()),
+        return Err(match e {
+            StoreError::Conflict => lost_to(state, &user, sid).await,
+            e => e.into(),
+        });
     }
     tracing::info!(user_id = %user.id, "password changed; all sessions ended");
     Ok(new.into_tokens("Password changed").into_response())
 }
 
 /// The change lost to a concurrent one: another password change (409, try
-/// again), or the end of the caller's session (log out everywhere, a
-/// deactivation: the token is no longer valid).
-async fn lost_to(state: &ChangePassword, read: &User) -> ApiError {
+/// again), or the end of the caller's session (its logout, log out
+/// everywhere, a deactivation: the token is no longer valid).
+async fn lost_to(state: &ChangePassword, read: &User, sid: &str) -> ApiError {
     match state.store.get(&read.username).await {
         Ok(Some(now))
-            if now.id == read.id && now.active && now.session_epoch == read.session_epoch =>
+            if now.id == read.id
+                && now.active
+                && now.session_epoch == read.session_epoch
+                && !now.revoked_sessions.contains_key(sid) =>
         {
             ApiError::Conflict("the password was changed by another request; try again")
         }

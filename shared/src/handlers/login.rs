@@ -88,18 +88,21 @@ async fn login(state: &Login, req: Request) -> Result<Response<Body>, ApiError> 
         now,
     )
     .await?;
-    match state
+    let stored = state
         .store
         .start_session(&new.session, &new.first, &user)
-        .await
+        .await;
+    // A failure reported for a write that committed (its answer lost, the
+    // SDK's retry then refused by its own effects) is a success.
+    if let Err(e) = stored
+        && !state.store.session_stored(&new.session.id).await
     {
-        Ok(()) => {}
-        Err(StoreError::Conflict) => {
-            return Err(ApiError::Conflict(
-                "the account changed during the login; try again",
-            ));
-        }
-        Err(e) => return Err(e.into()),
+        return Err(match e {
+            StoreError::Conflict => {
+                ApiError::Conflict("the account changed during the login; try again")
+            }
+            e => e.into(),
+        });
     }
     rehash_if_needed(state, &user, password).await;
     tracing::info!(user_id = %user.id, "login succeeded");

@@ -110,12 +110,21 @@ async fn refresh(state: &Refresh, req: Request) -> Result<Response<Body>, ApiErr
     };
     // Sign first: if the signer (KMS) fails, the old token stays valid.
     let access = sign_access_token(&state.tokens, &user, &record.session_id, now).await?;
-    match state.store.rotate(&record, &next_record, &user).await {
-        Ok(()) => {}
-        // Another request rotated it (or ended the session, or the user's
-        // epoch moved on) a moment ago: a lost race, never a 5xx.
-        Err(StoreError::Conflict | StoreError::Contended) => return Err(ApiError::InvalidGrant),
-        Err(e) => return Err(e.into()),
+    let rotated = state.store.rotate(&record, &next_record, &user).await;
+    // A failure reported for a rotation that committed (its answer lost, the
+    // SDK's retry then refused) is a success: the successor is stored.
+    if let Err(e) = rotated
+        && !matches!(
+            state.store.get_refresh(&next_record.hash).await,
+            Ok(Some(_))
+        )
+    {
+        return Err(match e {
+            // Another request rotated it (or ended the session, or the
+            // user's epoch moved on) a moment ago: a lost race, never a 5xx.
+            StoreError::Conflict | StoreError::Contended => ApiError::InvalidGrant,
+            e => e.into(),
+        });
     }
     tracing::info!(user_id = %user.id, "refresh token rotated");
     Ok(TokenPair {

@@ -70,10 +70,20 @@ async fn register(state: &Register, req: Request) -> Result<Response<Body>, ApiE
             ApiError::Internal
         })?;
     let user = User::new(username, name, hash);
-    match state.store.create(&user).await {
-        Ok(()) => {}
-        Err(StoreError::AlreadyExists) => return Err(ApiError::UsernameTaken),
-        Err(e) => return Err(e.into()),
+    if let Err(e) = state.store.create(&user).await {
+        // The user may be ours all the same: our write committed, its answer
+        // was lost, and the SDK's retry then found the user there (409) or
+        // got no answer either (503).
+        let ours = matches!(
+            state.store.get(&user.username).await,
+            Ok(Some(found)) if found.id == user.id
+        );
+        if !ours {
+            return Err(match e {
+                StoreError::AlreadyExists => ApiError::UsernameTaken,
+                e => e.into(),
+            });
+        }
     }
     crate::runtime::record_user(&user.id);
     tracing::info!(user_id = %user.id, "user registered");

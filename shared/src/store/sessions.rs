@@ -179,21 +179,32 @@ impl Store {
     }
 
     /// The condition that `user` (as read) is still the user and still may
-    /// hold sessions of its epoch: same id, active, epoch not moved on.
-    fn user_unchanged(&self, user: &User) -> Result<TransactWriteItem, StoreError> {
+    /// hold sessions of its epoch: same id, active, epoch not moved on; and,
+    /// for a login, the password it proved still the password.
+    fn user_unchanged(
+        &self,
+        user: &User,
+        same_password: bool,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let mut condition =
+            String::from("user_id = :uid AND active = :true AND session_epoch = :epoch");
+        let mut vals = HashMap::from([
+            (":uid".to_owned(), s(user.id.to_string())),
+            (":true".to_owned(), AttributeValue::Bool(true)),
+            (":epoch".to_owned(), n(user.session_epoch)),
+        ]);
+        if same_password {
+            // A rehash changes the hash but not the password: refreshes do not
+            // check it (a password change moves the epoch on anyway).
+            condition.push_str(" AND password_hash = :hash");
+            vals.insert(":hash".to_owned(), s(&user.password_hash));
+        }
         let check = built(
             ConditionCheck::builder()
                 .table_name(&self.table)
                 .set_key(Some(user_key(&user.username)))
-                .condition_expression(
-                    "user_id = :uid AND active = :true AND session_epoch = :epoch AND password_hash = :hash",
-                )
-                .set_expression_attribute_values(values([
-                    (":uid", s(user.id.to_string())),
-                    (":true", AttributeValue::Bool(true)),
-                    (":epoch", n(user.session_epoch)),
-                    (":hash", s(&user.password_hash)),
-                ]))
+                .condition_expression(condition)
+                .set_expression_attribute_values(Some(vals))
                 .build(),
         )?;
         Ok(TransactWriteItem::builder().condition_check(check).build())
@@ -223,7 +234,7 @@ impl Store {
         self.transact(vec![
             self.put_new(session_item(session))?,
             self.put_new(refresh_item(first))?,
-            self.user_unchanged(user)?,
+            self.user_unchanged(user, true)?,
             self.clear_attempts(&user.username)?,
         ])
         .await
@@ -233,10 +244,12 @@ impl Store {
     /// session (the epoch moves on), the caller's new session under the new
     /// epoch and its first refresh token, and the attempt record cleared. On
     /// the condition that `user` is as read: no concurrent change, "log out
-    /// everywhere" or deactivation is lost (`Conflict`).
+    /// everywhere", deactivation or logout of the caller's session
+    /// (`caller_sid`) is lost (`Conflict`).
     pub async fn change_password(
         &self,
         user: &User,
+        caller_sid: &str,
         new_hash: &str,
         session: &Session,
         first: &RefreshRecord,
@@ -245,8 +258,9 @@ impl Store {
             self.update(
                 user_key(&user.username),
                 "SET password_hash = :new ADD session_epoch :one",
-                "user_id = :uid AND active = :true AND session_epoch = :epoch AND password_hash = :old",
-                None,
+                "user_id = :uid AND active = :true AND session_epoch = :epoch AND password_hash = :old \
+                 AND attribute_not_exists(revoked_sessions.#caller)",
+                Some(HashMap::from([("#caller".to_owned(), caller_sid.to_owned())])),
                 values([
                     (":new", s(new_hash)),
                     (":one", n(1)),
@@ -261,6 +275,13 @@ impl Store {
             self.clear_attempts(&user.username)?,
         ])
         .await
+    }
+
+    /// Whether session `sid` is stored: after its write reported a failure,
+    /// whether it committed all the same (its answer lost, the SDK's retry
+    /// then refused by the first attempt's own effects). `false` when unsure.
+    pub async fn session_stored(&self, sid: &str) -> bool {
+        matches!(self.get_session(sid).await, Ok(Some(_)))
     }
 
     pub async fn get_session(&self, sid: &str) -> Result<Option<Session>, StoreError> {
@@ -303,7 +324,7 @@ impl Store {
             )?,
             self.put_new(refresh_item(new))?,
             self.extend_session(new)?,
-            self.user_unchanged(user)?,
+            self.user_unchanged(user, false)?,
         ])
         .await
     }
@@ -391,12 +412,18 @@ impl Store {
             .filter(|(sid, until)| **until >= now || sids.contains(&sid.as_str()))
             .count();
         if live + added > MAX_REVOKED_SESSIONS {
+            // Every session of the old epoch ends, so none needs listing: the
+            // list starts empty, and the next logout ends one session again.
             return self.update(
                 user_key(&user.username),
-                "ADD session_epoch :one",
+                "SET revoked_sessions = :empty ADD session_epoch :one",
                 "user_id = :uid",
                 None,
-                values([(":one", n(1)), (":uid", s(user.id.to_string()))]),
+                values([
+                    (":one", n(1)),
+                    (":uid", s(user.id.to_string())),
+                    (":empty", AttributeValue::M(HashMap::new())),
+                ]),
             );
         }
         let expired: Vec<&String> = user
@@ -404,6 +431,7 @@ impl Store {
             .iter()
             .filter(|(old, until)| **until < now && !sids.contains(&old.as_str()))
             .map(|(old, _)| old)
+            .take(MAX_PRUNED_PER_WRITE)
             .collect();
         let mut names = HashMap::new();
         let mut update = String::from("SET ");
@@ -415,15 +443,15 @@ impl Store {
             names.insert(format!("#s{i}"), (*sid).to_owned());
         }
         // The write holds the cap: the list may not have grown since the read
-        // beyond what this write takes away, and what it prunes must still be there.
-        let mut condition = String::from("user_id = :uid AND size(revoked_sessions) <= :most");
+        // (whose live entries were counted above), and what it prunes must
+        // still be there.
+        let mut condition = String::from("user_id = :uid AND size(revoked_sessions) <= :seen");
         for (i, old) in expired.iter().enumerate() {
             update.push_str(if i == 0 { " REMOVE " } else { ", " });
             update.push_str(&format!("revoked_sessions.#e{i}"));
             condition.push_str(&format!(" AND attribute_exists(revoked_sessions.#e{i})"));
             names.insert(format!("#e{i}"), (*old).clone());
         }
-        let most = (MAX_REVOKED_SESSIONS + expired.len()).saturating_sub(added);
         self.update(
             user_key(&user.username),
             &update,
@@ -432,11 +460,16 @@ impl Store {
             values([
                 (":until", n(access_until)),
                 (":uid", s(user.id.to_string())),
-                (":most", n(most)),
+                (":seen", n(user.revoked_sessions.len())),
             ]),
         )
     }
 }
+
+/// Expired entries one write removes at most: each adds to the update and
+/// condition expressions, which DynamoDB caps at 4 KB. The rest go with the
+/// next writes (the cap counts live entries only).
+const MAX_PRUNED_PER_WRITE: usize = 24;
 
 /// Rounds of `revoke_sessions` when the user's list keeps changing under it.
 const REVOKE_ROUNDS: usize = 4;

@@ -115,6 +115,12 @@ impl Store {
                             None => self.failures(username).await?,
                         };
                     }
+                    // A success's transaction was clearing the record at that
+                    // moment: nothing was written; read it again.
+                    Some(UpdateItemError::TransactionConflictException(_)) => {
+                        tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+                        seen = self.failures(username).await?;
+                    }
                     _ => return Err(classify(err)),
                 },
             }

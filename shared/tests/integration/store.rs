@@ -152,7 +152,94 @@ async fn past_the_cap_a_logout_ends_all_sessions_instead_of_growing_the_item() {
         .unwrap();
     let stored = store.get(&alice.username).await.unwrap().unwrap();
     assert_eq!(stored.session_epoch, alice.session_epoch + 1);
-    assert_eq!(stored.revoked_sessions.len(), MAX_REVOKED_SESSIONS);
+    // Every listed session ended with the epoch: the list starts afresh, so
+    // the next logout ends one session again, not all of them.
+    assert!(stored.revoked_sessions.is_empty());
+    let next = start_session(&store, &stored).await;
+    store
+        .revoke_sessions(&[&next], &stored, 9_500, 2_000)
+        .await
+        .unwrap();
+    let after = store.get(&alice.username).await.unwrap().unwrap();
+    assert_eq!(after.session_epoch, stored.session_epoch);
+    assert_eq!(after.revoked_sessions.len(), 1);
+}
+
+#[tokio::test]
+async fn a_logout_prunes_a_long_list_of_expired_entries_a_bounded_batch_at_a_time() {
+    // 100 entries, all expired: one write removing them all would pass
+    // DynamoDB's 4 KB expression limit and fail every logout from then on.
+    let store = fresh_store().await;
+    let mut alice = user("alice");
+    for i in 0..100 {
+        alice.revoked_sessions.insert(format!("{:036}", i), 1_000);
+    }
+    store.create(&alice).await.unwrap();
+    let mut current = alice.clone();
+    for round in 0..6 {
+        let sid = start_session(&store, &current).await;
+        store
+            .revoke_sessions(&[&sid], &current, 9_500, 2_000)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        current = store.get(&alice.username).await.unwrap().unwrap();
+    }
+    let expired = current
+        .revoked_sessions
+        .values()
+        .filter(|until| **until < 2_000)
+        .count();
+    assert_eq!(expired, 0, "all pruned over a few logouts");
+    assert_eq!(current.revoked_sessions.len(), 6);
+    assert_eq!(current.session_epoch, alice.session_epoch);
+}
+
+#[tokio::test]
+async fn a_password_change_from_a_stale_read_loses_to_an_ended_session() {
+    use auth::sessions::{RefreshRecord, RefreshState, RefreshToken, Session};
+    let store = fresh_store().await;
+    let alice = user("alice");
+    store.create(&alice).await.unwrap();
+    let caller = start_session(&store, &alice).await;
+    let new_session = |epoch| Session {
+        id: Session::new_id(),
+        user_id: alice.id,
+        username: alice.username.clone(),
+        epoch,
+        revoked: false,
+        created_at: 1_000,
+        expires_at: 99_999,
+    };
+    let first = |session: &Session| RefreshRecord {
+        hash: RefreshToken::generate().hash(),
+        session_id: session.id.clone(),
+        user_id: alice.id,
+        state: RefreshState::Active,
+        created_at: 1_000,
+        expires_at: 99_999,
+    };
+    // "Log out everywhere" after the change read the user: the change loses.
+    assert!(store.end_all_sessions(&alice).await.unwrap());
+    let session = new_session(alice.session_epoch + 1);
+    let lost = store
+        .change_password(&alice, &caller, "$2b$10$new", &session, &first(&session))
+        .await;
+    assert!(matches!(lost, Err(StoreError::Conflict)), "{lost:?}");
+    assert!(store.get_session(&session.id).await.unwrap().is_none());
+    // The caller's own session logged out after the read: the change loses too.
+    let fresh = store.get(&alice.username).await.unwrap().unwrap();
+    let caller = start_session(&store, &fresh).await;
+    store
+        .revoke_sessions(&[&caller], &fresh, 9_500, 2_000)
+        .await
+        .unwrap();
+    let session = new_session(fresh.session_epoch + 1);
+    let lost = store
+        .change_password(&fresh, &caller, "$2b$10$new", &session, &first(&session))
+        .await;
+    assert!(matches!(lost, Err(StoreError::Conflict)), "{lost:?}");
+    let stored = store.get(&alice.username).await.unwrap().unwrap();
+    assert_eq!(stored.password_hash, alice.password_hash);
 }
 
 #[tokio::test]
