@@ -2,7 +2,9 @@
 """Checks `make dev` as a newcomer uses it, on free ports and a scratch state
 folder (so it runs beside a real `make dev`): it serves /login and /get_name for
 the demo user it prints, the user survives a restart, and Ctrl-C (SIGINT to the
-foreground process group) stops everything it started, Java included."""
+foreground process group) stops everything it started, Java included. While
+the first run is up, every curl session of README.md and docs/ runs against it
+(tests/docs/run_examples.py)."""
 import json, os, signal, socket, subprocess, sys, tempfile, time, urllib.error, urllib.request
 
 def free_port():
@@ -27,7 +29,9 @@ def fail(message, log):
     print(f"check-dev: FAIL: {message}\n--- make dev output:\n{open(log).read()[-3000:]}", file=sys.stderr)
     sys.exit(1)
 
-def run_once(state, ddb_port, port, log):
+root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+def run_once(state, ddb_port, port, log, examples=False):
     env = dict(os.environ, DEV_DIR=state, DEV_DYNAMODB_PORT=str(ddb_port), DEV_PORT=str(port), BCRYPT_COST="10")
     # Ctrl-C in a terminal: SIGINT to the whole foreground group, default disposition.
     proc = subprocess.Popen(["make", "--no-print-directory", "dev"], env=env, stdout=open(log, "w"),
@@ -49,6 +53,13 @@ def run_once(state, ddb_port, port, log):
         status, body = request(f"{base}/get_name", headers={"Authorization": f"Bearer {body['access_token']}"})
         if (status, body.get("name")) != (200, "Demo User"):
             fail(f"get_name: {status} {body}", log)
+        # Every curl session of the README and docs/, as written, against this stack.
+        if examples:
+            docs = subprocess.run([sys.executable, os.path.join(root, "tests/docs/run_examples.py"),
+                                   f"http://localhost:{port}"], capture_output=True, text=True)
+            print(docs.stdout, end="")
+            if docs.returncode != 0:
+                fail("the docs' curl sessions do not hold (above)", log)
         # Several instances per function, as Lambda runs them: races can happen locally.
         watch = subprocess.run(["pgrep", "-af", "--", "lambda watch"], capture_output=True, text=True).stdout
         if f"--invoke-port {port} --concurrency 4" not in watch:
@@ -71,7 +82,7 @@ def main():
     with tempfile.TemporaryDirectory() as state:
         log = os.path.join(state, "make-dev.log")
         ddb_port, port = free_port(), free_port()
-        run_once(state, ddb_port, port, log)
+        run_once(state, ddb_port, port, log, examples=True)
         first = open(log).read()
         if "created user demo" not in first:
             fail("the first run did not seed the demo user", log)

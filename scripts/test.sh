@@ -12,6 +12,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 cfn-lint template.yaml
 SAM_CLI_TELEMETRY=0 sam validate --lint >/dev/null
 python3 tests/template/test_template.py
+python3 tests/docs/check_links.py
 
 echo "== build"
 cargo build --workspace --all-targets
@@ -59,7 +60,7 @@ python3 tests/contract/run.py
 echo "== interop: PyJWT verifies our tokens through the JWKS"
 python3 tests/interop/pyjwt_jwks.py
 
-echo "== make dev, as a newcomer runs it (scratch state, free ports)"
+echo "== make dev, as a newcomer runs it (scratch state, free ports), and the docs' curl sessions against it"
 python3 scripts/check-dev.py
 
 echo "== no secret in the watch's logs (every stage above: e2e, events, contract, interop)"

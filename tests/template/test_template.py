@@ -2,7 +2,7 @@
 """Checks template.yaml offline: each function's IAM statements are exactly
 the minimal set (a widening fails here, in review), nothing is a wildcard,
 routes are the same in template.yaml, openapi.yaml and the local watch
-router, and the deployment settings the README promises are in place. Run by
+router, and the deployment settings the docs promise are in place. Run by
 `make test`."""
 import pathlib, sys, tomllib
 
@@ -189,6 +189,25 @@ check("no NoEcho (no secret) parameters", not any(p.get("NoEcho") for p in templ
 text = (root / "template.yaml").read_text()
 check("no secret references", "secretsmanager" not in text and "ssm-secure" not in text)
 check("outputs", {"ApiUrl", "Issuer", "JwksUrl", "TableName"} <= set(template["Outputs"]), template["Outputs"].keys())
+
+# The IAM table of docs/operations.md says what the template grants (typed by
+# hand, so checked here: it once listed login without DeleteItem).
+docs_rows = {}
+for line in (root / "docs" / "operations.md").read_text().split("\n"):
+    cells = [c.strip() for c in line.strip().strip("|").split("|")]
+    if len(cells) == 3 and cells[0] in BINARIES.values():
+        docs_rows[cells[0]] = cells
+check("docs/operations.md has an IAM row per function", set(docs_rows) == set(BINARIES.values()), sorted(docs_rows))
+for name, binary in BINARIES.items():
+    if binary not in docs_rows:
+        continue
+    _, dynamodb, kms = docs_rows[binary]
+    granted = {a.split(":")[1] for actions, resource in EXPECTED[name] if resource == "UsersTable.Arn" for a in actions}
+    written = set() if dynamodb in ("–", "-") else {a.strip() for a in dynamodb.split(",")}
+    check(f"docs/operations.md IAM row {binary}: DynamoDB", written == granted, f"docs {sorted(written)}, template {sorted(granted)}")
+    kms_written = {k for k in ("Sign", "GetPublicKey") if k in kms}
+    kms_granted = {k for k, grant in (("Sign", SIGN), ("GetPublicKey", PUBLIC_KEY)) if grant in EXPECTED[name]}
+    check(f"docs/operations.md IAM row {binary}: KMS", kms_written == kms_granted, f"docs {kms_written}, template {kms_granted}")
 
 for failure in failures:
     print(f"FAIL {failure}")

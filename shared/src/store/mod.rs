@@ -3,7 +3,7 @@
 //! One table for every item kind to come, with generic keys: `pk` (partition) and
 //! `sk` (sort), both strings, each item kind recognisable by its key prefix, and a
 //! numeric `expires_at` attribute that TTL housekeeping deletes by. The item
-//! kinds and their access patterns are in `users` and `sessions`, and in the README.
+//! kinds and their access patterns are in `users` and `sessions`, and in docs/data.md.
 
 use std::collections::HashMap;
 
