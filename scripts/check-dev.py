@@ -62,8 +62,8 @@ def run_once(state, ddb_port, port, log, examples=False):
                 fail("the docs' curl sessions do not hold (above)", log)
         # Several instances per function, as Lambda runs them: races can happen locally.
         watch = subprocess.run(["pgrep", "-af", "--", "lambda watch"], capture_output=True, text=True).stdout
-        if f"--invoke-port {port} --concurrency 4" not in watch:
-            fail(f"the watch does not run 4 instances per function: {watch.strip()}", log)
+        if f"--invoke-port {port} --concurrency 4 --disable-cors" not in watch:
+            fail(f"the watch does not run 4 instances per function with its own CORS off: {watch.strip()}", log)
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=60)

@@ -63,5 +63,7 @@ cat <<MSG
 
 == serving on http://localhost:$watch_port, up to $concurrency instances per function (Ctrl-C stops it all)
 MSG
-start_group - cargo lambda watch --invoke-port "$watch_port" --concurrency "$concurrency"
+# --disable-cors: the emulator's own permissive CORS off, so what a browser
+# sees locally is our code's answer, as deployed behind API Gateway's CORS.
+start_group - cargo lambda watch --invoke-port "$watch_port" --concurrency "$concurrency" --disable-cors
 wait "${started_pids[-1]}"

@@ -150,6 +150,7 @@ fn login_state(store: Store, cost: BcryptCost, pem: &str) -> Login {
             login_per_minute: 1_000_000,
             register_per_hour: 1_000_000,
         },
+        browser: auth::browser::BrowserPolicy::new(&["https://bench.invalid"]),
         clock: Clock::system(),
     }
 }

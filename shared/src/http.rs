@@ -44,6 +44,15 @@ pub enum ApiError {
     /// Refresh token unknown, expired, already used or of an ended session.
     #[error("the refresh token is invalid, expired or revoked")]
     InvalidGrant,
+    /// The refresh token was rotated a moment ago by another request (a
+    /// retry, another tab): nothing is revoked; its successor carries on.
+    #[error("the refresh token was just replaced by another request; use its successor")]
+    RefreshSuperseded,
+    /// A request that sets or uses the refresh cookie from a foreign origin.
+    #[error(
+        "requests that set or use the refresh cookie must come from the API's own origin or an allowed one"
+    )]
+    ForbiddenOrigin,
     #[error("username is already taken")]
     UsernameTaken,
     #[error("{0}")]
@@ -72,7 +81,9 @@ impl ApiError {
             ApiError::LoginFailed
             | ApiError::MissingToken(_)
             | ApiError::InvalidToken(_)
-            | ApiError::InvalidGrant => StatusCode::UNAUTHORIZED,
+            | ApiError::InvalidGrant
+            | ApiError::RefreshSuperseded => StatusCode::UNAUTHORIZED,
+            ApiError::ForbiddenOrigin => StatusCode::FORBIDDEN,
             ApiError::UsernameTaken | ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::UserNotFound | ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -94,6 +105,8 @@ impl ApiError {
             ApiError::UserNotFound => "user_not_found",
             ApiError::NotFound => "not_found",
             ApiError::InvalidGrant => "invalid_grant",
+            ApiError::RefreshSuperseded => "refresh_token_superseded",
+            ApiError::ForbiddenOrigin => "origin_not_allowed",
             ApiError::UsernameTaken => "username_taken",
             ApiError::Conflict(_) => "conflict",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",

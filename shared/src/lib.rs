@@ -3,6 +3,7 @@
 //! function crate's `main.rs` only wires these together.
 
 pub mod aws;
+pub mod browser;
 pub mod clock;
 pub mod config;
 pub mod handlers;

@@ -145,6 +145,14 @@ check("routes equal the watch router", routes == router, f"\n    template {route
 spec = yaml.safe_load((root / "openapi.yaml").read_text())
 check("openapi.yaml documents exactly these routes", set(spec["paths"]) == set(router),
       f"\n    openapi {sorted(spec['paths'])}\n    router  {sorted(router)}")
+# The error codes the contract lists are the ones the code can answer.
+import re
+http_rs = (root / "shared" / "src" / "http.rs").read_text()
+code_fn = http_rs[http_rs.index("pub fn code(&self)"):http_rs.index("pub fn into_response")]
+codes = set(re.findall(r'=> "([a-z_]+)"', code_fn))
+documented = set(spec["components"]["schemas"]["Error"]["properties"]["error"]["enum"])
+check("openapi.yaml's error codes are the code's", codes == documented,
+      f"only in the code {sorted(codes - documented)}, only in the contract {sorted(documented - codes)}")
 served = {"login": "post", "get-name": "get", "register": "post", "refresh": "post", "logout": "post",
           "password": "post", "jwks": "get"}
 for path, function in router.items():
@@ -155,6 +163,13 @@ api = resources["HttpApi"]["Properties"]
 check("$default stage", api.get("StageName") == "$default", api)
 check("throttling parameters", api.get("DefaultRouteSettings") == {
     "ThrottlingBurstLimit": {"Ref": "ThrottlingBurstLimit"}, "ThrottlingRateLimit": {"Ref": "ThrottlingRateLimit"}}, api)
+cors = api.get("CorsConfiguration", {}).get("Fn::If", [None, {}, None])[1]
+check("CORS allows credentials (the refresh cookie) for the listed origins only",
+      cors.get("AllowCredentials") is True and cors.get("AllowOrigins") == {"Ref": "CorsAllowedOrigins"}, cors)
+for name in ("Login", "Refresh", "Logout", "Password"):
+    variables = functions[name]["Properties"]["Environment"]["Variables"]
+    check(f"{name} knows the origins that may use the refresh cookie",
+          variables.get("CORS_ALLOWED_ORIGINS") == {"Fn::Join": [",", {"Ref": "CorsAllowedOrigins"}]}, variables)
 check("CORS from a parameter, off by default", "CorsConfiguration" in api and template["Parameters"]["CorsAllowedOrigins"]["Default"] == "", api)
 
 users = resources["UsersTable"]

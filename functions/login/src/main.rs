@@ -1,5 +1,6 @@
 //! The login Lambda: config, clients and keys once at init, then the loop.
 
+use auth::browser::BrowserPolicy;
 use auth::clock::Clock;
 use auth::config::Environment;
 use auth::handlers::login::{self, Login};
@@ -20,6 +21,7 @@ async fn main() -> Result<(), Error> {
         tokens: runtime::issuer_from_env(&sdk, &tokens)?,
         sessions: SessionConfig::from_source(&Environment)?,
         limits: RateLimits::from_source(&Environment)?,
+        browser: BrowserPolicy::from_source(&Environment)?,
         clock: Clock::system(),
     };
     runtime::serve(|req| login::handle(&state, req)).await

@@ -1,5 +1,6 @@
 //! The password-change Lambda: config, clients and keys once at init, then the loop.
 
+use auth::browser::BrowserPolicy;
 use auth::clock::Clock;
 use auth::config::Environment;
 use auth::handlers::change_password::{self, ChangePassword};
@@ -21,6 +22,7 @@ async fn main() -> Result<(), Error> {
         issuer: runtime::issuer_from_env(&sdk, &tokens)?,
         sessions: SessionConfig::from_source(&Environment)?,
         limits: RateLimits::from_source(&Environment)?,
+        browser: BrowserPolicy::from_source(&Environment)?,
         clock: Clock::system(),
     };
     runtime::serve(|req| change_password::handle(&state, req)).await

@@ -1,5 +1,6 @@
 //! The refresh Lambda: config, clients and keys once at init, then the loop.
 
+use auth::browser::BrowserPolicy;
 use auth::clock::Clock;
 use auth::config::Environment;
 use auth::handlers::refresh::{self, Refresh};
@@ -16,6 +17,7 @@ async fn main() -> Result<(), Error> {
         store: runtime::store_from_env(&sdk)?,
         tokens: runtime::issuer_from_env(&sdk, &tokens)?,
         sessions: SessionConfig::from_source(&Environment)?,
+        browser: BrowserPolicy::from_source(&Environment)?,
         clock: Clock::system(),
     };
     runtime::serve(|req| refresh::handle(&state, req)).await

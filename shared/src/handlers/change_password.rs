@@ -8,6 +8,7 @@ use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 
 use super::{NewSession, authenticate_caller, no_longer_valid, prove_password};
+use crate::browser::{BrowserPolicy, Delivery, refresh_cookie};
 use crate::clock::Clock;
 use crate::http::{ApiError, json_body, require_method, source_ip};
 use crate::passwords::{PasswordHasher, check_new_password};
@@ -26,6 +27,8 @@ pub struct ChangePassword {
     pub sessions: SessionConfig,
     /// The per-IP login window applies here too.
     pub limits: RateLimits,
+    /// Who may use the refresh cookie.
+    pub browser: BrowserPolicy,
     pub clock: Clock,
 }
 
@@ -47,6 +50,13 @@ async fn change_password(state: &ChangePassword, req: Request) -> Result<Respons
     let now = state.clock.now();
     let caller = authenticate_caller(&req, &state.verifier, &state.store, now).await?;
     let change: PasswordChange = json_body(&req)?;
+    // A browser session's new refresh token goes back in the cookie.
+    let delivery = if refresh_cookie(&req).is_some() {
+        state.browser.check(&req)?;
+        Delivery::Cookie
+    } else {
+        Delivery::Body
+    };
     let user = caller.user;
     check_new_password(&change.new_password, &user.username)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
@@ -113,7 +123,7 @@ async fn change_password(state: &ChangePassword, req: Request) -> Result<Respons
         });
     }
     tracing::info!(user_id = %user.id, "password changed; all sessions ended");
-    Ok(new.into_tokens("Password changed").into_response())
+    Ok(new.into_tokens("Password changed").into_response(delivery))
 }
 
 /// The change lost to a concurrent one: another password change (409, try

@@ -6,6 +6,7 @@ use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 
 use super::{NewSession, prove_password};
+use crate::browser::{BrowserPolicy, Delivery};
 use crate::clock::Clock;
 use crate::http::{ApiError, json_body, require_method, source_ip};
 use crate::passwords::{PasswordHasher, needs_rehash};
@@ -22,6 +23,8 @@ pub struct Login {
     pub tokens: TokenIssuer,
     pub sessions: SessionConfig,
     pub limits: RateLimits,
+    /// Who may ask for the refresh cookie.
+    pub browser: BrowserPolicy,
     pub clock: Clock,
 }
 
@@ -30,6 +33,9 @@ pub struct Login {
 struct Credentials {
     username: String,
     password: String,
+    /// `"cookie"`: the refresh token goes in the refresh cookie, not the body.
+    #[serde(default)]
+    refresh_token_delivery: Delivery,
 }
 
 pub async fn handle(state: &Login, req: Request) -> Response<Body> {
@@ -45,6 +51,10 @@ async fn login(state: &Login, req: Request) -> Result<Response<Body>, ApiError> 
         Username::parse(&credentials.username).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     if credentials.password.is_empty() {
         return Err(ApiError::BadRequest("password must not be empty".into()));
+    }
+    let delivery = credentials.refresh_token_delivery;
+    if delivery == Delivery::Cookie {
+        state.browser.check(&req)?;
     }
 
     let now = state.clock.now();
@@ -106,7 +116,7 @@ async fn login(state: &Login, req: Request) -> Result<Response<Body>, ApiError> 
     }
     rehash_if_needed(state, &user, password).await;
     tracing::info!(user_id = %user.id, "login succeeded");
-    Ok(new.into_tokens("Login Success").into_response())
+    Ok(new.into_tokens("Login Success").into_response(delivery))
 }
 
 /// A hash made at a lower cost than configured is replaced, now that we have

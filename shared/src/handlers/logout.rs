@@ -8,6 +8,7 @@ use lambda_http::{Body, Request, Response};
 use serde::{Deserialize, Serialize};
 
 use super::{authenticate_caller, no_longer_valid};
+use crate::browser::{BrowserPolicy, clear_refresh_cookie, refresh_cookie};
 use crate::clock::Clock;
 use crate::http::{ApiError, body_is_empty, json_body, json_response, require_method};
 use crate::sessions::RefreshToken;
@@ -18,6 +19,8 @@ use crate::tokens::TokenVerifier;
 pub struct Logout {
     pub store: Store,
     pub tokens: TokenVerifier,
+    /// Who may use the refresh cookie.
+    pub browser: BrowserPolicy,
     pub clock: Clock,
 }
 
@@ -37,20 +40,35 @@ struct LoggedOut {
 }
 
 pub async fn handle(state: &Logout, req: Request) -> Response<Body> {
-    logout(state, req)
+    // A browser's refresh cookie is cleared whatever the outcome: a logout
+    // is the end of that session for the page.
+    let had_cookie = refresh_cookie(&req).is_some();
+    let mut response = logout(state, req)
         .await
-        .unwrap_or_else(ApiError::into_response)
+        .unwrap_or_else(ApiError::into_response);
+    if had_cookie && response.status() != StatusCode::FORBIDDEN {
+        clear_refresh_cookie(&mut response);
+    }
+    response
 }
 
 async fn logout(state: &Logout, req: Request) -> Result<Response<Body>, ApiError> {
     require_method(&req, Method::POST, "POST")?;
     let now = state.clock.now();
     let caller = authenticate_caller(&req, &state.tokens, &state.store, now).await?;
-    let request: LogoutRequest = if body_is_empty(&req) {
+    let cookie = refresh_cookie(&req);
+    let mut request: LogoutRequest = if body_is_empty(&req) && cookie.is_none() {
         LogoutRequest::default()
     } else {
+        // With the cookie, a JSON object body ({} will do) is required: a
+        // page on another origin cannot send one without a preflight.
         json_body(&req)?
     };
+    if let Some(token) = cookie {
+        state.browser.check(&req)?;
+        // The cookie names this browser's session when the body names none.
+        request.refresh_token.get_or_insert(token);
+    }
 
     let ended = if request.all {
         match state.store.end_all_sessions(&caller.user).await {

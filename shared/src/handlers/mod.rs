@@ -16,6 +16,7 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Response};
 use serde::Serialize;
 
+use crate::browser::{Delivery, clear_refresh_cookie, set_refresh_cookie};
 use crate::http::{ApiError, bearer_token, json_response};
 use crate::keys::SignError;
 use crate::passwords::PasswordError;
@@ -81,14 +82,37 @@ pub(crate) struct TokenPair {
     pub access_token: String,
     pub token_type: &'static str,
     pub expires_in: u64,
-    pub refresh_token: String,
+    /// Left out when it goes in the refresh cookie.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
     pub refresh_expires_in: u64,
 }
 
 impl TokenPair {
-    pub fn into_response(self) -> Response<Body> {
-        json_response(StatusCode::OK, &self)
+    /// The answer, with the refresh token in the body or in the cookie.
+    pub fn into_response(mut self, delivery: Delivery) -> Response<Body> {
+        match delivery {
+            Delivery::Body => json_response(StatusCode::OK, &self),
+            Delivery::Cookie => {
+                let token = self.refresh_token.take().unwrap_or_default();
+                let mut response = json_response(StatusCode::OK, &self);
+                set_refresh_cookie(&mut response, &token, self.refresh_expires_in);
+                response
+            }
+        }
     }
+}
+
+/// An error answer; an `invalid_grant` for a cookie request also clears the
+/// cookie (that token will never work again). A superseded token's answer
+/// leaves it alone: the winner of the race has set its successor already.
+pub(crate) fn cookie_error(err: ApiError, delivery: Delivery) -> Response<Body> {
+    let clear = delivery == Delivery::Cookie && matches!(err, ApiError::InvalidGrant);
+    let mut response = err.into_response();
+    if clear {
+        clear_refresh_cookie(&mut response);
+    }
+    response
 }
 
 pub(crate) async fn sign_access_token(
@@ -188,7 +212,7 @@ impl NewSession {
             access_token: self.access.token,
             token_type: "Bearer",
             expires_in: self.access.expires_in,
-            refresh_token: self.refresh_token.expose().to_owned(),
+            refresh_token: Some(self.refresh_token.expose().to_owned()),
             refresh_expires_in: self.refresh_expires_in,
         }
     }

@@ -12,7 +12,8 @@ use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 
-use super::{TokenPair, sign_access_token};
+use super::{TokenPair, cookie_error, sign_access_token};
+use crate::browser::{BrowserPolicy, Delivery, refresh_cookie};
 use crate::clock::Clock;
 use crate::http::{ApiError, json_body, require_method};
 use crate::sessions::{RefreshRecord, RefreshState, RefreshToken, SessionConfig};
@@ -28,33 +29,61 @@ pub struct Refresh {
     pub store: Store,
     pub tokens: TokenIssuer,
     pub sessions: SessionConfig,
+    /// Who may use the refresh cookie.
+    pub browser: BrowserPolicy,
     pub clock: Clock,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RefreshRequest {
-    refresh_token: String,
+    /// When absent, the refresh cookie's token is used (and its successor
+    /// goes back in the cookie).
+    #[serde(default)]
+    refresh_token: Option<String>,
 }
 
 pub async fn handle(state: &Refresh, req: Request) -> Response<Body> {
-    refresh(state, req)
-        .await
-        .unwrap_or_else(ApiError::into_response)
+    // The way the token came is the way its successor goes, and decides
+    // whether a dead token's answer also clears the cookie.
+    let mut delivery = Delivery::Body;
+    match refresh(state, req, &mut delivery).await {
+        Ok(response) => response,
+        Err(e) => cookie_error(e, delivery),
+    }
 }
 
-async fn refresh(state: &Refresh, req: Request) -> Result<Response<Body>, ApiError> {
+async fn refresh(
+    state: &Refresh,
+    req: Request,
+    delivery: &mut Delivery,
+) -> Result<Response<Body>, ApiError> {
     require_method(&req, Method::POST, "POST")?;
     let request: RefreshRequest = json_body(&req)?;
-    if request.refresh_token.is_empty() {
+    let raw = match request.refresh_token {
+        Some(token) => token,
+        None => match refresh_cookie(&req) {
+            Some(token) => {
+                *delivery = Delivery::Cookie;
+                state.browser.check(&req)?;
+                token
+            }
+            None => {
+                return Err(ApiError::BadRequest(
+                    "refresh_token is required, in the body or in the refresh cookie".into(),
+                ));
+            }
+        },
+    };
+    if raw.is_empty() {
         return Err(ApiError::BadRequest(
             "refresh_token must not be empty".into(),
         ));
     }
-    if request.refresh_token.len() > MAX_REFRESH_TOKEN_CHARS {
+    if raw.len() > MAX_REFRESH_TOKEN_CHARS {
         return Err(ApiError::InvalidGrant);
     }
-    let presented = RefreshToken::presented(request.refresh_token);
+    let presented = RefreshToken::presented(raw);
     let now = state.clock.now();
 
     let record = state
@@ -86,7 +115,7 @@ async fn refresh(state: &Refresh, req: Request) -> Result<Response<Body>, ApiErr
             if now - at < state.sessions.reuse_grace.as_secs() as i64 =>
         {
             tracing::info!(user_id = %user.id, "refresh token presented again within the grace period");
-            return Err(ApiError::InvalidGrant);
+            return Err(ApiError::RefreshSuperseded);
         }
         RefreshState::Rotated { .. } => {
             return Err(reuse_detected(state, &record, &user, now).await);
@@ -120,9 +149,17 @@ async fn refresh(state: &Refresh, req: Request) -> Result<Response<Body>, ApiErr
         )
     {
         return Err(match e {
-            // Another request rotated it (or ended the session, or the
-            // user's epoch moved on) a moment ago: a lost race, never a 5xx.
-            StoreError::Conflict | StoreError::Contended => ApiError::InvalidGrant,
+            // Another request rotated it a moment ago (a retry, another tab):
+            // superseded, nothing revoked; or the session or the user's epoch
+            // ended meanwhile: invalid. A lost race, never a 5xx.
+            StoreError::Conflict | StoreError::Contended => {
+                match state.store.get_refresh(&record.hash).await {
+                    Ok(Some(now)) if matches!(now.state, RefreshState::Rotated { .. }) => {
+                        ApiError::RefreshSuperseded
+                    }
+                    _ => ApiError::InvalidGrant,
+                }
+            }
             e => e.into(),
         });
     }
@@ -132,10 +169,10 @@ async fn refresh(state: &Refresh, req: Request) -> Result<Response<Body>, ApiErr
         access_token: access.token,
         token_type: "Bearer",
         expires_in: access.expires_in,
-        refresh_token: next.expose().to_owned(),
+        refresh_token: Some(next.expose().to_owned()),
         refresh_expires_in: (expires_at - now) as u64,
     }
-    .into_response())
+    .into_response(*delivery))
 }
 
 /// A rotated token came back after the grace period: someone holds a copy.

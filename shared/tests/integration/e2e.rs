@@ -280,13 +280,21 @@ fn registration_over_http_gives_201_then_409() {
 
 #[test]
 fn refresh_rotation_and_reuse_detection_over_http() {
-    // The watch runs with REFRESH_REUSE_GRACE_SECONDS=0: any second use is reuse.
+    // The watch runs with REFRESH_REUSE_GRACE_SECONDS=10, as deployed.
     let (_, access, first) = register_and_log_in("e2e-rot", "rotation passphrase");
     let rotated = refresh(&first);
     assert_eq!(rotated.status, 200, "{}", rotated.body);
     let (new_access, second) = tokens_of(&rotated);
     assert_eq!(get_name(Some(&format!("Bearer {new_access}"))).status, 200);
 
+    // Within the grace period: superseded, nothing revoked.
+    let retried = refresh(&first);
+    assert_eq!(retried.status, 401);
+    assert_eq!(retried.json()["error"], "refresh_token_superseded");
+    assert_eq!(get_name(Some(&format!("Bearer {new_access}"))).status, 200);
+
+    // After it: reuse.
+    std::thread::sleep(Duration::from_millis(10_500));
     let reuse = refresh(&first);
     assert_eq!(reuse.status, 401);
     assert_eq!(reuse.json()["error"], "invalid_grant");
@@ -355,4 +363,116 @@ fn every_new_route_answers_other_methods_with_405() {
         assert_eq!(wrong.status, 405, "{path}");
         assert_eq!(wrong.header("allow"), Some("POST"), "{path}");
     }
+}
+
+/// A POST to the watch with the headers a browser page would send.
+fn browser_post(path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+    let mut request = agent().post(&url(path));
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    reply(request.send(body))
+}
+
+fn refresh_cookie_of(reply: &Reply) -> String {
+    let cookie = reply
+        .header("set-cookie")
+        .unwrap_or_else(|| panic!("no Set-Cookie: {:?}", reply.headers));
+    assert!(
+        cookie.contains("; Path=/; Secure; HttpOnly; SameSite=Strict"),
+        "{cookie}"
+    );
+    let value = cookie
+        .strip_prefix("__Host-refresh_token=")
+        .and_then(|rest| rest.split(';').next())
+        .unwrap();
+    assert_eq!(value.len(), 43, "{cookie}");
+    value.to_owned()
+}
+
+#[test]
+fn browser_sessions_over_http_cookie_origin_content_type_and_parallel_refreshes() {
+    let username = seed_user("cookie", "e2e-password-1");
+    let origin = required_env("E2E_JWT_ISSUER");
+    let json_from_us = [
+        ("content-type", "application/json"),
+        ("origin", origin.as_str()),
+    ];
+    let body = serde_json::json!({
+        "username": username, "password": "e2e-password-1", "refresh_token_delivery": "cookie"
+    })
+    .to_string();
+    let login = browser_post("/login", &json_from_us, &body);
+    assert_eq!(login.status, 200, "{}", login.body);
+    assert!(
+        login.json().get("refresh_token").is_none(),
+        "{}",
+        login.body
+    );
+    let token = refresh_cookie_of(&login);
+
+    let foreign = browser_post(
+        "/login",
+        &[
+            ("content-type", "application/json"),
+            ("origin", "http://evil.example"),
+        ],
+        &body,
+    );
+    assert_eq!(foreign.status, 403, "{}", foreign.body);
+    assert_eq!(foreign.json()["error"], "origin_not_allowed");
+
+    let cookie = format!("__Host-refresh_token={token}");
+    let untyped = browser_post(
+        "/refresh",
+        &[("origin", origin.as_str()), ("cookie", &cookie)],
+        "{}",
+    );
+    assert_eq!(untyped.status, 415, "{}", untyped.body);
+
+    // Several tabs at once (the watch runs 4 instances): one wins and sets
+    // the successor; the others learn their token was superseded, and clear nothing.
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(6));
+    let racers: Vec<_> = (0..6)
+        .map(|_| {
+            let (barrier, cookie, origin) = (barrier.clone(), cookie.clone(), origin.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                browser_post(
+                    "/refresh",
+                    &[
+                        ("content-type", "application/json"),
+                        ("origin", origin.as_str()),
+                        ("cookie", &cookie),
+                    ],
+                    "{}",
+                )
+            })
+        })
+        .collect();
+    let replies: Vec<Reply> = racers.into_iter().map(|t| t.join().unwrap()).collect();
+    let winners: Vec<&Reply> = replies.iter().filter(|r| r.status == 200).collect();
+    assert_eq!(
+        winners.len(),
+        1,
+        "{:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    let next = refresh_cookie_of(winners[0]);
+    for loser in replies.iter().filter(|r| r.status != 200) {
+        assert_eq!(loser.status, 401, "{}", loser.body);
+        assert_eq!(loser.json()["error"], "refresh_token_superseded");
+        assert_eq!(loser.header("set-cookie"), None);
+    }
+    let cookie = format!("__Host-refresh_token={next}");
+    let again = browser_post(
+        "/refresh",
+        &[
+            ("content-type", "application/json"),
+            ("origin", origin.as_str()),
+            ("cookie", &cookie),
+        ],
+        "{}",
+    );
+    assert_eq!(again.status, 200, "{}", again.body);
 }

@@ -6,6 +6,7 @@
 mod support;
 
 mod abuse;
+mod browser;
 mod e2e;
 mod faults;
 mod handlers;

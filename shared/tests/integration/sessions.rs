@@ -275,10 +275,11 @@ async fn a_rotated_token_retried_within_the_grace_period_is_refused_but_the_sess
     let first = session(&app, "retrier").await;
     let second = Tokens::from(&do_refresh(&app, &first.refresh).await);
     clock.advance(5);
+    // Its own code, so a client knows to carry on with the successor.
     assert_error(
         &do_refresh(&app, &first.refresh).await,
         401,
-        "invalid_grant",
+        "refresh_token_superseded",
     );
     // Not treated as theft: the session's newest tokens still work.
     assert_works(&name_with(&app, &second.access).await);

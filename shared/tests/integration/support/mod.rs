@@ -166,6 +166,13 @@ pub fn session_config() -> SessionConfig {
 }
 
 /// Per-IP limits no test reaches unless it means to.
+/// The origins the tests' stack is served from.
+pub const OWN_ORIGIN: &str = "https://auth.test";
+
+pub fn browser_policy() -> auth::browser::BrowserPolicy {
+    auth::browser::BrowserPolicy::new(&[OWN_ORIGIN])
+}
+
 pub fn generous_limits() -> auth::throttle::RateLimits {
     auth::throttle::RateLimits {
         login_per_minute: 10_000,
@@ -200,6 +207,7 @@ impl App {
             tokens: issuer(),
             sessions: self.sessions.clone(),
             limits: generous_limits(),
+            browser: browser_policy(),
             clock: self.clock.clone(),
         }
     }
@@ -226,6 +234,7 @@ impl App {
             store: self.store.clone(),
             tokens: issuer(),
             sessions: self.sessions.clone(),
+            browser: browser_policy(),
             clock: self.clock.clone(),
         }
     }
@@ -234,6 +243,7 @@ impl App {
         Logout {
             store: self.store.clone(),
             tokens: verifier(),
+            browser: browser_policy(),
             clock: self.clock.clone(),
         }
     }
@@ -246,6 +256,7 @@ impl App {
             issuer: issuer(),
             sessions: self.sessions.clone(),
             limits: generous_limits(),
+            browser: browser_policy(),
             clock: self.clock.clone(),
         }
     }

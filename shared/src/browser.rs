@@ -1,0 +1,257 @@
+//! Browser sessions: the refresh token in an `HttpOnly` cookie that no script
+//! can read, and the checks on every request that sets or uses that cookie.
+//!
+//! A browser attaches cookies on its own, so a request that uses one must
+//! prove it comes from our page, not from another site (CSRF), in depth:
+//! a JSON content type and a JSON object body (which a page on another origin
+//! cannot send without a CORS preflight; `json_body` holds this), and an
+//! `Origin` (or `Sec-Fetch-Site: same-origin`) that is the API's own origin
+//! or one of `CORS_ALLOWED_ORIGINS`. SameSite alone is not enough: other APIs
+//! on API Gateway hosts may count as the same site.
+
+use lambda_http::http::{HeaderValue, header};
+use lambda_http::{Body, Request, Response};
+use serde::Deserialize;
+
+use crate::config::{ConfigError, Source};
+use crate::http::ApiError;
+
+/// The refresh cookie. `__Host-`: only ever set `Secure`, with `Path=/` and no
+/// `Domain`, so no other host (a sibling subdomain) can set or shadow it.
+pub const REFRESH_COOKIE: &str = "__Host-refresh_token";
+
+/// How a client wants its refresh token: in the JSON body (the default, for
+/// apps that keep it themselves) or in the refresh cookie (browsers).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Delivery {
+    #[default]
+    Body,
+    Cookie,
+}
+
+/// Which origins may set or use the refresh cookie.
+#[derive(Clone, Debug)]
+pub struct BrowserPolicy {
+    allowed_origins: Vec<String>,
+}
+
+impl BrowserPolicy {
+    /// The origin of `JWT_ISSUER` (the API's own) and those of
+    /// `CORS_ALLOWED_ORIGINS` (comma-separated, optional).
+    pub fn from_source(env: &impl Source) -> Result<Self, ConfigError> {
+        let issuer = env
+            .get("JWT_ISSUER")
+            .ok_or(ConfigError::Missing("JWT_ISSUER"))?;
+        let own = origin_of(&issuer).ok_or_else(|| ConfigError::Invalid {
+            var: "JWT_ISSUER",
+            reason: "must be an http(s) URL".into(),
+        })?;
+        let mut allowed_origins = vec![own];
+        for raw in env
+            .get("CORS_ALLOWED_ORIGINS")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+        {
+            let origin = origin_of(raw).ok_or_else(|| ConfigError::Invalid {
+                var: "CORS_ALLOWED_ORIGINS",
+                reason: format!("{raw:?} is not an http(s) origin"),
+            })?;
+            allowed_origins.push(origin);
+        }
+        Ok(BrowserPolicy { allowed_origins })
+    }
+
+    pub fn new(allowed_origins: &[&str]) -> Self {
+        BrowserPolicy {
+            allowed_origins: allowed_origins
+                .iter()
+                .filter_map(|o| origin_of(o))
+                .collect(),
+        }
+    }
+
+    /// Refuses (403) a request that sets or uses the cookie from anywhere but
+    /// an allowed origin. No `Origin` at all passes only with the browser's
+    /// own `Sec-Fetch-Site: same-origin`.
+    pub fn check(&self, req: &Request) -> Result<(), ApiError> {
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+        };
+        let allowed = match header("origin") {
+            Some(origin) => origin_of(origin).is_some_and(|o| self.allowed_origins.contains(&o)),
+            None => header("sec-fetch-site") == Some("same-origin"),
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(ApiError::ForbiddenOrigin)
+        }
+    }
+}
+
+/// `scheme://host[:port]` of an http(s) URL, lower-cased, default port dropped.
+fn origin_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.trim().split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "https" => ":443",
+        "http" => ":80",
+        _ => return None,
+    };
+    let authority = rest.split(['/', '?', '#']).next()?.to_ascii_lowercase();
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    let authority = authority.strip_suffix(default_port).unwrap_or(&authority);
+    Some(format!("{scheme}://{authority}"))
+}
+
+/// The refresh cookie's value, if the request carries it.
+pub fn refresh_cookie(req: &Request) -> Option<String> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == REFRESH_COOKIE)
+        .map(|(_, value)| value.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// Sets the refresh cookie on `response`, for `max_age` seconds (the token's
+/// stored expiry).
+pub fn set_refresh_cookie(response: &mut Response<Body>, token: &str, max_age: u64) {
+    cookie(response, token, max_age);
+}
+
+/// Tells the browser to forget the refresh cookie.
+pub fn clear_refresh_cookie(response: &mut Response<Body>) {
+    cookie(response, "", 0);
+}
+
+fn cookie(response: &mut Response<Body>, value: &str, max_age: u64) {
+    let text = format!(
+        "{REFRESH_COOKIE}={value}; Max-Age={max_age}; Path=/; Secure; HttpOnly; SameSite=Strict"
+    );
+    if let Ok(value) = HeaderValue::from_str(&text) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &[(&str, &str)]) -> Request {
+        let mut req = Request::new(Body::Empty);
+        for (k, v) in headers {
+            req.headers_mut().append(
+                lambda_http::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        req
+    }
+
+    #[test]
+    fn origins_are_normalised() {
+        assert_eq!(
+            origin_of("https://Auth.Example.com/path?x"),
+            Some("https://auth.example.com".into())
+        );
+        assert_eq!(
+            origin_of("https://auth.example.com:443"),
+            Some("https://auth.example.com".into())
+        );
+        assert_eq!(
+            origin_of("http://localhost:9000"),
+            Some("http://localhost:9000".into())
+        );
+        assert_eq!(origin_of("null"), None);
+        assert_eq!(origin_of("ftp://x"), None);
+        assert_eq!(origin_of("https://user@evil.example"), None);
+    }
+
+    #[test]
+    fn only_the_apis_own_and_the_listed_origins_may_use_the_cookie() {
+        let env = |var: &str| match var {
+            "JWT_ISSUER" => Some("https://auth.example.com".to_owned()),
+            "CORS_ALLOWED_ORIGINS" => Some("https://app.example.com, http://localhost:5173".into()),
+            _ => None,
+        };
+        let policy = BrowserPolicy::from_source(&env).unwrap();
+        for ok in [
+            "https://auth.example.com",
+            "https://app.example.com",
+            "http://localhost:5173",
+        ] {
+            assert!(policy.check(&request(&[("origin", ok)])).is_ok(), "{ok}");
+        }
+        for refused in [
+            "https://evil.example",
+            "https://auth.example.com.evil.example",
+            "http://auth.example.com",
+            "https://auth.example.com:8443",
+            "http://localhost:5174",
+            "null",
+        ] {
+            let err = policy.check(&request(&[("origin", refused)])).unwrap_err();
+            assert_eq!(err.status(), 403, "{refused}");
+            assert_eq!(err.code(), "origin_not_allowed");
+        }
+        // No Origin: only the browser's own same-origin marker passes.
+        assert!(policy.check(&request(&[])).is_err());
+        assert!(
+            policy
+                .check(&request(&[("sec-fetch-site", "same-site")]))
+                .is_err()
+        );
+        assert!(
+            policy
+                .check(&request(&[("sec-fetch-site", "same-origin")]))
+                .is_ok()
+        );
+        // An Origin decides even beside a same-origin marker.
+        assert!(
+            policy
+                .check(&request(&[
+                    ("origin", "https://evil.example"),
+                    ("sec-fetch-site", "same-origin")
+                ]))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn the_cookie_is_read_among_others_and_written_with_every_attribute() {
+        let req = request(&[("cookie", "a=1; __Host-refresh_token=abc_DEF-123; b=2")]);
+        assert_eq!(refresh_cookie(&req).as_deref(), Some("abc_DEF-123"));
+        assert_eq!(
+            refresh_cookie(&request(&[("cookie", "refresh_token=x")])),
+            None
+        );
+        let mut response = Response::new(Body::Empty);
+        set_refresh_cookie(&mut response, "tok", 3600);
+        clear_refresh_cookie(&mut response);
+        let cookies: Vec<&str> = response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(
+            cookies,
+            [
+                "__Host-refresh_token=tok; Max-Age=3600; Path=/; Secure; HttpOnly; SameSite=Strict",
+                "__Host-refresh_token=; Max-Age=0; Path=/; Secure; HttpOnly; SameSite=Strict"
+            ]
+        );
+    }
+}
