@@ -112,17 +112,34 @@ fn origin_of(url: &str) -> Option<String> {
     Some(format!("{scheme}://{authority}"))
 }
 
-/// The refresh cookie's value, if the request carries it.
-pub fn refresh_cookie(req: &Request) -> Option<String> {
-    req.headers()
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == REFRESH_COOKIE)
-        .map(|(_, value)| value.trim().to_owned())
-        .filter(|v| !v.is_empty())
+/// The refresh cookie's value, if the request carries it. Read as bytes, so
+/// another cookie with bytes outside ASCII cannot hide it. Two different
+/// values are ambiguous (a sibling domain can plant a cookie of the same
+/// name, listed before ours): 400, rather than a guess that could log the
+/// browser into someone else's session.
+pub fn refresh_cookie(req: &Request) -> Result<Option<String>, ApiError> {
+    let mut found: Option<String> = None;
+    for value in req.headers().get_all(header::COOKIE) {
+        let text = String::from_utf8_lossy(value.as_bytes());
+        for pair in text.split(';') {
+            let Some((name, value)) = pair.trim().split_once('=') else {
+                continue;
+            };
+            let value = value.trim();
+            if name.trim() != REFRESH_COOKIE || value.is_empty() {
+                continue;
+            }
+            match &found {
+                Some(other) if other != value => {
+                    return Err(ApiError::BadRequest(
+                        "more than one refresh cookie; clear this site's cookies".into(),
+                    ));
+                }
+                _ => found = Some(value.to_owned()),
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// Sets the refresh cookie on `response`, for `max_age` seconds (the token's
@@ -232,11 +249,27 @@ mod tests {
     #[test]
     fn the_cookie_is_read_among_others_and_written_with_every_attribute() {
         let req = request(&[("cookie", "a=1; __Host-refresh_token=abc_DEF-123; b=2")]);
-        assert_eq!(refresh_cookie(&req).as_deref(), Some("abc_DEF-123"));
         assert_eq!(
-            refresh_cookie(&request(&[("cookie", "refresh_token=x")])),
+            refresh_cookie(&req).unwrap().as_deref(),
+            Some("abc_DEF-123")
+        );
+        assert_eq!(
+            refresh_cookie(&request(&[("cookie", "refresh_token=x")])).unwrap(),
             None
         );
+        // Planted by a sibling domain beside ours: ambiguous, refused.
+        let planted = request(&[(
+            "cookie",
+            "__Host-refresh_token=evil; __Host-refresh_token=ours",
+        )]);
+        assert_eq!(refresh_cookie(&planted).unwrap_err().status(), 400);
+        // A cookie of bytes outside ASCII does not hide ours.
+        let mut noisy = Request::new(Body::Empty);
+        noisy.headers_mut().insert(
+            header::COOKIE,
+            HeaderValue::from_bytes(b"pref=caf\xc3\xa9; __Host-refresh_token=tok").unwrap(),
+        );
+        assert_eq!(refresh_cookie(&noisy).unwrap().as_deref(), Some("tok"));
         let mut response = Response::new(Body::Empty);
         set_refresh_cookie(&mut response, "tok", 3600);
         clear_refresh_cookie(&mut response);

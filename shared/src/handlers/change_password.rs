@@ -37,6 +37,10 @@ pub struct ChangePassword {
 struct PasswordChange {
     current_password: String,
     new_password: String,
+    /// `"cookie"`: the new session's refresh token goes in the cookie. A
+    /// request that carries the cookie gets it there in any case.
+    #[serde(default)]
+    refresh_token_delivery: Delivery,
 }
 
 pub async fn handle(state: &ChangePassword, req: Request) -> Response<Body> {
@@ -51,12 +55,14 @@ async fn change_password(state: &ChangePassword, req: Request) -> Result<Respons
     let caller = authenticate_caller(&req, &state.verifier, &state.store, now).await?;
     let change: PasswordChange = json_body(&req)?;
     // A browser session's new refresh token goes back in the cookie.
-    let delivery = if refresh_cookie(&req).is_some() {
-        state.browser.check(&req)?;
+    let delivery = if refresh_cookie(&req)?.is_some() {
         Delivery::Cookie
     } else {
-        Delivery::Body
+        change.refresh_token_delivery
     };
+    if delivery == Delivery::Cookie {
+        state.browser.check(&req)?;
+    }
     let user = caller.user;
     check_new_password(&change.new_password, &user.username)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;

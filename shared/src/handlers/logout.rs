@@ -40,23 +40,36 @@ struct LoggedOut {
 }
 
 pub async fn handle(state: &Logout, req: Request) -> Response<Body> {
-    // A browser's refresh cookie is cleared whatever the outcome: a logout
-    // is the end of that session for the page.
-    let had_cookie = refresh_cookie(&req).is_some();
-    let mut response = logout(state, req)
+    // A request carrying the refresh cookie is checked for its origin before
+    // anything else, and the cookie is cleared only once the session has
+    // ended: no other page can clear it (a 405 or a 401 would otherwise), and
+    // a failed logout leaves no live session behind a cleared cookie.
+    let cookie = match refresh_cookie(&req) {
+        Ok(cookie) => cookie,
+        Err(e) => return e.into_response(),
+    };
+    if cookie.is_some()
+        && let Err(e) = state.browser.check(&req)
+    {
+        return e.into_response();
+    }
+    let mut response = logout(state, req, cookie.clone())
         .await
         .unwrap_or_else(ApiError::into_response);
-    if had_cookie && response.status() != StatusCode::FORBIDDEN {
+    if cookie.is_some() && response.status() == StatusCode::OK {
         clear_refresh_cookie(&mut response);
     }
     response
 }
 
-async fn logout(state: &Logout, req: Request) -> Result<Response<Body>, ApiError> {
+async fn logout(
+    state: &Logout,
+    req: Request,
+    cookie: Option<String>,
+) -> Result<Response<Body>, ApiError> {
     require_method(&req, Method::POST, "POST")?;
     let now = state.clock.now();
     let caller = authenticate_caller(&req, &state.tokens, &state.store, now).await?;
-    let cookie = refresh_cookie(&req);
     let mut request: LogoutRequest = if body_is_empty(&req) && cookie.is_none() {
         LogoutRequest::default()
     } else {
@@ -65,7 +78,6 @@ async fn logout(state: &Logout, req: Request) -> Result<Response<Body>, ApiError
         json_body(&req)?
     };
     if let Some(token) = cookie {
-        state.browser.check(&req)?;
         // The cookie names this browser's session when the body names none.
         request.refresh_token.get_or_insert(token);
     }

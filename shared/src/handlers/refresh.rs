@@ -3,10 +3,12 @@
 //! reuse: the whole session (its refresh family and access tokens) is revoked.
 //!
 //! Grace period (`REFRESH_REUSE_GRACE_SECONDS`, default 10 s): the same token
-//! presented again shortly after its rotation, as a client retrying a refresh
-//! whose answer it lost would, is refused (401) without revoking the session.
-//! The client that got the first answer goes on with its new token; one that
-//! lost it logs in again. A second live token is never handed out.
+//! presented again shortly after its rotation (a client retrying a refresh
+//! whose answer it lost, another tab at the same moment) is refused (401
+//! `refresh_token_superseded`) without revoking the session. The client that
+//! got the first answer goes on with its new token; a browser's other tab
+//! retries with the cookie the winner set; a body client that lost its answer
+//! logs in again. A second live token is never handed out.
 
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
@@ -62,7 +64,7 @@ async fn refresh(
     let request: RefreshRequest = json_body(&req)?;
     let raw = match request.refresh_token {
         Some(token) => token,
-        None => match refresh_cookie(&req) {
+        None => match refresh_cookie(&req)? {
             Some(token) => {
                 *delivery = Delivery::Cookie;
                 state.browser.check(&req)?;
@@ -153,11 +155,19 @@ async fn refresh(
             // superseded, nothing revoked; or the session or the user's epoch
             // ended meanwhile: invalid. A lost race, never a 5xx.
             StoreError::Conflict | StoreError::Contended => {
+                let contended = matches!(e, StoreError::Contended);
                 match state.store.get_refresh(&record.hash).await {
                     Ok(Some(now)) if matches!(now.state, RefreshState::Rotated { .. }) => {
                         ApiError::RefreshSuperseded
                     }
-                    _ => ApiError::InvalidGrant,
+                    // Nobody won yet (still active, writes contended): try
+                    // again; nothing says the session is over, so a
+                    // browser's cookie stays.
+                    Ok(Some(_)) if contended => ApiError::Conflict(
+                        "the refresh token was in use by another request; try again",
+                    ),
+                    Ok(_) => ApiError::InvalidGrant,
+                    Err(e) => e.into(),
                 }
             }
             e => e.into(),

@@ -341,3 +341,111 @@ async fn logout_reads_and_clears_the_cookie_and_a_password_change_renews_it() {
     assert_error(&dead, 401, "invalid_grant");
     assert_clears_cookie(&dead);
 }
+
+#[tokio::test]
+async fn no_other_page_can_clear_the_cookie_and_a_failed_logout_keeps_it() {
+    let store = fresh_store().await;
+    user_in(&store, "kept").await;
+    let app = App::new(&store);
+    let (access, token) = browser_login(&app, "kept").await;
+    let cookie = format!("{COOKIE}={token}");
+    let auth = bearer(&access);
+    // `<img src=/logout>` or a no-cors POST from a sibling subdomain: the
+    // browser sends the cookie; the answer must not clear it.
+    for (method, origin, with_auth) in [
+        ("GET", "https://sibling.auth.test", false),
+        ("POST", "https://sibling.auth.test", true),
+        ("POST", "", true),
+    ] {
+        let mut json: Value = serde_json::from_str(&event_text("logout.json")).unwrap();
+        json["requestContext"]["http"]["method"] = method.into();
+        let headers = json["headers"].as_object_mut().unwrap();
+        headers.remove("authorization");
+        headers.insert("cookie".into(), cookie.clone().into());
+        if !origin.is_empty() {
+            headers.insert("origin".into(), origin.into());
+        }
+        if with_auth {
+            headers.insert("authorization".into(), auth.clone().into());
+        }
+        let req = lambda_http::request::from_str(&json.to_string()).unwrap();
+        let response = logout::handle(&app.logout(), req).await;
+        assert_error(&response, 403, "origin_not_allowed");
+        assert!(set_cookies(&response).is_empty(), "{method} {origin}");
+    }
+    // Our own page, but the logout fails (no bearer token): the session
+    // lives, so the cookie stays.
+    let failed = logout::handle(
+        &app.logout(),
+        browser_request("logout.json", &ours(&[("cookie", &cookie)]), Some("{}")),
+    )
+    .await;
+    assert_error(&failed, 401, "missing_token");
+    assert!(set_cookies(&failed).is_empty());
+    assert_eq!(cookie_refresh(&app, &token, &ours(&[])).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_planted_second_refresh_cookie_is_refused_not_guessed() {
+    let store = fresh_store().await;
+    user_in(&store, "planted").await;
+    let app = App::new(&store);
+    let (_, token) = browser_login(&app, "planted").await;
+    let cookies = format!("{COOKIE}=planted-by-a-sibling-domain; {COOKIE}={token}");
+    let response = refresh::handle(
+        &app.refresh(),
+        browser_request("refresh.json", &ours(&[("cookie", &cookies)]), Some("{}")),
+    )
+    .await;
+    assert_error(&response, 400, "invalid_request");
+    assert!(set_cookies(&response).is_empty());
+}
+
+#[tokio::test]
+async fn a_password_change_asks_for_the_cookie_explicitly_or_by_carrying_it_from_our_origin() {
+    let store = fresh_store().await;
+    user_in(&store, "renewing").await;
+    let app = App::new(&store);
+    let (access, token) = browser_login(&app, "renewing").await;
+    let cookie = format!("{COOKIE}={token}");
+    let auth = bearer(&access);
+    let body =
+        json!({"current_password": PASSWORD, "new_password": "a brand new passphrase"}).to_string();
+    let state = app.change_password();
+    let foreign = change_password::handle(
+        &state,
+        browser_request(
+            "password.json",
+            &[
+                ("content-type", "application/json"),
+                ("origin", "https://evil.example"),
+                ("cookie", &cookie),
+                ("authorization", &auth),
+            ],
+            Some(&body),
+        ),
+    )
+    .await;
+    assert_error(&foreign, 403, "origin_not_allowed");
+    assert_eq!(state.passwords.verifications(), 0, "refused before bcrypt");
+    // Explicitly, without the cookie at hand (a listed origin that did not
+    // send credentials): the cookie, not the body.
+    let explicit = json!({
+        "current_password": PASSWORD,
+        "new_password": "a brand new passphrase",
+        "refresh_token_delivery": "cookie"
+    })
+    .to_string();
+    let changed = change_password::handle(
+        &app.change_password(),
+        browser_request(
+            "password.json",
+            &ours(&[("authorization", &auth)]),
+            Some(&explicit),
+        ),
+    )
+    .await;
+    assert_eq!(changed.status(), 200, "{}", body_json(&changed));
+    assert!(body_json(&changed).get("refresh_token").is_none());
+    cookie_token(&changed);
+}
