@@ -53,10 +53,11 @@ pub async fn handle(state: &Logout, req: Request) -> Response<Body> {
     {
         return e.into_response();
     }
-    let mut response = logout(state, req, cookie.clone())
+    let had_cookie = cookie.is_some();
+    let mut response = logout(state, req, cookie)
         .await
         .unwrap_or_else(ApiError::into_response);
-    if cookie.is_some() && response.status() == StatusCode::OK {
+    if had_cookie && response.status() == StatusCode::OK {
         clear_refresh_cookie(&mut response);
     }
     response

@@ -12,7 +12,7 @@ use auth::handlers::{get_name, login};
 use auth::store::Store;
 use auth::users::{User, Username};
 use lambda_http::{Body, Response};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
 #[derive(Clone, Copy)]
@@ -53,32 +53,7 @@ async fn stub(fault: Fault) -> (String, Arc<AtomicUsize>) {
 }
 
 async fn serve(mut socket: tokio::net::TcpStream, fault: Fault, requests: Arc<AtomicUsize>) {
-    let mut buffer = Vec::new();
-    loop {
-        // Read one request: headers, then content-length bytes of body.
-        let mut chunk = [0u8; 4096];
-        let header_end = loop {
-            if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-                break end + 4;
-            }
-            match socket.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let head = String::from_utf8_lossy(&buffer[..header_end]).to_ascii_lowercase();
-        let length: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        while buffer.len() < header_end + length {
-            match socket.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-            }
-        }
-        buffer.drain(..header_end + length);
+    while read_http_request(&mut socket).await.is_some() {
         requests.fetch_add(1, Ordering::SeqCst);
         match fault {
             Fault::Hang => {
@@ -86,12 +61,11 @@ async fn serve(mut socket: tokio::net::TcpStream, fault: Fault, requests: Arc<At
                 return;
             }
             Fault::Throttle => {
-                let body = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"Rate of requests exceeds the allowed throughput."}"#;
-                let response = format!(
-                    "HTTP/1.1 400 Bad Request\r\ncontent-type: application/x-amz-json-1.0\r\nx-amzn-errortype: ThrottlingException\r\nx-amzn-requestid: stub\r\ncontent-length: {}\r\n\r\n{body}",
-                    body.len()
+                let response = dynamodb_error(
+                    "ThrottlingException",
+                    r#""message":"Rate of requests exceeds the allowed throughput.""#,
                 );
-                if socket.write_all(response.as_bytes()).await.is_err() {
+                if socket.write_all(&response).await.is_err() {
                     return;
                 }
             }
@@ -193,19 +167,10 @@ async fn get_name_answers_503_when_dynamodb_throttles() {
 
 /// The signer is KMS, and KMS is in trouble; DynamoDB is fine.
 async fn login_with_kms_under(fault: Fault) {
-    use auth::keys::{KeySource, Signer};
-    use auth::tokens::TokenIssuer;
-    let (endpoint, _) = stub(fault).await;
-    let kms = auth_kms_client(&endpoint).await;
-    let signer = Signer::new(
-        &KeySource::Kms("1234abcd-12ab-34cd-56ef-1234567890ab".into()),
-        &kms,
-    )
-    .unwrap();
     let store = fresh_store().await;
     add_user(&store, "alice", "Alice", "alice-password").await;
     let login = auth::handlers::login::Login {
-        tokens: TokenIssuer::new(signer, &token_config()),
+        tokens: kms_issuer(fault).await,
         ..login_state(&store)
     };
     let body = r#"{"username": "alice", "password": "alice-password"}"#;
@@ -214,8 +179,17 @@ async fn login_with_kms_under(fault: Fault) {
     assert_unavailable_in_time(&response, started);
 }
 
-async fn auth_kms_client(endpoint: &str) -> aws_sdk_kms::Client {
-    aws_sdk_kms::Client::new(&sdk_for(endpoint, &fault_settings()).await)
+/// A token issuer that signs with a KMS key behind a stub in trouble.
+async fn kms_issuer(fault: Fault) -> auth::tokens::TokenIssuer {
+    use auth::keys::{KeySource, Signer};
+    let (endpoint, _) = stub(fault).await;
+    let kms = aws_sdk_kms::Client::new(&sdk_for(&endpoint, &fault_settings()).await);
+    let signer = Signer::new(
+        &KeySource::Kms("1234abcd-12ab-34cd-56ef-1234567890ab".into()),
+        &kms,
+    )
+    .unwrap();
+    auth::tokens::TokenIssuer::new(signer, &token_config())
 }
 
 #[tokio::test]
@@ -279,8 +253,6 @@ async fn register_refresh_logout_and_password_answer_503_when_dynamodb_is_down()
 
 #[tokio::test]
 async fn a_refresh_while_kms_is_down_rotates_nothing() {
-    use auth::keys::{KeySource, Signer};
-    use auth::tokens::TokenIssuer;
     let store = fresh_store().await;
     add_user(&store, "bob", "Bob", "bob-password-1").await;
     let app = App::new(&store);
@@ -292,17 +264,8 @@ async fn a_refresh_while_kms_is_down_rotates_nothing() {
         .to_owned();
     let refresh_body = serde_json::json!({"refresh_token": refresh_token}).to_string();
 
-    let (endpoint, _) = stub(Fault::Refuse).await;
-    let kms = auth_kms_client(&endpoint).await;
     let broken = auth::handlers::refresh::Refresh {
-        tokens: TokenIssuer::new(
-            Signer::new(
-                &KeySource::Kms("1234abcd-12ab-34cd-56ef-1234567890ab".into()),
-                &kms,
-            )
-            .unwrap(),
-            &token_config(),
-        ),
+        tokens: kms_issuer(Fault::Refuse).await,
         ..app.refresh()
     };
     let started = Instant::now();
@@ -321,19 +284,6 @@ async fn a_refresh_while_kms_is_down_rotates_nothing() {
     assert_eq!(again.status(), 200, "{}", body_json(&again));
 }
 
-/// A KMS-backed issuer whose KMS refuses connections.
-async fn broken_issuer() -> auth::tokens::TokenIssuer {
-    use auth::keys::{KeySource, Signer};
-    let (endpoint, _) = stub(Fault::Refuse).await;
-    let kms = auth_kms_client(&endpoint).await;
-    let signer = Signer::new(
-        &KeySource::Kms("1234abcd-12ab-34cd-56ef-1234567890ab".into()),
-        &kms,
-    )
-    .unwrap();
-    auth::tokens::TokenIssuer::new(signer, &token_config())
-}
-
 #[tokio::test]
 async fn a_login_that_cannot_sign_resets_no_attempt_count_and_starts_no_session() {
     let store = fresh_store().await;
@@ -344,7 +294,7 @@ async fn a_login_that_cannot_sign_resets_no_attempt_count_and_starts_no_session(
         login::handle(&app.login(), event_with_body("login.json", wrong)).await;
     }
     let broken = auth::handlers::login::Login {
-        tokens: broken_issuer().await,
+        tokens: kms_issuer(Fault::Refuse).await,
         ..app.login()
     };
     let right = r#"{"username": "carol", "password": "carol-password"}"#;
@@ -371,7 +321,7 @@ async fn a_password_change_that_cannot_sign_changes_nothing() {
         .unwrap()
         .to_owned();
     let broken = auth::handlers::change_password::ChangePassword {
-        issuer: broken_issuer().await,
+        issuer: kms_issuer(Fault::Refuse).await,
         ..app.change_password()
     };
     let change = r#"{"current_password": "dave-password", "new_password": "a new passphrase"}"#;

@@ -197,17 +197,13 @@ async fn request_logs_are_structured_and_never_carry_secrets() {
 /// Answers every request with `status` and `body`, as a broken or hostile
 /// endpoint would; returns its URL.
 async fn answering(status: &'static str, body: &'static str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut buffer = vec![0u8; 65536];
-                while let Ok(n) = socket.read(&mut buffer).await {
-                    if n == 0 {
-                        return;
-                    }
+                while read_http_request(&mut socket).await.is_some() {
                     let response = format!(
                         "HTTP/1.1 {status}\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: {}\r\n\r\n{body}",
                         body.len()

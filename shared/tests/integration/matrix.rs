@@ -94,47 +94,15 @@ async fn proxy(upstream: String, fault_at: Option<(usize, Fault)>) -> Proxy {
     Proxy { endpoint, seen }
 }
 
-/// Reads one request: its head (lower-cased) and its bytes.
-async fn read_request(socket: &mut TcpStream) -> Option<(String, Vec<u8>)> {
-    let mut buffer = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let header_end = loop {
-        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end + 4;
-        }
-        match socket.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-        }
-    };
-    let head = String::from_utf8_lossy(&buffer[..header_end]).to_ascii_lowercase();
-    let length: usize = header(&head, "content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    while buffer.len() < header_end + length {
-        match socket.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-        }
-    }
-    Some((head, buffer))
-}
-
-fn header(head: &str, name: &str) -> Option<String> {
-    head.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}:")))
-        .map(|v| v.trim().to_owned())
-}
-
 async fn serve(
     mut socket: TcpStream,
     upstream: String,
     fault_at: Option<(usize, Fault)>,
     seen: Arc<Mutex<Seen>>,
 ) {
-    while let Some((head, request)) = read_request(&mut socket).await {
-        let invocation = header(&head, "amz-sdk-invocation-id").unwrap_or_default();
-        let target = header(&head, "x-amz-target").unwrap_or_default();
+    while let Some((head, request)) = read_http_request(&mut socket).await {
+        let invocation = http_header(&head, "amz-sdk-invocation-id").unwrap_or_default();
+        let target = http_header(&head, "x-amz-target").unwrap_or_default();
         let index = {
             let mut seen = seen.lock().unwrap();
             match seen.operations.iter().position(|(id, _)| *id == invocation) {
@@ -160,31 +128,20 @@ async fn serve(
                 tokio::time::sleep(Duration::from_secs(60)).await;
                 return;
             }
-            Some(Fault::Throttled) => error_response(
+            Some(Fault::Throttled) => Some(dynamodb_error(
                 "ThrottlingException",
                 r#""message":"Rate of requests exceeds the allowed throughput.""#,
-            ),
-            Some(Fault::Cancelled) => error_response(
+            )),
+            Some(Fault::Cancelled) => Some(dynamodb_error(
                 "TransactionCanceledException",
                 r#""message":"Transaction cancelled","CancellationReasons":[{"Code":"TransactionConflict","Message":"Transaction is ongoing for the item"}]"#,
-            ),
+            )),
         };
         let Some(response) = response else { return };
         if socket.write_all(&response).await.is_err() {
             return;
         }
     }
-}
-
-fn error_response(code: &str, fields: &str) -> Option<Vec<u8>> {
-    let body = format!(r#"{{"__type":"com.amazonaws.dynamodb.v20120810#{code}",{fields}}}"#);
-    Some(
-        format!(
-            "HTTP/1.1 400 Bad Request\r\ncontent-type: application/x-amz-json-1.0\r\nx-amzn-requestid: proxy\r\ncontent-length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .into_bytes(),
-    )
 }
 
 /// Sends the request as it came, on a connection of its own, and returns

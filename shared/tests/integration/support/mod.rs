@@ -351,3 +351,48 @@ pub fn request(name: &str, authorization: Option<&str>, body: Option<&str>) -> R
 pub fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
+
+/// Reads one HTTP/1.1 request from `socket` (for the stubs that stand in
+/// for AWS): its head, lower-cased, and all its bytes. `None` once closed.
+pub async fn read_http_request(socket: &mut tokio::net::TcpStream) -> Option<(String, Vec<u8>)> {
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let header_end = loop {
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        match tokio::io::AsyncReadExt::read(socket, &mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buffer[..header_end]).to_ascii_lowercase();
+    let length: usize = http_header(&head, "content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    while buffer.len() < header_end + length {
+        match tokio::io::AsyncReadExt::read(socket, &mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+        }
+    }
+    Some((head, buffer))
+}
+
+/// A header's value in a lower-cased head.
+pub fn http_header(head: &str, name: &str) -> Option<String> {
+    head.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .map(|v| v.trim().to_owned())
+}
+
+/// The whole HTTP answer DynamoDB gives for error `code` (400, its JSON error
+/// shape), with `fields` (`"message":…` and the like) in its body.
+pub fn dynamodb_error(code: &str, fields: &str) -> Vec<u8> {
+    let body = format!(r#"{{"__type":"com.amazonaws.dynamodb.v20120810#{code}",{fields}}}"#);
+    format!(
+            "HTTP/1.1 400 Bad Request\r\ncontent-type: application/x-amz-json-1.0\r\nx-amzn-requestid: stub\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
