@@ -1,4 +1,4 @@
-.PHONY: dev test stack bench bench-timing tools
+.PHONY: dev test stack bench bench-timing tools screenshot
 
 # Installs what is missing, starts DynamoDB Local (data kept in .dev/), seeds a
 # demo user and serves the functions on http://localhost:9000 until Ctrl-C.
@@ -22,6 +22,10 @@ bench:
 # Login timing, unknown user vs wrong password (medians within 10 %). Not a test.
 bench-timing:
 	@scripts/bench-timing.sh
+
+# The page's pictures in docs/images/, from make dev and headless Chromium.
+screenshot:
+	@scripts/screenshot.sh
 
 tools:
 	@scripts/tools.sh

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make stack`: the deployable build, offline: `sam validate --lint`, then
 # `sam build` (cargo-lambda, release, arm64, zig from PyPI), then a check that
-# every function of template.yaml got a `bootstrap` that is an aarch64 ELF.
+# every function of template.yaml got a `bootstrap` that is an aarch64 ELF,
+# and that the web function's embeds the page.
 # Nothing here reaches the network: dummy credentials, telemetry off.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -33,6 +34,12 @@ for name in functions:
     print(f"{'ok  ' if ok else 'FAIL'} {name}: {path} ({size / 1e6:.1f} MB)")
     if not ok:
         bad.append(name)
-print(f"{len(functions) - len(bad)} passed, {len(bad)} failed")
+# The page is inside the web function: sam build ran its build script (npm, Vite).
+web = pathlib.Path(".aws-sam/build/WebFunction/bootstrap")
+embedded = web.exists() and b'<div id="root"></div>' in web.read_bytes()
+print(f"{'ok  ' if embedded else 'FAIL'} WebFunction embeds the built page")
+if not embedded:
+    bad.append("WebFunction page")
+print(f"{len(functions) + 1 - len(bad)} passed, {len(bad)} failed")
 sys.exit(1 if bad else 0)
 PY

@@ -13,6 +13,7 @@ cfn-lint template.yaml
 SAM_CLI_TELEMETRY=0 sam validate --lint >/dev/null
 python3 tests/template/test_template.py
 python3 tests/docs/check_links.py
+(cd web && npx tsc --noEmit -p . && npx eslint --max-warnings 0 .)
 
 echo "== build"
 cargo build --workspace --all-targets
@@ -43,10 +44,18 @@ TABLE_NAME=$E2E_TABLE_NAME JWT_SIGNING_KEY="kms:$key_id" JWT_VERIFICATION_KEYS=$
   start_group "$work/watch.log" cargo lambda watch --ignore-changes --concurrency 4 --disable-cors \
     --invoke-address 127.0.0.1 --invoke-port "$watch_port"
 wait_for_port "$watch_port" 120 "cargo lambda watch" "$work/watch.log"
+TABLE_NAME=$E2E_TABLE_NAME AWS_ENDPOINT_URL_DYNAMODB=$DYNAMODB_TEST_ENDPOINT target/debug/auth-admin create-table >/dev/null
 export WATCH_URL="http://127.0.0.1:$watch_port"
 
 echo "== test"
 if ! cargo test --workspace; then
+  echo "--- watch log (last 40 lines)" >&2
+  tail -n 40 "$work/watch.log" >&2
+  exit 1
+fi
+
+echo "== browser: the page in headless Chromium (Playwright, web/tests/)"
+if ! (cd web && npx playwright test); then
   echo "--- watch log (last 40 lines)" >&2
   tail -n 40 "$work/watch.log" >&2
   exit 1
@@ -63,6 +72,12 @@ python3 tests/interop/pyjwt_jwks.py
 
 echo "== make dev, as a newcomer runs it (scratch state, free ports), and the docs' curl sessions against it"
 python3 scripts/check-dev.py
+
+echo "== make screenshot, into a scratch folder: the docs' pictures can always be made anew"
+scripts/screenshot.sh "$work/screenshots"
+for picture in page-sign-in page-signed-in; do
+  [[ $(stat -c %s "$work/screenshots/$picture.png") -gt 5000 ]] || { echo "screenshot $picture.png is missing or blank" >&2; exit 1; }
+done
 
 echo "== no secret in the watch's logs (every stage above: e2e, events, contract, interop)"
 python3 - "$work/watch.log" <<'PY'

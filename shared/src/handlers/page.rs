@@ -1,0 +1,263 @@
+//! `GET /` and `GET /assets/…`: the sign-in page (`web/`), served at the API's
+//! own origin so that its calls are same-origin and the refresh cookie never
+//! has to cross one. The web function embeds the built files at compile time;
+//! this module decides what each answer carries: a strict Content-Security-Policy
+//! (no inline script or style, no framing), `nosniff`, no referrer, and caching
+//! only for content-hashed assets: `index.html` is never cached, so a deploy
+//! is live at the next load.
+
+use lambda_http::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use lambda_http::{Body, Request, Response};
+
+use crate::http::ApiError;
+
+/// What the page may load and do: its own scripts, styles, images and API, and
+/// nothing inline, nothing framed, no `<base>`, no form posted anywhere (the
+/// forms are handled by script; without it they must not send a password in
+/// a URL), and DOM sinks that take strings closed by Trusted Types.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self'; img-src 'self'; font-src 'self'; connect-src 'self'; \
+     manifest-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; \
+     require-trusted-types-for 'script'; trusted-types 'none'";
+/// Content-hashed files: a new build has new names, so an old name never changes.
+pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// The prefix of the content-hashed files (Vite's `assetsDir`).
+pub const ASSETS_PREFIX: &str = "/assets/";
+
+/// One built file: its path under the page's root, and its bytes.
+pub struct Asset {
+    pub path: &'static str,
+    pub body: &'static [u8],
+}
+
+/// The built page: `index.html` and the files under `/assets/`.
+pub struct Site {
+    index: &'static [u8],
+    assets: &'static [Asset],
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the built page has no /index.html: build web/ first (npm --prefix web run build)")]
+pub struct MissingIndex;
+
+impl Site {
+    pub fn new(assets: &'static [Asset]) -> Result<Self, MissingIndex> {
+        let index = assets
+            .iter()
+            .find(|asset| asset.path == "/index.html")
+            .ok_or(MissingIndex)?;
+        Ok(Site {
+            index: index.body,
+            assets,
+        })
+    }
+}
+
+pub async fn handle(site: &Site, req: Request) -> Response<Body> {
+    let mut response = page(site, &req).unwrap_or_else(ApiError::into_response);
+    secure(response.headers_mut());
+    if req.method() == Method::HEAD {
+        *response.body_mut() = Body::Empty;
+    }
+    response
+}
+
+fn page(site: &Site, req: &Request) -> Result<Response<Body>, ApiError> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Err(ApiError::MethodNotAllowed {
+            method: req.method().clone(),
+            allow: "GET, HEAD",
+        });
+    }
+    let path = req.uri().path();
+    if path == "/" {
+        return Ok(file(site.index, "text/html; charset=utf-8", "no-store"));
+    }
+    let asset = path
+        .strip_prefix(ASSETS_PREFIX)
+        .filter(|name| !name.is_empty())
+        .and_then(|_| site.assets.iter().find(|asset| asset.path == path))
+        .ok_or(ApiError::NotFound)?;
+    Ok(file(asset.body, content_type(asset.path), IMMUTABLE))
+}
+
+fn file(body: &'static [u8], content_type: &'static str, cache: &'static str) -> Response<Body> {
+    // Text goes as text; anything else as bytes (base64 through API Gateway).
+    let body = match std::str::from_utf8(body) {
+        Ok(text) if content_type.contains("charset=utf-8") => Body::Text(text.to_owned()),
+        _ => Body::Binary(body.to_vec()),
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    response
+}
+
+/// Every answer of the page function, errors included.
+fn secure(headers: &mut HeaderMap) {
+    let fixed = [
+        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        // For browsers that predate frame-ancestors.
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (
+            header::HeaderName::from_static("cross-origin-opener-policy"),
+            "same-origin",
+        ),
+        (
+            header::HeaderName::from_static("cross-origin-resource-policy"),
+            "same-origin",
+        ),
+        (
+            header::HeaderName::from_static("permissions-policy"),
+            "camera=(), microphone=(), geolocation=(), payment=(), usb=()",
+        ),
+        // Ignored over plain HTTP (make dev); deployed, the API is HTTPS only.
+        (
+            header::STRICT_TRANSPORT_SECURITY,
+            "max-age=31536000; includeSubDomains",
+        ),
+    ];
+    for (name, value) in fixed {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+}
+
+/// By extension: the files a Vite build writes.
+fn content_type(path: &str) -> &'static str {
+    match path.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js" | "mjs") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("svg") => "image/svg+xml; charset=utf-8",
+        Some("json" | "map") => "application/json; charset=utf-8",
+        Some("txt") => "text/plain; charset=utf-8",
+        Some("png") => "image/png",
+        Some("ico") => "image/x-icon",
+        Some("webp") => "image/webp",
+        Some("woff2") => "font/woff2",
+        _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lambda_http::http;
+
+    static ASSETS: &[Asset] = &[
+        Asset {
+            path: "/index.html",
+            body: b"<!doctype html><title>page</title>",
+        },
+        Asset {
+            path: "/assets/index-abc123.js",
+            body: b"console.log(1)",
+        },
+        Asset {
+            path: "/assets/logo-abc123.png",
+            body: &[0x89, b'P', b'N', b'G', 0xff],
+        },
+    ];
+
+    fn get(method: &str, path: &str) -> Response<Body> {
+        let site = Site::new(ASSETS).unwrap();
+        let req = http::Request::builder()
+            .method(method)
+            .uri(format!("https://api.example{path}"))
+            .body(Body::Empty)
+            .unwrap();
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(handle(&site, req))
+    }
+
+    fn header<'a>(response: &'a Response<Body>, name: &str) -> &'a str {
+        response.headers()[name].to_str().unwrap()
+    }
+
+    #[test]
+    fn the_root_is_index_html_never_cached_under_a_strict_policy() {
+        let response = get("GET", "/");
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            header(&response, "content-type"),
+            "text/html; charset=utf-8"
+        );
+        assert_eq!(header(&response, "cache-control"), "no-store");
+        let csp = header(&response, "content-security-policy");
+        for directive in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "frame-ancestors 'none'",
+            "base-uri 'none'",
+            "form-action 'none'",
+        ] {
+            assert!(csp.contains(directive), "{directive} missing from {csp}");
+        }
+        assert!(!csp.contains("unsafe"), "{csp}");
+        assert_eq!(header(&response, "x-content-type-options"), "nosniff");
+        assert_eq!(header(&response, "referrer-policy"), "no-referrer");
+        assert_eq!(header(&response, "x-frame-options"), "DENY");
+        assert!(matches!(response.body(), Body::Text(text) if text.contains("<title>page")));
+    }
+
+    #[test]
+    fn hashed_assets_are_cached_for_a_year_with_their_type() {
+        let response = get("GET", "/assets/index-abc123.js");
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            header(&response, "content-type"),
+            "text/javascript; charset=utf-8"
+        );
+        assert_eq!(header(&response, "cache-control"), IMMUTABLE);
+        assert_eq!(header(&response, "x-content-type-options"), "nosniff");
+
+        let image = get("GET", "/assets/logo-abc123.png");
+        assert_eq!(header(&image, "content-type"), "image/png");
+        assert!(matches!(image.body(), Body::Binary(bytes) if bytes[0] == 0x89));
+    }
+
+    #[test]
+    fn unknown_files_are_a_json_404_that_is_not_cached() {
+        for path in [
+            "/assets/",
+            "/assets/index-old999.js",
+            "/index.html",
+            "/assets/../index.html",
+            "/other",
+        ] {
+            let response = get("GET", path);
+            assert_eq!(response.status(), 404, "{path}");
+            assert_eq!(header(&response, "content-type"), "application/json");
+            assert_eq!(header(&response, "cache-control"), "no-store");
+            assert!(header(&response, "content-security-policy").contains("default-src 'none'"));
+        }
+    }
+
+    #[test]
+    fn head_has_the_headers_and_no_body_and_other_methods_get_405() {
+        let head = get("HEAD", "/");
+        assert_eq!(head.status(), 200);
+        assert_eq!(header(&head, "cache-control"), "no-store");
+        assert!(matches!(head.body(), Body::Empty));
+
+        let post = get("POST", "/");
+        assert_eq!(post.status(), 405);
+        assert_eq!(header(&post, "allow"), "GET, HEAD");
+    }
+
+    #[test]
+    fn a_build_without_index_html_is_refused_at_init() {
+        static NO_INDEX: &[Asset] = &[Asset {
+            path: "/assets/a.js",
+            body: b"",
+        }];
+        assert!(Site::new(NO_INDEX).is_err());
+    }
+}

@@ -1,0 +1,29 @@
+// The page's pictures for the docs, against a running stack (scripts/screenshot.sh
+// starts one): the sign-in form, then the signed-in view of the demo user.
+// Usage: node scripts/screenshot.mjs BASE_URL USERNAME PASSWORD OUT_DIR
+import { existsSync, mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { chromium } from "@playwright/test";
+
+const [baseUrl, username, password, out] = process.argv.slice(2);
+if (out === undefined) throw new Error("usage: screenshot.mjs BASE_URL USERNAME PASSWORD OUT_DIR");
+const executablePath =
+  process.env.CHROMIUM_PATH ?? ["/usr/lib/chromium/chromium", "/usr/bin/chromium"].find((p) => existsSync(p));
+if (executablePath === undefined) throw new Error("Chromium is not installed: run scripts/tools.sh");
+
+mkdirSync(out, { recursive: true });
+const browser = await chromium.launch({ executablePath });
+try {
+  const page = await browser.newPage({ viewport: { width: 640, height: 480 }, colorScheme: "light" });
+  await page.goto(baseUrl);
+  await page.getByRole("button", { name: "Log in" }).waitFor();
+  await page.getByLabel("Username").fill(username);
+  await page.screenshot({ path: join(out, "page-sign-in.png") });
+  await page.getByLabel("Password", { exact: true }).fill(password);
+  await page.getByRole("button", { name: "Log in" }).click();
+  await page.getByRole("heading", { name: /^Hello, / }).waitFor();
+  await page.screenshot({ path: join(out, "page-signed-in.png"), fullPage: true });
+  console.log(`screenshots: ${join(out, "page-sign-in.png")}, ${join(out, "page-signed-in.png")}`);
+} finally {
+  await browser.close();
+}

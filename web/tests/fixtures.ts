@@ -1,0 +1,76 @@
+// What every browser test shares: a person's actions on the page (inputs found
+// by their label, buttons by their name), a fresh user each, and a watch on
+// the console: a Content-Security-Policy or Trusted Types violation fails the
+// test that caused it.
+
+import { randomBytes } from "node:crypto";
+import { test as base, expect, type BrowserContext, type Page } from "@playwright/test";
+
+export interface Person {
+  username: string;
+  password: string;
+  name: string;
+}
+
+export const REFRESH_COOKIE = "__Host-refresh_token";
+
+export function newPerson(): Person {
+  const id = randomBytes(5).toString("hex");
+  return { username: `ada-${id}`, password: `analytical engine ${id}`, name: `Ada ${id}` };
+}
+
+/** Every console message of every page of the test's context, checked at its end. */
+export const test = base.extend<{ consoleMessages: string[] }>({
+  consoleMessages: [
+    async ({ context }, provide) => {
+      const messages: string[] = [];
+      const watch = (page: Page) => page.on("console", (message) => messages.push(message.text()));
+      context.pages().forEach(watch);
+      context.on("page", watch);
+      await provide(messages);
+      const violations = messages.filter((text) => /Content Security Policy|Trusted Type/i.test(text));
+      expect(violations, "no CSP or Trusted Types violation in the console").toEqual([]);
+    },
+    { auto: true },
+  ],
+});
+export { expect };
+
+export async function register(page: Page, person: Person): Promise<void> {
+  await page.goto("/");
+  await page.getByRole("button", { name: "Create an account" }).click();
+  await page.getByLabel("Username").fill(person.username);
+  await page.getByLabel("Password", { exact: true }).fill(person.password);
+  await page.getByLabel("Name", { exact: true }).fill(person.name);
+  await page.getByRole("button", { name: "Register" }).click();
+  await expectSignedIn(page, person);
+}
+
+export async function logIn(page: Page, person: Person, password = person.password): Promise<void> {
+  await page.getByLabel("Username").fill(person.username);
+  await page.getByLabel("Password", { exact: true }).fill(password);
+  await page.getByRole("button", { name: "Log in" }).click();
+}
+
+export async function expectSignedIn(page: Page, person: Person): Promise<void> {
+  await expect(page.getByRole("heading", { name: `Hello, ${person.name}` })).toBeVisible();
+}
+
+export async function expectSignedOut(page: Page): Promise<void> {
+  await expect(page.getByRole("button", { name: "Log in" })).toBeVisible();
+  await expect(page.getByRole("button", { name: "Log out" })).toHaveCount(0);
+}
+
+/** The refresh cookie as the browser holds it (only a test can read it). */
+export async function refreshCookie(context: BrowserContext) {
+  return (await context.cookies()).find((cookie) => cookie.name === REFRESH_COOKIE);
+}
+
+/** Counts the page's requests to a route of the API, by method and path. */
+export function countRequests(page: Page, method: string, path: string): { count: number } {
+  const counter = { count: 0 };
+  page.on("request", (request) => {
+    if (request.method() === method && new URL(request.url()).pathname === path) counter.count++;
+  });
+  return counter;
+}
