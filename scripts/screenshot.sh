@@ -15,4 +15,4 @@ port=$(free_port)
 DEV_DIR=$state DEV_PORT=$port DEV_DYNAMODB_PORT=$(free_port) BCRYPT_COST=10 \
   start_group "$state/make-dev.log" make --no-print-directory dev
 wait_for_port "$port" 600 "make dev" "$state/make-dev.log"
-(cd web && node scripts/screenshot.mjs "http://localhost:$port" demo "$(cat "$state/demo-password")" "$out")
+npm --prefix web run --silent screenshot -- "http://localhost:$port" demo "$(cat "$state/demo-password")" "$out"

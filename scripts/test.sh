@@ -13,7 +13,8 @@ cfn-lint template.yaml
 SAM_CLI_TELEMETRY=0 sam validate --lint >/dev/null
 python3 tests/template/test_template.py
 python3 tests/docs/check_links.py
-(cd web && npx tsc --noEmit -p . && npx eslint --max-warnings 0 .)
+npm --prefix web run --silent typecheck
+npm --prefix web run --silent lint
 
 echo "== build"
 cargo build --workspace --all-targets
@@ -55,7 +56,7 @@ if ! cargo test --workspace; then
 fi
 
 echo "== browser: the page in headless Chromium (Playwright, web/tests/)"
-if ! (cd web && npx playwright test); then
+if ! npm --prefix web run --silent test:browser; then
   echo "--- watch log (last 40 lines)" >&2
   tail -n 40 "$work/watch.log" >&2
   exit 1

@@ -26,9 +26,14 @@ fn main() {
         println!("cargo::rerun-if-changed={}", web.join(input).display());
     }
 
-    if !web.join("node_modules/.bin/vite").exists() {
+    // npm writes node_modules/.package-lock.json at every install: older than
+    // package-lock.json means what is installed is not what the lock says.
+    if modified(&web.join("node_modules/.package-lock.json"))
+        < modified(&web.join("package-lock.json"))
+    {
+        // No package's install script runs (none needs one).
         run(Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
+            .args(["ci", "--ignore-scripts", "--no-audit", "--no-fund"])
             .current_dir(&web));
     }
     run(Command::new(web.join("node_modules/.bin/vite"))
@@ -39,11 +44,24 @@ fn main() {
     let mut files = Vec::new();
     collect(&out, &out, &mut files);
     files.sort();
+    // Each file with its precompressed copies (x.js.br, x.js.gz), if any.
+    let copy = |path: &str| {
+        files
+            .iter()
+            .find(|(p, _)| p == path)
+            .map_or("None".to_owned(), |(_, file)| {
+                format!("Some(include_bytes!({file:?}))")
+            })
+    };
     let mut table = String::from("static ASSETS: &[Asset] = &[\n");
     for (path, file) in &files {
+        if path.ends_with(".br") || path.ends_with(".gz") {
+            continue;
+        }
+        let (br, gzip) = (copy(&format!("{path}.br")), copy(&format!("{path}.gz")));
         writeln!(
             table,
-            "    Asset {{ path: {path:?}, body: include_bytes!({file:?}) }},"
+            "    Asset {{ path: {path:?}, body: include_bytes!({file:?}), br: {br}, gzip: {gzip} }},"
         )
         .unwrap();
     }
@@ -51,7 +69,33 @@ fn main() {
     std::fs::write(out.parent().unwrap().join("assets.rs"), table).unwrap();
 }
 
+fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// npm and Vite get what they need from the environment and nothing else:
+/// not the AWS credentials a `sam build` may run with.
 fn run(command: &mut Command) {
+    command.env_clear();
+    for (name, value) in std::env::vars_os() {
+        let name_str = name.to_string_lossy();
+        let keep = [
+            "PATH",
+            "HOME",
+            "TMPDIR",
+            "CI",
+            "SSL_CERT_FILE",
+            "SSL_CERT_DIR",
+        ]
+        .contains(&name_str.as_ref())
+            || name_str.starts_with("npm_config_")
+            || name_str.starts_with("NPM_CONFIG_")
+            || name_str.starts_with("NODE_")
+            || name_str.to_ascii_lowercase().ends_with("_proxy");
+        if keep {
+            command.env(name, value);
+        }
+    }
     // Playwright (a dev dependency of web/) never downloads a browser here.
     let status = command
         .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")

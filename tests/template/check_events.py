@@ -39,6 +39,8 @@ EXPECTED = {
     "jwks.json": 200,
     "openid-configuration.json": 200,
     "jwks-wrong-method.json": 405,
+    "page.json": 200,  # the sign-in page (the web function)
+    "page-wrong-method.json": 405,
 }
 
 router = tomllib.loads((root / "Cargo.toml").read_text())["workspace"]["metadata"]["lambda"]["watch"]["router"]
@@ -68,8 +70,14 @@ for name in files:
     status = response.get("statusCode")
     expected = EXPECTED.get(name)
     allowed = {201, 409} if expected is None else {expected}
-    body = json.loads(response.get("body") or "null")
-    ok = status in allowed and isinstance(body, dict) and (status < 400 or {"error", "message"} <= set(body))
+    headers = {k.lower(): v for k, v in (response.get("headers") or {}).items()}
+    if headers.get("content-type", "").startswith("text/html"):
+        # The page: the built index.html, under its policy.
+        ok = status in allowed and '<div id="root">' in response.get("body", "") \
+            and "default-src 'none'" in headers.get("content-security-policy", "")
+    else:
+        body = json.loads(response.get("body") or "null")
+        ok = status in allowed and isinstance(body, dict) and (status < 400 or {"error", "message"} <= set(body))
     print(f"{'ok  ' if ok else 'FAIL'} {name} -> {function}: {status}")
     if not ok:
         failures.append(f"{name}: {status} {response.get('body')}, expected {sorted(allowed)} with a JSON body")

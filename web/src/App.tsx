@@ -3,14 +3,9 @@
 // role="alert") so the page works from the keyboard and a screen reader.
 
 import { useEffect, useId, useState, useSyncExternalStore, type ReactNode } from "react";
-import { ApiError, problem, type AuthClient } from "./auth";
+import { describe, problem, type AuthClient } from "./auth";
 
 type Outcome = { kind: "error" | "done"; text: string } | null;
-
-function describe(error: unknown): string {
-  if (error instanceof ApiError) return error.userMessage;
-  return "The service could not be reached. Check your connection and try again.";
-}
 
 /** Runs a form's action: the button is busy meanwhile, the outcome is shown. */
 function useAction(): [boolean, Outcome, (work: () => Promise<string | null>) => void, () => void] {
@@ -214,16 +209,19 @@ function Account({ auth }: { auth: AuthClient }) {
 }
 
 export function App({ auth }: { auth: AuthClient }) {
-  const state = useSyncExternalStore(
-    (listener) => auth.subscribe(listener),
-    () => auth.state,
-  );
+  const state = useSyncExternalStore(auth.subscribe, () => auth.state);
   return (
     <main>
       <h1>Auth demo</h1>
-      {state.status === "loading" && <p role="status">Checking your session…</p>}
+      {state.status === "loading" && (
+        <>
+          <p role="status">Checking your session…</p>
+          {state.problem !== null && <p role="alert" className="error">{state.problem} Trying again shortly.</p>}
+        </>
+      )}
       {state.status === "signed-out" && <SignIn auth={auth} notice={state.notice} />}
-      {state.status === "signed-in" && <Account auth={auth} />}
+      {/* A new user is a new view: their name is fetched anew. */}
+      {state.status === "signed-in" && <Account key={state.user} auth={auth} />}
     </main>
   );
 }

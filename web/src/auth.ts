@@ -35,17 +35,31 @@ export class ApiError extends Error {
 }
 
 export type AuthState =
-  | { status: "loading" }
+  /** Asking the API whether the cookie holds a session; `problem` while it cannot tell. */
+  | { status: "loading"; problem: string | null }
   | { status: "signed-out"; notice: string | null }
-  | { status: "signed-in" };
+  /** `user` is the token's subject: a change of user is a new signed-in state. */
+  | { status: "signed-in"; user: string };
 
 export interface AuthOptions {
-  /** Where the API is; "" (the default) is this page's own origin. */
+  /**
+   * Where the API is (an origin, and a path prefix if any; relative to the
+   * page is fine); the page's own origin by default. It must be on the
+   * page's site: the cookie is SameSite=Strict, so a browser never sends it
+   * from another site, and the API takes it only from its own origin or one
+   * of its CorsAllowedOrigins.
+   */
   baseUrl?: string;
   /** Names the Web Lock and the BroadcastChannel shared by the tabs. */
   name?: string;
-  /** Refresh this long before the access token expires (seconds). */
+  /** Refresh this long before the access token expires (seconds), at most half its lifetime. */
   refreshMarginSeconds?: number;
+}
+
+export interface CallOptions {
+  method?: string;
+  /** Sent as the JSON body, with `Content-Type: application/json`. */
+  json?: unknown;
 }
 
 interface TokenAnswer {
@@ -53,9 +67,9 @@ interface TokenAnswer {
   expires_in: number;
 }
 
-type Message = { type: "signed-in" } | { type: "signed-out" };
+type Message = { type: "signed-in"; user: string } | { type: "signed-out" };
 
-/** The codes after which a refresh is tried again, once, at once. */
+/** The codes after which a refresh is tried again, once. */
 const RETRY_REFRESH = new Set([
   // Another tab or request rotated the token a moment ago: the browser now
   // holds its successor in the cookie.
@@ -70,29 +84,48 @@ const RETRY_REFRESH = new Set([
  * answer (and its cookie) is already on its way.
  */
 const SUPERSEDED_RETRY_DELAY_MS = 250;
+/** While the API cannot say whether there is a session: wait, doubling, up to this. */
+const MAX_START_RETRY_DELAY_MS = 30_000;
+/** A request that takes longer is abandoned: longer than the functions' 25 s timeout. */
+const REQUEST_TIMEOUT_MS = 30_000;
+/** Never refresh sooner than this after a token came (whatever its lifetime says). */
+const MIN_REFRESH_DELAY_MS = 5_000;
+
+/**
+ * A refresh whose answer arrived after this tab signed in or out anew: it
+ * says nothing about the session now. (Not a verdict: try again.)
+ */
+class StaleRefresh extends Error {
+  constructor() {
+    super("the session changed while refreshing");
+    this.name = "StaleRefresh";
+  }
+}
 
 export class AuthClient {
-  readonly #baseUrl: string;
+  readonly #api: URL;
   readonly #name: string;
   readonly #marginMs: number;
   readonly #credentials: RequestCredentials;
   readonly #channel: BroadcastChannel | null;
   readonly #listeners = new Set<() => void>();
-  #state: AuthState = { status: "loading" };
-  #token: { value: string; expiresAt: number } | null = null;
+  #state: AuthState = { status: "loading", problem: null };
+  #token: { value: string; refreshAt: number } | null = null;
   #refreshing: Promise<string | null> | null = null;
+  #starting: Promise<void> | null = null;
+  #wake: (() => void) | null = null;
   #timer: ReturnType<typeof setTimeout> | undefined;
-  // Bumped at every sign-in and sign-out: a refresh that started before one
-  // must not undo it when its answer arrives.
+  // Bumped at this tab's login and every sign-out: a refresh that started
+  // before one must not undo it when its answer arrives.
   #generation = 0;
 
   constructor(options: AuthOptions = {}) {
-    this.#baseUrl = (options.baseUrl ?? "").replace(/\/+$/, "");
+    this.#api = new URL(options.baseUrl ?? "/", location.href);
     this.#name = options.name ?? "auth";
     this.#marginMs = (options.refreshMarginSeconds ?? 60) * 1000;
     // The cookie goes with same-origin calls by default; another origin must
     // ask for it (and be one the API allows, with credentials).
-    this.#credentials = this.#baseUrl === "" ? "same-origin" : "include";
+    this.#credentials = this.#api.origin === location.origin ? "same-origin" : "include";
     this.#channel = typeof BroadcastChannel === "function" ? new BroadcastChannel(`${this.#name}:session`) : null;
     if (this.#channel) {
       this.#channel.onmessage = (event: MessageEvent<Message>) => {
@@ -106,92 +139,166 @@ export class AuthClient {
     return this.#state;
   }
 
-  subscribe(listener: () => void): () => void {
+  /** Calls `listener` at every change of state; returns the unsubscribe. (Bound: pass it as is.) */
+  readonly subscribe = (listener: () => void): (() => void) => {
     this.#listeners.add(listener);
     return () => this.#listeners.delete(listener);
+  };
+
+  /** Stops the refresh timer and leaves the tabs' channel (a page that drops this client). */
+  close(): void {
+    clearTimeout(this.#timer);
+    this.#channel?.close();
+    this.#listeners.clear();
   }
 
-  /** At page load: resume the session the cookie holds, if any. */
-  async start(): Promise<void> {
-    try {
-      const token = await this.#refresh();
-      if (token === null && this.#state.status === "loading") this.#signedOut(null);
-    } catch {
-      // The API is unreachable or busy: a person can still try to log in.
-      if (this.#state.status === "loading") this.#signedOut(null);
+  /**
+   * At page load: resume the session the cookie holds, if any. Until the API
+   * gives a verdict (a session, or none) the state stays "loading": showing
+   * the login form while the API is unreachable would invite a second login
+   * beside a live session.
+   */
+  start(): Promise<void> {
+    this.#starting ??= this.#resume().finally(() => {
+      this.#starting = null;
+    });
+    return this.#starting;
+  }
+
+  // Until a verdict: a token (signed in) or none (signed out). The status is
+  // read anew at each turn: another tab's login may ask for another round.
+  async #resume(): Promise<void> {
+    let wait = 1000;
+    while (this.#status() === "loading") {
+      try {
+        // A refresh that finds no session signs this tab out itself.
+        await this.#refresh();
+      } catch (error) {
+        if (error instanceof StaleRefresh || this.#status() !== "loading") continue;
+        this.#setState({ status: "loading", problem: describe(error) });
+        const retryAfter = error instanceof ApiError && error.retryAfter !== null ? error.retryAfter * 1000 : 0;
+        await this.#pause(Math.max(wait, retryAfter));
+        wait = Math.min(wait * 2, MAX_START_RETRY_DELAY_MS);
+      }
     }
   }
 
+  // A wait that a message from another tab cuts short.
+  #pause(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.#wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    }).finally(() => {
+      this.#wake = null;
+    });
+  }
+
   async register(username: string, password: string, name: string): Promise<void> {
-    const response = await this.#post("/register", { username, password, name });
+    const response = await this.#send("/register", { method: "POST", json: { username, password, name } }, null);
     if (!response.ok) throw await problem(response);
   }
 
   async login(username: string, password: string): Promise<void> {
-    const generation = ++this.#generation;
-    const response = await this.#post("/login", { username, password, refresh_token_delivery: "cookie" });
-    if (!response.ok) throw await problem(response);
-    this.#adopt((await response.json()) as TokenAnswer, generation);
-    this.#broadcast({ type: "signed-in" });
+    // Under the refresh lock: no tab's refresh may send the cookie this
+    // login is about to replace.
+    const user = await this.#locked(async () => {
+      this.#generation++;
+      const response = await this.#send(
+        "/login",
+        { method: "POST", json: { username, password, refresh_token_delivery: "cookie" } },
+        null,
+      );
+      if (!response.ok) throw await problem(response);
+      return this.#adopt((await response.json()) as TokenAnswer);
+    });
+    this.#broadcast({ type: "signed-in", user });
   }
 
-  /** Ends this session (or, with `everywhere`, every session of the user). */
+  /**
+   * Ends this session (or, with `everywhere`, every session of the user) and
+   * signs out every tab. Throws, and stays signed in, if the API did not end it.
+   */
   async logout({ everywhere = false }: { everywhere?: boolean } = {}): Promise<void> {
-    const response = await this.fetch("/logout", { method: "POST", json: everywhere ? { all: true } : {} });
-    // 401: the session had already ended (elsewhere, or it expired).
-    if (!response.ok && response.status !== 401) throw await problem(response);
-    this.#signedOut(null);
-    this.#broadcast({ type: "signed-out" });
+    await this.#locked(async () => {
+      const response = await this.#authorized(
+        "/logout",
+        { method: "POST", json: everywhere ? { all: true } : {} },
+        () => this.#refreshOnce(),
+      );
+      // null: no session was left to end (the refresh found none). Anything
+      // but 200 otherwise: the session may live on, so this tab does too.
+      if (response !== null && !response.ok) throw await problem(response);
+      this.#signedOut(null);
+      this.#broadcast({ type: "signed-out" });
+    });
   }
 
   /** Proves the current password and sets a new one; the session goes on as a new one. */
   async changePassword(currentPassword: string, newPassword: string): Promise<void> {
-    const generation = this.#generation;
-    const response = await this.fetch("/password", {
-      method: "POST",
-      json: { current_password: currentPassword, new_password: newPassword, refresh_token_delivery: "cookie" },
+    // Under the refresh lock: the answer replaces the cookie every tab uses.
+    await this.#locked(async () => {
+      const response = await this.#authorized(
+        "/password",
+        {
+          method: "POST",
+          json: { current_password: currentPassword, new_password: newPassword, refresh_token_delivery: "cookie" },
+        },
+        () => this.#refreshOnce(),
+      );
+      if (response === null) throw sessionEnded();
+      if (!response.ok) throw await problem(response);
+      this.#adopt((await response.json()) as TokenAnswer);
     });
-    if (!response.ok) throw await problem(response);
-    this.#adopt((await response.json()) as TokenAnswer, generation);
   }
 
   /**
    * A call to the API with the access token. Retried once, after a refresh,
    * when the answer says the token was expired or invalid: never otherwise.
+   * `path` is a path of the API (it starts with one "/"): the token is never
+   * sent anywhere else.
    */
-  async fetch(path: string, { method = "GET", json }: { method?: string; json?: unknown } = {}): Promise<Response> {
-    const send = (token: string | null): Promise<Response> => {
-      const headers: Record<string, string> = {};
-      if (token !== null) headers.Authorization = `Bearer ${token}`;
-      if (json !== undefined) headers["Content-Type"] = "application/json";
-      return fetch(this.#baseUrl + path, {
-        method,
-        headers,
-        body: json === undefined ? null : JSON.stringify(json),
-        credentials: this.#credentials,
-        cache: "no-store",
-      });
-    };
-    const response = await send(await this.accessToken());
-    if (response.status !== 401 || (await errorCode(response)) !== "invalid_token") return response;
-    const fresh = await this.#refresh();
-    return fresh === null ? response : send(fresh);
+  async fetch(path: string, options: CallOptions = {}): Promise<Response> {
+    const response = await this.#authorized(path, options, () => this.#refresh());
+    if (response === null) throw sessionEnded();
+    return response;
   }
 
-  /** The access token, refreshed first when it is about to expire; null when signed out. */
-  async accessToken(): Promise<string | null> {
-    if (this.#token && Date.now() < this.#token.expiresAt - this.#marginMs) return this.#token.value;
-    if (this.#state.status !== "signed-in") return null;
-    return this.#refresh();
+  #status(): AuthState["status"] {
+    return this.#state.status;
+  }
+
+  #fresh(): string | null {
+    return this.#token !== null && Date.now() < this.#token.refreshAt ? this.#token.value : null;
+  }
+
+  // With a token (refreshed first if due); after invalid_token one refresh and
+  // one retry. null: there is no session (the refresh found none).
+  async #authorized(
+    path: string,
+    options: CallOptions,
+    refresh: () => Promise<string | null>,
+  ): Promise<Response | null> {
+    const token = this.#fresh() ?? (await refresh());
+    if (token === null) return null;
+    const response = await this.#send(path, options, token);
+    if (response.status !== 401 || (await errorCode(response)) !== "invalid_token") return response;
+    const fresh = await refresh();
+    return fresh === null ? null : this.#send(path, options, fresh);
   }
 
   // One refresh at a time: in this tab (callers share the promise) and across
   // tabs (the Web Lock: the next tab's refresh then sends the cookie the
-  // previous one set).
+  // previous one set). Login, logout and password change hold the same lock.
   #refresh(): Promise<string | null> {
-    this.#refreshing ??= this.#locked(() => this.#refreshOnce()).finally(() => {
-      this.#refreshing = null;
-    });
+    if (this.#refreshing === null) {
+      const refreshing: Promise<string | null> = this.#locked(() => this.#refreshOnce()).finally(() => {
+        if (this.#refreshing === refreshing) this.#refreshing = null;
+      });
+      this.#refreshing = refreshing;
+    }
     return this.#refreshing;
   }
 
@@ -199,15 +306,19 @@ export class AuthClient {
     // Web Locks exist in every secure context (https, localhost); elsewhere
     // the API's grace period and this module's retry keep a race harmless.
     const locks = (navigator as Partial<Navigator>).locks;
-    return locks ? locks.request(`${this.#name}:refresh`, work) : work();
+    return locks ? locks.request(`${this.#name}:session`, work) : work();
   }
 
+  // Under the lock, or where there is none.
   async #refreshOnce(): Promise<string | null> {
     const generation = this.#generation;
     for (let attempt = 0; ; attempt++) {
-      const response = await this.#post("/refresh", {});
+      const response = await this.#send("/refresh", { method: "POST", json: {} }, null);
       if (response.ok) {
-        return this.#adopt((await response.json()) as TokenAnswer, generation);
+        const answer = (await response.json()) as TokenAnswer;
+        if (generation !== this.#generation) throw new StaleRefresh();
+        this.#adopt(answer);
+        return answer.access_token;
       }
       const error = await problem(response);
       if (RETRY_REFRESH.has(error.code) && attempt === 0) {
@@ -219,7 +330,8 @@ export class AuthClient {
       // cleared the cookie): signed out. Anything else (a lost race twice,
       // 403, 429, 503) is no verdict on the session: keep it, report it.
       if (error.code === "invalid_grant" || (response.status === 400 && error.code === "invalid_request")) {
-        if (generation === this.#generation && this.#state.status !== "signed-out") {
+        if (generation !== this.#generation) throw new StaleRefresh();
+        if (this.#state.status !== "signed-out") {
           this.#signedOut(this.#state.status === "signed-in" ? "Your session has ended. Please log in again." : null);
         }
         return null;
@@ -228,34 +340,49 @@ export class AuthClient {
     }
   }
 
-  #adopt(answer: TokenAnswer, generation: number): string | null {
-    if (generation !== this.#generation) return null;
-    this.#token = { value: answer.access_token, expiresAt: Date.now() + answer.expires_in * 1000 };
+  /** Holds the new access token and schedules its refresh; returns its subject. */
+  #adopt(answer: TokenAnswer): string {
+    const user = subject(answer.access_token);
+    const lifetimeMs = answer.expires_in * 1000;
+    // Ahead of expiry by the margin, but never sooner than half the lifetime.
+    const delay = Math.max(MIN_REFRESH_DELAY_MS, lifetimeMs / 2, lifetimeMs - this.#marginMs);
+    this.#token = { value: answer.access_token, refreshAt: Date.now() + delay };
     clearTimeout(this.#timer);
-    // Ahead of expiry, but never sooner than half the lifetime.
-    const delay = Math.max(answer.expires_in * 500, answer.expires_in * 1000 - this.#marginMs);
     this.#timer = setTimeout(() => {
       this.#refresh().catch(() => {
         // A transient failure: the next call refreshes on demand.
       });
     }, delay);
-    this.#setState({ status: "signed-in" });
-    return answer.access_token;
+    this.#setState({ status: "signed-in", user });
+    return user;
   }
 
   #signedOut(notice: string | null): void {
     this.#generation++;
     this.#token = null;
+    // A refresh still in flight belongs to the session that ended: later
+    // callers start their own.
+    this.#refreshing = null;
     clearTimeout(this.#timer);
     this.#setState({ status: "signed-out", notice });
   }
 
   #onMessage(message: Message): void {
-    if (message.type === "signed-out" && this.#state.status !== "signed-out") {
-      this.#signedOut("You logged out in another tab.");
-    } else if (message.type === "signed-in" && this.#state.status !== "signed-in") {
-      void this.start();
+    if (message.type === "signed-out") {
+      if (this.#state.status !== "signed-out") this.#signedOut("You logged out in another tab.");
+      return;
     }
+    const state = this.#state;
+    if (state.status === "signed-in" && state.user === message.user) return;
+    // Another tab signed in, perhaps as someone else: the cookie is theirs
+    // now. Drop what this tab holds and resume the session the cookie holds.
+    // (A refresh of this tab still running started after that login, which
+    // held the lock: its answer is the new session's, and is kept.)
+    this.#token = null;
+    clearTimeout(this.#timer);
+    this.#setState({ status: "loading", problem: null });
+    this.#wake?.();
+    void this.start();
   }
 
   #broadcast(message: Message): void {
@@ -267,15 +394,55 @@ export class AuthClient {
     for (const listener of this.#listeners) listener();
   }
 
-  #post(path: string, json: unknown): Promise<Response> {
-    return fetch(this.#baseUrl + path, {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify(json),
+  #send(path: string, { method = "GET", json }: CallOptions, token: string | null): Promise<Response> {
+    const headers: Record<string, string> = {};
+    if (token !== null) headers.Authorization = `Bearer ${token}`;
+    if (json !== undefined) headers["Content-Type"] = "application/json";
+    return fetch(this.#url(path), {
+      method,
+      headers,
+      body: json === undefined ? null : JSON.stringify(json),
       credentials: this.#credentials,
       cache: "no-store",
+      // The API never redirects; a redirect would carry the token elsewhere.
+      redirect: "error",
+      // A stalled call must not hold the tabs' lock for ever.
+      signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
     });
   }
+
+  /** A path of the API as a URL that is certainly the API's. */
+  #url(path: string): string {
+    const prefix = this.#api.pathname.replace(/\/+$/, "");
+    const dotSegment = /(^|[/\\])\.\.?([/\\?#]|$)/;
+    if (!path.startsWith("/") || path.startsWith("//") || dotSegment.test(path)) {
+      throw new TypeError(`not a path of the API: ${path}`);
+    }
+    const url = new URL(prefix + path, this.#api.origin);
+    if (url.origin !== this.#api.origin || !url.pathname.startsWith(`${prefix}/`)) {
+      throw new TypeError(`not a path of the API: ${path}`);
+    }
+    return url.href;
+  }
+}
+
+function sessionEnded(): ApiError {
+  return new ApiError(401, "session_ended", "Your session has ended. Please log in again.");
+}
+
+/** What to show a person for any failure. */
+export function describe(error: unknown): string {
+  if (error instanceof ApiError) return error.userMessage;
+  return "The service could not be reached. Check your connection and try again.";
+}
+
+/** The `sub` of our own access token (read, not verified: the API verifies it). */
+function subject(token: string): string {
+  const payload = token.split(".")[1] ?? "";
+  const bytes = Uint8Array.from(atob(payload.replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0));
+  const claims = JSON.parse(new TextDecoder().decode(bytes)) as { sub?: unknown };
+  if (typeof claims.sub !== "string") throw new TypeError("the access token has no subject");
+  return claims.sub;
 }
 
 /** The API's error answer as an ApiError (any non-JSON answer too). */

@@ -19,17 +19,35 @@ export function newPerson(): Person {
   return { username: `ada-${id}`, password: `analytical engine ${id}`, name: `Ada ${id}` };
 }
 
-/** Every console message of every page of the test's context, checked at its end. */
+/** A console line of a CSP or Trusted Types violation (ours, or Chromium's own). */
+export function isViolation(text: string): boolean {
+  return /^policy violation:|Content Security Policy|Trusted ?(Type|HTML|Script)/i.test(text);
+}
+
+/**
+ * Every console message and uncaught error of every page of the test's
+ * context, checked at its end. Each document reports its own policy
+ * violations on the console (securitypolicyviolation covers both CSP and
+ * Trusted Types), from a script the browser runs before the page's.
+ */
 export const test = base.extend<{ consoleMessages: string[] }>({
   consoleMessages: [
     async ({ context }, provide) => {
       const messages: string[] = [];
-      const watch = (page: Page) => page.on("console", (message) => messages.push(message.text()));
+      await context.addInitScript(() => {
+        document.addEventListener("securitypolicyviolation", (event) => {
+          console.error(`policy violation: ${event.violatedDirective} ${event.blockedURI}`);
+        });
+      });
+      const watch = (page: Page) => {
+        page.on("console", (message) => messages.push(message.text()));
+        page.on("pageerror", (error) => messages.push(`uncaught: ${error.message}`));
+      };
       context.pages().forEach(watch);
       context.on("page", watch);
       await provide(messages);
-      const violations = messages.filter((text) => /Content Security Policy|Trusted Type/i.test(text));
-      expect(violations, "no CSP or Trusted Types violation in the console").toEqual([]);
+      const problems = messages.filter((text) => isViolation(text) || text.startsWith("uncaught:"));
+      expect(problems, "no policy violation or uncaught error in any page").toEqual([]);
     },
     { auto: true },
   ],

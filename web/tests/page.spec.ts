@@ -9,6 +9,7 @@ import {
   countRequests,
   expect,
   expectSignedIn,
+  isViolation,
   expectSignedOut,
   logIn,
   newPerson,
@@ -20,9 +21,17 @@ import {
 test("a person registers, sees their name, reloads and is still signed in, and no script can read a token", async ({
   page,
   context,
+  consoleMessages,
 }) => {
   const person = newPerson();
+  const urls: string[] = [];
+  page.on("request", (request) => urls.push(request.url()));
+  const login = page.waitForResponse((r) => new URL(r.url()).pathname === "/login");
   await register(page, person);
+  const answer = (await (await login).json()) as { access_token?: string; refresh_token?: string };
+  const accessToken = answer.access_token ?? "";
+  expect(accessToken).toMatch(/^eyJ/);
+  expect(answer.refresh_token, "with cookie delivery the body has no refresh token").toBeUndefined();
 
   const cookie = await refreshCookie(context);
   expect(cookie, "the refresh cookie is set").toBeDefined();
@@ -50,14 +59,49 @@ test("a person registers, sees their name, reloads and is still signed in, and n
   expect(refreshes.count, "the session came back through the cookie").toBe(1);
   const rotated = await refreshCookie(context);
   expect(rotated?.value, "each refresh rotates the cookie").not.toBe(cookie?.value);
+  for (const secret of [accessToken, cookie?.value ?? "", rotated?.value ?? ""]) {
+    expect(urls.filter((url) => url.includes(secret)), "no token in a URL").toEqual([]);
+    expect(consoleMessages.filter((text) => text.includes(secret)), "no token on the console").toEqual([]);
+  }
+});
+
+test("the console watch catches policy violations (so its silence means something)", async ({
+  page,
+  consoleMessages,
+}) => {
+  await page.goto("/");
+  await expectSignedOut(page);
+  const blocked = await page.evaluate(() => {
+    const outcomes: string[] = [];
+    try {
+      document.body.insertAdjacentHTML("beforeend", "<b>injected</b>");
+      outcomes.push("innerHTML ran");
+    } catch {
+      outcomes.push("innerHTML blocked");
+    }
+    const image = document.createElement("img");
+    image.src = "https://elsewhere.example/pixel.png";
+    document.body.append(image);
+    return outcomes;
+  });
+  expect(blocked).toEqual(["innerHTML blocked"]);
+  await expect.poll(() => consoleMessages.filter(isViolation).join("\n")).toMatch(/require-trusted-types-for/);
+  await expect.poll(() => consoleMessages.filter(isViolation).join("\n")).toMatch(/img-src/);
+  // Seen: now clear them, or this test's own end check would fail.
+  consoleMessages.length = 0;
 });
 
 test("the page is served with a strict policy; only its content-hashed assets are cached", async ({ page }) => {
-  const assets: { url: string; cache: string | undefined; nosniff: string | undefined }[] = [];
+  const assets: { url: string; cache: string | undefined; nosniff: string | undefined; encoding: string | undefined }[] = [];
   page.on("response", (response) => {
     if (new URL(response.url()).pathname.startsWith("/assets/")) {
       const headers = response.headers();
-      assets.push({ url: response.url(), cache: headers["cache-control"], nosniff: headers["x-content-type-options"] });
+      assets.push({
+        url: response.url(),
+        cache: headers["cache-control"],
+        nosniff: headers["x-content-type-options"],
+        encoding: headers["content-encoding"],
+      });
     }
   });
   const document = await page.goto("/");
@@ -82,24 +126,43 @@ test("the page is served with a strict policy; only its content-hashed assets ar
     expect(asset.cache).toBe("public, max-age=31536000, immutable");
     expect(asset.nosniff).toBe("nosniff");
   }
+  // API Gateway compresses nothing: the script comes precompressed.
+  expect(assets.find((asset) => asset.url.endsWith(".js"))?.encoding).toBe("br");
 });
 
-test("two tabs refreshing at once both stay signed in", async ({ page, context }) => {
+test("two tabs refreshing at once both stay signed in: one refresh at a time", async ({ page, context }) => {
   const person = newPerson();
   await register(page, person);
   const other = await context.newPage();
   await other.goto("/");
   await expectSignedIn(other, person);
 
+  // The first tab's refresh is held on its way: the second tab's must wait
+  // for it (the Web Lock), and then send the cookie the first one got.
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  let held = false;
+  await page.route("**/refresh", async (route) => {
+    held = true;
+    await released;
+    await route.continue();
+  });
+  const otherRefreshes = countRequests(other, "POST", "/refresh");
   const statuses: number[] = [];
   context.on("response", (response) => {
     if (new URL(response.url()).pathname === "/refresh") statuses.push(response.status());
   });
-  await Promise.all([page.reload(), other.reload()]);
+
+  const first = page.reload();
+  await expect.poll(() => held).toBe(true);
+  const second = other.reload();
+  await other.waitForTimeout(1500);
+  expect(otherRefreshes.count, "the other tab waits for the lock").toBe(0);
+  release();
+  await Promise.all([first, second]);
   await expectSignedIn(page, person);
   await expectSignedIn(other, person);
-  // One refresh at a time across tabs (Web Locks): each sends the cookie the
-  // previous one set, so neither loses.
+  expect(otherRefreshes.count).toBe(1);
   expect(statuses).toEqual([200, 200]);
 });
 
@@ -149,22 +212,31 @@ test("logging out in one tab signs out every tab; logging out everywhere ends ot
   page,
   context,
   browser,
+  request,
 }) => {
   const person = newPerson();
   await register(page, person);
   const other = await context.newPage();
   await other.goto("/");
   await expectSignedIn(other, person);
+  const ended = await refreshCookie(context);
 
   await page.getByRole("button", { name: "Log out", exact: true }).click();
   await expectSignedOut(page);
   await expectSignedOut(other);
   await expect(other.getByText("You logged out in another tab.")).toBeVisible();
   expect(await refreshCookie(context), "logout clears the cookie").toBeUndefined();
+  // And the API ended the session: its last refresh token is dead.
+  const replay = await request.post("/refresh", { data: { refresh_token: ended?.value } });
+  expect(replay.status()).toBe(401);
+  expect(((await replay.json()) as { error: string }).error).toBe("invalid_grant");
 
-  // Two browsers (two cookie jars), one person: "everywhere" ends both.
+  // A login in one tab signs in the others (they follow the cookie).
   await logIn(page, person);
   await expectSignedIn(page, person);
+  await expectSignedIn(other, person);
+
+  // Two browsers (two cookie jars), one person: "everywhere" ends both.
   const laptop = await browser.newContext();
   const elsewhere = await laptop.newPage();
   await elsewhere.goto("/");
@@ -227,28 +299,46 @@ test("a lockout shows the API's message and the wait from Retry-After", async ({
   await expectSignedOut(page);
 });
 
-test("an API call refused for its access token is retried once after a refresh", async ({ page }) => {
+test("an API call refused for its access token is retried once after a refresh, and only then", async ({ page }) => {
   const person = newPerson();
   await register(page, person);
-  // The first /get_name after the reload answers as the API does for an
-  // expired token; the page must refresh and ask again, once.
-  let refused = false;
+  const refuse = (error: string) =>
+    JSON.stringify({ error, message: error === "invalid_token" ? "the access token has expired" : "refused" });
+
+  // Refused once as the API refuses an expired token: a refresh, a retry, the name.
+  let refusals = 1;
   await page.route("**/get_name", async (route) => {
-    if (refused) return route.continue();
-    refused = true;
-    await route.fulfill({
-      status: 401,
-      contentType: "application/json",
-      headers: { "www-authenticate": 'Bearer realm="auth", error="invalid_token"' },
-      body: JSON.stringify({ error: "invalid_token", message: "the access token has expired" }),
-    });
+    if (refusals === 0) return route.continue();
+    refusals--;
+    await route.fulfill({ status: 401, contentType: "application/json", body: refuse("invalid_token") });
   });
-  const names = countRequests(page, "GET", "/get_name");
-  const refreshes = countRequests(page, "POST", "/refresh");
+  let names = countRequests(page, "GET", "/get_name");
+  let refreshes = countRequests(page, "POST", "/refresh");
   await page.reload();
   await expectSignedIn(page, person);
   expect(names.count).toBe(2);
   expect(refreshes.count, "one at load, one after the refusal").toBe(2);
+
+  // Refused every time: one retry, then the API's answer is shown.
+  refusals = Infinity;
+  names = countRequests(page, "GET", "/get_name");
+  refreshes = countRequests(page, "POST", "/refresh");
+  await page.reload();
+  await expect(page.getByRole("alert").filter({ hasText: "the access token has expired" })).toBeVisible();
+  expect(names.count, "retried once, not more").toBe(2);
+  expect(refreshes.count).toBe(2);
+
+  // Refused for another reason: no refresh, no retry.
+  await page.unrouteAll();
+  await page.route("**/get_name", (route) =>
+    route.fulfill({ status: 401, contentType: "application/json", body: refuse("missing_token") }),
+  );
+  names = countRequests(page, "GET", "/get_name");
+  refreshes = countRequests(page, "POST", "/refresh");
+  await page.reload();
+  await expect(page.getByRole("alert").filter({ hasText: "refused" })).toBeVisible();
+  expect(names.count).toBe(1);
+  expect(refreshes.count, "the refresh at load only").toBe(1);
 });
 
 test("the access token is refreshed ahead of its expiry", async ({ page }) => {

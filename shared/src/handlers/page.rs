@@ -24,10 +24,13 @@ pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// The prefix of the content-hashed files (Vite's `assetsDir`).
 pub const ASSETS_PREFIX: &str = "/assets/";
 
-/// One built file: its path under the page's root, and its bytes.
+/// One built file: its path under the page's root, its bytes, and the
+/// compressed copies the build made of it (API Gateway compresses nothing).
 pub struct Asset {
     pub path: &'static str,
     pub body: &'static [u8],
+    pub br: Option<&'static [u8]>,
+    pub gzip: Option<&'static [u8]>,
 }
 
 /// The built page: `index.html` and the files under `/assets/`.
@@ -78,7 +81,41 @@ fn page(site: &Site, req: &Request) -> Result<Response<Body>, ApiError> {
         .filter(|name| !name.is_empty())
         .and_then(|_| site.assets.iter().find(|asset| asset.path == path))
         .ok_or(ApiError::NotFound)?;
-    Ok(file(asset.body, content_type(asset.path), IMMUTABLE))
+    let accepted = req
+        .headers()
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    let (body, encoding) = match (asset.br, asset.gzip) {
+        (Some(br), _) if accepts(accepted, "br") => (br, Some("br")),
+        (_, Some(gzip)) if accepts(accepted, "gzip") => (gzip, Some("gzip")),
+        _ => (asset.body, None),
+    };
+    let mut response = file(body, content_type(asset.path), IMMUTABLE);
+    let headers = response.headers_mut();
+    if asset.br.is_some() || asset.gzip.is_some() {
+        headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    }
+    if let Some(encoding) = encoding {
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(encoding));
+        *response.body_mut() = Body::Binary(body.to_vec());
+    }
+    Ok(response)
+}
+
+/// Whether an `Accept-Encoding` value accepts `coding` (named, with a q above 0).
+fn accepts(accept_encoding: &str, coding: &str) -> bool {
+    accept_encoding.split(',').any(|item| {
+        let mut parts = item.split(';').map(str::trim);
+        parts
+            .next()
+            .is_some_and(|name| name.eq_ignore_ascii_case(coding))
+            && parts.all(|param| {
+                param
+                    .strip_prefix("q=")
+                    .is_none_or(|q| q.parse::<f32>().is_ok_and(|q| q > 0.0))
+            })
+    })
 }
 
 fn file(body: &'static [u8], content_type: &'static str, cache: &'static str) -> Response<Body> {
@@ -152,22 +189,33 @@ mod tests {
         Asset {
             path: "/index.html",
             body: b"<!doctype html><title>page</title>",
+            br: None,
+            gzip: None,
         },
         Asset {
             path: "/assets/index-abc123.js",
             body: b"console.log(1)",
+            br: Some(b"BR"),
+            gzip: Some(b"GZ"),
         },
         Asset {
             path: "/assets/logo-abc123.png",
             body: &[0x89, b'P', b'N', b'G', 0xff],
+            br: None,
+            gzip: None,
         },
     ];
 
     fn get(method: &str, path: &str) -> Response<Body> {
+        get_accepting(method, path, "")
+    }
+
+    fn get_accepting(method: &str, path: &str, accept_encoding: &str) -> Response<Body> {
         let site = Site::new(ASSETS).unwrap();
         let req = http::Request::builder()
             .method(method)
             .uri(format!("https://api.example{path}"))
+            .header("accept-encoding", accept_encoding)
             .body(Body::Empty)
             .unwrap();
         tokio::runtime::Builder::new_current_thread()
@@ -224,6 +272,42 @@ mod tests {
     }
 
     #[test]
+    fn compressed_copies_go_to_browsers_that_accept_them() {
+        let cases = [
+            ("gzip, deflate, br, zstd", Some("br"), &b"BR"[..]),
+            ("gzip", Some("gzip"), b"GZ"),
+            ("br;q=0, gzip;q=0.5", Some("gzip"), b"GZ"),
+            ("BR", Some("br"), b"BR"),
+            ("identity", None, b"console.log(1)"),
+            ("gzip;q=0", None, b"console.log(1)"),
+            ("", None, b"console.log(1)"),
+        ];
+        for (accept, encoding, body) in cases {
+            let response = get_accepting("GET", "/assets/index-abc123.js", accept);
+            assert_eq!(
+                response
+                    .headers()
+                    .get("content-encoding")
+                    .map(|v| v.to_str().unwrap()),
+                encoding,
+                "{accept}"
+            );
+            assert_eq!(header(&response, "vary"), "Accept-Encoding");
+            let bytes = match response.body() {
+                Body::Text(text) => text.as_bytes(),
+                Body::Binary(bytes) => bytes,
+                Body::Empty => &[],
+                _ => unreachable!(),
+            };
+            assert_eq!(bytes, body, "{accept}");
+        }
+        // A file without copies is sent as it is, and varies on nothing.
+        let image = get_accepting("GET", "/assets/logo-abc123.png", "br");
+        assert!(image.headers().get("content-encoding").is_none());
+        assert!(image.headers().get("vary").is_none());
+    }
+
+    #[test]
     fn unknown_files_are_a_json_404_that_is_not_cached() {
         for path in [
             "/assets/",
@@ -257,6 +341,8 @@ mod tests {
         static NO_INDEX: &[Asset] = &[Asset {
             path: "/assets/a.js",
             body: b"",
+            br: None,
+            gzip: None,
         }];
         assert!(Site::new(NO_INDEX).is_err());
     }
