@@ -1,4 +1,4 @@
-.PHONY: dev test stack bench bench-timing tools screenshot
+.PHONY: dev test stack bench bench-capacity bench-timing tools screenshot
 
 # Installs what is missing, starts DynamoDB Local (data kept in .dev/), seeds a
 # demo user and serves the functions on http://localhost:9000 until Ctrl-C.
@@ -18,6 +18,11 @@ stack:
 # zip sizes, timing; one table, budgets enforced. Not a test. Takes minutes.
 bench:
 	@scripts/bench.sh
+
+# CPU time per invocation of each route (release, in process), written to
+# docs/measured/cpu.md for the capacity model. Not a test. Takes a minute or two.
+bench-capacity:
+	@scripts/bench-capacity.sh
 
 # Login timing, unknown user vs wrong password (medians within 10 %). Not a test.
 bench-timing:

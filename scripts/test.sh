@@ -12,6 +12,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 cfn-lint template.yaml
 SAM_CLI_TELEMETRY=0 sam validate --lint >/dev/null
 python3 tests/template/test_template.py
+# Every finding fixed or skipped in the template with its reason (docs/operations.md).
+.tools/checkov/bin/checkov -f template.yaml --framework cloudformation --compact --quiet --skip-download
 python3 tests/docs/check_links.py
 npm --prefix web run --silent typecheck
 npm --prefix web run --silent lint
@@ -79,6 +81,9 @@ scripts/screenshot.sh "$work/screenshots"
 for picture in page-sign-in page-signed-in; do
   [[ $(stat -c %s "$work/screenshots/$picture.png") -gt 5000 ]] || { echo "screenshot $picture.png is missing or blank" >&2; exit 1; }
 done
+
+echo "== metrics: the EMF lines the functions wrote in every stage above"
+python3 tests/template/check_metrics.py "$work/watch.log"
 
 echo "== no secret in the watch's logs (every stage above: e2e, events, contract, interop)"
 python3 - "$work/watch.log" <<'PY'

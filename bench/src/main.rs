@@ -11,9 +11,12 @@
 //!   its first invocation, through a real Lambda Runtime API
 //!   (`cargo lambda watch --only-lambda-apis`), median of 10.
 //! - `rss <binary> <event>`: peak RSS of a function process after a warm run.
+//! - `cpu`: CPU time per invocation of each route (`make bench-capacity`).
 //!
 //! Needs `DYNAMODB_TEST_ENDPOINT`; `cold` and `rss` also `RUNTIME_API` (the
 //! watch's address) and the function's settings in the environment.
+
+mod cpu;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -39,6 +42,7 @@ async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let ok = match args.first().map(String::as_str) {
         Some("timing") => timing().await,
+        Some("cpu") => cpu::run(),
         Some("warm") => warm().await,
         Some("login") => login_overhead().await,
         Some("cold") if args.len() == 3 => {
@@ -52,7 +56,7 @@ async fn main() {
         }
         _ => {
             eprintln!(
-                "usage: auth-bench timing | warm | login | token | cold <binary> <event> | rss <binary> <event> <n>"
+                "usage: auth-bench timing | warm | login | cpu | token | cold <binary> <event> | rss <binary> <event> <n>"
             );
             false
         }

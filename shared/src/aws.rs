@@ -234,6 +234,16 @@ where
     R: std::fmt::Debug,
 {
     let failure = describe(&err);
+    // The dependency's own trouble is counted (contention is ours: retried).
+    let counted = match failure.kind {
+        "throttled" => Some("throttled"),
+        "timeout" => Some("timeout"),
+        "unreachable" | "bad_response" | "unavailable" => Some("unavailable"),
+        _ => None,
+    };
+    if let Some(kind) = counted {
+        crate::metrics::dependency_error(failure.service, kind);
+    }
     if failure.is_transient() {
         CallError::Unavailable(failure.to_string())
     } else {

@@ -287,6 +287,17 @@ fn is_json_media_type(value: &str) -> bool {
 /// Set by the runtime on a request whose `isBase64Encoded` body did not decode.
 pub const INVALID_BASE64_MARK: &str = "x-auth-invalid-base64-body";
 
+/// API Gateway's id of the request: the `requestId` of its access log line.
+pub fn api_request_id(req: &Request) -> String {
+    use lambda_http::RequestExt;
+    use lambda_http::request::RequestContext;
+    match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(context)) => context.request_id.clone(),
+        _ => None,
+    }
+    .unwrap_or_default()
+}
+
 /// The client's address, as API Gateway saw it.
 pub fn source_ip(req: &Request) -> String {
     use lambda_http::RequestExt;

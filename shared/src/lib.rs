@@ -9,6 +9,7 @@ pub mod config;
 pub mod handlers;
 pub mod http;
 pub mod keys;
+pub mod metrics;
 pub mod passwords;
 pub mod runtime;
 pub mod sessions;

@@ -33,6 +33,7 @@ pub fn init_logging() {
         .ok()
         .and_then(|level| level.trim().parse::<LevelFilter>().ok())
         .unwrap_or(LevelFilter::INFO);
+    crate::metrics::init();
     let format = std::env::var("AWS_LAMBDA_LOG_FORMAT").unwrap_or_default();
     let logs = tracing_subscriber::fmt()
         .with_target(false)
@@ -148,6 +149,8 @@ where
     let span = tracing::info_span!(
         "request",
         request_id = %request_id,
+        // Joins this line with the API's access log line (its requestId).
+        api_request_id = %crate::http::api_request_id(&req),
         route = %format!("{} {}", req.method(), req.uri().path()),
         user_id = tracing::field::Empty,
     );
@@ -159,6 +162,7 @@ where
             "request done"
         );
     });
+    crate::metrics::response(response.status().as_u16());
     response
 }
 

@@ -1,7 +1,8 @@
 //! The real Lambda runtime loop (`auth::runtime::serve`) against a fake Lambda
 //! Runtime API: a panicking invocation is answered with our JSON 500 as a
 //! normal response (not an error that API Gateway would turn into its own
-//! 500), and the next invocation on the same instance works.
+//! 500), and the next invocation on the same instance works; each response
+//! is counted in the operations metrics.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -118,7 +119,11 @@ async fn a_panic_is_a_json_500_response_and_the_instance_keeps_serving() {
         std::env::set_var("AWS_LAMBDA_FUNCTION_VERSION", "1");
         std::env::set_var("AWS_LAMBDA_LOG_STREAM_NAME", "test");
         std::env::set_var("AWS_LAMBDA_LOG_GROUP_NAME", "test");
+        // The metrics' namespace (a template parameter) and the level Lambda filters at.
+        std::env::set_var("METRICS_NAMESPACE", "TestAuth");
+        std::env::set_var("AWS_LAMBDA_LOG_LEVEL", "warn");
     }
+    let metrics = auth::metrics::capture();
     let server = auth::runtime::serve(|req| async move {
         if req.uri().path() == "/boom" {
             panic!("injected failure with internals: secret-table-name");
@@ -161,4 +166,27 @@ async fn a_panic_is_a_json_500_response_and_the_instance_keeps_serving() {
     assert!(path.ends_with("/invocation/req-1/response"), "{path}");
     let response: serde_json::Value = serde_json::from_str(body).unwrap();
     assert_eq!(response["statusCode"], 200);
+
+    // Every response is counted by its class, the contained panic as a 5xx;
+    // the lines pass the function's log level and name the configured namespace.
+    let lines = metrics.take();
+    let classes: Vec<_> = lines
+        .iter()
+        .map(|l| (l["StatusClass"].clone(), l["ServerErrors"].clone()))
+        .collect();
+    assert_eq!(
+        classes,
+        [
+            (serde_json::json!("5xx"), serde_json::json!(1)),
+            (serde_json::json!("2xx"), serde_json::json!(0))
+        ]
+    );
+    for line in &lines {
+        assert!(auth::metrics::check_emf(line).is_ok(), "{line}");
+        assert_eq!(line["level"], "WARN");
+        assert_eq!(
+            line["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+            "TestAuth"
+        );
+    }
 }

@@ -4,7 +4,7 @@ the minimal set (a widening fails here, in review), nothing is a wildcard,
 routes are the same in template.yaml, openapi.yaml and the local watch
 router, and the deployment settings the docs promise are in place. Run by
 `make test`."""
-import pathlib, re, sys, tomllib
+import json, pathlib, re, sys, tomllib
 
 import yaml
 
@@ -178,6 +178,75 @@ for name in ("Login", "Refresh", "Logout", "Password"):
     check(f"{name} knows the origins that may use the refresh cookie",
           variables.get("CORS_ALLOWED_ORIGINS") == {"Fn::Join": [",", {"Ref": "CorsAllowedOrigins"}]}, variables)
 check("CORS from a parameter, off by default", "CorsConfiguration" in api and template["Parameters"]["CorsAllowedOrigins"]["Default"] == "", api)
+
+# Access logs: JSON, to their own group with the retention, the fields an
+# operator traces a request by, and nothing that can hold a secret.
+access = api.get("AccessLogSettings", {})
+check("access logs to their own group", access.get("DestinationArn") == {"Fn::GetAtt": ["AccessLogGroup", "Arn"]}, access)
+check("access log retention", resources.get("AccessLogGroup", {}).get("Properties", {}).get("RetentionInDays")
+      == {"Ref": "LogRetentionDays"}, resources.get("AccessLogGroup"))
+log_format = access.get("Format", "")
+try:
+    fields = json.loads(re.sub(r"\$context\.[A-Za-z.]+", "x", log_format))
+except ValueError as e:
+    fields = {}
+    check("the access log format is JSON", False, e)
+for field in ("requestId", "time", "ip", "method", "route", "status", "latencyMs", "userAgent", "integrationError"):
+    check(f"access log has {field}", field in fields, sorted(fields))
+variables = set(re.findall(r"\$[a-z]+\.[A-Za-z.]+", log_format))
+check("access log variables are $context ones only (no header, cookie or body)",
+      all(v.startswith("$context.") for v in variables), sorted(variables))
+check("access log holds no authorizer, header, cookie or body",
+      not re.search(r"authori[sz]|header|cookie|body|token", log_format, re.I), log_format)
+
+# Metrics: every name an alarm or the dashboard uses in our namespace is one
+# the code emits (shared/src/metrics.rs).
+metrics_rs = (root / "shared" / "src" / "metrics.rs").read_text()
+name_fn = metrics_rs[metrics_rs.index("pub fn name(self)"):metrics_rs.index("/// Every metric name the code can emit")]
+emitted = set(re.findall(r'=> "([A-Za-z]+)"', name_fn))
+emitted |= set(re.findall(r'pub const (?:DEPENDENCY_ERRORS|RESPONSES|SERVER_ERRORS): &str = "([A-Za-z]+)"', metrics_rs))
+check("metrics.rs names 13 metrics", len(emitted) == 13, sorted(emitted))
+check("the functions get the namespace", globals_.get("Environment", {}).get("Variables", {}).get("METRICS_NAMESPACE")
+      == {"Ref": "MetricsNamespace"}, globals_.get("Environment"))
+alarms = {n: r["Properties"] for n, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+check("the alarms", set(alarms) == {"RefreshReuseAlarm", "LockoutAlarm", "ServerErrorRatioAlarm", "DependencyThrottleAlarm",
+                                      "FunctionErrorAlarm", "FunctionThrottleAlarm", "TableThrottleAlarm"}, sorted(alarms))
+notify = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+for name, alarm in alarms.items():
+    check(f"{name} notifies the topic", alarm.get("AlarmActions") == notify and alarm.get("OKActions") == notify, alarm)
+    metrics = [alarm] if "MetricName" in alarm else [q["MetricStat"]["Metric"] for q in alarm.get("Metrics", []) if "MetricStat" in q]
+    check(f"{name} watches a metric", bool(metrics), alarm)
+    for metric in metrics:
+        if metric.get("Namespace") == {"Ref": "MetricsNamespace"}:
+            check(f"{name}: {metric['MetricName']} is a metric the code emits", metric["MetricName"] in emitted, sorted(emitted))
+        else:
+            check(f"{name}: AWS's own metric", metric.get("Namespace") in ("AWS/Lambda", "AWS/DynamoDB"), metric)
+    for query in alarm.get("Metrics", []):
+        for dimension in query.get("MetricStat", {}).get("Metric", {}).get("Dimensions", []):
+            if dimension["Name"] == "FunctionName":
+                check(f"{name}: a function of this stack", dimension["Value"]["Ref"][:-len("Function")] in functions, dimension)
+function_alarms = {q["MetricStat"]["Metric"]["Dimensions"][0]["Value"]["Ref"] for q in alarms["FunctionErrorAlarm"]["Metrics"] if "MetricStat" in q}
+check("function errors: every function", function_alarms == {f"{n}Function" for n in functions}, sorted(function_alarms))
+body = json.loads(resources["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"])
+used, latency = set(), {}
+for widget in body["widgets"]:
+    for metric in widget["properties"]["metrics"]:
+        if metric[0] == "${MetricsNamespace}":
+            used.add(metric[1])
+        elif metric[:2] == ["AWS/Lambda", "Duration"]:
+            latency.setdefault(widget["properties"]["stat"], set()).add(metric[3])
+check("the dashboard's metrics are the code's", used <= emitted and len(used) >= 10, f"unknown {sorted(used - emitted)}")
+for stat in ("p50", "p99"):
+    check(f"the dashboard shows each function's {stat}", latency.get(stat) == {f"${{{n}Function}}" for n in functions}, latency)
+
+# checkov: every skip is in the resource's metadata with its reason; the
+# bcrypt functions have reserved concurrency (0 turns it off, for new accounts).
+for name, resource in resources.items():
+    for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", []):
+        check(f"{name}: checkov skip {skip.get('id')} says why", len(skip.get("comment", "")) > 40, skip)
+for name in ("Login", "Register", "Password"):
+    reserved = functions[name]["Properties"].get("ReservedConcurrentExecutions")
+    check(f"{name} has reserved concurrency", reserved == {"Fn::If": ["HasHashingConcurrency", {"Ref": "HashingFunctionConcurrency"}, {"Ref": "AWS::NoValue"}]}, reserved)
 
 users = resources["UsersTable"]
 check("table retained", users.get("DeletionPolicy") == "Retain" and users.get("UpdateReplacePolicy") == "Retain", users)

@@ -7,10 +7,11 @@ use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 
-use super::{NewSession, authenticate_caller, no_longer_valid, prove_password};
+use super::{NewSession, authenticate_caller, limit_source, no_longer_valid, prove_password};
 use crate::browser::{BrowserPolicy, Delivery, refresh_cookie};
 use crate::clock::Clock;
-use crate::http::{ApiError, json_body, require_method, source_ip};
+use crate::http::{ApiError, json_body, require_method};
+use crate::metrics::{self, Event};
 use crate::passwords::{PasswordHasher, check_new_password};
 use crate::sessions::SessionConfig;
 use crate::store::{Store, StoreError};
@@ -71,11 +72,7 @@ async fn change_password(state: &ChangePassword, req: Request) -> Result<Respons
     // login window and is reserved on the username's attempt record, so a
     // stolen access token buys no more guesses than the login form gives.
     let window = Window::login(&state.limits);
-    if state.store.hit(&window, &source_ip(&req), now).await? > window.limit {
-        return Err(ApiError::TooManyRequests {
-            retry_after: window.remaining(now),
-        });
-    }
+    limit_source(&state.store, &window, &req, now).await?;
     let reservation = state
         .store
         .reserve_attempt(&user.username, None, now)
@@ -129,6 +126,7 @@ async fn change_password(state: &ChangePassword, req: Request) -> Result<Respons
         });
     }
     tracing::info!(user_id = %user.id, "password changed; all sessions ended");
+    metrics::count(Event::PasswordChanged);
     Ok(new.into_tokens("Password changed").into_response(delivery))
 }
 

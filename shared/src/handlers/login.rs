@@ -5,10 +5,11 @@ use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 
-use super::{NewSession, prove_password};
+use super::{NewSession, limit_source, prove_password};
 use crate::browser::{BrowserPolicy, Delivery};
 use crate::clock::Clock;
-use crate::http::{ApiError, json_body, require_method, source_ip};
+use crate::http::{ApiError, json_body, require_method};
+use crate::metrics::{self, Event};
 use crate::passwords::{PasswordHasher, needs_rehash};
 use crate::sessions::SessionConfig;
 use crate::store::{Store, StoreError};
@@ -59,11 +60,7 @@ async fn login(state: &Login, req: Request) -> Result<Response<Body>, ApiError> 
 
     let now = state.clock.now();
     let window = Window::login(&state.limits);
-    if state.store.hit(&window, &source_ip(&req), now).await? > window.limit {
-        return Err(ApiError::TooManyRequests {
-            retry_after: window.remaining(now),
-        });
-    }
+    limit_source(&state.store, &window, &req, now).await?;
 
     // The same calls whoever asks: the user is read while the attempt is
     // reserved on the username's record (kept for unknown usernames too);
@@ -82,6 +79,7 @@ async fn login(state: &Login, req: Request) -> Result<Response<Body>, ApiError> 
         Some(user) if matches && user.active => user,
         _ => {
             tracing::info!("login failed");
+            metrics::count(Event::LoginFailed);
             return Err(ApiError::LoginFailed);
         }
     };
@@ -116,6 +114,7 @@ async fn login(state: &Login, req: Request) -> Result<Response<Body>, ApiError> 
     }
     rehash_if_needed(state, &user, password).await;
     tracing::info!(user_id = %user.id, "login succeeded");
+    metrics::count(Event::LoginSucceeded);
     Ok(new.into_tokens("Login Success").into_response(delivery))
 }
 

@@ -11,6 +11,7 @@ use super::{authenticate_caller, no_longer_valid};
 use crate::browser::{BrowserPolicy, clear_refresh_cookie, refresh_cookie};
 use crate::clock::Clock;
 use crate::http::{ApiError, body_is_empty, json_body, json_response, require_method};
+use crate::metrics::{self, Event};
 use crate::sessions::RefreshToken;
 use crate::store::{Store, StoreError};
 use crate::tokens::TokenVerifier;
@@ -140,6 +141,7 @@ async fn logout(
         "session"
     };
     tracing::info!(user_id = %caller.user.id, ended, "logged out");
+    metrics::count(Event::Logout);
     Ok(json_response(
         StatusCode::OK,
         &LoggedOut {

@@ -18,12 +18,14 @@ use lambda_http::{Body, Response};
 use serde::Serialize;
 
 use crate::browser::{Delivery, clear_refresh_cookie, set_refresh_cookie};
-use crate::http::{ApiError, bearer_token, json_response};
+use crate::http::{ApiError, bearer_token, json_response, source_ip};
 use crate::keys::SignError;
+use crate::metrics::{self, Event};
 use crate::passwords::PasswordError;
 use crate::passwords::PasswordHasher;
 use crate::sessions::{RefreshRecord, RefreshState, RefreshToken, Session, SessionConfig};
 use crate::store::{Reservation, Store};
+use crate::throttle::Window;
 use crate::tokens::{Claims, TokenIssuer, TokenVerifier};
 use crate::users::{User, Username};
 
@@ -134,6 +136,23 @@ pub(crate) async fn sign_access_token(
     })
 }
 
+/// Counts the request in its source IP's `window`; past the window's limit,
+/// 429 with the wait (login, password change, registration).
+pub(crate) async fn limit_source(
+    store: &Store,
+    window: &Window,
+    req: &Request,
+    now: i64,
+) -> Result<(), ApiError> {
+    if store.hit(window, &source_ip(req), now).await? > window.limit {
+        metrics::count(Event::IpRateLimited);
+        return Err(ApiError::TooManyRequests {
+            retry_after: window.remaining(now),
+        });
+    }
+    Ok(())
+}
+
 /// Every proof of a password goes through here (login, password change, and
 /// any route added later): the attempt has been reserved on the username's
 /// attempt record (`Store::reserve_attempt`: one conditional write that counts
@@ -148,6 +167,7 @@ pub(crate) async fn prove_password(
 ) -> Result<bool, ApiError> {
     if let Reservation::Locked { retry_after } = reservation {
         tracing::info!("password proof refused: locked");
+        metrics::count(Event::Lockout);
         return Err(ApiError::TooManyRequests { retry_after });
     }
     passwords

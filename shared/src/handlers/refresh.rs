@@ -18,6 +18,7 @@ use super::{TokenPair, cookie_error, sign_access_token};
 use crate::browser::{BrowserPolicy, Delivery, refresh_cookie};
 use crate::clock::Clock;
 use crate::http::{ApiError, json_body, require_method};
+use crate::metrics::{self, Event};
 use crate::sessions::{RefreshRecord, RefreshState, RefreshToken, SessionConfig};
 use crate::store::{Store, StoreError};
 use crate::tokens::{LEEWAY, TokenIssuer};
@@ -117,6 +118,7 @@ async fn refresh(
             if now - at < state.sessions.reuse_grace.as_secs() as i64 =>
         {
             tracing::info!(user_id = %user.id, "refresh token presented again within the grace period");
+            metrics::count(Event::RefreshSuperseded);
             return Err(ApiError::RefreshSuperseded);
         }
         RefreshState::Rotated { .. } => {
@@ -158,6 +160,7 @@ async fn refresh(
                 let contended = matches!(e, StoreError::Contended);
                 match state.store.get_refresh(&record.hash).await {
                     Ok(Some(now)) if matches!(now.state, RefreshState::Rotated { .. }) => {
+                        metrics::count(Event::RefreshSuperseded);
                         ApiError::RefreshSuperseded
                     }
                     // Nobody won yet (still active, writes contended): try
@@ -174,6 +177,7 @@ async fn refresh(
         });
     }
     tracing::info!(user_id = %user.id, "refresh token rotated");
+    metrics::count(Event::Refresh);
     Ok(TokenPair {
         message: "Token refreshed",
         access_token: access.token,
@@ -194,6 +198,7 @@ async fn reuse_detected(
     now: i64,
 ) -> ApiError {
     tracing::warn!(user_id = %user.id, "refresh token reuse detected: revoking the session");
+    metrics::count(Event::RefreshReuseDetected);
     let access_until = now + state.tokens.lifetime().as_secs() as i64 + LEEWAY.as_secs() as i64;
     match state
         .store

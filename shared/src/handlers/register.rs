@@ -5,8 +5,10 @@ use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, Response};
 use serde::{Deserialize, Serialize};
 
+use super::limit_source;
 use crate::clock::Clock;
-use crate::http::{ApiError, json_body, json_response, require_method, source_ip};
+use crate::http::{ApiError, json_body, json_response, require_method};
+use crate::metrics::{self, Event};
 use crate::passwords::{PasswordHasher, check_new_password};
 use crate::store::{Store, StoreError};
 use crate::throttle::{RateLimits, Window};
@@ -50,11 +52,7 @@ async fn register(state: &Register, req: Request) -> Result<Response<Body>, ApiE
     // what slows down harvesting taken usernames.
     let now = state.clock.now();
     let window = Window::register(&state.limits);
-    if state.store.hit(&window, &source_ip(&req), now).await? > window.limit {
-        return Err(ApiError::TooManyRequests {
-            retry_after: window.remaining(now),
-        });
-    }
+    limit_source(&state.store, &window, &req, now).await?;
     let registration: Registration = json_body(&req)?;
     let bad = |message: String| ApiError::BadRequest(message);
     let username = Username::parse(&registration.username).map_err(|e| bad(e.to_string()))?;
@@ -87,6 +85,7 @@ async fn register(state: &Register, req: Request) -> Result<Response<Body>, ApiE
     }
     crate::runtime::record_user(&user.id);
     tracing::info!(user_id = %user.id, "user registered");
+    metrics::count(Event::Registration);
     Ok(json_response(
         StatusCode::CREATED,
         &Created {

@@ -22,6 +22,36 @@ enum Fault {
     Throttle,
 }
 
+impl Fault {
+    /// The `Kind` of the DependencyErrors metric this fault must produce.
+    fn metric_kind(self) -> &'static str {
+        match self {
+            Fault::Refuse => "unavailable",
+            Fault::Hang => "timeout",
+            Fault::Throttle => "throttled",
+        }
+    }
+}
+
+/// The handler counted the dependency's trouble: valid EMF lines of
+/// DependencyErrors for `service`, of the fault's kind, and no other kind.
+fn assert_dependency_errors(capture: &auth::metrics::Capture, service: &str, fault: Fault) {
+    let lines: Vec<_> = capture
+        .take()
+        .into_iter()
+        .filter(|line| line.get(auth::metrics::DEPENDENCY_ERRORS).is_some())
+        .collect();
+    assert!(!lines.is_empty(), "no DependencyErrors line");
+    for line in &lines {
+        assert_eq!(
+            auth::metrics::check_emf(line),
+            Ok(vec![auth::metrics::DEPENDENCY_ERRORS.to_owned()])
+        );
+        assert_eq!(line["Service"], service, "{line}");
+        assert_eq!(line["Kind"], fault.metric_kind(), "{line}");
+    }
+}
+
 fn fault_settings() -> SdkSettings {
     SdkSettings {
         attempt_timeout: Duration::from_millis(300),
@@ -118,8 +148,10 @@ async fn get_name_under(fault: Fault) {
         .token;
     let request = event_with_auth("get-name.json", Some(&format!("Bearer {token}")));
     let started = Instant::now();
+    let capture = auth::metrics::capture();
     let response = get_name::handle(&get_name_state(&store), request).await;
     assert_unavailable_in_time(&response, started);
+    assert_dependency_errors(&capture, "dynamodb", fault);
 }
 
 #[tokio::test]
@@ -175,8 +207,10 @@ async fn login_with_kms_under(fault: Fault) {
     };
     let body = r#"{"username": "alice", "password": "alice-password"}"#;
     let started = Instant::now();
+    let capture = auth::metrics::capture();
     let response = login::handle(&login, event_with_body("login.json", body)).await;
     assert_unavailable_in_time(&response, started);
+    assert_dependency_errors(&capture, "kms", fault);
 }
 
 /// A token issuer that signs with a KMS key behind a stub in trouble.

@@ -182,6 +182,14 @@ async fn request_logs_are_structured_and_never_carry_secrets() {
         );
         let id = line["span"]["request_id"].as_str().unwrap_or("");
         assert!(id.starts_with("log-test-invocation-"), "{line}");
+        // The events' API Gateway request id: what the access log line carries.
+        assert!(
+            !line["span"]["api_request_id"]
+                .as_str()
+                .unwrap_or("")
+                .is_empty(),
+            "{line}"
+        );
     }
     let with_user: Vec<&&Value> = done
         .iter()

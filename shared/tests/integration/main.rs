@@ -15,5 +15,6 @@ mod invariants;
 mod kms;
 mod logs;
 mod matrix;
+mod metrics;
 mod sessions;
 mod store;

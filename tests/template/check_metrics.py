@@ -1,0 +1,48 @@
+#!/usr/bin/env python3
+"""The operations metrics as the functions wrote them during `make test`: every
+EMF line in the watch's log (the stdout of every function it ran) is valid
+Embedded Metric Format as CloudWatch reads it (`_aws` and the values at the
+top level, unit Count, each dimension's value present), in the one namespace,
+named as shared/src/metrics.rs names them; and the stages before (e2e, the
+browser tests, the contract run) made the metrics the alarms watch appear.
+Usage: check_metrics.py WATCH_LOG"""
+import json, pathlib, re, sys
+
+root = pathlib.Path(__file__).resolve().parents[2]
+metrics_rs = (root / "shared" / "src" / "metrics.rs").read_text()
+name_fn = metrics_rs[metrics_rs.index("pub fn name(self)"):metrics_rs.index("/// Every metric name the code can emit")]
+known = set(re.findall(r'=> "([A-Za-z]+)"', name_fn))
+known |= set(re.findall(r'pub const (?:DEPENDENCY_ERRORS|RESPONSES|SERVER_ERRORS): &str = "([A-Za-z]+)"', metrics_rs))
+
+failures, seen, lines = [], set(), 0
+for raw in open(sys.argv[1], errors="replace"):
+    start = raw.find('{"')
+    if start < 0 or '"_aws"' not in raw:
+        continue
+    lines += 1
+    try:
+        line = json.loads(raw[start:])
+        aws = line["_aws"]
+        assert isinstance(aws["Timestamp"], int), "Timestamp"
+        assert line.get("level") == "INFO", "level"
+        for directive in aws["CloudWatchMetrics"]:
+            assert directive["Namespace"] == "AuthService", directive["Namespace"]
+            for dimension_set in directive["Dimensions"]:
+                for dimension in dimension_set:
+                    assert isinstance(line[dimension], str), f"dimension {dimension}"
+            for metric in directive["Metrics"]:
+                assert metric["Unit"] == "Count", metric
+                assert isinstance(line[metric["Name"]], int), metric["Name"]
+                assert metric["Name"] in known, f"unknown metric {metric['Name']}"
+                seen.add(metric["Name"])
+    except (AssertionError, KeyError, TypeError, ValueError) as e:
+        failures.append(f"{e}: {raw.strip()[:200]}")
+
+expected = {"Registrations", "LoginSucceeded", "LoginFailed", "Refreshes", "RefreshSuperseded",
+            "RefreshReuseDetected", "Logouts", "PasswordChanges", "Lockouts", "Responses", "ServerErrors"}
+if not expected <= seen:
+    failures.append(f"never emitted through the watch: {sorted(expected - seen)}")
+for failure in failures[:20]:
+    print(f"FAIL {failure}")
+print(f"metrics: {lines} EMF lines, {len(seen)} metrics seen, {len(failures)} failed")
+sys.exit(1 if failures else 0)
