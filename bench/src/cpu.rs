@@ -177,7 +177,10 @@ async fn routes() {
     // register: distinct users (one bcrypt hash each).
     let mut samples = Vec::new();
     for i in 0..8 {
-        let name = format!("cpu-{i}-{}", uuid::Uuid::new_v4().simple());
+        let name = format!(
+            "cpu-{i}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
         let body = json!({"username": name, "password": secret, "name": "Capacity"});
         let (sample, _) = measure(
             201,
@@ -192,7 +195,10 @@ async fn routes() {
         &samples,
     );
 
-    let user = format!("cpu-user-{}", uuid::Uuid::new_v4().simple());
+    let user = format!(
+        "cpu-user-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
     let body = json!({"username": user, "password": secret, "name": "Capacity"});
     register::handle(&register, request("register.json", None, body)).await;
 

@@ -77,8 +77,13 @@ struct Proxy {
 
 /// A proxy to `upstream` that fails every attempt of operation number
 /// `fault_at` (1-based) with `fault`, when that operation is one the fault
-/// applies to.
-async fn proxy(upstream: String, fault_at: Option<(usize, Fault)>) -> Proxy {
+/// applies to; and, with `hot`, throttles every request that names that key
+/// (one hot item: DynamoDB throttles by partition, and an item is in one).
+async fn proxy(
+    upstream: String,
+    fault_at: Option<(usize, Fault)>,
+    hot: Option<&'static str>,
+) -> Proxy {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -88,7 +93,13 @@ async fn proxy(upstream: String, fault_at: Option<(usize, Fault)>) -> Proxy {
             let Ok((socket, _)) = listener.accept().await else {
                 return;
             };
-            tokio::spawn(serve(socket, upstream.clone(), fault_at, shared.clone()));
+            tokio::spawn(serve(
+                socket,
+                upstream.clone(),
+                fault_at,
+                hot,
+                shared.clone(),
+            ));
         }
     });
     Proxy { endpoint, seen }
@@ -98,6 +109,7 @@ async fn serve(
     mut socket: TcpStream,
     upstream: String,
     fault_at: Option<(usize, Fault)>,
+    hot: Option<&'static str>,
     seen: Arc<Mutex<Seen>>,
 ) {
     while let Some((head, request)) = read_http_request(&mut socket).await {
@@ -113,10 +125,16 @@ async fn serve(
                 }
             }
         };
+        let names_hot = hot.is_some_and(|key| {
+            request
+                .windows(key.len())
+                .any(|window| window == key.as_bytes())
+        });
         let fault = fault_at
             .filter(|(at, _)| *at == index)
             .map(|(_, fault)| fault)
-            .filter(|f| *f != Fault::Cancelled || target.ends_with("transactwriteitems"));
+            .filter(|f| *f != Fault::Cancelled || target.ends_with("transactwriteitems"))
+            .or(names_hot.then_some(Fault::Throttled));
         let response = match fault {
             None => forward(&upstream, &request).await,
             Some(Fault::Dropped) => return,
@@ -394,9 +412,19 @@ impl Scenario {
 /// Runs `scenario` with `fault` at operation `at`; returns what it saw and
 /// what is wrong.
 async fn case(scenario: Scenario, fault: Option<(usize, Fault)>) -> (Vec<String>, Vec<String>) {
+    let (targets, wrong, _) = case_with(scenario, fault, None).await;
+    (targets, wrong)
+}
+
+/// `case`, with a hot key too; also returns the response.
+async fn case_with(
+    scenario: Scenario,
+    fault: Option<(usize, Fault)>,
+    hot: Option<&'static str>,
+) -> (Vec<String>, Vec<String>, Response<Body>) {
     let direct = fresh_store().await;
     let req = scenario.prepare(&direct).await;
-    let proxy = proxy(required_env("DYNAMODB_TEST_ENDPOINT"), fault).await;
+    let proxy = proxy(required_env("DYNAMODB_TEST_ENDPOINT"), fault, hot).await;
     let client = client_for(&proxy.endpoint, &short_timeouts()).await;
     let store = Store::new(client, direct.table());
     let before = snapshot(direct.table()).await;
@@ -418,11 +446,51 @@ async fn case(scenario: Scenario, fault: Option<(usize, Fault)>) -> (Vec<String>
         .iter()
         .map(|(_, t)| t.rsplit('.').next().unwrap_or("").to_owned())
         .collect();
-    let label = format!("{scenario:?} fault {fault:?} -> {status}");
+    let label = format!("{scenario:?} fault {fault:?} hot {hot:?} -> {status}");
     (
         targets,
         wrong.into_iter().map(|w| format!("{label}: {w}")).collect(),
+        response,
     )
+}
+
+/// One item is hot: DynamoDB throttles every request naming its key, after
+/// the SDK's retries too (a guessing flood against one username's attempt
+/// record; one user's item read by a storm of requests). Every request that
+/// needs it answers 503 with `Retry-After`, the store is whole, and requests
+/// that do not touch it go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hot_item_throttled_by_dynamodb_gets_503_with_retry_after_and_nothing_half_written() {
+    let cases = [
+        ("LOCK#matrix", Scenario::LoginWithRehash),
+        ("LOCK#matrix", Scenario::LoginWrongPassword),
+        ("LOCK#matrix", Scenario::ChangePassword),
+        ("USER#matrix", Scenario::LoginWithRehash),
+        ("USER#matrix", Scenario::Refresh),
+        ("USER#matrix", Scenario::LogoutEverywhere),
+        ("USER#matrix", Scenario::ChangePassword),
+    ];
+    let runs = cases
+        .into_iter()
+        .map(|(hot, scenario)| case_with(scenario, None, Some(hot)));
+    let mut problems = Vec::new();
+    for (_, wrong, response) in join_all(runs).await {
+        problems.extend(wrong);
+        if response.status() == 503 {
+            assert!(response.headers().contains_key("retry-after"));
+        } else {
+            problems.push(format!(
+                "not 503 but {}: {}",
+                response.status(),
+                body_json(&response)
+            ));
+        }
+    }
+    // Another user's item is not hot: a registration goes through the same proxy.
+    let (_, wrong, response) = case_with(Scenario::Register, None, Some("LOCK#matrix")).await;
+    problems.extend(wrong);
+    assert_eq!(response.status(), 201, "{}", body_json(&response));
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
