@@ -232,9 +232,11 @@ impl Drop for Capture {
 #[doc(hidden)]
 pub fn check_emf(line: &Value) -> Result<Vec<String>, String> {
     let aws = line.get("_aws").ok_or("no _aws")?;
+    // Milliseconds: a time in seconds reads as 1970, which CloudWatch drops.
     aws.get("Timestamp")
         .and_then(Value::as_u64)
-        .ok_or("no integer Timestamp")?;
+        .filter(|ms| *ms > 1_000_000_000_000)
+        .ok_or("no Timestamp in milliseconds")?;
     let directives = aws
         .get("CloudWatchMetrics")
         .and_then(Value::as_array)
@@ -250,7 +252,8 @@ pub fn check_emf(line: &Value) -> Result<Vec<String>, String> {
         for set in directive
             .get("Dimensions")
             .and_then(Value::as_array)
-            .ok_or("no Dimensions")?
+            .filter(|sets| !sets.is_empty())
+            .ok_or("no dimension set (an empty one, [[]], is how to say none)")?
         {
             for dimension in set.as_array().ok_or("a dimension set is not an array")? {
                 let name = dimension.as_str().ok_or("a dimension is not a string")?;
@@ -351,11 +354,21 @@ mod tests {
     fn the_checker_refuses_what_cloudwatch_would_not_read() {
         let nested = json!({"fields": {"_aws": {}}});
         assert!(check_emf(&nested).is_err());
-        let value_missing = json!({"_aws": {"Timestamp": 1, "CloudWatchMetrics": [
+        let ms = 1_795_000_000_000_u64;
+        let valid = json!({"X": 1, "_aws": {"Timestamp": ms, "CloudWatchMetrics": [
             {"Namespace": "N", "Dimensions": [[]], "Metrics": [{"Name": "X", "Unit": "Count"}]}]}});
+        assert!(check_emf(&valid).is_ok());
+        let mut value_missing = valid.clone();
+        value_missing.as_object_mut().unwrap().remove("X");
         assert!(check_emf(&value_missing).is_err());
-        let dimension_missing = json!({"X": 1, "_aws": {"Timestamp": 1, "CloudWatchMetrics": [
-            {"Namespace": "N", "Dimensions": [["Service"]], "Metrics": [{"Name": "X", "Unit": "Count"}]}]}});
+        let mut in_seconds = valid.clone();
+        in_seconds["_aws"]["Timestamp"] = json!(ms / 1000);
+        assert!(check_emf(&in_seconds).is_err());
+        let mut no_dimension_set = valid.clone();
+        no_dimension_set["_aws"]["CloudWatchMetrics"][0]["Dimensions"] = json!([]);
+        assert!(check_emf(&no_dimension_set).is_err());
+        let mut dimension_missing = valid.clone();
+        dimension_missing["_aws"]["CloudWatchMetrics"][0]["Dimensions"] = json!([["Service"]]);
         assert!(check_emf(&dimension_missing).is_err());
     }
 }

@@ -23,10 +23,11 @@ for raw in open(sys.argv[1], errors="replace"):
     try:
         line = json.loads(raw[start:])
         aws = line["_aws"]
-        assert isinstance(aws["Timestamp"], int), "Timestamp"
+        assert isinstance(aws["Timestamp"], int) and aws["Timestamp"] > 10**12, "Timestamp in ms"
         assert line.get("level") == "INFO", "level"
         for directive in aws["CloudWatchMetrics"]:
             assert directive["Namespace"] == "AuthService", directive["Namespace"]
+            assert directive["Dimensions"], "no dimension set"
             for dimension_set in directive["Dimensions"]:
                 for dimension in dimension_set:
                     assert isinstance(line[dimension], str), f"dimension {dimension}"

@@ -96,6 +96,9 @@ fn cancellation<R: std::fmt::Debug>(
             .iter()
             .any(|c| ["ThrottlingError", "ProvisionedThroughputExceeded"].contains(&c.as_str()))
         {
+            // DynamoDB reports a throttled transaction this way, not as a
+            // ThrottlingException: counted as the dependency's trouble too.
+            crate::metrics::dependency_error("dynamodb", "throttled");
             return Ok(Cancelled::Store(StoreError::Unavailable(format!(
                 "dynamodb TransactWriteItems: throttled ({})",
                 codes.join(",")

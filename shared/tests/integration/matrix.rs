@@ -42,6 +42,9 @@ enum Fault {
     Throttled,
     /// TransactionCanceledException (TransactionConflict): transactions only.
     Cancelled,
+    /// TransactionCanceledException (ThrottlingError): how DynamoDB answers a
+    /// transaction with a throttled item (hot items only).
+    ThrottledTransaction,
     /// The call reaches DynamoDB and is done, but its answer is lost: the
     /// connection closes. A write that happened, reported as failed.
     Lost,
@@ -134,7 +137,14 @@ async fn serve(
             .filter(|(at, _)| *at == index)
             .map(|(_, fault)| fault)
             .filter(|f| *f != Fault::Cancelled || target.ends_with("transactwriteitems"))
-            .or(names_hot.then_some(Fault::Throttled));
+            .or(names_hot.then_some(
+                // DynamoDB cancels a transaction with a throttled item.
+                if target.ends_with("transactwriteitems") {
+                    Fault::ThrottledTransaction
+                } else {
+                    Fault::Throttled
+                },
+            ));
         let response = match fault {
             None => forward(&upstream, &request).await,
             Some(Fault::Dropped) => return,
@@ -149,6 +159,10 @@ async fn serve(
             Some(Fault::Throttled) => Some(dynamodb_error(
                 "ThrottlingException",
                 r#""message":"Rate of requests exceeds the allowed throughput.""#,
+            )),
+            Some(Fault::ThrottledTransaction) => Some(dynamodb_error(
+                "TransactionCanceledException",
+                r#""message":"Transaction cancelled","CancellationReasons":[{"Code":"None"},{"Code":"ThrottlingError","Message":"Throughput exceeds the current capacity for one or more global secondary indexes."}]"#,
             )),
             Some(Fault::Cancelled) => Some(dynamodb_error(
                 "TransactionCanceledException",
@@ -490,6 +504,27 @@ async fn a_hot_item_throttled_by_dynamodb_gets_503_with_retry_after_and_nothing_
     let (_, wrong, response) = case_with(Scenario::Register, None, Some("LOCK#matrix")).await;
     problems.extend(wrong);
     assert_eq!(response.status(), 201, "{}", body_json(&response));
+
+    // A hot item that only the final transaction names (every transaction is
+    // cancelled with ThrottlingError, as DynamoDB reports it): 503, counted
+    // as a throttled dependency call like any other.
+    let capture = auth::metrics::capture();
+    for scenario in [Scenario::LoginWithRehash, Scenario::Refresh] {
+        let (_, wrong, response) = case_with(scenario, None, Some("TransactItems")).await;
+        problems.extend(wrong);
+        assert_eq!(response.status(), 503, "{}", body_json(&response));
+    }
+    let throttled = capture
+        .take()
+        .into_iter()
+        .filter(|l| {
+            l["DependencyErrors"] == 1 && l["Kind"] == "throttled" && l["Service"] == "dynamodb"
+        })
+        .count();
+    assert!(
+        throttled >= 2,
+        "throttled transactions counted: {throttled}"
+    );
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 

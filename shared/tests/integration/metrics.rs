@@ -38,6 +38,15 @@ async fn each_outcome_writes_its_one_metric_line() {
     assert_eq!(created.status(), 201);
     assert_eq!(emitted(&capture), ["Registrations"]);
 
+    // A lost condition (the name is taken) is no dependency's trouble.
+    let again =
+        register::handle(&app.register(), request("register.json", None, Some(&body))).await;
+    assert_eq!(again.status(), 409);
+    assert!(
+        emitted(&capture).is_empty(),
+        "a conditional write that fails is not counted"
+    );
+
     let first = Tokens::from(&log_in(&app, "metered", PASSWORD).await);
     assert_eq!(emitted(&capture), ["LoginSucceeded"]);
 
