@@ -209,7 +209,7 @@ check("metrics.rs names 13 metrics", len(emitted) == 13, sorted(emitted))
 check("the functions get the namespace", globals_.get("Environment", {}).get("Variables", {}).get("METRICS_NAMESPACE")
       == {"Ref": "MetricsNamespace"}, globals_.get("Environment"))
 alarms = {n: r["Properties"] for n, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
-check("the alarms", set(alarms) == {"RefreshReuseAlarm", "LockoutAlarm", "ServerErrorRatioAlarm", "DependencyThrottleAlarm",
+check("the alarms", set(alarms) == {"RefreshReuseAlarm", "LockoutAlarm", "LoginFailureAlarm", "ServerErrorRatioAlarm", "DependencyThrottleAlarm",
                                       "FunctionErrorAlarm", "FunctionThrottleAlarm", "TableThrottleAlarm"}, sorted(alarms))
 notify = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
 for name, alarm in alarms.items():
