@@ -21,6 +21,7 @@ use auth::passwords::{BcryptCost, PasswordHasher};
 use auth::runtime;
 use auth::sessions::SessionConfig;
 use auth::throttle::RateLimits;
+use auth::tokens::TokenVerifier;
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
 
@@ -123,6 +124,9 @@ async fn routes() {
     let limits = || RateLimits::from_source(&Environment).unwrap();
     let browser = || BrowserPolicy::from_source(&Environment).unwrap();
     let issuer = || runtime::issuer_from_env(&sdk, &tokens).unwrap();
+    // The public keys once (one KMS round trip), for the three verifiers.
+    let public_keys = runtime::public_keys_from_env(&sdk).await.unwrap();
+    let verifier = || TokenVerifier::new(&public_keys, &tokens);
     let register = Register {
         store: store.clone(),
         passwords: passwords(),
@@ -147,19 +151,19 @@ async fn routes() {
     };
     let get_name = GetName {
         store: store.clone(),
-        tokens: runtime::verifier_from_env(&sdk, &tokens).await.unwrap(),
+        tokens: verifier(),
         clock: Clock::system(),
     };
     let logout = Logout {
         store: store.clone(),
-        tokens: runtime::verifier_from_env(&sdk, &tokens).await.unwrap(),
+        tokens: verifier(),
         browser: browser(),
         clock: Clock::system(),
     };
     let password = ChangePassword {
         store: store.clone(),
         passwords: passwords(),
-        verifier: runtime::verifier_from_env(&sdk, &tokens).await.unwrap(),
+        verifier: verifier(),
         issuer: issuer(),
         sessions: sessions(),
         limits: limits(),

@@ -6,13 +6,11 @@ top level, unit Count, each dimension's value present), in the one namespace,
 named as shared/src/metrics.rs names them; and the stages before (e2e, the
 browser tests, the contract run) made the metrics the alarms watch appear.
 Usage: check_metrics.py WATCH_LOG"""
-import json, pathlib, re, sys
+import json, sys
 
-root = pathlib.Path(__file__).resolve().parents[2]
-metrics_rs = (root / "shared" / "src" / "metrics.rs").read_text()
-name_fn = metrics_rs[metrics_rs.index("pub fn name(self)"):metrics_rs.index("/// Every metric name the code can emit")]
-known = set(re.findall(r'=> "([A-Za-z]+)"', name_fn))
-known |= set(re.findall(r'pub const (?:DEPENDENCY_ERRORS|RESPONSES|SERVER_ERRORS): &str = "([A-Za-z]+)"', metrics_rs))
+from metric_names import metric_names
+
+known = metric_names()
 
 failures, seen, lines = [], set(), 0
 for raw in open(sys.argv[1], errors="replace"):

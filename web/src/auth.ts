@@ -359,12 +359,16 @@ export class AuthClient {
 
   #signedOut(notice: string | null): void {
     this.#generation++;
-    this.#token = null;
+    this.#dropToken();
     // A refresh still in flight belongs to the session that ended: later
     // callers start their own.
     this.#refreshing = null;
-    clearTimeout(this.#timer);
     this.#setState({ status: "signed-out", notice });
+  }
+
+  #dropToken(): void {
+    this.#token = null;
+    clearTimeout(this.#timer);
   }
 
   #onMessage(message: Message): void {
@@ -378,8 +382,7 @@ export class AuthClient {
     // now. Drop what this tab holds and resume the session the cookie holds.
     // (A refresh of this tab still running started after that login, which
     // held the lock: its answer is the new session's, and is kept.)
-    this.#token = null;
-    clearTimeout(this.#timer);
+    this.#dropToken();
     this.#setState({ status: "loading", problem: null });
     this.#wake?.();
     void this.start();

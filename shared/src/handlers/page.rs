@@ -74,7 +74,12 @@ fn page(site: &Site, req: &Request) -> Result<Response<Body>, ApiError> {
     }
     let path = req.uri().path();
     if path == "/" {
-        return Ok(file(site.index, "text/html; charset=utf-8", "no-store"));
+        return Ok(file(
+            site.index,
+            "text/html; charset=utf-8",
+            "no-store",
+            None,
+        ));
     }
     let asset = path
         .strip_prefix(ASSETS_PREFIX)
@@ -91,14 +96,11 @@ fn page(site: &Site, req: &Request) -> Result<Response<Body>, ApiError> {
         (_, Some(gzip)) if accepts(accepted, "gzip") => (gzip, Some("gzip")),
         _ => (asset.body, None),
     };
-    let mut response = file(body, content_type(asset.path), IMMUTABLE);
-    let headers = response.headers_mut();
+    let mut response = file(body, content_type(asset.path), IMMUTABLE, encoding);
     if asset.br.is_some() || asset.gzip.is_some() {
-        headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
-    }
-    if let Some(encoding) = encoding {
-        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(encoding));
-        *response.body_mut() = Body::Binary(body.to_vec());
+        response
+            .headers_mut()
+            .insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
     }
     Ok(response)
 }
@@ -118,17 +120,30 @@ fn accepts(accept_encoding: &str, coding: &str) -> bool {
     })
 }
 
-fn file(body: &'static [u8], content_type: &'static str, cache: &'static str) -> Response<Body> {
-    // Text goes as text; anything else as bytes (base64 through API Gateway).
-    let body = match std::str::from_utf8(body) {
-        Ok(text) if content_type.contains("charset=utf-8") => Body::Text(text.to_owned()),
-        _ => Body::Binary(body.to_vec()),
+/// `body` as it is sent: compressed with `encoding`, if any.
+fn file(
+    body: &'static [u8],
+    content_type: &'static str,
+    cache: &'static str,
+    encoding: Option<&'static str>,
+) -> Response<Body> {
+    // Text goes as text; anything else, compressed text included, as bytes
+    // (base64 through API Gateway).
+    let text = std::str::from_utf8(body)
+        .ok()
+        .filter(|_| encoding.is_none() && content_type.contains("charset=utf-8"));
+    let body = match text {
+        Some(text) => Body::Text(text.to_owned()),
+        None => Body::Binary(body.to_vec()),
     };
     let mut response = Response::new(body);
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    if let Some(encoding) = encoding {
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(encoding));
+    }
     response
 }
 
