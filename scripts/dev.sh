@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make dev`: the local stack in one command. Installs what is missing into
 # .tools/, keeps its state in .dev/ (both git-ignored): DynamoDB Local with its
-# data on disk (users survive a restart), the table, a demo user, and
+# data on disk (users survive a restart), the table, a demo user (an admin), and
 # `cargo lambda watch` routing /login and /get_name on port 9000 like API
 # Gateway, with several instances of each function (DEV_CONCURRENCY, default
 # 4), as Lambda runs them, so that requests can race locally as they do
@@ -51,10 +51,11 @@ export BCRYPT_COST=${BCRYPT_COST:-12} RUST_LOG=${RUST_LOG:-info}
 
 "$admin" create-table
 "$admin" create-user demo "Demo User" --if-missing <"$dev/demo-password"
+"$admin" grant demo admin >/dev/null
 
 cat <<MSG
 
-== demo user: username "demo", password "$(cat "$dev/demo-password")" (kept in .dev/demo-password)
+== demo user: username "demo", password "$(cat "$dev/demo-password")" (kept in .dev/demo-password), an admin
    try:
      curl -s -X POST localhost:$watch_port/login -H 'content-type: application/json' \\
           -d '{"username": "demo", "password": "$(cat "$dev/demo-password")"}'

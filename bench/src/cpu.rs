@@ -11,7 +11,8 @@ use std::time::Instant;
 use auth::browser::BrowserPolicy;
 use auth::clock::Clock;
 use auth::config::Environment;
-use auth::handlers::change_password::{self, ChangePassword};
+use auth::handlers::account::Account;
+use auth::handlers::change_password;
 use auth::handlers::get_name::{self, GetName};
 use auth::handlers::login::{self, Login};
 use auth::handlers::logout::{self, Logout};
@@ -160,7 +161,7 @@ async fn routes() {
         browser: browser(),
         clock: Clock::system(),
     };
-    let password = ChangePassword {
+    let password = Account {
         store: store.clone(),
         passwords: passwords(),
         verifier: verifier(),

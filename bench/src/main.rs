@@ -312,7 +312,7 @@ async fn login_overhead() -> bool {
         );
         let now = auth::clock::system_now();
         signer
-            .issue(&user, &format!("bare-{i}"), now)
+            .issue(&user, &format!("bare-{i}"), now, now)
             .await
             .unwrap();
         let session = auth::sessions::Session {
@@ -322,6 +322,7 @@ async fn login_overhead() -> bool {
             epoch: 0,
             revoked: false,
             created_at: now,
+            auth_time: now,
             expires_at: now + 3600,
         };
         let first = auth::sessions::RefreshRecord {

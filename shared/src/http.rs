@@ -7,6 +7,7 @@ use lambda_http::{Body, Request, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::permissions::Role;
 use crate::store::StoreError;
 use crate::tokens::TokenError;
 
@@ -37,6 +38,17 @@ pub enum ApiError {
     MissingToken(&'static str),
     #[error("{0}")]
     InvalidToken(String),
+    /// The token is good but the user lacks the role (RFC 6750 §3.1).
+    #[error("this needs the {0} role")]
+    InsufficientScope(Role),
+    /// The password was proved too long ago for this act (RFC 9470).
+    #[error(
+        "this needs a proof of the password within the last {max_age} seconds; re-authenticate and try again"
+    )]
+    StaleAuthentication { max_age: u64 },
+    /// Allowed to nobody, whatever their role (an admin deleting themselves).
+    #[error("{0}")]
+    Forbidden(&'static str),
     #[error("User not found")]
     UserNotFound,
     #[error("no such resource")]
@@ -81,9 +93,12 @@ impl ApiError {
             ApiError::LoginFailed
             | ApiError::MissingToken(_)
             | ApiError::InvalidToken(_)
+            | ApiError::StaleAuthentication { .. }
             | ApiError::InvalidGrant
             | ApiError::RefreshSuperseded => StatusCode::UNAUTHORIZED,
-            ApiError::ForbiddenOrigin => StatusCode::FORBIDDEN,
+            ApiError::ForbiddenOrigin | ApiError::InsufficientScope(_) | ApiError::Forbidden(_) => {
+                StatusCode::FORBIDDEN
+            }
             ApiError::UsernameTaken | ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::UserNotFound | ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -102,6 +117,9 @@ impl ApiError {
             ApiError::LoginFailed => "login_failed",
             ApiError::MissingToken(_) => "missing_token",
             ApiError::InvalidToken(_) => "invalid_token",
+            ApiError::InsufficientScope(_) => "insufficient_scope",
+            ApiError::StaleAuthentication { .. } => "insufficient_user_authentication",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::UserNotFound => "user_not_found",
             ApiError::NotFound => "not_found",
             ApiError::InvalidGrant => "invalid_grant",
@@ -135,6 +153,23 @@ impl ApiError {
                 // The description is ours (never client text), so it is safe to quote.
                 let challenge = format!(
                     "Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"{description}\""
+                );
+                if let Ok(value) = HeaderValue::from_str(&challenge) {
+                    headers.insert(header::WWW_AUTHENTICATE, value);
+                }
+            }
+            ApiError::InsufficientScope(role) => {
+                // A role name is a scope token: nothing in it needs escaping.
+                let challenge = format!(
+                    "Bearer realm=\"{REALM}\", error=\"insufficient_scope\", error_description=\"{self}\", scope=\"{role}\""
+                );
+                if let Ok(value) = HeaderValue::from_str(&challenge) {
+                    headers.insert(header::WWW_AUTHENTICATE, value);
+                }
+            }
+            ApiError::StaleAuthentication { max_age } => {
+                let challenge = format!(
+                    "Bearer realm=\"{REALM}\", error=\"insufficient_user_authentication\", error_description=\"a more recent proof of the password is required\", max_age={max_age}"
                 );
                 if let Ok(value) = HeaderValue::from_str(&challenge) {
                     headers.insert(header::WWW_AUTHENTICATE, value);

@@ -11,6 +11,7 @@ pub mod http;
 pub mod keys;
 pub mod metrics;
 pub mod passwords;
+pub mod permissions;
 pub mod runtime;
 pub mod sessions;
 pub mod store;

@@ -23,6 +23,8 @@ pub const DEPENDENCY_ERRORS: &str = "DependencyErrors";
 /// Every response, and those of 5xx: both in total and by `StatusClass`.
 pub const RESPONSES: &str = "Responses";
 pub const SERVER_ERRORS: &str = "ServerErrors";
+/// Acts on the admin API, done or refused: in total and by `Action` and `Outcome`.
+pub const ADMIN_ACTIONS: &str = "AdminActions";
 
 /// What happened, one count each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,10 +43,14 @@ pub enum Event {
     RefreshSuperseded,
     Logout,
     PasswordChanged,
+    /// A password proved again within a session (`/reauthenticate`).
+    Reauthenticated,
+    /// An account deleted by its owner, an admin or `auth-admin`.
+    AccountDeleted,
 }
 
 /// Every event, for the template test (`metric-names`) and for docs.
-pub const EVENTS: [Event; 10] = [
+pub const EVENTS: [Event; 12] = [
     Event::LoginSucceeded,
     Event::LoginFailed,
     Event::Lockout,
@@ -55,6 +61,8 @@ pub const EVENTS: [Event; 10] = [
     Event::RefreshSuperseded,
     Event::Logout,
     Event::PasswordChanged,
+    Event::Reauthenticated,
+    Event::AccountDeleted,
 ];
 
 impl Event {
@@ -70,6 +78,8 @@ impl Event {
             Event::RefreshSuperseded => "RefreshSuperseded",
             Event::Logout => "Logouts",
             Event::PasswordChanged => "PasswordChanges",
+            Event::Reauthenticated => "Reauthentications",
+            Event::AccountDeleted => "AccountsDeleted",
         }
     }
 }
@@ -77,7 +87,7 @@ impl Event {
 /// Every metric name the code can emit.
 pub fn metric_names() -> Vec<&'static str> {
     let mut names: Vec<_> = EVENTS.iter().map(|e| e.name()).collect();
-    names.extend([DEPENDENCY_ERRORS, RESPONSES, SERVER_ERRORS]);
+    names.extend([DEPENDENCY_ERRORS, RESPONSES, SERVER_ERRORS, ADMIN_ACTIONS]);
     names
 }
 
@@ -93,6 +103,16 @@ pub fn dependency_error(service: &str, kind: &'static str) {
         &[(DEPENDENCY_ERRORS, 1)],
         &[&["Service", "Kind"]],
         &[("Service", service), ("Kind", kind)],
+    );
+}
+
+/// Counts an act on the admin API: `action` (`grant_role`, `delete_user`, …)
+/// and its `outcome` (`done`, or the error code it was refused with).
+pub fn admin_action(action: &str, outcome: &str) {
+    emit(
+        &[(ADMIN_ACTIONS, 1)],
+        &[&[], &["Action", "Outcome"]],
+        &[("Action", action), ("Outcome", outcome)],
     );
 }
 

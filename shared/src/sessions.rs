@@ -110,6 +110,9 @@ pub struct Session {
     pub epoch: u64,
     pub revoked: bool,
     pub created_at: i64,
+    /// When the password was last proved in this session: its login, or its
+    /// latest re-authentication. Access tokens carry it as `auth_time`.
+    pub auth_time: i64,
     /// When the newest refresh token of the family expires.
     pub expires_at: i64,
 }

@@ -16,6 +16,7 @@ use uuid::Uuid;
 use crate::clock::system_now as now;
 use crate::config::TokenConfig;
 use crate::keys::{PublicKey, SignError, Signer};
+use crate::permissions::scope_of;
 use crate::users::User;
 
 /// The one algorithm we issue and accept: API Gateway's JWT authorizer takes RSA only.
@@ -40,6 +41,14 @@ pub struct Claims {
     pub sid: String,
     /// The user's session epoch when the session began.
     pub sep: u64,
+    /// When the password was last proved in this session (OIDC's
+    /// `auth_time`): a login or a re-authentication; refreshes keep it.
+    /// Tokens from before it existed read as 0: never fresh.
+    #[serde(default)]
+    pub auth_time: i64,
+    /// The user's roles, space-separated (`permissions`); absent when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
     pub iss: String,
     pub aud: String,
     pub iat: i64,
@@ -104,9 +113,16 @@ impl TokenIssuer {
         self.signer.kid()
     }
 
-    /// Issues an access token of session `sid` at `now` (seconds since the epoch).
-    pub async fn issue(&self, user: &User, sid: &str, now: i64) -> Result<IssuedToken, SignError> {
-        let claims = self.claims_for(user, sid, now);
+    /// Issues an access token of session `sid`, whose password was last
+    /// proved at `auth_time`, at `now` (seconds since the epoch).
+    pub async fn issue(
+        &self,
+        user: &User,
+        sid: &str,
+        auth_time: i64,
+        now: i64,
+    ) -> Result<IssuedToken, SignError> {
+        let claims = self.claims_for(user, sid, auth_time, now);
         Ok(IssuedToken {
             token: self.sign(&claims).await?,
             expires_in: self.ttl.as_secs(),
@@ -119,12 +135,14 @@ impl TokenIssuer {
     }
 
     /// The claims `issue` would sign; tests edit them to forge hostile tokens.
-    pub fn claims_for(&self, user: &User, sid: &str, now: i64) -> Claims {
+    pub fn claims_for(&self, user: &User, sid: &str, auth_time: i64, now: i64) -> Claims {
         Claims {
             sub: user.id.to_string(),
             username: user.username.to_string(),
             sid: sid.to_owned(),
             sep: user.session_epoch,
+            auth_time,
+            scope: scope_of(&user.roles),
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             iat: now,
@@ -291,7 +309,7 @@ mod tests {
     }
 
     fn valid_claims() -> Value {
-        serde_json::to_value(issuer(ours()).claims_for(&user(), "session-1", now())).unwrap()
+        serde_json::to_value(issuer(ours()).claims_for(&user(), "session-1", now(), now())).unwrap()
     }
 
     fn our_header() -> Value {
@@ -318,7 +336,7 @@ mod tests {
     async fn issued_claims_round_trip_through_the_verifier() {
         let user = user();
         let issued = issuer(ours())
-            .issue(&user, "session-1", now())
+            .issue(&user, "session-1", now() - 30, now())
             .await
             .unwrap();
         assert_eq!(issued.expires_in, 900);
@@ -327,6 +345,8 @@ mod tests {
         assert_eq!(claims.username, "alice");
         assert_eq!(claims.sid, "session-1");
         assert_eq!(claims.sep, 0);
+        assert_eq!(claims.auth_time, claims.iat - 30);
+        assert_eq!(claims.scope, None, "no roles, no scope claim");
         assert_eq!(claims.iss, "https://auth.test");
         assert_eq!(claims.aud, "auth-test-api");
         assert_eq!(claims.exp - claims.iat, 900);
@@ -339,10 +359,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_users_roles_travel_as_the_scope_claim() {
+        let mut user = user();
+        user.roles.insert(crate::permissions::Role::admin());
+        user.roles
+            .insert(crate::permissions::Role::parse("support").unwrap());
+        let token = issuer(ours())
+            .issue(&user, "s", now(), now())
+            .await
+            .unwrap()
+            .token;
+        let claims = verify(&token).unwrap();
+        assert_eq!(claims.scope.as_deref(), Some("admin support"));
+        // What API Gateway's authorizer reads: a plain string claim.
+        let payload = token.split('.').nth(1).unwrap();
+        let json: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        assert_eq!(json["scope"], "admin support");
+        assert!(json["auth_time"].is_i64());
+    }
+
+    #[tokio::test]
     async fn every_token_gets_its_own_jti() {
         let issuer = issuer(ours());
-        let a = verify(&issuer.issue(&user(), "s", now()).await.unwrap().token).unwrap();
-        let b = verify(&issuer.issue(&user(), "s", now()).await.unwrap().token).unwrap();
+        let a = verify(
+            &issuer
+                .issue(&user(), "s", now(), now())
+                .await
+                .unwrap()
+                .token,
+        )
+        .unwrap();
+        let b = verify(
+            &issuer
+                .issue(&user(), "s", now(), now())
+                .await
+                .unwrap()
+                .token,
+        )
+        .unwrap();
         assert_ne!(a.jti, b.jti);
     }
 
@@ -420,12 +475,16 @@ mod tests {
     async fn an_expired_token_is_refused_beyond_the_leeway() {
         let issuer = issuer(ours());
         let long_ago = now() - 900 - LEEWAY.as_secs() as i64 - 5;
-        let token = issuer.issue(&user(), "s", long_ago).await.unwrap().token;
+        let token = issuer
+            .issue(&user(), "s", long_ago, long_ago)
+            .await
+            .unwrap()
+            .token;
         assert_eq!(verify(&token), Err(TokenError::Expired));
         // Within the leeway it still passes.
         let just_expired = now() - 900 - 1;
         let token = issuer
-            .issue(&user(), "s", just_expired)
+            .issue(&user(), "s", just_expired, just_expired)
             .await
             .unwrap()
             .token;
@@ -495,7 +554,7 @@ mod tests {
     #[tokio::test]
     async fn a_tampered_payload_or_signature_is_refused() {
         let token = issuer(ours())
-            .issue(&user(), "s", now())
+            .issue(&user(), "s", now(), now())
             .await
             .unwrap()
             .token;
@@ -539,14 +598,14 @@ mod tests {
             &config(),
         );
         let old_token = issuer(ours())
-            .issue(&user(), "s", now())
+            .issue(&user(), "s", now(), now())
             .await
             .unwrap()
             .token;
         assert!(during.verify(&old_token).is_ok());
         // Step 2: the signer switches; new tokens carry the new kid, old ones still pass.
         let new_token = issuer(next_key())
-            .issue(&user(), "s", now())
+            .issue(&user(), "s", now(), now())
             .await
             .unwrap()
             .token;

@@ -1,10 +1,12 @@
 //! The user model: usernames normalised once at the edge, stable user ids, and
 //! the record kept per user.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use uuid::Uuid;
+
+use crate::permissions::Role;
 
 pub const USERNAME_MIN_CHARS: usize = 3;
 pub const USERNAME_MAX_CHARS: usize = 32;
@@ -94,6 +96,8 @@ pub struct User {
     /// access token of that session can be valid anyway (then the entry can go).
     /// Kept on the user item so that checking an access token stays one read.
     pub revoked_sessions: BTreeMap<String, i64>,
+    /// What the user may do beyond their own account (`permissions`); none by default.
+    pub roles: BTreeSet<Role>,
 }
 
 impl User {
@@ -108,6 +112,7 @@ impl User {
             created_at: crate::clock::system_now(),
             session_epoch: 0,
             revoked_sessions: BTreeMap::new(),
+            roles: BTreeSet::new(),
         }
     }
 
@@ -133,6 +138,7 @@ impl fmt::Debug for User {
             .field("created_at", &self.created_at)
             .field("session_epoch", &self.session_epoch)
             .field("revoked_sessions", &self.revoked_sessions)
+            .field("roles", &self.roles)
             .finish()
     }
 }

@@ -4,7 +4,7 @@ the function: `cargo lambda invoke <function> --data-file events/<file>`,
 with the function chosen by the event's path through the watch router.
 Checks each answer's status against what the event stands for. Needs the
 watch that `make test` started (WATCH_URL)."""
-import json, os, pathlib, subprocess, sys, tomllib, urllib.parse
+import json, os, pathlib, re, subprocess, sys, tomllib, urllib.parse
 
 root = pathlib.Path(__file__).resolve().parents[2]
 watch = urllib.parse.urlparse(os.environ["WATCH_URL"])
@@ -41,9 +41,32 @@ EXPECTED = {
     "jwks-wrong-method.json": 405,
     "page.json": 200,  # the sign-in page (the web function)
     "page-wrong-method.json": 405,
+    "reauthenticate.json": 401,  # placeholder token
+    "reauthenticate-wrong-method.json": 405,
+    "delete-account.json": 401,
+    "delete-account-wrong-method.json": 405,
+    "admin-user.json": 401,
+    "admin-user-wrong-method.json": 405,
+    "admin-deactivate.json": 401,
+    "admin-delete-user.json": 401,
+    "admin-grant-role.json": 401,
+    "admin-revoke-role.json": 401,
+    "admin-unlock.json": 401,
+    "admin-end-sessions.json": 401,
 }
 
 router = tomllib.loads((root / "Cargo.toml").read_text())["workspace"]["metadata"]["lambda"]["watch"]["router"]
+
+
+def pattern(route):
+    """A route ({name} one segment, {*name} the rest) as a regular expression."""
+    return "^" + re.sub(r"\\\{\\\*\w+\\\}", ".+", re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(route))) + "$"
+
+
+def route_of(path):
+    return next((r for r in router if re.match(pattern(r), path)), None)
+
+
 files = sorted(p.name for p in (root / "events").glob("*.json"))
 failures = []
 if set(files) != set(EXPECTED):
@@ -51,11 +74,13 @@ if set(files) != set(EXPECTED):
 
 for name in files:
     event = json.loads((root / "events" / name).read_text())
+    route = route_of(event["rawPath"])
     check_shape = event.get("version") == "2.0" and event["requestContext"]["stage"] == "$default" \
-        and event["routeKey"] == f"ANY {event['rawPath']}" and event["requestContext"]["http"]["path"] == event["rawPath"]
+        and event["routeKey"] == f"ANY {route}" == event["requestContext"]["routeKey"] \
+        and event["requestContext"]["http"]["path"] == event["rawPath"]
     if not check_shape:
         failures.append(f"{name}: not an HTTP API v2 event of the $default stage with an ANY route")
-    function = router.get(event["rawPath"])
+    function = router.get(route)
     if function is None:
         failures.append(f"{name}: no function routes {event['rawPath']}")
         continue

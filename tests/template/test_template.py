@@ -79,12 +79,18 @@ EXPECTED = {
     "Register": [logs("Register"), table("PutItem", "UpdateItem")],
     "Refresh": [logs("Refresh"), table("GetItem", "PutItem", "UpdateItem", "ConditionCheckItem"), SIGN],
     "Logout": [logs("Logout"), table("GetItem", "UpdateItem"), PUBLIC_KEY],
-    "Password": [logs("Password"), table("GetItem", "PutItem", "UpdateItem", "DeleteItem"), SIGN, PUBLIC_KEY],
+    # Password also re-authenticates (a ConditionCheck on the user item) and
+    # deletes accounts (the user item and the attempt record: DeleteItem).
+    "Password": [logs("Password"), table("GetItem", "PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem"),
+                 SIGN, PUBLIC_KEY],
+    # Admin: reads users and lock records, updates roles, activity and epochs,
+    # deletes users (with their attempt record) and lock records. Never signs.
+    "Admin": [logs("Admin"), table("GetItem", "UpdateItem", "DeleteItem"), PUBLIC_KEY],
     "Jwks": [logs("Jwks"), PUBLIC_KEY],
     "Web": [logs("Web")],
 }
 BINARIES = {"Login": "login", "GetName": "get-name", "Register": "register", "Refresh": "refresh",
-            "Logout": "logout", "Password": "password", "Jwks": "jwks", "Web": "web"}
+            "Logout": "logout", "Password": "password", "Admin": "admin", "Jwks": "jwks", "Web": "web"}
 # The page's routes: served by the web function, outside the API's contract.
 PAGE = "web"
 
@@ -160,11 +166,17 @@ codes = set(re.findall(r'=> "([a-z_]+)"', code_fn))
 documented = set(spec["components"]["schemas"]["Error"]["properties"]["error"]["enum"])
 check("openapi.yaml's error codes are the code's", codes == documented,
       f"only in the code {sorted(codes - documented)}, only in the contract {sorted(documented - codes)}")
-served = {"login": "post", "get-name": "get", "register": "post", "refresh": "post", "logout": "post",
-          "password": "post", "jwks": "get"}
+# What each route's handler serves (every other method: 405).
+served = {"/login": {"post"}, "/get_name": {"get"}, "/register": {"post"}, "/refresh": {"post"},
+          "/logout": {"post"}, "/password": {"post"}, "/reauthenticate": {"post"}, "/account": {"delete"},
+          "/.well-known/jwks.json": {"get"}, "/.well-known/openid-configuration": {"get"},
+          "/admin/users/{username}": {"get", "patch", "delete"},
+          "/admin/users/{username}/roles/{role}": {"put", "delete"},
+          "/admin/users/{username}/lock": {"delete"}, "/admin/users/{username}/sessions": {"delete"}}
+check("every API route's methods are known", set(served) == set(api_routes), sorted(set(served) ^ set(api_routes)))
 for path, function in api_routes.items():
     methods = set(spec["paths"].get(path, {})) - {"parameters", "summary", "description"}
-    check(f"openapi.yaml: {path} has the one method its handler serves", methods == {served[function]}, methods)
+    check(f"openapi.yaml: {path} has the methods its handler serves", methods == served.get(path), methods)
 
 api = resources["HttpApi"]["Properties"]
 check("$default stage", api.get("StageName") == "$default", api)
@@ -177,6 +189,14 @@ for name in ("Login", "Refresh", "Logout", "Password"):
     variables = functions[name]["Properties"]["Environment"]["Variables"]
     check(f"{name} knows the origins that may use the refresh cookie",
           variables.get("CORS_ALLOWED_ORIGINS") == {"Fn::Join": [",", {"Ref": "CorsAllowedOrigins"}]}, variables)
+served_methods = {m.upper() for methods in served.values() for m in methods}
+check("CORS allows every method a route serves", served_methods | {"OPTIONS"} <= set(cors.get("AllowMethods", [])),
+      cors.get("AllowMethods"))
+roles_pattern = re.compile(template["Parameters"]["Roles"]["AllowedPattern"])
+check("the Roles parameter's pattern is the code's role rule",
+      all(roles_pattern.fullmatch(v) for v in ["admin", "admin support", "admin,billing-ops", "a.b_c", ""])
+      and not any(roles_pattern.fullmatch(v) for v in ["Admin", "1st", "-x", "a" * 33, "a:b"]),
+      template["Parameters"]["Roles"]["AllowedPattern"])
 check("CORS from a parameter, off by default", "CorsConfiguration" in api and template["Parameters"]["CorsAllowedOrigins"]["Default"] == "", api)
 
 # Access logs: JSON, to their own group with the retention, the fields an
@@ -203,7 +223,7 @@ check("access log holds no authorizer, header, cookie or body",
 # the code emits (shared/src/metrics.rs).
 from metric_names import metric_names
 emitted = metric_names()
-check("metrics.rs names 13 metrics", len(emitted) == 13, sorted(emitted))
+check("metrics.rs names 16 metrics", len(emitted) == 16, sorted(emitted))
 check("the functions get the namespace", globals_.get("Environment", {}).get("Variables", {}).get("METRICS_NAMESPACE")
       == {"Ref": "MetricsNamespace"}, globals_.get("Environment"))
 alarms = {n: r["Properties"] for n, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
@@ -278,6 +298,21 @@ check("no NoEcho (no secret) parameters", not any(p.get("NoEcho") for p in templ
 text = (root / "template.yaml").read_text()
 check("no secret references", "secretsmanager" not in text and "ssm-secure" not in text)
 check("outputs", {"ApiUrl", "Issuer", "JwksUrl", "TableName"} <= set(template["Outputs"]), template["Outputs"].keys())
+
+# Roles as scopes (docs/clients.md): the authorizer snippet's scopes are roles
+# the deployment knows, and its events are the admin API's, in the template.
+clients = (root / "docs" / "clients.md").read_text()
+snippet = re.search(r"```yaml\n(\s+Auth:\n\s+Authorizer: OurJwt\n\s+AuthorizationScopes: \[(\w+)\]\n)```", clients)
+check("docs/clients.md shows the admin routes' authorizer with a scope", snippet is not None)
+if snippet:
+    roles = set(re.split(r"[ ,]+", template["Parameters"]["Roles"]["Default"]))
+    check("the snippet's scope is a role the template knows", snippet.group(2) in roles | {"admin"}, snippet.group(2))
+    admin_paths = {e["Properties"]["Path"] for e in functions["Admin"]["Properties"]["Events"].values()}
+    check("the admin API's routes are the admin function's", admin_paths == {p for p in api_routes if p.startswith("/admin/")},
+          sorted(admin_paths))
+permissions_rs = (root / "shared" / "src" / "permissions.rs").read_text()
+check("the role the admin API requires is the snippet's scope",
+      snippet is not None and f'pub const ADMIN: &str = "{snippet.group(2)}";' in permissions_rs)
 
 # The IAM table of docs/operations.md says what the template grants (typed by
 # hand, so checked here: it once listed login without DeleteItem).

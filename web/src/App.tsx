@@ -162,6 +162,45 @@ function ChangePassword({ auth }: { auth: AuthClient }) {
   );
 }
 
+function DeleteAccount({ auth }: { auth: AuthClient }) {
+  const [asked, setAsked] = useState(false);
+  const [password, setPassword] = useState("");
+  const [busy, outcome, run] = useAction();
+  if (!asked) {
+    return (
+      <section aria-labelledby="delete-account">
+        <h2 id="delete-account">Delete account</h2>
+        <div className="actions">
+          <button type="button" className="danger" onClick={() => { setAsked(true); }}>
+            Delete account…
+          </button>
+        </div>
+      </section>
+    );
+  }
+  return (
+    <Form
+      title="Delete account"
+      onSubmit={() => {
+        run(async () => {
+          await auth.deleteAccount(password);
+          return null;
+        });
+      }}
+    >
+      <p>This deletes your account and ends every session, on every device. It cannot be undone.</p>
+      <Field label="Password" type="password" autoComplete="current-password" value={password} onChange={setPassword} />
+      <Result outcome={outcome} />
+      <div className="actions">
+        <button type="submit" className="danger" disabled={busy}>Delete my account</button>
+        <button type="button" className="link" onClick={() => { setAsked(false); setPassword(""); }}>
+          Keep my account
+        </button>
+      </div>
+    </Form>
+  );
+}
+
 function Account({ auth }: { auth: AuthClient }) {
   const [name, setName] = useState<string | null>(null);
   const [nameError, setNameError] = useState<string | null>(null);
@@ -204,6 +243,7 @@ function Account({ auth }: { auth: AuthClient }) {
         <Result outcome={outcome} />
       </section>
       <ChangePassword auth={auth} />
+      <DeleteAccount auth={auth} />
     </>
   );
 }

@@ -255,6 +255,25 @@ export class AuthClient {
   }
 
   /**
+   * Deletes the account for good, proving the current password, and signs
+   * out every tab (the API clears the cookie). Throws, and stays signed in,
+   * if the API did not delete it.
+   */
+  async deleteAccount(password: string): Promise<void> {
+    await this.#locked(async () => {
+      const response = await this.#authorized(
+        "/account",
+        { method: "DELETE", json: { password } },
+        () => this.#refreshOnce(),
+      );
+      if (response === null) throw sessionEnded();
+      if (!response.ok) throw await problem(response);
+      this.#signedOut("Your account has been deleted.");
+      this.#broadcast({ type: "signed-out" });
+    });
+  }
+
+  /**
    * A call to the API with the access token. Retried once, after a refresh,
    * when the answer says the token was expired or invalid: never otherwise.
    * `path` is a path of the API (it starts with one "/"): the token is never

@@ -282,6 +282,43 @@ test("changing the password keeps this tab signed in; the old password stops wor
   await expectSignedIn(page, person);
 });
 
+test("deleting the account takes the password, signs out every tab and frees the username", async ({
+  page,
+  context,
+  request,
+}) => {
+  const person = newPerson();
+  await register(page, person);
+  const other = await context.newPage();
+  await other.goto("/");
+  await expectSignedIn(other, person);
+  const before = await refreshCookie(context);
+
+  await page.getByRole("button", { name: "Delete account…" }).click();
+  // Changing one's mind puts the button back.
+  await page.getByRole("button", { name: "Keep my account" }).click();
+  await page.getByRole("button", { name: "Delete account…" }).click();
+  // A wrong password deletes nothing: the API's answer, shown as is.
+  await page.getByLabel("Password", { exact: true }).fill("not my password at all");
+  await page.getByRole("button", { name: "Delete my account" }).click();
+  await expect(page.getByRole("alert").filter({ hasText: "Login Failed" })).toBeVisible();
+  await expectSignedIn(page, person);
+
+  await page.getByLabel("Password", { exact: true }).fill(person.password);
+  await page.getByRole("button", { name: "Delete my account" }).click();
+  await expectSignedOut(page);
+  await expect(page.getByText("Your account has been deleted.")).toBeVisible();
+  await expectSignedOut(other);
+  expect(await refreshCookie(context), "the API cleared the cookie").toBeUndefined();
+  const replay = await request.post("/refresh", { data: { refresh_token: before?.value } });
+  expect(replay.status()).toBe(401);
+
+  await logIn(page, person);
+  await expect(page.getByRole("alert").filter({ hasText: "Login Failed" })).toBeVisible();
+  // The username is free again: someone new may take it.
+  await register(page, { ...person, name: "Someone New", password: `${person.password} new` });
+});
+
 test("a lockout shows the API's message and the wait from Retry-After", async ({ page }) => {
   const person = newPerson();
   await register(page, person);
@@ -396,6 +433,8 @@ test("axe finds no serious or critical violation on any view", async ({ page }) 
   await page.getByRole("button", { name: "Register" }).click();
   await expectSignedIn(page, person);
   await check("signed in");
+  await page.getByRole("button", { name: "Delete account…" }).click();
+  await check("delete account");
 });
 
 test("a page on another origin of the same site cannot log in, refresh or log out with the cookie", async ({

@@ -1,7 +1,9 @@
 //! The discovery Lambda (`/.well-known/jwks.json`, `/.well-known/openid-configuration`):
 //! public keys loaded once at init, both documents built once, then the loop.
 
+use auth::config::Environment;
 use auth::handlers::discovery::{self, Discovery};
+use auth::permissions::PermissionConfig;
 use auth::runtime;
 use lambda_http::Error;
 
@@ -10,6 +12,11 @@ async fn main() -> Result<(), Error> {
     runtime::init_logging();
     let sdk = runtime::aws_from_env()?;
     let tokens = runtime::token_config_from_env()?;
-    let state = Discovery::new(&runtime::public_keys_from_env(&sdk).await?, &tokens);
+    let permissions = PermissionConfig::from_source(&Environment)?;
+    let state = Discovery::new(
+        &runtime::public_keys_from_env(&sdk).await?,
+        &tokens,
+        &permissions,
+    );
     runtime::serve(|req| discovery::handle(&state, req)).await
 }

@@ -1,9 +1,10 @@
-//! The password-change Lambda: config, clients and keys once at init, then the loop.
+//! The password Lambda (change the password, re-authenticate, delete the
+//! account): config, clients and keys once at init, then the loop.
 
 use auth::browser::BrowserPolicy;
 use auth::clock::Clock;
 use auth::config::Environment;
-use auth::handlers::change_password::{self, ChangePassword};
+use auth::handlers::account::{self, Account};
 use auth::passwords::{BcryptCost, PasswordHasher};
 use auth::runtime;
 use auth::sessions::SessionConfig;
@@ -15,7 +16,7 @@ async fn main() -> Result<(), Error> {
     runtime::init_logging();
     let sdk = runtime::aws_from_env()?;
     let tokens = runtime::token_config_from_env()?;
-    let state = ChangePassword {
+    let state = Account {
         store: runtime::store_from_env(&sdk)?,
         passwords: PasswordHasher::new(BcryptCost::from_source(&Environment)?),
         verifier: runtime::verifier_from_env(&sdk, &tokens).await?,
@@ -25,5 +26,5 @@ async fn main() -> Result<(), Error> {
         browser: BrowserPolicy::from_source(&Environment)?,
         clock: Clock::system(),
     };
-    runtime::serve(|req| change_password::handle(&state, req)).await
+    runtime::serve(|req| account::handle(&state, req)).await
 }

@@ -7,31 +7,14 @@ use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 
-use super::{NewSession, authenticate_caller, limit_source, no_longer_valid, prove_password};
-use crate::browser::{BrowserPolicy, Delivery, refresh_cookie};
-use crate::clock::Clock;
+use super::account::{Account, prove_current_password};
+use super::{NewSession, authenticate_caller, no_longer_valid};
+use crate::browser::{Delivery, refresh_cookie};
 use crate::http::{ApiError, json_body, require_method};
 use crate::metrics::{self, Event};
-use crate::passwords::{PasswordHasher, check_new_password};
-use crate::sessions::SessionConfig;
-use crate::store::{Store, StoreError};
-use crate::throttle::{RateLimits, Window};
-use crate::tokens::{TokenIssuer, TokenVerifier};
+use crate::passwords::check_new_password;
+use crate::store::StoreError;
 use crate::users::User;
-
-/// What the password function holds between invocations.
-pub struct ChangePassword {
-    pub store: Store,
-    pub passwords: PasswordHasher,
-    pub verifier: TokenVerifier,
-    pub issuer: TokenIssuer,
-    pub sessions: SessionConfig,
-    /// The per-IP login window applies here too.
-    pub limits: RateLimits,
-    /// Who may use the refresh cookie.
-    pub browser: BrowserPolicy,
-    pub clock: Clock,
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,13 +27,14 @@ struct PasswordChange {
     refresh_token_delivery: Delivery,
 }
 
-pub async fn handle(state: &ChangePassword, req: Request) -> Response<Body> {
+/// `POST /password` alone (the function routes with `account::handle`).
+pub async fn handle(state: &Account, req: Request) -> Response<Body> {
     change_password(state, req)
         .await
         .unwrap_or_else(ApiError::into_response)
 }
 
-async fn change_password(state: &ChangePassword, req: Request) -> Result<Response<Body>, ApiError> {
+pub async fn change_password(state: &Account, req: Request) -> Result<Response<Body>, ApiError> {
     require_method(&req, Method::POST, "POST")?;
     let now = state.clock.now();
     let caller = authenticate_caller(&req, &state.verifier, &state.store, now).await?;
@@ -68,26 +52,8 @@ async fn change_password(state: &ChangePassword, req: Request) -> Result<Respons
     check_new_password(&change.new_password, &user.username)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
 
-    // A proof of the password, like a login: it counts against the source's
-    // login window and is reserved on the username's attempt record, so a
-    // stolen access token buys no more guesses than the login form gives.
-    let window = Window::login(&state.limits);
-    limit_source(&state.store, &window, &req, now).await?;
-    let reservation = state
-        .store
-        .reserve_attempt(&user.username, None, now)
-        .await?;
-    let current_ok = prove_password(
-        &state.passwords,
-        reservation,
-        Some(user.password_hash.clone()),
-        change.current_password,
-    )
-    .await?;
-    if !current_ok {
-        tracing::info!(user_id = %user.id, "password change refused: wrong current password");
-        return Err(ApiError::LoginFailed);
-    }
+    // A proof of the password, like a login (window, lockout).
+    prove_current_password(state, &req, &user, change.current_password, now).await?;
 
     // All the work that can fail without side effects first (the new hash,
     // the new session's access token under the next epoch), then one
@@ -133,7 +99,7 @@ async fn change_password(state: &ChangePassword, req: Request) -> Result<Respons
 /// The change lost to a concurrent one: another password change (409, try
 /// again), or the end of the caller's session (its logout, log out
 /// everywhere, a deactivation: the token is no longer valid).
-async fn lost_to(state: &ChangePassword, read: &User, sid: &str) -> ApiError {
+async fn lost_to(state: &Account, read: &User, sid: &str) -> ApiError {
     match state.store.get(&read.username).await {
         Ok(Some(now))
             if now.id == read.id

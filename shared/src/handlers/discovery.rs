@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::config::TokenConfig;
 use crate::http::{ApiError, json_text_response, require_method};
 use crate::keys::{PublicKey, jwk_set};
+use crate::permissions::{PermissionConfig, Role};
 use crate::tokens::ACCESS_TOKEN_TYPE;
 
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
@@ -32,12 +33,14 @@ struct OpenIdConfiguration<'a> {
     token_endpoint_auth_signing_alg_values_supported: [&'static str; 1],
     subject_types_supported: [&'static str; 1],
     response_types_supported: [&'static str; 1],
-    claims_supported: [&'static str; 10],
+    /// One scope per role this deployment knows, of the same name.
+    scopes_supported: Vec<&'a str>,
+    claims_supported: [&'static str; 12],
     access_token_type: &'static str,
 }
 
 impl Discovery {
-    pub fn new(keys: &[PublicKey], tokens: &TokenConfig) -> Self {
+    pub fn new(keys: &[PublicKey], tokens: &TokenConfig, permissions: &PermissionConfig) -> Self {
         let document = OpenIdConfiguration {
             issuer: &tokens.issuer,
             jwks_uri: format!("{}{JWKS_PATH}", tokens.issuer.trim_end_matches('/')),
@@ -45,8 +48,20 @@ impl Discovery {
             token_endpoint_auth_signing_alg_values_supported: ["RS256"],
             subject_types_supported: ["public"],
             response_types_supported: ["token"],
+            scopes_supported: permissions.roles.iter().map(Role::as_str).collect(),
             claims_supported: [
-                "sub", "username", "sid", "sep", "iss", "aud", "iat", "nbf", "exp", "jti",
+                "sub",
+                "username",
+                "sid",
+                "sep",
+                "auth_time",
+                "scope",
+                "iss",
+                "aud",
+                "iat",
+                "nbf",
+                "exp",
+                "jti",
             ],
             access_token_type: ACCESS_TOKEN_TYPE,
         };

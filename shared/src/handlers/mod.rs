@@ -3,14 +3,20 @@
 //! What several handlers share (checking a bearer token against the user item,
 //! starting a session) lives below.
 
+pub mod account;
+pub mod admin;
 pub mod change_password;
+pub mod delete_account;
 pub mod discovery;
 pub mod get_name;
 pub mod login;
 pub mod logout;
 pub mod page;
+pub mod reauthenticate;
 pub mod refresh;
 pub mod register;
+
+use std::time::Duration;
 
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
@@ -23,6 +29,7 @@ use crate::keys::SignError;
 use crate::metrics::{self, Event};
 use crate::passwords::PasswordError;
 use crate::passwords::PasswordHasher;
+use crate::permissions::{Role, scope_grants};
 use crate::sessions::{RefreshRecord, RefreshState, RefreshToken, Session, SessionConfig};
 use crate::store::{Reservation, Store};
 use crate::throttle::Window;
@@ -33,6 +40,33 @@ use crate::users::{User, Username};
 pub(crate) struct Authenticated {
     pub claims: Claims,
     pub user: User,
+}
+
+impl Authenticated {
+    /// The one way a handler requires a role: the user holds it now (the item
+    /// just read, so a revocation bites at once) and the token carries its
+    /// scope (as API Gateway's JWT authorizer would require). Else 403
+    /// `insufficient_scope`.
+    pub fn require_role(&self, role: &Role) -> Result<(), ApiError> {
+        if self.user.roles.contains(role) && scope_grants(self.claims.scope.as_deref(), role) {
+            Ok(())
+        } else {
+            Err(ApiError::InsufficientScope(role.clone()))
+        }
+    }
+
+    /// For sensitive acts: the password was proved in this session at most
+    /// `max_age` ago (at `now`). Else 401 `insufficient_user_authentication`
+    /// with the `max_age` to meet (RFC 9470): re-authenticate, then retry.
+    pub fn require_fresh(&self, max_age: Duration, now: i64) -> Result<(), ApiError> {
+        if now - self.claims.auth_time <= max_age.as_secs() as i64 {
+            Ok(())
+        } else {
+            Err(ApiError::StaleAuthentication {
+                max_age: max_age.as_secs(),
+            })
+        }
+    }
 }
 
 /// Verifies the bearer token, then reads its user (one read) and checks that the
@@ -122,18 +156,22 @@ pub(crate) async fn sign_access_token(
     issuer: &TokenIssuer,
     user: &User,
     sid: &str,
+    auth_time: i64,
     now: i64,
 ) -> Result<crate::tokens::IssuedToken, ApiError> {
-    issuer.issue(user, sid, now).await.map_err(|e| match e {
-        SignError::Unavailable(detail) => {
-            tracing::warn!(%detail, "signing service unavailable");
-            ApiError::Unavailable
-        }
-        SignError::Failed(detail) => {
-            tracing::error!(%detail, "token signing failed");
-            ApiError::Internal
-        }
-    })
+    issuer
+        .issue(user, sid, auth_time, now)
+        .await
+        .map_err(|e| match e {
+            SignError::Unavailable(detail) => {
+                tracing::warn!(%detail, "signing service unavailable");
+                ApiError::Unavailable
+            }
+            SignError::Failed(detail) => {
+                tracing::error!(%detail, "token signing failed");
+                ApiError::Internal
+            }
+        })
 }
 
 /// Counts the request in its source IP's `window`; past the window's limit,
@@ -204,6 +242,8 @@ impl NewSession {
             epoch,
             revoked: false,
             created_at: now,
+            // Every session begins with a proof of the password.
+            auth_time: now,
             expires_at,
         };
         let first = RefreshRecord {
@@ -216,7 +256,7 @@ impl NewSession {
         };
         let mut holder = user.clone();
         holder.session_epoch = epoch;
-        let access = sign_access_token(issuer, &holder, &session.id, now).await?;
+        let access = sign_access_token(issuer, &holder, &session.id, now, now).await?;
         Ok(NewSession {
             session,
             first,

@@ -142,7 +142,15 @@ async fn refresh(
         expires_at,
     };
     // Sign first: if the signer (KMS) fails, the old token stays valid.
-    let access = sign_access_token(&state.tokens, &user, &record.session_id, now).await?;
+    // The successor keeps the session's last proof of the password.
+    let access = sign_access_token(
+        &state.tokens,
+        &user,
+        &record.session_id,
+        session.auth_time,
+        now,
+    )
+    .await?;
     let rotated = state.store.rotate(&record, &next_record, &user).await;
     // A failure reported for a rotation that committed (its answer lost, the
     // SDK's retry then refused) is a success: the successor is stored.

@@ -15,8 +15,9 @@ use aws_sdk_dynamodb::types::{
 };
 
 pub use aws_sdk_dynamodb;
-pub use sessions::MAX_REVOKED_SESSIONS;
+pub use sessions::{DeletedBy, MAX_REVOKED_SESSIONS};
 pub use throttle::Reservation;
+pub use users::RoleGrant;
 
 use crate::aws::CallError;
 

@@ -2,7 +2,8 @@
 //!
 //! - session: `pk = "SESSION#<sid>"`, `sk = "SESSION"`: `user_id`, `username`,
 //!   `epoch` (the user's session epoch at login), `revoked`, `created_at`,
-//!   `expires_at` (TTL: the expiry of the family's newest refresh token).
+//!   `auth_time` (the latest proof of the password in it), `expires_at` (TTL:
+//!   the expiry of the family's newest refresh token).
 //! - refresh token: `pk = "REFRESH#<sha256 hex>"`, `sk = "REFRESH"`: `session_id`,
 //!   `user_id`, `token_state` (`active` | `rotated`), `rotated_at`, `replaced_by`
 //!   (the successor's hash), `created_at`, `expires_at` (TTL).
@@ -30,6 +31,19 @@ const REFRESH_PREFIX: &str = "REFRESH#";
 const REFRESH_SK: &str = "REFRESH";
 const ACTIVE: &str = "active";
 const ROTATED: &str = "rotated";
+
+/// Who deletes an account, and so on what condition (`Store::delete_user`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeletedBy<'a> {
+    /// The owner, who just proved the password in session `sid`: only while
+    /// the password, the account's activity and epoch, and that session are
+    /// as read. A concurrent password change (its owner taking the account
+    /// back), deactivation or end of the session wins.
+    Owner { sid: &'a str },
+    /// The admin API or `auth-admin`: only while the user is the one read
+    /// (not deleted and registered anew meanwhile).
+    Operator,
+}
 
 /// At most this many individually revoked sessions are kept on a user item.
 /// Past it, a logout ends all the user's sessions instead (one epoch bump), so
@@ -280,6 +294,67 @@ impl Store {
         .await
     }
 
+    /// After a proof of the password within session `sid` of `user` (as
+    /// read): the session's `auth_time` becomes `now` and the username's
+    /// attempt record is cleared, all or nothing, on the condition that the
+    /// session is the user's, not revoked and not past its end (its newest
+    /// refresh token's expiry, which its absolute lifetime caps), and the
+    /// user is as read (`Conflict`).
+    pub async fn reauthenticate(&self, sid: &str, user: &User, now: i64) -> Result<(), StoreError> {
+        self.transact(vec![
+            self.update(
+                session_key(sid),
+                "SET auth_time = :now",
+                "revoked = :false AND user_id = :uid AND expires_at > :now",
+                None,
+                values([
+                    (":now", n(now)),
+                    (":false", AttributeValue::Bool(false)),
+                    (":uid", s(user.id.to_string())),
+                ]),
+            )?,
+            self.user_unchanged(user, true)?,
+            self.clear_attempts(&user.username)?,
+        ])
+        .await
+    }
+
+    /// Deletes `user` (as read) and the username's attempt record, all or
+    /// nothing: the name is free again at once. Every session ends with the
+    /// item: tokens are checked against it, and a new user of the name has
+    /// another id. `Conflict` when the condition `by` sets fails.
+    pub async fn delete_user(&self, user: &User, by: DeletedBy<'_>) -> Result<(), StoreError> {
+        let mut condition = String::from("user_id = :uid");
+        let mut vals = HashMap::from([(":uid".to_owned(), s(user.id.to_string()))]);
+        let mut names = None;
+        if let DeletedBy::Owner { sid } = by {
+            condition.push_str(
+                " AND password_hash = :hash AND active = :true AND session_epoch = :epoch \
+                 AND attribute_not_exists(revoked_sessions.#caller)",
+            );
+            vals.extend([
+                (":hash".to_owned(), s(&user.password_hash)),
+                (":true".to_owned(), AttributeValue::Bool(true)),
+                (":epoch".to_owned(), n(user.session_epoch)),
+            ]);
+            names = Some(HashMap::from([("#caller".to_owned(), sid.to_owned())]));
+        }
+        let delete = built(
+            Delete::builder()
+                .table_name(&self.table)
+                .set_key(Some(user_key(&user.username)))
+                .condition_expression(condition)
+                .set_expression_attribute_names(names)
+                .set_expression_attribute_values(Some(vals))
+                .build(),
+        )?;
+        self.transact(vec![
+            TransactWriteItem::builder().delete(delete).build(),
+            self.clear_attempts(&user.username)?,
+        ])
+        .await
+    }
+
     /// Whether session `sid` is stored: after its write reported a failure,
     /// whether it committed all the same (its answer lost, the SDK's retry
     /// then refused by the first attempt's own effects). `false` when unsure.
@@ -486,6 +561,7 @@ fn session_item(session: &Session) -> HashMap<String, AttributeValue> {
         ("epoch".to_owned(), n(session.epoch)),
         ("revoked".to_owned(), AttributeValue::Bool(session.revoked)),
         ("created_at".to_owned(), n(session.created_at)),
+        ("auth_time".to_owned(), n(session.auth_time)),
         (super::TTL_ATTRIBUTE.to_owned(), n(session.expires_at)),
     ]);
     item
@@ -501,6 +577,7 @@ impl TryFrom<&HashMap<String, AttributeValue>> for Session {
             .strip_prefix(SESSION_PREFIX)
             .ok_or_else(|| item.invalid("pk"))?
             .to_owned();
+        let created_at = item.number("created_at")?;
         Ok(Session {
             id,
             user_id: UserId::parse(item.string("user_id")?)
@@ -509,7 +586,12 @@ impl TryFrom<&HashMap<String, AttributeValue>> for Session {
                 .map_err(|_| item.invalid("username"))?,
             epoch: item.number("epoch")?,
             revoked: item.bool("revoked")?,
-            created_at: item.number("created_at")?,
+            created_at,
+            // Sessions stored before re-authentication existed: their login.
+            auth_time: match map.get("auth_time") {
+                Some(_) => item.number("auth_time")?,
+                None => created_at,
+            },
             expires_at: item.number(super::TTL_ATTRIBUTE)?,
         })
     }
@@ -583,6 +665,7 @@ mod tests {
             epoch: 2,
             revoked: false,
             created_at: 100,
+            auth_time: 150,
             expires_at: 200,
         };
         assert_eq!(Session::try_from(&session_item(&session)).unwrap(), session);

@@ -1,13 +1,27 @@
 //! User items: `pk = "USER#<normalised username>"`, `sk = "PROFILE"`, with
 //! `user_id`, `username`, `name`, `password_hash`, `active`, `created_at`,
-//! `session_epoch` and `revoked_sessions` (a map: session id → until when).
+//! `session_epoch`, `revoked_sessions` (a map: session id → until when) and
+//! `roles` (a string set, absent when empty: DynamoDB has no empty sets).
 
 use std::collections::{BTreeMap, HashMap};
 
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 
 use super::{Item, Store, StoreError, classify, key, n, s};
+use crate::permissions::{MAX_ROLES, Role};
 use crate::users::{User, UserId, Username};
+
+/// What a grant of a role came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoleGrant {
+    /// The user holds the role now (granted, or held already).
+    Granted,
+    /// The user holds `MAX_ROLES` others already.
+    TooManyRoles,
+    /// The user is gone, or the username is someone else's now.
+    Gone,
+}
 
 const USER_PREFIX: &str = "USER#";
 const USER_PROFILE: &str = "PROFILE";
@@ -50,34 +64,80 @@ impl Store {
         }
     }
 
-    /// Deletes a user; deleting a missing user is not an error.
-    pub async fn delete(&self, username: &Username) -> Result<(), StoreError> {
-        self.client
-            .delete_item()
+    /// Grants `role` to `user` (as read): one conditional write that adds it
+    /// to the set unless the user holds `MAX_ROLES` others already.
+    pub async fn grant_role(&self, user: &User, role: &Role) -> Result<RoleGrant, StoreError> {
+        let result = self
+            .client
+            .update_item()
             .table_name(&self.table)
-            .set_key(Some(user_key(username)))
+            .set_key(Some(user_key(&user.username)))
+            .update_expression("ADD #roles :role")
+            .condition_expression(
+                "user_id = :uid AND (attribute_not_exists(#roles) OR contains(#roles, :name) OR size(#roles) < :max)",
+            )
+            // ROLES is one of DynamoDB's reserved words.
+            .expression_attribute_names("#roles", "roles")
+            .expression_attribute_values(":role", AttributeValue::Ss(vec![role.to_string()]))
+            .expression_attribute_values(":name", s(role.as_str()))
+            .expression_attribute_values(":uid", s(user.id.to_string()))
+            .expression_attribute_values(":max", n(MAX_ROLES))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
-            .await
-            .map_err(classify)?;
-        Ok(())
+            .await;
+        match result {
+            Ok(_) => Ok(RoleGrant::Granted),
+            Err(err) => match err.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(lost)) => {
+                    let same_user = lost
+                        .item()
+                        .and_then(|item| item.get("user_id"))
+                        .and_then(|id| id.as_s().ok())
+                        .is_some_and(|id| *id == user.id.to_string());
+                    Ok(if same_user {
+                        RoleGrant::TooManyRoles
+                    } else {
+                        RoleGrant::Gone
+                    })
+                }
+                _ => Err(classify(err)),
+            },
+        }
     }
 
-    /// Activates or deactivates an existing user; `Ok(false)` when there is none.
-    /// Deactivation ends every session (the epoch moves on, in the same
-    /// write), so a reactivation revives none of them, an attacker's included.
-    pub async fn set_active(&self, username: &Username, active: bool) -> Result<bool, StoreError> {
+    /// Takes `role` from `user` (as read); `Ok(false)` when the user is gone
+    /// or someone else now. Taking a role not held is not an error.
+    pub async fn revoke_role(&self, user: &User, role: &Role) -> Result<bool, StoreError> {
+        self.update_user(
+            &user.username,
+            "DELETE #roles :role",
+            "user_id = :uid",
+            vec![
+                (":role", AttributeValue::Ss(vec![role.to_string()])),
+                (":uid", s(user.id.to_string())),
+            ],
+        )
+        .await
+    }
+
+    /// Activates or deactivates `user` (as read); `Ok(false)` when the user is
+    /// gone or someone else now. Deactivation ends every session (the epoch
+    /// moves on, in the same write), so a reactivation revives none of them,
+    /// an attacker's included.
+    pub async fn set_active(&self, user: &User, active: bool) -> Result<bool, StoreError> {
         let update = if active {
             "SET active = :active"
         } else {
             "SET active = :active ADD session_epoch :one"
         };
-        let one = (":one", n(1));
-        let values: &[(&str, AttributeValue)] = if active {
-            &[(":active", AttributeValue::Bool(true))]
-        } else {
-            &[(":active", AttributeValue::Bool(false)), one]
-        };
-        self.update_user(username, update, "attribute_exists(pk)", values.to_vec())
+        let mut values = vec![
+            (":active", AttributeValue::Bool(active)),
+            (":uid", s(user.id.to_string())),
+        ];
+        if !active {
+            values.push((":one", n(1)));
+        }
+        self.update_user(&user.username, update, "user_id = :uid", values)
             .await
     }
 
@@ -124,6 +184,11 @@ impl Store {
             .set_key(Some(user_key(username)))
             .update_expression(update)
             .condition_expression(condition)
+            .set_expression_attribute_names(
+                update
+                    .contains("#roles")
+                    .then(|| HashMap::from([("#roles".to_owned(), "roles".to_owned())])),
+            )
             .set_expression_attribute_values(Some(
                 values.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
             ))
@@ -162,6 +227,10 @@ fn user_item(user: &User) -> HashMap<String, AttributeValue> {
         // Always present, so a logout can add one entry with a document path.
         ("revoked_sessions".to_owned(), AttributeValue::M(revoked)),
     ]);
+    if !user.roles.is_empty() {
+        let roles = user.roles.iter().map(Role::to_string).collect();
+        item.insert("roles".to_owned(), AttributeValue::Ss(roles));
+    }
     item
 }
 
@@ -184,6 +253,15 @@ impl TryFrom<&HashMap<String, AttributeValue>> for User {
                 })
                 .collect::<Result<_, _>>()?,
         };
+        let roles = match map.get("roles") {
+            None => Default::default(),
+            Some(value) => value
+                .as_ss()
+                .map_err(|_| item.invalid("roles"))?
+                .iter()
+                .map(|r| Role::parse(r).map_err(|_| item.invalid("roles")))
+                .collect::<Result<_, _>>()?,
+        };
         Ok(User {
             id: UserId::parse(item.string("user_id")?).ok_or_else(|| item.invalid("user_id"))?,
             username: Username::parse(item.string("username")?)
@@ -198,6 +276,7 @@ impl TryFrom<&HashMap<String, AttributeValue>> for User {
                 0
             },
             revoked_sessions,
+            roles,
         })
     }
 }
@@ -216,10 +295,16 @@ mod tests {
         user.active = false;
         user.session_epoch = 3;
         user.revoked_sessions.insert("sid-1".into(), 1_800_000_000);
+        user.roles.insert(Role::admin());
+        user.roles.insert(Role::parse("support").unwrap());
         let item = user_item(&user);
+        assert_eq!(item["roles"].as_ss().unwrap().len(), 2);
         assert_eq!(item["pk"].as_s().unwrap(), "USER#alice");
         assert_eq!(item["sk"].as_s().unwrap(), "PROFILE");
         assert_eq!(User::try_from(&item).unwrap(), user);
+        user.roles.clear();
+        assert!(!user_item(&user).contains_key("roles"), "no empty set");
+        assert_eq!(User::try_from(&user_item(&user)).unwrap(), user);
     }
 
     #[test]

@@ -247,7 +247,7 @@ async fn every_path_that_answers_alike_does_the_same_work() {
     let store = Store::new(client, base.table());
     add_user(&store, "known", "Known", PASSWORD).await;
     let inactive = add_user(&store, "sleeper", "Sleeper", PASSWORD).await;
-    store.set_active(&inactive.username, false).await.unwrap();
+    store.set_active(&inactive, false).await.unwrap();
     add_user(&store, "locked-known", "Locked", PASSWORD).await;
     let clock = Clock::manual(auth::clock::system_now());
     let state = App::with_clock(&store, clock).login();

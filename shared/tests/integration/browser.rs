@@ -306,7 +306,7 @@ async fn logout_reads_and_clears_the_cookie_and_a_password_change_renews_it() {
     let cookie = format!("{COOKIE}={token}");
     let auth = bearer(&access);
     let changed = change_password::handle(
-        &app.change_password(),
+        &app.account(),
         browser_request(
             "password.json",
             &ours(&[("cookie", &cookie), ("authorization", &auth)]),
@@ -411,7 +411,7 @@ async fn a_password_change_asks_for_the_cookie_explicitly_or_by_carrying_it_from
     let auth = bearer(&access);
     let body =
         json!({"current_password": PASSWORD, "new_password": "a brand new passphrase"}).to_string();
-    let state = app.change_password();
+    let state = app.account();
     let foreign = change_password::handle(
         &state,
         browser_request(
@@ -437,7 +437,7 @@ async fn a_password_change_asks_for_the_cookie_explicitly_or_by_carrying_it_from
     })
     .to_string();
     let changed = change_password::handle(
-        &app.change_password(),
+        &app.account(),
         browser_request(
             "password.json",
             &ours(&[("authorization", &auth)]),

@@ -142,7 +142,12 @@ async fn get_name_under(fault: Fault) {
         "h".into(),
     );
     let token = issuer()
-        .issue(&user, "session-1", auth::clock::system_now())
+        .issue(
+            &user,
+            "session-1",
+            auth::clock::system_now(),
+            auth::clock::system_now(),
+        )
         .await
         .unwrap()
         .token;
@@ -251,7 +256,12 @@ async fn register_refresh_logout_and_password_answer_503_when_dynamodb_is_down()
         "h".into(),
     );
     let token = issuer()
-        .issue(&user, "session-1", auth::clock::system_now())
+        .issue(
+            &user,
+            "session-1",
+            auth::clock::system_now(),
+            auth::clock::system_now(),
+        )
         .await
         .unwrap()
         .token;
@@ -275,7 +285,7 @@ async fn register_refresh_logout_and_password_answer_503_when_dynamodb_is_down()
         auth::handlers::logout::handle(&app.logout(), request("logout.json", Some(&auth), None))
             .await,
         auth::handlers::change_password::handle(
-            &app.change_password(),
+            &app.account(),
             request("password.json", Some(&auth), Some(password_body)),
         )
         .await,
@@ -354,9 +364,9 @@ async fn a_password_change_that_cannot_sign_changes_nothing() {
         .as_str()
         .unwrap()
         .to_owned();
-    let broken = auth::handlers::change_password::ChangePassword {
+    let broken = auth::handlers::account::Account {
         issuer: kms_issuer(Fault::Refuse).await,
-        ..app.change_password()
+        ..app.account()
     };
     let change = r#"{"current_password": "dave-password", "new_password": "a new passphrase"}"#;
     let started = Instant::now();

@@ -3,7 +3,7 @@
 
 use crate::support::*;
 use auth::handlers::{get_name, login};
-use auth::store::Store;
+use auth::store::{DeletedBy, Store};
 use auth::tokens::Claims;
 use auth::users::User;
 use lambda_http::{Body, Response};
@@ -61,7 +61,7 @@ fn now() -> i64 {
 }
 
 fn claims_for(user: &User) -> serde_json::Value {
-    serde_json::to_value(issuer().claims_for(user, "session-1", now())).unwrap()
+    serde_json::to_value(issuer().claims_for(user, "session-1", now(), now())).unwrap()
 }
 
 // ---- POST /login
@@ -98,7 +98,7 @@ async fn login_is_case_insensitive_in_the_username() {
 async fn wrong_password_unknown_user_and_inactive_user_get_byte_identical_401s() {
     let (store, _) = store_with_events_user().await;
     let inactive = add_user(&store, "sleeper", "Sleeper", "sleeper-password").await;
-    assert!(store.set_active(&inactive.username, false).await.unwrap());
+    assert!(store.set_active(&inactive, false).await.unwrap());
     let state = login_state(&store);
 
     let wrong_password = login::handle(&state, event("login-wrong-password.json")).await;
@@ -332,7 +332,7 @@ async fn get_name_refuses_bad_credentials_with_401_and_a_bearer_challenge() {
 async fn get_name_for_a_deleted_user_is_404() {
     let (store, user) = store_with_events_user().await;
     let token = access_token(&store).await;
-    store.delete(&user.username).await.unwrap();
+    store.delete_user(&user, DeletedBy::Operator).await.unwrap();
     let response = get_name_with(&store, Some(&format!("Bearer {token}"))).await;
     let json = assert_error(&response, 404, "user_not_found");
     assert_eq!(json["message"], "User not found");
@@ -342,7 +342,7 @@ async fn get_name_for_a_deleted_user_is_404() {
 async fn a_token_of_a_deleted_user_never_reads_the_name_of_whoever_took_the_username() {
     let (store, user) = store_with_events_user().await;
     let token = access_token(&store).await;
-    store.delete(&user.username).await.unwrap();
+    store.delete_user(&user, DeletedBy::Operator).await.unwrap();
     add_user(&store, EVENTS_USER, "Someone Else", "another-password").await;
     let response = get_name_with(&store, Some(&format!("Bearer {token}"))).await;
     let json = assert_error(&response, 401, "invalid_token");
@@ -353,7 +353,7 @@ async fn a_token_of_a_deleted_user_never_reads_the_name_of_whoever_took_the_user
 async fn a_token_of_a_deactivated_user_is_refused() {
     let (store, user) = store_with_events_user().await;
     let token = access_token(&store).await;
-    store.set_active(&user.username, false).await.unwrap();
+    store.set_active(&user, false).await.unwrap();
     let response = get_name_with(&store, Some(&format!("Bearer {token}"))).await;
     assert_error(&response, 401, "invalid_token");
 }

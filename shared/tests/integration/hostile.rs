@@ -3,7 +3,7 @@
 //! request gets a clean 4xx JSON error, never a 5xx, never a panic.
 
 use crate::support::*;
-use auth::handlers::{change_password, get_name, login, logout, refresh, register};
+use auth::handlers::{account, admin, change_password, get_name, login, logout, refresh, register};
 use auth::runtime;
 use auth::store::Store;
 use auth::users::User;
@@ -52,6 +52,7 @@ impl Fixture {
     async fn protected(&self, authorization: Option<&str>) -> Vec<(&'static str, Response<Body>)> {
         let password_body =
             json!({"current_password": PASSWORD, "new_password": "a new passphrase 1"}).to_string();
+        let proof = json!({"password": PASSWORD}).to_string();
         vec![
             (
                 "get_name",
@@ -72,8 +73,32 @@ impl Fixture {
             (
                 "password",
                 change_password::handle(
-                    &self.app.change_password(),
+                    &self.app.account(),
                     request("password.json", authorization, Some(&password_body)),
+                )
+                .await,
+            ),
+            (
+                "reauthenticate",
+                account::handle(
+                    &self.app.account(),
+                    request("reauthenticate.json", authorization, Some(&proof)),
+                )
+                .await,
+            ),
+            (
+                "account",
+                account::handle(
+                    &self.app.account(),
+                    request("delete-account.json", authorization, Some(&proof)),
+                )
+                .await,
+            ),
+            (
+                "admin",
+                admin::handle(
+                    &self.app.admin(),
+                    request("admin-user.json", authorization, None),
                 )
                 .await,
             ),
@@ -612,7 +637,7 @@ async fn a_body_a_page_can_send_cross_origin_without_asking_is_415_everywhere() 
             )
             .await,
             change_password::handle(
-                &app.change_password(),
+                &app.account(),
                 raw("password.json", Some(&password_body), false, &with_auth),
             )
             .await,
@@ -767,7 +792,7 @@ mod properties {
             runtime.block_on(async {
                 let store = shared_store().await;
                 let app = App::new(&store);
-                let (l, reg, rf, g, lo, pw) = (app.login(), app.register(), app.refresh(), app.get_name(), app.logout(), app.change_password());
+                let (l, reg, rf, g, lo, pw, adm) = (app.login(), app.register(), app.refresh(), app.get_name(), app.logout(), app.account(), app.admin());
                 let req = |name: &str| build(name, &body, &authorization, &content_type, base64);
                 let cases: Vec<(&str, Response<Body>)> = vec![
                     ("login", runtime::handle(&|r| login::handle(&l, r), req("login.json")).await),
@@ -776,6 +801,9 @@ mod properties {
                     ("get_name", runtime::handle(&|r| get_name::handle(&g, r), req("get-name.json")).await),
                     ("logout", runtime::handle(&|r| logout::handle(&lo, r), req("logout.json")).await),
                     ("password", runtime::handle(&|r| change_password::handle(&pw, r), req("password.json")).await),
+                    ("reauthenticate", runtime::handle(&|r| account::handle(&pw, r), req("reauthenticate.json")).await),
+                    ("account", runtime::handle(&|r| account::handle(&pw, r), req("delete-account.json")).await),
+                    ("admin", runtime::handle(&|r| admin::handle(&adm, r), req("admin-user.json")).await),
                 ];
                 for (route, response) in cases {
                     prop_assert!(response.status().as_u16() < 500, "{route}: {}", response.status());

@@ -11,7 +11,8 @@ use crate::sessions::{
 };
 use crate::support::*;
 use auth::clock::Clock;
-use auth::handlers::change_password::{self, ChangePassword};
+use auth::handlers::account::Account;
+use auth::handlers::change_password;
 use auth::handlers::login::{self, Login};
 use auth::handlers::{logout, refresh};
 use auth::passwords::{BcryptCost, PasswordHasher};
@@ -90,7 +91,7 @@ async fn thirty_parallel_wrong_password_changes_get_five_verifications_and_then_
     let app = still_app(&store);
     // The attacker holds a stolen access token, not the password.
     let stolen = session(&app, "victim").await;
-    let state = app.change_password();
+    let state = app.account();
     let body = json!({"current_password": "a wrong guess", "new_password": "attacker-chosen-1"})
         .to_string();
     let auth = bearer(&stolen.access);
@@ -148,12 +149,12 @@ async fn password_changes_count_against_the_per_ip_login_window() {
     let app = still_app(&store);
     let tokens = session(&app, "windowed").await;
     // The login above counted once in this source's window; three more fit.
-    let state = ChangePassword {
+    let state = Account {
         limits: RateLimits {
             login_per_minute: 4,
             register_per_hour: 100,
         },
-        ..app.change_password()
+        ..app.account()
     };
     let body = json!({"current_password": "wrong", "new_password": "a new passphrase"}).to_string();
     let auth = bearer(&tokens.access);
@@ -174,8 +175,8 @@ async fn deactivation_ends_every_session_and_reactivation_revives_none() {
     let user = user_in(&store, "paused").await;
     let app = App::new(&store);
     let tokens = session(&app, "paused").await;
-    assert!(store.set_active(&user.username, false).await.unwrap());
-    assert!(store.set_active(&user.username, true).await.unwrap());
+    assert!(store.set_active(&user, false).await.unwrap());
+    assert!(store.set_active(&user, true).await.unwrap());
     assert_error(&name_with(&app, &tokens.access).await, 401, "invalid_token");
     assert_error(
         &do_refresh(&app, &tokens.refresh).await,

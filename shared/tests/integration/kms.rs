@@ -45,7 +45,12 @@ async fn tokens_signed_by_kms_verify_with_its_public_key() {
     assert_eq!(signer.kid(), key_id);
     let issuer = TokenIssuer::new(signer, &token_config());
     let token = issuer
-        .issue(&user(), "sid-1", auth::clock::system_now())
+        .issue(
+            &user(),
+            "sid-1",
+            auth::clock::system_now(),
+            auth::clock::system_now(),
+        )
         .await
         .unwrap()
         .token;
@@ -72,7 +77,12 @@ async fn tokens_signed_by_kms_verify_with_its_public_key() {
 
 async fn issuer_local_token() -> String {
     issuer()
-        .issue(&user(), "sid-1", auth::clock::system_now())
+        .issue(
+            &user(),
+            "sid-1",
+            auth::clock::system_now(),
+            auth::clock::system_now(),
+        )
         .await
         .unwrap()
         .token
@@ -102,14 +112,19 @@ async fn kms_signed_tokens_verify_through_the_jwks_with_a_generic_jwk_decoder() 
     let keys = load_public_keys(&[KeySource::Kms(key_id.clone())], &kms)
         .await
         .unwrap();
-    let discovery = Discovery::new(&keys, &token_config());
+    let discovery = Discovery::new(&keys, &token_config(), &permissions());
     let response = discovery::handle(&discovery, event("jwks.json")).await;
     assert_eq!(response.status(), 200);
     let jwks: JwkSet = serde_json::from_slice(&body_bytes(&response)).unwrap();
 
     let signer = Signer::new(&KeySource::Kms(key_id.clone()), &kms).unwrap();
     let token = TokenIssuer::new(signer, &token_config())
-        .issue(&user(), "sid-1", auth::clock::system_now())
+        .issue(
+            &user(),
+            "sid-1",
+            auth::clock::system_now(),
+            auth::clock::system_now(),
+        )
         .await
         .unwrap()
         .token;
@@ -125,7 +140,7 @@ async fn kms_signed_tokens_verify_through_the_jwks_with_a_generic_jwk_decoder() 
 }
 
 fn discovery_with(keys: &[PublicKey]) -> Discovery {
-    Discovery::new(keys, &token_config())
+    Discovery::new(keys, &token_config(), &permissions())
 }
 
 #[tokio::test]
@@ -168,6 +183,15 @@ async fn the_openid_configuration_names_our_issuer_and_jwks() {
         json["id_token_signing_alg_values_supported"],
         serde_json::json!(["RS256"])
     );
+    // One scope per role the deployment knows (ROLES), admin always.
+    assert_eq!(
+        json["scopes_supported"],
+        serde_json::json!(["admin", "support"])
+    );
+    let claims = json["claims_supported"].as_array().unwrap();
+    for claim in ["auth_time", "scope", "sub", "sid"] {
+        assert!(claims.contains(&claim.into()), "{claim}");
+    }
 }
 
 #[tokio::test]

@@ -3,9 +3,6 @@
 //! token or key material, across login, refresh, register, password change
 //! and get-name.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use crate::support::*;
 use auth::handlers::{change_password, get_name, login, refresh, register};
 use auth::runtime;
@@ -19,31 +16,10 @@ fn invoked(req: lambda_http::Request, n: usize) -> lambda_http::Request {
     req.with_lambda_context(context)
 }
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn request_logs_are_structured_and_never_carry_secrets() {
-    let captured = Captured::default();
-    let writer = captured.clone();
     // The JSON format Lambda's advanced logging controls ask for.
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_current_span(true)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = capture_logs();
 
     let store = fresh_store().await;
     let app = App::new(&store);
@@ -111,7 +87,7 @@ async fn request_logs_are_structured_and_never_carry_secrets() {
         refreshed["refresh_token"].as_str().unwrap().to_owned(),
     ]);
 
-    let state = app.change_password();
+    let state = app.account();
     let change = json!({"current_password": password, "new_password": new_password}).to_string();
     let response = runtime::handle(
         &|r| change_password::handle(&state, r),
@@ -135,7 +111,7 @@ async fn request_logs_are_structured_and_never_carry_secrets() {
     secrets.push(after.password_hash.clone());
 
     drop(_guard);
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let text = captured.text();
     for secret in &secrets {
         assert!(
             !text.contains(secret.as_str()),
@@ -237,14 +213,7 @@ async fn a_dependency_error_is_logged_by_service_operation_kind_and_code_only() 
         ("200 OK", unreadable, "dynamodb"),
         ("400 Bad Request", service, "ValidationException"),
     ] {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_writer(move || writer.clone())
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+        let (captured, _guard) = capture_logs();
         let endpoint = answering(status, body).await;
         let client = client_for(&endpoint, &sdk_settings()).await;
         let store = auth::store::Store::new(client, "users");
@@ -256,7 +225,7 @@ async fn a_dependency_error_is_logged_by_service_operation_kind_and_code_only() 
         )
         .await;
         assert!(response.status().is_server_error(), "{}", response.status());
-        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let text = captured.text();
         assert!(!text.contains(HASH), "the raw body reached the log: {text}");
         assert!(!text.contains("password_hash"), "{text}");
         assert!(text.contains(expected), "{text}");

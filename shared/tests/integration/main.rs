@@ -6,7 +6,9 @@
 mod support;
 
 mod abuse;
+mod admin;
 mod browser;
+mod deletion;
 mod e2e;
 mod faults;
 mod handlers;
@@ -16,5 +18,6 @@ mod kms;
 mod logs;
 mod matrix;
 mod metrics;
+mod permissions;
 mod sessions;
 mod store;

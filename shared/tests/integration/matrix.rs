@@ -418,7 +418,7 @@ impl Scenario {
             Scenario::LogoutWithAnotherSession | Scenario::LogoutEverywhere => {
                 logout::handle(&app.logout(), req).await
             }
-            Scenario::ChangePassword => change_password::handle(&app.change_password(), req).await,
+            Scenario::ChangePassword => change_password::handle(&app.account(), req).await,
         }
     }
 }

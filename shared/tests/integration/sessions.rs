@@ -69,7 +69,7 @@ pub(crate) async fn do_logout(app: &App, access: &str, body: Option<&str>) -> Re
 pub(crate) async fn do_change(app: &App, access: &str, current: &str, new: &str) -> Response<Body> {
     let body = json!({"current_password": current, "new_password": new}).to_string();
     change_password::handle(
-        &app.change_password(),
+        &app.account(),
         request("password.json", Some(&bearer(access)), Some(&body)),
     )
     .await
@@ -378,7 +378,7 @@ async fn a_deactivated_user_cannot_refresh() {
     let app = App::new(&store);
     let user = user_in(&store, "sleepy").await;
     let tokens = session(&app, "sleepy").await;
-    store.set_active(&user.username, false).await.unwrap();
+    store.set_active(&user, false).await.unwrap();
     assert_error(
         &do_refresh(&app, &tokens.refresh).await,
         401,
@@ -579,7 +579,7 @@ async fn the_new_password_must_pass_the_policy() {
     }
     assert_works(&log_in(&app, "policy-user", PASSWORD).await);
     let wrong_method = change_password::handle(
-        &app.change_password(),
+        &app.account(),
         request(
             "password-wrong-method.json",
             Some(&bearer(&tokens.access)),

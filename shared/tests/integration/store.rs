@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::support::*;
-use auth::store::{Store, StoreError, create_table};
+use auth::store::{DeletedBy, Store, StoreError, create_table};
 use auth::users::{User, Username};
 
 fn user(username: &str) -> User {
@@ -80,12 +80,20 @@ async fn deactivating_and_deleting_a_user() {
     let store = fresh_store().await;
     let alice = user("alice");
     store.create(&alice).await.unwrap();
-    assert!(store.set_active(&alice.username, false).await.unwrap());
+    assert!(store.set_active(&alice, false).await.unwrap());
     assert!(!store.get(&alice.username).await.unwrap().unwrap().active);
-    store.delete(&alice.username).await.unwrap();
+    let read = store.get(&alice.username).await.unwrap().unwrap();
+    store.delete_user(&read, DeletedBy::Operator).await.unwrap();
     assert_eq!(store.get(&alice.username).await.unwrap(), None);
     assert!(
-        !store.set_active(&alice.username, true).await.unwrap(),
+        matches!(
+            store.delete_user(&read, DeletedBy::Operator).await,
+            Err(StoreError::Conflict)
+        ),
+        "deleting a user who is gone"
+    );
+    assert!(
+        !store.set_active(&alice, true).await.unwrap(),
         "no user to activate"
     );
     assert_eq!(
@@ -208,6 +216,7 @@ async fn a_password_change_from_a_stale_read_loses_to_an_ended_session() {
         epoch,
         revoked: false,
         created_at: 1_000,
+        auth_time: 1_000,
         expires_at: 99_999,
     };
     let first = |session: &Session| RefreshRecord {
@@ -276,6 +285,7 @@ async fn start_session(store: &Store, user: &User) -> String {
         epoch: user.session_epoch,
         revoked: false,
         created_at: 1_000,
+        auth_time: 1_000,
         expires_at: 99_999,
     };
     let first = RefreshRecord {
@@ -331,11 +341,11 @@ async fn deactivation_ends_every_session_and_reactivation_revives_none() {
     let store = fresh_store().await;
     let alice = user("alice");
     store.create(&alice).await.unwrap();
-    assert!(store.set_active(&alice.username, false).await.unwrap());
+    assert!(store.set_active(&alice, false).await.unwrap());
     let off = store.get(&alice.username).await.unwrap().unwrap();
     assert!(!off.active);
     assert_eq!(off.session_epoch, alice.session_epoch + 1);
-    assert!(store.set_active(&alice.username, true).await.unwrap());
+    assert!(store.set_active(&alice, true).await.unwrap());
     let on = store.get(&alice.username).await.unwrap().unwrap();
     assert!(on.active);
     assert_eq!(

@@ -6,6 +6,8 @@
 //!   auth-admin create-user <username> <name> [--inactive] [--if-missing]   (password on stdin)
 //!   auth-admin deactivate <username> | activate <username> | delete <username>
 //!   auth-admin unlock <username>   (forget failed logins: ends a lockout)
+//!   auth-admin grant <username> <role> | revoke <username> <role>
+//!     (the break-glass for roles: works when no admin is left to use the admin API)
 //!   auth-admin generate-key <private.pem> <public.pem>   (a local RS256 key pair)
 
 use std::io::{BufRead, IsTerminal};
@@ -15,7 +17,8 @@ use auth::aws::{SdkSettings, sdk_config_loader};
 use auth::config::{Environment, StoreConfig};
 use auth::keys::{generate_pem_pair, public_key_from_pem};
 use auth::passwords::{BcryptCost, PasswordHasher};
-use auth::store::{Store, StoreError, create_table, dynamodb_client};
+use auth::permissions::{PermissionConfig, Role};
+use auth::store::{DeletedBy, RoleGrant, Store, StoreError, create_table, dynamodb_client};
 use auth::users::{User, Username, display_name};
 
 const USAGE: &str = "usage:
@@ -25,6 +28,8 @@ const USAGE: &str = "usage:
   auth-admin deactivate <username>
   auth-admin delete <username>
   auth-admin unlock <username>
+  auth-admin grant <username> <role>     (a role of ROLES; admin always)
+  auth-admin revoke <username> <role>
   auth-admin generate-key <private.pem> <public.pem>";
 
 #[tokio::main]
@@ -96,10 +101,11 @@ async fn run(args: &[String]) -> Result<(), String> {
             }
         }
         "activate" | "deactivate" => {
-            let username = username(0)?;
+            let user = existing(&users, &username(0)?).await?;
+            let username = &user.username;
             let active = command == "activate";
             if !users
-                .set_active(&username, active)
+                .set_active(&user, active)
                 .await
                 .map_err(|e| e.to_string())?
             {
@@ -119,13 +125,78 @@ async fn run(args: &[String]) -> Result<(), String> {
             println!("failed logins of {username} are forgotten: it can log in again");
         }
         "delete" => {
-            let username = username(0)?;
-            users.delete(&username).await.map_err(|e| e.to_string())?;
-            println!("user {username} is deleted");
+            // The path the API's deletions take: the user item and the
+            // username's attempt record, in one transaction.
+            let user = existing(&users, &username(0)?).await?;
+            match users.delete_user(&user, DeletedBy::Operator).await {
+                Ok(()) => {}
+                Err(StoreError::Conflict) => {
+                    return Err(format!(
+                        "user {} was deleted or registered anew meanwhile; nothing deleted",
+                        user.username
+                    ));
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+            println!("user {} is deleted", user.username);
+        }
+        "grant" | "revoke" => {
+            let user = existing(&users, &username(0)?).await?;
+            let raw = rest.get(1).ok_or(USAGE)?;
+            let permissions =
+                PermissionConfig::from_source(&Environment).map_err(|e| e.to_string())?;
+            let (role, done) = if command == "grant" {
+                let role = permissions.known_role(raw)?;
+                let done = match users
+                    .grant_role(&user, &role)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    RoleGrant::Granted => true,
+                    RoleGrant::TooManyRoles => {
+                        return Err(format!(
+                            "{} holds the most roles one user may hold",
+                            user.username
+                        ));
+                    }
+                    RoleGrant::Gone => false,
+                };
+                (role, done)
+            } else {
+                let role = Role::parse(raw).map_err(|e| e.to_string())?;
+                let done = users
+                    .revoke_role(&user, &role)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                (role, done)
+            };
+            if !done {
+                return Err(format!("no user {}", user.username));
+            }
+            if command == "grant" {
+                println!(
+                    "user {} holds the role {role}: in access tokens issued from now on",
+                    user.username
+                );
+            } else {
+                println!(
+                    "user {} no longer holds the role {role}: at once on this API; outside verifiers accept tokens that carry it until they expire",
+                    user.username
+                );
+            }
         }
         _ => return Err(USAGE.into()),
     }
     Ok(())
+}
+
+/// The user of `username`, or an error naming it.
+async fn existing(users: &Store, username: &Username) -> Result<User, String> {
+    users
+        .get(username)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no user {username}"))
 }
 
 /// Writes a new RS256 key pair: the private key readable by its owner only.

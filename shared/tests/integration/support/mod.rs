@@ -6,7 +6,7 @@ use std::time::Duration;
 use auth::aws::{SdkSettings, sdk_config_loader};
 use auth::clock::Clock;
 use auth::config::TokenConfig;
-use auth::handlers::change_password::ChangePassword;
+use auth::handlers::account::Account;
 use auth::handlers::get_name::GetName;
 use auth::handlers::login::Login;
 use auth::handlers::logout::Logout;
@@ -157,6 +157,17 @@ pub fn token_config() -> TokenConfig {
     }
 }
 
+/// The roles the tests' deployment knows: admin and one more.
+pub fn permissions() -> auth::permissions::PermissionConfig {
+    auth::permissions::PermissionConfig {
+        roles: ["admin", "support"]
+            .iter()
+            .map(|r| auth::permissions::Role::parse(r).unwrap())
+            .collect(),
+        fresh_auth_max_age: Duration::from_secs(600),
+    }
+}
+
 pub fn session_config() -> SessionConfig {
     SessionConfig {
         refresh_ttl: Duration::from_secs(30 * 24 * 3600),
@@ -248,8 +259,8 @@ impl App {
         }
     }
 
-    pub fn change_password(&self) -> ChangePassword {
-        ChangePassword {
+    pub fn account(&self) -> Account {
+        Account {
             store: self.store.clone(),
             passwords: hasher(),
             verifier: verifier(),
@@ -257,6 +268,17 @@ impl App {
             sessions: self.sessions.clone(),
             limits: generous_limits(),
             browser: browser_policy(),
+            clock: self.clock.clone(),
+        }
+    }
+}
+
+impl App {
+    pub fn admin(&self) -> auth::handlers::admin::Admin {
+        auth::handlers::admin::Admin {
+            store: self.store.clone(),
+            verifier: verifier(),
+            permissions: permissions(),
             clock: self.clock.clone(),
         }
     }
@@ -346,6 +368,86 @@ pub fn request(name: &str, authorization: Option<&str>, body: Option<&str>) -> R
         json["body"] = body.into();
     }
     lambda_http::request::from_str(&json.to_string()).unwrap()
+}
+
+/// What the log lines written while a `capture_logs` guard lives say.
+#[derive(Clone, Default)]
+pub struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogBuffer {
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+
+    /// Each line, parsed.
+    pub fn lines(&self) -> Vec<serde_json::Value> {
+        self.text()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+}
+
+thread_local! {
+    static CAPTURING: std::cell::RefCell<Option<LogBuffer>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Writes a log line into this thread's capture, if any; else nowhere.
+struct ThreadWriter;
+
+impl std::io::Write for ThreadWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        CAPTURING.with(|c| {
+            if let Some(buffer) = c.borrow_mut().as_mut() {
+                buffer.write_all(buf)?;
+            }
+            Ok(buf.len())
+        })
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Ends a thread's capture when dropped.
+pub struct CaptureGuard(());
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        CAPTURING.with(|c| *c.borrow_mut() = None);
+    }
+}
+
+/// Captures the log lines this thread writes (JSON, with the current span,
+/// as Lambda's logging controls ask) while the guard lives. One global
+/// subscriber routes each line to its thread's capture: a scoped one per
+/// test (`set_default`) loses events when tests on other threads register
+/// the same callsites at the same moment (tracing's interest cache).
+pub fn capture_logs() -> (LogBuffer, CaptureGuard) {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_current_span(true)
+            .with_writer(|| ThreadWriter)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("no other global subscriber in the integration tests");
+    });
+    let buffer = LogBuffer::default();
+    CAPTURING.with(|c| *c.borrow_mut() = Some(buffer.clone()));
+    (buffer, CaptureGuard(()))
 }
 
 pub fn bearer(token: &str) -> String {

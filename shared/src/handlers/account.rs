@@ -1,0 +1,82 @@
+//! The password function: the routes where a signed-in user proves their
+//! password again. `POST /password` changes it (`change_password`), `POST
+//! /reauthenticate` renews the session's proof for sensitive acts
+//! (`reauthenticate`), `DELETE /account` deletes the account (`delete_account`).
+//! Every proof counts against the source's login window and is reserved on
+//! the username's attempt record, as at login: a stolen access token buys no
+//! more guesses than the login form gives.
+
+use lambda_http::{Body, Request, Response};
+
+use super::{limit_source, prove_password};
+use crate::browser::BrowserPolicy;
+use crate::clock::Clock;
+use crate::http::ApiError;
+use crate::passwords::PasswordHasher;
+use crate::sessions::SessionConfig;
+use crate::store::Store;
+use crate::throttle::{RateLimits, Window};
+use crate::tokens::{TokenIssuer, TokenVerifier};
+use crate::users::User;
+
+pub use super::change_password::change_password;
+pub use super::delete_account::delete_account;
+pub use super::reauthenticate::reauthenticate;
+
+pub const PASSWORD_PATH: &str = "/password";
+pub const REAUTHENTICATE_PATH: &str = "/reauthenticate";
+pub const ACCOUNT_PATH: &str = "/account";
+
+/// What the password function holds between invocations.
+pub struct Account {
+    pub store: Store,
+    pub passwords: PasswordHasher,
+    pub verifier: TokenVerifier,
+    pub issuer: TokenIssuer,
+    pub sessions: SessionConfig,
+    /// The per-IP login window applies here too.
+    pub limits: RateLimits,
+    /// Who may use the refresh cookie.
+    pub browser: BrowserPolicy,
+    pub clock: Clock,
+}
+
+/// Routes by path; each route answers its own 405s.
+pub async fn handle(state: &Account, req: Request) -> Response<Body> {
+    let result = match req.uri().path().trim_end_matches('/') {
+        PASSWORD_PATH => change_password(state, req).await,
+        REAUTHENTICATE_PATH => reauthenticate(state, req).await,
+        ACCOUNT_PATH => delete_account(state, req).await,
+        _ => Err(ApiError::NotFound),
+    };
+    result.unwrap_or_else(ApiError::into_response)
+}
+
+/// Proves `password` to be `user`'s current one, through the per-IP window
+/// and the lockout; a wrong one is 401 `login_failed`.
+pub(crate) async fn prove_current_password(
+    state: &Account,
+    req: &Request,
+    user: &User,
+    password: String,
+    now: i64,
+) -> Result<(), ApiError> {
+    let window = Window::login(&state.limits);
+    limit_source(&state.store, &window, req, now).await?;
+    let reservation = state
+        .store
+        .reserve_attempt(&user.username, None, now)
+        .await?;
+    let matches = prove_password(
+        &state.passwords,
+        reservation,
+        Some(user.password_hash.clone()),
+        password,
+    )
+    .await?;
+    if !matches {
+        tracing::info!(user_id = %user.id, "password proof failed");
+        return Err(ApiError::LoginFailed);
+    }
+    Ok(())
+}

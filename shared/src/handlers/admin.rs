@@ -1,0 +1,341 @@
+//! The admin API: for callers who hold the `admin` role and proved their
+//! password within `FRESH_AUTH_MAX_AGE_SECONDS`. One resource per user, by
+//! username:
+//!
+//! - `GET    /admin/users/{username}`: look the user up (never the hash);
+//! - `PATCH  /admin/users/{username}` `{"active": false}`: deactivate (every
+//!   session ends) or activate;
+//! - `DELETE /admin/users/{username}`: delete (as the owner's own deletion does);
+//! - `PUT | DELETE /admin/users/{username}/roles/{role}`: grant, revoke;
+//! - `DELETE /admin/users/{username}/lock`: unlock (forget failed logins);
+//! - `DELETE /admin/users/{username}/sessions`: end every session.
+//!
+//! Every act of an authenticated caller, done or refused, writes one audit
+//! line (actor id, target id, action, outcome) and counts in `AdminActions`.
+//! No admin can remove their own `admin` role, deactivate or delete
+//! themselves; `auth-admin` is the break-glass when admins demote each other.
+
+use lambda_http::http::{Method, StatusCode};
+use lambda_http::{Body, Request, Response};
+use serde::{Deserialize, Serialize};
+
+use super::{Authenticated, authenticate_caller};
+use crate::clock::Clock;
+use crate::http::{ApiError, json_body, json_response};
+use crate::metrics::{self, Event};
+use crate::permissions::{PermissionConfig, Role};
+use crate::store::{DeletedBy, RoleGrant, Store, StoreError};
+use crate::tokens::TokenVerifier;
+use crate::users::{User, UserId, Username};
+
+pub const USERS_PATH: &str = "/admin/users/";
+
+/// What the admin function holds between invocations.
+pub struct Admin {
+    pub store: Store,
+    pub verifier: TokenVerifier,
+    pub permissions: PermissionConfig,
+    pub clock: Clock,
+}
+
+/// One act on one user: its role as the path names it (`&str`), then, once
+/// the caller is known to be an admin, checked (`Role`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Action<R> {
+    Lookup,
+    SetActive,
+    Delete,
+    Grant(R),
+    Revoke(R),
+    Unlock,
+    EndSessions,
+}
+
+impl Action<&str> {
+    /// The same act with its role checked: only a role this deployment knows
+    /// can be granted; any well-formed one can be revoked.
+    fn checked(&self, permissions: &PermissionConfig) -> Result<Action<Role>, ApiError> {
+        let bad = |e: String| ApiError::BadRequest(e);
+        Ok(match *self {
+            Action::Grant(raw) => Action::Grant(permissions.known_role(raw).map_err(bad)?),
+            Action::Revoke(raw) => {
+                Action::Revoke(Role::parse(raw).map_err(|e| bad(e.to_string()))?)
+            }
+            Action::Lookup => Action::Lookup,
+            Action::SetActive => Action::SetActive,
+            Action::Delete => Action::Delete,
+            Action::Unlock => Action::Unlock,
+            Action::EndSessions => Action::EndSessions,
+        })
+    }
+}
+
+impl<R> Action<R> {
+    /// The audit line's and the metric's name for it.
+    fn name(&self) -> &'static str {
+        match self {
+            Action::Lookup => "lookup_user",
+            Action::SetActive => "set_active",
+            Action::Delete => "delete_user",
+            Action::Grant(_) => "grant_role",
+            Action::Revoke(_) => "revoke_role",
+            Action::Unlock => "unlock_user",
+            Action::EndSessions => "end_sessions",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserChange {
+    active: bool,
+}
+
+/// A user as the admin API shows them: never the hash or the sessions.
+#[derive(Serialize)]
+struct UserView {
+    id: String,
+    username: String,
+    name: String,
+    active: bool,
+    roles: Vec<String>,
+    created_at: i64,
+    locked: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    locked_until: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct Answer {
+    message: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<UserView>,
+}
+
+pub async fn handle(state: &Admin, req: Request) -> Response<Body> {
+    admin(state, req)
+        .await
+        .unwrap_or_else(ApiError::into_response)
+}
+
+async fn admin(state: &Admin, req: Request) -> Result<Response<Body>, ApiError> {
+    let path = req.uri().path().to_owned();
+    let (username, action) = route(&path, req.method())?;
+    let now = state.clock.now();
+    let caller = authenticate_caller(&req, &state.verifier, &state.store, now).await?;
+    let mut audit = Audit::default();
+    let result = act(state, &req, &caller, username, &action, &mut audit, now).await;
+    let outcome = match &result {
+        Ok(_) => "done",
+        Err(e) => e.code(),
+    };
+    let target_id = audit
+        .target_id
+        .map_or_else(|| "none".to_owned(), |id| id.to_string());
+    tracing::info!(
+        audit = "admin",
+        actor_id = %caller.user.id,
+        target_id = %target_id,
+        action = action.name(),
+        detail = audit.detail,
+        outcome,
+        "admin act"
+    );
+    metrics::admin_action(action.name(), outcome);
+    result
+}
+
+/// What the audit line says of an act beyond its name and outcome: whom it
+/// was on (the id, once the user is found; like every log line of ours, it
+/// names no username) and what exactly (the role granted or revoked, the
+/// activity set).
+#[derive(Default)]
+struct Audit {
+    target_id: Option<UserId>,
+    detail: String,
+}
+
+/// The username and the act a request names: 404 for a path that names
+/// none, 405 for a method the resource does not take (before the bearer
+/// check, as on every route). The username and the role are checked after
+/// it, so a request without a token gets its 401 first.
+fn route<'a>(path: &'a str, method: &Method) -> Result<(&'a str, Action<&'a str>), ApiError> {
+    let rest = path
+        .trim_end_matches('/')
+        .strip_prefix(USERS_PATH)
+        .ok_or(ApiError::NotFound)?;
+    let segments: Vec<&str> = rest.split('/').collect();
+    let not_allowed = |allow: &'static str| ApiError::MethodNotAllowed {
+        method: method.clone(),
+        allow,
+    };
+    let action = match segments[1..] {
+        [] => match *method {
+            Method::GET => Action::Lookup,
+            Method::PATCH => Action::SetActive,
+            Method::DELETE => Action::Delete,
+            _ => return Err(not_allowed("GET, PATCH, DELETE")),
+        },
+        ["roles", role] => match *method {
+            Method::PUT => Action::Grant(role),
+            Method::DELETE => Action::Revoke(role),
+            _ => return Err(not_allowed("PUT, DELETE")),
+        },
+        ["lock"] if method == Method::DELETE => Action::Unlock,
+        ["sessions"] if method == Method::DELETE => Action::EndSessions,
+        ["lock"] | ["sessions"] => return Err(not_allowed("DELETE")),
+        _ => return Err(ApiError::NotFound),
+    };
+    Ok((segments[0], action))
+}
+
+async fn act(
+    state: &Admin,
+    req: &Request,
+    caller: &Authenticated,
+    username: &str,
+    action: &Action<&str>,
+    audit: &mut Audit,
+    now: i64,
+) -> Result<Response<Body>, ApiError> {
+    caller.require_role(&Role::admin())?;
+    caller.require_fresh(state.permissions.fresh_auth_max_age, now)?;
+    let username = &Username::parse(username).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let action = action.checked(&state.permissions)?;
+    let change: Option<UserChange> = match action {
+        Action::SetActive => Some(json_body(req)?),
+        _ => None,
+    };
+    audit.detail = match (&action, &change) {
+        (Action::Grant(role) | Action::Revoke(role), _) => format!("role={role}"),
+        (_, Some(change)) => format!("active={}", change.active),
+        _ => String::new(),
+    };
+    let store = &state.store;
+    let target = store.get(username).await?.ok_or(ApiError::UserNotFound)?;
+    audit.target_id = Some(target.id);
+    let myself = target.id == caller.user.id;
+    let gone = |done: bool| {
+        if done {
+            Ok(())
+        } else {
+            Err(ApiError::UserNotFound)
+        }
+    };
+    let message = match &action {
+        Action::Lookup => "User found",
+        Action::SetActive => {
+            let active = change.is_some_and(|c| c.active);
+            if myself && !active {
+                return Err(self_protection());
+            }
+            gone(store.set_active(&target, active).await?)?;
+            if active {
+                "User activated"
+            } else {
+                "User deactivated; every session ended"
+            }
+        }
+        Action::Delete => {
+            if myself {
+                return Err(self_protection());
+            }
+            match store.delete_user(&target, DeletedBy::Operator).await {
+                Ok(()) => {}
+                Err(StoreError::Conflict) => return Err(ApiError::UserNotFound),
+                Err(e) => return Err(e.into()),
+            }
+            metrics::count(Event::AccountDeleted);
+            return Ok(json_response(
+                StatusCode::OK,
+                &Answer {
+                    message: "User deleted",
+                    user: None,
+                },
+            ));
+        }
+        Action::Grant(role) => match store.grant_role(&target, role).await? {
+            RoleGrant::Granted => "Role granted",
+            RoleGrant::TooManyRoles => {
+                return Err(ApiError::Conflict(TOO_MANY_ROLES));
+            }
+            RoleGrant::Gone => return Err(ApiError::UserNotFound),
+        },
+        Action::Revoke(role) => {
+            if myself && *role == Role::admin() {
+                return Err(self_protection());
+            }
+            gone(store.revoke_role(&target, role).await?)?;
+            "Role revoked"
+        }
+        Action::Unlock => {
+            store.clear_failures(username).await?;
+            "User unlocked"
+        }
+        Action::EndSessions => {
+            gone(store.end_all_sessions(&target).await?)?;
+            "Every session of the user ended"
+        }
+    };
+    // The act is done: a failure to read the user back afterwards (throttled,
+    // or deleted a moment later) leaves the answer without the user, not
+    // turned into an error.
+    let lookup = action == Action::Lookup;
+    let user = match view(store, username, target.id, now, lookup.then_some(target)).await {
+        Ok(user) => Some(user),
+        Err(e) if lookup => return Err(e),
+        Err(e) => {
+            tracing::warn!(error = %e, "admin act done; the user could not be read back");
+            None
+        }
+    };
+    Ok(json_response(StatusCode::OK, &Answer { message, user }))
+}
+
+/// Names `MAX_ROLES` (a test checks that it does).
+const TOO_MANY_ROLES: &str =
+    "the user holds the most roles one user may hold (10); revoke one first";
+
+fn self_protection() -> ApiError {
+    ApiError::Forbidden(
+        "admins cannot remove their own admin role, deactivate or delete themselves; another admin, or auth-admin, can",
+    )
+}
+
+/// The user as stored now (`read`, or read again after an act), with the
+/// lock state of their username.
+async fn view(
+    store: &Store,
+    username: &Username,
+    id: UserId,
+    now: i64,
+    read: Option<User>,
+) -> Result<UserView, ApiError> {
+    let (user, failures) = match read {
+        Some(user) => (Some(user), store.failures(username).await?),
+        None => tokio::try_join!(store.get(username), store.failures(username))?,
+    };
+    let user: User = user.filter(|u| u.id == id).ok_or(ApiError::UserNotFound)?;
+    let locked_for = failures.and_then(|f| f.locked_for(now));
+    Ok(UserView {
+        id: user.id.to_string(),
+        username: user.username.to_string(),
+        name: user.name,
+        active: user.active,
+        roles: user.roles.iter().map(Role::to_string).collect(),
+        created_at: user.created_at,
+        locked: locked_for.is_some(),
+        locked_until: locked_for.map(|s| now + s as i64),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::permissions::MAX_ROLES;
+
+    #[test]
+    fn the_too_many_roles_message_names_the_cap() {
+        assert!(TOO_MANY_ROLES.contains(&format!("({MAX_ROLES})")));
+    }
+}

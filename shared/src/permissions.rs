@@ -1,0 +1,203 @@
+//! Permissions: the roles a user holds, the `scope` claim that carries them in
+//! access tokens (one scope per role, of the same name, so API Gateway's JWT
+//! authorizer can check a route's `AuthorizationScopes`), and how recent a
+//! proof of the password must be for sensitive acts (`auth_time`, RFC 9470).
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::time::Duration;
+
+use crate::config::{ConfigError, Source};
+
+/// The role of the admin API.
+pub const ADMIN: &str = "admin";
+/// Roles one user may hold: each costs at most 33 bytes of every token.
+pub const MAX_ROLES: usize = 10;
+pub const ROLE_MAX_CHARS: usize = 32;
+/// How old a password proof may be for an admin act when
+/// `FRESH_AUTH_MAX_AGE_SECONDS` is unset.
+pub const DEFAULT_FRESH_AUTH_MAX_AGE: Duration = Duration::from_secs(600);
+
+/// A role name: 1 to 32 characters of lower-case ASCII letters, digits, `_`,
+/// `-` and `.`, starting with a letter. Valid as an OAuth scope token as it is
+/// (RFC 6749 §3.3), so a role is its own scope.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Role(String);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "a role is 1 to {ROLE_MAX_CHARS} characters of lower-case ASCII letters, digits, '_', '-' or '.', starting with a letter"
+)]
+pub struct InvalidRole;
+
+impl Role {
+    pub fn parse(raw: &str) -> Result<Self, InvalidRole> {
+        let allowed =
+            |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.');
+        if raw.is_empty()
+            || raw.len() > ROLE_MAX_CHARS
+            || !raw.starts_with(|c: char| c.is_ascii_lowercase())
+            || !raw.chars().all(allowed)
+        {
+            return Err(InvalidRole);
+        }
+        Ok(Role(raw.to_owned()))
+    }
+
+    pub fn admin() -> Self {
+        Role(ADMIN.to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The `scope` claim for `roles`: their names, space-separated (RFC 8693
+/// §4.2), or `None` for a user without roles.
+pub fn scope_of(roles: &BTreeSet<Role>) -> Option<String> {
+    (!roles.is_empty()).then(|| roles.iter().map(Role::as_str).collect::<Vec<_>>().join(" "))
+}
+
+/// Whether a `scope` claim grants `role`.
+pub fn scope_grants(scope: Option<&str>, role: &Role) -> bool {
+    scope.is_some_and(|s| s.split(' ').any(|granted| granted == role.as_str()))
+}
+
+/// What a deployment knows of permissions: the roles that may be granted
+/// (`ROLES`, space- or comma-separated, `admin` always among them; published
+/// as `scopes_supported`) and the freshness admin acts require.
+#[derive(Clone, Debug)]
+pub struct PermissionConfig {
+    pub roles: BTreeSet<Role>,
+    pub fresh_auth_max_age: Duration,
+}
+
+impl PermissionConfig {
+    pub fn from_source(env: &impl Source) -> Result<Self, ConfigError> {
+        let mut roles = BTreeSet::from([Role::admin()]);
+        for raw in env
+            .get("ROLES")
+            .unwrap_or_default()
+            .split([' ', ','])
+            .filter(|r| !r.is_empty())
+        {
+            roles.insert(Role::parse(raw).map_err(|e| ConfigError::Invalid {
+                var: "ROLES",
+                reason: format!("{raw:?}: {e}"),
+            })?);
+        }
+        if roles.len() > 50 {
+            return Err(ConfigError::Invalid {
+                var: "ROLES",
+                reason: "at most 50 roles".into(),
+            });
+        }
+        let max_age = crate::config::number(
+            env,
+            "FRESH_AUTH_MAX_AGE_SECONDS",
+            DEFAULT_FRESH_AUTH_MAX_AGE.as_secs(),
+            30..=24 * 3600,
+        )?;
+        Ok(PermissionConfig {
+            roles,
+            fresh_auth_max_age: Duration::from_secs(max_age),
+        })
+    }
+
+    /// `raw` as a role this deployment knows.
+    pub fn known_role(&self, raw: &str) -> Result<Role, String> {
+        let role = Role::parse(raw).map_err(|e| e.to_string())?;
+        if !self.roles.contains(&role) {
+            let known: Vec<&str> = self.roles.iter().map(Role::as_str).collect();
+            return Err(format!(
+                "unknown role {role}; this deployment knows: {} (ROLES)",
+                known.join(", ")
+            ));
+        }
+        Ok(role)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_names_follow_the_rule() {
+        for good in [
+            "admin",
+            "a",
+            "billing-ops",
+            "team.lead",
+            "r2_d2",
+            &"a".repeat(32),
+        ] {
+            assert_eq!(Role::parse(good).unwrap().as_str(), good);
+        }
+        for bad in [
+            "",
+            "Admin",
+            "1st",
+            "-x",
+            "with space",
+            "a:b",
+            "é",
+            "\"",
+            &"a".repeat(33),
+        ] {
+            assert_eq!(Role::parse(bad), Err(InvalidRole), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_scope_claim_lists_each_role_once_and_grants_exactly_them() {
+        let roles: BTreeSet<Role> = ["support", "admin"]
+            .iter()
+            .map(|r| Role::parse(r).unwrap())
+            .collect();
+        let scope = scope_of(&roles).unwrap();
+        assert_eq!(scope, "admin support");
+        assert!(scope_grants(Some(&scope), &Role::admin()));
+        assert!(!scope_grants(Some(&scope), &Role::parse("adm").unwrap()));
+        assert!(!scope_grants(None, &Role::admin()));
+        assert_eq!(scope_of(&BTreeSet::new()), None);
+    }
+
+    #[test]
+    fn the_config_always_knows_admin_and_bounds_freshness() {
+        let config = PermissionConfig::from_source(&|_: &str| None).unwrap();
+        assert_eq!(config.roles, BTreeSet::from([Role::admin()]));
+        assert_eq!(config.fresh_auth_max_age, Duration::from_secs(600));
+        let config = PermissionConfig::from_source(&|v: &str| match v {
+            "ROLES" => Some("support, billing".into()),
+            "FRESH_AUTH_MAX_AGE_SECONDS" => Some("120".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(config.roles.len(), 3);
+        assert!(config.known_role("billing").is_ok());
+        assert!(
+            config
+                .known_role("auditor")
+                .unwrap_err()
+                .contains("admin, billing, support")
+        );
+        assert!(config.known_role("Billing").is_err());
+        assert_eq!(config.fresh_auth_max_age, Duration::from_secs(120));
+        for (var, value) in [("ROLES", "Admin"), ("FRESH_AUTH_MAX_AGE_SECONDS", "5")] {
+            let err = PermissionConfig::from_source(&|v: &str| (v == var).then(|| value.into()))
+                .unwrap_err();
+            assert!(
+                matches!(err, ConfigError::Invalid { var: v, .. } if v == var),
+                "{err}"
+            );
+        }
+    }
+}

@@ -1,0 +1,466 @@
+//! The admin API through its handler on DynamoDB Local: every act does its
+//! work and writes one audit line (actor, target, action, outcome) and one
+//! metric line; the self-protection rules; the answers to what it refuses.
+
+use crate::permissions::{admin_in, claims_of};
+use crate::sessions::*;
+use crate::support::*;
+use auth::clock::Clock;
+use auth::handlers::admin::{self, Admin};
+use auth::metrics;
+use auth::permissions::{PermissionConfig, Role};
+use auth::users::Username;
+use lambda_http::http::Method;
+use lambda_http::{Body, Response};
+use serde_json::{Value, json};
+
+/// `method path` on the admin API with `access`, and `body` if any.
+async fn call(
+    state: &Admin,
+    access: &str,
+    method: Method,
+    path: &str,
+    body: Option<&str>,
+) -> Response<Body> {
+    let mut req = request("admin-user.json", Some(&bearer(access)), body);
+    *req.method_mut() = method;
+    *req.uri_mut() = path.parse().unwrap();
+    admin::handle(state, req).await
+}
+
+/// The audit lines among `lines`.
+fn audits(lines: &[Value]) -> Vec<Value> {
+    lines
+        .iter()
+        .filter(|l| l["fields"]["audit"] == "admin")
+        .map(|l| l["fields"].clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn every_admin_act_does_its_work_and_writes_one_audit_line_and_one_metric() {
+    let store = fresh_store().await;
+    // A clock that stands still: the lock below lasts as long as the test.
+    let app = App::with_clock(&store, Clock::manual(auth::clock::system_now()));
+    let chief = admin_in(&store, "chief").await;
+    let target = user_in(&store, "target").await;
+    let chief_tokens = session(&app, "chief").await;
+    let state = app.admin();
+    let (logs, _guard) = capture_logs();
+    let emf = metrics::capture();
+
+    let mut acts = Vec::new();
+    let mut act = async |method: Method, path: &str, body: Option<&str>, name: &str| {
+        let response = call(&state, &chief_tokens.access, method, path, body).await;
+        assert_eq!(response.status(), 200, "{name}: {}", body_json(&response));
+        acts.push(name.to_owned());
+        body_json(&response)
+    };
+
+    // Look up: what an admin needs, never the hash.
+    let found = act(Method::GET, "/admin/users/Target", None, "lookup_user").await;
+    assert_eq!(found["message"], "User found");
+    let user = &found["user"];
+    assert_eq!(user["id"], target.id.to_string());
+    assert_eq!(user["username"], "target");
+    assert_eq!(user["name"], "Session User");
+    assert_eq!(user["active"], true);
+    assert_eq!(user["roles"], json!([]));
+    assert_eq!(user["locked"], false);
+    assert!(user["created_at"].is_i64());
+    let text = found.to_string();
+    assert!(!text.contains("$2b$") && !text.contains("hash"), "{text}");
+
+    // Grant and revoke.
+    let granted = act(
+        Method::PUT,
+        "/admin/users/target/roles/support",
+        None,
+        "grant_role",
+    )
+    .await;
+    assert_eq!(granted["user"]["roles"], json!(["support"]));
+    let again = act(
+        Method::PUT,
+        "/admin/users/target/roles/support",
+        None,
+        "grant_role",
+    )
+    .await;
+    assert_eq!(again["user"]["roles"], json!(["support"]), "idempotent");
+    let target_tokens = session(&app, "target").await;
+    assert_eq!(claims_of(&target_tokens.access)["scope"], "support");
+    let revoked = act(
+        Method::DELETE,
+        "/admin/users/target/roles/support",
+        None,
+        "revoke_role",
+    )
+    .await;
+    assert_eq!(revoked["user"]["roles"], json!([]));
+
+    // Deactivate: every session ends; activate: none comes back.
+    let off = act(
+        Method::PATCH,
+        "/admin/users/target",
+        Some(r#"{"active": false}"#),
+        "set_active",
+    )
+    .await;
+    assert_eq!(off["user"]["active"], false);
+    assert_error(
+        &name_with(&app, &target_tokens.access).await,
+        401,
+        "invalid_token",
+    );
+    assert_error(&log_in(&app, "target", PASSWORD).await, 401, "login_failed");
+    let on = act(
+        Method::PATCH,
+        "/admin/users/target",
+        Some(r#"{"active": true}"#),
+        "set_active",
+    )
+    .await;
+    assert_eq!(on["user"]["active"], true);
+    assert_error(
+        &name_with(&app, &target_tokens.access).await,
+        401,
+        "invalid_token",
+    );
+
+    // Unlock: a locked username can log in again.
+    for _ in 0..5 {
+        log_in(&app, "target", "a wrong password").await;
+    }
+    assert_error(
+        &log_in(&app, "target", PASSWORD).await,
+        429,
+        "too_many_requests",
+    );
+    let locked = act(Method::GET, "/admin/users/target", None, "lookup_user").await;
+    assert_eq!(locked["user"]["locked"], true);
+    assert!(locked["user"]["locked_until"].is_i64());
+    let unlocked = act(
+        Method::DELETE,
+        "/admin/users/target/lock",
+        None,
+        "unlock_user",
+    )
+    .await;
+    assert_eq!(unlocked["user"]["locked"], false);
+    let fresh = session(&app, "target").await;
+
+    // End every session.
+    act(
+        Method::DELETE,
+        "/admin/users/target/sessions",
+        None,
+        "end_sessions",
+    )
+    .await;
+    assert_error(&name_with(&app, &fresh.access).await, 401, "invalid_token");
+    assert_error(
+        &do_refresh(&app, &fresh.refresh).await,
+        401,
+        "invalid_grant",
+    );
+
+    // Delete: the user and the attempt record go; the name is free.
+    log_in(&app, "target", "a wrong password").await;
+    let deleted = act(Method::DELETE, "/admin/users/target", None, "delete_user").await;
+    assert_eq!(deleted, json!({"message": "User deleted"}));
+    let username = Username::parse("target").unwrap();
+    assert_eq!(store.get(&username).await.unwrap(), None);
+    assert_eq!(store.failures(&username).await.unwrap(), None);
+
+    // One audit line per act, in order, naming both parties.
+    let lines = audits(&logs.lines());
+    let names: Vec<&str> = lines
+        .iter()
+        .map(|l| l["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, acts);
+    for line in &lines {
+        assert_eq!(line["actor_id"], chief.id.to_string(), "{line}");
+        assert_eq!(line["target_id"], target.id.to_string(), "{line}");
+        assert_eq!(line["outcome"], "done", "{line}");
+        assert!(
+            line.get("target_username").is_none(),
+            "no username in logs: {line}"
+        );
+    }
+    // What exactly was done: the role, the activity.
+    let details: Vec<&str> = lines
+        .iter()
+        .map(|l| l["detail"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        details,
+        [
+            "",
+            "role=support",
+            "role=support",
+            "role=support",
+            "active=false",
+            "active=true",
+            "",
+            "",
+            "",
+            ""
+        ]
+    );
+    // One metric line per act (and the deletion's own count).
+    let emitted: Vec<Value> = emf.take();
+    let admin_lines: Vec<&Value> = emitted
+        .iter()
+        .filter(|l| l.get("AdminActions").is_some())
+        .collect();
+    assert_eq!(admin_lines.len(), acts.len());
+    for (line, name) in admin_lines.iter().zip(&acts) {
+        metrics::check_emf(line).unwrap();
+        assert_eq!(line["Action"], name.as_str());
+        assert_eq!(line["Outcome"], "done");
+    }
+    assert_eq!(
+        emitted
+            .iter()
+            .filter(|l| l.get("AccountsDeleted").is_some())
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn no_admin_can_remove_their_own_admin_role_deactivate_or_delete_themselves() {
+    let store = fresh_store().await;
+    let app = App::new(&store);
+    let chief = admin_in(&store, "chief").await;
+    let deputy = admin_in(&store, "deputy").await;
+    let tokens = session(&app, "chief").await;
+    let state = app.admin();
+    let (logs, _guard) = capture_logs();
+
+    for (method, path, body) in [
+        (Method::DELETE, "/admin/users/chief/roles/admin", None),
+        (
+            Method::PATCH,
+            "/admin/users/chief",
+            Some(r#"{"active": false}"#),
+        ),
+        (Method::DELETE, "/admin/users/chief", None),
+    ] {
+        let response = call(&state, &tokens.access, method.clone(), path, body).await;
+        let json = assert_error(&response, 403, "forbidden");
+        assert!(
+            json["message"].as_str().unwrap().contains("auth-admin"),
+            "{json}"
+        );
+    }
+    let stored = store.get(&chief.username).await.unwrap().unwrap();
+    assert!(stored.active && stored.roles.contains(&Role::admin()));
+    assert_eq!(stored.session_epoch, chief.session_epoch);
+    for line in audits(&logs.lines()) {
+        assert_eq!(line["outcome"], "forbidden", "{line}");
+        assert_eq!(line["target_id"], chief.id.to_string(), "{line}");
+    }
+
+    // What does not lock them out is allowed: another role, their own
+    // sessions, activating themselves.
+    assert_works(
+        &call(
+            &state,
+            &tokens.access,
+            Method::PUT,
+            "/admin/users/chief/roles/support",
+            None,
+        )
+        .await,
+    );
+    assert_works(
+        &call(
+            &state,
+            &tokens.access,
+            Method::DELETE,
+            "/admin/users/chief/roles/support",
+            None,
+        )
+        .await,
+    );
+    assert_works(
+        &call(
+            &state,
+            &tokens.access,
+            Method::PATCH,
+            "/admin/users/chief",
+            Some(r#"{"active": true}"#),
+        )
+        .await,
+    );
+    // Another admin may demote them (auth-admin is the break-glass).
+    let deputy_tokens = session(&app, "deputy").await;
+    assert_works(
+        &call(
+            &state,
+            &deputy_tokens.access,
+            Method::DELETE,
+            "/admin/users/chief/roles/admin",
+            None,
+        )
+        .await,
+    );
+    assert!(
+        !store
+            .get(&chief.username)
+            .await
+            .unwrap()
+            .unwrap()
+            .roles
+            .contains(&Role::admin())
+    );
+    assert_error(
+        &call(
+            &state,
+            &tokens.access,
+            Method::GET,
+            "/admin/users/deputy",
+            None,
+        )
+        .await,
+        403,
+        "insufficient_scope",
+    );
+    assert!(deputy.roles.contains(&Role::admin()));
+}
+
+#[tokio::test]
+async fn refused_admin_requests_answer_in_the_one_error_shape() {
+    let store = fresh_store().await;
+    let app = App::new(&store);
+    let chief = admin_in(&store, "chief").await;
+    let tokens = session(&app, "chief").await;
+    let state = app.admin();
+    let (logs, _guard) = capture_logs();
+    let at = async |method: Method, path: &str, body: Option<&str>| {
+        call(&state, &tokens.access, method, path, body).await
+    };
+
+    assert_error(
+        &at(Method::GET, "/admin/users/nobody", None).await,
+        404,
+        "user_not_found",
+    );
+    assert_error(
+        &at(Method::GET, "/admin/users/x", None).await,
+        400,
+        "invalid_request",
+    );
+    assert_error(
+        &at(Method::GET, "/admin/users/chief/other", None).await,
+        404,
+        "not_found",
+    );
+    let unknown = assert_error(
+        &at(Method::PUT, "/admin/users/chief/roles/auditor", None).await,
+        400,
+        "invalid_request",
+    );
+    assert!(
+        unknown["message"]
+            .as_str()
+            .unwrap()
+            .contains("admin, support"),
+        "{unknown}"
+    );
+    assert_error(
+        &at(Method::PUT, "/admin/users/chief/roles/Admin", None).await,
+        400,
+        "invalid_request",
+    );
+    for (method, path, allow) in [
+        (Method::POST, "/admin/users/chief", "GET, PATCH, DELETE"),
+        (Method::GET, "/admin/users/chief/roles/admin", "PUT, DELETE"),
+        (Method::GET, "/admin/users/chief/lock", "DELETE"),
+        (Method::POST, "/admin/users/chief/sessions", "DELETE"),
+    ] {
+        let response = at(method, path, None).await;
+        assert_error(&response, 405, "method_not_allowed");
+        assert_eq!(response.headers()["allow"], allow, "{path}");
+    }
+    for body in [
+        None,
+        Some("{}"),
+        Some(r#"{"active": "no"}"#),
+        Some(r#"{"active": true, "x": 1}"#),
+    ] {
+        assert_error(
+            &at(Method::PATCH, "/admin/users/chief", body).await,
+            400,
+            "invalid_request",
+        );
+    }
+    // The user not found is audited with no target; route errors are not acts.
+    let lines = audits(&logs.lines());
+    let not_found: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["outcome"] == "user_not_found")
+        .collect();
+    assert_eq!(not_found.len(), 1);
+    assert_eq!(not_found[0]["target_id"], "none");
+    assert_eq!(not_found[0]["actor_id"], chief.id.to_string());
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["outcome"] != "not_found" && l["outcome"] != "method_not_allowed")
+    );
+}
+
+#[tokio::test]
+async fn a_user_holds_at_most_ten_roles() {
+    let store = fresh_store().await;
+    let app = App::new(&store);
+    admin_in(&store, "chief").await;
+    user_in(&store, "collector").await;
+    let tokens = session(&app, "chief").await;
+    let many = (0..12)
+        .map(|i| format!("role{i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let state = Admin {
+        permissions: PermissionConfig::from_source(&|v: &str| (v == "ROLES").then(|| many.clone()))
+            .unwrap(),
+        ..app.admin()
+    };
+    for i in 0..10 {
+        let path = format!("/admin/users/collector/roles/role{i}");
+        assert_works(&call(&state, &tokens.access, Method::PUT, &path, None).await);
+    }
+    let response = call(
+        &state,
+        &tokens.access,
+        Method::PUT,
+        "/admin/users/collector/roles/role10",
+        None,
+    )
+    .await;
+    assert_error(&response, 409, "conflict");
+    // One already held is no new role.
+    assert_works(
+        &call(
+            &state,
+            &tokens.access,
+            Method::PUT,
+            "/admin/users/collector/roles/role3",
+            None,
+        )
+        .await,
+    );
+    let stored = store
+        .get(&Username::parse("collector").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.roles.len(), 10);
+    // And the token of a user with ten roles stays well under the 4 KiB cap.
+    let collector = session(&app, "collector").await;
+    assert!(collector.access.len() < 2048, "{}", collector.access.len());
+}
