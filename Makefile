@@ -14,8 +14,10 @@ test:
 stack:
 	@scripts/build-stack.sh
 
-# Ours beside the Flask peer: cold start, warm latency, login overhead, RSS,
-# zip sizes, timing; one table, budgets enforced. Not a test. Takes minutes.
+# Every function on the production path (JSON logs, KMS, TLS) against a
+# hello-world floor and beside the Flask peer: init, first and warm latency,
+# RSS, zip sizes, login's own work, timing; written to docs/measured/bench.md,
+# budgets enforced. Not a test. Takes ten minutes or more.
 bench:
 	@scripts/bench.sh
 

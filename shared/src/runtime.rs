@@ -79,15 +79,41 @@ pub async fn public_keys_from_env(sdk: &SdkConfig) -> Result<Vec<PublicKey>, Err
     Ok(load_public_keys(&sources, &crate::aws::kms_client(sdk)).await?)
 }
 
-/// The token verifier, with the public keys of `JWT_VERIFICATION_KEYS`.
-pub async fn verifier_from_env(
+/// What every function that checks bearer tokens builds at init.
+pub struct Verifying {
+    pub sdk: SdkConfig,
+    pub tokens: TokenConfig,
+    pub store: Store,
+    pub verifier: TokenVerifier,
+}
+
+/// The SDK configuration, the token settings, the table (`TABLE_NAME`) and
+/// the token verifier, whose public keys (`JWT_VERIFICATION_KEYS`) are
+/// fetched while the table's connection opens.
+pub async fn verifying_from_env() -> Result<Verifying, Error> {
+    let sdk = aws_from_env()?;
+    let tokens = token_config_from_env()?;
+    let store = store_from_env(&sdk)?;
+    let verifier = verifier_from_env(&sdk, &tokens, &store).await?;
+    Ok(Verifying {
+        sdk,
+        tokens,
+        store,
+        verifier,
+    })
+}
+
+/// The token verifier, with the public keys of `JWT_VERIFICATION_KEYS`,
+/// fetched while `store` opens its connection to DynamoDB: a verifier's init
+/// waits for the slower of KMS and that handshake, not for both one after
+/// the other, and its first request finds the connection open.
+async fn verifier_from_env(
     sdk: &SdkConfig,
     tokens: &TokenConfig,
+    store: &Store,
 ) -> Result<TokenVerifier, Error> {
-    Ok(TokenVerifier::new(
-        &public_keys_from_env(sdk).await?,
-        tokens,
-    ))
+    let (keys, ()) = tokio::join!(public_keys_from_env(sdk), store.warm_up());
+    Ok(TokenVerifier::new(&keys?, tokens))
 }
 
 /// Serves `handler` on the Lambda Runtime API until the process ends: every

@@ -10,11 +10,10 @@ use lambda_http::Error;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     runtime::init_logging();
-    let sdk = runtime::aws_from_env()?;
-    let tokens = runtime::token_config_from_env()?;
+    let init = runtime::verifying_from_env().await?;
     let state = Admin {
-        store: runtime::store_from_env(&sdk)?,
-        verifier: runtime::verifier_from_env(&sdk, &tokens).await?,
+        store: init.store,
+        verifier: init.verifier,
         permissions: PermissionConfig::from_source(&Environment)?,
         clock: Clock::system(),
     };

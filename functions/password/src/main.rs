@@ -14,13 +14,12 @@ use lambda_http::Error;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     runtime::init_logging();
-    let sdk = runtime::aws_from_env()?;
-    let tokens = runtime::token_config_from_env()?;
+    let init = runtime::verifying_from_env().await?;
     let state = Account {
-        store: runtime::store_from_env(&sdk)?,
+        store: init.store,
         passwords: PasswordHasher::new(BcryptCost::from_source(&Environment)?),
-        verifier: runtime::verifier_from_env(&sdk, &tokens).await?,
-        issuer: runtime::issuer_from_env(&sdk, &tokens)?,
+        verifier: init.verifier,
+        issuer: runtime::issuer_from_env(&init.sdk, &init.tokens)?,
         sessions: SessionConfig::from_source(&Environment)?,
         limits: RateLimits::from_source(&Environment)?,
         browser: BrowserPolicy::from_source(&Environment)?,

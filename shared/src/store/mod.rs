@@ -144,6 +144,24 @@ impl Store {
         &self.table
     }
 
+    /// Opens the connection to DynamoDB (DNS, TCP, TLS) at init with one
+    /// read of a key that never exists, so that the first request does not
+    /// pay for it. Best effort and bounded: a DynamoDB that cannot be reached
+    /// is the first request's to report (503).
+    pub async fn warm_up(&self) {
+        let read = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(WARM_UP_KEY.to_owned(), WARM_UP_KEY)))
+            .send();
+        match tokio::time::timeout(WARM_UP_LIMIT, read).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => tracing::warn!(error = %classify(err), "DynamoDB warm-up failed"),
+            Err(_) => tracing::warn!("DynamoDB warm-up timed out"),
+        }
+    }
+
     /// One item by key, read strongly consistent: a write is seen by the very
     /// next request (a logout, a rotation, a password change).
     async fn get_item(
@@ -162,6 +180,11 @@ impl Store {
         Ok(output.item)
     }
 }
+
+/// The partition and sort key of the item no one writes: what `warm_up` reads.
+const WARM_UP_KEY: &str = "WARMUP#";
+/// How long init waits for the warm-up at most.
+const WARM_UP_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The key of an item: `pk`, `sk`.
 fn key(pk: String, sk: &str) -> HashMap<String, AttributeValue> {

@@ -354,3 +354,29 @@ async fn deactivation_ends_every_session_and_reactivation_revives_none() {
         "still the new epoch"
     );
 }
+
+#[tokio::test]
+async fn the_warm_up_at_init_reads_nothing_writes_nothing_and_never_holds_init_long() {
+    let store = fresh_store().await;
+    store.warm_up().await;
+    let client = local_client().await;
+    let scan = client
+        .scan()
+        .table_name(store.table())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scan.count(), 0, "the warm-up wrote nothing");
+
+    // A DynamoDB that never answers: init goes on after the warm-up's bound.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    let unreachable = Store::new(client_for(&endpoint, &sdk_settings()).await, "users");
+    let started = std::time::Instant::now();
+    unreachable.warm_up().await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}

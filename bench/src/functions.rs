@@ -1,0 +1,704 @@
+//! `auth-bench functions`: every function, through a Runtime API of ours
+//! (lambda.rs), beside the floor (a hello-world function on the same runtime
+//! and release profile), on four layers from the plain path to the one
+//! Lambda runs:
+//!
+//! 1. `plain`: DynamoDB Local over plain HTTP, a local PEM key, logs at WARN;
+//! 2. `logs`: + JSON logs at INFO (`AWS_LAMBDA_LOG_FORMAT`, `AWS_LAMBDA_LOG_LEVEL`);
+//! 3. `kms`: + `kms:` keys (moto) for signers and verifiers;
+//! 4. `production`: + TLS to DynamoDB and KMS (tls.rs; `AWS_CA_BUNDLE`).
+//!
+//! For each function and layer: init (exec to the first poll of `/next`) and
+//! the first invocation's latency, median of `COLD_RUNS` processes; then, in
+//! the last process, `WARM` more invocations of its success path (each
+//! status asserted), their latency, its peak RSS and the lines it wrote.
+//! Beside them, in the same run: DynamoDB's and KMS's first call on a new
+//! connection and a call on a kept one, over each path; and login's own work
+//! (login minus its bcrypt verification) beside its AWS calls, measured
+//! inside the same invocations (in process, production path).
+//!
+//! Needs `DYNAMODB_TEST_ENDPOINT` and `KMS_TEST_ENDPOINT` (plain HTTP) and
+//! `BENCH_BIN` (the folder of the release binaries). Prints `metric: value`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use auth::aws::{SdkSettings, sdk_config};
+use auth::handlers::login;
+use auth::keys::{KeySource, Signer, generate_pem_pair, public_key_from_pem};
+use auth::passwords::{BcryptCost, PasswordHasher};
+use auth::permissions::Role;
+use auth::sessions::{RefreshRecord, RefreshState, RefreshToken, Session};
+use auth::store::{Store, create_table};
+use auth::tokens::TokenIssuer;
+use auth::trust::TrustRoots;
+use auth::users::{User, Username};
+use aws_sdk_dynamodb::config::interceptors::{
+    BeforeSerializationInterceptorContextRef, FinalizerInterceptorContextRef,
+};
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use serde_json::{Value, json};
+
+use crate::lambda::Function;
+use crate::tls::Authority;
+use crate::{event, login_state, ms_of, percentile, token_config};
+
+const COLD_RUNS: usize = 5;
+const WARM: usize = 30;
+const PASSWORD: &str = "the bench's own passphrase";
+/// The password function's chain changes the password back and forth.
+const PASSWORDS: [&str; 2] = ["bench passphrase number one", "bench passphrase number two"];
+const FUNCTIONS: [&str; 9] = [
+    "login", "get-name", "register", "refresh", "logout", "password", "admin", "jwks", "web",
+];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layer {
+    Plain,
+    Logs,
+    Kms,
+    Production,
+}
+
+const LAYERS: [Layer; 4] = [Layer::Plain, Layer::Logs, Layer::Kms, Layer::Production];
+
+impl Layer {
+    fn name(self) -> &'static str {
+        match self {
+            Layer::Plain => "plain",
+            Layer::Logs => "logs",
+            Layer::Kms => "kms",
+            Layer::Production => "production",
+        }
+    }
+}
+
+/// Everything the functions and the bench share for one run.
+struct Bench {
+    bin: PathBuf,
+    table: String,
+    ddb_plain: String,
+    ddb_tls: String,
+    kms_plain: String,
+    kms_tls: String,
+    ca_path: PathBuf,
+    pem_private: PathBuf,
+    pem_public: PathBuf,
+    kms_key: String,
+    /// The bench's own store (plain path): users, sessions.
+    store: Store,
+    pem_issuer: TokenIssuer,
+    kms_issuer: TokenIssuer,
+    /// Password changes so far: every layer's chain changes the same user's
+    /// password, back and forth between `PASSWORDS`.
+    password_changes: AtomicUsize,
+}
+
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run make bench"))
+}
+
+/// The SDK configuration the functions build, trusting `ca` (or Amazon's roots).
+fn sdk(ca: Option<&PathBuf>) -> aws_config::SdkConfig {
+    sdk_config(&SdkSettings {
+        attempt_timeout: Duration::from_secs(2),
+        operation_timeout: Duration::from_secs(5),
+        max_attempts: 3,
+        trust: ca.map_or(TrustRoots::Amazon, |p| TrustRoots::Bundle(p.clone())),
+    })
+    .expect("the bench's SDK configuration")
+}
+
+fn dynamodb(
+    sdk: &aws_config::SdkConfig,
+    url: &str,
+    timeline: Option<&Timeline>,
+) -> aws_sdk_dynamodb::Client {
+    let mut config = aws_sdk_dynamodb::config::Builder::from(sdk).endpoint_url(url);
+    if let Some(timeline) = timeline {
+        config = config.interceptor(timeline.clone());
+    }
+    aws_sdk_dynamodb::Client::from_conf(config.build())
+}
+
+fn kms(sdk: &aws_config::SdkConfig, url: &str, timeline: Option<&Timeline>) -> aws_sdk_kms::Client {
+    let mut config = aws_sdk_kms::config::Builder::from(sdk).endpoint_url(url);
+    if let Some(timeline) = timeline {
+        config = config.interceptor(timeline.clone());
+    }
+    aws_sdk_kms::Client::from_conf(config.build())
+}
+
+fn address(url: &str) -> std::net::SocketAddr {
+    url.trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap_or_else(|e| panic!("{url}: {e}"))
+}
+
+impl Bench {
+    async fn new() -> Bench {
+        let ddb_plain = var("DYNAMODB_TEST_ENDPOINT");
+        let kms_plain = var("KMS_TEST_ENDPOINT");
+        let authority = Authority::new();
+        let ddb_tls = authority.terminate(address(&ddb_plain)).await;
+        let kms_tls = authority.terminate(address(&kms_plain)).await;
+        let dir = std::env::temp_dir().join(format!("auth-bench-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_path = dir.join("ca.pem");
+        std::fs::write(&ca_path, &authority.ca_pem).unwrap();
+        let (private, public) = generate_pem_pair().unwrap();
+        let (pem_private, pem_public) = (dir.join("key.pem"), dir.join("key.pub.pem"));
+        std::fs::write(&pem_private, &private).unwrap();
+        std::fs::write(&pem_public, &public).unwrap();
+        public_key_from_pem(&public, "bench").unwrap();
+
+        let plain = sdk(None);
+        let kms_client = kms(&plain, &kms_plain, None);
+        let key = kms_client
+            .create_key()
+            .key_spec(aws_sdk_kms::types::KeySpec::Rsa2048)
+            .key_usage(aws_sdk_kms::types::KeyUsageType::SignVerify)
+            .send()
+            .await
+            .expect("moto: CreateKey");
+        let kms_key = key.key_metadata().unwrap().key_id().to_owned();
+        let client = dynamodb(&plain, &ddb_plain, None);
+        let table = format!("bench-{}", uuid::Uuid::new_v4());
+        create_table(&client, &table).await.expect("DynamoDB Local");
+        let store = Store::new(client, table.clone());
+        let pem_issuer = TokenIssuer::new(
+            Signer::from_pem(&private, "bench").unwrap(),
+            &token_config(),
+        );
+        let kms_issuer = TokenIssuer::new(
+            Signer::new(&KeySource::Kms(kms_key.clone()), &kms_client).unwrap(),
+            &token_config(),
+        );
+        let bench = Bench {
+            bin: PathBuf::from(var("BENCH_BIN")),
+            table,
+            ddb_plain,
+            ddb_tls,
+            kms_plain,
+            kms_tls,
+            ca_path,
+            pem_private,
+            pem_public,
+            kms_key,
+            store,
+            pem_issuer,
+            kms_issuer,
+            password_changes: AtomicUsize::new(0),
+        };
+        let hasher = PasswordHasher::new(BcryptCost::DEFAULT);
+        for (username, password) in [
+            ("bench-user", PASSWORD),
+            ("bench-admin", PASSWORD),
+            ("bench-pw", PASSWORDS[0]),
+        ] {
+            let hash = hasher.hash(password.into()).await.unwrap();
+            let user = User::new(
+                Username::parse(username).unwrap(),
+                "Bench User".into(),
+                hash,
+            );
+            bench.store.create(&user).await.unwrap();
+        }
+        let admin = bench.user("bench-admin").await;
+        bench
+            .store
+            .grant_role(&admin, &Role::admin())
+            .await
+            .unwrap();
+        bench
+    }
+
+    async fn user(&self, username: &str) -> User {
+        self.store
+            .get(&Username::parse(username).unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    /// What Lambda's environment holds for a function on `layer`: its
+    /// configuration and Lambda's own variables, nothing of the shell.
+    fn env(&self, layer: Layer) -> Vec<(String, String)> {
+        let mut env: Vec<(&str, String)> = vec![
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID", "local".into()),
+            ("AWS_SECRET_ACCESS_KEY", "local".into()),
+            ("TABLE_NAME", self.table.clone()),
+            ("JWT_ISSUER", token_config().issuer),
+            ("JWT_AUDIENCE", token_config().audience),
+            ("BCRYPT_COST", BcryptCost::DEFAULT.get().to_string()),
+            ("LOGIN_LIMIT_PER_IP_PER_MINUTE", "100000".into()),
+            ("REGISTER_LIMIT_PER_IP_PER_HOUR", "100000".into()),
+            ("ROLES", "admin".into()),
+        ];
+        let tls = layer == Layer::Production;
+        env.push((
+            "AWS_ENDPOINT_URL_DYNAMODB",
+            if tls { &self.ddb_tls } else { &self.ddb_plain }.clone(),
+        ));
+        if layer == Layer::Plain {
+            env.push(("RUST_LOG", "warn".into()));
+        } else {
+            // What Lambda sets for LoggingConfig { LogFormat: JSON, ApplicationLogLevel: INFO }.
+            env.push(("AWS_LAMBDA_LOG_FORMAT", "JSON".into()));
+            env.push(("AWS_LAMBDA_LOG_LEVEL", "INFO".into()));
+        }
+        if matches!(layer, Layer::Kms | Layer::Production) {
+            env.push(("JWT_SIGNING_KEY", format!("kms:{}", self.kms_key)));
+            env.push(("JWT_VERIFICATION_KEYS", format!("kms:{}", self.kms_key)));
+            env.push((
+                "AWS_ENDPOINT_URL_KMS",
+                if tls { &self.kms_tls } else { &self.kms_plain }.clone(),
+            ));
+        } else {
+            env.push((
+                "JWT_SIGNING_KEY",
+                format!("pem:{}", self.pem_private.display()),
+            ));
+            env.push((
+                "JWT_VERIFICATION_KEYS",
+                format!("pem:{}", self.pem_public.display()),
+            ));
+        }
+        if tls {
+            env.push(("AWS_CA_BUNDLE", self.ca_path.display().to_string()));
+        }
+        env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    }
+
+    /// A new session of `username`, signed with `layer`'s key and stored (no
+    /// bcrypt: the bench makes many): its access and refresh tokens.
+    async fn session(&self, layer: Layer, username: &str) -> (String, String) {
+        let user = self.user(username).await;
+        let now = auth::clock::system_now();
+        let refresh = RefreshToken::generate();
+        let session = Session {
+            id: Session::new_id(),
+            user_id: user.id,
+            username: user.username.clone(),
+            epoch: user.session_epoch,
+            revoked: false,
+            created_at: now,
+            auth_time: now,
+            expires_at: now + 3600,
+        };
+        let first = RefreshRecord {
+            hash: refresh.hash(),
+            session_id: session.id.clone(),
+            user_id: user.id,
+            state: RefreshState::Active,
+            created_at: now,
+            expires_at: now + 3600,
+        };
+        let issuer = match layer {
+            Layer::Plain | Layer::Logs => &self.pem_issuer,
+            Layer::Kms | Layer::Production => &self.kms_issuer,
+        };
+        let access = issuer.issue(&user, &session.id, now, now).await.unwrap();
+        self.store
+            .start_session(&session, &first, &user)
+            .await
+            .unwrap();
+        (access.token, refresh.expose().to_owned())
+    }
+}
+
+/// A function's success path: the next event, what it must answer, and what
+/// the answer feeds into the next event.
+struct Path {
+    function: &'static str,
+    layer: Layer,
+    /// The token or refresh token the next event carries.
+    carried: Option<String>,
+    count: usize,
+    run: String,
+}
+
+impl Path {
+    fn new(function: &'static str, layer: Layer) -> Path {
+        Path {
+            function,
+            layer,
+            carried: None,
+            count: 0,
+            run: uuid::Uuid::new_v4().simple().to_string()[..8].to_owned(),
+        }
+    }
+
+    fn expected(&self) -> u64 {
+        if self.function == "register" {
+            201
+        } else {
+            200
+        }
+    }
+
+    async fn next(&mut self, bench: &Bench) -> String {
+        self.count += 1;
+        let layer = self.layer;
+        let mut json = match self.function {
+            "floor" => json!({"hello": "world"}),
+            "login" => with_body(
+                event("login.json"),
+                &json!({"username": "bench-user", "password": PASSWORD}),
+            ),
+            "get-name" => {
+                if self.carried.is_none() {
+                    self.carried = Some(bench.session(layer, "bench-user").await.0);
+                }
+                with_bearer(event("get-name.json"), self.carried.as_deref().unwrap())
+            }
+            "register" => with_body(
+                event("register.json"),
+                &json!({"username": format!("r{}-{}", self.run, self.count), "password": "a passphrase for the bench", "name": "Registered"}),
+            ),
+            "refresh" => {
+                if self.carried.is_none() {
+                    self.carried = Some(bench.session(layer, "bench-user").await.1);
+                }
+                with_body(
+                    event("refresh.json"),
+                    &json!({"refresh_token": self.carried.as_deref().unwrap()}),
+                )
+            }
+            // A fresh session for each logout.
+            "logout" => with_bearer(
+                event("logout.json"),
+                &bench.session(layer, "bench-user").await.0,
+            ),
+            "password" => {
+                if self.carried.is_none() {
+                    self.carried = Some(bench.session(layer, "bench-pw").await.0);
+                }
+                let current = bench.password_changes.fetch_add(1, Ordering::Relaxed) % 2;
+                let body = json!({"current_password": PASSWORDS[current], "new_password": PASSWORDS[1 - current]});
+                with_bearer(
+                    with_body(event("password.json"), &body),
+                    self.carried.as_deref().unwrap(),
+                )
+            }
+            "admin" => {
+                if self.carried.is_none() {
+                    self.carried = Some(bench.session(layer, "bench-admin").await.0);
+                }
+                let mut json =
+                    with_bearer(event("admin-user.json"), self.carried.as_deref().unwrap());
+                json["rawPath"] = "/admin/users/bench-user".into();
+                json["requestContext"]["http"]["path"] = "/admin/users/bench-user".into();
+                json["pathParameters"]["username"] = "bench-user".into();
+                json
+            }
+            "jwks" => event("jwks.json"),
+            "web" => event("page.json"),
+            other => panic!("no success path for {other}"),
+        };
+        if let Some(headers) = json.get_mut("headers") {
+            headers["x-forwarded-for"] = "192.0.2.10".into();
+        }
+        json.to_string()
+    }
+
+    /// Takes what the answer hands on: the refresh chain's next token, the
+    /// password chain's new session.
+    fn answered(&mut self, reply: &Value) {
+        let body: Value = reply["body"]
+            .as_str()
+            .and_then(|b| serde_json::from_str(b).ok())
+            .unwrap_or(Value::Null);
+        match self.function {
+            "refresh" => self.carried = body["refresh_token"].as_str().map(str::to_owned),
+            "password" => self.carried = body["access_token"].as_str().map(str::to_owned),
+            _ => {}
+        }
+    }
+}
+
+fn with_body(mut json: Value, body: &Value) -> Value {
+    json["body"] = body.to_string().into();
+    json["headers"]["content-type"] = "application/json".into();
+    json
+}
+
+fn with_bearer(mut json: Value, token: &str) -> Value {
+    json["headers"]["authorization"] = format!("Bearer {token}").into();
+    json
+}
+
+/// Cold starts and a warm run of one function on one layer; prints its metrics.
+async fn measure(
+    bench: &Bench,
+    function: &'static str,
+    layer: Layer,
+    prefix: &str,
+) -> Result<(), String> {
+    let binary = bench.bin.join(function);
+    let env = if function == "floor" {
+        Vec::new()
+    } else {
+        bench.env(layer)
+    };
+    let mut path = Path::new(function, layer);
+    let (mut init, mut first, mut warm) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 0..COLD_RUNS {
+        let process = Function::start(&binary.display().to_string(), &env).await?;
+        init.push(process.init.as_secs_f64() * 1000.0);
+        let last = run + 1 == COLD_RUNS;
+        let invocations = if last { 1 + WARM } else { 1 };
+        for i in 0..invocations {
+            let event = path.next(bench).await;
+            let (reply, took) = process.invoke(event).await?;
+            let status = reply.body["statusCode"].as_u64().unwrap_or(0);
+            if reply.error || status != path.expected() {
+                return Err(format!(
+                    "{prefix}: invocation {i} answered {status}: {}",
+                    reply.body
+                ));
+            }
+            path.answered(&reply.body);
+            let took = took.as_secs_f64() * 1000.0;
+            if i == 0 {
+                first.push(took)
+            } else {
+                warm.push(took)
+            }
+        }
+        if last {
+            // Give the log pipe a moment to be drained.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            println!("{prefix}.rss_kib: {}", process.peak_rss_kib());
+            let lines = process.output_lines.load(Ordering::Relaxed);
+            let bytes = process.output_bytes.load(Ordering::Relaxed);
+            println!(
+                "{prefix}.log_lines_per_invocation: {:.1}",
+                lines as f64 / invocations as f64
+            );
+            println!(
+                "{prefix}.log_bytes_per_invocation: {:.0}",
+                bytes as f64 / invocations as f64
+            );
+        }
+    }
+    println!("{prefix}.init_ms: {:.2}", percentile(&init, 50.0));
+    println!("{prefix}.first_ms: {:.2}", percentile(&first, 50.0));
+    println!("{prefix}.warm_p50_ms: {:.3}", percentile(&warm, 50.0));
+    println!("{prefix}.warm_p99_ms: {:.3}", percentile(&warm, 99.0));
+    Ok(())
+}
+
+/// DynamoDB's read (the one get-name makes) and KMS's `GetPublicKey` (a
+/// verifier's at init), each on a new connection and on a kept one.
+async fn calls(bench: &Bench, tls: bool) {
+    let path = if tls { "production" } else { "plain" };
+    let ca = tls.then_some(&bench.ca_path);
+    let (ddb_url, kms_url) = if tls {
+        (&bench.ddb_tls, &bench.kms_tls)
+    } else {
+        (&bench.ddb_plain, &bench.kms_plain)
+    };
+    let user = Username::parse("bench-user").unwrap();
+    let (mut ddb_first, mut kms_first) = (Vec::new(), Vec::new());
+    for _ in 0..10 {
+        let store = Store::new(dynamodb(&sdk(ca), ddb_url, None), bench.table.clone());
+        let started = Instant::now();
+        store.get(&user).await.unwrap();
+        ddb_first.push(ms_of(started.elapsed()));
+        let client = kms(&sdk(ca), kms_url, None);
+        let started = Instant::now();
+        client
+            .get_public_key()
+            .key_id(&bench.kms_key)
+            .send()
+            .await
+            .unwrap();
+        kms_first.push(ms_of(started.elapsed()));
+    }
+    let store = Store::new(dynamodb(&sdk(ca), ddb_url, None), bench.table.clone());
+    let client = kms(&sdk(ca), kms_url, None);
+    let (mut ddb_warm, mut kms_warm) = (Vec::new(), Vec::new());
+    for i in 0..60 {
+        let started = Instant::now();
+        store.get(&user).await.unwrap();
+        let ddb = ms_of(started.elapsed());
+        let started = Instant::now();
+        client
+            .get_public_key()
+            .key_id(&bench.kms_key)
+            .send()
+            .await
+            .unwrap();
+        if i >= 10 {
+            ddb_warm.push(ddb);
+            kms_warm.push(ms_of(started.elapsed()));
+        }
+    }
+    println!(
+        "{path}.dynamodb_first_call_ms: {:.3}",
+        percentile(&ddb_first, 50.0)
+    );
+    println!(
+        "{path}.dynamodb_read_ms: {:.3}",
+        percentile(&ddb_warm, 50.0)
+    );
+    println!(
+        "{path}.kms_first_call_ms: {:.3}",
+        percentile(&kms_first, 50.0)
+    );
+    println!("{path}.kms_call_ms: {:.3}", percentile(&kms_warm, 50.0));
+}
+
+/// When each AWS call of an invocation began and ended: +1 at a call's
+/// start, -1 at its end.
+#[derive(Clone, Debug, Default)]
+struct Timeline(Arc<std::sync::Mutex<Vec<(Instant, i32)>>>);
+
+impl Intercept for Timeline {
+    fn name(&self) -> &'static str {
+        "BenchTimeline"
+    }
+
+    fn read_before_execution(
+        &self,
+        _context: &BeforeSerializationInterceptorContextRef<'_>,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        self.0.lock().unwrap().push((Instant::now(), 1));
+        Ok(())
+    }
+
+    fn read_after_execution(
+        &self,
+        _context: &FinalizerInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        self.0.lock().unwrap().push((Instant::now(), -1));
+        Ok(())
+    }
+}
+
+impl Timeline {
+    /// The wall time covered by at least one call, and the calls' summed
+    /// durations, since the last `take`.
+    fn take(&self) -> (Duration, Duration) {
+        let mut events = std::mem::take(&mut *self.0.lock().unwrap());
+        events.sort_by_key(|(at, _)| *at);
+        let (mut covered, mut summed, mut open) = (Duration::ZERO, Duration::ZERO, 0i32);
+        let mut last = events.first().map(|(at, _)| *at);
+        for (at, change) in events {
+            if let Some(last) = last {
+                let span = at - last;
+                if open > 0 {
+                    covered += span;
+                }
+                summed += span * open.max(0) as u32;
+            }
+            open += change;
+            last = Some(at);
+        }
+        (covered, summed)
+    }
+}
+
+/// Login's own work: each login minus its bcrypt verification, beside the
+/// wall time its AWS calls cover, all measured inside the same invocations
+/// (in process, production path: TLS, KMS signing, cost-12 bcrypt, a
+/// current-thread runtime as the functions run).
+async fn login_own_work(bench: &Bench) {
+    const N: usize = 30;
+    let timeline = Timeline::default();
+    let production = sdk(Some(&bench.ca_path));
+    let store = Store::new(
+        dynamodb(&production, &bench.ddb_tls, Some(&timeline)),
+        bench.table.clone(),
+    );
+    let signer = Signer::new(
+        &KeySource::Kms(bench.kms_key.clone()),
+        &kms(&production, &bench.kms_tls, Some(&timeline)),
+    )
+    .unwrap();
+    let state = login_state(store, BcryptCost::DEFAULT, signer);
+    let request = || {
+        let json = with_body(
+            event("login.json"),
+            &json!({"username": "bench-user", "password": PASSWORD}),
+        );
+        lambda_http::request::from_str(&json.to_string()).unwrap()
+    };
+    // The first login opens the connections.
+    assert_eq!(login::handle(&state, request()).await.status(), 200);
+    timeline.take();
+    let (mut own, mut covered, mut summed, mut total) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..N {
+        let bcrypt = state.passwords.verify_time();
+        let started = Instant::now();
+        let response = login::handle(&state, request()).await;
+        let took = started.elapsed();
+        assert_eq!(response.status(), 200);
+        let bcrypt = state.passwords.verify_time() - bcrypt;
+        let (aws, calls) = timeline.take();
+        total.push(ms_of(took));
+        own.push(ms_of(took - bcrypt));
+        covered.push(ms_of(aws));
+        summed.push(ms_of(calls));
+    }
+    println!("login.p50_ms: {:.2}", percentile(&total, 50.0));
+    println!("login.own_work_p50_ms: {:.3}", percentile(&own, 50.0));
+    println!(
+        "login.aws_calls_covered_p50_ms: {:.3}",
+        percentile(&covered, 50.0)
+    );
+    println!(
+        "login.aws_calls_summed_p50_ms: {:.3}",
+        percentile(&summed, 50.0)
+    );
+    let overhead: Vec<f64> = own.iter().zip(&covered).map(|(o, c)| o - c).collect();
+    println!(
+        "login.own_beyond_aws_p50_ms: {:.3}",
+        percentile(&overhead, 50.0)
+    );
+}
+
+pub async fn run() -> bool {
+    let bench = Bench::new().await;
+    for (i, layer) in LAYERS.iter().enumerate() {
+        // The floor first: it has no layers.
+        let floor = (i == 0).then_some("floor");
+        for function in floor.into_iter().chain(FUNCTIONS) {
+            let prefix = if function == "floor" {
+                "floor".to_owned()
+            } else {
+                format!("{}.{function}", layer.name())
+            };
+            eprintln!("{prefix}");
+            if let Err(e) = measure(&bench, function, *layer, &prefix).await {
+                eprintln!("FAIL {e}");
+                return false;
+            }
+        }
+    }
+    calls(&bench, false).await;
+    calls(&bench, true).await;
+    // On a current-thread runtime of its own, as in a function: no hand-off
+    // between worker threads inside a login to count as its own work.
+    tokio::task::block_in_place(|| {
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(login_own_work(&bench))
+            });
+        })
+    });
+    true
+}

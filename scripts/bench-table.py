@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""make bench's tables, from the `metric: value` lines of one run (ours and
+the Flask peer's): printed, and written to OUT (docs/measured/bench.md)
+stamped with the date, commit, cores and load. Exits non-zero when a budget
+is missed. Usage: bench-table.py PEER OURS TIMING_OK OUT"""
+import datetime, os, subprocess, sys
+
+peer_path, ours_path, timing_ok, out = sys.argv[1:5]
+
+
+def read(path):
+    values = {}
+    for line in open(path):
+        key, sep, value = line.partition(":")
+        if sep:
+            values[key.strip()] = value.strip()
+    return values
+
+
+peer, ours = read(peer_path), read(ours_path)
+f = lambda key: float(ours[key])
+FUNCTIONS = ["login", "get-name", "register", "refresh", "logout", "password", "admin", "jwks", "web"]
+VERIFIERS = {"get-name", "logout", "password", "admin", "jwks"}
+LAYERS = ["plain", "logs", "kms", "production"]
+
+
+def table(header, rows):
+    width = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    line = lambda r: "| " + " | ".join(str(c).ljust(width[i]) for i, c in enumerate(r)) + " |"
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in width) + "|"] + [line(r) for r in rows])
+
+
+def per_function(key_of, fmt="{:.2f}"):
+    return lambda fn: fmt.format(f(key_of(fn)))
+
+
+# Each function on every layer: where init and latency go as the production path is built up.
+rows = []
+for fn in ["floor"] + FUNCTIONS:
+    if fn == "floor":
+        init = [f"{f('floor.init_ms'):.2f}"] * 4
+        first = [f"{f('floor.first_ms'):.2f}"] * 2
+        warm = [f"{f('floor.warm_p50_ms'):.3f}"] * 2
+        rss, lines, zip_mb = f("floor.rss_kib") / 1024, 0.0, f("zip_bytes_floor") / 1e6
+    else:
+        init = [f"{f(f'{layer}.{fn}.init_ms'):.2f}" for layer in LAYERS]
+        first = [f"{f(f'{layer}.{fn}.first_ms'):.2f}" for layer in ("plain", "production")]
+        warm = [f"{f(f'{layer}.{fn}.warm_p50_ms'):.3f}" for layer in ("plain", "production")]
+        rss = f(f"production.{fn}.rss_kib") / 1024
+        lines = f(f"production.{fn}.log_lines_per_invocation")
+        zip_mb = f(f"zip_bytes_{fn}") / 1e6
+    rows.append([fn, *init, *first, *warm, f"{rss:.1f}", f"{lines:.0f}", f"{zip_mb:.2f}"])
+functions_table = table(
+    ["function", "init plain", "+ JSON logs", "+ KMS keys", "+ TLS (production)", "first plain", "first production",
+     "warm p50 plain", "warm p50 production", "peak RSS MB", "log lines / inv.", "arm64 zip MB"], rows)
+
+calls_table = table(
+    ["call (p50, ms)", "plain HTTP", "production (TLS)"],
+    [["DynamoDB GetItem, new connection", f"{f('plain.dynamodb_first_call_ms'):.2f}", f"{f('production.dynamodb_first_call_ms'):.2f}"],
+     ["DynamoDB GetItem, kept connection", f"{f('plain.dynamodb_read_ms'):.2f}", f"{f('production.dynamodb_read_ms'):.2f}"],
+     ["KMS GetPublicKey, new connection", f"{f('plain.kms_first_call_ms'):.2f}", f"{f('production.kms_first_call_ms'):.2f}"],
+     ["KMS GetPublicKey, kept connection", f"{f('plain.kms_call_ms'):.2f}", f"{f('production.kms_call_ms'):.2f}"]])
+
+login_table = table(
+    ["login, production path, in process (p50, ms)", "value"],
+    [["whole login", f"{f('login.p50_ms'):.1f}"],
+     ["its own work: the login minus its bcrypt verification", f"{f('login.own_work_p50_ms'):.2f}"],
+     ["the wall time its AWS calls cover", f"{f('login.aws_calls_covered_p50_ms'):.2f}"],
+     ["the same calls' durations summed (two run in parallel)", f"{f('login.aws_calls_summed_p50_ms'):.2f}"],
+     ["own work beyond the AWS calls", f"{f('login.own_beyond_aws_p50_ms'):.2f}"]])
+
+budgets, misses = [], []
+
+
+def budget(what, measured, rule, ok):
+    budgets.append([what, measured, rule, "ok" if ok else "MISSED"])
+    if not ok:
+        misses.append(what)
+
+
+floor_init, kms_first = f("floor.init_ms"), f("production.kms_first_call_ms")
+for fn in FUNCTIONS:
+    init = f(f"production.{fn}.init_ms")
+    limit = 2 * floor_init + (kms_first if fn in VERIFIERS else 0)
+    rule = f"≤ 2 × floor ({floor_init:.2f})" + (f" + a KMS call on a new connection ({kms_first:.2f})" if fn in VERIFIERS else "")
+    budget(f"init, {fn} (ms)", f"{init:.2f}", f"{rule} = {limit:.2f}", init <= limit)
+handshake = f("production.dynamodb_first_call_ms") - f("production.dynamodb_read_ms")
+first, warm = f("production.get-name.first_ms"), f("production.get-name.warm_p50_ms")
+limit = warm + handshake + 1
+budget("get-name, first invocation (ms)", f"{first:.2f}",
+       f"≤ its warm p50 ({warm:.2f}) + a DynamoDB handshake ({handshake:.2f}) + 1 = {limit:.2f}", first <= limit)
+floor_warm, read = f("floor.warm_p50_ms"), f("production.dynamodb_read_ms")
+limit = floor_warm + read + 0.2
+budget("get-name, warm p50 through the runtime loop (ms)", f"{warm:.3f}",
+       f"≤ floor ({floor_warm:.3f}) + its DynamoDB read ({read:.3f}) + 0.2 = {limit:.3f}", warm <= limit)
+own, aws = f("login.own_work_p50_ms"), f("login.aws_calls_covered_p50_ms")
+budget("login's own work, p50 (ms)", f"{own:.2f}", f"≤ its AWS calls ({aws:.2f}) + 0.5 = {aws + 0.5:.2f}", own <= aws + 0.5)
+for fn in FUNCTIONS:
+    mb = f(f"production.{fn}.rss_kib") / 1024
+    budget(f"peak RSS, {fn}, success path (MB)", f"{mb:.1f}", "≤ 16", mb <= 16)
+for fn in FUNCTIONS:
+    mb = f(f"zip_bytes_{fn}") / 1e6
+    budget(f"arm64 zip, {fn} (MB)", f"{mb:.2f}", "≤ 3", mb <= 3.0)
+cold = f("production.get-name.init_ms") + first
+peer_cold = float(peer["cold_start_ms_median"])
+budget("cold start, get-name: exec to first 200 (ms)", f"{cold:.1f}",
+       f"≤ 1/50 of the Flask peer's ({peer_cold:.1f}): {peer_cold / 50:.1f} (ours is 1/{peer_cold / cold:.0f})",
+       cold * 50 <= peer_cold)
+u, w = f("timing_unknown_user_login_p50_ms"), f("timing_wrong_password_login_p50_ms")
+budget("login, unknown user vs wrong password, p50 (ms)", f"{u:.1f} / {w:.1f}",
+       f"≤ 10 % apart ({f('timing_difference_pct'):.1f} %)", timing_ok == "true")
+budgets_table = table(["budget", "measured", "rule", ""], budgets)
+
+peer_table = table(
+    ["the Flask peer (gunicorn, SQLite, bcrypt 12), same machine, same run", "value"],
+    [["cold start: exec to first 200 on /get_name, median (ms)", peer["cold_start_ms_median"]],
+     ["get_name over HTTP, p50 / p99 (ms)", f"{peer['get_name_p50_ms']} / {peer['get_name_p99_ms']}"],
+     ["login over HTTP, p50 (ms)", peer["login_p50_ms"]],
+     ["worker peak RSS (MB)", f"{float(peer['worker_peak_rss_kib_vmhwm_max']) / 1024:.1f}"],
+     ["phases that never had a quiet machine", peer.get("noisy_phases", "?") or "none"]])
+
+commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
+load = " ".join(open("/proc/loadavg").read().split()[:3])
+stamp = (f"Measured by `make bench` on {datetime.date.today().isoformat()} at commit {commit}"
+         f"{' (with uncommitted changes)' if dirty else ''}, {os.cpu_count()} cores, load {load}. "
+         f"{len(budgets) - len(misses)} of {len(budgets)} budgets held.")
+document = f"""# `make bench`: the last run
+
+{stamp} Written by `scripts/bench-table.py`; never edited by hand. How it is
+measured, and what these figures cannot say about AWS:
+[performance.md](../performance.md).
+
+## Each function, from the plain path to the production path
+
+Init is exec to the first poll of the Runtime API (Lambda's `Init Duration`);
+first and warm are through the runtime loop, the event's bytes handed over to
+the response's last byte; init and first are medians of 5 processes, warm of
+30 invocations of the success path. The layers add up from left to right:
+plain HTTP to DynamoDB Local and a PEM key; JSON logs at INFO; `kms:` keys
+(moto) for signers and verifiers; TLS to DynamoDB and KMS (a local terminator,
+`AWS_CA_BUNDLE`): the production path. Peak RSS, log lines per invocation:
+production path, after 31 invocations of the success path.
+
+{functions_table}
+
+## Calls to DynamoDB Local and moto, this machine
+
+{calls_table}
+
+## Login's own work, measured inside the same invocations
+
+{login_table}
+
+## Budgets
+
+{budgets_table}
+
+## The peer
+
+{peer_table}
+"""
+os.makedirs(os.path.dirname(out), exist_ok=True)
+with open(out, "w") as file:
+    file.write(document)
+print(document)
+print(f"{len(misses)} budget(s) missed" + (": " + ", ".join(misses) if misses else ""))
+sys.exit(1 if misses else 0)
