@@ -93,8 +93,10 @@ floor_warm, read = f("floor.warm_p50_ms"), f("production.dynamodb_read_ms")
 limit = floor_warm + read + 0.2
 budget("get-name, warm p50 through the runtime loop (ms)", f"{warm:.3f}",
        f"≤ floor ({floor_warm:.3f}) + its DynamoDB read ({read:.3f}) + 0.2 = {limit:.3f}", warm <= limit)
-own, aws = f("login.own_work_p50_ms"), f("login.aws_calls_covered_p50_ms")
-budget("login's own work, p50 (ms)", f"{own:.2f}", f"≤ its AWS calls ({aws:.2f}) + 0.5 = {aws + 0.5:.2f}", own <= aws + 0.5)
+beyond = f("login.own_beyond_aws_p50_ms")
+budget("login's own work beyond its AWS calls, p50 of each login's (ms)", f"{beyond:.2f}",
+       f"≤ 0.5 (own work {f('login.own_work_p50_ms'):.2f}, AWS calls {f('login.aws_calls_covered_p50_ms'):.2f})",
+       beyond <= 0.5)
 for fn in FUNCTIONS:
     mb = f(f"production.{fn}.rss_kib") / 1024
     budget(f"peak RSS, {fn}, success path (MB)", f"{mb:.1f}", "≤ 16", mb <= 16)

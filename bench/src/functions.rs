@@ -473,7 +473,7 @@ async fn measure(
         if last {
             // Give the log pipe a moment to be drained.
             tokio::time::sleep(Duration::from_millis(50)).await;
-            println!("{prefix}.rss_kib: {}", process.peak_rss_kib());
+            println!("{prefix}.rss_kib: {}", process.peak_rss_kib()?);
             let lines = process.output_lines.load(Ordering::Relaxed);
             let bytes = process.output_bytes.load(Ordering::Relaxed);
             println!(

@@ -19,9 +19,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 
-/// A function's answer to one event, and when its last byte arrived.
+/// A function's answer to one event: when the event's bytes were handed to
+/// the function, and when the answer's last byte arrived.
 pub struct Reply {
     pub body: serde_json::Value,
+    pub handed: Instant,
     pub at: Instant,
     /// Posted to `/error` (or the process failed at init).
     pub error: bool,
@@ -35,7 +37,8 @@ struct Pending {
 /// One function's Runtime API.
 struct Api {
     queue: Mutex<mpsc::UnboundedReceiver<Pending>>,
-    waiting: std::sync::Mutex<HashMap<String, oneshot::Sender<Reply>>>,
+    /// Events handed over: their reply channel and when they went.
+    waiting: std::sync::Mutex<HashMap<String, (oneshot::Sender<Reply>, Instant)>>,
     first_poll: std::sync::Mutex<Option<Instant>>,
     polled: Notify,
 }
@@ -120,31 +123,33 @@ impl Function {
     }
 
     /// Hands `event` to the function and waits for its reply: the reply and
-    /// the time from the event's hand-over to the response's last byte.
+    /// the time from the event's hand-over (its bytes written to the
+    /// function's `/next`) to the response's last byte.
     pub async fn invoke(&self, event: String) -> Result<(Reply, Duration), String> {
         let (reply, answer) = oneshot::channel();
-        let sent = Instant::now();
         self.events
             .send(Pending { event, reply })
             .map_err(|_| "the Runtime API is gone".to_owned())?;
         match tokio::time::timeout(Duration::from_secs(60), answer).await {
             Ok(Ok(reply)) => {
-                let took = reply.at - sent;
+                let took = reply.at - reply.handed;
                 Ok((reply, took))
             }
             _ => Err("no answer within 60 s".into()),
         }
     }
 
-    /// The process's peak resident set (`VmHWM`), in KiB.
-    pub fn peak_rss_kib(&self) -> u64 {
+    /// The process's peak resident set (`VmHWM`), in KiB; an error when the
+    /// process is gone (no reading must never pass for a small one).
+    pub fn peak_rss_kib(&self) -> Result<u64, String> {
         std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default()
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+            .filter(|kib| *kib > 0)
+            .ok_or_else(|| "no VmHWM: the function process is gone".to_owned())
     }
 }
 
@@ -193,16 +198,27 @@ async fn connection(mut socket: TcpStream, api: Arc<Api>) {
             return;
         };
         let at = Instant::now();
+        if (method.as_str(), path.as_str()) == ("GET", "/2018-06-01/runtime/invocation/next") {
+            // The event's bytes, then the moment they went.
+            let (answer, id) = next(&api).await;
+            if socket.write_all(&answer).await.is_err() {
+                return;
+            }
+            if let Some(waiting) = api.waiting.lock().unwrap().get_mut(&id) {
+                waiting.1 = Instant::now();
+            }
+            continue;
+        }
         let answer = match (method.as_str(), path.as_str()) {
-            ("GET", "/2018-06-01/runtime/invocation/next") => next(&api).await,
             ("POST", "/2018-06-01/runtime/init/error") => response(202, &[], b"{}"),
             ("POST", path) => {
                 let rest = path.strip_prefix("/2018-06-01/runtime/invocation/");
                 let (id, kind) = rest.and_then(|r| r.split_once('/')).unwrap_or(("", ""));
-                if let Some(waiter) = api.waiting.lock().unwrap().remove(id) {
+                if let Some((waiter, handed)) = api.waiting.lock().unwrap().remove(id) {
                     let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
                     let _ = waiter.send(Reply {
                         body,
+                        handed,
                         at,
                         error: kind != "response",
                     });
@@ -217,8 +233,9 @@ async fn connection(mut socket: TcpStream, api: Arc<Api>) {
     }
 }
 
-/// `/next`: the first poll ends init; then the next event, when there is one.
-async fn next(api: &Api) -> Vec<u8> {
+/// `/next`: the first poll ends init; then the next event, when there is
+/// one, and its request id.
+async fn next(api: &Api) -> (Vec<u8>, String) {
     {
         let mut first = api.first_poll.lock().unwrap();
         if first.is_none() {
@@ -227,18 +244,18 @@ async fn next(api: &Api) -> Vec<u8> {
         }
     }
     let Some(pending) = api.queue.lock().await.recv().await else {
-        return response(500, &[], b"{}");
+        return (response(500, &[], b"{}"), String::new());
     };
     let id = uuid::Uuid::new_v4().to_string();
     api.waiting
         .lock()
         .unwrap()
-        .insert(id.clone(), pending.reply);
+        .insert(id.clone(), (pending.reply, Instant::now()));
     let deadline = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() + 60_000)
         .to_string();
-    response(
+    let answer = response(
         200,
         &[
             ("lambda-runtime-aws-request-id", &id),
@@ -253,7 +270,8 @@ async fn next(api: &Api) -> Vec<u8> {
             ),
         ],
         pending.event.as_bytes(),
-    )
+    );
+    (answer, id)
 }
 
 fn response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {

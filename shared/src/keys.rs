@@ -375,6 +375,24 @@ pub fn jwk_set(keys: &[PublicKey]) -> HashMap<&'static str, Vec<Jwk>> {
 mod tests {
     use super::*;
 
+    unsafe extern "C" {
+        // aws-lc's own test hook: which source seeds its random generator.
+        // The versioned name stops linking at an aws-lc upgrade, which is
+        // when this must be looked at again.
+        fn aws_lc_0_47_0_get_entropy_source_method_id_FOR_TESTING() -> std::ffi::c_int;
+    }
+
+    #[test]
+    fn aws_lc_is_built_without_cpu_jitter_entropy() {
+        // 2 is OPT_OUT_CPU_JITTER_ENTROPY_SOURCE (the operating system's
+        // generator); 1 would be the jitter source, ~30 ms of every cold
+        // start (.cargo/config.toml, docs/performance.md).
+        use aws_lc_rs::rand::SecureRandom as _;
+        let _ = aws_lc_rs::rand::SystemRandom::new().fill(&mut [0u8; 8]);
+        let source = unsafe { aws_lc_0_47_0_get_entropy_source_method_id_FOR_TESTING() };
+        assert_eq!(source, 2, "aws-lc was built with CPU jitter entropy");
+    }
+
     #[test]
     fn key_sources_parse() {
         assert_eq!(
