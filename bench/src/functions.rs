@@ -504,39 +504,34 @@ async fn calls(bench: &Bench, tls: bool) {
         (&bench.ddb_plain, &bench.kms_plain)
     };
     let user = Username::parse("bench-user").unwrap();
-    let (mut ddb_first, mut kms_first) = (Vec::new(), Vec::new());
-    for _ in 0..10 {
-        let store = Store::new(dynamodb(&sdk(ca), ddb_url, None), bench.table.clone());
-        let started = Instant::now();
-        store.get(&user).await.unwrap();
-        ddb_first.push(ms_of(started.elapsed()));
-        let client = kms(&sdk(ca), kms_url, None);
-        let started = Instant::now();
-        client
-            .get_public_key()
-            .key_id(&bench.kms_key)
-            .send()
-            .await
-            .unwrap();
-        kms_first.push(ms_of(started.elapsed()));
-    }
-    let store = Store::new(dynamodb(&sdk(ca), ddb_url, None), bench.table.clone());
-    let client = kms(&sdk(ca), kms_url, None);
-    let (mut ddb_warm, mut kms_warm) = (Vec::new(), Vec::new());
-    for i in 0..60 {
+    // One GetItem and one GetPublicKey on `store` and `client`: their times.
+    let call = async |store: &Store, client: &aws_sdk_kms::Client| {
         let started = Instant::now();
         store.get(&user).await.unwrap();
         let ddb = ms_of(started.elapsed());
         let started = Instant::now();
-        client
-            .get_public_key()
-            .key_id(&bench.kms_key)
-            .send()
-            .await
-            .unwrap();
+        let key = client.get_public_key().key_id(&bench.kms_key);
+        key.send().await.unwrap();
+        (ddb, ms_of(started.elapsed()))
+    };
+    let new_clients = || {
+        let store = Store::new(dynamodb(&sdk(ca), ddb_url, None), bench.table.clone());
+        (store, kms(&sdk(ca), kms_url, None))
+    };
+    let (mut ddb_first, mut kms_first) = (Vec::new(), Vec::new());
+    for _ in 0..10 {
+        let (store, client) = new_clients();
+        let (ddb, kms) = call(&store, &client).await;
+        ddb_first.push(ddb);
+        kms_first.push(kms);
+    }
+    let (store, client) = new_clients();
+    let (mut ddb_warm, mut kms_warm) = (Vec::new(), Vec::new());
+    for i in 0..60 {
+        let (ddb, kms) = call(&store, &client).await;
         if i >= 10 {
             ddb_warm.push(ddb);
-            kms_warm.push(ms_of(started.elapsed()));
+            kms_warm.push(kms);
         }
     }
     println!(

@@ -382,23 +382,16 @@ mod tests {
     #[tokio::test]
     async fn every_token_gets_its_own_jti() {
         let issuer = issuer(ours());
-        let a = verify(
-            &issuer
+        let jti = async || {
+            let token = issuer
                 .issue(&user(), "s", now(), now())
                 .await
                 .unwrap()
-                .token,
-        )
-        .unwrap();
-        let b = verify(
-            &issuer
-                .issue(&user(), "s", now(), now())
-                .await
-                .unwrap()
-                .token,
-        )
-        .unwrap();
-        assert_ne!(a.jti, b.jti);
+                .token;
+            verify(&token).unwrap().jti
+        };
+        let (a, b) = (jti().await, jti().await);
+        assert_ne!(a, b);
     }
 
     #[tokio::test]
