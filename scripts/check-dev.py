@@ -65,7 +65,10 @@ def run_once(state, ddb_port, port, log, examples=False):
         if f"--invoke-port {port} --concurrency 4 --disable-cors" not in watch:
             fail(f"the watch does not run 4 instances per function with its own CORS off: {watch.strip()}", log)
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            os.killpg(proc.pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass  # make dev has already ended (a failed build): its output says why
         proc.wait(timeout=60)
     for _ in range(100):
         if not port_open(port) and not port_open(ddb_port):

@@ -27,7 +27,7 @@ use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
 
 /// CPU time of this process, every thread (bcrypt's blocking pool too), in ms.
-fn process_cpu_ms() -> f64 {
+pub fn process_cpu_ms() -> f64 {
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -9,7 +9,12 @@
 //! 4. `production`: + TLS to DynamoDB and KMS (tls.rs; `AWS_CA_BUNDLE`).
 //!
 //! For each function and layer: init (exec to the first poll of `/next`) and
-//! the first invocation's latency, median of `COLD_RUNS` processes; then, in
+//! the first invocation's latency, median of `COLD_RUNS` processes, each
+//! started right after a cold start of the floor (whose init, median of those,
+//! is the one the function is judged against: the machine as it was then)
+//! and, for a verifier with `kms:` keys, right after one `GetPublicKey` in a
+//! fresh process (`kms_call`: its wall time and its CPU time, the difference
+//! being the wait, the KMS round trip its init still makes); then, in
 //! the last process, `WARM` more invocations of its success path (each
 //! status asserted), their latency, its peak RSS and the lines it wrote.
 //! Beside them, in the same run: DynamoDB's and KMS's first call on a new
@@ -45,7 +50,7 @@ use crate::lambda::Function;
 use crate::tls::Authority;
 use crate::{event, login_state, ms_of, percentile, token_config};
 
-const COLD_RUNS: usize = 5;
+const COLD_RUNS: usize = 9;
 const WARM: usize = 30;
 const PASSWORD: &str = "the bench's own passphrase";
 /// The password function's chain changes the password back and forth.
@@ -53,6 +58,8 @@ const PASSWORDS: [&str; 2] = ["bench passphrase number one", "bench passphrase n
 const FUNCTIONS: [&str; 9] = [
     "login", "get-name", "register", "refresh", "logout", "password", "admin", "jwks", "web",
 ];
+/// The functions that fetch their public keys at init.
+const VERIFIERS: [&str; 5] = ["get-name", "logout", "password", "admin", "jwks"];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Layer {
@@ -447,7 +454,21 @@ async fn measure(
     };
     let mut path = Path::new(function, layer);
     let (mut init, mut first, mut warm) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut floor_init, mut kms_calls, mut kms_cpu) = (Vec::new(), Vec::new(), Vec::new());
+    let fetches_keys =
+        VERIFIERS.contains(&function) && matches!(layer, Layer::Kms | Layer::Production);
     for run in 0..COLD_RUNS {
+        if function != "floor" {
+            let floor =
+                Function::start(&bench.bin.join("floor").display().to_string(), &[]).await?;
+            floor_init.push(floor.init.as_secs_f64() * 1000.0);
+            drop(floor);
+            if fetches_keys {
+                let (wall, cpu) = fresh_kms_call(&env).await?;
+                kms_calls.push(wall);
+                kms_cpu.push(cpu);
+            }
+        }
         let process = Function::start(&binary.display().to_string(), &env).await?;
         init.push(process.init.as_secs_f64() * 1000.0);
         let last = run + 1 == COLD_RUNS;
@@ -487,10 +508,93 @@ async fn measure(
         }
     }
     println!("{prefix}.init_ms: {:.2}", percentile(&init, 50.0));
+    if !floor_init.is_empty() {
+        println!(
+            "{prefix}.floor_init_ms: {:.2}",
+            percentile(&floor_init, 50.0)
+        );
+    }
+    if !kms_calls.is_empty() {
+        println!(
+            "{prefix}.kms_call_fresh_ms: {:.2}",
+            percentile(&kms_calls, 50.0)
+        );
+        let waits: Vec<f64> = kms_calls.iter().zip(&kms_cpu).map(|(w, c)| w - c).collect();
+        println!(
+            "{prefix}.kms_call_fresh_wait_ms: {:.2}",
+            percentile(&waits, 50.0)
+        );
+    }
     println!("{prefix}.first_ms: {:.2}", percentile(&first, 50.0));
     println!("{prefix}.warm_p50_ms: {:.3}", percentile(&warm, 50.0));
     println!("{prefix}.warm_p99_ms: {:.3}", percentile(&warm, 99.0));
     Ok(())
+}
+
+/// `auth-bench kms-call` in a process of its own with a function's `env`:
+/// the wall time and the CPU time of its one `GetPublicKey`.
+async fn fresh_kms_call(env: &[(String, String)]) -> Result<(f64, f64), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let env = env.to_vec();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(exe)
+            .arg("kms-call")
+            .env_clear()
+            .envs(env)
+            .output()
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    let said = String::from_utf8_lossy(&output.stdout);
+    let value = |name: &str| -> Option<f64> {
+        said.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(": "))
+            .and_then(|ms| ms.trim().parse().ok())
+    };
+    value("kms_call_ms")
+        .zip(value("kms_call_cpu_ms"))
+        .filter(|_| output.status.success())
+        .ok_or_else(|| {
+            format!(
+                "kms-call failed: {said} {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })
+}
+
+/// `auth-bench kms-call`: what a verifier's `GetPublicKey` at init costs in
+/// a fresh process, with a function's environment (the first KMS key of
+/// `JWT_VERIFICATION_KEYS`): its client built as a function builds it,
+/// untimed, then the call alone, its wall time and the process's CPU time
+/// over it. The CPU (the SDK's one-time setup, the connector, the TLS
+/// handshake) is the function's own work, not a round trip: only the wait
+/// counts as one.
+pub async fn kms_call() -> bool {
+    let sdk = auth::runtime::aws_from_env().expect("the SDK's configuration");
+    let client = auth::aws::kms_client(&sdk);
+    let keys = auth::keys::verification_keys_from(&auth::config::Environment);
+    let Some(key) = keys.iter().flatten().find_map(|key| match key {
+        KeySource::Kms(id) => Some(id.clone()),
+        KeySource::Pem(_) => None,
+    }) else {
+        eprintln!("JWT_VERIFICATION_KEYS names no KMS key: {keys:?}");
+        return false;
+    };
+    let (started, cpu) = (Instant::now(), crate::cpu::process_cpu_ms());
+    let called = client.get_public_key().key_id(key).send().await;
+    let (took, cpu) = (ms_of(started.elapsed()), crate::cpu::process_cpu_ms() - cpu);
+    match called {
+        Ok(_) => {
+            println!("kms_call_ms: {took:.3}");
+            println!("kms_call_cpu_ms: {cpu:.3}");
+            true
+        }
+        Err(e) => {
+            eprintln!("GetPublicKey failed: {e:?}");
+            false
+        }
+    }
 }
 
 /// DynamoDB's read (the one get-name makes) and KMS's `GetPublicKey` (a
@@ -664,6 +768,7 @@ async fn login_own_work(bench: &Bench) {
 
 pub async fn run() -> bool {
     let bench = Bench::new().await;
+    println!("cold_runs: {COLD_RUNS}");
     for (i, layer) in LAYERS.iter().enumerate() {
         // The floor first: it has no layers.
         let floor = (i == 0).then_some("floor");

@@ -9,6 +9,8 @@
 //!   login's own work (functions.rs).
 //! - `timing`: median login time, unknown users vs wrong passwords.
 //! - `cpu`: CPU time per invocation of each route (cpu.rs).
+//! - `kms-call`: one `GetPublicKey` in a fresh process, as a verifier makes
+//!   it at init (`functions` runs it; functions.rs).
 //!
 //! Needs `DYNAMODB_TEST_ENDPOINT` (and, for `functions` and `cpu`,
 //! `KMS_TEST_ENDPOINT`).
@@ -35,19 +37,31 @@ use aws_sdk_dynamodb::config::{Credentials, Region};
 
 const PASSWORD: &str = "the real password 1";
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let ok = match args.first().map(String::as_str) {
-        Some("functions") => functions::run().await,
-        Some("timing") => timing().await,
-        Some("cpu") => cpu::run(),
-        _ => {
-            eprintln!("usage: auth-bench functions | timing | cpu");
-            false
-        }
+        // On a current-thread runtime, as in a function.
+        Some("kms-call") => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(functions::kms_call()),
+        Some(command) => tokio::runtime::Runtime::new().unwrap().block_on(async {
+            match command {
+                "functions" => functions::run().await,
+                "timing" => timing().await,
+                "cpu" => cpu::run(),
+                _ => usage(),
+            }
+        }),
+        None => usage(),
     };
     std::process::exit(if ok { 0 } else { 1 });
+}
+
+fn usage() -> bool {
+    eprintln!("usage: auth-bench functions | timing | cpu | kms-call");
+    false
 }
 
 fn env(var: &str) -> String {

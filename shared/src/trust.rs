@@ -12,6 +12,10 @@ use std::path::PathBuf;
 use aws_sdk_dynamodb::config::SharedHttpClient;
 use aws_smithy_http_client::Builder;
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnectorSettings, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
@@ -39,12 +43,17 @@ impl TrustRoots {
         }
     }
 
-    /// The PEM text of the roots, checked: at least one certificate, and each
-    /// one usable as a trust anchor. (The SDK's client would otherwise panic
-    /// on a bad one at its first connection, not refuse it at init.)
+    /// The PEM text of the roots. A bundle is checked: at least one
+    /// certificate, and each one usable as a trust anchor. These are exactly
+    /// the two steps at which the SDK's client would panic when it builds its
+    /// connector, at the first request (aws-smithy-http-client's
+    /// `rustls_root_certs`: `pem_slice_iter`, then `RootCertStore::add`, which
+    /// is `anchor_from_trusted_cert`): re-read them at every upgrade of that
+    /// crate. The compiled-in roots are checked by the tests, not at every
+    /// cold start.
     pub fn load(&self) -> Result<Vec<u8>, ConfigError> {
         let pem = match self {
-            TrustRoots::Amazon => AMAZON_ROOTS_PEM.as_bytes().to_vec(),
+            TrustRoots::Amazon => return Ok(AMAZON_ROOTS_PEM.as_bytes().to_vec()),
             TrustRoots::Bundle(path) => std::fs::read(path)
                 .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?,
         };
@@ -68,18 +77,57 @@ pub fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, ConfigEr
 }
 
 /// The HTTPS client (rustls on aws-lc, as the SDK's default) trusting `pem`
-/// alone: no native roots.
+/// alone: no native roots. Its TLS configuration is built at the first
+/// request, once per set of timeouts (one: every client shares the
+/// configuration's) ([`FirstUse`]).
 pub fn https_client(pem: Vec<u8>) -> Result<SharedHttpClient, ConfigError> {
     let context = TlsContext::builder()
         .with_trust_store(TrustStore::empty().with_pem_certificate(pem))
         .build()
         .map_err(|e| invalid(e.to_string()))?;
-    Ok(Builder::new()
+    let client = Builder::new()
         .tls_provider(tls::Provider::Rustls(
             tls::rustls_provider::CryptoMode::AwsLc,
         ))
         .tls_context(context)
-        .build_https())
+        .build_https();
+    Ok(SharedHttpClient::new(FirstUse(client)))
+}
+
+/// An HTTP client that builds its connector at the first request only. The
+/// SDK's HTTPS client also builds one, and throws it away, each time an SDK
+/// client is constructed on it (`validate_base_client_config`, there so that a
+/// system certificate store is read at init, which we never read): the whole
+/// rustls configuration with its roots parsed from PEM, twice in login's init
+/// (its DynamoDB and KMS clients). The roots are checked at init all the same
+/// ([`TrustRoots::load`]). Measured: docs/performance.md. Everything else is
+/// delegated; skipping that one validation is on purpose, and worth
+/// re-checking at every upgrade of aws-smithy-http-client.
+#[derive(Debug)]
+struct FirstUse(SharedHttpClient);
+
+impl HttpClient for FirstUse {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        self.0.http_connector(settings, components)
+    }
+
+    fn validate_final_config(
+        &self,
+        components: &RuntimeComponents,
+        cfg: &aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        self.0.validate_final_config(components, cfg)
+    }
+
+    fn connector_metadata(
+        &self,
+    ) -> Option<aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata> {
+        self.0.connector_metadata()
+    }
 }
 
 fn invalid(reason: String) -> ConfigError {
@@ -108,13 +156,16 @@ mod tests {
             "E35D28419ED02025CFA69038CD623962458DA5C695FBDEA3C22B0BFB25897092", // Amazon Root CA 4
             "568D6905A2C88708A4B3025190EDCFEDB1974A606A13C6E5290FCB2AE63EDAB5", // Starfield Services G2
         ];
-        let found: Vec<String> = certificates(AMAZON_ROOTS_PEM.as_bytes())
-            .unwrap()
-            .iter()
-            .map(|der| sha256_hex(der))
-            .collect();
+        let found_der = certificates(AMAZON_ROOTS_PEM.as_bytes()).unwrap();
+        let found: Vec<String> = found_der.iter().map(|der| sha256_hex(der)).collect();
         assert_eq!(found, expected);
-        assert!(TrustRoots::Amazon.load().is_ok());
+        for der in &found_der {
+            webpki::anchor_from_trusted_cert(der).unwrap();
+        }
+        assert_eq!(
+            TrustRoots::Amazon.load().unwrap(),
+            AMAZON_ROOTS_PEM.as_bytes()
+        );
     }
 
     #[test]
@@ -158,6 +209,86 @@ mod tests {
         assert!(reason(load_bundle(broken)).contains("not valid PEM"));
         let not_x509 = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
         assert!(reason(load_bundle(not_x509)).contains("certificate 1 is not a usable root"));
+    }
+
+    /// An HTTP client that counts what the SDK asks of it, and whose
+    /// connector refuses every request.
+    #[derive(Clone, Debug, Default)]
+    struct Counting {
+        validations: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        connectors: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    #[derive(Debug)]
+    struct Refusing;
+
+    impl aws_smithy_runtime_api::client::http::HttpConnector for Refusing {
+        fn call(
+            &self,
+            _: aws_smithy_runtime_api::client::orchestrator::HttpRequest,
+        ) -> aws_smithy_runtime_api::client::http::HttpConnectorFuture {
+            aws_smithy_runtime_api::client::http::HttpConnectorFuture::ready(Err(
+                aws_smithy_runtime_api::client::result::ConnectorError::io("refused".into()),
+            ))
+        }
+    }
+
+    impl HttpClient for Counting {
+        fn http_connector(
+            &self,
+            _: &HttpConnectorSettings,
+            _: &RuntimeComponents,
+        ) -> SharedHttpConnector {
+            self.connectors
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            SharedHttpConnector::new(Refusing)
+        }
+
+        fn validate_base_client_config(
+            &self,
+            _: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponentsBuilder,
+            _: &aws_sdk_dynamodb::config::ConfigBag,
+        ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+            self.validations
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_functions_client_builds_no_connector_until_its_first_request() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let client = https_client(AMAZON_ROOTS_PEM.into()).unwrap();
+        let wrapped = format!("{client:?}");
+        assert!(wrapped.contains("FirstUse"), "{wrapped}");
+        // Still named in the user agent, as the SDK's own client is.
+        assert!(client.connector_metadata().is_some());
+
+        let counting = Counting::default();
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                "test", "test", None, None, "test",
+            ))
+            .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
+            .http_client(FirstUse(SharedHttpClient::new(counting.clone())));
+        // Unwrapped, constructing an SDK client asks the HTTP client to
+        // validate itself (the SDK's HTTPS client builds a connector then).
+        let _ = aws_sdk_dynamodb::Client::from_conf(
+            config.clone().http_client(counting.clone()).build(),
+        );
+        assert_eq!(counting.validations.load(SeqCst), 1);
+        counting.validations.store(0, SeqCst);
+
+        let client = aws_sdk_dynamodb::Client::from_conf(config.build());
+        assert_eq!(counting.validations.load(SeqCst), 0);
+        assert_eq!(counting.connectors.load(SeqCst), 0);
+
+        let call = client.describe_limits().send().await;
+        assert!(call.is_err(), "the connector refuses every request");
+        assert_eq!(counting.connectors.load(SeqCst), 1, "built at the request");
+        assert_eq!(counting.validations.load(SeqCst), 0);
     }
 
     #[test]
