@@ -211,25 +211,30 @@ mod tests {
         assert!(reason(load_bundle(not_x509)).contains("certificate 1 is not a usable root"));
     }
 
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+    use aws_sdk_dynamodb::config::ConfigBag;
+    use aws_smithy_runtime_api::box_error::BoxError;
+    use aws_smithy_runtime_api::client::http::{HttpConnector, HttpConnectorFuture};
+    use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+    use aws_smithy_runtime_api::client::result::ConnectorError;
+    use aws_smithy_runtime_api::client::runtime_components::RuntimeComponentsBuilder;
+
     /// An HTTP client that counts what the SDK asks of it, and whose
     /// connector refuses every request.
     #[derive(Clone, Debug, Default)]
     struct Counting {
-        validations: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-        connectors: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        validations: Arc<AtomicUsize>,
+        connectors: Arc<AtomicUsize>,
     }
 
     #[derive(Debug)]
     struct Refusing;
 
-    impl aws_smithy_runtime_api::client::http::HttpConnector for Refusing {
-        fn call(
-            &self,
-            _: aws_smithy_runtime_api::client::orchestrator::HttpRequest,
-        ) -> aws_smithy_runtime_api::client::http::HttpConnectorFuture {
-            aws_smithy_runtime_api::client::http::HttpConnectorFuture::ready(Err(
-                aws_smithy_runtime_api::client::result::ConnectorError::io("refused".into()),
-            ))
+    impl HttpConnector for Refusing {
+        fn call(&self, _: HttpRequest) -> HttpConnectorFuture {
+            HttpConnectorFuture::ready(Err(ConnectorError::io("refused".into())))
         }
     }
 
@@ -239,25 +244,22 @@ mod tests {
             _: &HttpConnectorSettings,
             _: &RuntimeComponents,
         ) -> SharedHttpConnector {
-            self.connectors
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.connectors.fetch_add(1, SeqCst);
             SharedHttpConnector::new(Refusing)
         }
 
         fn validate_base_client_config(
             &self,
-            _: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponentsBuilder,
-            _: &aws_sdk_dynamodb::config::ConfigBag,
-        ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
-            self.validations
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            _: &RuntimeComponentsBuilder,
+            _: &ConfigBag,
+        ) -> Result<(), BoxError> {
+            self.validations.fetch_add(1, SeqCst);
             Ok(())
         }
     }
 
     #[tokio::test]
     async fn the_functions_client_builds_no_connector_until_its_first_request() {
-        use std::sync::atomic::Ordering::SeqCst;
         let client = https_client(AMAZON_ROOTS_PEM.into()).unwrap();
         let wrapped = format!("{client:?}");
         assert!(wrapped.contains("FirstUse"), "{wrapped}");
