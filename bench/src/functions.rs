@@ -12,15 +12,17 @@
 //! the first invocation's latency, median of `COLD_RUNS` processes, each
 //! started right after a cold start of the floor (whose init, median of those,
 //! is the one the function is judged against: the machine as it was then)
-//! and, for a verifier with `kms:` keys, right after one `GetPublicKey` in a
-//! fresh process (`kms_call`: its wall time and its CPU time, the difference
-//! being the wait, the KMS round trip its init still makes); then, in
+//! and, for a verifier with `kms:` keys, right after a fresh process made
+//! the calls of its init (`init_calls`: KMS's public keys, and DynamoDB's
+//! warm-up beside them; their wall time and the CPU time, the difference
+//! being the wait, the round trips its init still makes); then, in
 //! the last process, `WARM` more invocations of its success path (each
 //! status asserted), their latency, its peak RSS and the lines it wrote.
 //! Beside them, in the same run: DynamoDB's and KMS's first call on a new
 //! connection and a call on a kept one, over each path; and login's own work
 //! (login minus its bcrypt verification) beside its AWS calls, measured
-//! inside the same invocations (in process, production path).
+//! inside the same invocations (in process, production path), and where it
+//! lies: the stretches between the calls.
 //!
 //! Needs `DYNAMODB_TEST_ENDPOINT` and `KMS_TEST_ENDPOINT` (plain HTTP) and
 //! `BENCH_BIN` (the folder of the release binaries). Prints `metric: value`.
@@ -31,7 +33,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use auth::aws::{SdkSettings, sdk_config};
-use auth::handlers::login;
+use auth::handlers::login::{self, Login};
 use auth::keys::{KeySource, Signer, generate_pem_pair, public_key_from_pem};
 use auth::passwords::{BcryptCost, PasswordHasher};
 use auth::permissions::Role;
@@ -454,28 +456,39 @@ async fn measure(
     };
     let mut path = Path::new(function, layer);
     let (mut init, mut first, mut warm) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut floor_init, mut kms_calls, mut kms_cpu) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut floor_init, mut init_calls, mut init_cpu) = (Vec::new(), Vec::new(), Vec::new());
     let fetches_keys =
         VERIFIERS.contains(&function) && matches!(layer, Layer::Kms | Layer::Production);
+    let floor_event = Path::new("floor", layer).next(bench).await;
     for run in 0..COLD_RUNS {
         if function != "floor" {
-            let floor =
-                Function::start(&bench.bin.join("floor").display().to_string(), &[]).await?;
+            let floor = Function::start(
+                &bench.bin.join("floor").display().to_string(),
+                &[],
+                floor_event.clone(),
+            )
+            .await?;
             floor_init.push(floor.init.as_secs_f64() * 1000.0);
             drop(floor);
             if fetches_keys {
-                let (wall, cpu) = fresh_kms_call(&env).await?;
-                kms_calls.push(wall);
-                kms_cpu.push(cpu);
+                let (wall, cpu) = fresh_init_calls(function, &env).await?;
+                init_calls.push(wall);
+                init_cpu.push(cpu);
             }
         }
-        let process = Function::start(&binary.display().to_string(), &env).await?;
+        // The event that starts it is made first: it waits at the Runtime
+        // API, as the invocation that caused a cold start does on Lambda.
+        let event = path.next(bench).await;
+        let mut process = Function::start(&binary.display().to_string(), &env, event).await?;
         init.push(process.init.as_secs_f64() * 1000.0);
         let last = run + 1 == COLD_RUNS;
         let invocations = if last { 1 + WARM } else { 1 };
         for i in 0..invocations {
-            let event = path.next(bench).await;
-            let (reply, took) = process.invoke(event).await?;
+            let (reply, took) = if i == 0 {
+                process.first_reply().await?
+            } else {
+                process.invoke(path.next(bench).await).await?
+            };
             let status = reply.body["statusCode"].as_u64().unwrap_or(0);
             if reply.error || status != path.expected() {
                 return Err(format!(
@@ -514,14 +527,18 @@ async fn measure(
             percentile(&floor_init, 50.0)
         );
     }
-    if !kms_calls.is_empty() {
+    if !init_calls.is_empty() {
         println!(
-            "{prefix}.kms_call_fresh_ms: {:.2}",
-            percentile(&kms_calls, 50.0)
+            "{prefix}.init_calls_fresh_ms: {:.2}",
+            percentile(&init_calls, 50.0)
         );
-        let waits: Vec<f64> = kms_calls.iter().zip(&kms_cpu).map(|(w, c)| w - c).collect();
+        let waits: Vec<f64> = init_calls
+            .iter()
+            .zip(&init_cpu)
+            .map(|(w, c)| w - c)
+            .collect();
         println!(
-            "{prefix}.kms_call_fresh_wait_ms: {:.2}",
+            "{prefix}.init_calls_fresh_wait_ms: {:.2}",
             percentile(&waits, 50.0)
         );
     }
@@ -531,14 +548,18 @@ async fn measure(
     Ok(())
 }
 
-/// `auth-bench kms-call` in a process of its own with a function's `env`:
-/// the wall time and the CPU time of its one `GetPublicKey`.
-async fn fresh_kms_call(env: &[(String, String)]) -> Result<(f64, f64), String> {
+/// `auth-bench init-calls` in a process of its own with `function`'s `env`:
+/// the wall time and the CPU time of the calls its init makes.
+async fn fresh_init_calls(
+    function: &'static str,
+    env: &[(String, String)],
+) -> Result<(f64, f64), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let env = env.to_vec();
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new(exe)
-            .arg("kms-call")
+            .arg("init-calls")
+            .arg(function)
             .env_clear()
             .envs(env)
             .output()
@@ -552,46 +573,43 @@ async fn fresh_kms_call(env: &[(String, String)]) -> Result<(f64, f64), String> 
             .find_map(|line| line.strip_prefix(name)?.strip_prefix(": "))
             .and_then(|ms| ms.trim().parse().ok())
     };
-    value("kms_call_ms")
-        .zip(value("kms_call_cpu_ms"))
+    value("init_calls_ms")
+        .zip(value("init_calls_cpu_ms"))
         .filter(|_| output.status.success())
         .ok_or_else(|| {
             format!(
-                "kms-call failed: {said} {}",
+                "init-calls failed: {said} {}",
                 String::from_utf8_lossy(&output.stderr)
             )
         })
 }
 
-/// `auth-bench kms-call`: what a verifier's `GetPublicKey` at init costs in
-/// a fresh process, with a function's environment (the first KMS key of
-/// `JWT_VERIFICATION_KEYS`): its client built as a function builds it,
-/// untimed, then the call alone, its wall time and the process's CPU time
-/// over it. The CPU (the SDK's one-time setup, the connector, the TLS
-/// handshake) is the function's own work, not a round trip: only the wait
-/// counts as one.
-pub async fn kms_call() -> bool {
-    let sdk = auth::runtime::aws_from_env().expect("the SDK's configuration");
-    let client = auth::aws::kms_client(&sdk);
-    let keys = auth::keys::verification_keys_from(&auth::config::Environment);
-    let Some(key) = keys.iter().flatten().find_map(|key| match key {
-        KeySource::Kms(id) => Some(id.clone()),
-        KeySource::Pem(_) => None,
-    }) else {
-        eprintln!("JWT_VERIFICATION_KEYS names no KMS key: {keys:?}");
-        return false;
-    };
+/// `auth-bench init-calls FUNCTION`: the calls a verifier makes at init, as
+/// it makes them, in a fresh process with the function's environment: jwks
+/// fetches its public keys; the others fetch theirs while the table's
+/// connection opens (`runtime::verifying_from_env`). Their wall time and the
+/// process's CPU time over them: the CPU (the SDK's one-time setup, the
+/// connectors, the TLS handshakes) is the function's own work; only the
+/// rest, the wait, is the round trips.
+pub async fn init_calls(function: &str) -> bool {
     let (started, cpu) = (Instant::now(), crate::cpu::process_cpu_ms());
-    let called = client.get_public_key().key_id(key).send().await;
+    let called = if function == "jwks" {
+        match auth::runtime::aws_from_env() {
+            Ok(sdk) => auth::runtime::public_keys_from_env(&sdk).await.map(drop),
+            Err(e) => Err(e),
+        }
+    } else {
+        auth::runtime::verifying_from_env().await.map(drop)
+    };
     let (took, cpu) = (ms_of(started.elapsed()), crate::cpu::process_cpu_ms() - cpu);
     match called {
-        Ok(_) => {
-            println!("kms_call_ms: {took:.3}");
-            println!("kms_call_cpu_ms: {cpu:.3}");
+        Ok(()) => {
+            println!("init_calls_ms: {took:.3}");
+            println!("init_calls_cpu_ms: {cpu:.3}");
             true
         }
         Err(e) => {
-            eprintln!("GetPublicKey failed: {e:?}");
+            eprintln!("{function}'s init calls failed: {e}");
             false
         }
     }
@@ -684,15 +702,27 @@ impl Intercept for Timeline {
 }
 
 impl Timeline {
-    /// The wall time covered by at least one call, the calls' summed
-    /// durations, and how many calls, since the last `take`.
-    fn take(&self) -> (Duration, Duration, usize) {
+    /// The calls since the last `take`.
+    fn take(&self) -> Calls {
         let mut events = std::mem::take(&mut *self.0.lock().unwrap());
         events.sort_by_key(|(at, _)| *at);
-        let calls = events.iter().filter(|(_, change)| *change > 0).count();
+        Calls(events)
+    }
+}
+
+/// Each call's start (+1) and end (-1), in order.
+struct Calls(Vec<(Instant, i32)>);
+
+impl Calls {
+    fn count(&self) -> usize {
+        self.0.iter().filter(|(_, change)| *change > 0).count()
+    }
+
+    /// The wall time covered by at least one call, and the calls' summed durations.
+    fn covered_and_summed(&self) -> (Duration, Duration) {
         let (mut covered, mut summed, mut open) = (Duration::ZERO, Duration::ZERO, 0i32);
-        let mut last = events.first().map(|(at, _)| *at);
-        for (at, change) in events {
+        let mut last = self.0.first().map(|(at, _)| *at);
+        for &(at, change) in &self.0 {
             if let Some(last) = last {
                 let span = at - last;
                 if open > 0 {
@@ -703,7 +733,24 @@ impl Timeline {
             open += change;
             last = Some(at);
         }
-        (covered, summed, calls)
+        (covered, summed)
+    }
+
+    /// The stretches from `start` to `end` during which no call was open,
+    /// in order: before the first call, between calls, after the last.
+    fn idle(&self, start: Instant, end: Instant) -> Vec<Duration> {
+        let (mut stretches, mut open, mut since) = (Vec::new(), 0i32, start);
+        for &(at, change) in &self.0 {
+            if open == 0 && change > 0 {
+                stretches.push(at - since);
+            }
+            open += change;
+            if open == 0 {
+                since = at;
+            }
+        }
+        stretches.push(end - since);
+        stretches
     }
 }
 
@@ -733,8 +780,9 @@ async fn sdk_outside_its_hooks(
             .await
             .unwrap();
         let whole = started.elapsed();
-        let (hooks, _, calls) = timeline.take();
-        assert_eq!(calls, 1);
+        let calls = timeline.take();
+        assert_eq!(calls.count(), 1);
+        let (hooks, _) = calls.covered_and_summed();
         if i >= 10 {
             outside.push(ms_of(whole.saturating_sub(hooks)));
         }
@@ -759,7 +807,11 @@ async fn login_own_work(bench: &Bench) {
         &kms(&production, &bench.kms_tls, Some(&timeline)),
     )
     .unwrap();
-    let state = login_state(store, BcryptCost::DEFAULT, signer);
+    // bcrypt in place, as the function runs it.
+    let state = Login {
+        passwords: PasswordHasher::new(BcryptCost::DEFAULT).in_place(),
+        ..login_state(store, BcryptCost::DEFAULT, signer)
+    };
     let request = || {
         let json = with_body(
             event("login.json"),
@@ -773,21 +825,49 @@ async fn login_own_work(bench: &Bench) {
     let outside = sdk_outside_its_hooks(bench, &production, &timeline).await;
     let (mut own, mut covered, mut summed, mut total) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // Each login's stretches with no AWS call open, bcrypt taken out of the
+    // one it falls in (the longest: bcrypt is 250 times any other).
+    let mut stretches: Vec<Vec<f64>> = Vec::new();
+    let mut counts = Vec::new();
     for _ in 0..N {
         let bcrypt = state.passwords.verify_time();
+        let request = request();
         let started = Instant::now();
-        let response = login::handle(&state, request()).await;
-        let took = started.elapsed();
+        let response = login::handle(&state, request).await;
+        let ended = Instant::now();
+        let took = ended - started;
         assert_eq!(response.status(), 200);
         let bcrypt = state.passwords.verify_time() - bcrypt;
-        let (aws, calls, count) = timeline.take();
+        let calls = timeline.take();
+        let (aws, summed_calls) = calls.covered_and_summed();
+        let mut idle: Vec<f64> = calls.idle(started, ended).into_iter().map(ms_of).collect();
+        let longest = (0..idle.len())
+            .max_by(|&i, &j| idle[i].total_cmp(&idle[j]))
+            .unwrap();
+        assert!(
+            idle[longest] >= ms_of(bcrypt),
+            "bcrypt ran while a call was open"
+        );
+        idle[longest] -= ms_of(bcrypt);
+        stretches.push(idle);
+        counts.push(calls.count());
         total.push(ms_of(took));
         own.push(ms_of(took - bcrypt));
         // The calls as the caller sees them: what the hooks saw, and the
         // SDK's own work on either side of them, per call.
-        covered.push(ms_of(aws) + outside * count as f64);
-        summed.push(ms_of(calls));
+        covered.push(ms_of(aws) + outside * calls.count() as f64);
+        summed.push(ms_of(summed_calls));
     }
+    // Every login of the success path makes the same calls in the same order.
+    assert!(
+        counts.iter().all(|&c| c == counts[0]),
+        "calls per login: {counts:?}"
+    );
+    assert!(stretches.iter().all(|s| s.len() == stretches[0].len()));
+    // Each stretch's median over the logins: where the own work is.
+    let by_stretch: Vec<f64> = (0..stretches[0].len())
+        .map(|i| percentile(&stretches.iter().map(|s| s[i]).collect::<Vec<_>>(), 50.0))
+        .collect();
     println!("login.p50_ms: {:.2}", percentile(&total, 50.0));
     println!("login.sdk_outside_hooks_per_call_ms: {outside:.3}");
     println!("login.own_work_p50_ms: {:.3}", percentile(&own, 50.0));
@@ -803,6 +883,14 @@ async fn login_own_work(bench: &Bench) {
     println!(
         "login.own_beyond_aws_p50_ms: {:.3}",
         percentile(&overhead, 50.0)
+    );
+    println!("login.calls: {}", counts[0]);
+    for (i, median) in by_stretch.iter().enumerate() {
+        println!("login.idle_stretch_{i}_p50_ms: {median:.3}");
+    }
+    println!(
+        "login.own_beyond_aws_by_stretch_ms: {:.3}",
+        by_stretch.iter().sum::<f64>() - outside * counts[0] as f64
     );
 }
 
@@ -827,8 +915,13 @@ pub async fn run() -> bool {
     }
     calls(&bench, false).await;
     calls(&bench, true).await;
-    // On a current-thread runtime of its own, as in a function: no hand-off
-    // between worker threads inside a login to count as its own work.
+    in_a_function_runtime(|| login_own_work(&bench));
+    true
+}
+
+/// Runs `work` on a current-thread runtime of its own, as in a function: no
+/// hand-off between worker threads inside a login to count as its own work.
+fn in_a_function_runtime<F: Future<Output = ()>>(work: impl FnOnce() -> F + Send) {
     tokio::task::block_in_place(|| {
         std::thread::scope(|scope| {
             scope.spawn(|| {
@@ -836,9 +929,16 @@ pub async fn run() -> bool {
                     .enable_all()
                     .build()
                     .unwrap()
-                    .block_on(login_own_work(&bench))
+                    .block_on(work())
             });
         })
     });
+}
+
+/// `auth-bench own-work`: login's own work alone (`login_own_work`), on a
+/// bench of its own; quicker than `functions` when working on that path.
+pub async fn own_work() -> bool {
+    let bench = Bench::new().await;
+    in_a_function_runtime(|| login_own_work(&bench));
     true
 }

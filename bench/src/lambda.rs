@@ -4,7 +4,9 @@
 //! Owning the Runtime API is what lets the bench see what Lambda reports:
 //! the first poll of `/next` is the end of init (Lambda's `Init Duration`),
 //! and each invocation is timed from the event's bytes handed to the
-//! function to its response's last byte, through the runtime loop. The
+//! function to its response's last byte, through the runtime loop. As on a
+//! Lambda cold start, the event that starts a process is waiting for its
+//! first poll. The
 //! function's stdout and stderr (its logs and metric lines) are drained and
 //! counted, as Lambda's log pipe would take them.
 
@@ -50,6 +52,8 @@ pub struct Function {
     events: mpsc::UnboundedSender<Pending>,
     /// Exec to the first poll of `/next`.
     pub init: Duration,
+    /// The reply to the event queued before the start.
+    first: Option<oneshot::Receiver<Reply>>,
     /// Lines and bytes the process wrote (stdout and stderr).
     pub output_lines: Arc<AtomicU64>,
     pub output_bytes: Arc<AtomicU64>,
@@ -57,13 +61,26 @@ pub struct Function {
 
 impl Function {
     /// Starts `binary` with exactly `env` (plus what Lambda sets itself) and
-    /// waits for its first poll.
-    pub async fn start(binary: &str, env: &[(String, String)]) -> Result<Function, String> {
+    /// waits for its first poll; `first`, the event that started it, is
+    /// already waiting there, as on Lambda's cold start: the function goes
+    /// from its init straight into its first invocation (`first_reply`).
+    pub async fn start(
+        binary: &str,
+        env: &[(String, String)],
+        first: String,
+    ) -> Result<Function, String> {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| e.to_string())?;
         let address = listener.local_addr().map_err(|e| e.to_string())?;
         let (events, queue) = mpsc::unbounded_channel();
+        let (reply, first_reply) = oneshot::channel();
+        events
+            .send(Pending {
+                event: first,
+                reply,
+            })
+            .map_err(|_| "the Runtime API is gone".to_owned())?;
         let api = Arc::new(Api {
             queue: Mutex::new(queue),
             waiting: std::sync::Mutex::new(HashMap::new()),
@@ -117,6 +134,7 @@ impl Function {
             api,
             events,
             init: first - started,
+            first: Some(first_reply),
             output_lines: lines,
             output_bytes: bytes,
         })
@@ -130,6 +148,16 @@ impl Function {
         self.events
             .send(Pending { event, reply })
             .map_err(|_| "the Runtime API is gone".to_owned())?;
+        Self::wait(answer).await
+    }
+
+    /// The reply to the event the function started with, timed as `invoke`'s.
+    pub async fn first_reply(&mut self) -> Result<(Reply, Duration), String> {
+        let answer = self.first.take().ok_or("the first reply was taken")?;
+        Self::wait(answer).await
+    }
+
+    async fn wait(answer: oneshot::Receiver<Reply>) -> Result<(Reply, Duration), String> {
         match tokio::time::timeout(Duration::from_secs(60), answer).await {
             Ok(Ok(reply)) => {
                 let took = reply.at - reply.handed;

@@ -7,10 +7,12 @@
 //!   the production path: init, first and warm invocations through the
 //!   runtime loop, peak RSS on the success path; DynamoDB's and KMS's calls;
 //!   login's own work (functions.rs).
+//! - `own-work`: login's own work alone, as `functions` measures it.
 //! - `timing`: median login time, unknown users vs wrong passwords.
 //! - `cpu`: CPU time per invocation of each route (cpu.rs).
-//! - `kms-call`: one `GetPublicKey` in a fresh process, as a verifier makes
-//!   it at init (`functions` runs it; functions.rs).
+//! - `init-calls FUNCTION`: the calls a verifier makes at init (KMS's keys,
+//!   DynamoDB's warm-up beside them), in a fresh process, as it makes them
+//!   (`functions` runs it; functions.rs).
 //!
 //! Needs `DYNAMODB_TEST_ENDPOINT` (and, for `functions` and `cpu`,
 //! `KMS_TEST_ENDPOINT`).
@@ -41,14 +43,17 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let ok = match args.first().map(String::as_str) {
         // On a current-thread runtime, as in a function.
-        Some("kms-call") => tokio::runtime::Builder::new_current_thread()
+        Some("init-calls") => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap()
-            .block_on(functions::kms_call()),
+            .block_on(functions::init_calls(
+                args.get(1).map_or("get-name", String::as_str),
+            )),
         Some(command) => tokio::runtime::Runtime::new().unwrap().block_on(async {
             match command {
                 "functions" => functions::run().await,
+                "own-work" => functions::own_work().await,
                 "timing" => timing().await,
                 "cpu" => cpu::run(),
                 _ => usage(),
@@ -60,7 +65,7 @@ fn main() {
 }
 
 fn usage() -> bool {
-    eprintln!("usage: auth-bench functions | timing | cpu | kms-call");
+    eprintln!("usage: auth-bench functions | own-work | timing | cpu | init-calls FUNCTION");
     false
 }
 
