@@ -41,20 +41,23 @@ const PASSWORD: &str = "the real password 1";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let ok = match args.first().map(String::as_str) {
-        // On a current-thread runtime, as in a function.
-        Some("init-calls") => tokio::runtime::Builder::new_current_thread()
+    // On a current-thread runtime, as in a function.
+    let function_runtime = || {
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap()
-            .block_on(functions::init_calls(
-                args.get(1).map_or("get-name", String::as_str),
-            )),
+    };
+    let ok = match args.first().map(String::as_str) {
+        Some("init-calls") => match args.get(1) {
+            Some(function) => function_runtime().block_on(functions::init_calls(function)),
+            None => usage(),
+        },
+        Some("timing") => function_runtime().block_on(timing()),
         Some(command) => tokio::runtime::Runtime::new().unwrap().block_on(async {
             match command {
                 "functions" => functions::run().await,
                 "own-work" => functions::own_work().await,
-                "timing" => timing().await,
                 "cpu" => cpu::run(),
                 _ => usage(),
             }
@@ -122,11 +125,13 @@ fn token_config() -> TokenConfig {
 }
 
 /// A login function's state on `store`, signing with `signer`, with per-IP
-/// limits no bench reaches.
+/// limits no bench reaches. Its logins are to run on a current-thread
+/// runtime, one at a time, as in the function.
 fn login_state(store: Store, cost: BcryptCost, signer: Signer) -> Login {
     Login {
         store,
-        passwords: PasswordHasher::new(cost),
+        // In place, as the function runs it.
+        passwords: PasswordHasher::new(cost).in_place(),
         tokens: TokenIssuer::new(signer, &token_config()),
         sessions: SessionConfig::from_source(&|_: &str| None).unwrap(),
         limits: RateLimits {

@@ -1,6 +1,7 @@
 //! Password hashing with bcrypt, without truncation: bcrypt reads at most 72
 //! bytes, so a longer password must never hash, and never match its first 72
-//! bytes. The work runs on the blocking pool, never on the async executor.
+//! bytes. The work runs on the blocking pool, or in place for a process that
+//! handles one request at a time (`PasswordHasher::in_place`).
 //!
 //! The length rule is ours, checked before bcrypt runs, rather than the crate's
 //! `non_truncating_*` functions: those count bcrypt's NUL terminator and so refuse

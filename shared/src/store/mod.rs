@@ -184,7 +184,7 @@ impl Store {
 /// The partition and sort key of the item no one writes: what `warm_up` reads.
 const WARM_UP_KEY: &str = "WARMUP#";
 /// How long init waits for the warm-up at most.
-const WARM_UP_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
+pub const WARM_UP_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The key of an item: `pk`, `sk`.
 fn key(pk: String, sk: &str) -> HashMap<String, AttributeValue> {
