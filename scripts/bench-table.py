@@ -157,7 +157,8 @@ measured, and what these figures cannot say about AWS:
 
 Init is exec to the first poll of the Runtime API (Lambda's `Init Duration`);
 first and warm are through the runtime loop, the event's bytes handed over to
-the response's last byte; init and first are medians of {cold_runs} processes, warm of
+the response's last byte (the first event waiting at the Runtime API before
+the process starts, as on a Lambda cold start); init and first are medians of {cold_runs} processes, warm of
 30 invocations of the success path. Each of those processes starts right after
 a cold start of the floor, and an init budget compares a function with the
 floor as measured beside it (the floor's row is its own {cold_runs}); a
