@@ -130,8 +130,7 @@ fn token_config() -> TokenConfig {
 fn login_state(store: Store, cost: BcryptCost, signer: Signer) -> Login {
     Login {
         store,
-        // In place, as the function runs it.
-        passwords: PasswordHasher::new(cost).in_place(),
+        passwords: PasswordHasher::new(cost),
         tokens: TokenIssuer::new(signer, &token_config()),
         sessions: SessionConfig::from_source(&|_: &str| None).unwrap(),
         limits: RateLimits {

@@ -1,7 +1,6 @@
 //! Password hashing with bcrypt, without truncation: bcrypt reads at most 72
 //! bytes, so a longer password must never hash, and never match its first 72
-//! bytes. The work runs on the blocking pool, or in place for a process that
-//! handles one request at a time (`PasswordHasher::in_place`).
+//! bytes. The work runs on the blocking pool, never on the async executor.
 //!
 //! The length rule is ours, checked before bcrypt runs, rather than the crate's
 //! `non_truncating_*` functions: those count bcrypt's NUL terminator and so refuse
@@ -10,6 +9,8 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+
+use tokio::task;
 
 use crate::users::Username;
 
@@ -131,8 +132,6 @@ pub struct PasswordHasher {
     /// the hash of nothing in particular: a well-formed string at our cost is
     /// all verify needs to do the full work, and building it costs nothing at init.
     dummy_hash: String,
-    /// bcrypt runs on the calling thread rather than the blocking pool (`in_place`).
-    in_place: bool,
 }
 
 /// Salt and digest of a well-known bcrypt example; only its form matters.
@@ -146,22 +145,7 @@ impl PasswordHasher {
             work: Arc::default(),
             verify_nanos: Arc::default(),
             dummy_hash: format!("$2b${:02}${DUMMY_SALT_AND_DIGEST}", cost.get()),
-            in_place: false,
         }
-    }
-
-    /// Runs bcrypt (a quarter of a second of CPU at cost 12) on the calling
-    /// thread, holding it, rather than on the blocking pool. For a process
-    /// that handles one request at a time, as a Lambda function does, where
-    /// no call of ours is in flight while a password is hashed or checked:
-    /// nothing else waits for the thread, and the pool would cost a hand-off
-    /// each way and leave this thread to wake cold from its quarter second
-    /// asleep (docs/performance.md, "Record: where login's own work lies").
-    /// Not for a process serving requests side by side: each would wait for
-    /// the others' bcrypt.
-    pub fn in_place(mut self) -> Self {
-        self.in_place = true;
-        self
     }
 
     pub fn cost(&self) -> BcryptCost {
@@ -180,7 +164,7 @@ impl PasswordHasher {
     }
 
     /// The time this hasher (and its clones) has spent in verifications, the
-    /// hand-off to the blocking pool included where there is one.
+    /// hand-off to the blocking pool included.
     pub fn verify_time(&self) -> std::time::Duration {
         std::time::Duration::from_nanos(self.verify_nanos.load(Ordering::Relaxed))
     }
@@ -191,9 +175,9 @@ impl PasswordHasher {
             return Err(PasswordError::TooLong);
         }
         let cost = self.cost.get();
-        self.bcrypt(move || bcrypt::hash(password, cost))
+        task::spawn_blocking(move || bcrypt::hash(password, cost))
             .await
-            .map_err(PasswordError::Hashing)?
+            .map_err(|e| PasswordError::Hashing(e.to_string()))?
             .map_err(|e| PasswordError::Hashing(e.to_string()))
     }
 
@@ -219,40 +203,23 @@ impl PasswordHasher {
         self.verifications.fetch_add(1, Ordering::Relaxed);
         let work = self.work.clone();
         let started = std::time::Instant::now();
-        let verified = self
-            .bcrypt(move || {
-                let result = verify_blocking(&password, &hash);
-                work.fetch_add(1 << stored.min(40), Ordering::Relaxed);
-                let bytes = &password.as_bytes()[..password.len().min(MAX_PASSWORD_BYTES)];
-                for dummy in &padding {
-                    let _ = bcrypt::verify(bytes, dummy);
-                    work.fetch_add(
-                        1 << hash_cost(dummy).unwrap_or(0).min(40),
-                        Ordering::Relaxed,
-                    );
-                }
-                result
-            })
-            .await;
+        let verified = task::spawn_blocking(move || {
+            let result = verify_blocking(&password, &hash);
+            work.fetch_add(1 << stored.min(40), Ordering::Relaxed);
+            let bytes = &password.as_bytes()[..password.len().min(MAX_PASSWORD_BYTES)];
+            for dummy in &padding {
+                let _ = bcrypt::verify(bytes, dummy);
+                work.fetch_add(
+                    1 << hash_cost(dummy).unwrap_or(0).min(40),
+                    Ordering::Relaxed,
+                );
+            }
+            result
+        })
+        .await;
         let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.verify_nanos.fetch_add(nanos, Ordering::Relaxed);
-        verified.map_err(PasswordError::Hashing)?
-    }
-
-    /// Runs bcrypt's `work` in place or on the blocking pool; a panic in it
-    /// becomes an error either way.
-    async fn bcrypt<T: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, String> {
-        if self.in_place {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
-                .map_err(|_| "bcrypt panicked".to_owned())
-        } else {
-            tokio::task::spawn_blocking(work)
-                .await
-                .map_err(|e| e.to_string())
-        }
+        verified.map_err(|e| PasswordError::Hashing(e.to_string()))?
     }
 
     /// A well-formed hash of nothing at `cost`.
@@ -283,37 +250,6 @@ mod tests {
 
     fn hasher() -> PasswordHasher {
         PasswordHasher::new(BcryptCost::new(10).unwrap())
-    }
-
-    /// Whether a task spawned before a hash and a verification could run
-    /// while they did, on this (current-thread) runtime, and their results.
-    async fn others_ran_meanwhile(hasher: &PasswordHasher) -> bool {
-        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = ran.clone();
-        let other = tokio::spawn(async move { flag.store(true, Ordering::SeqCst) });
-        let hash = hasher.hash("a passphrase in place".into()).await.unwrap();
-        assert!(
-            hasher
-                .verify("a passphrase in place".into(), Some(hash.clone()))
-                .await
-                .unwrap()
-        );
-        assert!(
-            !hasher
-                .verify("another one".into(), Some(hash))
-                .await
-                .unwrap()
-        );
-        assert!(!hasher.verify("anyone".into(), None).await.unwrap());
-        let meanwhile = ran.load(Ordering::SeqCst);
-        other.await.unwrap();
-        meanwhile
-    }
-
-    #[tokio::test]
-    async fn in_place_bcrypt_holds_the_thread_and_the_pool_frees_it() {
-        assert!(others_ran_meanwhile(&hasher()).await);
-        assert!(!others_ran_meanwhile(&hasher().in_place()).await);
     }
 
     #[test]

@@ -120,9 +120,7 @@ async fn verifier_from_env(
 /// request through `handle`, so panics are contained and each request logs
 /// one line. The functions run it on a current-thread runtime: Lambda hands a
 /// process one event at a time, so worker threads would only cost their start
-/// at every cold start. Those that run bcrypt run it in place, holding the
-/// thread (`PasswordHasher::in_place`): no future of a handler may run beside
-/// a password's hashing or verification.
+/// at every cold start (bcrypt still leaves the event loop, on the blocking pool).
 pub async fn serve<F, Fut>(handler: F) -> Result<(), Error>
 where
     F: Fn(Request) -> Fut + Sync,

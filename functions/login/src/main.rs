@@ -17,7 +17,7 @@ async fn main() -> Result<(), Error> {
     let tokens = runtime::token_config_from_env()?;
     let state = Login {
         store: runtime::store_from_env(&sdk)?,
-        passwords: PasswordHasher::new(BcryptCost::from_source(&Environment)?).in_place(),
+        passwords: PasswordHasher::new(BcryptCost::from_source(&Environment)?),
         tokens: runtime::issuer_from_env(&sdk, &tokens)?,
         sessions: SessionConfig::from_source(&Environment)?,
         limits: RateLimits::from_source(&Environment)?,

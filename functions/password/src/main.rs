@@ -17,7 +17,7 @@ async fn main() -> Result<(), Error> {
     let init = runtime::verifying_from_env().await?;
     let state = Account {
         store: init.store,
-        passwords: PasswordHasher::new(BcryptCost::from_source(&Environment)?).in_place(),
+        passwords: PasswordHasher::new(BcryptCost::from_source(&Environment)?),
         verifier: init.verifier,
         issuer: runtime::issuer_from_env(&init.sdk, &init.tokens)?,
         sessions: SessionConfig::from_source(&Environment)?,

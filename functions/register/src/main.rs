@@ -14,7 +14,7 @@ async fn main() -> Result<(), Error> {
     let sdk = runtime::aws_from_env()?;
     let state = Register {
         store: runtime::store_from_env(&sdk)?,
-        passwords: PasswordHasher::new(BcryptCost::from_source(&Environment)?).in_place(),
+        passwords: PasswordHasher::new(BcryptCost::from_source(&Environment)?),
         limits: RateLimits::from_source(&Environment)?,
         clock: Clock::system(),
     };

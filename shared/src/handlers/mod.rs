@@ -196,9 +196,7 @@ pub(crate) async fn limit_source(
 /// attempt record (`Store::reserve_attempt`: one conditional write that counts
 /// it and refuses while locked), and only a granted reservation lets bcrypt
 /// run, once. Known and unknown usernames alike (`hash` is `None` for a user
-/// who does not exist). The functions run bcrypt in place, holding their one
-/// thread for a quarter second: nothing may run beside this (no call of a
-/// `join!` with it), or it would stall that long.
+/// who does not exist).
 pub(crate) async fn prove_password(
     passwords: &PasswordHasher,
     reservation: Reservation,
