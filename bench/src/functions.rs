@@ -597,14 +597,15 @@ pub async fn init_calls(function: &str) -> bool {
         return false;
     }
     let (started, cpu) = (Instant::now(), crate::cpu::process_cpu_ms());
-    let called = if function == "jwks" {
-        match auth::runtime::aws_from_env() {
-            Ok(sdk) => auth::runtime::public_keys_from_env(&sdk).await.map(drop),
-            Err(e) => Err(e),
+    let called = async {
+        if function == "jwks" {
+            let sdk = auth::runtime::aws_from_env()?;
+            auth::runtime::public_keys_from_env(&sdk).await.map(drop)
+        } else {
+            auth::runtime::verifying_from_env().await.map(drop)
         }
-    } else {
-        auth::runtime::verifying_from_env().await.map(drop)
-    };
+    }
+    .await;
     let (elapsed, cpu) = (started.elapsed(), crate::cpu::process_cpu_ms() - cpu);
     let took = ms_of(elapsed);
     match called {
@@ -937,13 +938,7 @@ pub async fn run() -> bool {
 fn in_a_function_runtime<F: Future<Output = ()>>(work: impl FnOnce() -> F + Send) {
     tokio::task::block_in_place(|| {
         std::thread::scope(|scope| {
-            scope.spawn(|| {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap()
-                    .block_on(work())
-            });
+            scope.spawn(|| crate::function_runtime().block_on(work()));
         })
     });
 }

@@ -6,9 +6,8 @@
 //! and each invocation is timed from the event's bytes handed to the
 //! function to its response's last byte, through the runtime loop. As on a
 //! Lambda cold start, the event that starts a process is waiting for its
-//! first poll. The
-//! function's stdout and stderr (its logs and metric lines) are drained and
-//! counted, as Lambda's log pipe would take them.
+//! first poll. The function's stdout and stderr (its logs and metric lines)
+//! are drained and counted, as Lambda's log pipe would take them.
 
 use std::collections::HashMap;
 use std::io::Read;

@@ -41,13 +41,6 @@ const PASSWORD: &str = "the real password 1";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    // On a current-thread runtime, as in a function.
-    let function_runtime = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    };
     let ok = match args.first().map(String::as_str) {
         Some("init-calls") => match args.get(1) {
             Some(function) => function_runtime().block_on(functions::init_calls(function)),
@@ -65,6 +58,14 @@ fn main() {
         None => usage(),
     };
     std::process::exit(if ok { 0 } else { 1 });
+}
+
+/// A current-thread runtime, as a function runs on.
+fn function_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn usage() -> bool {
@@ -125,8 +126,7 @@ fn token_config() -> TokenConfig {
 }
 
 /// A login function's state on `store`, signing with `signer`, with per-IP
-/// limits no bench reaches. Its logins are to run on a current-thread
-/// runtime, one at a time, as in the function.
+/// limits no bench reaches.
 fn login_state(store: Store, cost: BcryptCost, signer: Signer) -> Login {
     Login {
         store,
