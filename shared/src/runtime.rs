@@ -18,7 +18,9 @@ use aws_config::SdkConfig;
 use crate::aws::{SdkSettings, sdk_config};
 use crate::config::{Environment, StoreConfig, TokenConfig};
 use crate::http::{ApiError, INVALID_BASE64_MARK};
-use crate::keys::{PublicKey, Signer, load_public_keys, signing_key_from, verification_keys_from};
+use crate::keys::{
+    KeySource, PublicKey, Signer, load_public_keys, signing_key_from, verification_keys_from,
+};
 use crate::store::{Store, dynamodb_client};
 use crate::tokens::{TokenIssuer, TokenVerifier};
 
@@ -103,16 +105,27 @@ pub async fn verifying_from_env() -> Result<Verifying, Error> {
     })
 }
 
-/// The token verifier, with the public keys of `JWT_VERIFICATION_KEYS`,
-/// fetched while `store` opens its connection to DynamoDB: a verifier's init
-/// waits for the slower of KMS and that handshake, not for both one after
-/// the other, and its first request finds the connection open.
+/// The token verifier, with the public keys of `JWT_VERIFICATION_KEYS`.
 async fn verifier_from_env(
     sdk: &SdkConfig,
     tokens: &TokenConfig,
     store: &Store,
 ) -> Result<TokenVerifier, Error> {
-    let (keys, ()) = tokio::join!(public_keys_from_env(sdk), store.warm_up());
+    let sources = verification_keys_from(&Environment)?;
+    verifier_from(&sources, &crate::aws::kms_client(sdk), tokens, store).await
+}
+
+/// The token verifier, with the public keys of `sources`, fetched while
+/// `store` opens its connection to DynamoDB: a verifier's init waits for the
+/// slower of KMS and that handshake, not for both one after the other, and
+/// its first request finds the connection open.
+async fn verifier_from(
+    sources: &[KeySource],
+    kms: &aws_sdk_kms::Client,
+    tokens: &TokenConfig,
+    store: &Store,
+) -> Result<TokenVerifier, Error> {
+    let (keys, ()) = tokio::join!(load_public_keys(sources, kms), store.warm_up());
     Ok(TokenVerifier::new(&keys?, tokens))
 }
 
@@ -226,6 +239,75 @@ mod tests {
         assert!(
             !text.contains("boom"),
             "the panic message must not leak: {text}"
+        );
+    }
+
+    /// Against a KMS and a DynamoDB that accept connections and never
+    /// answer, both are asked at once. Asked one after the other, the second
+    /// would be asked only once the first had given up: the warm-up after its
+    /// bound (`WARM_UP_LIMIT`), KMS after its attempt timeout (5 s here, and
+    /// its failure would end the init before DynamoDB is asked at all).
+    #[tokio::test]
+    async fn a_verifier_asks_kms_for_its_keys_while_the_table_connection_opens() {
+        use aws_sdk_dynamodb::config::{Credentials, Region};
+        use std::time::Duration;
+        use tokio::net::TcpListener;
+
+        let kms = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let table = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = |listener: &TcpListener| format!("http://{}", listener.local_addr().unwrap());
+        let settings = SdkSettings {
+            attempt_timeout: Duration::from_secs(5),
+            operation_timeout: Duration::from_secs(10),
+            max_attempts: 1,
+            trust: crate::trust::TrustRoots::Amazon,
+        };
+        let sdk = crate::aws::sdk_config_loader(&settings)
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("local", "local", None, None, "test"))
+            .load()
+            .await;
+        let kms_client = aws_sdk_kms::Client::from_conf(
+            aws_sdk_kms::config::Builder::from(&sdk)
+                .endpoint_url(url(&kms))
+                .build(),
+        );
+        let store = Store::new(
+            aws_sdk_dynamodb::Client::from_conf(
+                aws_sdk_dynamodb::config::Builder::from(&sdk)
+                    .endpoint_url(url(&table))
+                    .build(),
+            ),
+            "users".to_owned(),
+        );
+        let tokens = TokenConfig {
+            issuer: "https://auth.test".into(),
+            audience: "test".into(),
+            access_token_ttl: Duration::from_secs(900),
+        };
+        let verifier = tokio::spawn(async move {
+            let sources = [KeySource::Kms("a-key".into())];
+            verifier_from(&sources, &kms_client, &tokens, &store)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        });
+        let asked = async |listener: TcpListener| {
+            let (connection, _) = listener.accept().await.unwrap();
+            (Instant::now(), connection)
+        };
+        let ((kms_asked, _kms), (table_asked, _table)) =
+            tokio::time::timeout(Duration::from_secs(15), async {
+                tokio::join!(asked(kms), asked(table))
+            })
+            .await
+            .expect("KMS and DynamoDB were not both asked");
+        verifier.abort();
+        let apart = kms_asked.max(table_asked) - kms_asked.min(table_asked);
+        // A few milliseconds at once; one after the other, the bound at least.
+        assert!(
+            apart < crate::store::WARM_UP_LIMIT / 2,
+            "asked {apart:?} apart: one after the other"
         );
     }
 
