@@ -61,13 +61,13 @@ calls_table = table(
      ["DynamoDB GetItem, kept connection", f"{f('plain.dynamodb_read_ms'):.2f}", f"{f('production.dynamodb_read_ms'):.2f}"],
      ["KMS GetPublicKey, new connection", f"{f('plain.kms_first_call_ms'):.2f}", f"{f('production.kms_first_call_ms'):.2f}"],
      ["KMS GetPublicKey, kept connection", f"{f('plain.kms_call_ms'):.2f}", f"{f('production.kms_call_ms'):.2f}"],
-     ["get-name's init calls in a fresh process: KMS's keys, DynamoDB's warm-up beside them (beside its cold starts)",
+     ["get-name's init calls, by a minimal client in a fresh process: KMS's keys and DynamoDB's warm-up at once, new connections (beside its cold starts)",
       f"{f('kms.get-name.init_calls_fresh_ms'):.2f}", f"{f('production.get-name.init_calls_fresh_ms'):.2f}"],
-     ["… of which waiting (wall minus the process's CPU): the round trips",
+     ["… of which waiting (wall minus the process's CPU)",
       f"{f('kms.get-name.init_calls_fresh_wait_ms'):.2f}", f"{f('production.get-name.init_calls_fresh_wait_ms'):.2f}"],
-     ["jwks's init call in a fresh process: KMS's keys alone (beside its cold starts)",
+     ["jwks's init call, the same: KMS's keys alone (beside its cold starts)",
       f"{f('kms.jwks.init_calls_fresh_ms'):.2f}", f"{f('production.jwks.init_calls_fresh_ms'):.2f}"],
-     ["… of which waiting: the round trip",
+     ["… of which waiting",
       f"{f('kms.jwks.init_calls_fresh_wait_ms'):.2f}", f"{f('production.jwks.init_calls_fresh_wait_ms'):.2f}"]])
 
 stretches = sum(1 for key in ours if key.startswith("login.idle_stretch_"))
@@ -96,14 +96,19 @@ def budget(what, measured, rule, ok):
 
 
 for fn in FUNCTIONS:
-    # Against the floor started just before each of its cold starts, and the
-    # wait (wall minus CPU) of the init calls a fresh process made just
-    # before them: the round trips, not the client's own work.
+    # Judged process by process (init_beyond_budget_ms, the median over the
+    # cold starts of each one's init beyond the budget): against twice the
+    # floor's, started just before it, and, for a verifier, the round trips
+    # (wall time, new connections and TLS handshakes included) of the calls
+    # of its init as a minimal client in a fresh process made them between
+    # the two. The medians of floor and round trips are shown for reading:
+    # the median of the differences is not the difference of the medians.
     init, floor_init = f(f"production.{fn}.init_ms"), f(f"production.{fn}.floor_init_ms")
-    trips = f(f"production.{fn}.init_calls_fresh_wait_ms") if fn in VERIFIERS else 0
-    limit = 2 * floor_init + trips
-    rule = f"≤ 2 × floor ({floor_init:.2f})" + (f" + its init's round trips ({trips:.2f})" if fn in VERIFIERS else "")
-    budget(f"init, {fn} (ms)", f"{init:.2f}", f"{rule} = {limit:.2f}", init <= limit)
+    beyond = f(f"production.{fn}.init_beyond_budget_ms")
+    rule = f"≤ 2 × floor ({floor_init:.2f})"
+    if fn in VERIFIERS:
+        rule += f" + its init's round trips ({f(f'production.{fn}.init_calls_fresh_ms'):.2f})"
+    budget(f"init, {fn} (ms)", f"{init:.2f}", f"{rule}; median excess, process by process: {beyond:+.2f}", beyond <= 0)
 handshake = f("production.dynamodb_first_call_ms") - f("production.dynamodb_read_ms")
 first, warm = f("production.get-name.first_ms"), f("production.get-name.warm_p50_ms")
 limit = warm + handshake + 1
@@ -160,11 +165,12 @@ first and warm are through the runtime loop, the event's bytes handed over to
 the response's last byte (the first event waiting at the Runtime API before
 the process starts, as on a Lambda cold start); init and first are medians of {cold_runs} processes, warm of
 30 invocations of the success path. Each of those processes starts right after
-a cold start of the floor, and an init budget compares a function with the
-floor as measured beside it (the floor's row is its own {cold_runs}); a
-verifier's, also right after a fresh process made the calls of its init
-(KMS's keys; DynamoDB's warm-up beside them), whose wait is the round trips
-its budget allows. The layers add up from left to right:
+a cold start of the floor, and an init budget compares each process with the
+floor's started just before it (the floor's row is its own {cold_runs}) and,
+for a verifier, with the round trips its init still makes (KMS's keys;
+DynamoDB's warm-up beside them), as a minimal client in a fresh process made
+them between the two; the budget's figure is the median of those
+comparisons, which the medians shown beside it need not add up to. The layers add up from left to right:
 plain HTTP to DynamoDB Local and a PEM key; JSON logs at INFO; `kms:` keys
 (moto) for signers and verifiers; TLS to DynamoDB and KMS (a local terminator,
 `AWS_CA_BUNDLE`): the production path. Peak RSS, log lines per invocation:

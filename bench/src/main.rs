@@ -11,8 +11,8 @@
 //! - `timing`: median login time, unknown users vs wrong passwords.
 //! - `cpu`: CPU time per invocation of each route (cpu.rs).
 //! - `init-calls FUNCTION`: the calls a verifier makes at init (KMS's keys,
-//!   DynamoDB's warm-up beside them), in a fresh process, as it makes them
-//!   (`functions` runs it; functions.rs).
+//!   DynamoDB's warm-up beside them), made by a minimal client in a fresh
+//!   process with the function's environment (`functions` runs it; functions.rs).
 //!
 //! Needs `DYNAMODB_TEST_ENDPOINT` (and, for `functions` and `cpu`,
 //! `KMS_TEST_ENDPOINT`).
