@@ -28,9 +28,10 @@
 //! Needs `DYNAMODB_TEST_ENDPOINT` and `KMS_TEST_ENDPOINT` (plain HTTP) and
 //! `BENCH_BIN` (the folder of the release binaries). Prints `metric: value`.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use auth::aws::{SdkSettings, sdk_config};
@@ -43,10 +44,6 @@ use auth::store::{Store, create_table};
 use auth::tokens::TokenIssuer;
 use auth::trust::TrustRoots;
 use auth::users::{User, Username};
-use aws_sdk_dynamodb::config::interceptors::{
-    BeforeSerializationInterceptorContextRef, FinalizerInterceptorContextRef,
-};
-use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use serde_json::{Value, json};
 
 use crate::lambda::Function;
@@ -121,24 +118,20 @@ fn sdk(ca: Option<&PathBuf>) -> aws_config::SdkConfig {
     .expect("the bench's SDK configuration")
 }
 
-fn dynamodb(
-    sdk: &aws_config::SdkConfig,
-    url: &str,
-    timeline: Option<&Timeline>,
-) -> aws_sdk_dynamodb::Client {
-    let mut config = aws_sdk_dynamodb::config::Builder::from(sdk).endpoint_url(url);
-    if let Some(timeline) = timeline {
-        config = config.interceptor(timeline.clone());
-    }
-    aws_sdk_dynamodb::Client::from_conf(config.build())
+fn dynamodb(sdk: &aws_config::SdkConfig, url: &str) -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(sdk)
+            .endpoint_url(url)
+            .build(),
+    )
 }
 
-fn kms(sdk: &aws_config::SdkConfig, url: &str, timeline: Option<&Timeline>) -> aws_sdk_kms::Client {
-    let mut config = aws_sdk_kms::config::Builder::from(sdk).endpoint_url(url);
-    if let Some(timeline) = timeline {
-        config = config.interceptor(timeline.clone());
-    }
-    aws_sdk_kms::Client::from_conf(config.build())
+fn kms(sdk: &aws_config::SdkConfig, url: &str) -> aws_sdk_kms::Client {
+    aws_sdk_kms::Client::from_conf(
+        aws_sdk_kms::config::Builder::from(sdk)
+            .endpoint_url(url)
+            .build(),
+    )
 }
 
 fn address(url: &str) -> std::net::SocketAddr {
@@ -166,7 +159,7 @@ impl Bench {
         public_key_from_pem(&public, "bench").unwrap();
 
         let plain = sdk(None);
-        let kms_client = kms(&plain, &kms_plain, None);
+        let kms_client = kms(&plain, &kms_plain);
         let key = kms_client
             .create_key()
             .key_spec(aws_sdk_kms::types::KeySpec::Rsa2048)
@@ -175,7 +168,7 @@ impl Bench {
             .await
             .expect("moto: CreateKey");
         let kms_key = key.key_metadata().unwrap().key_id().to_owned();
-        let client = dynamodb(&plain, &ddb_plain, None);
+        let client = dynamodb(&plain, &ddb_plain);
         let table = format!("bench-{}", uuid::Uuid::new_v4());
         create_table(&client, &table).await.expect("DynamoDB Local");
         let store = Store::new(client, table.clone());
@@ -750,8 +743,8 @@ async fn calls(bench: &Bench, tls: bool) {
         (ddb, ms_of(started.elapsed()))
     };
     let new_clients = || {
-        let store = Store::new(dynamodb(&sdk(ca), ddb_url, None), bench.table.clone());
-        (store, kms(&sdk(ca), kms_url, None))
+        let store = Store::new(dynamodb(&sdk(ca), ddb_url), bench.table.clone());
+        (store, kms(&sdk(ca), kms_url))
     };
     let (mut ddb_first, mut kms_first) = (Vec::new(), Vec::new());
     for _ in 0..10 {
@@ -784,42 +777,77 @@ async fn calls(bench: &Bench, tls: bool) {
     println!("{path}.kms_call_ms: {:.3}", percentile(&kms_warm, 50.0));
 }
 
-/// When each AWS call of an invocation began and ended: +1 at a call's
-/// start, -1 at its end.
-#[derive(Clone, Debug, Default)]
-struct Timeline(Arc<std::sync::Mutex<Vec<(Instant, i32)>>>);
+/// When each AWS call began and ended, as the caller sees it: +1 at a
+/// call's start, -1 at its end. The SDK opens a span of its own for each
+/// call (`DynamoDB.GetItem`, `KMS.Sign`, …, with the field `rpc.system`)
+/// from before it applies its configuration to the call until it hands back
+/// the output; a tracing layer records when each opens and closes.
+#[derive(Clone, Default)]
+struct Timeline(Arc<Mutex<Recorded>>);
 
-impl Intercept for Timeline {
-    fn name(&self) -> &'static str {
-        "BenchTimeline"
+#[derive(Default)]
+struct Recorded {
+    events: Vec<(Instant, i32)>,
+    open: HashSet<tracing::span::Id>,
+}
+
+/// A span the SDK opens for one call.
+fn is_sdk_call(metadata: &tracing::Metadata<'_>) -> bool {
+    metadata.is_span() && metadata.fields().field("rpc.system").is_some()
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Timeline {
+    fn on_new_span(
+        &self,
+        attributes: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if is_sdk_call(attributes.metadata()) {
+            let mut recorded = self.0.lock().unwrap();
+            recorded.open.insert(id.clone());
+            recorded.events.push((Instant::now(), 1));
+        }
     }
 
-    fn read_before_execution(
-        &self,
-        _context: &BeforeSerializationInterceptorContextRef<'_>,
-        _cfg: &mut ConfigBag,
-    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
-        self.0.lock().unwrap().push((Instant::now(), 1));
-        Ok(())
-    }
-
-    fn read_after_execution(
-        &self,
-        _context: &FinalizerInterceptorContextRef<'_>,
-        _components: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
-    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
-        self.0.lock().unwrap().push((Instant::now(), -1));
-        Ok(())
+    fn on_close(&self, id: tracing::span::Id, _: tracing_subscriber::layer::Context<'_, S>) {
+        let at = Instant::now();
+        let mut recorded = self.0.lock().unwrap();
+        if recorded.open.remove(&id) {
+            recorded.events.push((at, -1));
+        }
     }
 }
 
 impl Timeline {
     /// The calls since the last `take`.
     fn take(&self) -> Calls {
-        let mut events = std::mem::take(&mut *self.0.lock().unwrap());
+        let mut events = std::mem::take(&mut self.0.lock().unwrap().events);
         events.sort_by_key(|(at, _)| *at);
         Calls(events)
+    }
+
+    /// What a function's thread runs with, here: its logs as they ship
+    /// (JSON at INFO, as `runtime::init_logging` sets them up from Lambda's
+    /// variables, written to /dev/null rather than a pipe) and this timeline.
+    fn with_production_logs(&self) -> impl tracing::Subscriber + Send + Sync {
+        use tracing_subscriber::Layer as _;
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let devnull = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/null")
+            .expect("/dev/null");
+        let logs = tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_target(false)
+            .without_time()
+            .with_writer(Mutex::new(devnull))
+            .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
+        tracing_subscriber::registry().with(logs).with(
+            self.clone()
+                .with_filter(tracing_subscriber::filter::filter_fn(is_sdk_call)),
+        )
     }
 }
 
@@ -867,60 +895,24 @@ impl Calls {
     }
 }
 
-/// What the SDK does for a call outside the interceptor's two hooks (the
-/// operation's configuration and plugins before the first, the output handed
-/// back after the last): the median, over 200 `GetItem`s on a kept connection
-/// of the production path's client, of the call as `send().await` sees it
-/// minus the span between the hooks. That work is the call's, not the
-/// caller's, so the login's calls are counted with it.
-async fn sdk_outside_its_hooks(
-    bench: &Bench,
-    production: &aws_config::SdkConfig,
-    timeline: &Timeline,
-) -> f64 {
-    use aws_sdk_dynamodb::types::AttributeValue;
-    let client = dynamodb(production, &bench.ddb_tls, Some(timeline));
-    let key = |name: &str| (name.to_owned(), AttributeValue::S("BENCH#NONE".into()));
-    let mut outside = Vec::new();
-    for i in 0..210 {
-        timeline.take();
-        let started = Instant::now();
-        client
-            .get_item()
-            .table_name(&bench.table)
-            .set_key(Some([key("pk"), key("sk")].into()))
-            .send()
-            .await
-            .unwrap();
-        let whole = started.elapsed();
-        let calls = timeline.take();
-        assert_eq!(calls.count(), 1);
-        let (hooks, _) = calls.covered_and_summed();
-        if i >= 10 {
-            outside.push(ms_of(whole.saturating_sub(hooks)));
-        }
-    }
-    percentile(&outside, 50.0)
-}
-
 /// Login's own work: each login minus its bcrypt verification, beside the
 /// wall time its AWS calls cover, all measured inside the same invocations
 /// (in process, production path: TLS, KMS signing, cost-12 bcrypt, a
-/// current-thread runtime as the functions run).
+/// current-thread runtime and the logs as the functions run, the login
+/// served as they serve it: `runtime::handle`, its log line and metrics).
 async fn login_own_work(bench: &Bench) {
     const N: usize = 30;
     let timeline = Timeline::default();
+    let _logs = tracing::subscriber::set_default(timeline.with_production_logs());
     let production = sdk(Some(&bench.ca_path));
-    let store = Store::new(
-        dynamodb(&production, &bench.ddb_tls, Some(&timeline)),
-        bench.table.clone(),
-    );
+    let store = Store::new(dynamodb(&production, &bench.ddb_tls), bench.table.clone());
     let signer = Signer::new(
         &KeySource::Kms(bench.kms_key.clone()),
-        &kms(&production, &bench.kms_tls, Some(&timeline)),
+        &kms(&production, &bench.kms_tls),
     )
     .unwrap();
     let state = login_state(store, BcryptCost::DEFAULT, signer);
+    let handler = |request| login::handle(&state, request);
     let request = || {
         let json = with_body(
             event("login.json"),
@@ -929,9 +921,10 @@ async fn login_own_work(bench: &Bench) {
         lambda_http::request::from_str(&json.to_string()).unwrap()
     };
     // The first login opens the connections.
-    assert_eq!(login::handle(&state, request()).await.status(), 200);
-    timeline.take();
-    let outside = sdk_outside_its_hooks(bench, &production, &timeline).await;
+    assert_eq!(
+        auth::runtime::handle(&handler, request()).await.status(),
+        200
+    );
     let (mut own, mut covered, mut summed, mut total) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     // Each login's stretches with no AWS call open, bcrypt taken out of the
@@ -941,8 +934,9 @@ async fn login_own_work(bench: &Bench) {
     for _ in 0..N {
         let bcrypt = state.passwords.verify_time();
         let request = request();
+        timeline.take();
         let started = Instant::now();
-        let response = login::handle(&state, request).await;
+        let response = auth::runtime::handle(&handler, request).await;
         let ended = Instant::now();
         let took = ended - started;
         assert_eq!(response.status(), 200);
@@ -958,13 +952,7 @@ async fn login_own_work(bench: &Bench) {
             "bcrypt ran while a call was open"
         );
         idle[longest] -= ms_of(bcrypt);
-        // The calls as the caller sees them: what the hooks saw, and the
-        // SDK's own work on either side of them. For two calls at once, what
-        // the SDK does beside the other's hooks is inside their span: one
-        // `outside` per phase of calls at once (one between two stretches),
-        // not per call.
-        let phases = idle.len() - 1;
-        covered.push(ms_of(aws) + outside * phases as f64);
+        covered.push(ms_of(aws));
         stretches.push(idle);
         counts.push(calls.count());
         total.push(ms_of(took));
@@ -982,7 +970,6 @@ async fn login_own_work(bench: &Bench) {
         .map(|i| percentile(&stretches.iter().map(|s| s[i]).collect::<Vec<_>>(), 50.0))
         .collect();
     println!("login.p50_ms: {:.2}", percentile(&total, 50.0));
-    println!("login.sdk_outside_hooks_per_call_ms: {outside:.3}");
     println!("login.own_work_p50_ms: {:.3}", percentile(&own, 50.0));
     println!(
         "login.aws_calls_covered_p50_ms: {:.3}",
@@ -997,15 +984,14 @@ async fn login_own_work(bench: &Bench) {
         "login.own_beyond_aws_p50_ms: {:.3}",
         percentile(&overhead, 50.0)
     );
-    let phases = stretches[0].len() - 1;
     println!("login.calls: {}", counts[0]);
-    println!("login.phases: {phases}");
+    println!("login.phases: {}", stretches[0].len() - 1);
     for (i, median) in by_stretch.iter().enumerate() {
         println!("login.idle_stretch_{i}_p50_ms: {median:.3}");
     }
     println!(
         "login.own_beyond_aws_by_stretch_ms: {:.3}",
-        by_stretch.iter().sum::<f64>() - outside * phases as f64
+        by_stretch.iter().sum::<f64>()
     );
 }
 
