@@ -3,7 +3,7 @@
 the Flask peer's): printed, and written to OUT (docs/measured/bench.md)
 stamped with the date, commit, cores and load. Exits non-zero when a budget
 is missed. Usage: bench-table.py PEER OURS TIMING_OK OUT"""
-import datetime, os, subprocess, sys
+import datetime, os, re, subprocess, sys
 
 peer_path, ours_path, timing_ok, out = sys.argv[1:5]
 
@@ -12,7 +12,9 @@ def read(path):
     values = {}
     for line in open(path):
         key, sep, value = line.partition(":")
-        if sep:
+        # Only `metric: value` lines (in-process logins also print their
+        # metric lines, JSON, to the bench's stdout, as the functions do).
+        if sep and re.fullmatch(r"[\w.\-]+", key.strip()):
             values[key.strip()] = value.strip()
     return values
 
@@ -75,7 +77,7 @@ login_table = table(
     ["login, production path, in process (p50, ms)", "value"],
     [["whole login", f"{f('login.p50_ms'):.1f}"],
      ["its own work: the login minus its bcrypt verification", f"{f('login.own_work_p50_ms'):.2f}"],
-     ["the wall time its AWS calls cover, each from the SDK's span for it (opened before it applies its configuration, closed as it hands back the output)",
+     ["the wall time its AWS calls cover, each from the SDK's span for it (opened before it applies its configuration, closed as its orchestrator returns)",
       f"{f('login.aws_calls_covered_p50_ms'):.2f}"],
      ["the same calls' durations summed (two run at once)", f"{f('login.aws_calls_summed_p50_ms'):.2f}"],
      ["own work beyond the AWS calls", f"{f('login.own_beyond_aws_p50_ms'):.2f}"],
