@@ -677,7 +677,9 @@ impl InitCalls {
             if let Some(url) = auth::aws::endpoint_override("DYNAMODB") {
                 dynamodb = dynamodb.endpoint_url(url);
             }
-            let table = std::env::var("TABLE_NAME").map_err(|e| format!("TABLE_NAME: {e}"))?;
+            let table = auth::config::StoreConfig::from_source(&auth::config::Environment)
+                .map_err(|e| e.to_string())?
+                .table_name;
             Some((aws_sdk_dynamodb::Client::from_conf(dynamodb.build()), table))
         } else {
             None
