@@ -8,7 +8,7 @@ use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 
 use super::account::{Account, prove_current_password};
-use super::{NewSession, authenticate_caller, no_longer_valid};
+use super::{NewSession, SessionSeed, authenticate_caller, no_longer_valid};
 use crate::browser::{Delivery, refresh_cookie};
 use crate::http::{ApiError, json_body, require_method};
 use crate::metrics::{self, Event};
@@ -53,6 +53,7 @@ pub async fn change_password(state: &Account, req: Request) -> Result<Response<B
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
 
     // A proof of the password, like a login (window, lockout).
+    let seed = SessionSeed::draw();
     prove_current_password(state, &req, &user, change.current_password, now).await?;
 
     // All the work that can fail without side effects first (the new hash,
@@ -69,6 +70,7 @@ pub async fn change_password(state: &Account, req: Request) -> Result<Response<B
             ApiError::Internal
         })?;
     let new = NewSession::sign(
+        seed,
         &state.issuer,
         &state.sessions,
         &user,

@@ -5,7 +5,7 @@ use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 
-use super::{NewSession, limit_source, prove_password};
+use super::{NewSession, SessionSeed, limit_source, prove_password};
 use crate::browser::{BrowserPolicy, Delivery};
 use crate::clock::Clock;
 use crate::http::{ApiError, json_body, require_method};
@@ -74,6 +74,7 @@ async fn login(state: &Login, req: Request) -> Result<Response<Body>, ApiError> 
     )?;
     let hash = user.as_ref().map(|u| u.password_hash.clone());
     let password = credentials.password;
+    let seed = SessionSeed::draw();
     let matches = prove_password(&state.passwords, reservation, hash, password.clone()).await?;
     let user = match user {
         Some(user) if matches && user.active => user,
@@ -89,6 +90,7 @@ async fn login(state: &Login, req: Request) -> Result<Response<Body>, ApiError> 
     // record in one transaction that holds only if the user is as read: a
     // failure anywhere leaves the store as it was, but for the counted attempt.
     let new = NewSession::sign(
+        seed,
         &state.tokens,
         &state.sessions,
         &user,

@@ -214,6 +214,29 @@ pub(crate) async fn prove_password(
         .map_err(verification_error)
 }
 
+/// The random parts of a session that may begin: its id, its first refresh
+/// token and that token's hash. Made before the password's proof, for every
+/// attempt alike (so the work done tells nothing of the outcome), and thrown
+/// away when the proof fails: drawn right after a quarter second of bcrypt,
+/// with the thread's caches and TLBs cold, the same work costs ten times
+/// more, and it would lie on the login's path (see docs/performance.md).
+pub(crate) struct SessionSeed {
+    id: String,
+    refresh_token: RefreshToken,
+    refresh_hash: String,
+}
+
+impl SessionSeed {
+    pub fn draw() -> Self {
+        let refresh_token = RefreshToken::generate();
+        SessionSeed {
+            id: Session::new_id(),
+            refresh_hash: refresh_token.hash(),
+            refresh_token,
+        }
+    }
+}
+
 /// A session about to begin for `user` (under `epoch`): its access token,
 /// signed, and its first refresh token, not yet stored. Signing comes first
 /// so that a signer (KMS) failure leaves nothing written.
@@ -227,16 +250,21 @@ pub(crate) struct NewSession {
 
 impl NewSession {
     pub async fn sign(
+        seed: SessionSeed,
         issuer: &TokenIssuer,
         config: &SessionConfig,
         user: &User,
         epoch: u64,
         now: i64,
     ) -> Result<Self, ApiError> {
-        let refresh_token = RefreshToken::generate();
+        let SessionSeed {
+            id,
+            refresh_token,
+            refresh_hash,
+        } = seed;
         let expires_at = config.refresh_expiry(now, now);
         let session = Session {
-            id: Session::new_id(),
+            id,
             user_id: user.id,
             username: user.username.clone(),
             epoch,
@@ -247,7 +275,7 @@ impl NewSession {
             expires_at,
         };
         let first = RefreshRecord {
-            hash: refresh_token.hash(),
+            hash: refresh_hash,
             session_id: session.id.clone(),
             user_id: user.id,
             state: RefreshState::Active,
