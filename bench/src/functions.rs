@@ -844,12 +844,7 @@ impl Timeline {
             .write(true)
             .open("/dev/null")
             .expect("/dev/null");
-        let logs = tracing_subscriber::fmt::layer()
-            .json()
-            .with_current_span(true)
-            .with_target(false)
-            .without_time()
-            .with_writer(Mutex::new(devnull))
+        let logs = auth::runtime::json_logs(Mutex::new(devnull))
             .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
         // The SDK's call spans are at DEBUG: enabled for this layer alone,
         // they cost the registry a span each (its slot freed after the -1),

@@ -30,6 +30,8 @@ use crate::tokens::{TokenIssuer, TokenVerifier};
 /// engine into every function for nothing.
 pub fn init_logging() {
     use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
         .or_else(|_| std::env::var("RUST_LOG"))
         .ok()
@@ -37,15 +39,37 @@ pub fn init_logging() {
         .unwrap_or(LevelFilter::INFO);
     crate::metrics::init();
     let format = std::env::var("AWS_LAMBDA_LOG_FORMAT").unwrap_or_default();
-    let logs = tracing_subscriber::fmt()
+    if format.eq_ignore_ascii_case("json") {
+        tracing_subscriber::registry()
+            .with(level)
+            .with(json_logs(std::io::stdout))
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_target(false)
+            .without_time()
+            .with_max_level(level)
+            .init();
+    }
+}
+
+/// The JSON log lines, one object a line, written to `writer`: each event's
+/// fields, and the request's span (its ids, route and user id) as `span`. No
+/// time (Lambda stamps each line), no target, and no list of the enclosing
+/// spans: a request has one, which `span` already holds, so the list would
+/// only write it twice on every line.
+pub fn json_logs<S, W>(writer: W) -> impl tracing_subscriber::Layer<S> + Send + Sync + 'static
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt::layer()
+        .json()
+        .with_current_span(true)
+        .with_span_list(false)
         .with_target(false)
         .without_time()
-        .with_max_level(level);
-    if format.eq_ignore_ascii_case("json") {
-        logs.json().with_current_span(true).init();
-    } else {
-        logs.init();
-    }
+        .with_writer(writer)
 }
 
 /// The AWS SDK configuration, with the bounds of `SDK_*`: one per process,

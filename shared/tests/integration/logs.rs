@@ -145,7 +145,14 @@ async fn request_logs_are_structured_and_never_carry_secrets() {
         6,
         "register, two logins, get_name, refresh, password"
     );
+    for line in &lines {
+        // The request's span once, not again in a list of spans; no time,
+        // which Lambda stamps on each line itself.
+        assert!(line.get("spans").is_none(), "{line}");
+        assert!(line.get("timestamp").is_none(), "{line}");
+    }
     for line in &done {
+        assert_eq!(line["span"]["name"], "request", "{line}");
         assert!(line["fields"]["status"].as_u64().is_some(), "{line}");
         assert!(line["fields"]["latency_ms"].as_f64().is_some(), "{line}");
         assert!(

@@ -436,12 +436,11 @@ impl Drop for CaptureGuard {
 pub fn capture_logs() -> (LogBuffer, CaptureGuard) {
     static INSTALLED: std::sync::Once = std::sync::Once::new();
     INSTALLED.call_once(|| {
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_current_span(true)
-            .with_writer(|| ThreadWriter)
-            .finish();
+        use tracing_subscriber::layer::SubscriberExt as _;
+        // The functions' JSON lines, at DEBUG.
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_subscriber::filter::LevelFilter::DEBUG)
+            .with(auth::runtime::json_logs(|| ThreadWriter));
         tracing::subscriber::set_global_default(subscriber)
             .expect("no other global subscriber in the integration tests");
     });
