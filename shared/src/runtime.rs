@@ -29,36 +29,57 @@ use crate::tokens::{TokenIssuer, TokenVerifier};
 /// a plain level, else INFO). No per-target filter: it would bring a regex
 /// engine into every function for nothing.
 pub fn init_logging() {
-    use tracing_subscriber::filter::LevelFilter;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
-    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .ok()
-        .and_then(|level| level.trim().parse::<LevelFilter>().ok())
-        .unwrap_or(LevelFilter::INFO);
+    let settings = LogSettings::from_source(&Environment);
     crate::metrics::init();
-    let format = std::env::var("AWS_LAMBDA_LOG_FORMAT").unwrap_or_default();
-    if format.eq_ignore_ascii_case("json") {
+    if settings.json {
         tracing_subscriber::registry()
-            .with(level)
-            .with(json_logs(std::io::stdout))
+            .with(settings.level)
+            .with(json_logs(std::io::stdout, settings.level))
             .init();
     } else {
         tracing_subscriber::fmt()
             .with_target(false)
             .without_time()
-            .with_max_level(level)
+            .with_max_level(settings.level)
             .init();
     }
 }
 
-/// The JSON log lines, one object a line, written to `writer`: each event's
-/// fields, and the request's span (its ids, route and user id) as `span`. No
-/// time (Lambda stamps each line), no target, and no list of the enclosing
-/// spans: a request has one, which `span` already holds, so the list would
-/// only write it twice on every line.
-pub fn json_logs<S, W>(writer: W) -> impl tracing_subscriber::Layer<S> + Send + Sync + 'static
+/// What `init_logging` reads from the environment.
+#[derive(Debug, PartialEq, Eq)]
+struct LogSettings {
+    level: tracing_subscriber::filter::LevelFilter,
+    json: bool,
+}
+
+impl LogSettings {
+    fn from_source(source: &impl crate::config::Source) -> Self {
+        let level = source
+            .get("AWS_LAMBDA_LOG_LEVEL")
+            .or_else(|| source.get("RUST_LOG"))
+            .and_then(|level| level.trim().parse().ok())
+            .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
+        let json = source
+            .get("AWS_LAMBDA_LOG_FORMAT")
+            .is_some_and(|format| format.eq_ignore_ascii_case("json"));
+        LogSettings { level, json }
+    }
+}
+
+/// The JSON log lines at `level`, one object a line, written to `writer`:
+/// each event's fields, and the span it is in as `span`. No time (Lambda
+/// stamps each line) and no target. At INFO and above the request's span is
+/// the only one open (the SDK's own are at DEBUG and TRACE), so `span` holds
+/// its ids, route and user id, and the list of enclosing spans is left out:
+/// it would only write them twice on every line. Below INFO an event may
+/// lie in one of the SDK's spans, and the list (`spans`, the request's
+/// first) is what carries the request's ids: kept then.
+pub fn json_logs<S, W>(
+    writer: W,
+    level: tracing_subscriber::filter::LevelFilter,
+) -> impl tracing_subscriber::Layer<S> + Send + Sync + 'static
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
@@ -66,7 +87,7 @@ where
     tracing_subscriber::fmt::layer()
         .json()
         .with_current_span(true)
-        .with_span_list(false)
+        .with_span_list(level > tracing_subscriber::filter::LevelFilter::INFO)
         .with_target(false)
         .without_time()
         .with_writer(writer)
@@ -249,6 +270,94 @@ pub async fn contain_panics(handler: impl Future<Output = Response<Body>>) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::filter::LevelFilter;
+
+    #[test]
+    fn log_settings_follow_lambdas_variables_then_rust_log() {
+        let settings = |vars: &'static [(&str, &str)]| {
+            LogSettings::from_source(&|name: &str| {
+                vars.iter()
+                    .find(|(var, _)| *var == name)
+                    .map(|(_, value)| (*value).to_owned())
+            })
+        };
+        let at = |level, json| LogSettings { level, json };
+        assert_eq!(settings(&[]), at(LevelFilter::INFO, false));
+        assert_eq!(
+            settings(&[("AWS_LAMBDA_LOG_FORMAT", "json"), ("RUST_LOG", "warn")]),
+            at(LevelFilter::WARN, true)
+        );
+        assert_eq!(
+            settings(&[("AWS_LAMBDA_LOG_LEVEL", " DEBUG "), ("RUST_LOG", "warn")]),
+            at(LevelFilter::DEBUG, false)
+        );
+        // Not a plain level (a per-target filter): INFO, not a panic.
+        assert_eq!(
+            settings(&[("RUST_LOG", "auth=debug,info")]),
+            at(LevelFilter::INFO, false)
+        );
+        assert_eq!(
+            settings(&[("AWS_LAMBDA_LOG_FORMAT", "Text")]),
+            at(LevelFilter::INFO, false)
+        );
+    }
+
+    /// The lines `json_logs` writes at `level` for an INFO event in the
+    /// request's span, then a DEBUG event in a DEBUG span inside it (as the
+    /// SDK's are), parsed.
+    fn json_lines_at(level: LevelFilter) -> Vec<serde_json::Value> {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        #[derive(Clone, Default)]
+        struct Lines(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(level)
+            .with(json_logs(move || writer.clone(), level));
+        tracing::subscriber::with_default(subscriber, || {
+            let request = tracing::info_span!("request", request_id = "r-1", route = "POST /login");
+            request.in_scope(|| {
+                tracing::info!("in the request");
+                tracing::debug_span!("try_attempt").in_scope(|| tracing::debug!("in the SDK"));
+            });
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn json_lines_carry_the_request_once_at_info() {
+        let lines = json_lines_at(LevelFilter::INFO);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let line = &lines[0];
+        assert_eq!(line["fields"]["message"], "in the request");
+        assert_eq!(line["span"]["request_id"], "r-1", "{line}");
+        assert_eq!(line["span"]["route"], "POST /login", "{line}");
+        assert!(line.get("spans").is_none(), "the span twice: {line}");
+        assert!(line.get("timestamp").is_none(), "{line}");
+    }
+
+    #[test]
+    fn json_lines_inside_the_sdks_spans_carry_the_request_at_debug() {
+        let lines = json_lines_at(LevelFilter::DEBUG);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        let nested = &lines[1];
+        assert_eq!(nested["fields"]["message"], "in the SDK");
+        assert_eq!(nested["span"]["name"], "try_attempt", "{nested}");
+        assert_eq!(nested["spans"][0]["request_id"], "r-1", "{nested}");
+    }
 
     #[tokio::test]
     async fn a_panicking_handler_gives_a_json_500() {

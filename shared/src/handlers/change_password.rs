@@ -53,7 +53,6 @@ pub async fn change_password(state: &Account, req: Request) -> Result<Response<B
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
 
     // A proof of the password, like a login (window, lockout).
-    let seed = SessionSeed::draw();
     prove_current_password(state, &req, &user, change.current_password, now).await?;
 
     // All the work that can fail without side effects first (the new hash,
@@ -69,8 +68,10 @@ pub async fn change_password(state: &Account, req: Request) -> Result<Response<B
             tracing::error!(error = %e, "password hashing failed");
             ApiError::Internal
         })?;
+    // Drawn here, unlike login's: the new hash's bcrypt lies between the
+    // proof and the signature whichever comes first.
     let new = NewSession::sign(
-        seed,
+        SessionSeed::draw(),
         &state.issuer,
         &state.sessions,
         &user,

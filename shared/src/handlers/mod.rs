@@ -215,11 +215,12 @@ pub(crate) async fn prove_password(
 }
 
 /// The random parts of a session that may begin: its id, its first refresh
-/// token and that token's hash. Made before the password's proof, for every
-/// attempt alike (so the work done tells nothing of the outcome), and thrown
-/// away when the proof fails: drawn right after a quarter second of bcrypt,
-/// with the thread's caches and TLBs cold, the same work costs ten times
-/// more, and it would lie on the login's path (see docs/performance.md).
+/// token and that token's hash. A login draws them before the password's
+/// proof, for every attempt alike (so the work done tells nothing of the
+/// outcome), and throws them away when the proof fails: drawn right after a
+/// quarter second of bcrypt, with the thread's caches and TLBs cold, the
+/// same work costs ten times more, on the login's path (see
+/// docs/performance.md).
 pub(crate) struct SessionSeed {
     id: String,
     refresh_token: RefreshToken,

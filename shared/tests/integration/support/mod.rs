@@ -438,9 +438,10 @@ pub fn capture_logs() -> (LogBuffer, CaptureGuard) {
     INSTALLED.call_once(|| {
         use tracing_subscriber::layer::SubscriberExt as _;
         // The functions' JSON lines, at DEBUG.
+        let debug = tracing_subscriber::filter::LevelFilter::DEBUG;
         let subscriber = tracing_subscriber::registry()
-            .with(tracing_subscriber::filter::LevelFilter::DEBUG)
-            .with(auth::runtime::json_logs(|| ThreadWriter));
+            .with(debug)
+            .with(auth::runtime::json_logs(|| ThreadWriter, debug));
         tracing::subscriber::set_global_default(subscriber)
             .expect("no other global subscriber in the integration tests");
     });
