@@ -42,12 +42,17 @@ impl Failures {
         (1i64 << exponent).min(MAX_LOCK.as_secs() as i64)
     }
 
-    /// Seconds until attempts are allowed again, if locked at `now`.
+    /// Seconds until attempts are allowed again, if locked at `now`. Only a
+    /// lock window locks: a record under `FREE_FAILURES` ends its "lock" the
+    /// moment it was counted, and a request whose `now` was read before that
+    /// second (a concurrent one, or another instance's clock a little behind)
+    /// must not take it for a lock.
     pub fn locked_for(&self, now: i64) -> Option<u64> {
         if self.expires_at <= now {
             return None; // forgotten, whatever TTL has not yet deleted
         }
-        (self.locked_until > now).then(|| (self.locked_until - now) as u64)
+        (self.locked_until > self.last && self.locked_until > now)
+            .then(|| (self.locked_until - now) as u64)
     }
 
     /// The `expires_at` of a record whose last failure is `now`: the longest lock
@@ -139,6 +144,11 @@ mod tests {
             ..record
         };
         assert_eq!(four.locked_for(1_000), None);
+        // Counted a second after a concurrent request read its clock: not
+        // locked for that request either. (Two logins racing a deletion across
+        // a second's boundary told it "too many attempts".)
+        assert_eq!(four.locked_for(999), None);
+        assert_eq!(record.locked_for(999), Some(5), "a real lock still locks");
         let forgotten = Failures {
             count: 30,
             last: 1_000,
