@@ -3,6 +3,7 @@
 //! registers the name next), and deletion racing refreshes and logins.
 
 use crate::sessions::*;
+use crate::support::proxy::{Call, Proxy, order_writes};
 use crate::support::*;
 use auth::handlers::{account, register};
 use auth::permissions::Role;
@@ -222,10 +223,11 @@ async fn a_browser_deleting_its_account_gets_its_refresh_cookie_cleared() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn deletion_racing_refreshes_and_logins_leaves_no_token_that_works() {
     let store = fresh_store().await;
     let app = App::new(&store);
+    let mut outcomes = Outcomes::default();
     for round in 0..3 {
         let username = format!("racer-{round}");
         user_in(&store, &username).await;
@@ -233,14 +235,26 @@ async fn deletion_racing_refreshes_and_logins_leaves_no_token_that_works() {
         let a = session(&app, &username).await;
         let b = session(&app, &username).await;
 
-        let (deleted, refresh_a, refresh_b, login_1, login_2) = tokio::join!(
-            delete_account(&app, &deleter.access, PASSWORD),
-            do_refresh(&app, &a.refresh),
-            do_refresh(&app, &b.refresh),
-            log_in(&app, &username, PASSWORD),
-            log_in(&app, &username, PASSWORD),
-        );
+        let racers = app.racers(5).await;
+        let mut requests = vec![{
+            let (racer, access) = (racers[0].clone(), deleter.access.clone());
+            racing(async move { delete_account(&racer, &access, PASSWORD).await })
+        }];
+        for (racer, tokens) in racers[1..3].iter().zip([&a, &b]) {
+            let (racer, refresh) = (racer.clone(), tokens.refresh.clone());
+            requests.push(racing(async move { do_refresh(&racer, &refresh).await }));
+        }
+        for racer in &racers[3..] {
+            let (racer, username) = (racer.clone(), username.clone());
+            requests.push(racing(
+                async move { log_in(&racer, &username, PASSWORD).await },
+            ));
+        }
+        let responses = race(requests).await;
+        let [deleted, refresh_a, refresh_b, login_1, login_2] =
+            <[_; 5]>::try_from(responses).unwrap_or_else(|_| unreachable!("five racers"));
         // Contended past its retries, a deletion says 409: a client tries again.
+        outcomes.count(format!("deletion {}", deleted.status()));
         let deleted = if deleted.status() == 409 {
             delete_account(&app, &deleter.access, PASSWORD).await
         } else {
@@ -248,30 +262,122 @@ async fn deletion_racing_refreshes_and_logins_leaves_no_token_that_works() {
         };
         assert_works(&deleted);
         let mut survivors = vec![deleter, a, b];
-        for response in [&refresh_a, &refresh_b, &login_1, &login_2] {
+        for (what, response) in [
+            ("refresh", &refresh_a),
+            ("refresh", &refresh_b),
+            ("login", &login_1),
+            ("login", &login_2),
+        ] {
+            outcomes.count(format!("{what} {}", response.status()));
             match response.status().as_u16() {
                 200 => survivors.push(Tokens::from(response)),
                 401 | 409 => {}
                 other => panic!("round {round}: {other} {}", body_json(response)),
             }
         }
-        let name = Username::parse(&username).unwrap();
-        assert_eq!(store.get(&name).await.unwrap(), None, "round {round}");
-        // A login whose attempt is reserved after the deletion counts it on
-        // the name, as for any unknown username, and the record stays: at
-        // most one attempt for each login that did not succeed.
         let unsuccessful = [&login_1, &login_2]
             .iter()
             .filter(|r| r.status() != 200)
             .count() as u64;
-        let left = store.failures(&name).await.unwrap();
+        assert_deleted_and_dead(&app, &username, &survivors, unsuccessful).await;
+    }
+    outcomes.report("deletion_racing_refreshes_and_logins");
+}
+
+/// After a deletion: the user is gone; whatever won its race before the
+/// deletion is dead after it, and stays dead once the name is registered
+/// again. A login whose attempt is reserved after the deletion counts it on
+/// the name, as for any unknown username, and the record stays: at most one
+/// attempt for each login that did not succeed (`unsuccessful`).
+async fn assert_deleted_and_dead(
+    app: &App,
+    username: &str,
+    survivors: &[Tokens],
+    unsuccessful: u64,
+) {
+    let name = Username::parse(username).unwrap();
+    assert_eq!(app.store.get(&name).await.unwrap(), None, "{username}");
+    let left = app.store.failures(&name).await.unwrap();
+    assert!(
+        left.as_ref().is_none_or(|f| f.count <= unsuccessful),
+        "{username}: {left:?} after {unsuccessful} unsuccessful logins"
+    );
+    assert_dead(app, survivors, false).await;
+    assert_eq!(register_again(app, username).await.status(), 201);
+    assert_dead(app, survivors, true).await;
+}
+
+/// Who writes first in a forced round of a deletion and one other request.
+#[derive(Clone, Copy, Debug)]
+enum Other {
+    /// A refresh that read the live session and user before the deletion
+    /// committed, and writes after it.
+    RefreshAfter,
+    /// A refresh whose rotation commits before the deletion.
+    RefreshBefore,
+    /// A login that proved the password before the deletion committed,
+    /// and starts its session after it.
+    LoginAfter,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_order_of_a_deletion_and_a_refresh_or_login_leaves_no_token_that_works() {
+    let store = fresh_store().await;
+    let app = App::new(&store);
+    for (round, other) in [Other::RefreshAfter, Other::RefreshBefore, Other::LoginAfter]
+        .into_iter()
+        .enumerate()
+    {
+        let username = format!("ordered-{round}");
+        user_in(&store, &username).await;
+        let deleter = session(&app, &username).await;
+        let tokens = session(&app, &username).await;
+        let (deleter_proxy, other_proxy) = (Proxy::to_dynamodb().await, Proxy::to_dynamodb().await);
+        let write = Call::Nth("transactwriteitems", 1);
+        let written = match other {
+            Other::RefreshAfter | Other::LoginAfter => {
+                order_writes(&deleter_proxy, write.clone(), &other_proxy, write)
+            }
+            Other::RefreshBefore => {
+                order_writes(&other_proxy, write.clone(), &deleter_proxy, write)
+            }
+        };
+        let deleting = app.racer(0, 2, Some(&deleter_proxy)).await;
+        let racer = app.racer(1, 2, Some(&other_proxy)).await;
+        let access = deleter.access.clone();
+        let (refresh, name) = (tokens.refresh.clone(), username.clone());
+        let [deleted, answer] = <[_; 2]>::try_from(
+            race(vec![
+                racing(async move { delete_account(&deleting, &access, PASSWORD).await }),
+                racing(async move {
+                    match other {
+                        Other::LoginAfter => log_in(&racer, &name, PASSWORD).await,
+                        _ => do_refresh(&racer, &refresh).await,
+                    }
+                }),
+            ])
+            .await,
+        )
+        .unwrap_or_else(|_| unreachable!("two racers"));
         assert!(
-            left.as_ref().is_none_or(|f| f.count <= unsuccessful),
-            "round {round}: {left:?} after {unsuccessful} unsuccessful logins"
+            written.is_open(),
+            "{other:?}: the forced order did not happen"
         );
-        // Whatever won its race before the deletion is dead after it.
-        assert_dead(&app, &survivors, false).await;
-        assert_eq!(register_again(&app, &username).await.status(), 201);
-        assert_dead(&app, &survivors, true).await;
+        assert_works(&deleted);
+        let mut survivors = vec![deleter, tokens];
+        match other {
+            // The rotation's condition on the user item refuses it.
+            Other::RefreshAfter => {
+                assert_error(&answer, 401, "invalid_grant");
+            }
+            Other::RefreshBefore => survivors.push(Tokens::from(&answer)),
+            // The session's condition on the user item refuses it: the
+            // account changed during the login.
+            Other::LoginAfter => {
+                assert_error(&answer, 409, "conflict");
+            }
+        }
+        let unsuccessful = u64::from(matches!(other, Other::LoginAfter));
+        assert_deleted_and_dead(&app, &username, &survivors, unsuccessful).await;
     }
 }

@@ -343,13 +343,40 @@ async fn a_login_that_cannot_sign_resets_no_attempt_count_and_starts_no_session(
     };
     let right = r#"{"username": "carol", "password": "carol-password"}"#;
     let started = Instant::now();
+    let capture = auth::metrics::capture();
     let response = login::handle(&broken, event_with_body("login.json", right)).await;
     assert_unavailable_in_time(&response, started);
+    // The fault fired where it was meant to: KMS, after the password was proved.
+    assert_dependency_errors(&capture, "kms", Fault::Refuse);
+    assert_eq!(broken.passwords.verifications(), 1);
     let username = Username::parse("carol").unwrap();
     let record = store.failures(&username).await.unwrap().unwrap();
     assert_eq!(
         record.count, 3,
         "the attempt stays counted; nothing was cleared"
+    );
+    // No session and no refresh token was written.
+    let items = local_client()
+        .await
+        .scan()
+        .table_name(store.table())
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    let keys: Vec<&str> = items
+        .items()
+        .iter()
+        .map(|item| item["pk"].as_s().unwrap().as_str())
+        .collect();
+    assert!(
+        keys.iter()
+            .all(|pk| !pk.starts_with("SESSION#") && !pk.starts_with("REFRESH#")),
+        "{keys:?}"
+    );
+    assert!(
+        keys.contains(&"USER#carol"),
+        "the scan sees the table: {keys:?}"
     );
 }
 

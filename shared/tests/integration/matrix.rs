@@ -14,41 +14,22 @@
 //! a faulted operation fails on every attempt.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::sessions::{PASSWORD, Tokens, log_in, session, user_in};
+use crate::support::proxy::{Call, Fault, Proxy};
 use crate::support::*;
 use auth::aws::SdkSettings;
 use auth::clock::Clock;
 use auth::handlers::login::Login;
 use auth::handlers::{change_password, login, logout, refresh, register};
 use auth::passwords::{BcryptCost, PasswordHasher};
+use auth::sessions::RefreshToken;
 use auth::store::Store;
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures_util::future::join_all;
 use lambda_http::{Body, Request, Response};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Fault {
-    /// The connection closes without an answer.
-    Dropped,
-    /// No answer until the client gives up.
-    Hang,
-    /// 400 ThrottlingException.
-    Throttled,
-    /// TransactionCanceledException (TransactionConflict): transactions only.
-    Cancelled,
-    /// TransactionCanceledException (ThrottlingError): how DynamoDB answers a
-    /// transaction with a throttled item (hot items only).
-    ThrottledTransaction,
-    /// The call reaches DynamoDB and is done, but its answer is lost: the
-    /// connection closes. A write that happened, reported as failed.
-    Lost,
-}
 
 const FAULTS: [Fault; 5] = [
     Fault::Dropped,
@@ -65,142 +46,6 @@ fn short_timeouts() -> SdkSettings {
         max_attempts: 3,
         trust: auth::trust::TrustRoots::Amazon,
     }
-}
-
-/// What the proxy saw: each operation's target, in order of first sight.
-#[derive(Default)]
-struct Seen {
-    operations: Vec<(String, String)>, // (invocation id, target)
-}
-
-struct Proxy {
-    endpoint: String,
-    seen: Arc<Mutex<Seen>>,
-}
-
-/// A proxy to `upstream` that fails every attempt of operation number
-/// `fault_at` (1-based) with `fault`, when that operation is one the fault
-/// applies to; and, with `hot`, throttles every request that names that key
-/// (one hot item: DynamoDB throttles by partition, and an item is in one).
-async fn proxy(
-    upstream: String,
-    fault_at: Option<(usize, Fault)>,
-    hot: Option<&'static str>,
-) -> Proxy {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let shared = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((socket, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(serve(
-                socket,
-                upstream.clone(),
-                fault_at,
-                hot,
-                shared.clone(),
-            ));
-        }
-    });
-    Proxy { endpoint, seen }
-}
-
-async fn serve(
-    mut socket: TcpStream,
-    upstream: String,
-    fault_at: Option<(usize, Fault)>,
-    hot: Option<&'static str>,
-    seen: Arc<Mutex<Seen>>,
-) {
-    while let Some((head, request)) = read_http_request(&mut socket).await {
-        let invocation = http_header(&head, "amz-sdk-invocation-id").unwrap_or_default();
-        let target = http_header(&head, "x-amz-target").unwrap_or_default();
-        let index = {
-            let mut seen = seen.lock().unwrap();
-            match seen.operations.iter().position(|(id, _)| *id == invocation) {
-                Some(i) => i + 1,
-                None => {
-                    seen.operations.push((invocation, target.clone()));
-                    seen.operations.len()
-                }
-            }
-        };
-        let names_hot = hot.is_some_and(|key| {
-            request
-                .windows(key.len())
-                .any(|window| window == key.as_bytes())
-        });
-        let fault = fault_at
-            .filter(|(at, _)| *at == index)
-            .map(|(_, fault)| fault)
-            .filter(|f| *f != Fault::Cancelled || target.ends_with("transactwriteitems"))
-            .or(names_hot.then_some(
-                // DynamoDB cancels a transaction with a throttled item.
-                if target.ends_with("transactwriteitems") {
-                    Fault::ThrottledTransaction
-                } else {
-                    Fault::Throttled
-                },
-            ));
-        let response = match fault {
-            None => forward(&upstream, &request).await,
-            Some(Fault::Dropped) => return,
-            Some(Fault::Lost) => {
-                let _ = forward(&upstream, &request).await;
-                return;
-            }
-            Some(Fault::Hang) => {
-                tokio::time::sleep(Duration::from_secs(60)).await;
-                return;
-            }
-            Some(Fault::Throttled) => Some(dynamodb_error(
-                "ThrottlingException",
-                r#""message":"Rate of requests exceeds the allowed throughput.""#,
-            )),
-            Some(Fault::ThrottledTransaction) => Some(dynamodb_error(
-                "TransactionCanceledException",
-                r#""message":"Transaction cancelled","CancellationReasons":[{"Code":"None"},{"Code":"ThrottlingError","Message":"Throughput exceeds the current capacity for one or more global secondary indexes."}]"#,
-            )),
-            Some(Fault::Cancelled) => Some(dynamodb_error(
-                "TransactionCanceledException",
-                r#""message":"Transaction cancelled","CancellationReasons":[{"Code":"TransactionConflict","Message":"Transaction is ongoing for the item"}]"#,
-            )),
-        };
-        let Some(response) = response else { return };
-        if socket.write_all(&response).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Sends the request as it came, on a connection of its own, and returns
-/// the whole answer. The answer keeps the connection open only if upstream did.
-async fn forward(upstream: &str, request: &[u8]) -> Option<Vec<u8>> {
-    let address = upstream.trim_start_matches("http://");
-    let mut connection = TcpStream::connect(address).await.ok()?;
-    // One request per upstream connection: close it after the answer.
-    let text = String::from_utf8_lossy(request);
-    let split = text.find("\r\n").unwrap_or(0);
-    let mut rewritten = request[..split + 2].to_vec();
-    rewritten.extend_from_slice(b"Connection: close\r\n");
-    rewritten.extend_from_slice(&request[split + 2..]);
-    connection.write_all(&rewritten).await.ok()?;
-    let mut response = Vec::new();
-    connection.read_to_end(&mut response).await.ok()?;
-    // Tell our client to keep its connection: drop upstream's "close".
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let end = text.find("\r\n\r\n")?;
-    let head: String = text[..end]
-        .split("\r\n")
-        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
-        .collect::<Vec<_>>()
-        .join("\r\n");
-    let mut out = head.into_bytes();
-    out.extend_from_slice(&response[end..]);
-    Some(out)
 }
 
 type Items = HashMap<(String, String), HashMap<String, AttributeValue>>;
@@ -402,6 +247,108 @@ impl Scenario {
         request(name, auth.as_deref(), body.as_deref())
     }
 
+    /// What a success must have left in the store (`before` and `after`
+    /// the request): the effect itself, not only the absence of damage.
+    /// Returns what is missing.
+    fn effect(self, before: &Items, after: &Items, response: &Response<Body>) -> Vec<String> {
+        let mut missing = Vec::new();
+        let mut expect = |holds: bool, what: &str| {
+            if !holds {
+                missing.push(format!("no effect: {what}"));
+            }
+        };
+        let item =
+            |items: &Items, pk: &str, sk: &str| items.get(&(pk.to_owned(), sk.to_owned())).cloned();
+        let user_before = item(before, "USER#matrix", "PROFILE").unwrap();
+        let user_after = item(after, "USER#matrix", "PROFILE");
+        let json = body_json(response);
+        // The refresh token the answer carries is stored, live, with a live
+        // session of the user.
+        let issued_is_live = || {
+            let raw = json["refresh_token"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let pk = format!("REFRESH#{}", RefreshToken::presented(raw).hash());
+            item(after, &pk, "REFRESH").is_some_and(|token| {
+                let sid = token["session_id"].as_s().unwrap();
+                token["token_state"].as_s().unwrap() == "active"
+                    && item(after, &format!("SESSION#{sid}"), "SESSION")
+                        .is_some_and(|s| s["revoked"] == AttributeValue::Bool(false))
+            })
+        };
+        let epoch = |user: &HashMap<String, AttributeValue>| number(user, "session_epoch");
+        let sessions = |items: &Items, revoked: bool| {
+            items
+                .iter()
+                .filter(|((pk, _), i)| {
+                    pk.starts_with("SESSION#") && i["revoked"] == AttributeValue::Bool(revoked)
+                })
+                .count()
+        };
+        let lock_cleared = item(after, "LOCK#matrix", "LOGIN").is_none();
+        match self {
+            Scenario::LoginWithRehash => {
+                expect(issued_is_live(), "the new session and its refresh token");
+                expect(lock_cleared, "the attempt record cleared");
+            }
+            Scenario::LoginWrongPassword => {
+                let count = |items: &Items| {
+                    item(items, "LOCK#matrix", "LOGIN").map(|i| number(&i, "failures"))
+                };
+                expect(
+                    count(after) == count(before).map(|c| c + 1),
+                    "the attempt counted",
+                );
+            }
+            Scenario::Register => {
+                let id = json["id"].as_str().unwrap_or_default();
+                expect(
+                    item(after, "USER#newcomer", "PROFILE")
+                        .is_some_and(|u| u["user_id"].as_s().is_ok_and(|v| v == id)),
+                    "the new user",
+                );
+            }
+            Scenario::Refresh => {
+                expect(issued_is_live(), "the successor refresh token");
+                let tokens = |items: &Items| {
+                    items
+                        .keys()
+                        .filter(|(pk, _)| pk.starts_with("REFRESH#"))
+                        .count()
+                };
+                expect(tokens(after) == tokens(before) + 1, "one token more");
+            }
+            Scenario::LogoutWithAnotherSession => {
+                expect(
+                    sessions(before, false) == 2 && sessions(after, false) == 0,
+                    "both sessions revoked",
+                );
+            }
+            Scenario::LogoutEverywhere => {
+                // By one, or more: an `ADD` whose answer was lost adds
+                // again when the SDK retries it, and every session has
+                // ended all the same.
+                expect(
+                    user_after.is_some_and(|u| epoch(&u) > epoch(&user_before)),
+                    "the epoch moved on",
+                );
+            }
+            Scenario::ChangePassword => {
+                expect(
+                    user_after.is_some_and(|u| {
+                        epoch(&u) == epoch(&user_before) + 1
+                            && u["password_hash"] != user_before["password_hash"]
+                    }),
+                    "the new hash, the epoch moved on",
+                );
+                expect(issued_is_live(), "the caller's new session");
+                expect(lock_cleared, "the attempt record cleared");
+            }
+        }
+        missing
+    }
+
     async fn run(self, store: &Store, req: Request) -> Response<Body> {
         let app = App::new(store);
         match self {
@@ -423,22 +370,30 @@ impl Scenario {
     }
 }
 
-/// Runs `scenario` with `fault` at operation `at`; returns what it saw and
-/// what is wrong.
-async fn case(scenario: Scenario, fault: Option<(usize, Fault)>) -> (Vec<String>, Vec<String>) {
-    let (targets, wrong, _) = case_with(scenario, fault, None).await;
-    (targets, wrong)
+/// One cell: the faults to inject, each on the operation it names.
+type Faults = Vec<(Call, Fault)>;
+
+/// What a case came to: the operations the proxy saw, what is wrong, and
+/// the answer.
+struct Outcome {
+    operations: Vec<String>,
+    wrong: Vec<String>,
+    response: Response<Body>,
 }
 
-/// `case`, with a hot key too; also returns the response.
-async fn case_with(
-    scenario: Scenario,
-    fault: Option<(usize, Fault)>,
-    hot: Option<&'static str>,
-) -> (Vec<String>, Vec<String>, Response<Body>) {
+/// Runs `scenario` through a proxy that injects `faults` (and, with `hot`,
+/// throttles every request naming that key); checks the store against the
+/// invariants, the effect of a success, and that every fault fired.
+async fn case(scenario: Scenario, faults: Faults, hot: Option<&'static str>) -> Outcome {
     let direct = fresh_store().await;
     let req = scenario.prepare(&direct).await;
-    let proxy = proxy(required_env("DYNAMODB_TEST_ENDPOINT"), fault, hot).await;
+    let proxy = Proxy::to_dynamodb().await;
+    for (call, fault) in &faults {
+        proxy.fail(call.clone(), *fault);
+    }
+    if let Some(key) = hot {
+        proxy.fail(Call::Naming(key), Fault::Throttled);
+    }
     let client = client_for(&proxy.endpoint, &short_timeouts()).await;
     let store = Store::new(client, direct.table());
     let before = snapshot(direct.table()).await;
@@ -452,20 +407,23 @@ async fn case_with(
     if status == 503 {
         assert_error(&response, 503, "service_unavailable");
     }
-    let targets = proxy
-        .seen
-        .lock()
-        .unwrap()
-        .operations
-        .iter()
-        .map(|(_, t)| t.rsplit('.').next().unwrap_or("").to_owned())
-        .collect();
-    let label = format!("{scenario:?} fault {fault:?} hot {hot:?} -> {status}");
-    (
-        targets,
-        wrong.into_iter().map(|w| format!("{label}: {w}")).collect(),
+    if status == scenario.normal() {
+        wrong.extend(scenario.effect(&before, &after, &response));
+    }
+    for (call, fault) in &faults {
+        if !proxy.fired_on(call, *fault) {
+            wrong.push(format!("{fault:?} on {call:?} never fired"));
+        }
+    }
+    if hot.is_some() && proxy.fired().is_empty() {
+        wrong.push("no request named the hot key".into());
+    }
+    let label = format!("{scenario:?} faults {faults:?} hot {hot:?} -> {status}");
+    Outcome {
+        operations: proxy.operations(),
+        wrong: wrong.into_iter().map(|w| format!("{label}: {w}")).collect(),
         response,
-    )
+    }
 }
 
 /// One item is hot: DynamoDB throttles every request naming its key, after
@@ -486,10 +444,11 @@ async fn a_hot_item_throttled_by_dynamodb_gets_503_with_retry_after_and_nothing_
     ];
     let runs = cases
         .into_iter()
-        .map(|(hot, scenario)| case_with(scenario, None, Some(hot)));
+        .map(|(hot, scenario)| case(scenario, Vec::new(), Some(hot)));
     let mut problems = Vec::new();
-    for (_, wrong, response) in join_all(runs).await {
-        problems.extend(wrong);
+    for outcome in join_all(runs).await {
+        problems.extend(outcome.wrong);
+        let response = outcome.response;
         if response.status() == 503 {
             assert!(response.headers().contains_key("retry-after"));
         } else {
@@ -500,18 +459,28 @@ async fn a_hot_item_throttled_by_dynamodb_gets_503_with_retry_after_and_nothing_
             ));
         }
     }
-    // Another user's item is not hot: a registration goes through the same proxy.
-    let (_, wrong, response) = case_with(Scenario::Register, None, Some("LOCK#matrix")).await;
-    problems.extend(wrong);
+    // Another user's item is not hot: a registration goes through the same
+    // proxy, so nothing names the key.
+    let direct = fresh_store().await;
+    let proxy = Proxy::to_dynamodb().await;
+    proxy.fail(Call::Naming("LOCK#matrix"), Fault::Throttled);
+    let store = Store::new(
+        client_for(&proxy.endpoint, &short_timeouts()).await,
+        direct.table(),
+    );
+    let req = Scenario::Register.prepare(&direct).await;
+    let response = Scenario::Register.run(&store, req).await;
     assert_eq!(response.status(), 201, "{}", body_json(&response));
+    assert!(proxy.fired().is_empty(), "{:?}", proxy.fired());
 
     // A hot item that only the final transaction names (every transaction is
     // cancelled with ThrottlingError, as DynamoDB reports it): 503, counted
     // as a throttled dependency call like any other.
     let capture = auth::metrics::capture();
     for scenario in [Scenario::LoginWithRehash, Scenario::Refresh] {
-        let (_, wrong, response) = case_with(scenario, None, Some("TransactItems")).await;
-        problems.extend(wrong);
+        let outcome = case(scenario, Vec::new(), Some("TransactItems")).await;
+        problems.extend(outcome.wrong);
+        let response = outcome.response;
         assert_eq!(response.status(), 503, "{}", body_json(&response));
     }
     let throttled = capture
@@ -528,31 +497,43 @@ async fn a_hot_item_throttled_by_dynamodb_gets_503_with_retry_after_and_nothing_
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
+/// The cells of a handler whose clean run made `operations`: each
+/// operation, named by its target and its number among that target's (so
+/// calls made side by side are told apart however they interleave), fails
+/// in each way that applies to it.
+fn cells(operations: &[String]) -> Vec<Faults> {
+    let mut cells = Vec::new();
+    for (index, target) in operations.iter().enumerate() {
+        let nth = operations[..=index].iter().filter(|t| *t == target).count();
+        let target: &'static str = Box::leak(target.clone().into_boxed_str());
+        for fault in FAULTS {
+            if fault == Fault::Cancelled && target != "transactwriteitems" {
+                continue; // only a transaction can be cancelled
+            }
+            cells.push(vec![(Call::Nth(target, nth), fault)]);
+        }
+    }
+    cells
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_handler_keeps_the_store_whole_when_any_of_its_calls_fails() {
     let mut problems = Vec::new();
-    let mut cells = 0;
+    let mut count = 0;
     for scenario in SCENARIOS {
-        // A clean run says how many operations the handler makes.
-        let (operations, wrong) = case(scenario, None).await;
-        problems.extend(wrong);
-        assert!(!operations.is_empty(), "{scenario:?} made no call");
-        let mut runs = Vec::new();
-        for (index, target) in operations.iter().enumerate() {
-            for fault in FAULTS {
-                if fault == Fault::Cancelled && target != "transactwriteitems" {
-                    continue; // only a transaction can be cancelled
-                }
-                runs.push(case(scenario, Some((index + 1, fault))));
-            }
-        }
-        cells += runs.len();
-        println!("{scenario:?}: operations {operations:?}");
-        for (_, wrong) in join_all(runs).await {
-            problems.extend(wrong);
+        // A clean run says which operations the handler makes.
+        let clean = case(scenario, Vec::new(), None).await;
+        problems.extend(clean.wrong);
+        assert!(!clean.operations.is_empty(), "{scenario:?} made no call");
+        let cells = cells(&clean.operations);
+        count += cells.len();
+        println!("{scenario:?}: operations {:?}", clean.operations);
+        let runs = cells.into_iter().map(|faults| case(scenario, faults, None));
+        for outcome in join_all(runs).await {
+            problems.extend(outcome.wrong);
         }
     }
-    println!("{cells} faulted runs");
-    assert!(cells >= 100, "the matrix ran {cells} cells");
+    println!("{count} faulted runs");
+    assert!(count >= 100, "the matrix ran {count} cells");
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

@@ -24,6 +24,11 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use lambda_http::{Body, Request, Response};
 
+pub mod proxy;
+pub mod race;
+
+pub use race::{Outcomes, race, racing, statuses};
+
 pub const ISSUER: &str = "https://auth.test";
 pub const AUDIENCE: &str = "auth-test-api";
 
@@ -192,6 +197,7 @@ pub fn generous_limits() -> auth::throttle::RateLimits {
 }
 
 /// Every handler's state over one store and one clock.
+#[derive(Clone)]
 pub struct App {
     pub store: Store,
     pub clock: Clock,
