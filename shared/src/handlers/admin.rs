@@ -127,6 +127,9 @@ async fn admin(state: &Admin, req: Request) -> Result<Response<Body>, ApiError> 
     let result = act(state, &req, &caller, username, &action, &mut audit, now).await;
     let outcome = match &result {
         Ok(_) => "done",
+        // The write reported a failure and its read-back failed too: the
+        // change may be live. Never "failed" about what may have happened.
+        Err(_) if audit.unconfirmed => "unconfirmed",
         Err(e) => e.code(),
     };
     let target_id = audit
@@ -153,6 +156,9 @@ async fn admin(state: &Admin, req: Request) -> Result<Response<Body>, ApiError> 
 struct Audit {
     target_id: Option<UserId>,
     detail: String,
+    /// The act's write reported a failure and reading back whether it
+    /// happened all the same failed too.
+    unconfirmed: bool,
 }
 
 /// The username and the act a request names: 404 for a path that names
@@ -222,14 +228,23 @@ async fn act(
             Err(ApiError::UserNotFound)
         }
     };
+    let active = change.is_some_and(|c| c.active);
+    // A write reported failed may have happened (its answer lost): read
+    // back, as every writer does.
+    let confirm = async |err: StoreError, audit: &mut Audit| {
+        confirm(store, &target, &action, active, err, audit).await
+    };
     let message = match &action {
         Action::Lookup => "User found",
         Action::SetActive => {
-            let active = change.is_some_and(|c| c.active);
             if myself && !active {
                 return Err(self_protection());
             }
-            gone(store.set_active(&target, active).await?)?;
+            let done = match store.set_active(&target, active).await {
+                Ok(done) => done,
+                Err(e) => confirm(e, audit).await.map(|()| true)?,
+            };
+            gone(done)?;
             if active {
                 "User activated"
             } else {
@@ -240,10 +255,12 @@ async fn act(
             if myself {
                 return Err(self_protection());
             }
+            // A lost condition means the user read is gone (deleted, or the
+            // name registered anew): by this act, its first attempt's answer
+            // lost, or by another a moment before. Either way, done.
             match store.delete_user(&target, DeletedBy::Operator).await {
-                Ok(()) => {}
-                Err(StoreError::Conflict) => return Err(ApiError::UserNotFound),
-                Err(e) => return Err(e.into()),
+                Ok(()) | Err(StoreError::Conflict) => {}
+                Err(e) => confirm(e, audit).await?,
             }
             metrics::count(Event::AccountDeleted);
             return Ok(json_response(
@@ -254,26 +271,40 @@ async fn act(
                 },
             ));
         }
-        Action::Grant(role) => match store.grant_role(&target, role).await? {
-            RoleGrant::Granted => "Role granted",
-            RoleGrant::TooManyRoles => {
-                return Err(ApiError::Conflict(TOO_MANY_ROLES));
+        Action::Grant(role) => {
+            let grant = match store.grant_role(&target, role).await {
+                Ok(grant) => grant,
+                Err(e) => confirm(e, audit).await.map(|()| RoleGrant::Granted)?,
+            };
+            match grant {
+                RoleGrant::Granted => "Role granted",
+                RoleGrant::TooManyRoles => return Err(ApiError::Conflict(TOO_MANY_ROLES)),
+                RoleGrant::Gone => return Err(ApiError::UserNotFound),
             }
-            RoleGrant::Gone => return Err(ApiError::UserNotFound),
-        },
+        }
         Action::Revoke(role) => {
             if myself && *role == Role::admin() {
                 return Err(self_protection());
             }
-            gone(store.revoke_role(&target, role).await?)?;
+            let done = match store.revoke_role(&target, role).await {
+                Ok(done) => done,
+                Err(e) => confirm(e, audit).await.map(|()| true)?,
+            };
+            gone(done)?;
             "Role revoked"
         }
         Action::Unlock => {
-            store.clear_failures(username).await?;
+            if let Err(e) = store.clear_failures(username).await {
+                confirm(e, audit).await?;
+            }
             "User unlocked"
         }
         Action::EndSessions => {
-            gone(store.end_all_sessions(&target).await?)?;
+            let done = match store.end_all_sessions(&target).await {
+                Ok(done) => done,
+                Err(e) => confirm(e, audit).await.map(|()| true)?,
+            };
+            gone(done)?;
             "Every session of the user ended"
         }
     };
@@ -290,6 +321,53 @@ async fn act(
         }
     };
     Ok(json_response(StatusCode::OK, &Answer { message, user }))
+}
+
+/// After `action`'s write on `target` (as read) reported `err`: whether it
+/// happened all the same, its answer lost (a timeout, a dropped connection,
+/// the SDK's retry then refused or lost too). Read back: live, `Ok`; not,
+/// `err`; the read failing too, `err` with the audit saying `unconfirmed`.
+/// Only an outage can hide a write: any other error is the error.
+async fn confirm(
+    store: &Store,
+    target: &User,
+    action: &Action<Role>,
+    active: bool,
+    err: StoreError,
+    audit: &mut Audit,
+) -> Result<(), ApiError> {
+    if !matches!(err, StoreError::Unavailable(_)) {
+        return Err(err.into());
+    }
+    let live = match action {
+        Action::Unlock => store.failures(&target.username).await.map(|f| f.is_none()),
+        _ => store.get(&target.username).await.map(|now| {
+            let same = now.as_ref().filter(|u| u.id == target.id);
+            let ended = |u: &User| u.session_epoch > target.session_epoch;
+            match action {
+                Action::Delete => same.is_none(),
+                Action::SetActive => {
+                    same.is_some_and(|u| u.active == active && (active || ended(u)))
+                }
+                Action::Grant(role) => same.is_some_and(|u| u.roles.contains(role)),
+                Action::Revoke(role) => same.is_some_and(|u| !u.roles.contains(role)),
+                Action::EndSessions => same.is_some_and(ended),
+                Action::Lookup | Action::Unlock => false,
+            }
+        }),
+    };
+    match live {
+        Ok(true) => {
+            tracing::info!(error = %err, "admin act reported failed, but read back as done");
+            Ok(())
+        }
+        Ok(false) => Err(err.into()),
+        Err(read) => {
+            tracing::warn!(error = %err, read_back = %read, "admin act unconfirmed: its write and its read-back failed");
+            audit.unconfirmed = true;
+            Err(err.into())
+        }
+    }
 }
 
 /// Names `MAX_ROLES` (a test checks that it does).

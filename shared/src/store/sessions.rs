@@ -2,8 +2,9 @@
 //!
 //! - session: `pk = "SESSION#<sid>"`, `sk = "SESSION"`: `user_id`, `username`,
 //!   `epoch` (the user's session epoch at login), `revoked`, `created_at`,
-//!   `auth_time` (the latest proof of the password in it), `expires_at` (TTL:
-//!   the expiry of the family's newest refresh token).
+//!   `auth_time` (the latest proof of the password in it), `last_proof` (a
+//!   random id of the re-authentication that set it, if one did), `expires_at`
+//!   (TTL: the expiry of the family's newest refresh token).
 //! - refresh token: `pk = "REFRESH#<sha256 hex>"`, `sk = "REFRESH"`: `session_id`,
 //!   `user_id`, `token_state` (`active` | `rotated`), `rotated_at`, `replaced_by`
 //!   (the successor's hash), `created_at`, `expires_at` (TTL).
@@ -299,16 +300,24 @@ impl Store {
     /// attempt record is cleared, all or nothing, on the condition that the
     /// session is the user's, not revoked and not past its end (its newest
     /// refresh token's expiry, which its absolute lifetime caps), and the
-    /// user is as read (`Conflict`).
-    pub async fn reauthenticate(&self, sid: &str, user: &User, now: i64) -> Result<(), StoreError> {
+    /// user is as read (`Conflict`). `proof`, a random id, marks the write
+    /// on the session (`last_proof`), for `proof_stored`.
+    pub async fn reauthenticate(
+        &self,
+        sid: &str,
+        user: &User,
+        now: i64,
+        proof: &str,
+    ) -> Result<(), StoreError> {
         self.transact(vec![
             self.update(
                 session_key(sid),
-                "SET auth_time = :now",
+                "SET auth_time = :now, last_proof = :proof",
                 "revoked = :false AND user_id = :uid AND expires_at > :now",
                 None,
                 values([
                     (":now", n(now)),
+                    (":proof", s(proof)),
                     (":false", AttributeValue::Bool(false)),
                     (":uid", s(user.id.to_string())),
                 ]),
@@ -360,6 +369,16 @@ impl Store {
     /// then refused by the first attempt's own effects). `false` when unsure.
     pub async fn session_stored(&self, sid: &str) -> bool {
         matches!(self.get_session(sid).await, Ok(Some(_)))
+    }
+
+    /// Whether the re-authentication marked `proof` is stored on session
+    /// `sid`: after it reported a failure, whether it committed all the
+    /// same (its answer lost). `false` when unsure.
+    pub async fn proof_stored(&self, sid: &str, proof: &str) -> bool {
+        matches!(
+            self.get_item(session_key(sid)).await,
+            Ok(Some(item)) if item.get("last_proof").and_then(|v| v.as_s().ok()).is_some_and(|p| p == proof)
+        )
     }
 
     pub async fn get_session(&self, sid: &str) -> Result<Option<Session>, StoreError> {

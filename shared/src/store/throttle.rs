@@ -1,7 +1,8 @@
 //! Abuse-limit items, all with `expires_at` (TTL) and all updated atomically:
 //! - password attempts: `pk = "LOCK#<normalised username>"`, `sk = "LOGIN"`:
 //!   `failures` (attempts counted since the last success), `last_failure`
-//!   (when the last was counted), `locked_until`;
+//!   (when the last was counted), `locked_until`, `last_attempt` (a random id
+//!   of the write that counted the last one);
 //! - per-IP windows: `pk = "RATE#<scope>#<ip>"`, `sk = "<window start>"`: `hits`.
 
 use std::collections::HashMap;
@@ -70,6 +71,10 @@ impl Store {
         mut seen: Option<Failures>,
         now: i64,
     ) -> Result<Reservation, StoreError> {
+        // Names this attempt's write: when its answer is lost and the SDK's
+        // retry finds the record moved on, the record says whether it moved
+        // on by this very write (counted once, granted) or another's.
+        let attempt = uuid::Uuid::new_v4().to_string();
         for _ in 0..RESERVATION_ROUNDS {
             let live = seen.filter(|f| f.expires_at > now);
             if let Some(retry_after) = live.and_then(|f| f.locked_for(now)) {
@@ -81,6 +86,7 @@ impl Store {
                 (":now".to_owned(), n(now)),
                 (":until".to_owned(), n(now + Failures::lock_window(count))),
                 (":exp".to_owned(), n(Failures::expiry_after(now))),
+                (":attempt".to_owned(), AttributeValue::S(attempt.clone())),
             ]);
             let condition = match seen {
                 None => "attribute_not_exists(pk)",
@@ -96,7 +102,7 @@ impl Store {
                 .table_name(&self.table)
                 .set_key(Some(lock_key(username)))
                 .update_expression(
-                    "SET failures = :count, last_failure = :now, locked_until = :until, expires_at = :exp",
+                    "SET failures = :count, last_failure = :now, locked_until = :until, expires_at = :exp, last_attempt = :attempt",
                 )
                 .condition_expression(condition)
                 .set_expression_attribute_values(Some(values))
@@ -109,6 +115,14 @@ impl Store {
                 Ok(_) => return Ok(Reservation::Granted),
                 Err(err) => match err.as_service_error() {
                     Some(UpdateItemError::ConditionalCheckFailedException(lost)) => {
+                        let counted_by = lost
+                            .item()
+                            .and_then(|item| item.get("last_attempt"))
+                            .and_then(|v| v.as_s().ok());
+                        // This write itself, its answer lost: counted once.
+                        if counted_by == Some(&attempt) {
+                            return Ok(Reservation::Granted);
+                        }
                         // Another attempt was counted first: start from its record.
                         seen = match lost.item() {
                             Some(item) => Some(failures_from(item)?),

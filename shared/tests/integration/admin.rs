@@ -15,7 +15,7 @@ use lambda_http::{Body, Response};
 use serde_json::{Value, json};
 
 /// `method path` on the admin API with `access`, and `body` if any.
-async fn call(
+pub(crate) async fn call(
     state: &Admin,
     access: &str,
     method: Method,
@@ -259,7 +259,9 @@ async fn no_admin_can_remove_their_own_admin_role_deactivate_or_delete_themselve
     let stored = store.get(&chief.username).await.unwrap().unwrap();
     assert!(stored.active && stored.roles.contains(&Role::admin()));
     assert_eq!(stored.session_epoch, chief.session_epoch);
-    for line in audits(&logs.lines()) {
+    let lines = audits(&logs.lines());
+    assert_eq!(lines.len(), 3, "one audit line per refused act: {lines:?}");
+    for line in lines {
         assert_eq!(line["outcome"], "forbidden", "{line}");
         assert_eq!(line["target_id"], chief.id.to_string(), "{line}");
     }
@@ -329,7 +331,9 @@ async fn no_admin_can_remove_their_own_admin_role_deactivate_or_delete_themselve
         403,
         "insufficient_scope",
     );
-    assert!(deputy.roles.contains(&Role::admin()));
+    // The demoted admin's refused act changed nothing: the deputy keeps the role.
+    let stored = store.get(&deputy.username).await.unwrap().unwrap();
+    assert!(stored.roles.contains(&Role::admin()));
 }
 
 #[tokio::test]
@@ -463,4 +467,71 @@ async fn a_user_holds_at_most_ten_roles() {
     // And the token of a user with ten roles stays well under the 4 KiB cap.
     let collector = session(&app, "collector").await;
     assert!(collector.access.len() < 2048, "{}", collector.access.len());
+}
+
+/// An act's write that happened with its answer lost is read back and
+/// answered as done; when the read-back fails too, the answer is 503 and the
+/// audit line says `unconfirmed`, never that the act failed; a write that
+/// never reached DynamoDB is a 503 the audit calls `service_unavailable`.
+/// Each fault proven fired.
+#[tokio::test]
+async fn an_act_whose_answer_is_lost_is_read_back_and_never_audited_as_failed_when_live() {
+    use crate::support::proxy::{Call, Fault, Proxy};
+    let store = fresh_store().await;
+    let app = App::new(&store);
+    admin_in(&store, "chief").await;
+    let chief = session(&app, "chief").await;
+    let write = Call::Nth("updateitem", 1);
+    // The act's reads: the caller, the target; its read-back is the 3rd.
+    let read_back = Call::Nth("getitem", 3);
+    // The faults; the status, the audit's outcome, and whether the act is live.
+    type Case<'a> = (&'a [(Call, Fault)], u16, &'a str, bool);
+    let cases: [Case; 3] = [
+        (&[(write.clone(), Fault::Lost)], 200, "done", true),
+        (
+            &[(write.clone(), Fault::Lost), (read_back, Fault::Dropped)],
+            503,
+            "unconfirmed",
+            true,
+        ),
+        (
+            &[(write.clone(), Fault::Dropped)],
+            503,
+            "service_unavailable",
+            false,
+        ),
+    ];
+    let (logs, _guard) = capture_logs();
+    for (i, (faults, status, outcome, live)) in cases.into_iter().enumerate() {
+        let username = format!("target-{i}");
+        let target = user_in(&store, &username).await;
+        let proxy = Proxy::to_dynamodb().await;
+        for (call, fault) in faults {
+            proxy.fail(call.clone(), *fault);
+        }
+        let racer = app.racer(0, 1, Some(&proxy)).await;
+        let path = format!("/admin/users/{username}/sessions");
+        let response = call(&racer.admin(), &chief.access, Method::DELETE, &path, None).await;
+        for (call, fault) in faults {
+            proxy.assert_fired(call, *fault);
+        }
+        assert_eq!(
+            response.status(),
+            status,
+            "{outcome}: {}",
+            body_json(&response)
+        );
+        let after = store.get(&target.username).await.unwrap().unwrap();
+        assert_eq!(
+            after.session_epoch > target.session_epoch,
+            live,
+            "{outcome}"
+        );
+        let lines = audits(&logs.lines());
+        assert_eq!(lines.len(), i + 1, "one audit line per act: {lines:?}");
+        let line = &lines[i];
+        assert_eq!(line["target_id"], target.id.to_string());
+        assert_eq!(line["action"], "end_sessions");
+        assert_eq!(line["outcome"], outcome, "{line}");
+    }
 }

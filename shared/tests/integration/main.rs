@@ -7,6 +7,7 @@ mod support;
 
 mod abuse;
 mod admin;
+mod admin_races;
 mod browser;
 mod deletion;
 mod e2e;

@@ -33,8 +33,13 @@ pub enum Fault {
     /// transaction on its item.
     Conflicting,
     /// The call reaches DynamoDB and is done, but its answer is lost: the
-    /// connection closes. A write that happened, reported as failed.
+    /// connection closes. A write that happened, reported as failed (each
+    /// attempt's answer lost: the SDK gives up).
     Lost,
+    /// The first attempt's answer is lost, as with `Lost`; the SDK's retry
+    /// goes through and meets the first attempt's effects (a condition
+    /// fails, or an `ADD` adds again).
+    LostOnce,
 }
 
 /// Which calls a rule applies to.
@@ -104,6 +109,8 @@ pub struct Fired {
 struct Log {
     /// Each operation: its invocation id and target, in order of first sight.
     operations: Vec<(String, String)>,
+    /// Attempts seen, by invocation id.
+    attempts: std::collections::HashMap<String, usize>,
     fired: Vec<Fired>,
 }
 
@@ -205,16 +212,21 @@ impl Proxy {
             let target = http_header(&head, "x-amz-target")
                 .map(|t| t.rsplit('.').next().unwrap_or("").to_owned())
                 .unwrap_or_default();
-            let nth = {
+            let (nth, attempt) = {
                 let mut log = self.log.lock().unwrap();
                 if !log.operations.iter().any(|(id, _)| *id == invocation) {
                     log.operations.push((invocation.clone(), target.clone()));
                 }
-                log.operations
+                let attempt = log.attempts.entry(invocation.clone()).or_default();
+                *attempt += 1;
+                let attempt = *attempt;
+                let nth = log
+                    .operations
                     .iter()
                     .filter(|(_, t)| *t == target)
                     .position(|(id, _)| *id == invocation)
-                    .map_or(0, |i| i + 1)
+                    .map_or(0, |i| i + 1);
+                (nth, attempt)
             };
             let matching: Vec<Act> = self
                 .rules
@@ -246,6 +258,7 @@ impl Proxy {
                 // cancelled transaction.
                 Act::Fail(Fault::Throttled) if transaction => Some(Fault::ThrottledTransaction),
                 Act::Fail(Fault::Cancelled) if !transaction => None,
+                Act::Fail(Fault::LostOnce) if attempt > 1 => None,
                 Act::Fail(fault) => Some(*fault),
                 _ => None,
             });
@@ -259,7 +272,7 @@ impl Proxy {
             let response = match fault {
                 None => forward(&upstream, &request).await,
                 Some(Fault::Dropped) => return,
-                Some(Fault::Lost) => {
+                Some(Fault::Lost | Fault::LostOnce) => {
                     let _ = forward(&upstream, &request).await;
                     return;
                 }
