@@ -5,7 +5,7 @@ the demo user it prints, the user survives a restart, and Ctrl-C (SIGINT to the
 foreground process group) stops everything it started, Java included. While
 the first run is up, every curl session of README.md and docs/ runs against it
 (tests/docs/run_examples.py)."""
-import json, os, signal, socket, subprocess, sys, tempfile, time, urllib.error, urllib.request
+import http.client, json, os, signal, socket, subprocess, sys, tempfile, time, urllib.error, urllib.request
 
 def free_port():
     with socket.socket() as s:
@@ -53,6 +53,14 @@ def run_once(state, ddb_port, port, log, examples=False):
         status, body = request(f"{base}/get_name", headers={"Authorization": f"Bearer {body['access_token']}"})
         if (status, body.get("name")) != (200, "Demo User"):
             fail(f"get_name: {status} {body}", log)
+        # The page at 127.0.0.1 sends a newcomer to its one origin, localhost.
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.request("GET", "/")
+        answer = conn.getresponse()
+        location = answer.getheader("location")
+        conn.close()
+        if (answer.status, location) != (308, f"http://localhost:{port}/"):
+            fail(f"GET http://127.0.0.1:{port}/: {answer.status} {location}", log)
         # Every curl session of the README and docs/, as written, against this stack.
         if examples:
             docs = subprocess.run([sys.executable, os.path.join(root, "tests/docs/run_examples.py"),

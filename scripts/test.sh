@@ -15,6 +15,8 @@ python3 tests/template/test_template.py
 # Every finding fixed or skipped in the template with its reason (docs/operations.md).
 .tools/checkov/bin/checkov -f template.yaml --framework cloudformation --compact --quiet --skip-download
 python3 tests/docs/check_links.py
+# The shared crate's modules in layers, no import circle (bottom up, printed).
+python3 tests/code/check_imports.py
 npm --prefix web run --silent typecheck
 npm --prefix web run --silent lint
 

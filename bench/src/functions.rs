@@ -35,6 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use auth::aws::{SdkSettings, sdk_config};
+use auth::devices::{Device, DeviceChange};
 use auth::handlers::login;
 use auth::keys::{KeySource, Signer, generate_pem_pair, public_key_from_pem};
 use auth::passwords::{BcryptCost, PasswordHasher};
@@ -306,8 +307,13 @@ impl Bench {
             Layer::Kms | Layer::Production => &self.kms_issuer,
         };
         let access = issuer.issue(&user, &session.id, now, now).await.unwrap();
+        let (_, device) = Device::issue(&user, user.session_epoch, now, Duration::from_secs(3600));
+        let device = DeviceChange {
+            issued: &device,
+            retired: None,
+        };
         self.store
-            .start_session(&session, &first, &user)
+            .start_session(&session, &first, &user, &device)
             .await
             .unwrap();
         (access.token, refresh.expose().to_owned())

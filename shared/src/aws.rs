@@ -270,4 +270,33 @@ mod tests {
         );
         assert_eq!(service_and_operation::<SignError>(), ("kms", "Sign"));
     }
+
+    #[test]
+    fn sdk_settings_bound_every_call() {
+        let source = |pairs: &'static [(&'static str, &'static str)]| {
+            move |var: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == var)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let settings = SdkSettings::from_source(&source(&[])).unwrap();
+        assert_eq!(
+            settings.operation_timeout,
+            std::time::Duration::from_secs(3)
+        );
+        let err = SdkSettings::from_source(&source(&[
+            ("SDK_ATTEMPT_TIMEOUT_MS", "2000"),
+            ("SDK_OPERATION_TIMEOUT_MS", "1000"),
+        ]))
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::Invalid {
+                var: "SDK_OPERATION_TIMEOUT_MS",
+                ..
+            }
+        ));
+    }
 }

@@ -14,11 +14,16 @@ use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 
 use crate::config::{ConfigError, Source};
+use crate::devices::{DeviceProof, MAX_PROOF_CHARS};
 use crate::http::ApiError;
 
 /// The refresh cookie. `__Host-`: only ever set `Secure`, with `Path=/` and no
 /// `Domain`, so no other host (a sibling subdomain) can set or shadow it.
 pub const REFRESH_COOKIE: &str = "__Host-refresh_token";
+
+/// The device cookie: a browser's proof that it has signed in before
+/// (`devices`). `__Host-` and `HttpOnly`, as the refresh cookie.
+pub const DEVICE_COOKIE: &str = "__Host-device";
 
 /// How a client wants its refresh token: in the JSON body (the default, for
 /// apps that keep it themselves) or in the refresh cookie (browsers).
@@ -96,7 +101,7 @@ impl BrowserPolicy {
 }
 
 /// `scheme://host[:port]` of an http(s) URL, lower-cased, default port dropped.
-fn origin_of(url: &str) -> Option<String> {
+pub fn origin_of(url: &str) -> Option<String> {
     let (scheme, rest) = url.trim().split_once("://")?;
     let scheme = scheme.to_ascii_lowercase();
     let default_port = match scheme.as_str() {
@@ -118,23 +123,37 @@ fn origin_of(url: &str) -> Option<String> {
 /// name, listed before ours): 400, rather than a guess that could log the
 /// browser into someone else's session.
 pub fn refresh_cookie(req: &Request) -> Result<Option<String>, ApiError> {
+    named_cookie(req, REFRESH_COOKIE).map_err(|Ambiguous| {
+        ApiError::BadRequest("more than one refresh cookie; clear this site's cookies".into())
+    })
+}
+
+/// The device cookie's value, if the request carries it. Two different
+/// values are ambiguous, as for the refresh cookie: 400.
+pub fn device_cookie(req: &Request) -> Result<Option<String>, ApiError> {
+    named_cookie(req, DEVICE_COOKIE).map_err(|Ambiguous| {
+        ApiError::BadRequest("more than one device cookie; clear this site's cookies".into())
+    })
+}
+
+/// Two different values of one cookie.
+struct Ambiguous;
+
+/// The value of cookie `name`, if the request carries it.
+fn named_cookie(req: &Request, name: &str) -> Result<Option<String>, Ambiguous> {
     let mut found: Option<String> = None;
     for value in req.headers().get_all(header::COOKIE) {
         let text = String::from_utf8_lossy(value.as_bytes());
         for pair in text.split(';') {
-            let Some((name, value)) = pair.trim().split_once('=') else {
+            let Some((key, value)) = pair.trim().split_once('=') else {
                 continue;
             };
             let value = value.trim();
-            if name.trim() != REFRESH_COOKIE || value.is_empty() {
+            if key.trim() != name || value.is_empty() {
                 continue;
             }
             match &found {
-                Some(other) if other != value => {
-                    return Err(ApiError::BadRequest(
-                        "more than one refresh cookie; clear this site's cookies".into(),
-                    ));
-                }
+                Some(other) if other != value => return Err(Ambiguous),
                 _ => found = Some(value.to_owned()),
             }
         }
@@ -145,20 +164,72 @@ pub fn refresh_cookie(req: &Request) -> Result<Option<String>, ApiError> {
 /// Sets the refresh cookie on `response`, for `max_age` seconds (the token's
 /// stored expiry).
 pub fn set_refresh_cookie(response: &mut Response<Body>, token: &str, max_age: u64) {
-    cookie(response, token, max_age);
+    cookie(response, REFRESH_COOKIE, token, max_age);
 }
 
 /// Tells the browser to forget the refresh cookie.
 pub fn clear_refresh_cookie(response: &mut Response<Body>) {
-    cookie(response, "", 0);
+    cookie(response, REFRESH_COOKIE, "", 0);
 }
 
-fn cookie(response: &mut Response<Body>, value: &str, max_age: u64) {
-    let text = format!(
-        "{REFRESH_COOKIE}={value}; Max-Age={max_age}; Path=/; Secure; HttpOnly; SameSite=Strict"
-    );
+/// Sets the device cookie on `response`, for `max_age` seconds.
+pub fn set_device_cookie(response: &mut Response<Body>, proof: &str, max_age: u64) {
+    cookie(response, DEVICE_COOKIE, proof, max_age);
+}
+
+fn cookie(response: &mut Response<Body>, name: &str, value: &str, max_age: u64) {
+    let text =
+        format!("{name}={value}; Max-Age={max_age}; Path=/; Secure; HttpOnly; SameSite=Strict");
     if let Ok(value) = HeaderValue::from_str(&text) {
         response.headers_mut().append(header::SET_COOKIE, value);
+    }
+}
+
+/// A device proof a request presents, and how it came: its successor goes
+/// back the same way (a proof from the `HttpOnly` cookie never comes back
+/// in a body that scripts can read).
+pub struct PresentedDevice {
+    pub proof: DeviceProof,
+    pub came_in: Delivery,
+}
+
+/// The device proof a request presents: an API client's in its body
+/// (`device`), else a browser's cookie, and the cookie only from an allowed
+/// origin (a page elsewhere that its visitors' browsers sent it from could
+/// otherwise spend their devices' guesses). An empty or overlong value in
+/// the body, or two device cookies, is 400.
+pub fn presented_proof(
+    req: &Request,
+    in_body: Option<String>,
+    browser: &BrowserPolicy,
+) -> Result<Option<PresentedDevice>, ApiError> {
+    if let Some(raw) = in_body {
+        if raw.is_empty() || raw.len() > MAX_PROOF_CHARS {
+            return Err(ApiError::BadRequest(format!(
+                "device must be 1 to {} characters",
+                MAX_PROOF_CHARS
+            )));
+        }
+        return Ok(Some(PresentedDevice {
+            proof: DeviceProof::presented(raw),
+            came_in: Delivery::Body,
+        }));
+    }
+    let cookie = device_cookie(req)?.filter(|raw| raw.len() <= MAX_PROOF_CHARS);
+    Ok(cookie
+        .filter(|_| browser.check(req).is_ok())
+        .map(|raw| PresentedDevice {
+            proof: DeviceProof::presented(raw),
+            came_in: Delivery::Cookie,
+        }))
+}
+
+/// Where a sign-in's new device proof goes: in the cookie if the old one
+/// came from it or the refresh token goes in a cookie, else in the body.
+pub fn device_delivery(presented: Option<&PresentedDevice>, refresh: Delivery) -> Delivery {
+    match presented {
+        Some(p) if p.came_in == Delivery::Cookie => Delivery::Cookie,
+        _ => refresh,
     }
 }
 

@@ -1,9 +1,10 @@
 //! Typed configuration, read from the environment once at init. A missing or bad
-//! value stops the function at init with a message naming the variable.
+//! value stops the function at init with a message naming the variable. The
+//! `Source` of settings lives here, below every module: each module reads its
+//! own settings through it (`BcryptCost::from_source` in `passwords`, and so
+//! on), and this one depends on none of them.
 
 use std::time::Duration;
-
-use crate::passwords::BcryptCost;
 
 /// Access token lifetime when `ACCESS_TOKEN_TTL_SECONDS` is unset.
 pub const DEFAULT_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
@@ -75,16 +76,6 @@ impl TokenConfig {
     }
 }
 
-impl BcryptCost {
-    pub fn from_source(env: &impl Source) -> Result<Self, ConfigError> {
-        let cost = number(env, "BCRYPT_COST", BcryptCost::DEFAULT.get(), 0..=31)?;
-        BcryptCost::new(cost).map_err(|reason| ConfigError::Invalid {
-            var: "BCRYPT_COST",
-            reason,
-        })
-    }
-}
-
 pub(crate) fn required(env: &impl Source, var: &'static str) -> Result<String, ConfigError> {
     match env.get(var) {
         Some(value) if !value.trim().is_empty() => Ok(value),
@@ -121,6 +112,8 @@ where
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    use crate::passwords::BcryptCost;
 
     fn source(pairs: &[(&str, &str)]) -> impl Source {
         let map: HashMap<String, String> = pairs
@@ -200,24 +193,5 @@ mod tests {
             StoreConfig::from_source(&source(&[])).unwrap_err(),
             ConfigError::Missing("TABLE_NAME")
         );
-    }
-
-    #[test]
-    fn sdk_settings_bound_every_call() {
-        use crate::aws::SdkSettings;
-        let settings = SdkSettings::from_source(&source(&[])).unwrap();
-        assert_eq!(settings.operation_timeout, Duration::from_secs(3));
-        let err = SdkSettings::from_source(&source(&[
-            ("SDK_ATTEMPT_TIMEOUT_MS", "2000"),
-            ("SDK_OPERATION_TIMEOUT_MS", "1000"),
-        ]))
-        .unwrap_err();
-        assert!(matches!(
-            err,
-            ConfigError::Invalid {
-                var: "SDK_OPERATION_TIMEOUT_MS",
-                ..
-            }
-        ));
     }
 }

@@ -6,6 +6,7 @@ pub mod aws;
 pub mod browser;
 pub mod clock;
 pub mod config;
+pub mod devices;
 pub mod handlers;
 pub mod http;
 pub mod keys;

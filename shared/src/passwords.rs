@@ -12,6 +12,7 @@ use std::sync::{Arc, OnceLock};
 
 use tokio::task;
 
+use crate::config::{ConfigError, Source, number};
 use crate::users::Username;
 
 /// bcrypt reads at most this many bytes of a password.
@@ -86,6 +87,15 @@ pub fn needs_rehash(hash: &str, cost: BcryptCost) -> bool {
 pub struct BcryptCost(u32);
 
 impl BcryptCost {
+    /// `BCRYPT_COST`, 12 by default.
+    pub fn from_source(env: &impl Source) -> Result<Self, ConfigError> {
+        let cost = number(env, "BCRYPT_COST", BcryptCost::DEFAULT.get(), 0..=31)?;
+        BcryptCost::new(cost).map_err(|reason| ConfigError::Invalid {
+            var: "BCRYPT_COST",
+            reason,
+        })
+    }
+
     pub const MIN: u32 = 10;
     pub const DEFAULT: BcryptCost = BcryptCost(12);
 

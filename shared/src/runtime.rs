@@ -235,7 +235,7 @@ where
         request_id = %request_id,
         // Joins this line with the API's access log line (its requestId).
         api_request_id = %crate::http::api_request_id(&req),
-        route = %format!("{} {}", req.method(), req.uri().path()),
+        route = %route_template(&req),
         user_id = tracing::field::Empty,
     );
     let response = contain_panics(handler(req)).instrument(span.clone()).await;
@@ -248,6 +248,59 @@ where
     });
     crate::metrics::response(response.status().as_u16());
     response
+}
+
+/// The route a request took as its template (`DELETE
+/// /admin/users/{username}`), never the path itself: a path can name a user,
+/// and no log line names one. Made from the path (whatever an emulator puts
+/// in the event's route key): a path that is none of ours is `{other}`.
+pub fn route_template(req: &Request) -> String {
+    format!("{} {}", req.method(), path_template(req.uri().path()))
+}
+
+/// `handlers::page::ASSETS_PREFIX` and `handlers::admin::USERS_PATH` (a
+/// test checks): the runtime sits below the handlers.
+const ASSETS_PREFIX: &str = "/assets/";
+const USERS_PATH: &str = "/admin/users/";
+
+/// The template of one of our paths: fixed paths as they are, a user in the
+/// admin API as `{username}` and a role as `{role}`, the page's assets as
+/// `/assets/{file}`.
+fn path_template(path: &str) -> &'static str {
+    const FIXED: [&str; 12] = [
+        "/",
+        "/login",
+        "/register",
+        "/refresh",
+        "/logout",
+        "/get_name",
+        "/password",
+        "/reauthenticate",
+        "/account",
+        "/.well-known/jwks.json",
+        "/.well-known/openid-configuration",
+        "/favicon.ico",
+    ];
+    let trimmed = match path.trim_end_matches('/') {
+        "" => "/",
+        trimmed => trimmed,
+    };
+    if let Some(fixed) = FIXED.iter().find(|fixed| **fixed == trimmed) {
+        return fixed;
+    }
+    if path.starts_with(ASSETS_PREFIX) {
+        return "/assets/{file}";
+    }
+    let Some(rest) = trimmed.strip_prefix(USERS_PATH) else {
+        return "{other}";
+    };
+    match rest.split('/').skip(1).collect::<Vec<_>>()[..] {
+        [] => "/admin/users/{username}",
+        ["roles", _] => "/admin/users/{username}/roles/{role}",
+        ["lock"] => "/admin/users/{username}/lock",
+        ["sessions"] => "/admin/users/{username}/sessions",
+        _ => "/admin/users/{username}/{other}",
+    }
 }
 
 /// Records the caller's user id on the request's log line.
@@ -272,6 +325,43 @@ mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
     use tracing_subscriber::filter::LevelFilter;
+
+    #[test]
+    fn a_route_is_logged_as_its_template_never_with_a_username() {
+        assert_eq!(ASSETS_PREFIX, crate::handlers::page::ASSETS_PREFIX);
+        assert_eq!(USERS_PATH, crate::handlers::admin::USERS_PATH);
+        let template = |method: &str, path: &str| {
+            let req = lambda_http::http::Request::builder()
+                .method(method)
+                .uri(path)
+                .body(Body::Empty)
+                .unwrap();
+            route_template(&req)
+        };
+        assert_eq!(template("POST", "/login"), "POST /login");
+        assert_eq!(template("GET", "/"), "GET /");
+        assert_eq!(
+            template("GET", "/assets/index-abc12345.js"),
+            "GET /assets/{file}"
+        );
+        assert_eq!(
+            template("DELETE", "/admin/users/ada"),
+            "DELETE /admin/users/{username}"
+        );
+        assert_eq!(
+            template("PUT", "/admin/users/ada/roles/support"),
+            "PUT /admin/users/{username}/roles/{role}"
+        );
+        assert_eq!(
+            template("DELETE", "/admin/users/ada/sessions/"),
+            "DELETE /admin/users/{username}/sessions"
+        );
+        assert_eq!(template("GET", "/get_name/ada"), "GET {other}");
+        assert_eq!(
+            template("GET", "/admin/users/ada/x/y"),
+            "GET /admin/users/{username}/{other}"
+        );
+    }
 
     #[test]
     fn log_settings_follow_lambdas_variables_then_rust_log() {

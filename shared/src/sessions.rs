@@ -20,6 +20,9 @@ pub const DEFAULT_REUSE_GRACE: Duration = Duration::from_secs(10);
 /// A session's absolute lifetime when `SESSION_MAX_LIFETIME_SECONDS` is unset:
 /// 90 days from its login, however often it is refreshed.
 pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
+/// How long a device proof vouches when `DEVICE_PROOF_TTL_SECONDS` is
+/// unset: 90 days (see `devices`).
+pub const DEFAULT_DEVICE_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
 /// Bytes of randomness in a refresh token: 256 bits.
 const REFRESH_TOKEN_BYTES: usize = 32;
 
@@ -29,6 +32,8 @@ pub struct SessionConfig {
     pub reuse_grace: Duration,
     /// No refresh token of a session outlives its login by more than this.
     pub max_lifetime: Duration,
+    /// How long a device proof issued at a sign-in vouches for its device.
+    pub device_ttl: Duration,
 }
 
 impl SessionConfig {
@@ -51,10 +56,17 @@ impl SessionConfig {
             DEFAULT_MAX_LIFETIME.as_secs(),
             60..=5 * 365 * 24 * 3600,
         )?;
+        let device = crate::config::number(
+            env,
+            "DEVICE_PROOF_TTL_SECONDS",
+            DEFAULT_DEVICE_TTL.as_secs(),
+            3600..=400 * 24 * 3600,
+        )?;
         Ok(SessionConfig {
             refresh_ttl: Duration::from_secs(ttl),
             reuse_grace: Duration::from_secs(grace),
             max_lifetime: Duration::from_secs(max),
+            device_ttl: Duration::from_secs(device),
         })
     }
 
@@ -175,6 +187,7 @@ mod tests {
             refresh_ttl: Duration::from_secs(100),
             reuse_grace: Duration::ZERO,
             max_lifetime: Duration::from_secs(250),
+            device_ttl: DEFAULT_DEVICE_TTL,
         };
         assert_eq!(config.refresh_expiry(1_000, 1_000), 1_100);
         assert_eq!(config.refresh_expiry(1_000, 1_100), 1_200);
@@ -188,6 +201,7 @@ mod tests {
         assert_eq!(config.refresh_ttl, Duration::from_secs(30 * 24 * 3600));
         assert_eq!(config.reuse_grace, Duration::from_secs(10));
         assert_eq!(config.max_lifetime, Duration::from_secs(90 * 24 * 3600));
+        assert_eq!(config.device_ttl, Duration::from_secs(90 * 24 * 3600));
         let err = SessionConfig::from_source(&|v: &str| {
             (v == "REFRESH_TOKEN_TTL_SECONDS").then(|| "5".to_owned())
         })

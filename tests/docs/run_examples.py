@@ -21,6 +21,7 @@ FIRST = ["README.md", "docs/api.md", "docs/clients.md"]
 PATTERNS = {
     "access_token": r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+",
     "refresh_token": r"[A-Za-z0-9_-]{43}",
+    "device": r"[A-Za-z0-9_-]{43}",
     "id": r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
     "kid": r"[A-Za-z0-9_-]{20,}",
     "n": r"[A-Za-z0-9_-]{300,}",

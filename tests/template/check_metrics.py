@@ -23,9 +23,11 @@ for raw in open(sys.argv[1], errors="replace"):
         aws = line["_aws"]
         assert isinstance(aws["Timestamp"], int) and aws["Timestamp"] > 10**12, "Timestamp in ms"
         assert line.get("level") == "INFO", "level"
+        assert aws["CloudWatchMetrics"], "no metric directive"
         for directive in aws["CloudWatchMetrics"]:
             assert directive["Namespace"] == "AuthService", directive["Namespace"]
             assert directive["Dimensions"], "no dimension set"
+            assert directive["Metrics"], "no metric in the directive"
             for dimension_set in directive["Dimensions"]:
                 for dimension in dimension_set:
                     assert isinstance(line[dimension], str), f"dimension {dimension}"
@@ -39,6 +41,8 @@ for raw in open(sys.argv[1], errors="replace"):
 
 expected = {"Registrations", "LoginSucceeded", "LoginFailed", "Refreshes", "RefreshSuperseded",
             "RefreshReuseDetected", "Logouts", "PasswordChanges", "Lockouts", "Responses", "ServerErrors"}
+if lines == 0:
+    failures.append("no EMF line at all in the watch's log")
 if not expected <= seen:
     failures.append(f"never emitted through the watch: {sorted(expected - seen)}")
 for failure in failures[:20]:

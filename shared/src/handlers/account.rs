@@ -8,9 +8,10 @@
 
 use lambda_http::{Body, Request, Response};
 
-use super::{limit_source, prove_password};
-use crate::browser::BrowserPolicy;
+use super::{limit_source, presented_device, prove_password, reserve_proof};
+use crate::browser::{BrowserPolicy, PresentedDevice, presented_proof};
 use crate::clock::Clock;
+use crate::devices::Device;
 use crate::http::ApiError;
 use crate::passwords::PasswordHasher;
 use crate::sessions::SessionConfig;
@@ -53,20 +54,24 @@ pub async fn handle(state: &Account, req: Request) -> Response<Body> {
 }
 
 /// Proves `password` to be `user`'s current one, through the per-IP window
-/// and the lockout; a wrong one is 401 `login_failed`.
+/// and the lockout (the count of the device proof the request presents, if
+/// it vouches for `user`; else the username's: `in_body` is an API client's
+/// proof); a wrong one is 401 `login_failed`. Returns the device that
+/// vouched, whose count a success clears, and how its proof came.
 pub(crate) async fn prove_current_password(
     state: &Account,
     req: &Request,
     user: &User,
     password: String,
+    in_body: Option<String>,
     now: i64,
-) -> Result<(), ApiError> {
+) -> Result<Proved, ApiError> {
     let window = Window::login(&state.limits);
     limit_source(&state.store, &window, req, now).await?;
-    let reservation = state
-        .store
-        .reserve_attempt(&user.username, None, now)
-        .await?;
+    let presented = presented_proof(req, in_body, &state.browser)?;
+    let device = presented_device(&state.store, presented.as_ref().map(|p| &p.proof)).await?;
+    let (reservation, vouching) =
+        reserve_proof(&state.store, &user.username, Some(user), device, now).await?;
     let matches = prove_password(
         &state.passwords,
         reservation,
@@ -78,5 +83,16 @@ pub(crate) async fn prove_current_password(
         tracing::info!(user_id = %user.id, "password proof failed");
         return Err(ApiError::LoginFailed);
     }
-    Ok(())
+    Ok(Proved {
+        vouching,
+        presented,
+    })
+}
+
+/// A proof of the current password that held.
+pub(crate) struct Proved {
+    /// The device that vouched for it, if one did.
+    pub vouching: Option<Device>,
+    /// The device proof the request presented, vouching or not.
+    pub presented: Option<PresentedDevice>,
 }

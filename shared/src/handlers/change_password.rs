@@ -9,7 +9,8 @@ use serde::Deserialize;
 
 use super::account::{Account, prove_current_password};
 use super::{NewSession, SessionSeed, authenticate_caller, no_longer_valid};
-use crate::browser::{Delivery, refresh_cookie};
+use crate::browser::{Delivery, device_delivery, refresh_cookie};
+use crate::devices::DeviceChange;
 use crate::http::{ApiError, json_body, require_method};
 use crate::metrics::{self, Event};
 use crate::passwords::check_new_password;
@@ -25,6 +26,9 @@ struct PasswordChange {
     /// request that carries the cookie gets it there in any case.
     #[serde(default)]
     refresh_token_delivery: Delivery,
+    /// An API client's device proof (a browser's is its device cookie).
+    #[serde(default)]
+    device: Option<String>,
 }
 
 /// `POST /password` alone (the function routes with `account::handle`).
@@ -53,7 +57,15 @@ pub async fn change_password(state: &Account, req: Request) -> Result<Response<B
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
 
     // A proof of the password, like a login (window, lockout).
-    prove_current_password(state, &req, &user, change.current_password, now).await?;
+    let proved = prove_current_password(
+        state,
+        &req,
+        &user,
+        change.current_password,
+        change.device,
+        now,
+    )
+    .await?;
 
     // All the work that can fail without side effects first (the new hash,
     // the new session's access token under the next epoch), then one
@@ -80,9 +92,14 @@ pub async fn change_password(state: &Account, req: Request) -> Result<Response<B
     )
     .await?;
     let sid = caller.claims.sid.as_str();
+    // Every device proof ends with the epoch; the caller's is reissued.
+    let device = DeviceChange {
+        issued: &new.device,
+        retired: proved.vouching.as_ref(),
+    };
     let changed = state
         .store
-        .change_password(&user, sid, &new_hash, &new.session, &new.first)
+        .change_password(&user, sid, &new_hash, &new.session, &new.first, &device)
         .await;
     // A failure reported for a write that committed (its answer lost) is a
     // success: the new session is there.
@@ -96,7 +113,10 @@ pub async fn change_password(state: &Account, req: Request) -> Result<Response<B
     }
     tracing::info!(user_id = %user.id, "password changed; all sessions ended");
     metrics::count(Event::PasswordChanged);
-    Ok(new.into_tokens("Password changed").into_response(delivery))
+    let device_delivery = device_delivery(proved.presented.as_ref(), delivery);
+    Ok(new
+        .into_tokens("Password changed")
+        .into_response(delivery, device_delivery))
 }
 
 /// The change lost to a concurrent one: another password change (409, try

@@ -22,6 +22,9 @@ use crate::store::{DeletedBy, StoreError};
 #[serde(deny_unknown_fields)]
 struct Deletion {
     password: String,
+    /// An API client's device proof (a browser's is its device cookie).
+    #[serde(default)]
+    device: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -44,7 +47,7 @@ pub async fn delete_account(state: &Account, req: Request) -> Result<Response<Bo
             "an admin's account cannot be deleted while it holds the admin role; another admin, or auth-admin, can revoke it first",
         ));
     }
-    prove_current_password(state, &req, &user, deletion.password, now).await?;
+    prove_current_password(state, &req, &user, deletion.password, deletion.device, now).await?;
 
     // Only while the account and the session are as just proved: a
     // concurrent password change, deactivation or logout wins.

@@ -5,9 +5,12 @@ use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 
-use super::{NewSession, SessionSeed, limit_source, prove_password};
-use crate::browser::{BrowserPolicy, Delivery};
+use super::{
+    NewSession, SessionSeed, limit_source, presented_device, prove_password, reserve_proof,
+};
+use crate::browser::{BrowserPolicy, Delivery, device_delivery, presented_proof};
 use crate::clock::Clock;
+use crate::devices::DeviceChange;
 use crate::http::{ApiError, json_body, require_method};
 use crate::metrics::{self, Event};
 use crate::passwords::{PasswordHasher, needs_rehash};
@@ -37,6 +40,10 @@ struct Credentials {
     /// `"cookie"`: the refresh token goes in the refresh cookie, not the body.
     #[serde(default)]
     refresh_token_delivery: Delivery,
+    /// An API client's device proof from an earlier sign-in (a browser's is
+    /// its device cookie).
+    #[serde(default)]
+    device: Option<String>,
 }
 
 pub async fn handle(state: &Login, req: Request) -> Response<Body> {
@@ -68,10 +75,30 @@ async fn login(state: &Login, req: Request) -> Result<Response<Body>, ApiError> 
     // verify against a dummy hash, inactive users against their own. So
     // neither answers, nor the work done, nor the lockout tell an unknown or
     // inactive user from a wrong password.
-    let (user, reservation) = tokio::try_join!(
-        state.store.get(&username),
-        state.store.reserve_attempt(&username, None, now)
-    )?;
+    //
+    // A client that presents a device proof has it read beside the user; a
+    // proof that vouches for the user counts the attempt on the device
+    // alone, so a lock that strangers built on the username does not stop
+    // it (`devices`).
+    let presented = presented_proof(&req, credentials.device, &state.browser)?;
+    let (user, reservation, vouching) = match &presented {
+        None => {
+            let (user, reservation) = tokio::try_join!(
+                state.store.get(&username),
+                state.store.reserve_attempt(&username, None, now)
+            )?;
+            (user, reservation, None)
+        }
+        Some(_) => {
+            let (user, device) = tokio::try_join!(
+                state.store.get(&username),
+                presented_device(&state.store, presented.as_ref().map(|p| &p.proof))
+            )?;
+            let (reservation, vouching) =
+                reserve_proof(&state.store, &username, user.as_ref(), device, now).await?;
+            (user, reservation, vouching)
+        }
+    };
     let hash = user.as_ref().map(|u| u.password_hash.clone());
     let password = credentials.password;
     let seed = SessionSeed::draw();
@@ -98,9 +125,14 @@ async fn login(state: &Login, req: Request) -> Result<Response<Body>, ApiError> 
         now,
     )
     .await?;
+    // The proof that vouched is spent; a new one goes to the client.
+    let device = DeviceChange {
+        issued: &new.device,
+        retired: vouching.as_ref(),
+    };
     let stored = state
         .store
-        .start_session(&new.session, &new.first, &user)
+        .start_session(&new.session, &new.first, &user, &device)
         .await;
     // A failure reported for a write that committed (its answer lost, the
     // SDK's retry then refused by its own effects) is a success.
@@ -117,7 +149,10 @@ async fn login(state: &Login, req: Request) -> Result<Response<Body>, ApiError> 
     rehash_if_needed(state, &user, password).await;
     tracing::info!(user_id = %user.id, "login succeeded");
     metrics::count(Event::LoginSucceeded);
-    Ok(new.into_tokens("Login Success").into_response(delivery))
+    let device_delivery = device_delivery(presented.as_ref(), delivery);
+    Ok(new
+        .into_tokens("Login Success")
+        .into_response(delivery, device_delivery))
 }
 
 /// A hash made at a lower cost than configured is replaced, now that we have

@@ -23,7 +23,8 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Response};
 use serde::Serialize;
 
-use crate::browser::{Delivery, clear_refresh_cookie, set_refresh_cookie};
+use crate::browser::{Delivery, clear_refresh_cookie, set_device_cookie, set_refresh_cookie};
+use crate::devices::{Device, DeviceProof};
 use crate::http::{ApiError, bearer_token, json_response, source_ip};
 use crate::keys::SignError;
 use crate::metrics::{self, Event};
@@ -123,20 +124,38 @@ pub(crate) struct TokenPair {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
     pub refresh_expires_in: u64,
+    /// A sign-in's new device proof (`devices`); left out when it goes in
+    /// the device cookie, and from a refresh's answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_expires_in: Option<u64>,
 }
 
 impl TokenPair {
-    /// The answer, with the refresh token in the body or in the cookie.
-    pub fn into_response(mut self, delivery: Delivery) -> Response<Body> {
-        match delivery {
-            Delivery::Body => json_response(StatusCode::OK, &self),
-            Delivery::Cookie => {
-                let token = self.refresh_token.take().unwrap_or_default();
-                let mut response = json_response(StatusCode::OK, &self);
-                set_refresh_cookie(&mut response, &token, self.refresh_expires_in);
-                response
-            }
+    /// The answer, with the refresh token in the body or in the cookie, and
+    /// the device proof (if any) in the body or in the device cookie.
+    pub fn into_response(
+        mut self,
+        delivery: Delivery,
+        device_delivery: Delivery,
+    ) -> Response<Body> {
+        let refresh = match delivery {
+            Delivery::Cookie => self.refresh_token.take(),
+            Delivery::Body => None,
+        };
+        let device = match device_delivery {
+            Delivery::Cookie => self.device.take().zip(self.device_expires_in.take()),
+            Delivery::Body => None,
+        };
+        let mut response = json_response(StatusCode::OK, &self);
+        if let Some(token) = refresh {
+            set_refresh_cookie(&mut response, &token, self.refresh_expires_in);
         }
+        if let Some((proof, max_age)) = device {
+            set_device_cookie(&mut response, &proof, max_age);
+        }
+        response
     }
 }
 
@@ -214,8 +233,46 @@ pub(crate) async fn prove_password(
         .map_err(verification_error)
 }
 
+/// Where a proof of `username`'s password is counted, and whether it is
+/// reserved: on the count of the device proof `device` (as read) if it
+/// vouches for `user` (as read), else on the username's attempt record. The
+/// device that vouched is returned: a success clears its count, never the
+/// username's. Known and unknown usernames alike: a proof vouches for
+/// nobody but the user it was issued to.
+pub(crate) async fn reserve_proof(
+    store: &Store,
+    username: &Username,
+    user: Option<&User>,
+    device: Option<Device>,
+    now: i64,
+) -> Result<(Reservation, Option<Device>), ApiError> {
+    if let Some(device) = device.filter(|d| user.is_some_and(|u| d.vouches_for(u, now)))
+        && let Some(reservation) = store.reserve_device_attempt(&device, now).await?
+    {
+        return Ok((reservation, Some(device)));
+    }
+    Ok((store.reserve_attempt(username, None, now).await?, None))
+}
+
+/// The record of a presented device proof, if any. A record that cannot be
+/// read vouches for nothing (logged): the browser cannot clear an `HttpOnly`
+/// cookie, so an error here would last as long as the cookie.
+pub(crate) async fn presented_device(
+    store: &Store,
+    proof: Option<&DeviceProof>,
+) -> Result<Option<Device>, crate::store::StoreError> {
+    let Some(proof) = proof else { return Ok(None) };
+    match store.get_device(&proof.hash()).await {
+        Err(crate::store::StoreError::Internal(detail)) => {
+            tracing::error!(%detail, "a device record could not be read: it vouches for nothing");
+            Ok(None)
+        }
+        read => read,
+    }
+}
+
 /// The random parts of a session that may begin: its id, its first refresh
-/// token and that token's hash. A login draws them before the password's
+/// token and that token's hash, and its device proof. A login draws them before the password's
 /// proof, for every attempt alike (so the work done tells nothing of the
 /// outcome), and throws them away when the proof fails: drawn right after a
 /// quarter second of bcrypt, with the thread's caches and TLBs cold, the
@@ -225,15 +282,20 @@ pub(crate) struct SessionSeed {
     id: String,
     refresh_token: RefreshToken,
     refresh_hash: String,
+    device: DeviceProof,
+    device_hash: String,
 }
 
 impl SessionSeed {
     pub fn draw() -> Self {
         let refresh_token = RefreshToken::generate();
+        let device = DeviceProof::generate();
         SessionSeed {
             id: Session::new_id(),
             refresh_hash: refresh_token.hash(),
             refresh_token,
+            device_hash: device.hash(),
+            device,
         }
     }
 }
@@ -244,7 +306,10 @@ impl SessionSeed {
 pub(crate) struct NewSession {
     pub session: Session,
     pub first: RefreshRecord,
+    /// The device proof the sign-in issues, under the session's epoch.
+    pub device: Device,
     refresh_token: RefreshToken,
+    device_proof: DeviceProof,
     access: crate::tokens::IssuedToken,
     refresh_expires_in: u64,
 }
@@ -262,6 +327,8 @@ impl NewSession {
             id,
             refresh_token,
             refresh_hash,
+            device: device_proof,
+            device_hash,
         } = seed;
         let expires_at = config.refresh_expiry(now, now);
         let session = Session {
@@ -286,10 +353,21 @@ impl NewSession {
         let mut holder = user.clone();
         holder.session_epoch = epoch;
         let access = sign_access_token(issuer, &holder, &session.id, now, now).await?;
+        let device = Device {
+            hash: device_hash,
+            user_id: user.id,
+            username: user.username.clone(),
+            epoch,
+            created_at: now,
+            expires_at: now + config.device_ttl.as_secs() as i64,
+            failures: None,
+        };
         Ok(NewSession {
             session,
             first,
+            device,
             refresh_token,
+            device_proof,
             access,
             refresh_expires_in: (expires_at - now).max(0) as u64,
         })
@@ -304,6 +382,8 @@ impl NewSession {
             expires_in: self.access.expires_in,
             refresh_token: Some(self.refresh_token.expose().to_owned()),
             refresh_expires_in: self.refresh_expires_in,
+            device_expires_in: Some(self.device.lifetime(self.session.created_at)),
+            device: Some(self.device_proof.expose().to_owned()),
         }
     }
 }

@@ -37,6 +37,9 @@ pub struct Asset {
 pub struct Site {
     index: &'static [u8],
     assets: &'static [Asset],
+    /// The page's own origin when it is `http://localhost:…` (`make dev`):
+    /// a request to another loopback address is sent there.
+    local_origin: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,12 +55,41 @@ impl Site {
         Ok(Site {
             index: index.body,
             assets,
+            local_origin: None,
         })
+    }
+
+    /// The page's origin (`JWT_ISSUER`'s), if known. Only a local one
+    /// (`http://localhost:<port>`) matters: a newcomer who opens
+    /// `http://127.0.0.1:<port>/` is redirected to it, since the refresh
+    /// cookie, an identity provider's redirect URI and WebAuthn's relying
+    /// party all need one origin. Deployed, nothing is redirected.
+    pub fn with_origin(mut self, issuer: Option<&str>) -> Self {
+        self.local_origin = issuer
+            .and_then(crate::browser::origin_of)
+            .filter(|origin| origin.starts_with("http://localhost:"));
+        self
+    }
+
+    /// Where a request that reached the page at another loopback address
+    /// than its local origin's belongs.
+    fn redirect(&self, req: &Request) -> Option<String> {
+        let origin = self.local_origin.as_deref()?;
+        let host = req.headers().get(header::HOST)?.to_str().ok()?;
+        let hostname = host.rsplit_once(':').map_or(host, |(name, _)| name);
+        if !["127.0.0.1", "[::1]"].contains(&hostname) {
+            return None;
+        }
+        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        Some(format!("{origin}{target}"))
     }
 }
 
 pub async fn handle(site: &Site, req: Request) -> Response<Body> {
-    let mut response = page(site, &req).unwrap_or_else(ApiError::into_response);
+    let mut response = match site.redirect(&req) {
+        Some(location) => moved(&location),
+        None => page(site, &req).unwrap_or_else(ApiError::into_response),
+    };
     secure(response.headers_mut());
     if req.method() == Method::HEAD {
         *response.body_mut() = Body::Empty;
@@ -103,6 +135,19 @@ fn page(site: &Site, req: &Request) -> Result<Response<Body>, ApiError> {
             .insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
     }
     Ok(response)
+}
+
+/// 308 to `location`: the same request, at the page's own origin.
+fn moved(location: &str) -> Response<Body> {
+    let mut response = Response::new(Body::Empty);
+    *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 /// Whether an `Accept-Encoding` value accepts `coding` (named, with a q above 0).
@@ -241,6 +286,46 @@ mod tests {
 
     fn header<'a>(response: &'a Response<Body>, name: &str) -> &'a str {
         response.headers()[name].to_str().unwrap()
+    }
+
+    /// `GET path` with `Host: host` to a site whose origin is `issuer`'s.
+    fn at_host(issuer: &str, host: &str, path: &str) -> Response<Body> {
+        let site = Site::new(ASSETS).unwrap().with_origin(Some(issuer));
+        let req = http::Request::builder()
+            .uri(path)
+            .header("host", host)
+            .body(Body::Empty)
+            .unwrap();
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(handle(&site, req))
+    }
+
+    #[test]
+    fn another_loopback_address_is_sent_to_the_local_origin_and_nothing_else_is() {
+        let local = "http://localhost:9000";
+        for host in ["127.0.0.1:9000", "[::1]:9000"] {
+            let response = at_host(local, host, "/assets/index-abc123.js?v=1");
+            assert_eq!(response.status(), 308, "{host}");
+            assert_eq!(
+                header(&response, "location"),
+                "http://localhost:9000/assets/index-abc123.js?v=1"
+            );
+            assert_eq!(header(&response, "cache-control"), "no-store");
+            assert!(response.headers().contains_key("content-security-policy"));
+        }
+        // At its own origin, or an origin that is not local (a deployed
+        // stack, or make test's 127.0.0.1 issuer): served as it is.
+        assert_eq!(at_host(local, "localhost:9000", "/").status(), 200);
+        assert_eq!(
+            at_host("https://auth.example.com", "127.0.0.1:9000", "/").status(),
+            200
+        );
+        assert_eq!(
+            at_host("http://127.0.0.1:9000", "127.0.0.1:9000", "/").status(),
+            200
+        );
     }
 
     #[test]

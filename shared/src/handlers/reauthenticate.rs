@@ -18,6 +18,9 @@ use crate::store::StoreError;
 #[serde(deny_unknown_fields)]
 struct Proof {
     password: String,
+    /// An API client's device proof (a browser's is its device cookie).
+    #[serde(default)]
+    device: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -37,7 +40,9 @@ pub async fn reauthenticate(state: &Account, req: Request) -> Result<Response<Bo
         return Err(ApiError::BadRequest("password must not be empty".into()));
     }
     let (user, sid) = (caller.user, caller.claims.sid);
-    prove_current_password(state, &req, &user, proof.password, now).await?;
+    let vouching = prove_current_password(state, &req, &user, proof.password, proof.device, now)
+        .await?
+        .vouching;
 
     // Sign first: a signer failure writes nothing. Then the session's new
     // proof and the cleared attempt record, in one transaction that holds
@@ -46,7 +51,12 @@ pub async fn reauthenticate(state: &Account, req: Request) -> Result<Response<Bo
     // A failure reported for a write that committed (its answer lost, the
     // SDK's retry then refused by its own effects) is a success: read back.
     let proof = uuid::Uuid::new_v4().to_string();
-    if let Err(e) = state.store.reauthenticate(&sid, &user, now, &proof).await
+    // A device that vouched has its own count cleared, not the username's.
+    let device = vouching.as_ref().map(|d| d.hash.as_str());
+    if let Err(e) = state
+        .store
+        .reauthenticate(&sid, &user, now, &proof, device)
+        .await
         && !state.store.proof_stored(&sid, &proof).await
     {
         return Err(match e {

@@ -193,8 +193,10 @@ async fn refresh(
         expires_in: access.expires_in,
         refresh_token: Some(next.expose().to_owned()),
         refresh_expires_in: (expires_at - now) as u64,
+        device: None,
+        device_expires_in: None,
     }
-    .into_response(*delivery))
+    .into_response(*delivery, Delivery::Body))
 }
 
 /// A rotated token came back after the grace period: someone holds a copy.

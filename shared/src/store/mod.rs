@@ -3,7 +3,8 @@
 //! One table for every item kind to come, with generic keys: `pk` (partition) and
 //! `sk` (sort), both strings, each item kind recognisable by its key prefix, and a
 //! numeric `expires_at` attribute that TTL housekeeping deletes by. The item
-//! kinds and their access patterns are in `users` and `sessions`, and in docs/data.md.
+//! kinds and their access patterns are in `users`, `sessions`, `devices` and
+//! `throttle`, and in docs/data.md.
 
 use std::collections::HashMap;
 
@@ -21,6 +22,7 @@ pub use users::RoleGrant;
 
 use crate::aws::CallError;
 
+mod devices;
 mod sessions;
 mod throttle;
 mod users;

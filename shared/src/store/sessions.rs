@@ -23,6 +23,7 @@ use aws_sdk_dynamodb::types::{
 use super::throttle::lock_key;
 use super::users::user_key;
 use super::{Item, Store, StoreError, classify, key, n, s};
+use crate::devices::DeviceChange;
 use crate::sessions::{RefreshRecord, RefreshState, Session};
 use crate::users::{User, UserId, Username};
 
@@ -240,7 +241,8 @@ impl Store {
     }
 
     /// After a proof of the password: stores a new session and its first
-    /// refresh token and clears the username's attempt record, all or
+    /// refresh token, issues a device proof and retires the one that
+    /// vouched (or, with none, clears the username's attempt record), all or
     /// nothing, on the condition that `user` is as read (a password change,
     /// a deactivation or "log out everywhere" a moment ago: `Conflict`).
     pub async fn start_session(
@@ -248,19 +250,39 @@ impl Store {
         session: &Session,
         first: &RefreshRecord,
         user: &User,
+        device: &DeviceChange<'_>,
     ) -> Result<(), StoreError> {
-        self.transact(vec![
+        let mut items = vec![
             self.put_new(session_item(session))?,
             self.put_new(refresh_item(first))?,
             self.user_unchanged(user, true)?,
-            self.clear_attempts(&user.username)?,
+        ];
+        items.extend(self.device_change(device, &user.username)?);
+        self.transact(items).await
+    }
+
+    /// The writes of `change`: the new proof, and the retired one or the
+    /// username's attempt record cleared.
+    fn device_change(
+        &self,
+        change: &DeviceChange<'_>,
+        username: &Username,
+    ) -> Result<Vec<TransactWriteItem>, StoreError> {
+        let grace_ends = change.issued.created_at + crate::devices::RETIRED_PROOF_GRACE_SECONDS;
+        Ok(vec![
+            self.issue_device(change.issued)?,
+            match change.retired {
+                Some(old) => self.retire_device(&old.hash, old.expires_at.min(grace_ends))?,
+                None => self.clear_attempts(username)?,
+            },
         ])
-        .await
     }
 
     /// A password change, all or nothing: the new hash, the end of every
-    /// session (the epoch moves on), the caller's new session under the new
-    /// epoch and its first refresh token, and the attempt record cleared. On
+    /// session and device proof (the epoch moves on), the caller's new
+    /// session under the new epoch and its first refresh token, the caller's
+    /// new device proof, and the attempt record cleared (the username's, or
+    /// the proof's that vouched, retired). On
     /// the condition that `user` is as read: no concurrent change, "log out
     /// everywhere", deactivation or logout of the caller's session
     /// (`caller_sid`) is lost (`Conflict`).
@@ -271,8 +293,9 @@ impl Store {
         new_hash: &str,
         session: &Session,
         first: &RefreshRecord,
+        device: &DeviceChange<'_>,
     ) -> Result<(), StoreError> {
-        self.transact(vec![
+        let mut items = vec![
             self.update(
                 user_key(&user.username),
                 "SET password_hash = :new ADD session_epoch :one",
@@ -290,9 +313,9 @@ impl Store {
             )?,
             self.put_new(session_item(session))?,
             self.put_new(refresh_item(first))?,
-            self.clear_attempts(&user.username)?,
-        ])
-        .await
+        ];
+        items.extend(self.device_change(device, &user.username)?);
+        self.transact(items).await
     }
 
     /// After a proof of the password within session `sid` of `user` (as
@@ -301,13 +324,16 @@ impl Store {
     /// session is the user's, not revoked and not past its end (its newest
     /// refresh token's expiry, which its absolute lifetime caps), and the
     /// user is as read (`Conflict`). `proof`, a random id, marks the write
-    /// on the session (`last_proof`), for `proof_stored`.
+    /// on the session (`last_proof`), for `proof_stored`. The attempts
+    /// cleared are the device's (`device`: the hash of the proof that
+    /// vouched), else the username's.
     pub async fn reauthenticate(
         &self,
         sid: &str,
         user: &User,
         now: i64,
         proof: &str,
+        device: Option<&str>,
     ) -> Result<(), StoreError> {
         self.transact(vec![
             self.update(
@@ -323,7 +349,10 @@ impl Store {
                 ]),
             )?,
             self.user_unchanged(user, true)?,
-            self.clear_attempts(&user.username)?,
+            match device {
+                Some(hash) => self.clear_device_attempts(hash)?,
+                None => self.clear_attempts(&user.username)?,
+            },
         ])
         .await
     }

@@ -32,19 +32,50 @@ pub enum Reservation {
 /// same moment lose this often, and that is an attack.
 const RESERVATION_ROUNDS: usize = 8;
 
+/// Where a count of password attempts lives: a username's attempt record
+/// (its own item, `expires_at` its TTL), or a device proof's record (the
+/// count beside the device's own fields, forgotten by `failures_expire_at`,
+/// never created by a reservation).
+#[derive(Clone, Copy)]
+pub(super) enum Counter {
+    Username,
+    Device,
+}
+
+impl Counter {
+    /// The attribute after which a count is forgotten.
+    fn expiry(self) -> &'static str {
+        match self {
+            Counter::Username => TTL_ATTRIBUTE,
+            Counter::Device => "failures_expire_at",
+        }
+    }
+}
+
 fn failures_from(item: &HashMap<String, AttributeValue>) -> Result<Failures, StoreError> {
-    let item = Item(item, "lock");
+    counted(item, Counter::Username)?.ok_or_else(|| Item(item, "lock").invalid("failures"))
+}
+
+/// The count an item holds, if any.
+pub(super) fn counted(
+    item: &HashMap<String, AttributeValue>,
+    counter: Counter,
+) -> Result<Option<Failures>, StoreError> {
+    if !item.contains_key("failures") {
+        return Ok(None);
+    }
+    let item = Item(item, "attempt count");
     let count = item.number("failures")?;
     let last = item.number("last_failure")?;
-    Ok(Failures {
+    Ok(Some(Failures {
         count,
         last,
         // Records written before `locked_until` existed lock as they always did.
         locked_until: item
             .number("locked_until")
             .unwrap_or_else(|_| last + Failures::lock_window(count)),
-        expires_at: item.number(TTL_ATTRIBUTE)?,
-    })
+        expires_at: item.number(counter.expiry())?,
+    }))
 }
 
 impl Store {
@@ -68,9 +99,25 @@ impl Store {
     pub async fn reserve_attempt(
         &self,
         username: &Username,
-        mut seen: Option<Failures>,
+        seen: Option<Failures>,
         now: i64,
     ) -> Result<Reservation, StoreError> {
+        let reserved = self
+            .reserve_on(lock_key(username), Counter::Username, seen, now)
+            .await?;
+        // A username's record is created by its first reservation: never gone.
+        reserved.ok_or_else(|| StoreError::Internal("an attempt record vanished".into()))
+    }
+
+    /// `reserve_attempt` on the count of `key`'s item. `None` when the item
+    /// is gone (a device record retired meanwhile): nothing was counted.
+    pub(super) async fn reserve_on(
+        &self,
+        key: HashMap<String, AttributeValue>,
+        counter: Counter,
+        mut seen: Option<Failures>,
+        now: i64,
+    ) -> Result<Option<Reservation>, StoreError> {
         // Names this attempt's write: when its answer is lost and the SDK's
         // retry finds the record moved on, the record says whether it moved
         // on by this very write (counted once, granted) or another's.
@@ -78,7 +125,7 @@ impl Store {
         for _ in 0..RESERVATION_ROUNDS {
             let live = seen.filter(|f| f.expires_at > now);
             if let Some(retry_after) = live.and_then(|f| f.locked_for(now)) {
-                return Ok(Reservation::Locked { retry_after });
+                return Ok(Some(Reservation::Locked { retry_after }));
             }
             let count = live.map_or(0, |f| f.count) + 1;
             let mut values = HashMap::from([
@@ -88,9 +135,12 @@ impl Store {
                 (":exp".to_owned(), n(Failures::expiry_after(now))),
                 (":attempt".to_owned(), AttributeValue::S(attempt.clone())),
             ]);
-            let condition = match seen {
-                None => "attribute_not_exists(pk)",
-                Some(old) => {
+            let condition = match (seen, counter) {
+                (None, Counter::Username) => "attribute_not_exists(pk)",
+                (None, Counter::Device) => {
+                    "attribute_exists(pk) AND attribute_not_exists(failures)"
+                }
+                (Some(old), _) => {
                     values.insert(":seen".to_owned(), n(old.count));
                     values.insert(":last".to_owned(), n(old.last));
                     "failures = :seen AND last_failure = :last"
@@ -100,10 +150,11 @@ impl Store {
                 .client
                 .update_item()
                 .table_name(&self.table)
-                .set_key(Some(lock_key(username)))
-                .update_expression(
-                    "SET failures = :count, last_failure = :now, locked_until = :until, expires_at = :exp, last_attempt = :attempt",
-                )
+                .set_key(Some(key.clone()))
+                .update_expression(format!(
+                    "SET failures = :count, last_failure = :now, locked_until = :until, {} = :exp, last_attempt = :attempt",
+                    counter.expiry()
+                ))
                 .condition_expression(condition)
                 .set_expression_attribute_values(Some(values))
                 .return_values_on_condition_check_failure(
@@ -112,7 +163,7 @@ impl Store {
                 .send()
                 .await;
             match written {
-                Ok(_) => return Ok(Reservation::Granted),
+                Ok(_) => return Ok(Some(Reservation::Granted)),
                 Err(err) => match err.as_service_error() {
                     Some(UpdateItemError::ConditionalCheckFailedException(lost)) => {
                         let counted_by = lost
@@ -121,25 +172,36 @@ impl Store {
                             .and_then(|v| v.as_s().ok());
                         // This write itself, its answer lost: counted once.
                         if counted_by == Some(&attempt) {
-                            return Ok(Reservation::Granted);
+                            return Ok(Some(Reservation::Granted));
                         }
-                        // Another attempt was counted first: start from its record.
-                        seen = match lost.item() {
-                            Some(item) => Some(failures_from(item)?),
-                            None => self.failures(username).await?,
+                        // Another attempt was counted first: start from its
+                        // record (none: a device record gone).
+                        seen = match (lost.item(), counter) {
+                            (Some(item), _) => counted(item, counter)?,
+                            (None, Counter::Username) => self
+                                .get_item(key.clone())
+                                .await?
+                                .as_ref()
+                                .map(failures_from)
+                                .transpose()?,
+                            (None, Counter::Device) => return Ok(None),
                         };
                     }
                     // A success's transaction was clearing the record at that
                     // moment: nothing was written; read it again.
                     Some(UpdateItemError::TransactionConflictException(_)) => {
                         tokio::time::sleep(std::time::Duration::from_millis(15)).await;
-                        seen = self.failures(username).await?;
+                        seen = match self.get_item(key.clone()).await? {
+                            Some(item) => counted(&item, counter)?,
+                            None if matches!(counter, Counter::Device) => return Ok(None),
+                            None => None,
+                        };
                     }
                     _ => return Err(classify(err)),
                 },
             }
         }
-        Ok(Reservation::Locked { retry_after: 1 })
+        Ok(Some(Reservation::Locked { retry_after: 1 }))
     }
 
     /// Forgets the attempts of `username`: an operator's unlock. (A successful

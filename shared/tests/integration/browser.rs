@@ -37,12 +37,15 @@ fn ours<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     headers
 }
 
+/// The refresh cookies `response` sets (a sign-in also sets the device
+/// cookie: `devices` tests that one).
 fn set_cookies(response: &Response<Body>) -> Vec<String> {
     response
         .headers()
         .get_all("set-cookie")
         .iter()
         .map(|v| v.to_str().unwrap().to_owned())
+        .filter(|c| c.starts_with(&format!("{COOKIE}=")))
         .collect()
 }
 

@@ -376,8 +376,11 @@ fn browser_post(path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
 
 fn refresh_cookie_of(reply: &Reply) -> String {
     let cookie = reply
-        .header("set-cookie")
-        .unwrap_or_else(|| panic!("no Set-Cookie: {:?}", reply.headers));
+        .headers
+        .iter()
+        .find(|(k, v)| k == "set-cookie" && v.starts_with("__Host-refresh_token="))
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("no refresh cookie set: {:?}", reply.headers));
     assert!(
         cookie.contains("; Path=/; Secure; HttpOnly; SameSite=Strict"),
         "{cookie}"

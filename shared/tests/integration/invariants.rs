@@ -490,6 +490,7 @@ async fn a_session_ends_at_its_absolute_lifetime_however_often_it_is_refreshed()
         refresh_ttl: Duration::from_secs(60),
         reuse_grace: Duration::from_secs(0),
         max_lifetime: Duration::from_secs(150),
+        device_ttl: auth::sessions::DEFAULT_DEVICE_TTL,
     };
     let mut tokens = Tokens::from(&log_in(&app, "forever", PASSWORD).await);
     let mut lifetimes = Vec::new();

@@ -249,3 +249,49 @@ async fn a_dependency_error_is_logged_by_service_operation_kind_and_code_only() 
         );
     }
 }
+
+/// A path that names a user is logged as its route's template: an admin
+/// act on "ada-lovelace", through the runtime as the function serves it,
+/// leaves no line that names her, and the span says which route it was.
+#[tokio::test]
+async fn a_request_is_logged_by_its_routes_template_never_by_a_path_that_names_a_user() {
+    let (captured, _guard) = capture_logs();
+    let store = fresh_store().await;
+    let app = App::new(&store);
+    crate::permissions::admin_in(&store, "chief").await;
+    crate::sessions::user_in(&store, "ada-lovelace").await;
+    let chief = crate::sessions::session(&app, "chief").await;
+    let state = app.admin();
+    for (method, path) in [
+        ("DELETE", "/admin/users/ada-lovelace/sessions"),
+        ("PUT", "/admin/users/ada-lovelace/roles/support"),
+        ("GET", "/admin/users/ada-lovelace"),
+    ] {
+        let mut req = request("admin-user.json", Some(&bearer(&chief.access)), None);
+        *req.method_mut() = method.parse().unwrap();
+        *req.uri_mut() = path.parse().unwrap();
+        let response = runtime::handle(
+            &|r| auth::handlers::admin::handle(&state, r),
+            invoked(req, 1),
+        )
+        .await;
+        assert_eq!(response.status(), 200, "{}", body_json(&response));
+    }
+    drop(_guard);
+    let lines = captured.lines();
+    let routes: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["fields"]["message"] == "request done")
+        .map(|l| l["span"]["route"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        routes,
+        [
+            "DELETE /admin/users/{username}/sessions",
+            "PUT /admin/users/{username}/roles/{role}",
+            "GET /admin/users/{username}",
+        ]
+    );
+    let text = captured.text();
+    assert!(!text.contains("ada-lovelace"), "a log line names the user");
+}

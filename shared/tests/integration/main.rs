@@ -10,6 +10,7 @@ mod admin;
 mod admin_races;
 mod browser;
 mod deletion;
+mod devices;
 mod e2e;
 mod faults;
 mod handlers;

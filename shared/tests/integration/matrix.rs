@@ -90,6 +90,15 @@ fn number(item: &HashMap<String, AttributeValue>, name: &str) -> i64 {
         .unwrap_or(0)
 }
 
+/// A device record's own attempt count.
+const DEVICE_COUNT: [&str; 5] = [
+    "failures",
+    "last_failure",
+    "locked_until",
+    "last_attempt",
+    "failures_expire_at",
+];
+
 fn is_counter(pk: &str) -> bool {
     pk.starts_with("LOCK#") || pk.starts_with("RATE#")
 }
@@ -104,7 +113,18 @@ fn violations(before: &Items, after: &Items, status: u16, unconfirmed: bool) -> 
             if is_counter(&key.0) {
                 continue;
             }
-            if after.get(key) != Some(item) {
+            // A device record's own attempt count may go up, as a
+            // username's; nothing else of it may change.
+            let uncounted = |i: &HashMap<String, AttributeValue>| {
+                let mut i = i.clone();
+                if key.0.starts_with("DEVICE#") {
+                    for field in DEVICE_COUNT {
+                        i.remove(field);
+                    }
+                }
+                i
+            };
+            if after.get(key).map(uncounted) != Some(uncounted(item)) {
                 wrong.push(format!("{key:?} changed behind a {status}"));
             }
         }
@@ -116,14 +136,15 @@ fn violations(before: &Items, after: &Items, status: u16, unconfirmed: bool) -> 
     }
     for (key, item) in before {
         let counter = match key.0.split('#').next() {
-            Some("LOCK") => "failures",
+            Some("LOCK" | "DEVICE") => "failures",
             Some("RATE") => "hits",
             _ => continue,
         };
         let now = after.get(key).map(|i| number(i, counter));
-        // Cleared by a success: one answered, or one that may have happened.
+        // Cleared by a success: one answered, or one that may have happened
+        // (a device record is retired by the sign-in it vouched for).
         let cleared_by_success =
-            counter == "failures" && (status == 200 || unconfirmed) && now.is_none();
+            counter == "failures" && (status == 200 || unconfirmed) && now.is_none_or(|n| n == 0);
         if !cleared_by_success && now.is_none_or(|n| n < number(item, counter)) {
             wrong.push(format!("{key:?} {counter} went down behind a {status}"));
         }
@@ -166,6 +187,8 @@ fn violations(before: &Items, after: &Items, status: u16, unconfirmed: bool) -> 
 #[derive(Clone, Copy, Debug)]
 enum Scenario {
     LoginWithRehash,
+    /// A login whose device proof vouches (after two failures of its own).
+    LoginWithDevice,
     LoginWrongPassword,
     Register,
     Refresh,
@@ -207,8 +230,9 @@ impl AdminAct {
     }
 }
 
-const SCENARIOS: [Scenario; 15] = [
+const SCENARIOS: [Scenario; 16] = [
     Scenario::LoginWithRehash,
+    Scenario::LoginWithDevice,
     Scenario::LoginWrongPassword,
     Scenario::Register,
     Scenario::Refresh,
@@ -254,6 +278,25 @@ impl Scenario {
                     "login.json",
                     None,
                     body(json!({"username": "matrix", "password": password})),
+                )
+            }
+            Scenario::LoginWithDevice => {
+                let signed_in = log_in(&app, "matrix", PASSWORD).await;
+                let device = body_json(&signed_in)["device"].as_str().unwrap().to_owned();
+                // Failures of a stranger's (on the username) and of the
+                // device's own, so that a count cleared wrongly would show.
+                for guess in [None, None, Some(&device), Some(&device)] {
+                    let mut wrong = json!({"username": "matrix", "password": "wrong"});
+                    if let Some(device) = guess {
+                        wrong["device"] = device.as_str().into();
+                    }
+                    let req = request("login.json", None, body(wrong).as_deref());
+                    login::handle(&app.login(), req).await;
+                }
+                (
+                    "login.json",
+                    None,
+                    body(json!({"username": "matrix", "password": PASSWORD, "device": device})),
                 )
             }
             Scenario::Register => (
@@ -364,6 +407,13 @@ impl Scenario {
             })
         };
         let epoch = |user: &HashMap<String, AttributeValue>| number(user, "session_epoch");
+        // The device proof the answer carries is stored, for this user.
+        let device_issued = || {
+            let raw = json["device"].as_str().unwrap_or_default().to_owned();
+            let pk = format!("DEVICE#{}", RefreshToken::presented(raw).hash());
+            item(after, &pk, "DEVICE")
+                .is_some_and(|d| d["username"].as_s().is_ok_and(|u| u == "matrix"))
+        };
         let sessions = |items: &Items, revoked: bool| {
             items
                 .iter()
@@ -377,6 +427,26 @@ impl Scenario {
             Scenario::LoginWithRehash => {
                 expect(issued_is_live(), "the new session and its refresh token");
                 expect(lock_cleared, "the attempt record cleared");
+                expect(device_issued(), "a device proof");
+            }
+            Scenario::LoginWithDevice => {
+                expect(issued_is_live(), "the new session and its refresh token");
+                expect(device_issued(), "the next device proof");
+                // The proof that vouched ends within a minute (its grace).
+                let retired = before
+                    .iter()
+                    .filter(|((pk, _), _)| pk.starts_with("DEVICE#"))
+                    .all(|(key, old)| {
+                        after.get(key).is_some_and(|now| {
+                            number(now, "expires_at") < number(old, "expires_at")
+                                && number(now, "expires_at") <= auth::clock::system_now() + 61
+                        })
+                    });
+                expect(retired, "the proof that vouched retired");
+                expect(
+                    item(after, "LOCK#matrix", "LOGIN") == item(before, "LOCK#matrix", "LOGIN"),
+                    "the username's count untouched",
+                );
             }
             Scenario::LoginWrongPassword => {
                 let count = |items: &Items| {
@@ -430,6 +500,7 @@ impl Scenario {
                 );
                 expect(issued_is_live(), "the caller's new session");
                 expect(lock_cleared, "the attempt record cleared");
+                expect(device_issued(), "the caller's new device proof");
             }
             Scenario::Reauthenticate => {
                 let proved = |items: &Items| {
@@ -492,6 +563,7 @@ impl Scenario {
     async fn run(self, store: &Store, req: Request) -> Response<Body> {
         let app = App::new(store);
         match self {
+            Scenario::LoginWithDevice => login::handle(&app.login(), req).await,
             Scenario::LoginWithRehash | Scenario::LoginWrongPassword => {
                 // A stronger configured cost: a successful login also rehashes.
                 let state = Login {

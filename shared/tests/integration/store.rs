@@ -230,8 +230,25 @@ async fn a_password_change_from_a_stale_read_loses_to_an_ended_session() {
     // "Log out everywhere" after the change read the user: the change loses.
     assert!(store.end_all_sessions(&alice).await.unwrap());
     let session = new_session(alice.session_epoch + 1);
+    let (_, device) = auth::devices::Device::issue(
+        &alice,
+        alice.session_epoch + 1,
+        1_000,
+        std::time::Duration::from_secs(99_000),
+    );
+    let device = auth::devices::DeviceChange {
+        issued: &device,
+        retired: None,
+    };
     let lost = store
-        .change_password(&alice, &caller, "$2b$10$new", &session, &first(&session))
+        .change_password(
+            &alice,
+            &caller,
+            "$2b$10$new",
+            &session,
+            &first(&session),
+            &device,
+        )
         .await;
     assert!(matches!(lost, Err(StoreError::Conflict)), "{lost:?}");
     assert!(store.get_session(&session.id).await.unwrap().is_none());
@@ -244,7 +261,14 @@ async fn a_password_change_from_a_stale_read_loses_to_an_ended_session() {
         .unwrap();
     let session = new_session(fresh.session_epoch + 1);
     let lost = store
-        .change_password(&fresh, &caller, "$2b$10$new", &session, &first(&session))
+        .change_password(
+            &fresh,
+            &caller,
+            "$2b$10$new",
+            &session,
+            &first(&session),
+            &device,
+        )
         .await;
     assert!(matches!(lost, Err(StoreError::Conflict)), "{lost:?}");
     let stored = store.get(&alice.username).await.unwrap().unwrap();
@@ -296,7 +320,20 @@ async fn start_session(store: &Store, user: &User) -> String {
         created_at: 1_000,
         expires_at: 99_999,
     };
-    store.start_session(&session, &first, user).await.unwrap();
+    let (_, device) = auth::devices::Device::issue(
+        user,
+        user.session_epoch,
+        1_000,
+        std::time::Duration::from_secs(99_000),
+    );
+    let device = auth::devices::DeviceChange {
+        issued: &device,
+        retired: None,
+    };
+    store
+        .start_session(&session, &first, user, &device)
+        .await
+        .unwrap();
     session.id
 }
 

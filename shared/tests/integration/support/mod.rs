@@ -178,6 +178,7 @@ pub fn session_config() -> SessionConfig {
         refresh_ttl: Duration::from_secs(30 * 24 * 3600),
         reuse_grace: Duration::from_secs(10),
         max_lifetime: Duration::from_secs(90 * 24 * 3600),
+        device_ttl: auth::sessions::DEFAULT_DEVICE_TTL,
     }
 }
 
