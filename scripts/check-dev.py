@@ -44,6 +44,9 @@ def run_once(state, ddb_port, port, log, examples=False):
                 fail("the watch never started", log)
             time.sleep(0.5)
         password = open(os.path.join(state, "demo-password")).read().strip()
+        if os.environ.get("TEST_SECRETS_FILE"):
+            with open(os.environ["TEST_SECRETS_FILE"], "a") as secrets:
+                secrets.write(password + "\n")
         if password not in open(log).read():
             fail("make dev did not print the demo password", log)
         base = f"http://127.0.0.1:{port}"
@@ -78,6 +81,15 @@ def run_once(state, ddb_port, port, log, examples=False):
         except ProcessLookupError:
             pass  # make dev has already ended (a failed build): its output says why
         proc.wait(timeout=60)
+    # make test scans what make dev wrote for secrets, with the watch's logs:
+    # all of it but the banner, which prints the demo password on purpose
+    # (its own line, and the curl hint under it).
+    if os.environ.get("CHECK_DEV_LOG"):
+        password = open(os.path.join(state, "demo-password")).read().strip()
+        banner = lambda line: password in line and (
+            "== demo user:" in line or '"username": "demo"' in line)
+        with open(os.environ["CHECK_DEV_LOG"], "a") as kept:
+            kept.writelines(l for l in open(log, errors="replace") if not banner(l))
     for _ in range(100):
         if not port_open(port) and not port_open(ddb_port):
             break

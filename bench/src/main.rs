@@ -6,13 +6,13 @@
 //! - `functions`: every function beside the floor, from the plain path to
 //!   the production path: init, first and warm invocations through the
 //!   runtime loop, peak RSS on the success path; DynamoDB's and KMS's calls;
-//!   login's own work (functions.rs).
+//!   login's own work (functions/).
 //! - `own-work`: login's own work alone, as `functions` measures it.
 //! - `timing`: median login time, unknown users vs wrong passwords.
 //! - `cpu`: CPU time per invocation of each route (cpu.rs).
 //! - `init-calls FUNCTION`: the calls a verifier makes at init (KMS's keys,
 //!   DynamoDB's warm-up beside them), made by a minimal client in a fresh
-//!   process with the function's environment (`functions` runs it; functions.rs).
+//!   process with the function's environment (`functions` runs it; functions/init_calls.rs).
 //!
 //! Needs `DYNAMODB_TEST_ENDPOINT` (and, for `functions` and `cpu`,
 //! `KMS_TEST_ENDPOINT`).

@@ -444,11 +444,10 @@ mod tests {
         assert!(
             body_error(Body::Text(format!("{{\"username\": {deep}}}"))).contains("invalid type")
         );
+        // Deep nesting where a lenient type skips it: skipped, no stack
+        // overflow (our request types refuse unknown fields in any case).
         let deep_value = format!("{{\"username\": \"a\", \"x\": {deep}}}");
-        assert!(
-            serde_json::from_str::<serde_json::Value>(&deep_value).is_err(),
-            "recursion limit"
-        );
+        assert!(json_body::<Creds>(&json_request(Body::Text(deep_value))).is_ok());
         assert!(body_error(Body::Text("null".into())).contains("JSON object"));
         assert!(body_error(Body::Text("{}".into())).contains("missing field `username`"));
         assert!(body_error(Body::Text(r#"{"username": 5}"#.into())).contains("invalid type"));
@@ -461,10 +460,8 @@ mod tests {
             req.headers_mut()
                 .insert(header::CONTENT_TYPE, HeaderValue::from_str(value).unwrap());
         }
-        json_body::<Creds>(&req)
-            .err()
-            .map(|e| e.status().as_u16())
-            .filter(|s| *s == 415)
+        // Any refusal, with its status: an accepted type must parse the body.
+        json_body::<Creds>(&req).err().map(|e| e.status().as_u16())
     }
 
     #[test]

@@ -7,16 +7,22 @@ so the run never revokes the token it is using. The admin API runs with a
 user that holds the admin role (granted by auth-admin, the break-glass) and
 has just logged in, so the fresh-login rule lets it act."""
 import json, os, pathlib, subprocess, sys, urllib.request, uuid
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from noted import note, note_answer  # noqa: E402
 
 root = pathlib.Path(__file__).resolve().parents[2]
 base = os.environ["WATCH_URL"]
 
 
+
 def post(path, body):
     request = urllib.request.Request(base + path, data=json.dumps(body).encode(),
                                      headers={"content-type": "application/json"})
+    note(body.get("password"))
     with urllib.request.urlopen(request, timeout=120) as response:
-        return json.loads(response.read())
+        answer = json.loads(response.read())
+    note_answer(answer)
+    return answer
 
 
 def token_of_a_fresh_user(role):

@@ -2,7 +2,9 @@
 """Interop: another service verifies our tokens with a standard JWT library
 that is not ours (PyJWT and its JWKS client), from our discovery documents,
 against the routed watch that `make test` started (WATCH_URL)."""
-import json, os, sys, urllib.error, urllib.request, uuid
+import json, os, pathlib, sys, urllib.error, urllib.request, uuid
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from noted import note, note_answer  # noqa: E402
 
 import jwt
 from jwt import PyJWKClient
@@ -12,12 +14,16 @@ audience = os.environ["E2E_JWT_AUDIENCE"]
 failures = []
 
 
+
 def call(path, body=None):
     request = urllib.request.Request(base + path, data=body and json.dumps(body).encode(),
                                      headers={"content-type": "application/json"})
+    note((body or {}).get("password"))
     try:
         with urllib.request.urlopen(request, timeout=120) as response:
-            return response.status, json.loads(response.read()), response.headers
+            answer = json.loads(response.read())
+            note_answer(answer)
+            return response.status, answer, response.headers
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read()), error.headers
 

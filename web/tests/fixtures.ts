@@ -4,6 +4,7 @@
 // test that caused it.
 
 import { randomBytes } from "node:crypto";
+import { appendFileSync } from "node:fs";
 import { test as base, expect, type BrowserContext, type Page } from "@playwright/test";
 
 export interface Person {
@@ -16,7 +17,19 @@ export const REFRESH_COOKIE = "__Host-refresh_token";
 
 export function newPerson(): Person {
   const id = randomBytes(5).toString("hex");
-  return { username: `ada-${id}`, password: `analytical engine ${id}`, name: `Ada ${id}` };
+  const person = { username: `ada-${id}`, password: `analytical engine ${id}`, name: `Ada ${id}` };
+  noteSecret(person.password);
+  return person;
+}
+
+/**
+ * Notes a secret the tests used or received (a password, a cookie's token) in
+ * TEST_SECRETS_FILE, which make test sets: its last stage checks that none
+ * is in the watch's logs.
+ */
+export function noteSecret(secret: string): void {
+  const file = process.env.TEST_SECRETS_FILE;
+  if (file && secret.length >= 8) appendFileSync(file, `${secret}\n`);
 }
 
 /** A console line of a CSP or Trusted Types violation (ours, or Chromium's own). */
@@ -43,6 +56,23 @@ export const test = base.extend<{ consoleMessages: string[] }>({
         page.on("console", (message) => messages.push(message.text()));
         page.on("pageerror", (error) => messages.push(`uncaught: ${error.message}`));
       };
+      // Every token the API hands the page (access tokens in bodies, refresh
+      // tokens and device proofs in cookies) is a secret.
+      context.on("response", (response) => {
+        for (const cookie of (response.headers()["set-cookie"] ?? "").split("\n")) {
+          noteSecret(cookie.split(";")[0]?.split("=").slice(1).join("=") ?? "");
+        }
+        if (response.headers()["content-type"]?.startsWith("application/json")) {
+          response
+            .json()
+            .then((body: Record<string, unknown>) => {
+              for (const field of ["access_token", "refresh_token", "device"]) {
+                if (typeof body[field] === "string") noteSecret(body[field]);
+              }
+            })
+            .catch(() => undefined);
+        }
+      });
       context.pages().forEach(watch);
       context.on("page", watch);
       await provide(messages);

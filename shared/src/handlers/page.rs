@@ -278,10 +278,15 @@ mod tests {
             .header("accept-encoding", accept_encoding)
             .body(Body::Empty)
             .unwrap();
+        served(&site, req)
+    }
+
+    /// `req` as `site` answers it.
+    fn served(site: &Site, req: Request) -> Response<Body> {
         tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap()
-            .block_on(handle(&site, req))
+            .block_on(handle(site, req))
     }
 
     fn header<'a>(response: &'a Response<Body>, name: &str) -> &'a str {
@@ -296,10 +301,7 @@ mod tests {
             .header("host", host)
             .body(Body::Empty)
             .unwrap();
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-            .block_on(handle(&site, req))
+        served(&site, req)
     }
 
     #[test]

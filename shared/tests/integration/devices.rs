@@ -48,6 +48,13 @@ fn issued_device(response: &Response<Body>) -> (String, u64) {
     )
 }
 
+/// "owner" signs in (no proof yet): the session's tokens and the proof.
+async fn signed_in(app: &App) -> (Tokens, String) {
+    let login = device_login(app, "owner", PASSWORD, None).await;
+    let (device, _) = issued_device(&login);
+    (Tokens::from(&login), device)
+}
+
 /// A stranger's wrong guess: no device.
 async fn stranger_guess(app: &App, username: &str) -> Response<Body> {
     device_login(app, username, "a stranger's guess", None).await
@@ -330,9 +337,7 @@ async fn a_deleted_accounts_device_vouches_for_nobody_not_even_the_names_next_ow
     let store = fresh_store().await;
     let (app, _) = manual_app(&store);
     user_in(&store, "owner").await;
-    let login = device_login(&app, "owner", PASSWORD, None).await;
-    let (device, _) = issued_device(&login);
-    let tokens = Tokens::from(&login);
+    let (tokens, device) = signed_in(&app).await;
     let body = json!({"password": PASSWORD}).to_string();
     assert_works(
         &account::handle(
@@ -511,9 +516,7 @@ async fn a_device_re_authenticates_its_owner_while_a_stranger_holds_the_lock() {
     let store = fresh_store().await;
     let (app, _) = manual_app(&store);
     crate::permissions::admin_in(&store, "owner").await;
-    let login = device_login(&app, "owner", PASSWORD, None).await;
-    let (device, _) = issued_device(&login);
-    let tokens = Tokens::from(&login);
+    let (tokens, device) = signed_in(&app).await;
     // Two wrong guesses of the device's own, then the stranger's five.
     for _ in 0..2 {
         device_login(&app, "owner", "a wrong guess", Some(&device)).await;
@@ -546,9 +549,7 @@ async fn a_device_deletes_its_owners_account_while_a_stranger_holds_the_lock() {
     let store = fresh_store().await;
     let (app, _) = manual_app(&store);
     user_in(&store, "owner").await;
-    let login = device_login(&app, "owner", PASSWORD, None).await;
-    let (device, _) = issued_device(&login);
-    let tokens = Tokens::from(&login);
+    let (tokens, device) = signed_in(&app).await;
     for _ in 0..5 {
         stranger_guess(&app, "owner").await;
     }

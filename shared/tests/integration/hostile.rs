@@ -632,6 +632,14 @@ async fn base64_bodies_are_decoded_and_wrong_content_types_refused() {
 /// `navigator.sendBeacon(url, json)` sends from any web page, with no
 /// preflight: a JSON body without a content type (or a CORS-safelisted one).
 /// No route takes it, and nothing is hashed, verified or written.
+/// `req` to the function that serves `event`: logout or the password function.
+async fn account_or_logout(app: &App, event: &str, req: Request) -> Response<Body> {
+    match event {
+        "logout.json" => logout::handle(&app.logout(), req).await,
+        _ => account::handle(&app.account(), req).await,
+    }
+}
+
 #[tokio::test]
 async fn a_body_a_page_can_send_cross_origin_without_asking_is_415_everywhere() {
     let store = fresh_store().await;
@@ -666,6 +674,7 @@ async fn a_body_a_page_can_send_cross_origin_without_asking_is_415_everywhere() 
                 .to_string();
         let password_body =
             json!({"current_password": PASSWORD, "new_password": "another passphrase"}).to_string();
+        let proof_body = json!({"password": PASSWORD}).to_string();
         let responses = [
             login::handle(
                 &login_state,
@@ -697,9 +706,33 @@ async fn a_body_a_page_can_send_cross_origin_without_asking_is_415_everywhere() 
                 raw("password.json", Some(&password_body), false, &with_auth),
             )
             .await,
+            account::handle(
+                &app.account(),
+                raw("reauthenticate.json", Some(&proof_body), false, &with_auth),
+            )
+            .await,
+            account::handle(
+                &app.account(),
+                raw("delete-account.json", Some(&proof_body), false, &with_auth),
+            )
+            .await,
         ];
+        // The protected routes carry a token above, which no page elsewhere
+        // can attach without a preflight: even so, the body is refused. What
+        // such a page can send them (no token) is refused before the body.
         for response in &responses {
             assert_error(response, 415, "unsupported_media_type");
+        }
+        for (event, body) in [
+            ("logout.json", r#"{"all": true}"#),
+            ("password.json", password_body.as_str()),
+            ("reauthenticate.json", proof_body.as_str()),
+            ("delete-account.json", proof_body.as_str()),
+        ] {
+            let no_token = [("content-type", content_type), ("authorization", "")];
+            let req = raw(event, Some(body), false, &no_token);
+            let response = account_or_logout(&app, event, req).await;
+            assert_error(&response, 401, "missing_token");
         }
     }
     assert_eq!(

@@ -39,6 +39,20 @@ fn distinct_answers(responses: &[Response<Body>]) -> BTreeSet<(u16, Vec<u8>)> {
         .collect()
 }
 
+/// Each login state's request with `body`, racing the others'.
+async fn race_logins(states: Vec<Login>, body: &str) -> Vec<Response<Body>> {
+    race(
+        states
+            .into_iter()
+            .map(|state| {
+                let req = request("login.json", None, Some(body));
+                racing(async move { login::handle(&state, req).await })
+            })
+            .collect(),
+    )
+    .await
+}
+
 /// Bcrypt runs a lockout allows racers whose clocks are up to a second
 /// apart: five, and one more when the writer of the fifth attempt's clock
 /// is a second behind another racer's (the first lock window is 1 s, "as the
@@ -77,16 +91,7 @@ async fn thirty_parallel_wrong_logins_get_five_bcrypt_verifications_known_or_unk
         let states: Vec<Login> = app.racers(RACERS).await.iter().map(App::login).collect();
         let hashers: Vec<PasswordHasher> = states.iter().map(|s| s.passwords.clone()).collect();
         let body = login_body(username, "a wrong guess");
-        let responses = race(
-            states
-                .into_iter()
-                .map(|state| {
-                    let req = request("login.json", None, Some(&body));
-                    racing(async move { login::handle(&state, req).await })
-                })
-                .collect(),
-        )
-        .await;
+        let responses = race_logins(states, &body).await;
         let verified: u64 = hashers.iter().map(PasswordHasher::verifications).sum();
         println!("{username}: {verified} verifications");
         assert_lockout_schedule(username, verified, &responses);
@@ -132,32 +137,14 @@ async fn attempts_under_the_lock_from_clocks_a_second_apart_are_never_refused() 
     let ahead = app.racer(1, 2, Some(&ahead_proxy)).await;
     assert_eq!(ahead.clock.now(), behind.clock.now() + 1);
     let body = login_body("skewed", "a wrong guess");
-    let responses = race(
-        [behind, ahead]
-            .into_iter()
-            .map(|racer| {
-                let req = request("login.json", None, Some(&body));
-                racing(async move { login::handle(&racer.login(), req).await })
-            })
-            .collect(),
-    )
-    .await;
+    let responses = race_logins(vec![behind.login(), ahead.login()], &body).await;
     assert!(counted.is_open(), "the forced order did not happen");
     assert_eq!(statuses(&responses), [401, 401]);
     for round in 0..4 {
         let username = format!("skewed-{round}");
         let body = login_body(&username, "a wrong guess");
-        let racers = app.racers(4).await;
-        let responses = race(
-            racers
-                .into_iter()
-                .map(|racer| {
-                    let req = request("login.json", None, Some(&body));
-                    racing(async move { login::handle(&racer.login(), req).await })
-                })
-                .collect(),
-        )
-        .await;
+        let states = app.racers(4).await.iter().map(App::login).collect();
+        let responses = race_logins(states, &body).await;
         assert_eq!(statuses(&responses), [401; 4], "round {round}");
         let name = Username::parse(&username).unwrap();
         assert_eq!(store.failures(&name).await.unwrap().unwrap().count, 4);

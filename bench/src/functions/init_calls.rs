@@ -1,0 +1,172 @@
+//! The calls a verifier's init makes, made by a minimal client in a fresh
+//! process (`auth-bench init-calls`): what its init budget credits.
+
+use super::*;
+
+/// `auth-bench init-calls` in a process of its own with `function`'s `env`:
+/// the wall time and the CPU time of the calls its init makes.
+pub(super) async fn fresh_init_calls(
+    function: &'static str,
+    env: &[(String, String)],
+) -> Result<(f64, f64), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let env = env.to_vec();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(exe)
+            .arg("init-calls")
+            .arg(function)
+            .env_clear()
+            .envs(env)
+            .output()
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    let said = String::from_utf8_lossy(&output.stdout);
+    let value = |name: &str| -> Option<f64> {
+        said.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(": "))
+            .and_then(|ms| ms.trim().parse().ok())
+    };
+    value("init_calls_ms")
+        .zip(value("init_calls_cpu_ms"))
+        .filter(|_| output.status.success())
+        .ok_or_else(|| {
+            format!(
+                "init-calls failed: {said} {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })
+}
+
+/// `auth-bench init-calls FUNCTION`: the round trips a verifier's init still
+/// makes, as a minimal client in a fresh process with the function's
+/// environment makes them: `GetPublicKey` for each `kms:` key of
+/// `JWT_VERIFICATION_KEYS`, all at once, and, for all but jwks, a `GetItem`
+/// on the table beside them (the DynamoDB warm-up), each on a new connection.
+/// Their wall time (connections, TLS handshakes, requests and answers) is
+/// what the budget credits; the CPU time is printed beside it. Set up
+/// untimed, as the function does it at its own init, and judged there: the
+/// SDK configuration and clients, the roots, the random generator's seeding.
+/// None of the function's own init code runs here (its configuration, its
+/// keys' parsing, the way it orders the calls).
+pub async fn init_calls(function: &str) -> bool {
+    if !VERIFIERS.contains(&function) {
+        eprintln!("{function} makes no calls at init; the verifiers do: {VERIFIERS:?}");
+        return false;
+    }
+    let calls = match InitCalls::set_up(function != "jwks") {
+        Ok(calls) => calls,
+        Err(e) => {
+            eprintln!("{function}'s init calls: {e}");
+            return false;
+        }
+    };
+    let (started, cpu) = (Instant::now(), crate::cpu::process_cpu_ms());
+    let called = calls.make().await;
+    let (elapsed, cpu) = (started.elapsed(), crate::cpu::process_cpu_ms() - cpu);
+    match called {
+        // Retries are off; an answer this slow is a stall, not a round trip.
+        Ok(()) if elapsed >= auth::store::WARM_UP_LIMIT => {
+            eprintln!("{function}'s init calls took {elapsed:?}: too long for round trips");
+            false
+        }
+        Ok(()) => {
+            println!("init_calls_ms: {:.3}", ms_of(elapsed));
+            println!("init_calls_cpu_ms: {cpu:.3}");
+            true
+        }
+        Err(e) => {
+            eprintln!("{function}'s init calls failed: {e}");
+            false
+        }
+    }
+}
+
+/// The clients of [`init_calls`], on the functions' SDK configuration
+/// (`AWS_CA_BUNDLE`, timeouts, endpoints) but without retries: a retried
+/// call must fail the bench, not pass for a long round trip.
+pub(super) struct InitCalls {
+    kms: aws_sdk_kms::Client,
+    keys: Vec<String>,
+    /// The table's client and name, for the warm-up.
+    warm_up: Option<(aws_sdk_dynamodb::Client, String)>,
+}
+
+impl InitCalls {
+    fn set_up(warm_up: bool) -> Result<InitCalls, String> {
+        use aws_lc_rs::rand::SecureRandom as _;
+        use aws_sdk_dynamodb::config::retry::RetryConfig;
+        let sdk = auth::runtime::aws_from_env().map_err(|e| e.to_string())?;
+        // The first random draw seeds aws-lc's generator: the first TLS
+        // handshake's, in the function's init.
+        aws_lc_rs::rand::SystemRandom::new()
+            .fill(&mut [0u8; 8])
+            .map_err(|_| "aws-lc's random generator failed")?;
+        let mut kms =
+            aws_sdk_kms::config::Builder::from(&sdk).retry_config(RetryConfig::disabled());
+        if let Some(url) = auth::aws::endpoint_override("KMS") {
+            kms = kms.endpoint_url(url);
+        }
+        let keys: Vec<String> = auth::keys::verification_keys_from(&auth::config::Environment)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter_map(|key| match key {
+                KeySource::Kms(id) => Some(id),
+                KeySource::Pem(_) => None,
+            })
+            .collect();
+        if keys.is_empty() {
+            return Err("JWT_VERIFICATION_KEYS names no kms: key, so no call to make".into());
+        }
+        let warm_up = if warm_up {
+            let mut dynamodb =
+                aws_sdk_dynamodb::config::Builder::from(&sdk).retry_config(RetryConfig::disabled());
+            if let Some(url) = auth::aws::endpoint_override("DYNAMODB") {
+                dynamodb = dynamodb.endpoint_url(url);
+            }
+            let table = auth::config::StoreConfig::from_source(&auth::config::Environment)
+                .map_err(|e| e.to_string())?
+                .table_name;
+            Some((aws_sdk_dynamodb::Client::from_conf(dynamodb.build()), table))
+        } else {
+            None
+        };
+        Ok(InitCalls {
+            kms: aws_sdk_kms::Client::from_conf(kms.build()),
+            keys,
+            warm_up,
+        })
+    }
+
+    /// The calls, at once, each answer checked.
+    async fn make(&self) -> Result<(), String> {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        let fetch = async {
+            let fetches = self
+                .keys
+                .iter()
+                .map(|id| self.kms.get_public_key().key_id(id).send());
+            for fetched in futures_util::future::join_all(fetches).await {
+                let output =
+                    fetched.map_err(|e| format!("GetPublicKey: {}", auth::aws::describe(&e)))?;
+                output.public_key().ok_or("GetPublicKey: no public key")?;
+            }
+            Ok::<_, String>(())
+        };
+        let Some((dynamodb, table)) = &self.warm_up else {
+            return fetch.await;
+        };
+        let key = |name: &str| (name.to_owned(), AttributeValue::S("BENCH#NONE".into()));
+        let read = dynamodb
+            .get_item()
+            .table_name(table)
+            .set_key(Some(
+                [key(auth::store::PARTITION_KEY), key(auth::store::SORT_KEY)].into(),
+            ))
+            .send();
+        let (fetched, read) = tokio::join!(fetch, read);
+        read.map_err(|e| format!("GetItem: {}", auth::aws::describe(&e)))?;
+        fetched
+    }
+}

@@ -1,0 +1,385 @@
+//! `auth-bench functions`: every function, through a Runtime API of ours
+//! (lambda.rs), beside the floor (a hello-world function on the same runtime
+//! and release profile), on four layers from the plain path to the one
+//! Lambda runs:
+//!
+//! 1. `plain`: DynamoDB Local over plain HTTP, a local PEM key, logs at WARN;
+//! 2. `logs`: + JSON logs at INFO (`AWS_LAMBDA_LOG_FORMAT`, `AWS_LAMBDA_LOG_LEVEL`);
+//! 3. `kms`: + `kms:` keys (moto) for signers and verifiers;
+//! 4. `production`: + TLS to DynamoDB and KMS (tls.rs; `AWS_CA_BUNDLE`).
+//!
+//! For each function and layer: init (exec to the first poll of `/next`) and
+//! the first invocation's latency, median of `COLD_RUNS` processes, each
+//! started right after a cold start of the floor and, for a verifier with
+//! `kms:` keys, right after a minimal client in a fresh process made the
+//! calls of its init (`init_calls`: KMS's public keys, and DynamoDB's warm-up
+//! beside them: the round trips its init still makes, new connections and
+//! TLS handshakes included); each process's init is judged against the
+//! two measured just before it (the machine as it was then:
+//! `init_beyond_budget_ms`, the median over the processes); then, in
+//! the last process, `WARM` more invocations of its success path (each
+//! status asserted), their latency, its peak RSS and the lines it wrote.
+//! Beside them, in the same run: DynamoDB's and KMS's first call on a new
+//! connection and a call on a kept one, over each path; and login's own work
+//! (login minus its bcrypt verification) beside its AWS calls, measured
+//! inside the same invocations (in process, production path), and where it
+//! lies: the stretches between the calls.
+//!
+//! Needs `DYNAMODB_TEST_ENDPOINT` and `KMS_TEST_ENDPOINT` (plain HTTP) and
+//! `BENCH_BIN` (the folder of the release binaries). Prints `metric: value`.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use auth::aws::{SdkSettings, sdk_config};
+use auth::devices::{Device, DeviceChange};
+use auth::handlers::login;
+use auth::keys::{KeySource, Signer, generate_pem_pair, public_key_from_pem};
+use auth::passwords::{BcryptCost, PasswordHasher};
+use auth::permissions::Role;
+use auth::sessions::{RefreshRecord, RefreshState, RefreshToken, Session};
+use auth::store::{Store, create_table};
+use auth::tokens::TokenIssuer;
+use auth::trust::TrustRoots;
+use auth::users::{User, Username};
+use serde_json::{Value, json};
+
+use crate::lambda::Function;
+use crate::tls::Authority;
+use crate::{event, login_state, ms_of, percentile, token_config};
+
+mod calls;
+mod init_calls;
+mod own_work;
+mod paths;
+
+use calls::calls;
+use init_calls::fresh_init_calls;
+pub use init_calls::init_calls;
+use own_work::{login_own_work, print_own_work};
+use paths::{measure, with_body};
+
+const COLD_RUNS: usize = 9;
+const WARM: usize = 30;
+const PASSWORD: &str = "the bench's own passphrase";
+/// The password function's chain changes the password back and forth.
+const PASSWORDS: [&str; 2] = ["bench passphrase number one", "bench passphrase number two"];
+const FUNCTIONS: [&str; 9] = [
+    "login", "get-name", "register", "refresh", "logout", "password", "admin", "jwks", "web",
+];
+/// The functions that fetch their public keys at init.
+const VERIFIERS: [&str; 5] = ["get-name", "logout", "password", "admin", "jwks"];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layer {
+    Plain,
+    Logs,
+    Kms,
+    Production,
+}
+
+const LAYERS: [Layer; 4] = [Layer::Plain, Layer::Logs, Layer::Kms, Layer::Production];
+
+impl Layer {
+    fn name(self) -> &'static str {
+        match self {
+            Layer::Plain => "plain",
+            Layer::Logs => "logs",
+            Layer::Kms => "kms",
+            Layer::Production => "production",
+        }
+    }
+}
+
+/// Everything the functions and the bench share for one run.
+struct Bench {
+    bin: PathBuf,
+    table: String,
+    ddb_plain: String,
+    ddb_tls: String,
+    kms_plain: String,
+    kms_tls: String,
+    ca_path: PathBuf,
+    pem_private: PathBuf,
+    pem_public: PathBuf,
+    kms_key: String,
+    /// The bench's own store (plain path): users, sessions.
+    store: Store,
+    pem_issuer: TokenIssuer,
+    kms_issuer: TokenIssuer,
+    /// Password changes so far: every layer's chain changes the same user's
+    /// password, back and forth between `PASSWORDS`.
+    password_changes: AtomicUsize,
+}
+
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run make bench"))
+}
+
+/// The SDK configuration the functions build, trusting `ca` (or Amazon's roots).
+fn sdk(ca: Option<&PathBuf>) -> aws_config::SdkConfig {
+    sdk_config(&SdkSettings {
+        attempt_timeout: Duration::from_secs(2),
+        operation_timeout: Duration::from_secs(5),
+        max_attempts: 3,
+        trust: ca.map_or(TrustRoots::Amazon, |p| TrustRoots::Bundle(p.clone())),
+    })
+    .expect("the bench's SDK configuration")
+}
+
+fn dynamodb(sdk: &aws_config::SdkConfig, url: &str) -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(sdk)
+            .endpoint_url(url)
+            .build(),
+    )
+}
+
+fn kms(sdk: &aws_config::SdkConfig, url: &str) -> aws_sdk_kms::Client {
+    aws_sdk_kms::Client::from_conf(
+        aws_sdk_kms::config::Builder::from(sdk)
+            .endpoint_url(url)
+            .build(),
+    )
+}
+
+fn address(url: &str) -> std::net::SocketAddr {
+    url.trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap_or_else(|e| panic!("{url}: {e}"))
+}
+
+impl Bench {
+    async fn new() -> Bench {
+        let ddb_plain = var("DYNAMODB_TEST_ENDPOINT");
+        let kms_plain = var("KMS_TEST_ENDPOINT");
+        let authority = Authority::new();
+        let ddb_tls = authority.terminate(address(&ddb_plain)).await;
+        let kms_tls = authority.terminate(address(&kms_plain)).await;
+        let dir = std::env::temp_dir().join(format!("auth-bench-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_path = dir.join("ca.pem");
+        std::fs::write(&ca_path, &authority.ca_pem).unwrap();
+        let (private, public) = generate_pem_pair().unwrap();
+        let (pem_private, pem_public) = (dir.join("key.pem"), dir.join("key.pub.pem"));
+        std::fs::write(&pem_private, &private).unwrap();
+        std::fs::write(&pem_public, &public).unwrap();
+        public_key_from_pem(&public, "bench").unwrap();
+
+        let plain = sdk(None);
+        let kms_client = kms(&plain, &kms_plain);
+        let key = kms_client
+            .create_key()
+            .key_spec(aws_sdk_kms::types::KeySpec::Rsa2048)
+            .key_usage(aws_sdk_kms::types::KeyUsageType::SignVerify)
+            .send()
+            .await
+            .expect("moto: CreateKey");
+        let kms_key = key.key_metadata().unwrap().key_id().to_owned();
+        let client = dynamodb(&plain, &ddb_plain);
+        let table = format!("bench-{}", uuid::Uuid::new_v4());
+        create_table(&client, &table).await.expect("DynamoDB Local");
+        let store = Store::new(client, table.clone());
+        let pem_issuer = TokenIssuer::new(
+            Signer::from_pem(&private, "bench").unwrap(),
+            &token_config(),
+        );
+        let kms_issuer = TokenIssuer::new(
+            Signer::new(&KeySource::Kms(kms_key.clone()), &kms_client).unwrap(),
+            &token_config(),
+        );
+        let bench = Bench {
+            bin: PathBuf::from(var("BENCH_BIN")),
+            table,
+            ddb_plain,
+            ddb_tls,
+            kms_plain,
+            kms_tls,
+            ca_path,
+            pem_private,
+            pem_public,
+            kms_key,
+            store,
+            pem_issuer,
+            kms_issuer,
+            password_changes: AtomicUsize::new(0),
+        };
+        let hasher = PasswordHasher::new(BcryptCost::DEFAULT);
+        for (username, password) in [
+            ("bench-user", PASSWORD),
+            ("bench-admin", PASSWORD),
+            ("bench-pw", PASSWORDS[0]),
+        ] {
+            let hash = hasher.hash(password.into()).await.unwrap();
+            let user = User::new(
+                Username::parse(username).unwrap(),
+                "Bench User".into(),
+                hash,
+            );
+            bench.store.create(&user).await.unwrap();
+        }
+        let admin = bench.user("bench-admin").await;
+        bench
+            .store
+            .grant_role(&admin, &Role::admin())
+            .await
+            .unwrap();
+        bench
+    }
+
+    async fn user(&self, username: &str) -> User {
+        self.store
+            .get(&Username::parse(username).unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    /// What Lambda's environment holds for a function on `layer`: its
+    /// configuration and Lambda's own variables, nothing of the shell.
+    fn env(&self, layer: Layer) -> Vec<(String, String)> {
+        let mut env: Vec<(&str, String)> = vec![
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID", "local".into()),
+            ("AWS_SECRET_ACCESS_KEY", "local".into()),
+            ("TABLE_NAME", self.table.clone()),
+            ("JWT_ISSUER", token_config().issuer),
+            ("JWT_AUDIENCE", token_config().audience),
+            ("BCRYPT_COST", BcryptCost::DEFAULT.get().to_string()),
+            ("LOGIN_LIMIT_PER_IP_PER_MINUTE", "100000".into()),
+            ("REGISTER_LIMIT_PER_IP_PER_HOUR", "100000".into()),
+            ("ROLES", "admin".into()),
+        ];
+        let tls = layer == Layer::Production;
+        env.push((
+            "AWS_ENDPOINT_URL_DYNAMODB",
+            if tls { &self.ddb_tls } else { &self.ddb_plain }.clone(),
+        ));
+        if layer == Layer::Plain {
+            env.push(("RUST_LOG", "warn".into()));
+        } else {
+            // What Lambda sets for LoggingConfig { LogFormat: JSON, ApplicationLogLevel: INFO }.
+            env.push(("AWS_LAMBDA_LOG_FORMAT", "JSON".into()));
+            env.push(("AWS_LAMBDA_LOG_LEVEL", "INFO".into()));
+        }
+        if matches!(layer, Layer::Kms | Layer::Production) {
+            env.push(("JWT_SIGNING_KEY", format!("kms:{}", self.kms_key)));
+            env.push(("JWT_VERIFICATION_KEYS", format!("kms:{}", self.kms_key)));
+            env.push((
+                "AWS_ENDPOINT_URL_KMS",
+                if tls { &self.kms_tls } else { &self.kms_plain }.clone(),
+            ));
+        } else {
+            env.push((
+                "JWT_SIGNING_KEY",
+                format!("pem:{}", self.pem_private.display()),
+            ));
+            env.push((
+                "JWT_VERIFICATION_KEYS",
+                format!("pem:{}", self.pem_public.display()),
+            ));
+        }
+        if tls {
+            env.push(("AWS_CA_BUNDLE", self.ca_path.display().to_string()));
+        }
+        env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    }
+
+    /// A new session of `username`, signed with `layer`'s key and stored (no
+    /// bcrypt: the bench makes many): its access and refresh tokens.
+    async fn session(&self, layer: Layer, username: &str) -> (String, String) {
+        let user = self.user(username).await;
+        let now = auth::clock::system_now();
+        let refresh = RefreshToken::generate();
+        let session = Session {
+            id: Session::new_id(),
+            user_id: user.id,
+            username: user.username.clone(),
+            epoch: user.session_epoch,
+            revoked: false,
+            created_at: now,
+            auth_time: now,
+            expires_at: now + 3600,
+        };
+        let first = RefreshRecord {
+            hash: refresh.hash(),
+            session_id: session.id.clone(),
+            user_id: user.id,
+            state: RefreshState::Active,
+            created_at: now,
+            expires_at: now + 3600,
+        };
+        let issuer = match layer {
+            Layer::Plain | Layer::Logs => &self.pem_issuer,
+            Layer::Kms | Layer::Production => &self.kms_issuer,
+        };
+        let access = issuer.issue(&user, &session.id, now, now).await.unwrap();
+        let (_, device) = Device::issue(&user, user.session_epoch, now, Duration::from_secs(3600));
+        let device = DeviceChange {
+            issued: &device,
+            retired: None,
+        };
+        self.store
+            .start_session(&session, &first, &user, &device)
+            .await
+            .unwrap();
+        (access.token, refresh.expose().to_owned())
+    }
+}
+
+pub async fn run() -> bool {
+    let bench = Bench::new().await;
+    println!("cold_runs: {COLD_RUNS}");
+    // Login's own work: a batch before the cold starts, one between the
+    // layers, one at the end.
+    let mut own_work = vec![in_a_function_runtime(|| login_own_work(&bench))];
+    for (i, layer) in LAYERS.iter().enumerate() {
+        if i == LAYERS.len() / 2 {
+            own_work.push(in_a_function_runtime(|| login_own_work(&bench)));
+        }
+        // The floor first: it has no layers.
+        let floor = (i == 0).then_some("floor");
+        for function in floor.into_iter().chain(FUNCTIONS) {
+            let prefix = if function == "floor" {
+                "floor".to_owned()
+            } else {
+                format!("{}.{function}", layer.name())
+            };
+            eprintln!("{prefix}");
+            if let Err(e) = measure(&bench, function, *layer, &prefix).await {
+                eprintln!("FAIL {e}");
+                return false;
+            }
+        }
+    }
+    calls(&bench, false).await;
+    calls(&bench, true).await;
+    own_work.push(in_a_function_runtime(|| login_own_work(&bench)));
+    print_own_work(&own_work);
+    true
+}
+
+/// Runs `work` on a current-thread runtime of its own, as in a function: no
+/// hand-off between worker threads inside a login to count as its own work.
+fn in_a_function_runtime<T: Send, F: Future<Output = T>>(work: impl FnOnce() -> F + Send) -> T {
+    tokio::task::block_in_place(|| {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| crate::function_runtime().block_on(work()))
+                .join()
+                .expect("the function's thread panicked")
+        })
+    })
+}
+
+/// `auth-bench own-work`: login's own work alone (`login_own_work`), on a
+/// bench of its own; quicker than `functions` when working on that path.
+pub async fn own_work() -> bool {
+    let bench = Bench::new().await;
+    print_own_work(&[in_a_function_runtime(|| login_own_work(&bench))]);
+    true
+}
