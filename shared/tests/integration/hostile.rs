@@ -370,9 +370,26 @@ async fn kid_naming_no_key_of_ours() {
 async fn jku_x5u_and_jwk_headers_are_never_followed() {
     let f = fixture().await;
     let stranger_jwk = serde_json::to_value(stranger_key().public.jwk()).unwrap();
+    // The URLs point at a listener that would serve the stranger's key: a
+    // verifier that followed one would connect to it. None may.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let at = format!("http://{}", listener.local_addr().unwrap());
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = connections.clone();
+    let jwks = json!({"keys": [stranger_jwk.clone()]}).to_string();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{jwks}",
+                jwks.len()
+            );
+            let _ = tokio::io::AsyncWriteExt::write_all(&mut socket, answer.as_bytes()).await;
+        }
+    });
     for (name, value) in [
-        ("jku", json!("https://evil.test/jwks.json")),
-        ("x5u", json!("https://evil.test/cert.pem")),
+        ("jku", json!(format!("{at}/jwks.json"))),
+        ("x5u", json!(format!("{at}/cert.pem"))),
         ("jwk", stranger_jwk),
     ] {
         // Signed by the stranger, pointing at the stranger's key: never looked at.
@@ -384,6 +401,21 @@ async fn jku_x5u_and_jwk_headers_are_never_followed() {
         let ours = f.forged(|h, _| h[name] = value).await;
         f.assert_token_refused(&ours).await;
     }
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a verifier fetched a key a token named"
+    );
+    // The listener counts what reaches it (its positive control).
+    let address = at.trim_start_matches("http://").to_owned();
+    let _probe = tokio::net::TcpStream::connect(address).await.unwrap();
+    for _ in 0..100 {
+        if connections.load(std::sync::atomic::Ordering::SeqCst) == 1 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the listener never counted a connection");
 }
 
 #[tokio::test]
@@ -819,12 +851,17 @@ mod properties {
     use super::*;
     use proptest::prelude::*;
 
+    /// Stands for a valid access token of a live session, made for the case
+    /// (so the fuzzed bodies reach the protected routes' parsers too).
+    const VALID: &str = "a valid token";
+
     fn header_value() -> impl Strategy<Value = String> {
         prop_oneof![
-            Just(String::new()),
-            "[ -~]{0,64}",
-            "Bearer [A-Za-z0-9._~+/=-]{0,300}",
-            "Bearer [ -~]{0,100}",
+            2 => Just(VALID.to_owned()),
+            1 => Just(String::new()),
+            1 => "[ -~]{0,64}",
+            1 => "Bearer [A-Za-z0-9._~+/=-]{0,300}",
+            1 => "Bearer [ -~]{0,100}",
         ]
     }
 
@@ -881,6 +918,10 @@ mod properties {
             runtime.block_on(async {
                 let store = shared_store().await;
                 let app = App::new(&store);
+                let authorization = match authorization.as_str() {
+                    VALID => bearer(&fresh_access(&app).await),
+                    other => other.to_owned(),
+                };
                 let (l, reg, rf, g, lo, pw, adm) = (app.login(), app.register(), app.refresh(), app.get_name(), app.logout(), app.account(), app.admin());
                 let req = |name: &str| build(name, &body, &authorization, &content_type, base64);
                 let cases: Vec<(&str, Response<Body>)> = vec![
@@ -905,6 +946,33 @@ mod properties {
     }
 
     /// One table for all cases (tables are cheap, but not free).
+    /// A new session's access token of the shared store's user.
+    async fn fresh_access(app: &App) -> String {
+        let username = "fuzzed-holder";
+        if app
+            .store
+            .get(&auth::users::Username::parse(username).unwrap())
+            .await
+            .unwrap()
+            .is_none()
+        {
+            let _ = app
+                .store
+                .create(&auth::users::User::new(
+                    auth::users::Username::parse(username).unwrap(),
+                    "Fuzzed".into(),
+                    hasher().hash(PASSWORD.to_owned()).await.unwrap(),
+                ))
+                .await;
+        }
+        let body = json!({"username": username, "password": PASSWORD}).to_string();
+        let response = login::handle(&app.login(), request("login.json", None, Some(&body))).await;
+        body_json(&response)["access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{}", body_json(&response)))
+            .to_owned()
+    }
+
     async fn shared_store() -> Store {
         static TABLE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
         let client = local_client().await;

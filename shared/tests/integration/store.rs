@@ -394,8 +394,20 @@ async fn deactivation_ends_every_session_and_reactivation_revives_none() {
 
 #[tokio::test]
 async fn the_warm_up_at_init_reads_nothing_writes_nothing_and_never_holds_init_long() {
+    // Through a proxy that records each call: one read, of a key no item
+    // has, and nothing else.
     let store = fresh_store().await;
-    store.warm_up().await;
+    let proxy = crate::support::proxy::Proxy::to_dynamodb().await;
+    let watched = Store::new(
+        client_for(&proxy.endpoint, &sdk_settings()).await,
+        store.table(),
+    );
+    watched.warm_up().await;
+    assert_eq!(
+        proxy.operations(),
+        ["getitem"],
+        "the warm-up makes one read"
+    );
     let client = local_client().await;
     let scan = client
         .scan()
@@ -405,15 +417,32 @@ async fn the_warm_up_at_init_reads_nothing_writes_nothing_and_never_holds_init_l
         .unwrap();
     assert_eq!(scan.count(), 0, "the warm-up wrote nothing");
 
-    // A DynamoDB that never answers: init goes on after the warm-up's bound.
+    // A DynamoDB that accepts and never answers: the warm-up asks, waits its
+    // bound, and init goes on.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    let asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let noted = asked.clone();
+    tokio::spawn(async move {
+        let (mut socket, _) = silent.accept().await.unwrap();
+        if read_http_request(&mut socket).await.is_some() {
+            noted.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        // Hold the connection open, unanswered, until the test ends.
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        drop(socket);
+    });
     let unreachable = Store::new(client_for(&endpoint, &sdk_settings()).await, "users");
     let started = std::time::Instant::now();
     unreachable.warm_up().await;
+    let waited = started.elapsed();
+    assert!(waited < std::time::Duration::from_secs(3), "{waited:?}");
     assert!(
-        started.elapsed() < std::time::Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
+        waited >= auth::store::WARM_UP_LIMIT - std::time::Duration::from_millis(50),
+        "it gave up before its bound: {waited:?}"
+    );
+    assert!(
+        asked.load(std::sync::atomic::Ordering::SeqCst),
+        "the warm-up sent no request"
     );
 }
