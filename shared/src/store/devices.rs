@@ -7,8 +7,9 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem};
 
+use super::sessions::values;
 use super::throttle::{Counter, counted};
 use super::{Item, Store, StoreError, TTL_ATTRIBUTE, key, n, s};
 use crate::devices::Device;
@@ -89,13 +90,7 @@ impl Store {
 
     /// Stores a new proof's record (its hash is new: 256 random bits).
     pub(super) fn issue_device(&self, device: &Device) -> Result<TransactWriteItem, StoreError> {
-        let put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(device_item(device)))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .map_err(|e| StoreError::Internal(e.to_string()))?;
-        Ok(TransactWriteItem::builder().put(put).build())
+        self.put_new(device_item(device))
     }
 
     /// Ends a proof a sign-in replaces: it vouches until `until` (a short
@@ -105,15 +100,13 @@ impl Store {
         hash: &str,
         until: i64,
     ) -> Result<TransactWriteItem, StoreError> {
-        let update = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(device_key(hash)))
-            .update_expression("SET expires_at = :until")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":until", n(until))
-            .build()
-            .map_err(|e| StoreError::Internal(e.to_string()))?;
-        Ok(TransactWriteItem::builder().update(update).build())
+        self.update(
+            device_key(hash),
+            "SET expires_at = :until",
+            "attribute_exists(pk)",
+            None,
+            values([(":until", n(until))]),
+        )
     }
 
     /// Forgets a device's own attempts (a proof of the password it vouched
@@ -122,15 +115,12 @@ impl Store {
         &self,
         hash: &str,
     ) -> Result<TransactWriteItem, StoreError> {
-        let update = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(device_key(hash)))
-            .update_expression(
-                "REMOVE failures, last_failure, locked_until, last_attempt, failures_expire_at",
-            )
-            .condition_expression("attribute_exists(pk)")
-            .build()
-            .map_err(|e| StoreError::Internal(e.to_string()))?;
-        Ok(TransactWriteItem::builder().update(update).build())
+        self.update(
+            device_key(hash),
+            "REMOVE failures, last_failure, locked_until, last_attempt, failures_expire_at",
+            "attribute_exists(pk)",
+            None,
+            None,
+        )
     }
 }

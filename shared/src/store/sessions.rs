@@ -60,7 +60,7 @@ fn refresh_key(hash: &str) -> HashMap<String, AttributeValue> {
     key(format!("{REFRESH_PREFIX}{hash}"), REFRESH_SK)
 }
 
-fn values<const N: usize>(
+pub(super) fn values<const N: usize>(
     pairs: [(&str, AttributeValue); N],
 ) -> Option<HashMap<String, AttributeValue>> {
     Some(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
@@ -162,7 +162,7 @@ impl Store {
         }
     }
 
-    fn put_new(
+    pub(super) fn put_new(
         &self,
         item: HashMap<String, AttributeValue>,
     ) -> Result<TransactWriteItem, StoreError> {
@@ -176,7 +176,7 @@ impl Store {
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
-    fn update(
+    pub(super) fn update(
         &self,
         key: HashMap<String, AttributeValue>,
         update: &str,
