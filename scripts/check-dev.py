@@ -4,7 +4,8 @@ folder (so it runs beside a real `make dev`): it serves /login and /get_name for
 the demo user it prints, the user survives a restart, and Ctrl-C (SIGINT to the
 foreground process group) stops everything it started, Java included. While
 the first run is up, every curl session of README.md and docs/ runs against it
-(tests/docs/run_examples.py)."""
+(tests/docs/run_examples.py), and a table of an earlier version gets the
+sessions index from `auth-admin create-table`."""
 import http.client, json, os, signal, socket, subprocess, sys, tempfile, time, urllib.error, urllib.request
 
 def free_port():
@@ -71,6 +72,8 @@ def run_once(state, ddb_port, port, log, examples=False):
             print(docs.stdout, end="")
             if docs.returncode != 0:
                 fail("the docs' curl sessions do not hold (above)", log)
+        if examples:
+            upgrade_check(ddb_port, log)
         # Several instances per function, as Lambda runs them: races can happen locally.
         watch = subprocess.run(["pgrep", "-af", "--", "lambda watch"], capture_output=True, text=True).stdout
         if f"--invoke-port {port} --concurrency 4 --disable-cors" not in watch:
@@ -100,6 +103,36 @@ def run_once(state, ddb_port, port, log, examples=False):
     leftovers = subprocess.run(["pgrep", "-f", "--", f"-dbPath {state}"], capture_output=True, text=True).stdout.strip()
     if leftovers:
         fail(f"after Ctrl-C DynamoDB Local is still running: pid {leftovers}", log)
+
+def upgrade_check(ddb_port, log):
+    """A table of an earlier version, on make dev's disk-backed DynamoDB Local
+    (DynamoDB Local in memory never finishes building an index it is given
+    later): `auth-admin create-table`, as make dev runs it, adds the sessions
+    index, built over the items already there."""
+    import boto3
+    ddb = boto3.client("dynamodb", endpoint_url=f"http://127.0.0.1:{ddb_port}", region_name="us-east-1",
+                       aws_access_key_id="local", aws_secret_access_key="local")
+    table = f"upgrade-{os.getpid()}-{int(time.time())}"
+    keys = [("pk", "HASH"), ("sk", "RANGE")]
+    ddb.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
+                     AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k, _ in keys],
+                     KeySchema=[{"AttributeName": k, "KeyType": kind} for k, kind in keys])
+    ddb.put_item(TableName=table, Item={"pk": {"S": "SESSION#old"}, "sk": {"S": "SESSION"},
+                                        "session_owner": {"S": "u-1"}, "created_at": {"N": "1"}})
+    env = dict(os.environ, TABLE_NAME=table, AWS_ENDPOINT_URL_DYNAMODB=f"http://127.0.0.1:{ddb_port}",
+               AWS_ACCESS_KEY_ID="local", AWS_SECRET_ACCESS_KEY="local", AWS_REGION="us-east-1")
+    created = subprocess.run([os.path.join(root, "target/debug/auth-admin"), "create-table"], env=env,
+                             capture_output=True, text=True, timeout=120)
+    if created.returncode != 0:
+        fail(f"auth-admin create-table over an earlier table: {created.stderr.strip()}", log)
+    indexes = ddb.describe_table(TableName=table)["Table"].get("GlobalSecondaryIndexes", [])
+    if [(i["IndexName"], i["IndexStatus"]) for i in indexes] != [("sessions_by_user", "ACTIVE")]:
+        fail(f"the earlier table did not get the sessions index: {indexes}", log)
+    found = ddb.query(TableName=table, IndexName="sessions_by_user", KeyConditionExpression="session_owner = :u",
+                      ExpressionAttributeValues={":u": {"S": "u-1"}})["Count"]
+    if found != 1:
+        fail(f"the index does not hold the session already stored: {found}", log)
+    ddb.delete_table(TableName=table)
 
 def main():
     with tempfile.TemporaryDirectory() as state:

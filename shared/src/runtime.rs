@@ -258,16 +258,18 @@ pub fn route_template(req: &Request) -> String {
     format!("{} {}", req.method(), path_template(req.uri().path()))
 }
 
-/// `handlers::page::ASSETS_PREFIX` and `handlers::admin::USERS_PATH` (a
+/// `handlers::page::ASSETS_PREFIX`, `handlers::admin::USERS_PATH` and
+/// `handlers::sessions::SESSIONS_PATH` (a
 /// test checks): the runtime sits below the handlers.
 const ASSETS_PREFIX: &str = "/assets/";
 const USERS_PATH: &str = "/admin/users/";
+const SESSIONS_ONE: &str = "/sessions/";
 
 /// The template of one of our paths: fixed paths as they are, a user in the
 /// admin API as `{username}` and a role as `{role}`, the page's assets as
 /// `/assets/{file}`.
 fn path_template(path: &str) -> &'static str {
-    const FIXED: [&str; 12] = [
+    const FIXED: [&str; 13] = [
         "/",
         "/login",
         "/register",
@@ -277,6 +279,7 @@ fn path_template(path: &str) -> &'static str {
         "/password",
         "/reauthenticate",
         "/account",
+        "/sessions",
         "/.well-known/jwks.json",
         "/.well-known/openid-configuration",
         "/favicon.ico",
@@ -290,6 +293,11 @@ fn path_template(path: &str) -> &'static str {
     }
     if path.starts_with(ASSETS_PREFIX) {
         return "/assets/{file}";
+    }
+    if let Some(id) = trimmed.strip_prefix(SESSIONS_ONE)
+        && !id.contains('/')
+    {
+        return "/sessions/{id}";
     }
     let Some(rest) = trimmed.strip_prefix(USERS_PATH) else {
         return "{other}";
@@ -330,6 +338,10 @@ mod tests {
     fn a_route_is_logged_as_its_template_never_with_a_username() {
         assert_eq!(ASSETS_PREFIX, crate::handlers::page::ASSETS_PREFIX);
         assert_eq!(USERS_PATH, crate::handlers::admin::USERS_PATH);
+        assert_eq!(
+            SESSIONS_ONE,
+            format!("{}/", crate::handlers::sessions::SESSIONS_PATH)
+        );
         let template = |method: &str, path: &str| {
             let req = lambda_http::http::Request::builder()
                 .method(method)
@@ -357,6 +369,12 @@ mod tests {
             "DELETE /admin/users/{username}/sessions"
         );
         assert_eq!(template("GET", "/get_name/ada"), "GET {other}");
+        assert_eq!(template("GET", "/sessions/"), "GET /sessions");
+        assert_eq!(
+            template("DELETE", "/sessions/0b6b9d0e-8d3c-4f4e-9a53-3f0c2f1f5d11"),
+            "DELETE /sessions/{id}"
+        );
+        assert_eq!(template("DELETE", "/sessions/a/b"), "DELETE {other}");
         assert_eq!(
             template("GET", "/admin/users/ada/x/y"),
             "GET /admin/users/{username}/{other}"

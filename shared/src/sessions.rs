@@ -127,12 +127,79 @@ pub struct Session {
     pub auth_time: i64,
     /// When the newest refresh token of the family expires.
     pub expires_at: i64,
+    /// When it was last used: its latest token issued (its login, a
+    /// refresh, a re-authentication).
+    pub last_used: i64,
+    /// How it began and from where: what its owner sees in the list.
+    pub origin: Origin,
 }
 
 impl Session {
     pub fn new_id() -> String {
         uuid::Uuid::new_v4().to_string()
     }
+
+    /// Whether it is still one of `user`'s sessions at `now`: not ended one
+    /// by one, by an epoch bump or by its end of life.
+    pub fn is_live(&self, user: &crate::users::User, now: i64) -> bool {
+        !self.revoked
+            && self.user_id == user.id
+            && self.expires_at > now
+            && user.session_is_live(&self.id, self.epoch, now)
+    }
+}
+
+/// The proof a session began with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SignIn {
+    /// A login with the password.
+    #[default]
+    Password,
+    /// A password change, which ends every other session and begins this one.
+    PasswordChange,
+}
+
+impl SignIn {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignIn::Password => "password",
+            SignIn::PasswordChange => "password_change",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        [SignIn::Password, SignIn::PasswordChange]
+            .into_iter()
+            .find(|s| s.as_str() == value)
+    }
+}
+
+/// Characters of a client's `User-Agent` kept with its session.
+pub const MAX_USER_AGENT_CHARS: usize = 256;
+
+/// Where and how a session began. Shown to the session's owner only; never
+/// logged (an address and a browser's string are personal data).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Origin {
+    pub method: SignIn,
+    /// The client's `User-Agent`, printable characters only, cut to
+    /// `MAX_USER_AGENT_CHARS`; `None` when it sent none.
+    pub user_agent: Option<String>,
+    /// The client's address as API Gateway saw it.
+    pub ip: Option<String>,
+    /// Whether a device proof of an earlier sign-in vouched for the client.
+    pub known_device: bool,
+}
+
+/// A `User-Agent` as it may be shown: control characters dropped, cut to
+/// `MAX_USER_AGENT_CHARS` characters.
+pub fn clean_user_agent(raw: &str) -> String {
+    raw.chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_USER_AGENT_CHARS)
+        .collect::<String>()
+        .trim()
+        .to_owned()
 }
 
 /// What became of a refresh token.
@@ -179,6 +246,24 @@ mod tests {
         );
         let fresh = RefreshToken::generate();
         assert!(!fresh.hash().contains(fresh.expose()));
+    }
+
+    #[test]
+    fn a_user_agent_is_kept_printable_and_short() {
+        assert_eq!(
+            clean_user_agent(" curl/8.5\r\nX-Evil: 1 "),
+            "curl/8.5X-Evil: 1"
+        );
+        let long = "é".repeat(MAX_USER_AGENT_CHARS + 10);
+        assert_eq!(
+            clean_user_agent(&long).chars().count(),
+            MAX_USER_AGENT_CHARS
+        );
+        assert_eq!(
+            SignIn::parse("password_change"),
+            Some(SignIn::PasswordChange)
+        );
+        assert_eq!(SignIn::parse("passkey"), None);
     }
 
     #[test]

@@ -25,8 +25,11 @@ PATTERNS = {
     "id": r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
     "kid": r"[A-Za-z0-9_-]{20,}",
     "n": r"[A-Za-z0-9_-]{300,}",
+    # The client and address a session began from: this machine's curl, the watch's idea of us.
+    "user_agent": r"curl/[0-9][0-9A-Za-z.-]*",
+    "ip": r"[0-9A-Fa-f.:]+",
 }
-TIMES = {"created_at"}
+TIMES = {"created_at", "last_used_at", "expires_at"}
 
 
 def sessions(path):

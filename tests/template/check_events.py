@@ -53,6 +53,10 @@ EXPECTED = {
     "admin-revoke-role.json": 401,
     "admin-unlock.json": 401,
     "admin-end-sessions.json": 401,
+    "sessions.json": 401,  # placeholder token
+    "sessions-wrong-method.json": 405,
+    "end-session.json": 401,
+    "end-session-wrong-method.json": 405,
 }
 
 router = tomllib.loads((root / "Cargo.toml").read_text())["workspace"]["metadata"]["lambda"]["watch"]["router"]

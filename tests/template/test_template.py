@@ -67,6 +67,8 @@ def table(*actions):
     return (tuple(f"dynamodb:{a}" for a in actions), "UsersTable.Arn")
 
 
+# The index of a user's sessions (the sessions list): queried, never written.
+SESSIONS_INDEX = (("dynamodb:Query",), {"Fn::Sub": "${UsersTable.Arn}/index/sessions_by_user"})
 SIGN = (("kms:Sign",), ACTIVE_KEY)
 PUBLIC_KEY = (("kms:GetPublicKey",), VERIFICATION_KEYS)
 
@@ -78,7 +80,8 @@ EXPECTED = {
     "GetName": [logs("GetName"), table("GetItem"), PUBLIC_KEY],
     "Register": [logs("Register"), table("PutItem", "UpdateItem")],
     "Refresh": [logs("Refresh"), table("GetItem", "PutItem", "UpdateItem", "ConditionCheckItem"), SIGN],
-    "Logout": [logs("Logout"), table("GetItem", "UpdateItem"), PUBLIC_KEY],
+    # Logout also lists and ends the caller's sessions (/sessions).
+    "Logout": [logs("Logout"), table("GetItem", "UpdateItem"), SESSIONS_INDEX, PUBLIC_KEY],
     # Password also re-authenticates (a ConditionCheck on the user item) and
     # deletes accounts (the user item and the attempt record: DeleteItem).
     "Password": [logs("Password"), table("GetItem", "PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem"),
@@ -88,6 +91,19 @@ EXPECTED = {
     "Admin": [logs("Admin"), table("GetItem", "UpdateItem", "DeleteItem"), PUBLIC_KEY],
     "Jwks": [logs("Jwks"), PUBLIC_KEY],
     "Web": [logs("Web")],
+}
+# The item kinds (key prefixes, docs/data.md) each role may touch: its
+# dynamodb:LeadingKeys condition. The functions' own calls, seen through a
+# proxy, are held to the same lists by
+# matrix::each_function_touches_only_the_item_kinds_its_role_allows.
+LEADING_KEYS = {
+    "Login": ["USER#*", "LOCK#*", "RATE#login#*", "DEVICE#*", "SESSION#*", "REFRESH#*"],
+    "GetName": ["USER#*", "WARMUP#*"],
+    "Register": ["USER#*", "RATE#register#*"],
+    "Refresh": ["USER#*", "SESSION#*", "REFRESH#*"],
+    "Logout": ["USER#*", "SESSION#*", "REFRESH#*", "WARMUP#*"],
+    "Password": ["USER#*", "LOCK#*", "RATE#login#*", "DEVICE#*", "SESSION#*", "REFRESH#*", "WARMUP#*"],
+    "Admin": ["USER#*", "LOCK#*", "WARMUP#*"],
 }
 BINARIES = {"Login": "login", "GetName": "get-name", "Register": "register", "Refresh": "refresh",
             "Logout": "logout", "Password": "password", "Admin": "admin", "Jwks": "jwks", "Web": "web"}
@@ -119,6 +135,12 @@ for name, function in functions.items():
         check(f"{name} no wildcard action", not any("*" in a for a in actions), actions)
         check(f"{name} no wildcard resource", "*" not in str(s["Resource"]), s["Resource"])
         actual.append((tuple(actions), describe(s["Resource"])))
+        if describe(s["Resource"]) == "UsersTable.Arn":
+            # Every item the role may touch by key, narrowed to its kinds.
+            condition = s.get("Condition", {})
+            check(f"{name} table access is narrowed to its item kinds",
+                  condition == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": LEADING_KEYS.get(name)}},
+                  f"\n    actual   {condition}\n    expected {LEADING_KEYS.get(name)}")
     granted[name] = actual
     check(f"{name} IAM is exactly the minimal set", actual == EXPECTED.get(name),
           f"\n    actual   {actual}\n    expected {EXPECTED.get(name)}")
@@ -174,7 +196,8 @@ served = {"/login": {"post"}, "/get_name": {"get"}, "/register": {"post"}, "/ref
           "/.well-known/jwks.json": {"get"}, "/.well-known/openid-configuration": {"get"},
           "/admin/users/{username}": {"get", "patch", "delete"},
           "/admin/users/{username}/roles/{role}": {"put", "delete"},
-          "/admin/users/{username}/lock": {"delete"}, "/admin/users/{username}/sessions": {"delete"}}
+          "/admin/users/{username}/lock": {"delete"}, "/admin/users/{username}/sessions": {"delete"},
+          "/sessions": {"get"}, "/sessions/{id}": {"delete"}}
 check("every API route's methods are known", set(served) == set(api_routes), sorted(set(served) ^ set(api_routes)))
 for path, function in api_routes.items():
     methods = set(spec["paths"].get(path, {})) - {"parameters", "summary", "description"}
@@ -334,8 +357,9 @@ for name, binary in BINARIES.items():
     if binary not in docs_rows:
         continue
     _, dynamodb, kms = docs_rows[binary]
-    granted = {a.split(":")[1] for actions, resource in EXPECTED[name] if resource == "UsersTable.Arn" for a in actions}
-    written = set() if dynamodb in ("–", "-") else {a.strip() for a in dynamodb.split(",")}
+    granted = {a.split(":")[1] for actions, resource in EXPECTED[name]
+               if resource == "UsersTable.Arn" or resource == SESSIONS_INDEX[1] for a in actions}
+    written = set() if dynamodb in ("–", "-") else {a.strip().split()[0] for a in dynamodb.split(",")}
     check(f"docs/operations.md IAM row {binary}: DynamoDB", written == granted, f"docs {sorted(written)}, template {sorted(granted)}")
     kms_written = {k for k in ("Sign", "GetPublicKey") if k in kms}
     kms_granted = {k for k, grant in (("Sign", SIGN), ("GetPublicKey", PUBLIC_KEY)) if grant in EXPECTED[name]}

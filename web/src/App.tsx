@@ -3,7 +3,7 @@
 // role="alert") so the page works from the keyboard and a screen reader.
 
 import { useEffect, useId, useState, useSyncExternalStore, type ReactNode } from "react";
-import { describe, problem, type AuthClient } from "./auth";
+import { describe, problem, type AuthClient, type SessionInfo } from "./auth";
 
 type Outcome = { kind: "error" | "done"; text: string } | null;
 
@@ -201,6 +201,89 @@ function DeleteAccount({ auth }: { auth: AuthClient }) {
   );
 }
 
+/** A moment as a person reads it, in their own locale and time zone. */
+function when(seconds: number): string {
+  return new Date(seconds * 1000).toLocaleString();
+}
+
+const METHODS: Record<SessionInfo["method"], string> = {
+  password: "Signed in with the password",
+  password_change: "Began with a password change",
+};
+
+/** The user's sessions: where and when each began, last use, and a way to end any other. */
+function Sessions({ auth }: { auth: AuthClient }) {
+  const [sessions, setSessions] = useState<SessionInfo[] | null>(null);
+  const [loadError, setLoadError] = useState<string | null>(null);
+  // Bumped to read the list again.
+  const [version, setVersion] = useState(0);
+  const [busy, outcome, run] = useAction();
+  useEffect(() => {
+    let current = true;
+    auth
+      .sessions()
+      .then((list) => {
+        if (!current) return;
+        setSessions(list);
+        setLoadError(null);
+      })
+      .catch((error: unknown) => {
+        if (current) setLoadError(describe(error));
+      });
+    return () => {
+      current = false;
+    };
+  }, [auth, version]);
+  const reload = () => {
+    setVersion((v) => v + 1);
+  };
+  return (
+    <section aria-labelledby="sessions">
+      <h2 id="sessions">Your sessions</h2>
+      {sessions !== null && (
+        <ul className="sessions">
+          {sessions.map((session) => (
+            <li key={session.id} aria-label={session.current ? "This session" : `Session from ${when(session.created_at)}`}>
+              <p>
+                <strong>{session.current ? "This device" : session.user_agent ?? "Unknown client"}</strong>
+                {session.current && session.user_agent !== null && <> ({session.user_agent})</>}
+              </p>
+              <p>
+                {METHODS[session.method]} on {when(session.created_at)}
+                {session.ip !== null && <> from {session.ip}</>}
+                {session.known_device && <> on a device that had signed in before</>}. Last used{" "}
+                {when(session.last_used_at)}.
+              </p>
+              {!session.current && (
+                <button
+                  type="button"
+                  disabled={busy}
+                  onClick={() => {
+                    run(async () => {
+                      await auth.endSession(session.id);
+                      reload();
+                      return "That session has ended.";
+                    });
+                  }}
+                >
+                  End session from {when(session.created_at)}
+                </button>
+              )}
+            </li>
+          ))}
+        </ul>
+      )}
+      {loadError !== null && <p role="alert" className="error">{loadError}</p>}
+      <Result outcome={outcome} />
+      <div className="actions">
+        <button type="button" className="link" disabled={busy} onClick={reload}>
+          Refresh the list
+        </button>
+      </div>
+    </section>
+  );
+}
+
 function Account({ auth }: { auth: AuthClient }) {
   const [name, setName] = useState<string | null>(null);
   const [nameError, setNameError] = useState<string | null>(null);
@@ -242,6 +325,7 @@ function Account({ auth }: { auth: AuthClient }) {
         </div>
         <Result outcome={outcome} />
       </section>
+      <Sessions auth={auth} />
       <ChangePassword auth={auth} />
       <DeleteAccount auth={auth} />
     </>

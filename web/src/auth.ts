@@ -62,6 +62,20 @@ export interface CallOptions {
   json?: unknown;
 }
 
+/** One of the user's sessions, as `GET /sessions` lists it (times in seconds). */
+export interface SessionInfo {
+  id: string;
+  /** This tab's session. */
+  current: boolean;
+  method: "password" | "password_change";
+  created_at: number;
+  last_used_at: number;
+  expires_at: number;
+  user_agent: string | null;
+  ip: string | null;
+  known_device: boolean;
+}
+
 interface TokenAnswer {
   access_token: string;
   expires_in: number;
@@ -271,6 +285,22 @@ export class AuthClient {
       this.#signedOut("Your account has been deleted.");
       this.#broadcast({ type: "signed-out" });
     });
+  }
+
+  /** The user's live sessions, newest first. */
+  async sessions(): Promise<SessionInfo[]> {
+    const response = await this.fetch("/sessions");
+    if (!response.ok) throw await problem(response);
+    return ((await response.json()) as { sessions: SessionInfo[] }).sessions;
+  }
+
+  /**
+   * Ends one of the user's sessions (another device's). This tab's own is
+   * ended with `logout()`, which also clears its cookie and signs every tab out.
+   */
+  async endSession(id: string): Promise<void> {
+    const response = await this.fetch(`/sessions/${encodeURIComponent(id)}`, { method: "DELETE" });
+    if (!response.ok) throw await problem(response);
   }
 
   /**

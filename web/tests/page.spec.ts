@@ -270,6 +270,48 @@ test("logging out in one tab signs out every tab; logging out everywhere ends ot
   await laptop.close();
 });
 
+test("the sessions list shows where and when each session began, and ends another browser's", async ({
+  page,
+  context,
+  browser,
+}) => {
+  const person = newPerson();
+  await register(page, person);
+  const mine = page.getByRole("listitem", { name: "This session" });
+  await expect(mine).toContainText("This device");
+  await expect(mine).toContainText("Signed in with the password");
+  await expect(page.getByRole("listitem")).toHaveCount(1);
+
+  // A second browser (its own cookie jar), one person.
+  const laptop = await browser.newContext({ userAgent: "Laptop Browser/1.0" });
+  const elsewhere = await laptop.newPage();
+  await elsewhere.goto("/");
+  await logIn(elsewhere, person);
+  await expectSignedIn(elsewhere, person);
+
+  await page.getByRole("button", { name: "Refresh the list" }).click();
+  await expect(page.getByRole("listitem")).toHaveCount(2);
+  const theirs = page.getByRole("listitem").filter({ hasText: "Laptop Browser/1.0" });
+  await expect(theirs).toContainText("Signed in with the password");
+  await expect(theirs).toContainText("Last used");
+  await theirs.getByRole("button", { name: /^End session from / }).click();
+  await expect(page.getByRole("status").filter({ hasText: "That session has ended." })).toBeVisible();
+  await expect(page.getByRole("listitem")).toHaveCount(1);
+  await expect(mine).toBeVisible();
+  // This browser's own session has no end button: "Log out" ends it.
+  await expect(mine.getByRole("button")).toHaveCount(0);
+
+  // The other browser's session is over: its next refresh finds it ended.
+  await elsewhere.reload();
+  await expectSignedOut(elsewhere);
+  expect(await refreshCookie(laptop), "the dead session's cookie is cleared").toBeUndefined();
+  await laptop.close();
+  // And this one goes on.
+  await page.reload();
+  await expectSignedIn(page, person);
+  expect(await refreshCookie(context)).toBeDefined();
+});
+
 test("changing the password keeps this tab signed in; the old password stops working", async ({ page, context }) => {
   const person = newPerson();
   await register(page, person);
@@ -459,6 +501,7 @@ test("axe finds no serious or critical violation on any view", async ({ page }) 
   await page.getByLabel("Name", { exact: true }).fill(person.name);
   await page.getByRole("button", { name: "Register" }).click();
   await expectSignedIn(page, person);
+  await expect(page.getByRole("listitem", { name: "This session" })).toBeVisible();
   await check("signed in");
   await page.getByRole("button", { name: "Delete account…" }).click();
   await check("delete account");

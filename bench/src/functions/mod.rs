@@ -304,6 +304,8 @@ impl Bench {
             created_at: now,
             auth_time: now,
             expires_at: now + 3600,
+            last_used: now,
+            origin: Default::default(),
         };
         let first = RefreshRecord {
             hash: refresh.hash(),

@@ -14,6 +14,7 @@ use crate::devices::DeviceChange;
 use crate::http::{ApiError, json_body, require_method};
 use crate::metrics::{self, Event};
 use crate::passwords::check_new_password;
+use crate::sessions::SignIn;
 use crate::store::StoreError;
 use crate::users::User;
 
@@ -89,6 +90,7 @@ pub async fn change_password(state: &Account, req: Request) -> Result<Response<B
         &user,
         user.session_epoch + 1,
         now,
+        super::origin(&req, SignIn::PasswordChange, proved.vouching.is_some()),
     )
     .await?;
     let sid = caller.claims.sid.as_str();

@@ -14,7 +14,7 @@ use crate::devices::DeviceChange;
 use crate::http::{ApiError, json_body, require_method};
 use crate::metrics::{self, Event};
 use crate::passwords::{PasswordHasher, needs_rehash};
-use crate::sessions::SessionConfig;
+use crate::sessions::{SessionConfig, SignIn};
 use crate::store::{Store, StoreError};
 use crate::throttle::{RateLimits, Window};
 use crate::tokens::TokenIssuer;
@@ -123,6 +123,7 @@ async fn login(state: &Login, req: Request) -> Result<Response<Body>, ApiError> 
         &user,
         user.session_epoch,
         now,
+        super::origin(&req, SignIn::Password, vouching.is_some()),
     )
     .await?;
     // The proof that vouched is spent; a new one goes to the client.

@@ -1,7 +1,8 @@
 //! `POST /logout`: ends the caller's session (its refresh family and access
 //! tokens, at once), or with `{"all": true}` every session of the user. The
 //! body is optional; a `refresh_token` of another session of the same user in
-//! it ends that session too.
+//! it ends that session too. The function serves the sessions list as well
+//! (`sessions`).
 
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, Response};
@@ -41,6 +42,9 @@ struct LoggedOut {
 }
 
 pub async fn handle(state: &Logout, req: Request) -> Response<Body> {
+    if req.uri().path().starts_with(super::sessions::SESSIONS_PATH) {
+        return super::sessions::handle(state, req).await;
+    }
     // A request carrying the refresh cookie is checked for its origin before
     // anything else, and the cookie is cleared only once the session has
     // ended: no other page can clear it (a 405 or a 401 would otherwise), and
@@ -154,7 +158,7 @@ async fn logout(
 /// Whether every session of `sids` is marked revoked: after the revocation
 /// reported a failure, whether it committed all the same (its answer lost).
 /// The session and the user's list are written together, so one tells both.
-async fn all_revoked(store: &Store, sids: &[&str]) -> bool {
+pub(super) async fn all_revoked(store: &Store, sids: &[&str]) -> bool {
     for sid in sids {
         if !matches!(store.get_session(sid).await, Ok(Some(s)) if s.revoked) {
             return false;

@@ -15,6 +15,7 @@ pub mod page;
 pub mod reauthenticate;
 pub mod refresh;
 pub mod register;
+pub mod sessions;
 
 use std::time::Duration;
 
@@ -31,7 +32,10 @@ use crate::metrics::{self, Event};
 use crate::passwords::PasswordError;
 use crate::passwords::PasswordHasher;
 use crate::permissions::{Role, scope_grants};
-use crate::sessions::{RefreshRecord, RefreshState, RefreshToken, Session, SessionConfig};
+use crate::sessions::{
+    Origin, RefreshRecord, RefreshState, RefreshToken, Session, SessionConfig, SignIn,
+    clean_user_agent,
+};
 use crate::store::{Reservation, Store};
 use crate::throttle::Window;
 use crate::tokens::{Claims, TokenIssuer, TokenVerifier};
@@ -322,6 +326,7 @@ impl NewSession {
         user: &User,
         epoch: u64,
         now: i64,
+        origin: Origin,
     ) -> Result<Self, ApiError> {
         let SessionSeed {
             id,
@@ -341,6 +346,8 @@ impl NewSession {
             // Every session begins with a proof of the password.
             auth_time: now,
             expires_at,
+            last_used: now,
+            origin,
         };
         let first = RefreshRecord {
             hash: refresh_hash,
@@ -385,6 +392,23 @@ impl NewSession {
             device_expires_in: Some(self.device.lifetime(self.session.created_at)),
             device: Some(self.device_proof.expose().to_owned()),
         }
+    }
+}
+
+/// The origin of a session that `req` begins by `method`: what its owner
+/// sees in the sessions list.
+pub(crate) fn origin(req: &Request, method: SignIn, known_device: bool) -> Origin {
+    let user_agent = req
+        .headers()
+        .get(lambda_http::http::header::USER_AGENT)
+        .map(|v| clean_user_agent(&String::from_utf8_lossy(v.as_bytes())))
+        .filter(|ua| !ua.is_empty());
+    let ip = Some(source_ip(req)).filter(|ip| ip != "unknown");
+    Origin {
+        method,
+        user_agent,
+        ip,
+        known_device,
     }
 }
 

@@ -11,12 +11,15 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, AttributeValue, BillingMode, CreateGlobalSecondaryIndexAction,
+    GlobalSecondaryIndex, GlobalSecondaryIndexUpdate, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
 };
 
 pub use aws_sdk_dynamodb;
-pub use sessions::{DeletedBy, MAX_REVOKED_SESSIONS};
+pub use sessions::{
+    DeletedBy, MAX_LISTED_SESSIONS, MAX_REVOKED_SESSIONS, SESSION_OWNER, SESSIONS_INDEX,
+};
 pub use throttle::Reservation;
 pub use users::RoleGrant;
 
@@ -74,30 +77,59 @@ where
 }
 
 /// Creates the table if it does not exist (local development, tests, the admin
-/// CLI), with TTL on `expires_at`. Deployed stacks get it from template.yaml.
+/// CLI), with TTL on `expires_at` and the index of a user's sessions; a table
+/// of an earlier version (`make dev`'s, kept on disk) gets the index added.
+/// Deployed stacks get all of it from template.yaml.
 pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError> {
+    let built = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Internal(e.to_string());
     let key = |name: &str, kind: KeyType| {
         KeySchemaElement::builder()
             .attribute_name(name)
             .key_type(kind)
             .build()
-            .map_err(|e| StoreError::Internal(e.to_string()))
+            .map_err(built)
     };
-    let attribute = |name: &str| {
+    let attribute = |name: &str, kind: ScalarAttributeType| {
         AttributeDefinition::builder()
             .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
+            .attribute_type(kind)
             .build()
-            .map_err(|e| StoreError::Internal(e.to_string()))
+            .map_err(built)
     };
+    let index_keys = [
+        key(SESSION_OWNER, KeyType::Hash)?,
+        key(SESSIONS_INDEX_SORT, KeyType::Range)?,
+    ];
+    let projection = Projection::builder()
+        .projection_type(ProjectionType::All)
+        .build();
+    let index_attributes = [
+        attribute(SESSION_OWNER, ScalarAttributeType::S)?,
+        attribute(SESSIONS_INDEX_SORT, ScalarAttributeType::N)?,
+    ];
     let created = client
         .create_table()
         .table_name(table)
         .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attribute(PARTITION_KEY)?)
-        .attribute_definitions(attribute(SORT_KEY)?)
+        .set_attribute_definitions(Some(
+            [
+                attribute(PARTITION_KEY, ScalarAttributeType::S)?,
+                attribute(SORT_KEY, ScalarAttributeType::S)?,
+            ]
+            .into_iter()
+            .chain(index_attributes.clone())
+            .collect(),
+        ))
         .key_schema(key(PARTITION_KEY, KeyType::Hash)?)
         .key_schema(key(SORT_KEY, KeyType::Range)?)
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(SESSIONS_INDEX)
+                .set_key_schema(Some(index_keys.to_vec()))
+                .projection(projection.clone())
+                .build()
+                .map_err(built)?,
+        )
         .send()
         .await;
     match created {
@@ -107,6 +139,40 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError
                 .as_service_error()
                 .is_some_and(|e| e.is_resource_in_use_exception()) =>
         {
+            let described = client
+                .describe_table()
+                .table_name(table)
+                .send()
+                .await
+                .map_err(classify)?;
+            let has_index = described
+                .table()
+                .map(|t| t.global_secondary_indexes())
+                .unwrap_or_default()
+                .iter()
+                .any(|i| i.index_name() == Some(SESSIONS_INDEX));
+            if !has_index {
+                client
+                    .update_table()
+                    .table_name(table)
+                    .set_attribute_definitions(Some(index_attributes.to_vec()))
+                    .global_secondary_index_updates(
+                        GlobalSecondaryIndexUpdate::builder()
+                            .create(
+                                CreateGlobalSecondaryIndexAction::builder()
+                                    .index_name(SESSIONS_INDEX)
+                                    .set_key_schema(Some(index_keys.to_vec()))
+                                    .projection(projection)
+                                    .build()
+                                    .map_err(built)?,
+                            )
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .map_err(classify)?;
+                index_active(client, table).await?;
+            }
             return Ok(());
         }
         Err(err) => return Err(classify(err)),
@@ -119,13 +185,46 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError
                 .enabled(true)
                 .attribute_name(TTL_ATTRIBUTE)
                 .build()
-                .map_err(|e| StoreError::Internal(e.to_string()))?,
+                .map_err(built)?,
         )
         .send()
         .await
         .map_err(classify)?;
     Ok(())
 }
+
+/// Waits until the sessions index just added is built (DynamoDB Local
+/// refuses writes to the table meanwhile), a minute at most.
+async fn index_active(client: &Client, table: &str) -> Result<(), StoreError> {
+    use aws_sdk_dynamodb::types::IndexStatus;
+    for _ in 0..120 {
+        let described = client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(classify)?;
+        let active = described
+            .table()
+            .map(|t| t.global_secondary_indexes())
+            .unwrap_or_default()
+            .iter()
+            .any(|i| {
+                i.index_name() == Some(SESSIONS_INDEX)
+                    && i.index_status() == Some(&IndexStatus::Active)
+            });
+        if active {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    Err(StoreError::Internal(format!(
+        "the index {SESSIONS_INDEX} of {table} was not built within a minute"
+    )))
+}
+
+/// The sort key of the sessions index: when the session began.
+const SESSIONS_INDEX_SORT: &str = "created_at";
 
 /// The table: users, sessions and refresh tokens.
 #[derive(Clone, Debug)]

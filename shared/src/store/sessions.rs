@@ -4,7 +4,10 @@
 //!   `epoch` (the user's session epoch at login), `revoked`, `created_at`,
 //!   `auth_time` (the latest proof of the password in it), `last_proof` (a
 //!   random id of the re-authentication that set it, if one did), `expires_at`
-//!   (TTL: the expiry of the family's newest refresh token).
+//!   (TTL: the expiry of the family's newest refresh token), `last_used`,
+//!   and how and where it began (`method`, `user_agent`, `ip`,
+//!   `known_device`). `session_owner` (the user id) puts it in the sparse
+//!   index `sessions_by_user` (sort key `created_at`): the owner's list.
 //! - refresh token: `pk = "REFRESH#<sha256 hex>"`, `sk = "REFRESH"`: `session_id`,
 //!   `user_id`, `token_state` (`active` | `rotated`), `rotated_at`, `replaced_by`
 //!   (the successor's hash), `created_at`, `expires_at` (TTL).
@@ -24,7 +27,7 @@ use super::throttle::lock_key;
 use super::users::user_key;
 use super::{Item, Store, StoreError, classify, key, n, s};
 use crate::devices::DeviceChange;
-use crate::sessions::{RefreshRecord, RefreshState, Session};
+use crate::sessions::{Origin, RefreshRecord, RefreshState, Session, SignIn};
 use crate::users::{User, UserId, Username};
 
 const SESSION_PREFIX: &str = "SESSION#";
@@ -33,6 +36,13 @@ const REFRESH_PREFIX: &str = "REFRESH#";
 const REFRESH_SK: &str = "REFRESH";
 const ACTIVE: &str = "active";
 const ROTATED: &str = "rotated";
+/// The index of a user's sessions, and its partition key: only session
+/// items carry it.
+pub const SESSIONS_INDEX: &str = "sessions_by_user";
+pub const SESSION_OWNER: &str = "session_owner";
+/// Sessions a list shows at most, newest first. Every login begins one, so
+/// a user may hold many; the rest end as usual, only unlisted.
+pub const MAX_LISTED_SESSIONS: usize = 100;
 
 /// Who deletes an account, and so on what condition (`Store::delete_user`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -338,7 +348,7 @@ impl Store {
         self.transact(vec![
             self.update(
                 session_key(sid),
-                "SET auth_time = :now, last_proof = :proof",
+                "SET auth_time = :now, last_used = :now, last_proof = :proof",
                 "revoked = :false AND user_id = :uid AND expires_at > :now",
                 None,
                 values([
@@ -455,18 +465,71 @@ impl Store {
         .await
     }
 
-    /// The session lives as long as its newest refresh token, if not revoked.
+    /// The session lives as long as its newest refresh token, if not
+    /// revoked, and was last used now. (A session stored before the list
+    /// existed joins the owner's index here.)
     fn extend_session(&self, newest: &RefreshRecord) -> Result<TransactWriteItem, StoreError> {
         self.update(
             session_key(&newest.session_id),
-            "SET expires_at = :exp",
-            "revoked = :false",
-            None,
+            "SET expires_at = :exp, last_used = :now, #owner = :uid",
+            "revoked = :false AND user_id = :uid",
+            Some(HashMap::from([(
+                "#owner".to_owned(),
+                SESSION_OWNER.to_owned(),
+            )])),
             values([
                 (":exp", n(newest.expires_at)),
+                (":now", n(newest.created_at)),
+                (":uid", s(newest.user_id.to_string())),
                 (":false", AttributeValue::Bool(false)),
             ]),
         )
+    }
+
+    /// `user`'s live sessions at `now`, newest first, at most
+    /// `MAX_LISTED_SESSIONS` (and whether more are live). Read from the
+    /// owner's index, which is eventually consistent: a session ended a
+    /// moment ago is filtered out by `user` (as just read, strongly), not by
+    /// the index.
+    pub async fn list_sessions(
+        &self,
+        user: &User,
+        now: i64,
+    ) -> Result<(Vec<Session>, bool), StoreError> {
+        let mut listed = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(SESSIONS_INDEX)
+                .key_condition_expression("#owner = :uid")
+                .filter_expression("revoked = :false AND epoch = :epoch AND expires_at > :now")
+                .expression_attribute_names("#owner", SESSION_OWNER)
+                .expression_attribute_values(":uid", s(user.id.to_string()))
+                .expression_attribute_values(":false", AttributeValue::Bool(false))
+                .expression_attribute_values(":epoch", n(user.session_epoch))
+                .expression_attribute_values(":now", n(now))
+                .scan_index_forward(false)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(super::classify)?;
+            for item in page.items() {
+                let session = Session::try_from(item)?;
+                if session.is_live(user, now) {
+                    if listed.len() == MAX_LISTED_SESSIONS {
+                        return Ok((listed, true));
+                    }
+                    listed.push(session);
+                }
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok((listed, false)),
+            }
+        }
     }
 
     /// Ends sessions `sids` of `user` (as just read): their refresh families
@@ -611,7 +674,20 @@ fn session_item(session: &Session) -> HashMap<String, AttributeValue> {
         ("created_at".to_owned(), n(session.created_at)),
         ("auth_time".to_owned(), n(session.auth_time)),
         (super::TTL_ATTRIBUTE.to_owned(), n(session.expires_at)),
+        (SESSION_OWNER.to_owned(), s(session.user_id.to_string())),
+        ("last_used".to_owned(), n(session.last_used)),
+        ("method".to_owned(), s(session.origin.method.as_str())),
+        (
+            "known_device".to_owned(),
+            AttributeValue::Bool(session.origin.known_device),
+        ),
     ]);
+    if let Some(user_agent) = &session.origin.user_agent {
+        item.insert("user_agent".to_owned(), s(user_agent));
+    }
+    if let Some(ip) = &session.origin.ip {
+        item.insert("ip".to_owned(), s(ip));
+    }
     item
 }
 
@@ -641,6 +717,20 @@ impl TryFrom<&HashMap<String, AttributeValue>> for Session {
                 None => created_at,
             },
             expires_at: item.number(super::TTL_ATTRIBUTE)?,
+            // Sessions stored before the list existed: what is known.
+            last_used: match map.get("last_used") {
+                Some(_) => item.number("last_used")?,
+                None => created_at,
+            },
+            origin: Origin {
+                method: match item.optional_string("method") {
+                    Some(method) => SignIn::parse(method).ok_or_else(|| item.invalid("method"))?,
+                    None => SignIn::Password,
+                },
+                user_agent: item.optional_string("user_agent").map(str::to_owned),
+                ip: item.optional_string("ip").map(str::to_owned),
+                known_device: map.get("known_device").is_some() && item.bool("known_device")?,
+            },
         })
     }
 }
@@ -715,6 +805,13 @@ mod tests {
             created_at: 100,
             auth_time: 150,
             expires_at: 200,
+            last_used: 160,
+            origin: Origin {
+                method: SignIn::PasswordChange,
+                user_agent: Some("curl/8.5".into()),
+                ip: Some("192.0.2.7".into()),
+                known_device: true,
+            },
         };
         assert_eq!(Session::try_from(&session_item(&session)).unwrap(), session);
         for state in [

@@ -16,9 +16,11 @@ use serde_json::{Value, json};
 const PASSWORD: &str = "hostile tests password";
 
 /// Every route that takes a bearer token.
-const PROTECTED: [&str; 6] = [
+const PROTECTED: [&str; 8] = [
     "get_name",
     "logout",
+    "sessions",
+    "end_session",
     "password",
     "reauthenticate",
     "account",
@@ -81,6 +83,17 @@ impl Fixture {
             }
             "logout" => {
                 let req = request("logout.json", authorization, None);
+                logout::handle(&self.app.logout(), req).await
+            }
+            "sessions" => {
+                let req = request("sessions.json", authorization, None);
+                logout::handle(&self.app.logout(), req).await
+            }
+            "end_session" => {
+                // The fixture's own session: one that a good token may end.
+                let mut req = request("end-session.json", authorization, None);
+                let sid = self.claims()["sid"].as_str().unwrap().to_owned();
+                *req.uri_mut() = format!("/sessions/{sid}").parse().unwrap();
                 logout::handle(&self.app.logout(), req).await
             }
             "password" => {
@@ -930,6 +943,8 @@ mod properties {
                     ("refresh", runtime::handle(&|r| refresh::handle(&rf, r), req("refresh.json")).await),
                     ("get_name", runtime::handle(&|r| get_name::handle(&g, r), req("get-name.json")).await),
                     ("logout", runtime::handle(&|r| logout::handle(&lo, r), req("logout.json")).await),
+                    ("sessions", runtime::handle(&|r| logout::handle(&lo, r), req("sessions.json")).await),
+                    ("end_session", runtime::handle(&|r| logout::handle(&lo, r), req("end-session.json")).await),
                     ("password", runtime::handle(&|r| change_password::handle(&pw, r), req("password.json")).await),
                     ("reauthenticate", runtime::handle(&|r| account::handle(&pw, r), req("reauthenticate.json")).await),
                     ("account", runtime::handle(&|r| account::handle(&pw, r), req("delete-account.json")).await),

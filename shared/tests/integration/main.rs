@@ -21,5 +21,6 @@ mod logs;
 mod matrix;
 mod metrics;
 mod permissions;
+mod session_list;
 mod sessions;
 mod store;

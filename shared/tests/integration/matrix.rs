@@ -13,7 +13,7 @@
 //! An operation is one SDK call with its retries (one `amz-sdk-invocation-id`):
 //! a faulted operation fails on every attempt.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use crate::sessions::{PASSWORD, Tokens, log_in, session, user_in};
@@ -194,6 +194,10 @@ enum Scenario {
     Refresh,
     LogoutWithAnotherSession,
     LogoutEverywhere,
+    /// The user's list of sessions (a read only).
+    ListSessions,
+    /// The user ends another session of theirs (`DELETE /sessions/{id}`).
+    EndSession,
     ChangePassword,
     Reauthenticate,
     DeleteAccount,
@@ -230,7 +234,7 @@ impl AdminAct {
     }
 }
 
-const SCENARIOS: [Scenario; 16] = [
+const SCENARIOS: [Scenario; 18] = [
     Scenario::LoginWithRehash,
     Scenario::LoginWithDevice,
     Scenario::LoginWrongPassword,
@@ -238,6 +242,8 @@ const SCENARIOS: [Scenario; 16] = [
     Scenario::Refresh,
     Scenario::LogoutWithAnotherSession,
     Scenario::LogoutEverywhere,
+    Scenario::ListSessions,
+    Scenario::EndSession,
     Scenario::ChangePassword,
     Scenario::Reauthenticate,
     Scenario::DeleteAccount,
@@ -328,6 +334,21 @@ impl Scenario {
                     Some(bearer(&current.access)),
                     body(json!({"all": true})),
                 )
+            }
+            Scenario::ListSessions => {
+                let current = session(&app, "matrix").await;
+                session(&app, "matrix").await;
+                ("sessions.json", Some(bearer(&current.access)), None)
+            }
+            Scenario::EndSession => {
+                let current = session(&app, "matrix").await;
+                let other = session(&app, "matrix").await;
+                let mut req = request("end-session.json", Some(&bearer(&current.access)), None);
+                *req.uri_mut() =
+                    format!("/sessions/{}", crate::session_list::sid_of(&other.access))
+                        .parse()
+                        .unwrap();
+                return req;
             }
             Scenario::ChangePassword => {
                 let current = session(&app, "matrix").await;
@@ -481,6 +502,21 @@ impl Scenario {
                     "both sessions revoked",
                 );
             }
+            Scenario::ListSessions => {
+                let listed = json["sessions"].as_array().map_or(0, Vec::len);
+                expect(
+                    listed == sessions(after, false) && listed == 2,
+                    "both live sessions listed",
+                );
+            }
+            Scenario::EndSession => {
+                expect(
+                    sessions(before, false) == 2
+                        && sessions(after, false) == 1
+                        && sessions(after, true) == sessions(before, true) + 1,
+                    "the one session revoked",
+                );
+            }
             Scenario::LogoutEverywhere => {
                 // By one, or more: an `ADD` whose answer was lost adds
                 // again when the SDK retries it, and every session has
@@ -550,7 +586,7 @@ impl Scenario {
     /// counters.
     fn write(self) -> Option<Call> {
         Some(match self {
-            Scenario::LoginWrongPassword => return None,
+            Scenario::LoginWrongPassword | Scenario::ListSessions => return None,
             Scenario::Register => Call::Nth("putitem", 1),
             Scenario::LogoutEverywhere => Call::Nth("updateitem", 1),
             Scenario::Admin(AdminAct::Unlock) => Call::Nth("deleteitem", 1),
@@ -558,6 +594,25 @@ impl Scenario {
             Scenario::Admin(_) => Call::Nth("updateitem", 1),
             _ => Call::Nth("transactwriteitems", 1),
         })
+    }
+
+    /// The function (binary) that serves it.
+    fn function(self) -> &'static str {
+        match self {
+            Scenario::LoginWithRehash
+            | Scenario::LoginWithDevice
+            | Scenario::LoginWrongPassword => "login",
+            Scenario::Register => "register",
+            Scenario::Refresh => "refresh",
+            Scenario::LogoutWithAnotherSession
+            | Scenario::LogoutEverywhere
+            | Scenario::ListSessions
+            | Scenario::EndSession => "logout",
+            Scenario::ChangePassword | Scenario::Reauthenticate | Scenario::DeleteAccount => {
+                "password"
+            }
+            Scenario::Admin(_) => "admin",
+        }
     }
 
     async fn run(self, store: &Store, req: Request) -> Response<Body> {
@@ -574,9 +629,10 @@ impl Scenario {
             }
             Scenario::Register => register::handle(&app.register(), req).await,
             Scenario::Refresh => refresh::handle(&app.refresh(), req).await,
-            Scenario::LogoutWithAnotherSession | Scenario::LogoutEverywhere => {
-                logout::handle(&app.logout(), req).await
-            }
+            Scenario::LogoutWithAnotherSession
+            | Scenario::LogoutEverywhere
+            | Scenario::ListSessions
+            | Scenario::EndSession => logout::handle(&app.logout(), req).await,
             Scenario::ChangePassword | Scenario::Reauthenticate | Scenario::DeleteAccount => {
                 account::handle(&app.account(), req).await
             }
@@ -592,6 +648,8 @@ type Faults = Vec<(Call, Fault)>;
 /// the answer.
 struct Outcome {
     operations: Vec<String>,
+    /// The partition key of every item the handler's requests named.
+    keys: Vec<String>,
     wrong: Vec<String>,
     response: Response<Body>,
 }
@@ -645,6 +703,7 @@ async fn case(scenario: Scenario, faults: Faults, hot: Option<&'static str>) -> 
     let label = format!("{scenario:?} faults {faults:?} hot {hot:?} -> {status}");
     Outcome {
         operations: proxy.operations(),
+        keys: proxy.keys(),
         wrong: wrong.into_iter().map(|w| format!("{label}: {w}")).collect(),
         response,
     }
@@ -789,4 +848,116 @@ async fn every_handler_keeps_the_store_whole_when_any_of_its_calls_fails() {
     println!("{count} faulted runs");
     assert!(count >= 300, "the matrix ran {count} cells");
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// An item kind as the roles' `dynamodb:LeadingKeys` name it: the key's
+/// prefix (`USER#*`), a per-IP window with its scope (`RATE#login#*`).
+fn kind(pk: &str) -> String {
+    let mut parts = pk.splitn(3, '#');
+    match (parts.next(), parts.next()) {
+        (Some("RATE"), Some(scope)) => format!("RATE#{scope}#*"),
+        (Some(kind), _) => format!("{kind}#*"),
+        _ => unreachable!("a key has a kind"),
+    }
+}
+
+type Kinds = BTreeMap<String, BTreeSet<String>>;
+
+/// Each function's `dynamodb:LeadingKeys` in template.yaml, by binary: the
+/// list on its role (`GetNameRole` is get-name's).
+fn leading_keys_in_template() -> Kinds {
+    let template =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")).unwrap();
+    let mut kinds = Kinds::new();
+    let mut role = None;
+    for line in template.lines() {
+        if let Some(name) = line
+            .strip_prefix("  ")
+            .filter(|l| !l.starts_with(' '))
+            .and_then(|l| l.strip_suffix("Role:"))
+        {
+            // GetName -> get-name.
+            let mut binary = String::new();
+            for (i, c) in name.chars().enumerate() {
+                if c.is_uppercase() && i > 0 {
+                    binary.push('-');
+                }
+                binary.push(c.to_ascii_lowercase());
+            }
+            role = Some(binary);
+        }
+        if let (Some(role), Some(list)) =
+            (&role, line.trim().strip_prefix("dynamodb:LeadingKeys: "))
+        {
+            let list = list.trim_start_matches('[').trim_end_matches(']');
+            kinds.insert(
+                role.clone(),
+                list.split(',')
+                    .map(|k| k.trim().trim_matches('"').to_owned())
+                    .collect(),
+            );
+        }
+    }
+    kinds
+}
+
+/// Least privilege by item kind, checked against the code: every request of
+/// every handler (each scenario of the matrix, `/get_name`, and the warm-up
+/// read of a verifier's init) goes through a proxy that records the key of
+/// each item it names. A kind the code uses and the role lacks would be
+/// `AccessDenied` once deployed; one the role has and the code never uses
+/// is a grant too many. Either fails here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_function_touches_only_the_item_kinds_its_role_allows() {
+    let mut seen = Kinds::new();
+    let mut note = |function: &str, keys: Vec<String>| {
+        assert!(!keys.is_empty(), "{function} named no item");
+        seen.entry(function.to_owned())
+            .or_default()
+            .extend(keys.iter().map(|k| kind(k)));
+    };
+    for scenario in SCENARIOS {
+        let outcome = case(scenario, Vec::new(), None).await;
+        assert!(outcome.wrong.is_empty(), "{:?}", outcome.wrong);
+        note(scenario.function(), outcome.keys);
+    }
+    // get-name: the one read of its user.
+    let direct = fresh_store().await;
+    user_in(&direct, "matrix").await;
+    let tokens = session(&App::new(&direct), "matrix").await;
+    let proxy = Proxy::to_dynamodb().await;
+    let store = Store::new(
+        client_for(&proxy.endpoint, &short_timeouts()).await,
+        direct.table(),
+    );
+    let req = request("get-name.json", Some(&bearer(&tokens.access)), None);
+    let response = auth::handlers::get_name::handle(&App::new(&store).get_name(), req).await;
+    assert_eq!(response.status(), 200, "{}", body_json(&response));
+    note("get-name", proxy.keys());
+    // A verifier's init (`runtime::verifying_from_env`) opens its connection
+    // with one read.
+    let functions = concat!(env!("CARGO_MANIFEST_DIR"), "/../functions");
+    for entry in std::fs::read_dir(functions).unwrap() {
+        let path = entry.unwrap().path();
+        let main = std::fs::read_to_string(path.join("src/main.rs")).unwrap();
+        if main.contains("verifying_from_env") {
+            let proxy = Proxy::to_dynamodb().await;
+            let store = Store::new(
+                client_for(&proxy.endpoint, &short_timeouts()).await,
+                direct.table(),
+            );
+            store.warm_up().await;
+            note(path.file_name().unwrap().to_str().unwrap(), proxy.keys());
+        }
+    }
+    let granted = leading_keys_in_template();
+    assert_eq!(
+        granted.len(),
+        7,
+        "every function with table access: {granted:?}"
+    );
+    assert_eq!(
+        seen, granted,
+        "the kinds each function's requests named (left) and its role allows (right)"
+    );
 }

@@ -218,6 +218,8 @@ async fn a_password_change_from_a_stale_read_loses_to_an_ended_session() {
         created_at: 1_000,
         auth_time: 1_000,
         expires_at: 99_999,
+        last_used: 1_000,
+        origin: Default::default(),
     };
     let first = |session: &Session| RefreshRecord {
         hash: RefreshToken::generate().hash(),
@@ -301,6 +303,16 @@ async fn revoking_prunes_entries_no_access_token_can_outlive() {
 
 /// Stores a session (and a first refresh token) for `user`; returns its id.
 async fn start_session(store: &Store, user: &User) -> String {
+    start_session_at(store, user, 1_000, 99_999).await
+}
+
+/// `start_session`, begun at `created_at` and ending at `expires_at`.
+pub(crate) async fn start_session_at(
+    store: &Store,
+    user: &User,
+    created_at: i64,
+    expires_at: i64,
+) -> String {
     use auth::sessions::{RefreshRecord, RefreshState, RefreshToken, Session};
     let session = Session {
         id: Session::new_id(),
@@ -308,22 +320,24 @@ async fn start_session(store: &Store, user: &User) -> String {
         username: user.username.clone(),
         epoch: user.session_epoch,
         revoked: false,
-        created_at: 1_000,
-        auth_time: 1_000,
-        expires_at: 99_999,
+        created_at,
+        auth_time: created_at,
+        expires_at,
+        last_used: created_at,
+        origin: Default::default(),
     };
     let first = RefreshRecord {
         hash: RefreshToken::generate().hash(),
         session_id: session.id.clone(),
         user_id: user.id,
         state: RefreshState::Active,
-        created_at: 1_000,
-        expires_at: 99_999,
+        created_at,
+        expires_at,
     };
     let (_, device) = auth::devices::Device::issue(
         user,
         user.session_epoch,
-        1_000,
+        created_at,
         std::time::Duration::from_secs(99_000),
     );
     let device = auth::devices::DeviceChange {

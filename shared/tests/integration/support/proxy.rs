@@ -112,6 +112,8 @@ struct Log {
     /// Attempts seen, by invocation id.
     attempts: std::collections::HashMap<String, usize>,
     fired: Vec<Fired>,
+    /// The partition key of every item a request named, in order.
+    keys: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -181,6 +183,12 @@ impl Proxy {
         log.operations.iter().map(|(_, t)| t.clone()).collect()
     }
 
+    /// The partition key of every item the requests named (gets, puts,
+    /// updates, deletes, condition checks, in transactions too).
+    pub fn keys(&self) -> Vec<String> {
+        self.log.lock().unwrap().keys.clone()
+    }
+
     /// The faults injected, one entry per attempt failed.
     pub fn fired(&self) -> Vec<Fired> {
         self.log.lock().unwrap().fired.clone()
@@ -214,6 +222,7 @@ impl Proxy {
                 .unwrap_or_default();
             let (nth, attempt) = {
                 let mut log = self.log.lock().unwrap();
+                log.keys.extend(partition_keys(&request));
                 if !log.operations.iter().any(|(id, _)| *id == invocation) {
                     log.operations.push((invocation.clone(), target.clone()));
                 }
@@ -308,6 +317,18 @@ impl Proxy {
             }
         }
     }
+}
+
+/// The `pk` of every item a DynamoDB request body names.
+fn partition_keys(body: &[u8]) -> Vec<String> {
+    const MARK: &str = r#""pk":{"S":""#;
+    let text = String::from_utf8_lossy(body);
+    text.match_indices(MARK)
+        .filter_map(|(at, _)| {
+            let rest = &text[at + MARK.len()..];
+            rest.find('"').map(|end| rest[..end].to_owned())
+        })
+        .collect()
 }
 
 /// Forces an order on two racers' writes: `second` reaches its write
