@@ -157,6 +157,8 @@ pub enum SignIn {
     Password,
     /// A password change, which ends every other session and begins this one.
     PasswordChange,
+    /// A proof this version does not know (stored by a later one).
+    Other,
 }
 
 impl SignIn {
@@ -164,6 +166,7 @@ impl SignIn {
         match self {
             SignIn::Password => "password",
             SignIn::PasswordChange => "password_change",
+            SignIn::Other => "other",
         }
     }
 
@@ -191,11 +194,12 @@ pub struct Origin {
     pub known_device: bool,
 }
 
-/// A `User-Agent` as it may be shown: control characters dropped, cut to
-/// `MAX_USER_AGENT_CHARS` characters.
+/// A `User-Agent` as it may be shown: printable ASCII only (no control,
+/// bidirectional or zero-width characters to disguise it as another), cut
+/// to `MAX_USER_AGENT_CHARS` characters.
 pub fn clean_user_agent(raw: &str) -> String {
     raw.chars()
-        .filter(|c| !c.is_control())
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
         .take(MAX_USER_AGENT_CHARS)
         .collect::<String>()
         .trim()
@@ -254,10 +258,15 @@ mod tests {
             clean_user_agent(" curl/8.5\r\nX-Evil: 1 "),
             "curl/8.5X-Evil: 1"
         );
-        let long = "é".repeat(MAX_USER_AGENT_CHARS + 10);
+        let long = "a".repeat(MAX_USER_AGENT_CHARS + 10);
         assert_eq!(
             clean_user_agent(&long).chars().count(),
             MAX_USER_AGENT_CHARS
+        );
+        assert_eq!(
+            clean_user_agent("Evil\u{202e}ecived sihT\u{200b}"),
+            "Evilecived sihT",
+            "no bidirectional or zero-width characters"
         );
         assert_eq!(
             SignIn::parse("password_change"),

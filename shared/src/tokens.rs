@@ -26,6 +26,18 @@ pub const ALGORITHM: Algorithm = Algorithm::RS256;
 pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
 /// Clock skew tolerated on `exp`, `nbf` and `iat`.
 pub const LEEWAY: Duration = Duration::from_secs(5);
+/// How long past `now` a revoked session's entry must outlive the access
+/// tokens it could have: a request that read its clock at `now` may end a
+/// session whose refresh, running beside it, reads a later clock and signs
+/// a token that lives that much longer. A function runs 29 s at most.
+pub const REVOCATION_MARGIN: Duration = Duration::from_secs(30);
+
+/// Until when a session revoked at `now` must stay listed as revoked, for
+/// access tokens that live `ttl`: no token of it can be valid after.
+pub fn revoked_until(ttl: Duration, now: i64) -> i64 {
+    now + (ttl + LEEWAY + REVOCATION_MARGIN).as_secs() as i64
+}
+
 /// Tokens longer than this are refused before any parsing.
 pub const MAX_TOKEN_BYTES: usize = 4096;
 
@@ -197,9 +209,10 @@ impl TokenVerifier {
         }
     }
 
-    /// The latest time at which a token issued at `issued_at` may still be accepted.
-    pub fn last_valid_moment(&self, issued_at: i64) -> i64 {
-        issued_at + self.ttl.as_secs() as i64 + LEEWAY.as_secs() as i64
+    /// Until when a session revoked at `now` stays listed as revoked
+    /// (`revoked_until`).
+    pub fn revoked_until(&self, now: i64) -> i64 {
+        revoked_until(self.ttl, now)
     }
 
     /// Verifies `kid`, signature, algorithm, `typ` and every time, issuer and

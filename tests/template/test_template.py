@@ -139,7 +139,8 @@ for name, function in functions.items():
             # Every item the role may touch by key, narrowed to its kinds.
             condition = s.get("Condition", {})
             check(f"{name} table access is narrowed to its item kinds",
-                  condition == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": LEADING_KEYS.get(name)}},
+                  condition == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": LEADING_KEYS.get(name)},
+                                "Null": {"dynamodb:LeadingKeys": "false"}},
                   f"\n    actual   {condition}\n    expected {LEADING_KEYS.get(name)}")
     granted[name] = actual
     check(f"{name} IAM is exactly the minimal set", actual == EXPECTED.get(name),

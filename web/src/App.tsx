@@ -209,11 +209,13 @@ function when(seconds: number): string {
 const METHODS: Record<SessionInfo["method"], string> = {
   password: "Signed in with the password",
   password_change: "Began with a password change",
+  other: "Signed in",
 };
 
 /** The user's sessions: where and when each began, last use, and a way to end any other. */
 function Sessions({ auth }: { auth: AuthClient }) {
   const [sessions, setSessions] = useState<SessionInfo[] | null>(null);
+  const [truncated, setTruncated] = useState(false);
   const [loadError, setLoadError] = useState<string | null>(null);
   // Bumped to read the list again.
   const [version, setVersion] = useState(0);
@@ -224,7 +226,8 @@ function Sessions({ auth }: { auth: AuthClient }) {
       .sessions()
       .then((list) => {
         if (!current) return;
-        setSessions(list);
+        setSessions(list.sessions);
+        setTruncated(list.truncated);
         setLoadError(null);
       })
       .catch((error: unknown) => {
@@ -244,9 +247,10 @@ function Sessions({ auth }: { auth: AuthClient }) {
         <ul className="sessions">
           {sessions.map((session) => (
             <li key={session.id} aria-label={session.current ? "This session" : `Session from ${when(session.created_at)}`}>
+              {/* The client's own words, labelled as such: a User-Agent is whatever it says. */}
               <p>
-                <strong>{session.current ? "This device" : session.user_agent ?? "Unknown client"}</strong>
-                {session.current && session.user_agent !== null && <> ({session.user_agent})</>}
+                <strong>{session.current ? "This device" : "Another device"}</strong>
+                {session.user_agent !== null && <> · Client: {session.user_agent}</>}
               </p>
               <p>
                 {METHODS[session.method]} on {when(session.created_at)}
@@ -272,6 +276,11 @@ function Sessions({ auth }: { auth: AuthClient }) {
             </li>
           ))}
         </ul>
+      )}
+      {truncated && (
+        <p className="notice">
+          Only your newest sessions are listed. “Log out everywhere” ends every one of them.
+        </p>
       )}
       {loadError !== null && <p role="alert" className="error">{loadError}</p>}
       <Result outcome={outcome} />

@@ -67,7 +67,7 @@ export interface SessionInfo {
   id: string;
   /** This tab's session. */
   current: boolean;
-  method: "password" | "password_change";
+  method: "password" | "password_change" | "other";
   created_at: number;
   last_used_at: number;
   expires_at: number;
@@ -287,11 +287,11 @@ export class AuthClient {
     });
   }
 
-  /** The user's live sessions, newest first. */
-  async sessions(): Promise<SessionInfo[]> {
+  /** The user's live sessions, newest first; `truncated`: more are live than listed. */
+  async sessions(): Promise<{ sessions: SessionInfo[]; truncated: boolean }> {
     const response = await this.fetch("/sessions");
     if (!response.ok) throw await problem(response);
-    return ((await response.json()) as { sessions: SessionInfo[] }).sessions;
+    return (await response.json()) as { sessions: SessionInfo[]; truncated: boolean };
   }
 
   /**

@@ -586,3 +586,90 @@ test("a page on another origin of the same site cannot log in, refresh or log ou
     server.close();
   }
 });
+
+test("with the browser's own CORS switched off, the Origin check alone refuses JSON that carries the cookie", async ({
+  page,
+  context,
+  playwright,
+  launchOptions,
+}) => {
+  const person = newPerson();
+  await register(page, person);
+  const cookie = await refreshCookie(context);
+  const api = new URL("/", page.url()).origin;
+
+  // A browser that enforces no same-origin policy (what a browser bug or a
+  // hostile extension could make of one), holding the victim's cookies, on
+  // another origin of the same site: its JSON requests go out without a
+  // preflight, cookie and all. Only the API's Origin check stands.
+  const server: Server = createServer((_req, res) => {
+    res.writeHead(200, { "content-type": "text/html" }).end("<!doctype html><title>elsewhere</title>");
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const unsafe = await playwright.chromium.launch({
+    ...launchOptions,
+    args: [...(launchOptions.args ?? []), "--disable-web-security"],
+  });
+  try {
+    const jar = await unsafe.newContext();
+    await jar.addCookies(await context.cookies());
+    const attacker = await jar.newPage();
+    const { port } = server.address() as AddressInfo;
+    await attacker.goto(`http://127.0.0.1:${port}/`);
+    const outcomes = await attacker.evaluate(
+      async ({ api, login }) => {
+        const outcomes: string[] = [];
+        const attempts: [string, string][] = [
+          ["/refresh", "{}"],
+          ["/logout", "{}"],
+          ["/login", login],
+        ];
+        for (const [path, body] of attempts) {
+          const response = await fetch(api + path, {
+            method: "POST",
+            credentials: "include",
+            headers: { "Content-Type": "application/json" },
+            body,
+          });
+          const answer = (await response.json()) as { error?: string };
+          outcomes.push(`${path} ${response.status} ${answer.error ?? "-"}`);
+        }
+        return outcomes;
+      },
+      {
+        api,
+        login: JSON.stringify({
+          username: person.username,
+          password: person.password,
+          refresh_token_delivery: "cookie",
+        }),
+      },
+    );
+    // Read, so no CORS stood in the way; 403 for the Origin, where a request
+    // without the cookie would have met 400 (refresh: no token) or 401
+    // (logout: no bearer).
+    expect(outcomes).toEqual([
+      "/refresh 403 origin_not_allowed",
+      "/logout 403 origin_not_allowed",
+      "/login 403 origin_not_allowed",
+    ]);
+    // The control: the same browser without the cookie meets the other answers.
+    await jar.clearCookies();
+    const without = await attacker.evaluate(async (api) => {
+      const response = await fetch(api + "/refresh", {
+        method: "POST",
+        credentials: "include",
+        headers: { "Content-Type": "application/json" },
+        body: "{}",
+      });
+      return `${response.status} ${((await response.json()) as { error?: string }).error ?? "-"}`;
+    }, api);
+    expect(without).toBe("400 invalid_request");
+  } finally {
+    await unsafe.close();
+    server.close();
+  }
+  expect((await refreshCookie(context))?.value, "the cookie was neither used nor replaced").toBe(cookie?.value);
+  await page.reload();
+  await expectSignedIn(page, person);
+});

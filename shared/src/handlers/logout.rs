@@ -102,7 +102,7 @@ async fn logout(
         }
         "all"
     } else {
-        let access_until = state.tokens.last_valid_moment(now);
+        let access_until = state.tokens.revoked_until(now);
         let sid = caller.claims.sid.as_str();
         // Another session of the same user, named by its refresh token, ends
         // with this one, in the same write: its refresh family and its access

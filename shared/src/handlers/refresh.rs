@@ -21,7 +21,7 @@ use crate::http::{ApiError, json_body, require_method};
 use crate::metrics::{self, Event};
 use crate::sessions::{RefreshRecord, RefreshState, RefreshToken, SessionConfig};
 use crate::store::{Store, StoreError};
-use crate::tokens::{LEEWAY, TokenIssuer};
+use crate::tokens::{TokenIssuer, revoked_until};
 use crate::users::User;
 
 /// Refresh tokens we issue are 43 characters; anything much longer is not ours.
@@ -209,7 +209,7 @@ async fn reuse_detected(
 ) -> ApiError {
     tracing::warn!(user_id = %user.id, "refresh token reuse detected: revoking the session");
     metrics::count(Event::RefreshReuseDetected);
-    let access_until = now + state.tokens.lifetime().as_secs() as i64 + LEEWAY.as_secs() as i64;
+    let access_until = revoked_until(state.tokens.lifetime(), now);
     match state
         .store
         .revoke_sessions(&[&record.session_id], user, access_until, now)

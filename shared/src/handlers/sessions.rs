@@ -136,8 +136,9 @@ async fn end(
     id: &str,
     now: i64,
 ) -> Result<Response<Body>, ApiError> {
-    // Ours are UUIDs: anything else is no session, and never reaches the store.
-    if uuid::Uuid::parse_str(id).is_err() {
+    // Ours are UUIDs as they are written (hyphenated, lower case): anything
+    // else is no session, and never reaches the store.
+    if !uuid::Uuid::parse_str(id).is_ok_and(|u| u.hyphenated().to_string() == id) {
         return Err(ApiError::NotFound);
     }
     let session = state
@@ -147,7 +148,7 @@ async fn end(
         .filter(|s| s.user_id == caller.user.id)
         .ok_or(ApiError::NotFound)?;
     if session.is_live(&caller.user, now) {
-        let access_until = state.tokens.last_valid_moment(now);
+        let access_until = state.tokens.revoked_until(now);
         let revoked = state
             .store
             .revoke_sessions(&[id], &caller.user, access_until, now)

@@ -6,8 +6,10 @@
 //!   random id of the re-authentication that set it, if one did), `expires_at`
 //!   (TTL: the expiry of the family's newest refresh token), `last_used`,
 //!   and how and where it began (`method`, `user_agent`, `ip`,
-//!   `known_device`). `session_owner` (the user id) puts it in the sparse
-//!   index `sessions_by_user` (sort key `created_at`): the owner's list.
+//!   `known_device`). `session_owner` (`<user id>#<epoch>`) puts a live
+//!   session in the sparse index `sessions_by_user` (sort key
+//!   `created_at`): the owner's list. Ending a session removes it, and an
+//!   epoch bump leaves every older one under a key no list reads.
 //! - refresh token: `pk = "REFRESH#<sha256 hex>"`, `sk = "REFRESH"`: `session_id`,
 //!   `user_id`, `token_state` (`active` | `rotated`), `rotated_at`, `replaced_by`
 //!   (the successor's hash), `created_at`, `expires_at` (TTL).
@@ -43,6 +45,15 @@ pub const SESSION_OWNER: &str = "session_owner";
 /// Sessions a list shows at most, newest first. Every login begins one, so
 /// a user may hold many; the rest end as usual, only unlisted.
 pub const MAX_LISTED_SESSIONS: usize = 100;
+/// Index items a list reads at most (ended ones awaiting TTL included), so
+/// that however many sessions someone piles up, a list stays one bounded
+/// read; past it the list says `truncated`.
+const MAX_LIST_READ: i32 = 1_000;
+
+/// The index key of a session of `user_id` under `epoch`.
+fn owner(user_id: &UserId, epoch: u64) -> String {
+    format!("{user_id}#{epoch}")
+}
 
 /// Who deletes an account, and so on what condition (`Store::delete_user`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -459,7 +470,7 @@ impl Store {
                 ]),
             )?,
             self.put_new(refresh_item(new))?,
-            self.extend_session(new)?,
+            self.extend_session(new, user.session_epoch)?,
             self.user_unchanged(user, false)?,
         ])
         .await
@@ -467,11 +478,16 @@ impl Store {
 
     /// The session lives as long as its newest refresh token, if not
     /// revoked, and was last used now. (A session stored before the list
-    /// existed joins the owner's index here.)
-    fn extend_session(&self, newest: &RefreshRecord) -> Result<TransactWriteItem, StoreError> {
+    /// existed joins the owner's index here: `epoch` is the user's, which a
+    /// live session's is.)
+    fn extend_session(
+        &self,
+        newest: &RefreshRecord,
+        epoch: u64,
+    ) -> Result<TransactWriteItem, StoreError> {
         self.update(
             session_key(&newest.session_id),
-            "SET expires_at = :exp, last_used = :now, #owner = :uid",
+            "SET expires_at = :exp, last_used = :now, #owner = :owner",
             "revoked = :false AND user_id = :uid",
             Some(HashMap::from([(
                 "#owner".to_owned(),
@@ -481,16 +497,18 @@ impl Store {
                 (":exp", n(newest.expires_at)),
                 (":now", n(newest.created_at)),
                 (":uid", s(newest.user_id.to_string())),
+                (":owner", s(owner(&newest.user_id, epoch))),
                 (":false", AttributeValue::Bool(false)),
             ]),
         )
     }
 
     /// `user`'s live sessions at `now`, newest first, at most
-    /// `MAX_LISTED_SESSIONS` (and whether more are live). Read from the
-    /// owner's index, which is eventually consistent: a session ended a
-    /// moment ago is filtered out by `user` (as just read, strongly), not by
-    /// the index.
+    /// `MAX_LISTED_SESSIONS` (and whether more may be live). Read from the
+    /// owner's index under the user's epoch, `MAX_LIST_READ` items at most.
+    /// The index is eventually consistent: a session ended a moment ago is
+    /// filtered out by `user` (as just read, strongly), not by the index. An
+    /// item that cannot be read is left out (and logged), not a failed list.
     pub async fn list_sessions(
         &self,
         user: &User,
@@ -498,26 +516,32 @@ impl Store {
     ) -> Result<(Vec<Session>, bool), StoreError> {
         let mut listed = Vec::new();
         let mut start = None;
+        let mut read = 0;
         loop {
             let page = self
                 .client
                 .query()
                 .table_name(&self.table)
                 .index_name(SESSIONS_INDEX)
-                .key_condition_expression("#owner = :uid")
-                .filter_expression("revoked = :false AND epoch = :epoch AND expires_at > :now")
+                .key_condition_expression("#owner = :owner")
+                .filter_expression("revoked = :false AND expires_at > :now")
                 .expression_attribute_names("#owner", SESSION_OWNER)
-                .expression_attribute_values(":uid", s(user.id.to_string()))
+                .expression_attribute_values(":owner", s(owner(&user.id, user.session_epoch)))
                 .expression_attribute_values(":false", AttributeValue::Bool(false))
-                .expression_attribute_values(":epoch", n(user.session_epoch))
                 .expression_attribute_values(":now", n(now))
                 .scan_index_forward(false)
+                .limit(MAX_LIST_READ - read)
                 .set_exclusive_start_key(start)
                 .send()
                 .await
                 .map_err(super::classify)?;
+            read += page.scanned_count();
+            let mut unreadable = 0;
             for item in page.items() {
-                let session = Session::try_from(item)?;
+                let Ok(session) = Session::try_from(item) else {
+                    unreadable += 1;
+                    continue;
+                };
                 if session.is_live(user, now) {
                     if listed.len() == MAX_LISTED_SESSIONS {
                         return Ok((listed, true));
@@ -525,8 +549,12 @@ impl Store {
                     listed.push(session);
                 }
             }
+            if unreadable > 0 {
+                tracing::warn!(user_id = %user.id, unreadable, "session items left out of a list");
+            }
             match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
+                Some(key) if !key.is_empty() && read < MAX_LIST_READ => start = Some(key),
+                Some(key) if !key.is_empty() => return Ok((listed, true)),
                 _ => return Ok((listed, false)),
             }
         }
@@ -552,11 +580,15 @@ impl Store {
             let mut items = sids
                 .iter()
                 .map(|sid| {
+                    // Out of the owner's index too: a list never reads it again.
                     self.update(
                         session_key(sid),
-                        "SET revoked = :true",
+                        "SET revoked = :true REMOVE #owner",
                         "user_id = :uid",
-                        None,
+                        Some(HashMap::from([(
+                            "#owner".to_owned(),
+                            SESSION_OWNER.to_owned(),
+                        )])),
                         values([
                             (":true", AttributeValue::Bool(true)),
                             (":uid", s(user.id.to_string())),
@@ -674,7 +706,10 @@ fn session_item(session: &Session) -> HashMap<String, AttributeValue> {
         ("created_at".to_owned(), n(session.created_at)),
         ("auth_time".to_owned(), n(session.auth_time)),
         (super::TTL_ATTRIBUTE.to_owned(), n(session.expires_at)),
-        (SESSION_OWNER.to_owned(), s(session.user_id.to_string())),
+        (
+            SESSION_OWNER.to_owned(),
+            s(owner(&session.user_id, session.epoch)),
+        ),
         ("last_used".to_owned(), n(session.last_used)),
         ("method".to_owned(), s(session.origin.method.as_str())),
         (
@@ -723,10 +758,13 @@ impl TryFrom<&HashMap<String, AttributeValue>> for Session {
                 None => created_at,
             },
             origin: Origin {
-                method: match item.optional_string("method") {
-                    Some(method) => SignIn::parse(method).ok_or_else(|| item.invalid("method"))?,
-                    None => SignIn::Password,
-                },
+                // One this version does not know (written by a later one,
+                // before a rollback): shown as such, never a failed refresh.
+                method: item
+                    .optional_string("method")
+                    .map_or(SignIn::Password, |m| {
+                        SignIn::parse(m).unwrap_or(SignIn::Other)
+                    }),
                 user_agent: item.optional_string("user_agent").map(str::to_owned),
                 ip: item.optional_string("ip").map(str::to_owned),
                 known_device: map.get("known_device").is_some() && item.bool("known_device")?,

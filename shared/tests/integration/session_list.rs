@@ -351,3 +351,79 @@ async fn ending_a_session_racing_its_refresh_leaves_no_live_token_of_it() {
     }
     outcomes.report("end_racing_refresh");
 }
+
+/// A refresh running beside the end of its session reads a later clock than
+/// the end did (another instance, a slower request) and signs a token that
+/// lives that much longer: the revoked session's entry outlives that token
+/// too, not only the tokens signed before the end read its clock.
+#[tokio::test]
+async fn a_token_refreshed_beside_the_end_with_a_later_clock_dies_with_its_session() {
+    let store = fresh_store().await;
+    user_in(&store, "late").await;
+    // In the past, so that every token below is valid by the system's clock.
+    let base = auth::clock::system_now() - 40;
+    let app = App::with_clock(&store, Clock::manual(base));
+    let victim = session(&app, "late").await;
+    let holder = session(&app, "late").await;
+    // The refresh reads its clock 29 s after the end read its own (a
+    // function's longest run), and commits first.
+    let refresher = App::with_clock(&store, Clock::manual(base + 29));
+    let successor = Tokens::from(&do_refresh(&refresher, &victim.refresh).await);
+    assert_works(&end(&app, &holder.access, &sid_of(&victim.access)).await);
+    // Just past the moment a token signed when the end read its clock could
+    // last be accepted: the successor, signed later, still can be, and
+    // must not be.
+    let ttl = token_config().access_token_ttl.as_secs() as i64;
+    let leeway = auth::tokens::LEEWAY.as_secs() as i64;
+    let later = App::with_clock(&store, Clock::manual(base + ttl + leeway + 1));
+    assert_error(
+        &name_with(&later, &successor.access).await,
+        401,
+        "invalid_token",
+    );
+}
+
+/// Ending a session takes it out of its owner's index, and an epoch bump
+/// leaves every older session under a key no list reads: a list reads only
+/// live sessions (and expired ones awaiting TTL), however many ended.
+#[tokio::test]
+async fn ended_sessions_leave_the_index_a_list_reads() {
+    let store = fresh_store().await;
+    let app = App::new(&store);
+    let user = user_in(&store, "indexed").await;
+    let first = session(&app, "indexed").await;
+    let second = session(&app, "indexed").await;
+    let indexed = |epoch: u64| {
+        let (store, id) = (store.clone(), user.id);
+        async move {
+            let client = local_client().await;
+            client
+                .query()
+                .table_name(store.table())
+                .index_name(auth::store::SESSIONS_INDEX)
+                .key_condition_expression("#o = :o")
+                .expression_attribute_names("#o", auth::store::SESSION_OWNER)
+                .expression_attribute_values(
+                    ":o",
+                    auth::store::aws_sdk_dynamodb::types::AttributeValue::S(format!(
+                        "{id}#{epoch}"
+                    )),
+                )
+                .send()
+                .await
+                .unwrap()
+                .count()
+        }
+    };
+    assert_eq!(indexed(0).await, 2);
+    assert_works(&end(&app, &second.access, &sid_of(&first.access)).await);
+    assert_eq!(indexed(0).await, 1, "the ended session left the index");
+    assert_works(&crate::sessions::do_logout(&app, &second.access, Some(r#"{"all": true}"#)).await);
+    let fresh = session(&app, "indexed").await;
+    assert_eq!(
+        indexed(1).await,
+        1,
+        "the new epoch's key holds the new session only"
+    );
+    assert_eq!(listed(&app, &fresh.access).await.len(), 1);
+}

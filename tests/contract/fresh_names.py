@@ -1,0 +1,14 @@
+"""Schemathesis hooks for the stateful run of tests/contract/run.py: every
+registration it sends names a username of its own. Generated usernames repeat
+(Hypothesis reuses small values), so without this most registrations meet 409
+and the logins that follow them the lockout their name collected from
+generated logins: the chains would stop at their first link."""
+import uuid
+
+import schemathesis
+
+
+@schemathesis.hook
+def before_call(ctx, case, **kwargs):
+    if case.operation.path == "/register" and isinstance(case.body, dict) and "username" in case.body:
+        case.body["username"] = f"chain-{uuid.uuid4().hex[:16]}"
