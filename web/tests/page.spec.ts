@@ -13,6 +13,7 @@ import {
   expectSignedOut,
   logIn,
   newPerson,
+  type Person,
   refreshCookie,
   register,
   test,
@@ -507,6 +508,26 @@ test("axe finds no serious or critical violation on any view", async ({ page }) 
   await check("delete account");
 });
 
+/** A page's origin elsewhere on the same site: another port of the API's host. */
+async function elsewhere(): Promise<{ origin: string; close: () => void }> {
+  const server: Server = createServer((_req, res) => {
+    res.writeHead(200, { "content-type": "text/html" }).end("<!doctype html><title>elsewhere</title>");
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as AddressInfo;
+  return { origin: `http://127.0.0.1:${port}`, close: () => server.close() };
+}
+
+/** What a page elsewhere tries with the victim's cookie: each path and its JSON body. */
+function cookieRequests(person: Person): [string, string][] {
+  const login = JSON.stringify({ username: person.username, password: person.password, refresh_token_delivery: "cookie" });
+  return [
+    ["/refresh", "{}"],
+    ["/logout", "{}"],
+    ["/login", login],
+  ];
+}
+
 test("a page on another origin of the same site cannot log in, refresh or log out with the cookie", async ({
   page,
   context,
@@ -518,28 +539,19 @@ test("a page on another origin of the same site cannot log in, refresh or log ou
   // Another port of the same host: same site, so SameSite=Strict lets the
   // cookie go. What stops it is the API: JSON only (a preflight it does not
   // grant) and its Origin check.
-  const server: Server = createServer((_req, res) => {
-    res.writeHead(200, { "content-type": "text/html" }).end("<!doctype html><title>elsewhere</title>");
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const site = await elsewhere();
   try {
-    const { port } = server.address() as AddressInfo;
     const attacker = await context.newPage();
     const answers: string[] = [];
     attacker.on("response", (response) => {
       const url = new URL(response.url());
-      if (url.port !== String(port)) answers.push(`${url.pathname} ${response.status()}`);
+      if (url.origin !== site.origin) answers.push(`${url.pathname} ${response.status()}`);
     });
-    await attacker.goto(`http://127.0.0.1:${port}/`);
+    await attacker.goto(`${site.origin}/`);
     const api = new URL("/", page.url()).origin;
     const outcomes = await attacker.evaluate(
-      async ({ api, login }) => {
+      async ({ api, attempts }) => {
         const outcomes: string[] = [];
-        const attempts: [string, string][] = [
-          ["/refresh", "{}"],
-          ["/logout", "{}"],
-          ["/login", login],
-        ];
         for (const [path, body] of attempts) {
           try {
             const response = await fetch(api + path, {
@@ -564,14 +576,7 @@ test("a page on another origin of the same site cannot log in, refresh or log ou
         }
         return outcomes;
       },
-      {
-        api,
-        login: JSON.stringify({
-          username: person.username,
-          password: person.password,
-          refresh_token_delivery: "cookie",
-        }),
-      },
+      { api, attempts: cookieRequests(person) },
     );
     expect(outcomes).toEqual(["/refresh blocked", "/logout blocked", "/login blocked"]);
     // The simple requests reach the API: JSON only stops /login and
@@ -583,7 +588,7 @@ test("a page on another origin of the same site cannot log in, refresh or log ou
     await page.reload();
     await expectSignedIn(page, person);
   } finally {
-    server.close();
+    site.close();
   }
 });
 
@@ -602,10 +607,7 @@ test("with the browser's own CORS switched off, the Origin check alone refuses J
   // hostile extension could make of one), holding the victim's cookies, on
   // another origin of the same site: its JSON requests go out without a
   // preflight, cookie and all. Only the API's Origin check stands.
-  const server: Server = createServer((_req, res) => {
-    res.writeHead(200, { "content-type": "text/html" }).end("<!doctype html><title>elsewhere</title>");
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const site = await elsewhere();
   const unsafe = await playwright.chromium.launch({
     ...launchOptions,
     args: [...(launchOptions.args ?? []), "--disable-web-security"],
@@ -614,16 +616,10 @@ test("with the browser's own CORS switched off, the Origin check alone refuses J
     const jar = await unsafe.newContext();
     await jar.addCookies(await context.cookies());
     const attacker = await jar.newPage();
-    const { port } = server.address() as AddressInfo;
-    await attacker.goto(`http://127.0.0.1:${port}/`);
+    await attacker.goto(`${site.origin}/`);
     const outcomes = await attacker.evaluate(
-      async ({ api, login }) => {
+      async ({ api, attempts }) => {
         const outcomes: string[] = [];
-        const attempts: [string, string][] = [
-          ["/refresh", "{}"],
-          ["/logout", "{}"],
-          ["/login", login],
-        ];
         for (const [path, body] of attempts) {
           const response = await fetch(api + path, {
             method: "POST",
@@ -636,14 +632,7 @@ test("with the browser's own CORS switched off, the Origin check alone refuses J
         }
         return outcomes;
       },
-      {
-        api,
-        login: JSON.stringify({
-          username: person.username,
-          password: person.password,
-          refresh_token_delivery: "cookie",
-        }),
-      },
+      { api, attempts: cookieRequests(person) },
     );
     // Read, so no CORS stood in the way; 403 for the Origin, where a request
     // without the cookie would have met 400 (refresh: no token) or 401
@@ -667,7 +656,7 @@ test("with the browser's own CORS switched off, the Origin check alone refuses J
     expect(without).toBe("400 invalid_request");
   } finally {
     await unsafe.close();
-    server.close();
+    site.close();
   }
   expect((await refreshCookie(context))?.value, "the cookie was neither used nor replaced").toBe(cookie?.value);
   await page.reload();

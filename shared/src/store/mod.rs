@@ -139,19 +139,7 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError
                 .as_service_error()
                 .is_some_and(|e| e.is_resource_in_use_exception()) =>
         {
-            let described = client
-                .describe_table()
-                .table_name(table)
-                .send()
-                .await
-                .map_err(classify)?;
-            let has_index = described
-                .table()
-                .map(|t| t.global_secondary_indexes())
-                .unwrap_or_default()
-                .iter()
-                .any(|i| i.index_name() == Some(SESSIONS_INDEX));
-            if !has_index {
+            if sessions_index(client, table).await?.is_none() {
                 client
                     .update_table()
                     .table_name(table)
@@ -193,27 +181,36 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError
     Ok(())
 }
 
+/// The table's sessions index, by its status (`None`: there is none).
+async fn sessions_index(
+    client: &Client,
+    table: &str,
+) -> Result<Option<aws_sdk_dynamodb::types::IndexStatus>, StoreError> {
+    let described = client
+        .describe_table()
+        .table_name(table)
+        .send()
+        .await
+        .map_err(classify)?;
+    Ok(described
+        .table()
+        .map(|t| t.global_secondary_indexes())
+        .unwrap_or_default()
+        .iter()
+        .find(|i| i.index_name() == Some(SESSIONS_INDEX))
+        .map(|i| {
+            i.index_status()
+                .cloned()
+                .unwrap_or(aws_sdk_dynamodb::types::IndexStatus::Creating)
+        }))
+}
+
 /// Waits until the sessions index just added is built (DynamoDB Local
 /// refuses writes to the table meanwhile), a minute at most.
 async fn index_active(client: &Client, table: &str) -> Result<(), StoreError> {
     use aws_sdk_dynamodb::types::IndexStatus;
     for _ in 0..120 {
-        let described = client
-            .describe_table()
-            .table_name(table)
-            .send()
-            .await
-            .map_err(classify)?;
-        let active = described
-            .table()
-            .map(|t| t.global_secondary_indexes())
-            .unwrap_or_default()
-            .iter()
-            .any(|i| {
-                i.index_name() == Some(SESSIONS_INDEX)
-                    && i.index_status() == Some(&IndexStatus::Active)
-            });
-        if active {
+        if sessions_index(client, table).await? == Some(IndexStatus::Active) {
             return Ok(());
         }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;

@@ -25,7 +25,7 @@ use auth::sessions::SessionConfig;
 use auth::store::Store;
 use auth::throttle::RateLimits;
 use auth::users::Username;
-use lambda_http::{Body, Response};
+use lambda_http::{Body, Request, Response};
 use serde_json::json;
 use std::collections::BTreeSet;
 
@@ -300,32 +300,44 @@ async fn two_refreshes_of_one_token_at_once_one_wins_the_rest_get_401_never_a_5x
     outcomes.report("two_refreshes_of_one_token_at_once");
 }
 
-/// A logout and a refresh of the same session, each a racer with a proxy of
-/// its own; `order` steers their writes (`None`: free-running). Returns the
-/// refresh's answer (its error code, or "200") after checking that the
-/// logout worked and no token of the session works afterwards, whatever won.
+/// A logout and a refresh of the same session (`logout_racing_refresh`).
 async fn logout_racing_refresh(app: &App, order: Option<WriteFirst>) -> String {
     let tokens = session(app, "leaving").await;
-    let (out_proxy, refresh_proxy) = (Proxy::to_dynamodb().await, Proxy::to_dynamodb().await);
+    let out_request = request("logout.json", Some(&bearer(&tokens.access)), None);
+    end_racing_refresh(app, &tokens, out_request, order).await
+}
+
+/// A request that ends `victim`'s session (`end`: a logout, or the end of
+/// it from another session) and a refresh of that session, each a racer
+/// with a proxy of its own; `order` steers their writes (`None`:
+/// free-running). Returns the refresh's answer (its error code, or "200")
+/// after checking that the end worked and no token of the session works
+/// afterwards, whatever won.
+pub(crate) async fn end_racing_refresh(
+    app: &App,
+    victim: &Tokens,
+    end: Request,
+    order: Option<WriteFirst>,
+) -> String {
+    let (end_proxy, refresh_proxy) = (Proxy::to_dynamodb().await, Proxy::to_dynamodb().await);
     let write = Call::Nth("transactwriteitems", 1);
     let written = match order {
         // The refresh has read the session (live) and reached its write;
-        // the logout commits; then the rotation.
-        Some(WriteFirst::Logout) => order_writes(&out_proxy, write.clone(), &refresh_proxy, write),
-        // The rotation commits, then the logout.
-        Some(WriteFirst::Refresh) => order_writes(&refresh_proxy, write.clone(), &out_proxy, write),
+        // the end commits; then the rotation.
+        Some(WriteFirst::End) => order_writes(&end_proxy, write.clone(), &refresh_proxy, write),
+        // The rotation commits, then the end.
+        Some(WriteFirst::Refresh) => order_writes(&refresh_proxy, write.clone(), &end_proxy, write),
         None => Gate::default(),
     };
-    let out = app.racer(0, 2, Some(&out_proxy)).await;
+    let ender = app.racer(0, 2, Some(&end_proxy)).await;
     let refresher = app.racer(1, 2, Some(&refresh_proxy)).await;
-    let out_request = request("logout.json", Some(&bearer(&tokens.access)), None);
     let refresh_request = request(
         "refresh.json",
         None,
-        Some(&json!({"refresh_token": tokens.refresh}).to_string()),
+        Some(&json!({"refresh_token": victim.refresh}).to_string()),
     );
-    let [logged_out, refreshed] = race(vec![
-        racing(async move { logout::handle(&out.logout(), out_request).await }),
+    let [ended, refreshed] = race(vec![
+        racing(async move { logout::handle(&ender.logout(), end).await }),
         racing(async move { refresh::handle(&refresher.refresh(), refresh_request).await }),
     ])
     .await
@@ -334,7 +346,7 @@ async fn logout_racing_refresh(app: &App, order: Option<WriteFirst>) -> String {
     if order.is_some() {
         assert!(written.is_open(), "the forced order did not happen");
     }
-    assert_works(&logged_out);
+    assert_works(&ended);
     let outcome = match refreshed.status().as_u16() {
         200 => {
             let successor = Tokens::from(&refreshed);
@@ -355,14 +367,14 @@ async fn logout_racing_refresh(app: &App, order: Option<WriteFirst>) -> String {
         409 if order.is_none() => assert_error(&refreshed, 409, "conflict")["error"].to_string(),
         _ => assert_error(&refreshed, 401, "invalid_grant")["error"].to_string(),
     };
-    assert_error(&name_with(app, &tokens.access).await, 401, "invalid_token");
+    assert_error(&name_with(app, &victim.access).await, 401, "invalid_token");
     outcome
 }
 
 /// Whose write commits first, in a forced round.
 #[derive(Clone, Copy, Debug)]
-enum WriteFirst {
-    Logout,
+pub(crate) enum WriteFirst {
+    End,
     Refresh,
 }
 
@@ -374,7 +386,7 @@ async fn logout_racing_refresh_leaves_no_live_token_of_the_session() {
     // The refresh read a live session, then the logout ended it before the
     // rotation: the rotation's condition refuses it.
     assert_eq!(
-        logout_racing_refresh(&app, Some(WriteFirst::Logout)).await,
+        logout_racing_refresh(&app, Some(WriteFirst::End)).await,
         r#""invalid_grant""#
     );
     // The rotation landed first: its successor dies with the logout.

@@ -3,13 +3,13 @@
 //! DynamoDB Local: what the list shows, whose sessions it shows, and that an
 //! ended session's tokens stop working at once, racing its refresh too.
 
+use crate::invariants::WriteFirst;
 use crate::sessions::{
     PASSWORD, Tokens, assert_works, do_refresh, log_in, name_with, session, user_in,
 };
-use crate::support::proxy::{Call, Gate, Proxy, order_writes};
 use crate::support::*;
 use auth::clock::Clock;
-use auth::handlers::{login, logout, refresh};
+use auth::handlers::{login, logout};
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
@@ -269,64 +269,16 @@ async fn a_list_shows_at_most_its_limit_and_says_more_are_live() {
     assert_eq!(shown[0]["id"], sid_of(&caller.access));
 }
 
-/// Ending a session races its own refresh: whichever write lands first, no
-/// token of the ended session works afterwards.
-async fn end_racing_refresh(app: &App, order: Option<EndFirst>) -> String {
+/// Ending a session (from another one) races its own refresh: whichever
+/// write lands first, no token of the ended session works afterwards, and
+/// the session that ended it lives on.
+async fn end_racing_refresh(app: &App, order: Option<WriteFirst>) -> String {
     let victim = session(app, "raced").await;
     let holder = session(app, "raced").await;
-    let (end_proxy, refresh_proxy) = (Proxy::to_dynamodb().await, Proxy::to_dynamodb().await);
-    let write = Call::Nth("transactwriteitems", 1);
-    let written = match order {
-        Some(EndFirst::End) => order_writes(&end_proxy, write.clone(), &refresh_proxy, write),
-        Some(EndFirst::Refresh) => order_writes(&refresh_proxy, write.clone(), &end_proxy, write),
-        None => Gate::default(),
-    };
-    let ender = app.racer(0, 2, Some(&end_proxy)).await;
-    let refresher = app.racer(1, 2, Some(&refresh_proxy)).await;
-    let end_req = end_request(&holder.access, &sid_of(&victim.access));
-    let refresh_req = request(
-        "refresh.json",
-        None,
-        Some(&json!({"refresh_token": victim.refresh}).to_string()),
-    );
-    let [ended, refreshed] = race(vec![
-        racing(async move { logout::handle(&ender.logout(), end_req).await }),
-        racing(async move { refresh::handle(&refresher.refresh(), refresh_req).await }),
-    ])
-    .await
-    .try_into()
-    .unwrap();
-    if order.is_some() {
-        assert!(written.is_open(), "the forced order did not happen");
-    }
-    assert_works(&ended);
-    let outcome = match refreshed.status().as_u16() {
-        200 => {
-            let successor = Tokens::from(&refreshed);
-            assert_error(
-                &name_with(app, &successor.access).await,
-                401,
-                "invalid_token",
-            );
-            assert_error(
-                &do_refresh(app, &successor.refresh).await,
-                401,
-                "invalid_grant",
-            );
-            "200".to_owned()
-        }
-        409 if order.is_none() => assert_error(&refreshed, 409, "conflict")["error"].to_string(),
-        _ => assert_error(&refreshed, 401, "invalid_grant")["error"].to_string(),
-    };
-    assert_error(&name_with(app, &victim.access).await, 401, "invalid_token");
+    let end = end_request(&holder.access, &sid_of(&victim.access));
+    let outcome = crate::invariants::end_racing_refresh(app, &victim, end, order).await;
     assert_works(&name_with(app, &holder.access).await);
     outcome
-}
-
-#[derive(Clone, Copy, Debug)]
-enum EndFirst {
-    End,
-    Refresh,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -337,12 +289,12 @@ async fn ending_a_session_racing_its_refresh_leaves_no_live_token_of_it() {
     // The refresh read a live session, then the end landed before the
     // rotation: the rotation's condition refuses it.
     assert_eq!(
-        end_racing_refresh(&app, Some(EndFirst::End)).await,
+        end_racing_refresh(&app, Some(WriteFirst::End)).await,
         r#""invalid_grant""#
     );
     // The rotation landed first: its successor dies with the session.
     assert_eq!(
-        end_racing_refresh(&app, Some(EndFirst::Refresh)).await,
+        end_racing_refresh(&app, Some(WriteFirst::Refresh)).await,
         "200"
     );
     let mut outcomes = Outcomes::default();
