@@ -9,6 +9,7 @@ pub mod config;
 pub mod devices;
 pub mod handlers;
 pub mod http;
+pub mod issuer_keys;
 pub mod keys;
 pub mod metrics;
 pub mod passwords;

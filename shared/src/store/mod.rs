@@ -26,6 +26,7 @@ pub use users::RoleGrant;
 use crate::aws::CallError;
 
 mod devices;
+mod keys;
 mod sessions;
 mod throttle;
 mod users;

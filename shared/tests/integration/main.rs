@@ -16,6 +16,7 @@ mod faults;
 mod handlers;
 mod hostile;
 mod invariants;
+mod issuer_keys;
 mod kms;
 mod logs;
 mod matrix;
