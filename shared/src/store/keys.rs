@@ -1,4 +1,4 @@
-//! Issuer key records (`issuer_keys`): one partition, `pk = "KEYS"`, one
+//! Issuer key records (`issuer_keys`): one partition, `pk = "KEYS#"`, one
 //! item per key, `sk = "KEY#<kid>"`: `public_der` (B), `sealed` (B: the
 //! private half as KMS sealed it), `created_at`, `sign_from`, `sign_until`,
 //! `verify_until` (the TTL attribute: a key leaves the table once no token
@@ -15,7 +15,7 @@ use super::{Item, Store, StoreError, classify, key, n, s};
 use crate::issuer_keys::KeyRecord;
 
 /// The partition of every key record.
-pub const KEYS_PARTITION: &str = "KEYS";
+pub const KEYS_PARTITION: &str = "KEYS#";
 const KEY_PREFIX: &str = "KEY#";
 
 fn key_item_key(kid: &str) -> HashMap<String, AttributeValue> {
@@ -73,16 +73,19 @@ impl Store {
         }
     }
 
-    /// Marks `kid` revoked from `at` (an earlier revocation stands).
-    /// `false`: no such key.
+    /// Marks `kid` revoked from `at` (an earlier revocation stands, a later
+    /// one is brought forward) and erases its sealed half: nothing can
+    /// unseal it again. `false`: no such key.
     pub async fn revoke_key(&self, kid: &str, at: i64) -> Result<bool, StoreError> {
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key_item_key(kid)))
-            .update_expression("SET revoked_at = if_not_exists(revoked_at, :at)")
-            .condition_expression("attribute_exists(pk)")
+            .update_expression("SET revoked_at = :at REMOVE sealed")
+            .condition_expression(
+                "attribute_exists(pk) AND (attribute_not_exists(revoked_at) OR revoked_at > :at)",
+            )
             .expression_attribute_values(":at", n(at))
             .send()
             .await;
@@ -115,7 +118,8 @@ impl Store {
             .set_key(Some(key_item_key(kid)))
             .update_expression("SET sign_until = :sign, #ttl = :verify")
             .condition_expression(
-                "attribute_exists(pk) AND attribute_not_exists(revoked_at) AND sign_until <= :sign",
+                "attribute_exists(pk) AND attribute_not_exists(revoked_at) AND sign_until <= :sign \
+                 AND #ttl <= :verify",
             )
             .expression_attribute_names("#ttl", super::TTL_ATTRIBUTE)
             .expression_attribute_values(":sign", n(sign_until))
@@ -135,16 +139,31 @@ impl Store {
         }
     }
 
-    /// Deletes `kid`'s record (a rotation's tidying; TTL would, later).
-    pub async fn delete_key(&self, kid: &str) -> Result<(), StoreError> {
-        self.client
+    /// Deletes `kid`'s record once no token of it can be accepted (its
+    /// `verify_until` is past at `now`; a rotation's tidying, which TTL
+    /// would do later). `false`: not yet, or no such key.
+    pub async fn delete_key(&self, kid: &str, now: i64) -> Result<bool, StoreError> {
+        let result = self
+            .client
             .delete_item()
             .table_name(&self.table)
             .set_key(Some(key_item_key(kid)))
+            .condition_expression("#ttl <= :now")
+            .expression_attribute_names("#ttl", super::TTL_ATTRIBUTE)
+            .expression_attribute_values(":now", n(now))
             .send()
-            .await
-            .map_err(classify)?;
-        Ok(())
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(classify(err)),
+        }
     }
 }
 
@@ -167,6 +186,7 @@ fn key_item(record: &KeyRecord) -> HashMap<String, AttributeValue> {
     ]);
     if let Some(at) = record.revoked_at {
         item.insert("revoked_at".to_owned(), n(at));
+        item.remove("sealed");
     }
     item
 }
@@ -187,10 +207,23 @@ impl TryFrom<&HashMap<String, AttributeValue>> for KeyRecord {
                 .map(|b| b.as_ref().to_vec())
                 .ok_or_else(|| item.invalid(name))
         };
+        let public_der = bytes("public_der")?;
+        // The kid is the public half's thumbprint: a record whose key says
+        // otherwise is refused, not trusted under the name it claims.
+        let public = crate::keys::PublicKey::from_der(&public_der, None, "stored key")
+            .map_err(|_| item.invalid("public_der"))?;
+        if public.kid != kid {
+            return Err(item.invalid("sk"));
+        }
         Ok(KeyRecord {
             kid,
-            public_der: bytes("public_der")?,
-            sealed: bytes("sealed")?,
+            public_der,
+            // Erased when the key was revoked.
+            sealed: if map.contains_key("sealed") {
+                bytes("sealed")?
+            } else {
+                Vec::new()
+            },
             created_at: item.number("created_at")?,
             sign_from: item.number("sign_from")?,
             sign_until: item.number("sign_until")?,
@@ -208,10 +241,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn key_records_round_trip() {
+    fn key_records_round_trip_and_a_revoked_one_keeps_no_sealed_half() {
+        use base64::Engine as _;
+        let (_, public_pem) = crate::keys::generate_pem_pair().unwrap();
+        let public = crate::keys::public_key_from_pem(&public_pem, "test").unwrap();
+        let body: String = public_pem
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        let public_der = base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .unwrap();
         let mut record = KeyRecord {
-            kid: "k1".into(),
-            public_der: vec![1, 2, 3],
+            kid: public.kid.clone(),
+            public_der,
             sealed: vec![4, 5],
             created_at: 10,
             sign_from: 20,
@@ -221,6 +264,15 @@ mod tests {
         };
         assert_eq!(KeyRecord::try_from(&key_item(&record)).unwrap(), record);
         record.revoked_at = Some(25);
-        assert_eq!(KeyRecord::try_from(&key_item(&record)).unwrap(), record);
+        let read = KeyRecord::try_from(&key_item(&record)).unwrap();
+        assert!(read.sealed.is_empty());
+        assert_eq!(read.revoked_at, Some(25));
+        // A record whose kid is not its key's thumbprint is refused.
+        let mut item = key_item(&record);
+        item.insert(
+            "sk".to_owned(),
+            AttributeValue::S("KEY#someone-else".into()),
+        );
+        assert!(KeyRecord::try_from(&item).is_err());
     }
 }

@@ -40,6 +40,15 @@ fn schedule() -> Schedule {
     }
 }
 
+/// `record` as revoked at `at`, with its sealed half still in hand (an
+/// issuer's copy read before the revocation).
+fn record_revoked(record: &KeyRecord, at: i64) -> KeyRecord {
+    KeyRecord {
+        revoked_at: Some(at),
+        ..record.clone()
+    }
+}
+
 async fn new_key(kms: &aws_sdk_kms::Client, sealing: &str, now: i64) -> KeyRecord {
     make_key(kms, sealing, &schedule(), now, (now, now + 3600))
         .await
@@ -141,7 +150,7 @@ async fn kms_down_at_unseal_is_unavailable_not_a_bad_key() {
 }
 
 #[tokio::test]
-async fn key_records_are_extended_revoked_once_and_deleted() {
+async fn key_records_are_extended_revoked_from_their_earliest_moment_and_deleted_when_dead() {
     let (kms, store) = (kms().await, fresh_store().await);
     let sealing = sealing_key(&kms).await;
     let now = auth::clock::system_now();
@@ -165,15 +174,24 @@ async fn key_records_are_extended_revoked_once_and_deleted() {
         (extended.sign_until, extended.verify_until),
         (now + 7200, now + 8105)
     );
-    assert!(store.revoke_key(&record.kid, now + 5).await.unwrap());
+    // Revoked from a moment on: a later revocation does not postpone it, an
+    // earlier one brings it forward, and the sealed half is gone for good.
     assert!(store.revoke_key(&record.kid, now + 9).await.unwrap());
+    assert!(!store.revoke_key(&record.kid, now + 20).await.unwrap());
+    assert!(store.revoke_key(&record.kid, now + 5).await.unwrap());
     let read = store.keys().await.unwrap();
     assert_eq!(
         read[0].revoked_at,
         Some(now + 5),
-        "the first revocation stands"
+        "the earliest revocation stands"
     );
+    assert!(read[0].sealed.is_empty(), "nothing left to unseal");
     assert!(signing_key(&read, now + 5).is_none());
+    let refused = unseal(&kms, &sealing, &record_revoked(&record, now + 5))
+        .await
+        .err()
+        .unwrap();
+    assert!(refused.to_string().contains("revoked"), "{refused}");
     assert!(!store.revoke_key("no-such-kid", now).await.unwrap());
     assert!(
         !store
@@ -182,6 +200,9 @@ async fn key_records_are_extended_revoked_once_and_deleted() {
             .unwrap(),
         "a revoked key is never extended"
     );
-    store.delete_key(&record.kid).await.unwrap();
+    // Deleted only once no token of it can be accepted: a tombstone until then.
+    assert!(!store.delete_key(&record.kid, now).await.unwrap());
+    assert_eq!(store.keys().await.unwrap().len(), 1);
+    assert!(store.delete_key(&record.kid, now + 8105).await.unwrap());
     assert!(store.keys().await.unwrap().is_empty());
 }
