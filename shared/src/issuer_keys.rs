@@ -132,41 +132,37 @@ impl Schedule {
         let secs = |d: Duration| d.as_secs() as i64;
         let mut plan = Plan::default();
         let usable: Vec<&KeyRecord> = keys.iter().filter(|k| !k.revoked_by(now)).collect();
-        // The end of the signing covered from now on without a gap.
-        let mut covered = now;
-        let mut windows: Vec<(i64, i64)> = usable
-            .iter()
-            .map(|k| (k.sign_from, k.sign_until))
-            .filter(|(_, until)| *until > now)
-            .collect();
-        windows.sort();
-        for (from, until) in windows {
-            if from <= covered {
-                covered = covered.max(until);
-            }
-        }
+        let mut windows: Vec<(i64, i64)> =
+            usable.iter().map(|k| (k.sign_from, k.sign_until)).collect();
+        let mut covered = covered_until(&windows, now);
         if covered == now {
-            // Nothing signs now (a first run, or every key revoked): a key
-            // that signs at once. Verifiers learn of it on an unknown kid.
+            // Nothing signs now (a first run, or the signing key revoked): a
+            // key that signs at once. Verifiers learn of it on an unknown kid.
+            // The keys already waiting carry on after it.
+            windows.push((now, now + secs(self.period)));
             plan.create.push((now, now + secs(self.period)));
-            covered = now + secs(self.period);
+            covered = covered_until(&windows, now);
         }
-        // The next key, once the covered window ends within a lead and a
-        // period from now: published now, it signs only after a full lead.
         // The next keys, until signing is covered that far ahead: each
         // published now, and signing only after a full lead.
         while covered - now < secs(self.lead) + 2 * secs(self.period) {
             let from = covered.max(now + secs(self.lead));
-            if from > covered
-                && let Some(last) = usable
+            if from > covered {
+                // Only after missed runs: the key whose window ends there
+                // (there is one: a window ends wherever coverage does)
+                // signs on until the new one may.
+                if let Some(last) = usable
                     .iter()
                     .filter(|k| k.sign_until == covered)
                     .max_by_key(|k| k.sign_from)
-            {
-                plan.extend.push((last.kid.clone(), from));
+                {
+                    plan.extend.push((last.kid.clone(), from));
+                }
+                windows.push((covered, from));
             }
             plan.create.push((from, from + secs(self.period)));
-            covered = from + secs(self.period);
+            windows.push((from, from + secs(self.period)));
+            covered = covered_until(&windows, now);
         }
         plan.delete = keys
             .iter()
@@ -186,6 +182,20 @@ impl Schedule {
         let (from, until) = window;
         (now, from, until, self.verify_until(until))
     }
+}
+
+/// The end of the signing the windows cover from `now` on without a gap
+/// (`now` itself when none signs at `now`).
+fn covered_until(windows: &[(i64, i64)], now: i64) -> i64 {
+    let mut sorted = windows.to_vec();
+    sorted.sort();
+    let mut covered = now;
+    for (from, until) in sorted {
+        if from <= covered {
+            covered = covered.max(until);
+        }
+    }
+    covered
 }
 
 /// The key that signs at `now`: of those whose window holds it, the one
@@ -457,6 +467,24 @@ mod tests {
             "kept until its tail: its revocation is on record"
         );
         assert_eq!(s.plan(&[k], DAY + 905).delete, vec!["leaked".to_owned()]);
+    }
+
+    #[test]
+    fn revoking_the_signing_key_adds_one_key_that_signs_at_once_and_keeps_the_waiting_ones() {
+        let s = schedule();
+        let mut keys = Vec::new();
+        let mut made = 0;
+        let now = 1_000_000;
+        let first = s.plan(&keys, now);
+        apply(&s, &mut keys, &mut made, now, first);
+        assert_eq!(keys.len(), 3);
+        keys[0].revoked_at = Some(now + 60);
+        let plan = s.plan(&keys, now + 60);
+        assert_eq!(plan.create, vec![(now + 60, now + 60 + DAY)], "{plan:?}");
+        apply(&s, &mut keys, &mut made, now + 60, plan);
+        for t in now + 60..now + 3 * DAY {
+            assert!(signing_key(&keys, t).is_some_and(|k| k.kid != "k1"), "{t}");
+        }
     }
 
     #[test]

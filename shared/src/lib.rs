@@ -14,6 +14,7 @@ pub mod keys;
 pub mod metrics;
 pub mod passwords;
 pub mod permissions;
+pub mod rotation;
 pub mod runtime;
 pub mod sessions;
 pub mod store;

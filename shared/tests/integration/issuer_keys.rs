@@ -3,11 +3,14 @@
 //! sealed by a symmetric KMS key, stored, read back and unsealed, signs
 //! tokens its public half verifies; a sealed key that will not unseal
 //! (another context, another KMS key, a swapped record) gives a clear error
-//! and no signer.
+//! and no signer. Rotation runs, alone, twice at once, and after a revocation.
 
+use crate::support::proxy::{Call, Gate, Proxy};
 use crate::support::*;
-use auth::issuer_keys::{KeyRecord, Schedule, make_key, signing_key, unseal};
+use auth::issuer_keys::{KeyRecord, Schedule, make_key, signing_key, unseal, verifying_keys};
 use auth::keys::{KeyError, PublicKey};
+use auth::rotation::{Rotated, revoke, rotate};
+use auth::store::Store;
 use auth::store::StoreError;
 use auth::tokens::{TokenIssuer, TokenVerifier};
 use auth::users::{User, Username};
@@ -33,11 +36,8 @@ async fn sealing_key(kms: &aws_sdk_kms::Client) -> String {
 }
 
 fn schedule() -> Schedule {
-    Schedule {
-        period: Duration::from_secs(24 * 3600),
-        lead: Duration::from_secs(2 * 3600),
-        tail: Duration::from_secs(905),
-    }
+    let secs = Duration::from_secs;
+    Schedule::new(secs(24 * 3600), secs(2 * 3600), secs(905), secs(905)).unwrap()
 }
 
 /// `record` as revoked at `at`, with its sealed half still in hand (an
@@ -205,4 +205,113 @@ async fn key_records_are_extended_revoked_from_their_earliest_moment_and_deleted
     assert_eq!(store.keys().await.unwrap().len(), 1);
     assert!(store.delete_key(&record.kid, now + 8105).await.unwrap());
     assert!(store.keys().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_first_rotation_makes_a_key_that_signs_now_and_publishes_the_next_ones_ahead() {
+    let (kms, store) = (kms().await, fresh_store().await);
+    let sealing = sealing_key(&kms).await;
+    let now = auth::clock::system_now();
+    let s = schedule();
+    let first = rotate(&store, &kms, &sealing, &s, now).await.unwrap();
+    assert_eq!(first.created.len(), 3, "{first:?}");
+    let keys = store.keys().await.unwrap();
+    let signer = signing_key(&keys, now).unwrap();
+    assert_eq!(signer.kid, first.created[0]);
+    // Every key is in the JWKS from now: the later ones a full lead and
+    // more before they sign.
+    assert_eq!(verifying_keys(&keys, now).len(), 3);
+    for k in keys.iter().filter(|k| k.kid != signer.kid) {
+        assert!(k.sign_from >= now + s.lead.as_secs() as i64, "{k:?}");
+    }
+    assert!(unseal(&kms, &sealing, signer).await.is_ok());
+    // Again at once: nothing to do.
+    let again = rotate(&store, &kms, &sealing, &s, now).await.unwrap();
+    assert_eq!(again, Rotated::default());
+    // A day on: one more key, published two periods and a lead ahead.
+    let day = 24 * 3600;
+    let next = rotate(&store, &kms, &sealing, &s, now + day).await.unwrap();
+    assert_eq!(next.created.len(), 1, "{next:?}");
+    // And once the first key's last token has died, its record goes.
+    let later = rotate(&store, &kms, &sealing, &s, now + day + 905)
+        .await
+        .unwrap();
+    assert_eq!(later.deleted, vec![first.created[0].clone()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_rotation_runs_at_once_leave_one_key_signing_at_every_moment() {
+    let (kms, store) = (kms().await, fresh_store().await);
+    let sealing = sealing_key(&kms).await;
+    let now = auth::clock::system_now();
+    let s = schedule();
+    // Forced: each run has read the (empty) key set before either writes,
+    // so both plan the same windows and both make their keys.
+    let (a, b) = (Proxy::to_dynamodb().await, Proxy::to_dynamodb().await);
+    let (a_read, b_read) = (Gate::default(), Gate::default());
+    a.announce(Call::Nth("query", 1), &a_read)
+        .hold_until(Call::Nth("putitem", 1), &b_read);
+    b.announce(Call::Nth("query", 1), &b_read)
+        .hold_until(Call::Nth("putitem", 1), &a_read);
+    let run = |proxy: &Proxy| {
+        let (kms, sealing, endpoint, table) = (
+            kms.clone(),
+            sealing.clone(),
+            proxy.endpoint.clone(),
+            store.table().to_owned(),
+        );
+        racing(async move {
+            let store = Store::new(client_for(&endpoint, &sdk_settings()).await, table);
+            rotate(&store, &kms, &sealing, &s, now).await.unwrap()
+        })
+    };
+    let runs = race(vec![run(&a), run(&b)]).await;
+    assert!(a_read.is_open() && b_read.is_open(), "both runs read first");
+    let made: usize = runs.iter().map(|r| r.created.len()).sum();
+    assert_eq!(made, 6, "each run made its three keys: {runs:?}");
+    let keys = store.keys().await.unwrap();
+    assert_eq!(keys.len(), made);
+    // One signer at each moment of the covered span, the same whoever asks.
+    let day = 24 * 3600;
+    for t in (now..now + 3 * day).step_by(600) {
+        let signer = signing_key(&keys, t).unwrap_or_else(|| panic!("no key signs at {t}"));
+        let reversed: Vec<KeyRecord> = keys.iter().rev().cloned().collect();
+        assert_eq!(signing_key(&reversed, t).unwrap().kid, signer.kid);
+    }
+    assert_eq!(s.plan(&keys, now).create, vec![], "nothing left to make");
+}
+
+#[tokio::test]
+async fn revoking_the_signing_key_makes_a_key_that_signs_at_once() {
+    let (kms, store) = (kms().await, fresh_store().await);
+    let sealing = sealing_key(&kms).await;
+    let now = auth::clock::system_now();
+    let s = schedule();
+    rotate(&store, &kms, &sealing, &s, now).await.unwrap();
+    let leaked = signing_key(&store.keys().await.unwrap(), now + 60)
+        .unwrap()
+        .kid
+        .clone();
+    let done = revoke(&store, &kms, &sealing, &s, &leaked, now + 60)
+        .await
+        .unwrap()
+        .unwrap();
+    let keys = store.keys().await.unwrap();
+    let signer = signing_key(&keys, now + 60).unwrap();
+    assert_ne!(signer.kid, leaked);
+    assert!(
+        done.created.contains(&signer.kid) || signer.sign_from <= now + 60,
+        "{done:?}"
+    );
+    assert!(
+        verifying_keys(&keys, now + 60)
+            .iter()
+            .all(|k| k.kid != leaked)
+    );
+    assert!(
+        revoke(&store, &kms, &sealing, &s, "no-such-kid", now + 60)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
