@@ -60,16 +60,9 @@ impl Store {
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Err(StoreError::AlreadyExists)
-            }
-            Err(err) => Err(classify(err)),
+        match super::condition_held(result)? {
+            true => Ok(()),
+            false => Err(StoreError::AlreadyExists),
         }
     }
 
@@ -89,17 +82,7 @@ impl Store {
             .expression_attribute_values(":at", n(at))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(err) => Err(classify(err)),
-        }
+        super::condition_held(result)
     }
 
     /// Extends `kid`'s signing to `sign_until` (and its verifying to
@@ -126,17 +109,7 @@ impl Store {
             .expression_attribute_values(":verify", n(verify_until))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(err) => Err(classify(err)),
-        }
+        super::condition_held(result)
     }
 
     /// Deletes `kid`'s record once no token of it can be accepted (its
@@ -153,17 +126,7 @@ impl Store {
             .expression_attribute_values(":now", n(now))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(err) => Err(classify(err)),
-        }
+        super::condition_held(result)
     }
 }
 

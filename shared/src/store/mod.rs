@@ -77,6 +77,25 @@ where
     }
 }
 
+/// A conditional write's outcome: `true` done, `false` its condition did not
+/// hold (nothing written); any other failure classified as usual.
+pub(crate) fn condition_held<T, E, R>(result: Result<T, SdkError<E, R>>) -> Result<bool, StoreError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(err)
+            if err.as_service_error().and_then(|e| e.code())
+                == Some("ConditionalCheckFailedException") =>
+        {
+            Ok(false)
+        }
+        Err(err) => Err(classify(err)),
+    }
+}
+
 /// Creates the table if it does not exist (local development, tests, the admin
 /// CLI), with TTL on `expires_at` and the index of a user's sessions; a table
 /// of an earlier version (`make dev`'s, kept on disk) gets the index added.

@@ -51,16 +51,9 @@ impl Store {
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Err(StoreError::AlreadyExists)
-            }
-            Err(err) => Err(classify(err)),
+        match super::condition_held(result)? {
+            true => Ok(()),
+            false => Err(StoreError::AlreadyExists),
         }
     }
 
@@ -194,17 +187,7 @@ impl Store {
             ))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(err) => Err(classify(err)),
-        }
+        super::condition_held(result)
     }
 }
 
