@@ -52,18 +52,7 @@ impl Store {
 
     /// Stores a new key record; `AlreadyExists` if its kid is taken.
     pub async fn put_key(&self, record: &KeyRecord) -> Result<(), StoreError> {
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(key_item(record)))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match super::condition_held(result)? {
-            true => Ok(()),
-            false => Err(StoreError::AlreadyExists),
-        }
+        self.put_once(key_item(record)).await
     }
 
     /// Marks `kid` revoked from `at` (an earlier revocation stands, a later

@@ -280,6 +280,22 @@ impl Store {
         }
     }
 
+    /// Writes `item` unless an item of its key exists (`AlreadyExists`).
+    async fn put_once(&self, item: HashMap<String, AttributeValue>) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match condition_held(result)? {
+            true => Ok(()),
+            false => Err(StoreError::AlreadyExists),
+        }
+    }
+
     /// One item by key, read strongly consistent: a write is seen by the very
     /// next request (a logout, a rotation, a password change).
     async fn get_item(

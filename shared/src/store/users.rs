@@ -43,18 +43,7 @@ impl Store {
     /// Creates a user unless one with that username exists: a conditional write,
     /// so two concurrent creations cannot both succeed.
     pub async fn create(&self, user: &User) -> Result<(), StoreError> {
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(user_item(user)))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match super::condition_held(result)? {
-            true => Ok(()),
-            false => Err(StoreError::AlreadyExists),
-        }
+        self.put_once(user_item(user)).await
     }
 
     /// Grants `role` to `user` (as read): one conditional write that adds it
