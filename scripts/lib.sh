@@ -94,6 +94,18 @@ print(key["KeyMetadata"]["KeyId"])
 PY
 }
 
+# create_sealing_key ENDPOINT: a new symmetric ENCRYPT_DECRYPT key (sealed
+# mode's sealing key); prints its id.
+create_sealing_key() {
+  python3 - "$1" <<'PY'
+import sys, boto3
+kms = boto3.client("kms", endpoint_url=sys.argv[1], region_name="us-east-1",
+                   aws_access_key_id="local", aws_secret_access_key="local")
+key = kms.create_key(KeySpec="SYMMETRIC_DEFAULT", KeyUsage="ENCRYPT_DECRYPT", Description="auth sealing key")
+print(key["KeyMetadata"]["KeyId"])
+PY
+}
+
 # The start of every run script (test, bench): tools in place, a scratch folder
 # in $work, and everything started stopped when the script ends, however.
 begin_run() {

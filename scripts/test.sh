@@ -33,24 +33,38 @@ export KMS_TEST_ENDPOINT="http://127.0.0.1:$kms_port"
 
 # The watch's functions get their settings from this environment; the e2e
 # test reads the same variables to seed its user and check its tokens. They
-# sign with a KMS key (moto), as deployed, and keep the deployed reuse grace
+# run in sealed mode, as deployed by default: the table's issuer keys, made
+# by a rotation (auth-admin rotate-keys, below) and sealed by a symmetric KMS
+# key (moto); the functions re-read the key set every 2 s, so that the
+# revocation stage can wait its bound out. They keep the deployed reuse grace
 # period (10 s): parallel refreshes of one token are a race, not theft, even
-# on a loaded machine; the reuse test waits it out.
+# on a loaded machine; the reuse test waits it out. A second watch, on the
+# same table, runs KMS mode (kms:Sign per token) for the token paths of
+# both modes (modes.rs) and PyJWT.
 watch_port=$(free_port)
+kms_watch_port=$(free_port)
 key_id=$(create_kms_key "$KMS_TEST_ENDPOINT")
+sealing_id=$(create_sealing_key "$KMS_TEST_ENDPOINT")
 export E2E_TABLE_NAME="e2e-$(date +%s)-$$"
-export E2E_JWT_VERIFICATION_KEYS="kms:$key_id"
+export E2E_KMS_KEY_ID=$key_id E2E_SEALING_KEY="sealed:$sealing_id"
 export E2E_JWT_ISSUER="http://127.0.0.1:$watch_port" E2E_JWT_AUDIENCE="auth-e2e"
-TABLE_NAME=$E2E_TABLE_NAME JWT_SIGNING_KEY="kms:$key_id" JWT_VERIFICATION_KEYS=$E2E_JWT_VERIFICATION_KEYS \
-  JWT_ISSUER=$E2E_JWT_ISSUER JWT_AUDIENCE=$E2E_JWT_AUDIENCE BCRYPT_COST=10 \
-  AWS_ENDPOINT_URL_DYNAMODB=$DYNAMODB_TEST_ENDPOINT AWS_ENDPOINT_URL_KMS=$KMS_TEST_ENDPOINT \
-  REFRESH_REUSE_GRACE_SECONDS=10 LOGIN_LIMIT_PER_IP_PER_MINUTE=100000 REGISTER_LIMIT_PER_IP_PER_HOUR=100000 \
-  RUST_LOG=info \
-  start_group "$work/watch.log" cargo lambda watch --ignore-changes --concurrency 4 --disable-cors \
+watch_env=(TABLE_NAME="$E2E_TABLE_NAME" JWT_AUDIENCE="$E2E_JWT_AUDIENCE" BCRYPT_COST=10
+  AWS_ENDPOINT_URL_DYNAMODB="$DYNAMODB_TEST_ENDPOINT" AWS_ENDPOINT_URL_KMS="$KMS_TEST_ENDPOINT"
+  REFRESH_REUSE_GRACE_SECONDS=10 LOGIN_LIMIT_PER_IP_PER_MINUTE=100000 REGISTER_LIMIT_PER_IP_PER_HOUR=100000
+  RUST_LOG=info)
+env "${watch_env[@]}" JWT_ISSUER="$E2E_JWT_ISSUER" TABLE_NAME="$E2E_TABLE_NAME" target/debug/auth-admin create-table >/dev/null
+env "${watch_env[@]}" JWT_ISSUER="$E2E_JWT_ISSUER" JWT_SIGNING_KEY="$E2E_SEALING_KEY" target/debug/auth-admin rotate-keys
+start_group "$work/watch.log" env "${watch_env[@]}" JWT_ISSUER="$E2E_JWT_ISSUER" \
+  JWT_SIGNING_KEY="$E2E_SEALING_KEY" JWT_VERIFICATION_KEYS=table JWT_KEYS_REFRESH_SECONDS=2 \
+  cargo lambda watch --ignore-changes --concurrency 4 --disable-cors \
     --invoke-address 127.0.0.1 --invoke-port "$watch_port"
+start_group "$work/watch-kms.log" env "${watch_env[@]}" JWT_ISSUER="http://127.0.0.1:$kms_watch_port" \
+  JWT_SIGNING_KEY="kms:$key_id" JWT_VERIFICATION_KEYS="kms:$key_id" \
+  cargo lambda watch --ignore-changes --concurrency 1 --disable-cors \
+    --invoke-address 127.0.0.1 --invoke-port "$kms_watch_port"
 wait_for_port "$watch_port" 120 "cargo lambda watch" "$work/watch.log"
-TABLE_NAME=$E2E_TABLE_NAME AWS_ENDPOINT_URL_DYNAMODB=$DYNAMODB_TEST_ENDPOINT target/debug/auth-admin create-table >/dev/null
-export WATCH_URL="http://127.0.0.1:$watch_port"
+wait_for_port "$kms_watch_port" 120 "cargo lambda watch (KMS mode)" "$work/watch-kms.log"
+export WATCH_URL="http://127.0.0.1:$watch_port" KMS_WATCH_URL="http://127.0.0.1:$kms_watch_port"
 
 # Every secret a test uses or receives through the watch goes here, for the last stage.
 export TEST_SECRETS_FILE="$work/secrets.txt"
@@ -75,8 +89,13 @@ python3 tests/template/check_events.py
 echo "== contract: schemathesis checks the watch against openapi.yaml"
 python3 tests/contract/run.py
 
-echo "== interop: PyJWT verifies our tokens through the JWKS"
+echo "== interop: PyJWT verifies our tokens through the JWKS, in sealed mode, then in KMS mode"
 python3 tests/interop/pyjwt_jwks.py
+WATCH_URL=$KMS_WATCH_URL python3 tests/interop/pyjwt_jwks.py
+
+echo "== revocation: auth-admin revoke-key through the watch (sealed mode), refused everywhere within the bound"
+env "${watch_env[@]}" JWT_ISSUER="$E2E_JWT_ISSUER" JWT_SIGNING_KEY="$E2E_SEALING_KEY" JWT_KEYS_REFRESH_SECONDS=2 \
+  python3 tests/interop/revocation.py
 
 export CHECK_DEV_LOG="$work/make-dev.log"
 echo "== make dev, as a newcomer runs it (scratch state, free ports), and the docs' curl sessions against it"
@@ -92,7 +111,7 @@ echo "== metrics: the EMF lines the functions wrote in every stage above"
 python3 tests/template/check_metrics.py "$work/watch.log"
 
 echo "== no secret in the logs: the watch's (every stage above) and make dev's (its check)"
-python3 - "$TEST_SECRETS_FILE" "$work/watch.log" "$CHECK_DEV_LOG" <<'PY'
+python3 - "$TEST_SECRETS_FILE" "$work/watch.log" "$work/watch-kms.log" "$CHECK_DEV_LOG" <<'PY'
 import re, sys
 secrets_file, *logs = sys.argv[1:]
 log = "".join(open(path, errors="replace").read() for path in logs)

@@ -124,10 +124,17 @@ async fn routes() {
     let sessions = || SessionConfig::from_source(&Environment).unwrap();
     let limits = || RateLimits::from_source(&Environment).unwrap();
     let browser = || BrowserPolicy::from_source(&Environment).unwrap();
-    let issuer = || runtime::issuer_from_env(&sdk, &tokens).unwrap();
+    let issuer = async || {
+        runtime::issuer_from_env(&sdk, &tokens, &store, None)
+            .await
+            .unwrap()
+    };
     // The public keys once (one KMS round trip), for the three verifiers.
-    let public_keys = runtime::public_keys_from_env(&sdk).await.unwrap();
-    let verifier = || TokenVerifier::new(&public_keys, &tokens);
+    let (public_keys, table) = runtime::public_keys_from_env(&sdk).await.unwrap();
+    let verifier = || match &table {
+        Some(table) => TokenVerifier::with_table(&public_keys, table.clone(), &tokens),
+        None => TokenVerifier::new(&public_keys, &tokens),
+    };
     let register = Register {
         store: store.clone(),
         passwords: passwords(),
@@ -137,7 +144,7 @@ async fn routes() {
     let login = Login {
         store: store.clone(),
         passwords: passwords(),
-        tokens: issuer(),
+        tokens: issuer().await,
         sessions: sessions(),
         limits: limits(),
         browser: browser(),
@@ -145,7 +152,7 @@ async fn routes() {
     };
     let refresh = Refresh {
         store: store.clone(),
-        tokens: issuer(),
+        tokens: issuer().await,
         sessions: sessions(),
         browser: browser(),
         clock: Clock::system(),
@@ -165,7 +172,7 @@ async fn routes() {
         store: store.clone(),
         passwords: passwords(),
         verifier: verifier(),
-        issuer: issuer(),
+        issuer: issuer().await,
         sessions: sessions(),
         limits: limits(),
         browser: browser(),

@@ -192,7 +192,10 @@ impl ApiError {
 
 impl From<TokenError> for ApiError {
     fn from(err: TokenError) -> Self {
-        ApiError::InvalidToken(err.to_string())
+        match err {
+            TokenError::KeysUnavailable => ApiError::Unavailable,
+            err => ApiError::InvalidToken(err.to_string()),
+        }
     }
 }
 

@@ -10,6 +10,11 @@
 //! - `pem:<path>`: a PEM file, a PKCS#8 private key (signer) or a public key
 //!   (verifiers; a private key file works too). Its `kid` is the key's RFC 7638
 //!   JWK thumbprint.
+//! - `sealed:<key id or key ARN>` (signer only; sealed mode, the default
+//!   deployed): the table's issuer keys (`issuer_keys`), whose private halves
+//!   this symmetric KMS key seals. The issuer unseals the one that signs.
+//! - `table` (verifiers only): the public halves of the table's issuer keys,
+//!   read at init and again on a bounded schedule (`key_set`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -35,6 +40,10 @@ use crate::config::{ConfigError, Source, required};
 pub enum KeySource {
     Kms(String),
     Pem(PathBuf),
+    /// The table's keys, sealed by this symmetric KMS key.
+    Sealed(String),
+    /// The table's public keys.
+    Table,
 }
 
 impl KeySource {
@@ -44,8 +53,14 @@ impl KeySource {
             Ok(KeySource::Kms(id.to_owned()))
         } else if let Some(path) = raw.strip_prefix("pem:").filter(|p| !p.is_empty()) {
             Ok(KeySource::Pem(PathBuf::from(path)))
+        } else if let Some(id) = raw.strip_prefix("sealed:").filter(|id| !id.is_empty()) {
+            Ok(KeySource::Sealed(id.to_owned()))
+        } else if raw == "table" {
+            Ok(KeySource::Table)
         } else {
-            Err(format!("{raw:?} is neither kms:<key id> nor pem:<path>"))
+            Err(format!(
+                "{raw:?} is none of kms:<key id>, pem:<path>, sealed:<key id>, table"
+            ))
         }
     }
 }
@@ -63,6 +78,12 @@ pub fn signing_key_from(env: &impl Source) -> Result<KeySource, ConfigError> {
             reason: "name the KMS key by id or ARN, not by alias (its kid is the key id)".into(),
         });
     }
+    if source == KeySource::Table {
+        return Err(ConfigError::Invalid {
+            var,
+            reason: "the table's keys sign as sealed:<sealing key id>".into(),
+        });
+    }
     Ok(source)
 }
 
@@ -73,7 +94,14 @@ pub fn verification_keys_from(env: &impl Source) -> Result<Vec<KeySource>, Confi
     required(env, var)?
         .split(',')
         .filter(|s| !s.trim().is_empty())
-        .map(|s| KeySource::parse(s).map_err(|reason| ConfigError::Invalid { var, reason }))
+        .map(|s| match KeySource::parse(s) {
+            Ok(KeySource::Sealed(_)) => Err(ConfigError::Invalid {
+                var,
+                reason: "verifiers read the table's public keys as table, and need no sealing key"
+                    .into(),
+            }),
+            other => other.map_err(|reason| ConfigError::Invalid { var, reason }),
+        })
         .collect()
 }
 
@@ -166,18 +194,28 @@ impl PublicKey {
     }
 }
 
-/// Loads the public keys of `sources`, once, at init.
+/// Loads the public keys of `sources`, once, at init (the table's are
+/// `key_set`'s, and skipped here).
 pub async fn load_public_keys(
     sources: &[KeySource],
     kms: &KmsClient,
 ) -> Result<Vec<PublicKey>, KeyError> {
     // All at once: during a rotation a verifier waits one KMS round trip, not two.
-    futures_util::future::try_join_all(sources.iter().map(|source| load_public_key(source, kms)))
-        .await
+    futures_util::future::try_join_all(
+        sources
+            .iter()
+            .filter(|source| !matches!(source, KeySource::Table | KeySource::Sealed(_)))
+            .map(|source| load_public_key(source, kms)),
+    )
+    .await
 }
 
 async fn load_public_key(source: &KeySource, kms: &KmsClient) -> Result<PublicKey, KeyError> {
     match source {
+        KeySource::Table | KeySource::Sealed(_) => Err(KeyError::Invalid(
+            "table".into(),
+            "the table's keys are read by key_set".into(),
+        )),
         KeySource::Kms(id) => {
             let output = kms
                 .get_public_key()
@@ -309,6 +347,10 @@ impl Signer {
             KeySource::Pem(path) => {
                 Signer::from_pem(&read_pem_file(path)?, &path.display().to_string())
             }
+            KeySource::Sealed(_) | KeySource::Table => Err(KeyError::Invalid(
+                "sealed".into(),
+                "the table's keys are unsealed by TokenIssuer::sealed".into(),
+            )),
         }
     }
 
@@ -403,7 +445,14 @@ mod tests {
             KeySource::parse(" pem:/tmp/k.pem ").unwrap(),
             KeySource::Pem("/tmp/k.pem".into())
         );
-        for bad in ["", "kms:", "pem:", "file:/x", "1234abcd"] {
+        assert_eq!(
+            KeySource::parse("sealed:arn:aws:kms:eu-west-1:1:key/abc").unwrap(),
+            KeySource::Sealed("arn:aws:kms:eu-west-1:1:key/abc".into())
+        );
+        assert_eq!(KeySource::parse("table").unwrap(), KeySource::Table);
+        for bad in [
+            "", "kms:", "pem:", "sealed:", "tables", "file:/x", "1234abcd",
+        ] {
             assert!(KeySource::parse(bad).is_err(), "{bad:?}");
         }
     }
@@ -422,6 +471,16 @@ mod tests {
             (v == "JWT_VERIFICATION_KEYS").then(|| "kms:alias/auth, pem:/k.pem".to_owned())
         };
         assert_eq!(verification_keys_from(&env).unwrap().len(), 2);
+        // The table's keys: signed as sealed, verified as table.
+        let env = |v: &str| (v == "JWT_SIGNING_KEY").then(|| "table".to_owned());
+        assert!(signing_key_from(&env).is_err());
+        let env = |v: &str| (v == "JWT_VERIFICATION_KEYS").then(|| "table,sealed:k".to_owned());
+        assert!(verification_keys_from(&env).is_err());
+        let env = |v: &str| (v == "JWT_VERIFICATION_KEYS").then(|| "table, kms:old".to_owned());
+        assert_eq!(
+            verification_keys_from(&env).unwrap(),
+            vec![KeySource::Table, KeySource::Kms("old".into())]
+        );
     }
 
     #[test]

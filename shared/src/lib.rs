@@ -10,6 +10,7 @@ pub mod devices;
 pub mod handlers;
 pub mod http;
 pub mod issuer_keys;
+pub mod key_set;
 pub mod keys;
 pub mod metrics;
 pub mod passwords;

@@ -6,14 +6,83 @@
 //! revoke-key` revokes a kid and runs it (a key that signs at once when the
 //! revoked one was signing).
 
+use std::time::Duration;
+
 use aws_sdk_kms::Client as KmsClient;
 
+use crate::config::{ConfigError, Source, TokenConfig, number};
+use crate::handlers::discovery::JWKS_MAX_AGE;
 use crate::issuer_keys::{Schedule, make_key};
-use crate::keys::KeyError;
+use crate::key_set::KeySettings;
+use crate::keys::{KeyError, KeySource, signing_key_from};
 use crate::store::{Store, StoreError};
+use crate::tokens::{LEEWAY, REVOCATION_MARGIN};
+
+/// What a rotation needs: the sealing key and the schedule.
+#[derive(Clone, Debug)]
+pub struct RotationConfig {
+    /// The symmetric KMS key that seals the private halves
+    /// (`JWT_SIGNING_KEY=sealed:<key id or ARN>`, as the issuers name it).
+    pub sealing_key: String,
+    pub schedule: Schedule,
+}
+
+impl RotationConfig {
+    /// From `JWT_SIGNING_KEY`, `JWT_KEY_PERIOD_SECONDS` (how long a key
+    /// signs, default a day), `JWT_KEY_LEAD_SECONDS` (how long it is
+    /// published before, default 2 hours: more than the functions' refresh
+    /// bound `JWT_KEYS_REFRESH_SECONDS` plus our JWKS's cache lifetime, and
+    /// than the hour API Gateway's JWT authorizer may keep a JWKS), and the
+    /// access tokens' lifetime (a key verifies that long, plus the leeway
+    /// and a margin, after its last signature).
+    pub fn from_source(env: &impl Source, tokens: &TokenConfig) -> Result<Self, ConfigError> {
+        let sealing_key = match signing_key_from(env)? {
+            KeySource::Sealed(id) => id,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    var: "JWT_SIGNING_KEY",
+                    reason: "the rotation makes sealed keys: sealed:<sealing key id>".into(),
+                });
+            }
+        };
+        let period = number(
+            env,
+            "JWT_KEY_PERIOD_SECONDS",
+            24 * 3600,
+            600..=90 * 24 * 3600,
+        )?;
+        let lead = number(env, "JWT_KEY_LEAD_SECONDS", 2 * 3600, 1..=30 * 24 * 3600)?;
+        let refresh = KeySettings::from_source(env)?.refresh;
+        let least_lead = refresh + JWKS_MAX_AGE;
+        if Duration::from_secs(lead) <= least_lead {
+            return Err(ConfigError::Invalid {
+                var: "JWT_KEY_LEAD_SECONDS",
+                reason: format!(
+                    "a key must be published for longer than the refresh bound and the JWKS's cache lifetime ({} s)",
+                    least_lead.as_secs()
+                ),
+            });
+        }
+        let min_tail = tokens.access_token_ttl + LEEWAY;
+        let schedule = Schedule::new(
+            Duration::from_secs(period),
+            Duration::from_secs(lead),
+            min_tail + REVOCATION_MARGIN,
+            min_tail,
+        )
+        .map_err(|reason| ConfigError::Invalid {
+            var: "JWT_KEY_LEAD_SECONDS",
+            reason,
+        })?;
+        Ok(RotationConfig {
+            sealing_key,
+            schedule,
+        })
+    }
+}
 
 /// What a run did, by kid.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Rotated {
     pub created: Vec<String>,
     pub extended: Vec<String>,
@@ -63,6 +132,37 @@ pub async fn rotate(
     Ok(done)
 }
 
+/// What the rotation function holds between invocations.
+pub struct Rotation {
+    pub store: Store,
+    pub kms: KmsClient,
+    pub config: RotationConfig,
+}
+
+impl Rotation {
+    /// One run at `now`, logged (kids and counts: nothing secret).
+    pub async fn run(&self, now: i64) -> Result<Rotated, RotationError> {
+        let result = rotate(
+            &self.store,
+            &self.kms,
+            &self.config.sealing_key,
+            &self.config.schedule,
+            now,
+        )
+        .await;
+        match &result {
+            Ok(done) => tracing::info!(
+                created = ?done.created,
+                extended = ?done.extended,
+                deleted = ?done.deleted,
+                "issuer keys rotated"
+            ),
+            Err(error) => tracing::error!(%error, "issuer key rotation failed"),
+        }
+        result
+    }
+}
+
 /// Revokes `kid` from `now` (a compromised issuer), then runs a rotation:
 /// if it was the signing key, a new one signs at once. `false`: no such key.
 pub async fn revoke(
@@ -77,4 +177,81 @@ pub async fn revoke(
         return Ok(None);
     }
     Ok(Some(rotate(store, kms, sealing_key, schedule, now).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Source {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |var: &str| map.get(var).cloned()
+    }
+
+    fn tokens() -> TokenConfig {
+        TokenConfig {
+            issuer: "https://auth.test".into(),
+            audience: "api".into(),
+            access_token_ttl: Duration::from_secs(900),
+        }
+    }
+
+    #[test]
+    fn the_rotation_defaults_to_daily_keys_published_two_hours_ahead() {
+        let config =
+            RotationConfig::from_source(&env(&[("JWT_SIGNING_KEY", "sealed:k")]), &tokens())
+                .unwrap();
+        assert_eq!(config.sealing_key, "k");
+        assert_eq!(config.schedule.period, Duration::from_secs(86400));
+        assert_eq!(config.schedule.lead, Duration::from_secs(7200));
+        assert_eq!(config.schedule.tail, Duration::from_secs(900 + 5 + 30));
+    }
+
+    #[test]
+    fn a_lead_within_the_refresh_bound_and_the_jwks_cache_or_a_key_that_is_not_sealed_is_refused() {
+        let err = RotationConfig::from_source(
+            &env(&[
+                ("JWT_SIGNING_KEY", "sealed:k"),
+                ("JWT_KEY_LEAD_SECONDS", "360"),
+            ]),
+            &tokens(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    var: "JWT_KEY_LEAD_SECONDS",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            RotationConfig::from_source(
+                &env(&[
+                    ("JWT_SIGNING_KEY", "sealed:k"),
+                    ("JWT_KEY_LEAD_SECONDS", "361")
+                ]),
+                &tokens()
+            )
+            .is_ok()
+        );
+        let err = RotationConfig::from_source(&env(&[("JWT_SIGNING_KEY", "kms:k")]), &tokens())
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    var: "JWT_SIGNING_KEY",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
 }

@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 
 use std::time::Instant;
 
@@ -16,8 +17,10 @@ use tracing::Instrument as _;
 use aws_config::SdkConfig;
 
 use crate::aws::{SdkSettings, sdk_config};
+use crate::clock::system_now;
 use crate::config::{Environment, StoreConfig, TokenConfig};
 use crate::http::{ApiError, INVALID_BASE64_MARK};
+use crate::key_set::{KeySettings, KeyTable};
 use crate::keys::{
     KeySource, PublicKey, Signer, load_public_keys, signing_key_from, verification_keys_from,
 };
@@ -110,20 +113,56 @@ pub fn token_config_from_env() -> Result<TokenConfig, Error> {
     Ok(TokenConfig::from_source(&Environment)?)
 }
 
-/// The token issuer, signing with `JWT_SIGNING_KEY`. No network call.
-pub fn issuer_from_env(sdk: &SdkConfig, tokens: &TokenConfig) -> Result<TokenIssuer, Error> {
-    let signer = Signer::new(
-        &signing_key_from(&Environment)?,
-        &crate::aws::kms_client(sdk),
-    )?;
-    Ok(TokenIssuer::new(signer, tokens))
+/// The table's key set (`JWT_VERIFICATION_KEYS=table`, `JWT_SIGNING_KEY=sealed:…`),
+/// read once here: one strongly consistent query, which also opens the
+/// connection to DynamoDB.
+pub async fn key_table_from_env(store: &Store) -> Result<Arc<KeyTable>, Error> {
+    let settings = KeySettings::from_source(&Environment)?;
+    Ok(Arc::new(
+        KeyTable::load(store.clone(), settings, system_now()).await?,
+    ))
 }
 
-/// The public keys of `JWT_VERIFICATION_KEYS` (fetched from KMS once, here,
-/// for KMS keys).
-pub async fn public_keys_from_env(sdk: &SdkConfig) -> Result<Vec<PublicKey>, Error> {
+/// The token issuer, signing with `JWT_SIGNING_KEY`: a KMS key or a PEM (no
+/// network call), or the table's sealed keys (`table`, the process's key set
+/// if it has one already, else read here): the key that signs now is
+/// unsealed here, with one KMS `Decrypt`.
+pub async fn issuer_from_env(
+    sdk: &SdkConfig,
+    tokens: &TokenConfig,
+    store: &Store,
+    table: Option<Arc<KeyTable>>,
+) -> Result<TokenIssuer, Error> {
+    let kms = crate::aws::kms_client(sdk);
+    match signing_key_from(&Environment)? {
+        KeySource::Sealed(sealing_key) => {
+            let table = match table {
+                Some(table) => table,
+                None => key_table_from_env(store).await?,
+            };
+            let issuer = TokenIssuer::sealed(table, kms, sealing_key, tokens, system_now())
+                .await
+                .map_err(|e| format!("the issuer key does not unseal: {e}"))?;
+            Ok(issuer)
+        }
+        source => Ok(TokenIssuer::new(Signer::new(&source, &kms)?, tokens)),
+    }
+}
+
+/// The public keys of `JWT_VERIFICATION_KEYS` that are loaded once (fetched
+/// from KMS, here, for KMS keys), and the table's key set (`TABLE_NAME`) if
+/// it names it.
+pub async fn public_keys_from_env(
+    sdk: &SdkConfig,
+) -> Result<(Vec<PublicKey>, Option<Arc<KeyTable>>), Error> {
     let sources = verification_keys_from(&Environment)?;
-    Ok(load_public_keys(&sources, &crate::aws::kms_client(sdk)).await?)
+    let kms = crate::aws::kms_client(sdk);
+    if !sources.contains(&KeySource::Table) {
+        return Ok((load_public_keys(&sources, &kms).await?, None));
+    }
+    let store = store_from_env(sdk)?;
+    let (keys, table) = tokio::join!(load_public_keys(&sources, &kms), key_table_from_env(&store));
+    Ok((keys?, Some(table?)))
 }
 
 /// What every function that checks bearer tokens builds at init.
@@ -132,46 +171,50 @@ pub struct Verifying {
     pub tokens: TokenConfig,
     pub store: Store,
     pub verifier: TokenVerifier,
+    /// The table's key set, when the verifier reads it (sealed mode): an
+    /// issuer in the same process shares it.
+    pub key_table: Option<Arc<KeyTable>>,
 }
 
 /// The SDK configuration, the token settings, the table (`TABLE_NAME`) and
-/// the token verifier, whose public keys (`JWT_VERIFICATION_KEYS`) are
-/// fetched while the table's connection opens.
+/// the token verifier with the keys of `JWT_VERIFICATION_KEYS`: the table's
+/// (sealed mode: one DynamoDB query, no KMS call), or KMS public keys fetched
+/// while the table's connection opens.
 pub async fn verifying_from_env() -> Result<Verifying, Error> {
     let sdk = aws_from_env()?;
     let tokens = token_config_from_env()?;
     let store = store_from_env(&sdk)?;
-    let verifier = verifier_from_env(&sdk, &tokens, &store).await?;
+    let sources = verification_keys_from(&Environment)?;
+    let (verifier, key_table) =
+        verifier_from(&sources, &crate::aws::kms_client(&sdk), &tokens, &store).await?;
     Ok(Verifying {
         sdk,
         tokens,
         store,
         verifier,
+        key_table,
     })
 }
 
-/// The token verifier, with the public keys of `JWT_VERIFICATION_KEYS`.
-async fn verifier_from_env(
-    sdk: &SdkConfig,
-    tokens: &TokenConfig,
-    store: &Store,
-) -> Result<TokenVerifier, Error> {
-    let sources = verification_keys_from(&Environment)?;
-    verifier_from(&sources, &crate::aws::kms_client(sdk), tokens, store).await
-}
-
-/// The token verifier, with the public keys of `sources`, fetched while
-/// `store` opens its connection to DynamoDB: a verifier's init waits for the
-/// slower of KMS and that handshake, not for both one after the other, and
-/// its first request finds the connection open.
+/// The token verifier, with the public keys of `sources`. The table's are
+/// read with one query, which opens the connection to DynamoDB; KMS keys are
+/// fetched while `store` opens it (a warm-up read): a verifier's init waits
+/// for the slower of KMS and that handshake, not for both one after the
+/// other, and its first request finds the connection open.
 async fn verifier_from(
     sources: &[KeySource],
     kms: &aws_sdk_kms::Client,
     tokens: &TokenConfig,
     store: &Store,
-) -> Result<TokenVerifier, Error> {
+) -> Result<(TokenVerifier, Option<Arc<KeyTable>>), Error> {
+    if sources.contains(&KeySource::Table) {
+        let (keys, table) = tokio::join!(load_public_keys(sources, kms), key_table_from_env(store));
+        let table = table?;
+        let verifier = TokenVerifier::with_table(&keys?, table.clone(), tokens);
+        return Ok((verifier, Some(table)));
+    }
     let (keys, ()) = tokio::join!(load_public_keys(sources, kms), store.warm_up());
-    Ok(TokenVerifier::new(&keys?, tokens))
+    Ok((TokenVerifier::new(&keys?, tokens), None))
 }
 
 /// Serves `handler` on the Lambda Runtime API until the process ends: every

@@ -4,6 +4,7 @@
 //! whole interface the handlers see.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -15,7 +16,9 @@ use uuid::Uuid;
 
 use crate::clock::system_now as now;
 use crate::config::TokenConfig;
-use crate::keys::{PublicKey, SignError, Signer};
+use crate::issuer_keys::{signing_key, unseal};
+use crate::key_set::KeyTable;
+use crate::keys::{KeyError, PublicKey, SignError, Signer};
 use crate::permissions::scope_of;
 use crate::users::User;
 
@@ -78,6 +81,9 @@ pub enum TokenError {
     NotYetValid,
     #[error("the access token is invalid")]
     Invalid,
+    /// The key set could not be read again (sealed mode): 503.
+    #[error("the keys that verify tokens cannot be read")]
+    KeysUnavailable,
 }
 
 /// A freshly signed access token.
@@ -95,16 +101,21 @@ struct JoseHeader<'a> {
 }
 
 pub struct TokenIssuer {
-    signer: Signer,
-    /// base64url of the JOSE header: the same for every token of this key.
-    encoded_header: String,
+    keys: IssuerKeys,
     issuer: String,
     audience: String,
     ttl: Duration,
 }
 
-impl TokenIssuer {
-    pub fn new(signer: Signer, config: &TokenConfig) -> Self {
+/// A signer and the base64url of its JOSE header (the same for every token
+/// of that key).
+struct HeldSigner {
+    signer: Signer,
+    encoded_header: String,
+}
+
+impl HeldSigner {
+    fn new(signer: Signer) -> Arc<Self> {
         let header = JoseHeader {
             alg: "RS256",
             typ: ACCESS_TOKEN_TYPE,
@@ -112,17 +123,142 @@ impl TokenIssuer {
         };
         let encoded_header =
             URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap_or_default());
-        TokenIssuer {
+        Arc::new(HeldSigner {
             signer,
             encoded_header,
+        })
+    }
+}
+
+enum IssuerKeys {
+    /// One key for the process's life: KMS (`kms:Sign` per token) or a PEM.
+    Fixed(Arc<HeldSigner>),
+    /// The table's key set (`issuer_keys`): whichever key signs at the
+    /// moment, unsealed once and held in memory.
+    Sealed(Sealed),
+}
+
+struct Sealed {
+    table: Arc<KeyTable>,
+    kms: aws_sdk_kms::Client,
+    sealing_key: String,
+    /// The unsealed keys, by kid: the one signing now, and the next once it
+    /// is near. A key leaves as soon as it no longer signs or is revoked.
+    unsealed: tokio::sync::Mutex<HashMap<String, Arc<HeldSigner>>>,
+}
+
+/// How long before a key begins to sign an issuer unseals it, so that a
+/// KMS outage at the moment of the switch fails no issuance: every
+/// re-read within this window tries again.
+pub const UNSEAL_AHEAD: Duration = Duration::from_secs(10 * 60);
+
+impl Sealed {
+    /// The signer for `now`, unsealing it if it is not held yet.
+    async fn signer(&self, now: i64) -> Result<Arc<HeldSigner>, SignError> {
+        let snapshot = self
+            .table
+            .current(now)
+            .await
+            .map_err(|e| SignError::Unavailable(format!("the key set cannot be read: {e}")))?;
+        let record = signing_key(&snapshot.records, now)
+            .ok_or_else(|| SignError::Unavailable("no issuer key signs now".into()))?;
+        let mut unsealed = self.unsealed.lock().await;
+        // Keys that no longer sign (revoked, past their window, gone from
+        // the table) are dropped: their private halves leave memory.
+        unsealed.retain(|kid, _| {
+            snapshot
+                .records
+                .iter()
+                .any(|r| &r.kid == kid && r.revoked_at.is_none() && now < r.sign_until)
+        });
+        let signer = match unsealed.get(&record.kid) {
+            Some(held) => held.clone(),
+            None => {
+                let held = HeldSigner::new(
+                    unseal(&self.kms, &self.sealing_key, record)
+                        .await
+                        .map_err(key_to_sign_error)?,
+                );
+                unsealed.insert(record.kid.clone(), held.clone());
+                held
+            }
+        };
+        // The next key, once it is near: unsealed ahead, best effort.
+        let ahead = now + UNSEAL_AHEAD.as_secs() as i64;
+        if let Some(next) = signing_key(&snapshot.records, ahead)
+            && !unsealed.contains_key(&next.kid)
+        {
+            match unseal(&self.kms, &self.sealing_key, next).await {
+                Ok(next_signer) => {
+                    unsealed.insert(next.kid.clone(), HeldSigner::new(next_signer));
+                }
+                Err(error) => {
+                    tracing::warn!(kid = %next.kid, %error, "the next issuer key does not unseal yet")
+                }
+            }
+        }
+        Ok(signer)
+    }
+}
+
+fn key_to_sign_error(err: KeyError) -> SignError {
+    match err {
+        KeyError::Unavailable(detail) => SignError::Unavailable(detail),
+        other => SignError::Failed(other.to_string()),
+    }
+}
+
+impl TokenIssuer {
+    /// An issuer that signs every token with `signer`.
+    pub fn new(signer: Signer, config: &TokenConfig) -> Self {
+        TokenIssuer {
+            keys: IssuerKeys::Fixed(HeldSigner::new(signer)),
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
             ttl: config.access_token_ttl,
         }
     }
 
-    pub fn kid(&self) -> &str {
-        self.signer.kid()
+    /// An issuer that signs with the table's key of the moment (sealed
+    /// mode), unsealed by `sealing_key` (a symmetric KMS key). At init: the
+    /// key that signs at `now` is unsealed here, so that an issuer whose key
+    /// will not unseal (no key, wrong context, no permission, KMS down)
+    /// stops at init, saying why.
+    pub async fn sealed(
+        table: Arc<KeyTable>,
+        kms: aws_sdk_kms::Client,
+        sealing_key: String,
+        config: &TokenConfig,
+        now: i64,
+    ) -> Result<Self, KeyError> {
+        let sealed = Sealed {
+            table,
+            kms,
+            sealing_key,
+            unsealed: tokio::sync::Mutex::new(HashMap::new()),
+        };
+        sealed.signer(now).await.map_err(|e| match e {
+            SignError::Unavailable(detail) => KeyError::Unavailable(detail),
+            SignError::Failed(detail) => KeyError::Rejected(detail),
+        })?;
+        Ok(TokenIssuer {
+            keys: IssuerKeys::Sealed(sealed),
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+            ttl: config.access_token_ttl,
+        })
+    }
+
+    async fn signer(&self, now: i64) -> Result<Arc<HeldSigner>, SignError> {
+        match &self.keys {
+            IssuerKeys::Fixed(held) => Ok(held.clone()),
+            IssuerKeys::Sealed(sealed) => sealed.signer(now).await,
+        }
+    }
+
+    /// The kid that signs at `now`.
+    pub async fn kid(&self, now: i64) -> Result<String, SignError> {
+        Ok(self.signer(now).await?.signer.kid().to_owned())
     }
 
     /// Issues an access token of session `sid`, whose password was last
@@ -136,7 +272,7 @@ impl TokenIssuer {
     ) -> Result<IssuedToken, SignError> {
         let claims = self.claims_for(user, sid, auth_time, now);
         Ok(IssuedToken {
-            token: self.sign(&claims).await?,
+            token: self.sign(&claims, now).await?,
             expires_in: self.ttl.as_secs(),
         })
     }
@@ -164,15 +300,17 @@ impl TokenIssuer {
         }
     }
 
-    /// `header.payload.signature`, the signature made by the current key.
-    pub async fn sign(&self, claims: &impl Serialize) -> Result<String, SignError> {
+    /// `header.payload.signature`, the signature made by the key that signs
+    /// at `now`.
+    pub async fn sign(&self, claims: &impl Serialize, now: i64) -> Result<String, SignError> {
+        let held = self.signer(now).await?;
         let payload = serde_json::to_vec(claims).map_err(|e| SignError::Failed(e.to_string()))?;
         let signing_input = format!(
             "{}.{}",
-            self.encoded_header,
+            held.encoded_header,
             URL_SAFE_NO_PAD.encode(payload)
         );
-        let signature = self.signer.sign(signing_input.as_bytes()).await?;
+        let signature = held.signer.sign(signing_input.as_bytes()).await?;
         Ok(format!(
             "{signing_input}.{}",
             URL_SAFE_NO_PAD.encode(signature)
@@ -181,7 +319,10 @@ impl TokenIssuer {
 }
 
 pub struct TokenVerifier {
+    /// Keys loaded once at init (`kms:` and `pem:` sources).
     keys: HashMap<String, DecodingKey>,
+    /// The table's key set (sealed mode), re-read on its schedule.
+    table: Option<Arc<KeyTable>>,
     validation: Validation,
     ttl: Duration,
 }
@@ -204,8 +345,20 @@ impl TokenVerifier {
                 .iter()
                 .map(|k| (k.kid.clone(), k.decoding_key()))
                 .collect(),
+            table: None,
             validation,
             ttl: config.access_token_ttl,
+        }
+    }
+
+    /// Accepts, beside `keys`, the keys the table holds that verify at the
+    /// moment (sealed mode): a kid it does not know makes it read the table
+    /// again (rate-limited), and it reads it again anyway once its copy is
+    /// the refresh bound old.
+    pub fn with_table(keys: &[PublicKey], table: Arc<KeyTable>, config: &TokenConfig) -> Self {
+        TokenVerifier {
+            table: Some(table),
+            ..TokenVerifier::new(keys, config)
         }
     }
 
@@ -218,7 +371,7 @@ impl TokenVerifier {
     /// Verifies `kid`, signature, algorithm, `typ` and every time, issuer and
     /// audience rule. Keys named in the token (`jku`, `x5u`, `jwk`, `x5c`) are
     /// never followed: a token carrying one is refused outright.
-    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+    pub async fn verify(&self, token: &str) -> Result<Claims, TokenError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::Invalid);
         }
@@ -230,19 +383,11 @@ impl TokenVerifier {
         {
             return Err(TokenError::Invalid);
         }
-        let key = header
-            .kid
-            .as_deref()
-            .and_then(|kid| self.keys.get(kid))
-            .ok_or(TokenError::Invalid)?;
-        let data =
-            jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|e| {
-                match e.kind() {
-                    ErrorKind::ExpiredSignature => TokenError::Expired,
-                    ErrorKind::ImmatureSignature => TokenError::NotYetValid,
-                    _ => TokenError::Invalid,
-                }
-            })?;
+        let kid = header.kid.as_deref().ok_or(TokenError::Invalid)?;
+        let data = match self.keys.get(kid) {
+            Some(key) => self.decode(token, key)?,
+            None => self.decode_with_table(token, kid).await?,
+        };
         if data.header.typ.as_deref() != Some(ACCESS_TOKEN_TYPE) {
             return Err(TokenError::Invalid);
         }
@@ -256,6 +401,50 @@ impl TokenVerifier {
         }
         Ok(data.claims)
     }
+
+    /// With the table's key `kid`, if it verifies now: from the copy held,
+    /// else from the table read again (at most once per interval).
+    async fn decode_with_table(
+        &self,
+        token: &str,
+        kid: &str,
+    ) -> Result<jsonwebtoken::TokenData<Claims>, TokenError> {
+        let Some(table) = &self.table else {
+            return Err(TokenError::Invalid);
+        };
+        let now = now();
+        let unavailable = |e: crate::store::StoreError| {
+            tracing::warn!(error = %e, "the key set cannot be read");
+            TokenError::KeysUnavailable
+        };
+        let snapshot = table.current(now).await.map_err(unavailable)?;
+        if let Some(key) = snapshot.verifying(kid, now) {
+            return self.decode(token, key);
+        }
+        if snapshot.records.iter().any(|r| r.kid == kid) {
+            // Known, and revoked or past its tail.
+            return Err(TokenError::Invalid);
+        }
+        match table.read_for_unknown_kid(now).await.map_err(unavailable)? {
+            Some(snapshot) => match snapshot.verifying(kid, now) {
+                Some(key) => self.decode(token, key),
+                None => Err(TokenError::Invalid),
+            },
+            None => Err(TokenError::Invalid),
+        }
+    }
+
+    fn decode(
+        &self,
+        token: &str,
+        key: &DecodingKey,
+    ) -> Result<jsonwebtoken::TokenData<Claims>, TokenError> {
+        jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => TokenError::Expired,
+            ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+            _ => TokenError::Invalid,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -263,6 +452,7 @@ mod tests {
     use super::*;
     use crate::keys::{generate_pem_pair, public_key_from_pem};
     use crate::users::Username;
+    use futures_util::FutureExt as _;
     use jsonwebtoken::{EncodingKey, Header};
     use serde_json::{Value, json};
     use std::sync::OnceLock;
@@ -342,7 +532,10 @@ mod tests {
     }
 
     fn verify(token: &str) -> Result<Claims, TokenError> {
-        TokenVerifier::new(&[ours().public.clone()], &config()).verify(token)
+        TokenVerifier::new(&[ours().public.clone()], &config())
+            .verify(token)
+            .now_or_never()
+            .expect("a verifier of fixed keys never waits")
     }
 
     #[tokio::test]
@@ -608,7 +801,7 @@ mod tests {
             .await
             .unwrap()
             .token;
-        assert!(during.verify(&old_token).is_ok());
+        assert!(during.verify(&old_token).await.is_ok());
         // Step 2: the signer switches; new tokens carry the new kid, old ones still pass.
         let new_token = issuer(next_key())
             .issue(&user(), "s", now(), now())
@@ -617,11 +810,11 @@ mod tests {
             .token;
         let header = jsonwebtoken::decode_header(&new_token).unwrap();
         assert_eq!(header.kid.as_deref(), Some(next_key().public.kid.as_str()));
-        assert!(during.verify(&new_token).is_ok());
-        assert!(during.verify(&old_token).is_ok());
+        assert!(during.verify(&new_token).await.is_ok());
+        assert!(during.verify(&old_token).await.is_ok());
         // Step 3: once every old token has expired, the old key goes.
         let after = TokenVerifier::new(&[next_key().public.clone()], &config());
-        assert!(after.verify(&new_token).is_ok());
-        assert_eq!(after.verify(&old_token), Err(TokenError::Invalid));
+        assert!(after.verify(&new_token).await.is_ok());
+        assert_eq!(after.verify(&old_token).await, Err(TokenError::Invalid));
     }
 }

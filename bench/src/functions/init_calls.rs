@@ -113,7 +113,7 @@ impl InitCalls {
             .into_iter()
             .filter_map(|key| match key {
                 KeySource::Kms(id) => Some(id),
-                KeySource::Pem(_) => None,
+                KeySource::Pem(_) | KeySource::Sealed(_) | KeySource::Table => None,
             })
             .collect();
         if keys.is_empty() {

@@ -1,5 +1,6 @@
 //! The discovery Lambda (`/.well-known/jwks.json`, `/.well-known/openid-configuration`):
-//! public keys loaded once at init, both documents built once, then the loop.
+//! public keys loaded at init (the table's re-read on their schedule), the
+//! discovery document built once, then the loop.
 
 use auth::config::Environment;
 use auth::handlers::discovery::{self, Discovery};
@@ -13,10 +14,7 @@ async fn main() -> Result<(), Error> {
     let sdk = runtime::aws_from_env()?;
     let tokens = runtime::token_config_from_env()?;
     let permissions = PermissionConfig::from_source(&Environment)?;
-    let state = Discovery::new(
-        &runtime::public_keys_from_env(&sdk).await?,
-        &tokens,
-        &permissions,
-    );
+    let (keys, table) = runtime::public_keys_from_env(&sdk).await?;
+    let state = Discovery::new(&keys, table, &tokens, &permissions);
     runtime::serve(|req| discovery::handle(&state, req)).await
 }

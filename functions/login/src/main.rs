@@ -15,10 +15,12 @@ async fn main() -> Result<(), Error> {
     runtime::init_logging();
     let sdk = runtime::aws_from_env()?;
     let tokens = runtime::token_config_from_env()?;
+    let store = runtime::store_from_env(&sdk)?;
+    let issuer = runtime::issuer_from_env(&sdk, &tokens, &store, None).await?;
     let state = Login {
-        store: runtime::store_from_env(&sdk)?,
+        store,
         passwords: PasswordHasher::new(BcryptCost::from_source(&Environment)?),
-        tokens: runtime::issuer_from_env(&sdk, &tokens)?,
+        tokens: issuer,
         sessions: SessionConfig::from_source(&Environment)?,
         limits: RateLimits::from_source(&Environment)?,
         browser: BrowserPolicy::from_source(&Environment)?,

@@ -15,11 +15,13 @@ use lambda_http::Error;
 async fn main() -> Result<(), Error> {
     runtime::init_logging();
     let init = runtime::verifying_from_env().await?;
+    let issuer =
+        runtime::issuer_from_env(&init.sdk, &init.tokens, &init.store, init.key_table).await?;
     let state = Account {
         store: init.store,
         passwords: PasswordHasher::new(BcryptCost::from_source(&Environment)?),
         verifier: init.verifier,
-        issuer: runtime::issuer_from_env(&init.sdk, &init.tokens)?,
+        issuer,
         sessions: SessionConfig::from_source(&Environment)?,
         limits: RateLimits::from_source(&Environment)?,
         browser: BrowserPolicy::from_source(&Environment)?,

@@ -13,9 +13,11 @@ async fn main() -> Result<(), Error> {
     runtime::init_logging();
     let sdk = runtime::aws_from_env()?;
     let tokens = runtime::token_config_from_env()?;
+    let store = runtime::store_from_env(&sdk)?;
+    let issuer = runtime::issuer_from_env(&sdk, &tokens, &store, None).await?;
     let state = Refresh {
-        store: runtime::store_from_env(&sdk)?,
-        tokens: runtime::issuer_from_env(&sdk, &tokens)?,
+        store,
+        tokens: issuer,
         sessions: SessionConfig::from_source(&Environment)?,
         browser: BrowserPolicy::from_source(&Environment)?,
         clock: Clock::system(),

@@ -1,14 +1,21 @@
 //! `GET /.well-known/jwks.json` (RFC 7517) and `GET /.well-known/openid-configuration`:
 //! the public keys that verify our tokens, and where to find them, so that any
 //! standard JWT library (or API Gateway's JWT authorizer) can check our tokens.
-//! Both bodies are built once, at init.
+//! The discovery document is built once, at init; so is the key set of keys
+//! loaded once. The table's keys (sealed mode) are those of the function's
+//! copy of the key set, re-read on its schedule: a new key is published
+//! and a revoked or retired one withdrawn within its bound.
+
+use std::sync::Arc;
 
 use lambda_http::http::{HeaderValue, Method, StatusCode, header};
 use lambda_http::{Body, Request, Response};
 use serde::Serialize;
 
+use crate::clock::system_now;
 use crate::config::TokenConfig;
 use crate::http::{ApiError, json_text_response, require_method};
+use crate::key_set::KeyTable;
 use crate::keys::{PublicKey, jwk_set};
 use crate::permissions::{PermissionConfig, Role};
 use crate::tokens::ACCESS_TOKEN_TYPE;
@@ -18,10 +25,16 @@ pub const OPENID_CONFIGURATION_PATH: &str = "/.well-known/openid-configuration";
 /// Verifiers may cache both documents this long. A new key must be published at
 /// least this long before it signs anything (see the rotation procedure).
 pub const CACHE_CONTROL: &str = "public, max-age=300";
+/// `CACHE_CONTROL`'s max-age.
+pub const JWKS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(300);
 
-/// What the discovery function holds between invocations: the two documents.
+/// What the discovery function holds between invocations.
 pub struct Discovery {
+    /// The keys loaded once, and their JWK Set.
+    keys: Vec<PublicKey>,
     jwks: String,
+    /// The table's key set, whose verifying keys join `keys` (sealed mode).
+    table: Option<Arc<KeyTable>>,
     openid_configuration: String,
 }
 
@@ -40,7 +53,12 @@ struct OpenIdConfiguration<'a> {
 }
 
 impl Discovery {
-    pub fn new(keys: &[PublicKey], tokens: &TokenConfig, permissions: &PermissionConfig) -> Self {
+    pub fn new(
+        keys: &[PublicKey],
+        table: Option<Arc<KeyTable>>,
+        tokens: &TokenConfig,
+        permissions: &PermissionConfig,
+    ) -> Self {
         let document = OpenIdConfiguration {
             issuer: &tokens.issuer,
             jwks_uri: format!("{}{JWKS_PATH}", tokens.issuer.trim_end_matches('/')),
@@ -66,27 +84,56 @@ impl Discovery {
             access_token_type: ACCESS_TOKEN_TYPE,
         };
         Discovery {
+            keys: keys.to_vec(),
             jwks: serde_json::to_string(&jwk_set(keys)).unwrap_or_default(),
+            table,
             openid_configuration: serde_json::to_string(&document).unwrap_or_default(),
         }
+    }
+
+    /// The JWK Set at `now`: the keys loaded once, and the table's that
+    /// verify at `now` in the copy held (read again once it is the bound old).
+    async fn jwks(&self, now: i64) -> Result<String, ApiError> {
+        let Some(table) = &self.table else {
+            return Ok(self.jwks.clone());
+        };
+        let snapshot = table.current(now).await?;
+        let mut keys = self.keys.clone();
+        keys.extend(snapshot.verifying_keys(now));
+        Ok(serde_json::to_string(&jwk_set(&keys)).unwrap_or_default())
     }
 }
 
 pub async fn handle(state: &Discovery, req: Request) -> Response<Body> {
-    discovery(state, &req).unwrap_or_else(ApiError::into_response)
+    discovery(state, &req)
+        .await
+        .unwrap_or_else(ApiError::into_response)
 }
 
-fn discovery(state: &Discovery, req: &Request) -> Result<Response<Body>, ApiError> {
+async fn discovery(state: &Discovery, req: &Request) -> Result<Response<Body>, ApiError> {
     require_method(req, Method::GET, "GET")?;
     let body = match req.uri().path().trim_end_matches('/') {
-        JWKS_PATH => &state.jwks,
-        OPENID_CONFIGURATION_PATH => &state.openid_configuration,
+        JWKS_PATH => state.jwks(system_now()).await?,
+        OPENID_CONFIGURATION_PATH => state.openid_configuration.clone(),
         _ => return Err(ApiError::NotFound),
     };
-    let mut response = json_text_response(StatusCode::OK, body.clone());
+    let mut response = json_text_response(StatusCode::OK, body);
     response.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static(CACHE_CONTROL),
     );
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_max_age_is_the_cache_controls() {
+        assert_eq!(
+            CACHE_CONTROL,
+            format!("public, max-age={}", JWKS_MAX_AGE.as_secs())
+        );
+    }
 }

@@ -84,7 +84,7 @@ pub(crate) async fn authenticate(
     store: &Store,
     now: i64,
 ) -> Result<Authenticated, ApiError> {
-    let claims = verifier.verify(bearer_token(req)?)?;
+    let claims = verifier.verify(bearer_token(req)?).await?;
     let username = Username::parse(&claims.username).map_err(|_| no_longer_valid())?;
     let user = store.get(&username).await?.ok_or(ApiError::UserNotFound)?;
     if user.id.to_string() != claims.sub

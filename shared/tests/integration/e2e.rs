@@ -144,20 +144,20 @@ fn watch_token_config() -> TokenConfig {
     }
 }
 
-/// A verifier with the public key of the KMS key the watch's functions sign
-/// with, fetched from the local KMS (moto) like a deployed verifier would.
+/// A verifier of the keys the watch's functions sign with (sealed mode):
+/// the table's, read like a deployed verifier reads them.
 fn watch_verifier() -> TokenVerifier {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let kms = aws_sdk_kms::Client::new(
-            &sdk_for(&required_env("KMS_TEST_ENDPOINT"), &sdk_settings()).await,
-        );
-        let sources = auth::keys::verification_keys_from(&|v: &str| {
-            (v == "JWT_VERIFICATION_KEYS").then(|| required_env("E2E_JWT_VERIFICATION_KEYS"))
-        })
+        let store = Store::new(local_client().await, required_env("E2E_TABLE_NAME"));
+        let table = auth::key_set::KeyTable::load(
+            store,
+            auth::key_set::KeySettings::default(),
+            auth::clock::system_now(),
+        )
+        .await
         .unwrap();
-        let keys = auth::keys::load_public_keys(&sources, &kms).await.unwrap();
-        TokenVerifier::new(&keys, &watch_token_config())
+        TokenVerifier::with_table(&[], std::sync::Arc::new(table), &watch_token_config())
     })
 }
 
@@ -173,7 +173,11 @@ fn login_then_get_name_over_http() {
     assert_eq!(json["message"], "Login Success");
     assert_eq!(json["token_type"], "Bearer");
     let token = json["access_token"].as_str().unwrap();
-    let claims = watch_verifier().verify(token).unwrap();
+    let verifier = watch_verifier();
+    let claims = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(verifier.verify(token))
+        .unwrap();
     assert_eq!(claims.username, username);
 
     let found = get_name(Some(&format!("Bearer {token}")));

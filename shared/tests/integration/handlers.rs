@@ -78,7 +78,7 @@ async fn login_with_the_right_password_returns_a_bearer_token_for_that_user() {
     assert_eq!(json["token_type"], "Bearer");
     assert_eq!(json["expires_in"], 900);
     let token = json["access_token"].as_str().unwrap();
-    let claims: Claims = verifier().verify(token).unwrap();
+    let claims: Claims = verifier().verify(token).await.unwrap();
     assert_eq!(claims.sub, user.id.to_string());
     assert_eq!(claims.username, EVENTS_USER);
 }

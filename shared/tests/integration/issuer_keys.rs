@@ -17,12 +17,12 @@ use auth::users::{User, Username};
 use aws_sdk_kms::types::{KeySpec, KeyUsageType};
 use std::time::Duration;
 
-async fn kms() -> aws_sdk_kms::Client {
+pub async fn kms() -> aws_sdk_kms::Client {
     aws_sdk_kms::Client::new(&sdk_for(&required_env("KMS_TEST_ENDPOINT"), &sdk_settings()).await)
 }
 
 /// A fresh symmetric ENCRYPT_DECRYPT key: the sealing key.
-async fn sealing_key(kms: &aws_sdk_kms::Client) -> String {
+pub async fn sealing_key(kms: &aws_sdk_kms::Client) -> String {
     kms.create_key()
         .key_spec(KeySpec::SymmetricDefault)
         .key_usage(KeyUsageType::EncryptDecrypt)
@@ -85,12 +85,14 @@ async fn a_sealed_key_stored_read_back_and_unsealed_signs_tokens_its_public_half
     );
     let claims = TokenVerifier::new(&[public], &token_config())
         .verify(&token)
+        .await
         .unwrap();
     assert_eq!(claims.sub, user.id.to_string());
     // A stranger's key does not verify it: the check above is the key's.
     assert!(
         TokenVerifier::new(&[stranger_key().public.clone()], &token_config())
             .verify(&token)
+            .await
             .is_err()
     );
 }

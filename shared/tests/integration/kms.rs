@@ -64,6 +64,7 @@ async fn tokens_signed_by_kms_verify_with_its_public_key() {
     assert_eq!(keys[0].kid, key_id);
     let claims = TokenVerifier::new(&keys, &token_config())
         .verify(&token)
+        .await
         .unwrap();
     assert_eq!(claims.username, "kms-user");
     // A token of our local key does not pass a verifier that only knows the KMS key.
@@ -71,6 +72,7 @@ async fn tokens_signed_by_kms_verify_with_its_public_key() {
     assert!(
         TokenVerifier::new(&keys, &token_config())
             .verify(&local)
+            .await
             .is_err()
     );
 }
@@ -112,7 +114,7 @@ async fn kms_signed_tokens_verify_through_the_jwks_with_a_generic_jwk_decoder() 
     let keys = load_public_keys(&[KeySource::Kms(key_id.clone())], &kms)
         .await
         .unwrap();
-    let discovery = Discovery::new(&keys, &token_config(), &permissions());
+    let discovery = Discovery::new(&keys, None, &token_config(), &permissions());
     let response = discovery::handle(&discovery, event("jwks.json")).await;
     assert_eq!(response.status(), 200);
     let jwks: JwkSet = serde_json::from_slice(&body_bytes(&response)).unwrap();
@@ -140,7 +142,7 @@ async fn kms_signed_tokens_verify_through_the_jwks_with_a_generic_jwk_decoder() 
 }
 
 fn discovery_with(keys: &[PublicKey]) -> Discovery {
-    Discovery::new(keys, &token_config(), &permissions())
+    Discovery::new(keys, None, &token_config(), &permissions())
 }
 
 #[tokio::test]

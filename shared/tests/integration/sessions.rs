@@ -250,14 +250,14 @@ async fn refresh_rotates_the_token_and_keeps_the_session() {
     user_in(&store, "rotator").await;
     let mut tokens = session(&app, "rotator").await;
     let verifier = verifier();
-    let sid = verifier.verify(&tokens.access).unwrap().sid;
+    let sid = verifier.verify(&tokens.access).await.unwrap().sid;
     for _ in 0..3 {
         let response = do_refresh(&app, &tokens.refresh).await;
         assert_eq!(body_json(&response)["message"], "Token refreshed");
         let next = Tokens::from(&response);
         assert_ne!(next.refresh, tokens.refresh);
         assert_eq!(
-            verifier.verify(&next.access).unwrap().sid,
+            verifier.verify(&next.access).await.unwrap().sid,
             sid,
             "same session"
         );

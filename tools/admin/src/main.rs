@@ -9,15 +9,20 @@
 //!   auth-admin grant <username> <role> | revoke <username> <role>
 //!     (the break-glass for roles: works when no admin is left to use the admin API)
 //!   auth-admin generate-key <private.pem> <public.pem>   (a local RS256 key pair)
+//!   auth-admin list-keys | rotate-keys | revoke-key <kid> | revoke-keys-made-before <unix time>
+//!     (sealed mode's issuer keys: `JWT_SIGNING_KEY=sealed:<sealing key>`, docs/operations.md)
 
 use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
 
 use auth::aws::{SdkSettings, sdk_config_loader};
-use auth::config::{Environment, StoreConfig};
+use auth::config::{Environment, StoreConfig, TokenConfig};
+use auth::issuer_keys::signing_key;
+use auth::key_set::KeySettings;
 use auth::keys::{generate_pem_pair, public_key_from_pem};
 use auth::passwords::{BcryptCost, PasswordHasher};
 use auth::permissions::{PermissionConfig, Role};
+use auth::rotation::{Rotation, RotationConfig};
 use auth::store::{DeletedBy, RoleGrant, Store, StoreError, create_table, dynamodb_client};
 use auth::users::{User, Username, display_name};
 
@@ -30,7 +35,11 @@ const USAGE: &str = "usage:
   auth-admin unlock <username>
   auth-admin grant <username> <role>     (a role of ROLES; admin always)
   auth-admin revoke <username> <role>
-  auth-admin generate-key <private.pem> <public.pem>";
+  auth-admin generate-key <private.pem> <public.pem>
+  auth-admin list-keys
+  auth-admin rotate-keys                            (a rotation run, now)
+  auth-admin revoke-key <kid>                       (at once; a new key signs if it was signing)
+  auth-admin revoke-keys-made-before <unix time>    (every key made before then)";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -57,6 +66,10 @@ async fn run(args: &[String]) -> Result<(), String> {
     let username = |i: usize| -> Result<Username, String> {
         Username::parse(rest.get(i).ok_or(USAGE)?).map_err(|e| e.to_string())
     };
+    if command.ends_with("-keys") || command == "revoke-key" {
+        let sdk = sdk_config_loader(&settings).load().await;
+        return keys(command, rest, users, auth::aws::kms_client(&sdk)).await;
+    }
     match command.as_str() {
         "create-table" => {
             create_table(&client, &config.table_name)
@@ -186,6 +199,83 @@ async fn run(args: &[String]) -> Result<(), String> {
             }
         }
         _ => return Err(USAGE.into()),
+    }
+    Ok(())
+}
+
+/// Sealed mode's issuer keys: list, rotate now, revoke.
+async fn keys(
+    command: &str,
+    rest: &[String],
+    store: Store,
+    kms: aws_sdk_kms::Client,
+) -> Result<(), String> {
+    let now = auth::clock::system_now();
+    if command == "list-keys" {
+        let mut records = store.keys().await.map_err(|e| e.to_string())?;
+        records.sort_by_key(|r| (r.sign_from, r.created_at));
+        let signing = signing_key(&records, now).map(|r| r.kid.clone());
+        println!("kid  created_at  sign_from  sign_until  verify_until  state");
+        for r in &records {
+            let state = match r.revoked_at {
+                Some(at) => format!("revoked at {at}"),
+                None if signing.as_deref() == Some(r.kid.as_str()) => "signing".into(),
+                None if r.sign_from > now => "published, waiting".into(),
+                None if r.verifies_at(now) => "retired, verifying".into(),
+                None => "dead".into(),
+            };
+            println!(
+                "{}  {}  {}  {}  {}  {state}",
+                r.kid, r.created_at, r.sign_from, r.sign_until, r.verify_until
+            );
+        }
+        return Ok(());
+    }
+    let tokens = TokenConfig::from_source(&Environment).map_err(|e| e.to_string())?;
+    let config = RotationConfig::from_source(&Environment, &tokens).map_err(|e| e.to_string())?;
+    let refresh = KeySettings::from_source(&Environment)
+        .map_err(|e| e.to_string())?
+        .refresh;
+    let rotation = Rotation { store, kms, config };
+    let kids: Vec<String> = match command {
+        "rotate-keys" => Vec::new(),
+        "revoke-key" => vec![rest.first().ok_or(USAGE)?.clone()],
+        "revoke-keys-made-before" => {
+            let before: i64 = rest
+                .first()
+                .ok_or(USAGE)?
+                .parse()
+                .map_err(|_| format!("not a unix time\n{USAGE}"))?;
+            let records = rotation.store.keys().await.map_err(|e| e.to_string())?;
+            records
+                .into_iter()
+                .filter(|r| r.created_at < before && r.revoked_at.is_none())
+                .map(|r| r.kid)
+                .collect()
+        }
+        _ => return Err(USAGE.into()),
+    };
+    for kid in &kids {
+        if !rotation
+            .store
+            .revoke_key(kid, now)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            return Err(format!("no key {kid} (or revoked already)"));
+        }
+        println!("revoked {kid}");
+    }
+    let done = rotation.run(now).await.map_err(|e| e.to_string())?;
+    println!(
+        "created {:?}, extended {:?}, deleted {:?}",
+        done.created, done.extended, done.deleted
+    );
+    if !kids.is_empty() {
+        println!(
+            "our functions refuse the revoked keys within {} s (JWT_KEYS_REFRESH_SECONDS); outside verifiers once their JWKS cache expires (up to an hour for API Gateway's JWT authorizer)",
+            refresh.as_secs()
+        );
     }
     Ok(())
 }

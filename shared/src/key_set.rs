@@ -1,0 +1,161 @@
+//! The issuer keys as a function holds them (sealed mode, `issuer_keys`):
+//! the table's key records, read once at init and again on a bounded
+//! schedule, so that a new key is picked up and a revoked one dropped
+//! without a deploy, and an unknown `kid` may force a read (at most once per
+//! short interval: forged kids cannot drive reads). Verifiers and issuers
+//! share one `KeyTable` per process.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::DecodingKey;
+
+use crate::config::{Source, number};
+use crate::issuer_keys::KeyRecord;
+use crate::keys::PublicKey;
+use crate::store::{Store, StoreError};
+
+/// How often a function re-reads the key set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeySettings {
+    /// The longest a held key set is used (`JWT_KEYS_REFRESH_SECONDS`,
+    /// default 60): the bound after which a revoked key neither signs nor
+    /// verifies at any of our functions, and a new one is known everywhere.
+    pub refresh: Duration,
+    /// The least time between two reads forced by unknown kids
+    /// (`JWT_KEYS_UNKNOWN_KID_SECONDS`, default 5).
+    pub unknown_kid: Duration,
+}
+
+impl KeySettings {
+    pub fn from_source(env: &impl Source) -> Result<Self, crate::config::ConfigError> {
+        let refresh = number(env, "JWT_KEYS_REFRESH_SECONDS", 60, 1..=900)?;
+        let unknown_kid = number(env, "JWT_KEYS_UNKNOWN_KID_SECONDS", 5, 1..=300)?;
+        Ok(KeySettings {
+            refresh: Duration::from_secs(refresh),
+            unknown_kid: Duration::from_secs(unknown_kid),
+        })
+    }
+}
+
+impl Default for KeySettings {
+    fn default() -> Self {
+        KeySettings {
+            refresh: Duration::from_secs(60),
+            unknown_kid: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One read of the key set: the records, and the public halves decoded.
+pub struct Snapshot {
+    pub records: Vec<KeyRecord>,
+    decoding: HashMap<String, DecodingKey>,
+    public: HashMap<String, PublicKey>,
+    /// When it was read (seconds since the epoch).
+    pub read_at: i64,
+}
+
+impl Snapshot {
+    fn new(records: Vec<KeyRecord>, read_at: i64) -> Result<Self, StoreError> {
+        let mut decoding = HashMap::new();
+        let mut public = HashMap::new();
+        for record in &records {
+            // The store checked the kid against the key on read.
+            let key = PublicKey::from_der(&record.public_der, None, &record.kid)
+                .map_err(|e| StoreError::Internal(e.to_string()))?;
+            decoding.insert(record.kid.clone(), key.decoding_key());
+            public.insert(record.kid.clone(), key);
+        }
+        Ok(Snapshot {
+            records,
+            decoding,
+            public,
+            read_at,
+        })
+    }
+
+    /// `kid`'s public key, if its record verifies at `now`.
+    pub fn verifying(&self, kid: &str, now: i64) -> Option<&DecodingKey> {
+        self.records
+            .iter()
+            .find(|r| r.kid == kid && r.verifies_at(now))
+            .and_then(|r| self.decoding.get(&r.kid))
+    }
+
+    /// The keys that verify at `now`, as the JWKS publishes them, by kid.
+    pub fn verifying_keys(&self, now: i64) -> Vec<PublicKey> {
+        let mut keys: Vec<PublicKey> = crate::issuer_keys::verifying_keys(&self.records, now)
+            .into_iter()
+            .filter_map(|r| self.public.get(&r.kid).cloned())
+            .collect();
+        keys.sort_by(|a, b| a.kid.cmp(&b.kid));
+        keys
+    }
+}
+
+/// The key set of one process, re-read when it is `refresh` old.
+pub struct KeyTable {
+    store: Store,
+    settings: KeySettings,
+    held: tokio::sync::Mutex<Held>,
+}
+
+struct Held {
+    snapshot: Arc<Snapshot>,
+    /// When an unknown kid last forced a read.
+    forced_at: Option<i64>,
+}
+
+impl KeyTable {
+    /// Reads the key set (at init: a failure stops the function).
+    pub async fn load(store: Store, settings: KeySettings, now: i64) -> Result<Self, StoreError> {
+        let snapshot = Arc::new(Snapshot::new(store.keys().await?, now)?);
+        Ok(KeyTable {
+            store,
+            settings,
+            held: tokio::sync::Mutex::new(Held {
+                snapshot,
+                forced_at: None,
+            }),
+        })
+    }
+
+    pub fn settings(&self) -> KeySettings {
+        self.settings
+    }
+
+    /// The key set at `now`: the one held, or read again once it is
+    /// `refresh` old. A read that fails is an error, not the old set: past
+    /// the bound, nothing may sign or verify with a key that may have been
+    /// revoked (the request's own DynamoDB calls would fail alike).
+    pub async fn current(&self, now: i64) -> Result<Arc<Snapshot>, StoreError> {
+        let mut held = self.held.lock().await;
+        if now - held.snapshot.read_at >= self.settings.refresh.as_secs() as i64
+            || now < held.snapshot.read_at
+        {
+            held.snapshot = Arc::new(Snapshot::new(self.store.keys().await?, now)?);
+        }
+        Ok(held.snapshot.clone())
+    }
+
+    /// Reads the key set again for a kid it does not hold, unless a read
+    /// was forced less than `unknown_kid` ago: `None` then.
+    pub async fn read_for_unknown_kid(
+        &self,
+        now: i64,
+    ) -> Result<Option<Arc<Snapshot>>, StoreError> {
+        let mut held = self.held.lock().await;
+        let interval = self.settings.unknown_kid.as_secs() as i64;
+        if held
+            .forced_at
+            .is_some_and(|at| now >= at && now - at < interval)
+        {
+            return Ok(None);
+        }
+        held.forced_at = Some(now);
+        held.snapshot = Arc::new(Snapshot::new(self.store.keys().await?, now)?);
+        Ok(Some(held.snapshot.clone()))
+    }
+}
