@@ -31,8 +31,38 @@ def _tag(loader, suffix, node):
 
 
 CfnLoader.add_multi_constructor("!", _tag)
-template = yaml.load((root / "template.yaml").read_text(), Loader=CfnLoader)
+source = yaml.load((root / "template.yaml").read_text(), Loader=CfnLoader)
+MODES = ("sealed", "kms")
+NO_VALUE = {"Ref": "AWS::NoValue"}
+
+
+def resolve(node, mode):
+    """The template as deployed with SigningMode `mode`: its Fn::If on the
+    mode's conditions decided, resources and outputs of the other mode gone
+    (the other conditions, GreenSigns and the like, stay as they are)."""
+    decided = {"Sealed": mode == "sealed", "KmsMode": mode == "kms"}
+    if isinstance(node, dict):
+        if set(node) == {"Fn::If"} and node["Fn::If"][0] in decided:
+            condition, yes, no = node["Fn::If"]
+            return resolve(yes if decided[condition] else no, mode)
+        out = {}
+        for key, value in node.items():
+            if isinstance(value, dict) and value.get("Condition") in decided and not decided[value["Condition"]]:
+                continue
+            value = resolve(value, mode)
+            if value != NO_VALUE or key != "Value":
+                out[key] = value
+        return out
+    if isinstance(node, list):
+        return [resolve(item, mode) for item in node]
+    return node
+
+
+templates = {mode: resolve(source, mode) for mode in MODES}
+# The default mode's template, for everything that is the same in both.
+template = templates["sealed"]
 resources = template["Resources"]
+check_mode_default = template["Parameters"]["SigningMode"]["Default"] == "sealed"
 
 
 def check(name, condition, detail=""):
@@ -71,27 +101,46 @@ def table(*actions):
 SESSIONS_INDEX = (("dynamodb:Query",), {"Fn::Sub": "${UsersTable.Arn}/index/sessions_by_user"})
 SIGN = (("kms:Sign",), ACTIVE_KEY)
 PUBLIC_KEY = (("kms:GetPublicKey",), VERIFICATION_KEYS)
+# Sealed mode: issuers unseal, the rotation seals, and every function that
+# signs or verifies reads the issuer keys' partition.
+DECRYPT = (("kms:Decrypt",), "SealingKey.Arn")
+ENCRYPT = (("kms:Encrypt",), "SealingKey.Arn")
+KEYS_READ = (("dynamodb:Query",), "UsersTable.Arn")
+# The purpose every sealing and unsealing must name (issuer_keys.rs).
+PURPOSE = {"StringEquals": {"kms:EncryptionContext:purpose": "auth-jwt-signing-key"}}
 
-# The minimal set: what each function's code calls, on what it uses.
-EXPECTED = {
+# The minimal set: what each function's code calls, on what it uses
+# (besides its keys, below).
+COMMON = {
     # Login and refresh check the user item inside their transactions (ConditionCheckItem);
     # login and password clear the attempt record inside theirs (DeleteItem).
-    "Login": [logs("Login"), table("GetItem", "PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem"), SIGN],
-    "GetName": [logs("GetName"), table("GetItem"), PUBLIC_KEY],
+    "Login": [logs("Login"), table("GetItem", "PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem")],
+    "GetName": [logs("GetName"), table("GetItem")],
     "Register": [logs("Register"), table("PutItem", "UpdateItem")],
-    "Refresh": [logs("Refresh"), table("GetItem", "PutItem", "UpdateItem", "ConditionCheckItem"), SIGN],
+    "Refresh": [logs("Refresh"), table("GetItem", "PutItem", "UpdateItem", "ConditionCheckItem")],
     # Logout also lists and ends the caller's sessions (/sessions).
-    "Logout": [logs("Logout"), table("GetItem", "UpdateItem"), SESSIONS_INDEX, PUBLIC_KEY],
+    "Logout": [logs("Logout"), table("GetItem", "UpdateItem"), SESSIONS_INDEX],
     # Password also re-authenticates (a ConditionCheck on the user item) and
     # deletes accounts (the user item and the attempt record: DeleteItem).
-    "Password": [logs("Password"), table("GetItem", "PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem"),
-                 SIGN, PUBLIC_KEY],
+    "Password": [logs("Password"), table("GetItem", "PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem")],
     # Admin: reads users and lock records, updates roles, activity and epochs,
     # deletes users (with their attempt record) and lock records. Never signs.
-    "Admin": [logs("Admin"), table("GetItem", "UpdateItem", "DeleteItem"), PUBLIC_KEY],
-    "Jwks": [logs("Jwks"), PUBLIC_KEY],
+    "Admin": [logs("Admin"), table("GetItem", "UpdateItem", "DeleteItem")],
+    "Jwks": [logs("Jwks")],
     "Web": [logs("Web")],
 }
+ISSUERS, VERIFIERS = ("Login", "Refresh", "Password"), ("GetName", "Logout", "Password", "Admin", "Jwks")
+EXPECTED = {mode: {name: list(grants) for name, grants in COMMON.items()} for mode in MODES}
+for name in ISSUERS:
+    EXPECTED["kms"][name].append(SIGN)
+    EXPECTED["sealed"][name] += [DECRYPT, KEYS_READ]
+for name in VERIFIERS:
+    EXPECTED["kms"][name].append(PUBLIC_KEY)
+    if KEYS_READ not in EXPECTED["sealed"][name]:
+        EXPECTED["sealed"][name].append(KEYS_READ)
+# The rotation (sealed mode only): reads, puts, extends and deletes key
+# items, and seals.
+EXPECTED["sealed"]["RotateKeys"] = [logs("RotateKeys"), table("Query", "PutItem", "UpdateItem", "DeleteItem"), ENCRYPT]
 # The item kinds (key prefixes, docs/data.md) each role may touch: its
 # dynamodb:LeadingKeys condition. The functions' own calls, seen through a
 # proxy, are held to the same lists by
@@ -104,62 +153,84 @@ LEADING_KEYS = {
     "Logout": ["USER#*", "SESSION#*", "REFRESH#*", "WARMUP#*"],
     "Password": ["USER#*", "LOCK#*", "RATE#login#*", "DEVICE#*", "SESSION#*", "REFRESH#*", "WARMUP#*"],
     "Admin": ["USER#*", "LOCK#*", "WARMUP#*"],
+    "RotateKeys": ["KEYS#"],
 }
 BINARIES = {"Login": "login", "GetName": "get-name", "Register": "register", "Refresh": "refresh",
-            "Logout": "logout", "Password": "password", "Admin": "admin", "Jwks": "jwks", "Web": "web"}
+            "Logout": "logout", "Password": "password", "Admin": "admin", "Jwks": "jwks", "Web": "web",
+            "RotateKeys": "rotate-keys"}
 # The page's routes: served by the web function, outside the API's contract.
 PAGE = "web"
 
-functions = {name[: -len("Function")]: r for name, r in resources.items() if r["Type"] == "AWS::Serverless::Function"}
-check("functions", set(functions) == set(EXPECTED), sorted(functions))
+check("SigningMode defaults to sealed", check_mode_default)
+granted_by_mode = {}
+for mode in MODES:
+    resources = templates[mode]["Resources"]
+    expected = EXPECTED[mode]
+    functions = {name[: -len("Function")]: r for name, r in resources.items() if r["Type"] == "AWS::Serverless::Function"}
+    check(f"{mode}: functions", set(functions) == set(expected), sorted(functions))
 
-granted = {}  # each function's role's (actions, resource), as the template grants them
-for name, function in functions.items():
-    props = function["Properties"]
-    role_ref = props.get("Role", {}).get("Fn::GetAtt", [None])[0]
-    check(f"{name} has its own role", role_ref == f"{name}Role", props.get("Role"))
-    check(f"{name} no SAM policies", "Policies" not in props, "policies belong on its role")
-    role = resources.get(f"{name}Role", {}).get("Properties", {})
-    statements = [s for p in role.get("Policies", []) for s in p["PolicyDocument"]["Statement"]]
-    # KMS rights live in RolePolicy resources (the key policy names the roles:
-    # inline, they would make a circular reference).
-    attached = [r for r in resources.values() if r["Type"] in ("AWS::IAM::RolePolicy", "AWS::IAM::Policy")
-                and r["Properties"].get("RoleName") == {"Ref": f"{name}Role"}]
-    statements += [s for r in attached for s in r["Properties"]["PolicyDocument"]["Statement"]]
-    check(f"{name} KMS rights are attached before it runs",
-          not attached or function.get("DependsOn") == f"{name}KeyPolicy", function.get("DependsOn"))
-    actual = []
-    for s in statements:
-        actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
-        check(f"{name} statement allows", s["Effect"] == "Allow", s)
-        check(f"{name} no wildcard action", not any("*" in a for a in actions), actions)
-        check(f"{name} no wildcard resource", "*" not in str(s["Resource"]), s["Resource"])
-        actual.append((tuple(actions), describe(s["Resource"])))
-        if describe(s["Resource"]) == "UsersTable.Arn":
-            # Every item the role may touch by key, narrowed to its kinds.
-            condition = s.get("Condition", {})
-            check(f"{name} table access is narrowed to its item kinds",
-                  condition == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": LEADING_KEYS.get(name)},
-                                "Null": {"dynamodb:LeadingKeys": "false"}},
-                  f"\n    actual   {condition}\n    expected {LEADING_KEYS.get(name)}")
-    granted[name] = actual
-    check(f"{name} IAM is exactly the minimal set", actual == EXPECTED.get(name),
-          f"\n    actual   {actual}\n    expected {EXPECTED.get(name)}")
-    check(f"{name} managed policies", "ManagedPolicyArns" not in role, role.get("ManagedPolicyArns"))
-    metadata = function.get("Metadata", {})
-    check(f"{name} builds with cargo-lambda", metadata.get("BuildMethod") == "rust-cargolambda", metadata)
-    check(f"{name} binary", metadata.get("BuildProperties", {}).get("Binary") == BINARIES[name], metadata)
-    memory, timeout = props.get("MemorySize", {}), props.get("Timeout", {})
-    check(f"{name} memory is a parameter", isinstance(memory, dict) and memory.get("Ref") in template["Parameters"], memory)
-    check(f"{name} timeout is a parameter", isinstance(timeout, dict) and timeout.get("Ref") in template["Parameters"], timeout)
-    logging = props.get("LoggingConfig", {})
-    check(f"{name} logs JSON", logging.get("LogFormat") == "JSON", logging)
-    group = resources.get(f"{name}LogGroup", {}).get("Properties", {})
-    check(f"{name} log retention", group.get("RetentionInDays") == {"Ref": "LogRetentionDays"}, group)
-    check(f"{name} logs to its group", logging.get("LogGroup") == {"Ref": f"{name}LogGroup"}, logging)
-    variables = props.get("Environment", {}).get("Variables", {})
-    check(f"{name} no secret in the environment", not any("SECRET" in v or "PASSWORD" in v for v in variables), variables)
-    check(f"{name} signing key only where it signs", ("JWT_SIGNING_KEY" in variables) == (SIGN in EXPECTED[name]), variables)
+    granted = {}  # each function's role's (actions, resource), as the template grants them
+    for name, function in functions.items():
+        props = function["Properties"]
+        role_ref = props.get("Role", {}).get("Fn::GetAtt", [None])[0]
+        check(f"{name} has its own role", role_ref == f"{name}Role", props.get("Role"))
+        check(f"{name} no SAM policies", "Policies" not in props, "policies belong on its role")
+        role = resources.get(f"{name}Role", {}).get("Properties", {})
+        statements = [s for p in role.get("Policies", []) for s in p["PolicyDocument"]["Statement"]]
+        # KMS rights live in RolePolicy resources (the key policy names the roles:
+        # inline, they would make a circular reference).
+        attached = [r for r in resources.values() if r["Type"] in ("AWS::IAM::RolePolicy", "AWS::IAM::Policy")
+                    and r["Properties"].get("RoleName") == {"Ref": f"{name}Role"}]
+        statements += [s for r in attached for s in r["Properties"]["PolicyDocument"]["Statement"]]
+        check(f"{name} KMS rights are attached before it runs",
+              not attached or function.get("DependsOn") == f"{name}KeyPolicy", function.get("DependsOn"))
+        actual = []
+        for s in statements:
+            actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
+            check(f"{name} statement allows", s["Effect"] == "Allow", s)
+            check(f"{name} no wildcard action", not any("*" in a for a in actions), actions)
+            check(f"{name} no wildcard resource", "*" not in str(s["Resource"]), s["Resource"])
+            actual.append((tuple(actions), describe(s["Resource"])))
+            if describe(s["Resource"]) == "UsersTable.Arn":
+                # Every item the role may touch by key, narrowed to its kinds
+                # (reading the issuer keys: their partition alone).
+                condition = s.get("Condition", {})
+                kinds = ["KEYS#"] if (tuple(actions), "UsersTable.Arn") == KEYS_READ else LEADING_KEYS.get(name)
+                check(f"{mode}: {name} table access is narrowed to its item kinds",
+                      condition == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": kinds},
+                                    "Null": {"dynamodb:LeadingKeys": "false"}},
+                      f"\n    actual   {condition}\n    expected {kinds}")
+            if describe(s["Resource"]) == "SealingKey.Arn":
+                check(f"{name} seals and unseals only under the signing keys' purpose",
+                      s.get("Condition") == PURPOSE, s.get("Condition"))
+        granted[name] = actual
+        check(f"{mode}: {name} IAM is exactly the minimal set", actual == expected.get(name),
+              f"\n    actual   {actual}\n    expected {expected.get(name)}")
+        check(f"{name} managed policies", "ManagedPolicyArns" not in role, role.get("ManagedPolicyArns"))
+        metadata = function.get("Metadata", {})
+        check(f"{name} builds with cargo-lambda", metadata.get("BuildMethod") == "rust-cargolambda", metadata)
+        check(f"{name} binary", metadata.get("BuildProperties", {}).get("Binary") == BINARIES[name], metadata)
+        memory, timeout = props.get("MemorySize", {}), props.get("Timeout", {})
+        check(f"{name} memory is a parameter", isinstance(memory, dict) and memory.get("Ref") in template["Parameters"], memory)
+        check(f"{name} timeout is a parameter", isinstance(timeout, dict) and timeout.get("Ref") in template["Parameters"], timeout)
+        logging = props.get("LoggingConfig", {})
+        check(f"{name} logs JSON", logging.get("LogFormat") == "JSON", logging)
+        group = resources.get(f"{name}LogGroup", {}).get("Properties", {})
+        check(f"{name} log retention", group.get("RetentionInDays") == {"Ref": "LogRetentionDays"}, group)
+        check(f"{name} logs to its group", logging.get("LogGroup") == {"Ref": f"{name}LogGroup"}, logging)
+        variables = props.get("Environment", {}).get("Variables", {})
+        check(f"{name} no secret in the environment", not any("SECRET" in v or "PASSWORD" in v for v in variables), variables)
+        signs = any(g in expected[name] for g in (SIGN, DECRYPT, ENCRYPT))
+        check(f"{mode}: {name} signing key only where it signs (or seals)", ("JWT_SIGNING_KEY" in variables) == signs, variables)
+        if KEYS_READ in expected[name] or PUBLIC_KEY in expected[name]:
+            check(f"{mode}: {name} re-reads the keys on the stack's bound", mode == "kms" or
+                  variables.get("JWT_KEYS_REFRESH_SECONDS") == {"Ref": "KeyRefreshSeconds"}, variables)
+    granted_by_mode[mode] = granted
+resources = template["Resources"]
+# The API's functions (the rotation is not one: no route, its own alarm).
+functions = {name[: -len("Function")]: r for name, r in resources.items()
+             if r["Type"] == "AWS::Serverless::Function" and name != "RotateKeysFunction"}
+granted = granted_by_mode["sealed"]
 
 globals_ = template["Globals"]["Function"]
 check("runtime", globals_.get("Runtime") == "provided.al2023", globals_)
@@ -254,7 +325,7 @@ check("the functions get the namespace", globals_.get("Environment", {}).get("Va
       == {"Ref": "MetricsNamespace"}, globals_.get("Environment"))
 alarms = {n: r["Properties"] for n, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
 check("the alarms", set(alarms) == {"RefreshReuseAlarm", "LockoutAlarm", "LoginFailureAlarm", "ServerErrorRatioAlarm", "DependencyThrottleAlarm",
-                                      "FunctionErrorAlarm", "FunctionThrottleAlarm", "TableThrottleAlarm"}, sorted(alarms))
+                                      "FunctionErrorAlarm", "FunctionThrottleAlarm", "TableThrottleAlarm", "KeyRotationAlarm"}, sorted(alarms))
 notify = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
 for name, alarm in alarms.items():
     check(f"{name} notifies the topic", alarm.get("AlarmActions") == notify and alarm.get("OKActions") == notify, alarm)
@@ -300,8 +371,11 @@ check("TTL on expires_at", tp.get("TimeToLiveSpecification") == {"AttributeName"
 check("point-in-time recovery", tp.get("PointInTimeRecoverySpecification") == {"PointInTimeRecoveryEnabled": True}, tp)
 check("deletion protection parameter", tp.get("DeletionProtectionEnabled") == {"Ref": "TableDeletionProtection"}, tp)
 
+# KMS mode's two keys: only in that mode.
+check("the blue and green keys exist in KMS mode only",
+      all(f"SigningKey{c}" not in resources and f"SigningKey{c}" in templates["kms"]["Resources"] for c in ("Blue", "Green")))
 for color in ["Blue", "Green"]:
-    key = resources[f"SigningKey{color}"]["Properties"]
+    key = templates["kms"]["Resources"][f"SigningKey{color}"]["Properties"]
     check(f"{color} key spec", (key.get("KeySpec"), key.get("KeyUsage")) == ("RSA_2048", "SIGN_VERIFY"), key)
     check(f"{color} pending window", key.get("PendingWindowInDays") == 30, key)
     statements = key["KeyPolicy"]["Statement"]
@@ -312,7 +386,7 @@ for color in ["Blue", "Green"]:
     denies = [s for s in statements if s["Effect"] == "Deny"]
     # The roles the template lets sign, read from their policies, not from
     # this test's own table.
-    signers = sorted(n for n, actual in granted.items() if any("kms:Sign" in actions for actions, _ in actual))
+    signers = sorted(n for n, actual in granted_by_mode["kms"].items() if any("kms:Sign" in actions for actions, _ in actual))
     issuers = [{"Fn::GetAtt": [f"{n}Role", "Arn"]} for n in signers]
     exceptions = [d.get("Condition", {}).get("ArnNotEquals", {}).get("aws:PrincipalArn") for d in denies]
     shape = [{**d, "Condition": None} for d in denies]
@@ -323,8 +397,97 @@ for color in ["Blue", "Green"]:
           len(exceptions) == 1 and sorted(map(str, exceptions[0] or [])) == sorted(map(str, issuers)), exceptions)
     check(f"{color} key: exactly two statements", len(statements) == 2, statements)
     check(f"{color} key: the roles that sign are the issuers'", signers == ["Login", "Password", "Refresh"], signers)
-    alias = resources[f"SigningKey{color}Alias"]["Properties"]
+    alias = templates["kms"]["Resources"][f"SigningKey{color}Alias"]["Properties"]
     check(f"{color} alias", alias.get("TargetKeyId") == {"Ref": f"SigningKey{color}"}, alias)
+
+# Sealed mode's sealing key: symmetric, its material rotated, the account in;
+# only the roles granted Decrypt unseal, only the rotation seals, and
+# nothing is sealed or unsealed under another purpose, whatever IAM allows.
+check("the sealing key exists in sealed mode only", "SealingKey" in resources and "SealingKey" not in templates["kms"]["Resources"])
+sealing = resources["SealingKey"]
+check("sealing key retained", sealing.get("DeletionPolicy") == "Retain" and sealing.get("UpdateReplacePolicy") == "Retain", sealing)
+key = sealing["Properties"]
+check("sealing key spec", (key.get("KeySpec"), key.get("KeyUsage"), key.get("EnableKeyRotation"), key.get("PendingWindowInDays"))
+      == ("SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", True, 30), key)
+statements = {s.get("Sid"): s for s in key["KeyPolicy"]["Statement"]}
+admin = statements.get("AccountAdministersTheKeyThroughIam", {})
+check("sealing key policy keeps the account in", ":root" in str(admin.get("Principal")) and admin.get("Action") == "kms:*", admin)
+roles_with = lambda grant: sorted(str({"Fn::GetAtt": [f"{n}Role", "Arn"]}) for n, actual in granted.items() if grant in actual)
+unseal = statements.get("OnlyTheIssuersUnseal", {})
+exceptions = unseal.get("Condition", {}).get("ArnNotEquals", {}).get("aws:PrincipalArn", [])
+check("sealing key: a deny of Decrypt for all but the roles granted it (the issuers)",
+      unseal.get("Effect") == "Deny" and unseal.get("Principal") == "*" and unseal.get("Action") == "kms:Decrypt"
+      and sorted(map(str, exceptions)) == roles_with(DECRYPT) and len(exceptions) == 3, unseal)
+seal = statements.get("OnlyTheRotationSeals", {})
+exception = seal.get("Condition", {}).get("ArnNotEquals", {}).get("aws:PrincipalArn")
+check("sealing key: a deny of sealing (Encrypt, GenerateDataKey*, ReEncrypt*) for all but the rotation",
+      seal.get("Effect") == "Deny" and seal.get("Principal") == "*"
+      and sorted(seal.get("Action", [])) == ["kms:Encrypt", "kms:GenerateDataKey*", "kms:ReEncrypt*"]
+      and [str(exception)] == roles_with(ENCRYPT) == [str({"Fn::GetAtt": ["RotateKeysRole", "Arn"]})], seal)
+purpose = statements.get("OnlyForSigningKeys", {})
+check("sealing key: a deny of Encrypt and Decrypt under any other purpose",
+      purpose.get("Effect") == "Deny" and sorted(purpose.get("Action", [])) == ["kms:Decrypt", "kms:Encrypt"]
+      and purpose.get("Condition") == {"StringNotEquals": {"kms:EncryptionContext:purpose": "auth-jwt-signing-key"}}, purpose)
+check("sealing key: exactly four statements", len(statements) == 4, sorted(statements))
+# The rotation: on its schedule, one at a time, and at deploy.
+rotate = resources["RotateKeysFunction"]["Properties"]
+check("the rotation runs one at a time", rotate.get("ReservedConcurrentExecutions") == 1, rotate)
+schedule = rotate.get("Events", {}).get("Rotation", {})
+check("the rotation runs on the schedule parameter", schedule.get("Type") == "ScheduleV2"
+      and schedule["Properties"].get("ScheduleExpression") == {"Ref": "KeyRotationSchedule"}, schedule)
+check("daily by default", template["Parameters"]["KeyRotationSchedule"]["Default"] == "rate(1 day)")
+variables = rotate["Environment"]["Variables"]
+check("the rotation's schedule settings are the stack's", all(variables.get(v) == {"Ref": p} for v, p in (
+    ("JWT_KEY_PERIOD_SECONDS", "KeyPeriodSeconds"), ("JWT_KEY_LEAD_SECONDS", "KeyLeadSeconds"),
+    ("JWT_KEYS_REFRESH_SECONDS", "KeyRefreshSeconds"), ("ACCESS_TOKEN_TTL_SECONDS", "AccessTokenTtlSeconds"))), variables)
+at_deploy = resources["RotateKeysAtDeploy"]["Properties"]
+check("the rotation runs at deploy, again when its settings change",
+      at_deploy.get("RotationFunction") == {"Ref": "RotateKeysFunction"}
+      and {"SealingKey", "KeyPeriodSeconds", "KeyLeadSeconds", "AccessTokenTtlSeconds"} <= set(at_deploy), at_deploy)
+deployer = resources["RotateKeysAtDeployRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+check("the deploy-time runner may invoke the rotation and nothing else",
+      [(s["Action"], describe(s["Resource"])) for s in deployer] == [
+          (["logs:CreateLogStream", "logs:PutLogEvents"], "RotateKeysAtDeployLogGroup.Arn"),
+          ("lambda:InvokeFunction", "RotateKeysFunction.Arn")], deployer)
+check("a failed rotation raises its alarm", resources["KeyRotationAlarm"]["Properties"]["Dimensions"]
+      == [{"Name": "FunctionName", "Value": {"Ref": "RotateKeysFunction"}}])
+
+
+def run_deploy_hook(answer, request="Create"):
+    """The deploy-time runner's code, with fakes of boto3 and cfnresponse."""
+    import io, types
+    calls, sent = [], []
+    fake_lambda = types.SimpleNamespace(invoke=lambda **kw: calls.append(kw) or answer())
+    boto3 = types.SimpleNamespace(client=lambda service: fake_lambda)
+    cfnresponse = types.SimpleNamespace(SUCCESS="SUCCESS", FAILED="FAILED",
+                                        send=lambda event, context, status, data, physical: sent.append((status, data)))
+    saved = {m: sys.modules.get(m) for m in ("boto3", "cfnresponse")}
+    sys.modules.update(boto3=boto3, cfnresponse=cfnresponse)
+    try:
+        scope = {}
+        exec(resources["RotateKeysAtDeployFunction"]["Properties"]["Code"]["ZipFile"], scope)
+        with contextlib.redirect_stdout(io.StringIO()):
+            scope["handler"]({"RequestType": request, "ResourceProperties": {"RotationFunction": "rotate"}}, None)
+    finally:
+        for module, value in saved.items():
+            if value is None:
+                sys.modules.pop(module, None)
+            else:
+                sys.modules[module] = value
+    return calls, sent
+
+
+import contextlib, io as _io
+ok = lambda: {"Payload": _io.BytesIO(b'{"created": ["a", "b", "c"], "extended": [], "deleted": []}')}
+calls, sent = run_deploy_hook(ok)
+check("at deploy: the rotation is invoked and the deploy goes on",
+      [c["FunctionName"] for c in calls] == ["rotate"] and sent == [("SUCCESS", {"Created": 3})], (calls, sent))
+failed = lambda: {"FunctionError": "Unhandled", "Payload": _io.BytesIO(b'{"errorMessage": "KMS refused"}')}
+check("at deploy: a failed rotation fails the deploy", run_deploy_hook(failed)[1] == [("FAILED", {})])
+check("at deploy: an invocation that cannot be made fails the deploy",
+      run_deploy_hook(lambda: (_ for _ in ()).throw(RuntimeError("throttled")))[1] == [("FAILED", {})])
+calls, sent = run_deploy_hook(ok, "Delete")
+check("at stack deletion: nothing runs, the deletion goes on", calls == [] and sent == [("SUCCESS", {})], (calls, sent))
 
 check("no NoEcho (no secret) parameters", not any(p.get("NoEcho") for p in template["Parameters"].values()))
 text = (root / "template.yaml").read_text()
@@ -358,12 +521,14 @@ for name, binary in BINARIES.items():
     if binary not in docs_rows:
         continue
     _, dynamodb, kms = docs_rows[binary]
-    granted = {a.split(":")[1] for actions, resource in EXPECTED[name]
+    both = [grant for mode in MODES for grant in EXPECTED[mode].get(name, [])]
+    granted = {a.split(":")[1] for actions, resource in both
                if resource == "UsersTable.Arn" or resource == SESSIONS_INDEX[1] for a in actions}
     written = set() if dynamodb in ("–", "-") else {a.strip().split()[0] for a in dynamodb.split(",")}
     check(f"docs/operations.md IAM row {binary}: DynamoDB", written == granted, f"docs {sorted(written)}, template {sorted(granted)}")
-    kms_written = {k for k in ("Sign", "GetPublicKey") if k in kms}
-    kms_granted = {k for k, grant in (("Sign", SIGN), ("GetPublicKey", PUBLIC_KEY)) if grant in EXPECTED[name]}
+    kms_written = {k for k in ("Sign", "GetPublicKey", "Decrypt", "Encrypt") if k in kms}
+    kms_granted = {k for k, grant in (("Sign", SIGN), ("GetPublicKey", PUBLIC_KEY), ("Decrypt", DECRYPT), ("Encrypt", ENCRYPT))
+                   if grant in both}
     check(f"docs/operations.md IAM row {binary}: KMS", kms_written == kms_granted, f"docs {kms_written}, template {kms_granted}")
 
 for failure in failures:

@@ -27,6 +27,7 @@ use crate::aws::CallError;
 
 mod devices;
 mod keys;
+pub use keys::KEYS_PARTITION;
 mod sessions;
 mod throttle;
 mod users;

@@ -853,6 +853,10 @@ async fn every_handler_keeps_the_store_whole_when_any_of_its_calls_fails() {
 /// An item kind as the roles' `dynamodb:LeadingKeys` name it: the key's
 /// prefix (`USER#*`), a per-IP window with its scope (`RATE#login#*`).
 fn kind(pk: &str) -> String {
+    if pk == auth::store::KEYS_PARTITION {
+        // One partition, one kind: the issuer keys (granted exactly).
+        return pk.to_owned();
+    }
     let mut parts = pk.splitn(3, '#');
     match (parts.next(), parts.next()) {
         (Some("RATE"), Some(scope)) => format!("RATE#{scope}#*"),
@@ -864,7 +868,8 @@ fn kind(pk: &str) -> String {
 type Kinds = BTreeMap<String, BTreeSet<String>>;
 
 /// Each function's `dynamodb:LeadingKeys` in template.yaml, by binary: the
-/// list on its role (`GetNameRole` is get-name's).
+/// lists on its role and on its key policy (`GetNameRole` and
+/// `GetNameKeyPolicy` are get-name's), together.
 fn leading_keys_in_template() -> Kinds {
     let template =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")).unwrap();
@@ -890,11 +895,9 @@ fn leading_keys_in_template() -> Kinds {
             (&role, line.trim().strip_prefix("dynamodb:LeadingKeys: "))
         {
             let list = list.trim_start_matches('[').trim_end_matches(']');
-            kinds.insert(
-                role.clone(),
+            kinds.entry(role.clone()).or_default().extend(
                 list.split(',')
-                    .map(|k| k.trim().trim_matches('"').to_owned())
-                    .collect(),
+                    .map(|k| k.trim().trim_matches('"').to_owned()),
             );
         }
     }
@@ -950,10 +953,55 @@ async fn each_function_touches_only_the_item_kinds_its_role_allows() {
             note(path.file_name().unwrap().to_str().unwrap(), proxy.keys());
         }
     }
+    // In sealed mode, every function that signs or verifies reads the
+    // issuer keys at init (`key_set`), and the rotation writes them.
+    let (kms, sealing) = (
+        crate::issuer_keys::kms().await,
+        crate::issuer_keys::sealing_key(&crate::issuer_keys::kms().await).await,
+    );
+    for entry in std::fs::read_dir(functions).unwrap() {
+        let path = entry.unwrap().path();
+        let main = std::fs::read_to_string(path.join("src/main.rs")).unwrap();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        let proxy = Proxy::to_dynamodb().await;
+        let store = Store::new(
+            client_for(&proxy.endpoint, &short_timeouts()).await,
+            direct.table(),
+        );
+        if main.contains("Rotation {") {
+            let schedule = auth::issuer_keys::Schedule::new(
+                Duration::from_secs(86400),
+                Duration::from_secs(7200),
+                Duration::from_secs(935),
+                Duration::from_secs(905),
+            )
+            .unwrap();
+            auth::rotation::rotate(&store, &kms, &sealing, &schedule, auth::clock::system_now())
+                .await
+                .unwrap();
+            note(&name, proxy.keys());
+        } else if [
+            "verifying_from_env",
+            "issuer_from_env",
+            "public_keys_from_env",
+        ]
+        .iter()
+        .any(|init| main.contains(init))
+        {
+            auth::key_set::KeyTable::load(
+                store,
+                auth::key_set::KeySettings::default(),
+                auth::clock::system_now(),
+            )
+            .await
+            .unwrap();
+            note(&name, proxy.keys());
+        }
+    }
     let granted = leading_keys_in_template();
     assert_eq!(
         granted.len(),
-        7,
+        9,
         "every function with table access: {granted:?}"
     );
     assert_eq!(

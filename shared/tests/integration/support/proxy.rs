@@ -320,15 +320,32 @@ impl Proxy {
 }
 
 /// The `pk` of every item a DynamoDB request body names.
+/// The partition keys a request names (`request`: its head and body).
 fn partition_keys(body: &[u8]) -> Vec<String> {
     const MARK: &str = r#""pk":{"S":""#;
     let text = String::from_utf8_lossy(body);
-    text.match_indices(MARK)
+    let mut keys: Vec<String> = text
+        .match_indices(MARK)
         .filter_map(|(at, _)| {
             let rest = &text[at + MARK.len()..];
             rest.find('"').map(|end| rest[..end].to_owned())
         })
-        .collect()
+        .collect();
+    // A query of the table names its partition in its key condition.
+    let json = body
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(body, |end| &body[end + 4..]);
+    if let Ok(request) = serde_json::from_slice::<serde_json::Value>(json)
+        && request["IndexName"].is_null()
+        && let Some(placeholder) = request["KeyConditionExpression"]
+            .as_str()
+            .and_then(|c| c.strip_prefix("pk = "))
+        && let Some(pk) = request["ExpressionAttributeValues"][placeholder.trim()]["S"].as_str()
+    {
+        keys.push(pk.to_owned());
+    }
+    keys
 }
 
 /// Forces an order on two racers' writes: `second` reaches its write
