@@ -93,7 +93,7 @@ echo "== interop: PyJWT verifies our tokens through the JWKS, in sealed mode, th
 python3 tests/interop/pyjwt_jwks.py
 WATCH_URL=$KMS_WATCH_URL python3 tests/interop/pyjwt_jwks.py
 
-echo "== revocation: auth-admin revoke-key through the watch (sealed mode), refused everywhere within the bound"
+echo "== revocation: an event to the rotation function through the watch (sealed mode), refused everywhere within the bound"
 env "${watch_env[@]}" JWT_ISSUER="$E2E_JWT_ISSUER" JWT_SIGNING_KEY="$E2E_SEALING_KEY" JWT_KEYS_REFRESH_SECONDS=2 \
   python3 tests/interop/revocation.py
 

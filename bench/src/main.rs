@@ -126,13 +126,13 @@ fn token_config() -> TokenConfig {
     }
 }
 
-/// A login function's state on `store`, signing with `signer`, with per-IP
+/// A login function's state on `store`, signing with `tokens`, with per-IP
 /// limits no bench reaches.
-fn login_state(store: Store, cost: BcryptCost, signer: Signer) -> Login {
+fn login_state(store: Store, cost: BcryptCost, tokens: TokenIssuer) -> Login {
     Login {
         store,
         passwords: PasswordHasher::new(cost),
-        tokens: TokenIssuer::new(signer, &token_config()),
+        tokens,
         sessions: SessionConfig::from_source(&|_: &str| None).unwrap(),
         limits: RateLimits {
             login_per_minute: 1_000_000,
@@ -193,7 +193,8 @@ async fn timing() -> bool {
         }
     }
     let pem = auth::keys::generate_pem_pair().unwrap().0;
-    let state = login_state(store, cost, Signer::from_pem(&pem, "bench").unwrap());
+    let issuer = TokenIssuer::new(Signer::from_pem(&pem, "bench").unwrap(), &token_config());
+    let state = login_state(store, cost, issuer);
     login::handle(&state, login_request("warm-up-user", "x")).await;
     let mut times = [Vec::new(), Vec::new(), Vec::new()];
     for i in 0..ATTEMPTS {

@@ -6,8 +6,10 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
@@ -49,27 +51,52 @@ impl Authority {
     }
 
     /// Serves TLS on a free port, each connection piped to `upstream` in
-    /// plain TCP; returns the `https://` URL.
-    pub async fn terminate(&self, upstream: SocketAddr) -> String {
+    /// plain TCP; returns the `https://` URL and a count of the bytes the
+    /// clients have sent through it (requests: a function that calls this
+    /// endpoint moves it).
+    pub async fn terminate(&self, upstream: SocketAddr) -> (String, Arc<AtomicU64>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("https://{}", listener.local_addr().unwrap());
         let acceptor = TlsAcceptor::from(self.config.clone());
+        let sent = Arc::new(AtomicU64::new(0));
+        let counted = sent.clone();
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
-                let acceptor = acceptor.clone();
+                let (acceptor, counted) = (acceptor.clone(), counted.clone());
                 tokio::spawn(async move {
                     let _ = socket.set_nodelay(true);
-                    let Ok(mut tls) = acceptor.accept(socket).await else {
+                    let Ok(tls) = acceptor.accept(socket).await else {
                         return;
                     };
-                    let Ok(mut plain) = TcpStream::connect(upstream).await else {
+                    let Ok(plain) = TcpStream::connect(upstream).await else {
                         return;
                     };
                     let _ = plain.set_nodelay(true);
-                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                    let (mut from_client, mut to_client) = tokio::io::split(tls);
+                    let (mut from_upstream, mut to_upstream) = plain.into_split();
+                    let up = async {
+                        let mut buffer = vec![0u8; 16 * 1024];
+                        loop {
+                            match from_client.read(&mut buffer).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => {
+                                    counted.fetch_add(n as u64, Ordering::Relaxed);
+                                    if to_upstream.write_all(&buffer[..n]).await.is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        let _ = to_upstream.shutdown().await;
+                    };
+                    let down = async {
+                        let _ = tokio::io::copy(&mut from_upstream, &mut to_client).await;
+                        let _ = to_client.shutdown().await;
+                    };
+                    tokio::join!(up, down);
                 });
             }
         });
-        url
+        (url, sent)
     }
 }

@@ -69,6 +69,19 @@ impl KeyRecord {
     pub fn verifies_at(&self, now: i64) -> bool {
         !self.revoked_by(now) && self.created_at <= now && now < self.verify_until
     }
+
+    /// Whether a token it signed, issued at `iat`, may be accepted at
+    /// `now`: the key verifies then (published `leeway` early at most: the
+    /// rotation's clock may run ahead of the verifier's), and `iat` lies in
+    /// its signing window, `leeway` either side. A key that was not signing
+    /// at `iat` signed no token of ours then: a waiting key whose private
+    /// half leaked forges nothing that is accepted before its window.
+    pub fn accepts(&self, iat: i64, now: i64, leeway: i64) -> bool {
+        self.verifies_at(now.saturating_add(leeway))
+            && now < self.verify_until
+            && self.sign_from - leeway <= iat
+            && iat <= self.sign_until + leeway
+    }
 }
 
 /// How keys are rotated (`Schedule::new` checks it).
@@ -278,6 +291,21 @@ pub async fn make_key(
     })
 }
 
+/// Whether the caller may seal with `sealing_key` (an `Encrypt` of a few
+/// bytes under a probe's context, which stores nothing): the key policy lets
+/// only the rotation function's role seal, so an operator revoking from a
+/// shell must learn that before a revocation leaves no key to sign.
+pub async fn can_seal(kms: &KmsClient, sealing_key: &str) -> Result<(), KeyError> {
+    kms.encrypt()
+        .key_id(sealing_key)
+        .plaintext(Blob::new(b"probe".as_slice()))
+        .set_encryption_context(Some(context("probe")))
+        .send()
+        .await
+        .map_err(classify)?;
+    Ok(())
+}
+
 /// `record`'s private half, unsealed with KMS `Decrypt` under its context
 /// and pinned to `sealing_key` (a blob sealed by any other key is refused
 /// by KMS), as a signer in memory. Checked against the record's public
@@ -485,6 +513,30 @@ mod tests {
         for t in now + 60..now + 3 * DAY {
             assert!(signing_key(&keys, t).is_some_and(|k| k.kid != "k1"), "{t}");
         }
+    }
+
+    #[test]
+    fn a_key_accepts_only_tokens_issued_inside_its_signing_window() {
+        let s = schedule();
+        let k = key("k", &s, 1_000, (1_000 + 2 * HOUR, 1_000 + 2 * HOUR + DAY));
+        let (from, until) = (k.sign_from, k.sign_until);
+        // Published and waiting: verifies, but a token "issued" now, before
+        // its window, was not signed by us.
+        assert!(k.verifies_at(1_000));
+        assert!(!k.accepts(1_000, 1_000, 5));
+        assert!(!k.accepts(from - 6, from, 5));
+        assert!(k.accepts(from - 5, from, 5));
+        assert!(k.accepts(until + 5, until + 10, 5));
+        assert!(!k.accepts(until + 6, until + 10, 5));
+        // A clock a little behind the rotation's still takes a new key.
+        let fresh = key("f", &s, 2_000, (2_000, 2_000 + DAY));
+        assert!(fresh.accepts(2_000, 1_996, 5));
+        assert!(!fresh.accepts(2_000, 1_994, 5));
+        // Past its last token, or revoked: nothing.
+        assert!(!k.accepts(until, k.verify_until, 5));
+        let mut revoked = k.clone();
+        revoked.revoked_at = Some(from + 10);
+        assert!(!revoked.accepts(from + 1, from + 10, 5));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jsonwebtoken::DecodingKey;
 
@@ -53,12 +53,13 @@ pub struct Snapshot {
     pub records: Vec<KeyRecord>,
     decoding: HashMap<String, DecodingKey>,
     public: HashMap<String, PublicKey>,
-    /// When it was read (seconds since the epoch).
-    pub read_at: i64,
+    /// When it was read, on the monotonic clock: a wall clock stepped back
+    /// must not keep a copy past its bound.
+    read_at: Instant,
 }
 
 impl Snapshot {
-    fn new(records: Vec<KeyRecord>, read_at: i64) -> Result<Self, StoreError> {
+    fn new(records: Vec<KeyRecord>) -> Result<Self, StoreError> {
         let mut decoding = HashMap::new();
         let mut public = HashMap::new();
         for record in &records {
@@ -72,16 +73,14 @@ impl Snapshot {
             records,
             decoding,
             public,
-            read_at,
+            read_at: Instant::now(),
         })
     }
 
-    /// `kid`'s public key, if its record verifies at `now`.
-    pub fn verifying(&self, kid: &str, now: i64) -> Option<&DecodingKey> {
-        self.records
-            .iter()
-            .find(|r| r.kid == kid && r.verifies_at(now))
-            .and_then(|r| self.decoding.get(&r.kid))
+    /// `kid`'s record and public key.
+    pub fn key(&self, kid: &str) -> Option<(&KeyRecord, &DecodingKey)> {
+        let record = self.records.iter().find(|r| r.kid == kid)?;
+        Some((record, self.decoding.get(kid)?))
     }
 
     /// The keys that verify at `now`, as the JWKS publishes them, by kid.
@@ -95,7 +94,7 @@ impl Snapshot {
     }
 }
 
-/// The key set of one process, re-read when it is `refresh` old.
+/// The key set of one process, read again once it is `refresh` old.
 pub struct KeyTable {
     store: Store,
     settings: KeySettings,
@@ -104,14 +103,14 @@ pub struct KeyTable {
 
 struct Held {
     snapshot: Arc<Snapshot>,
-    /// When an unknown kid last forced a read.
-    forced_at: Option<i64>,
+    /// When a kid the copy could not vouch for last forced a read.
+    forced_at: Option<Instant>,
 }
 
 impl KeyTable {
     /// Reads the key set (at init: a failure stops the function).
-    pub async fn load(store: Store, settings: KeySettings, now: i64) -> Result<Self, StoreError> {
-        let snapshot = Arc::new(Snapshot::new(store.keys().await?, now)?);
+    pub async fn load(store: Store, settings: KeySettings) -> Result<Self, StoreError> {
+        let snapshot = Arc::new(Snapshot::new(store.keys().await?)?);
         Ok(KeyTable {
             store,
             settings,
@@ -126,36 +125,33 @@ impl KeyTable {
         self.settings
     }
 
-    /// The key set at `now`: the one held, or read again once it is
-    /// `refresh` old. A read that fails is an error, not the old set: past
-    /// the bound, nothing may sign or verify with a key that may have been
-    /// revoked (the request's own DynamoDB calls would fail alike).
-    pub async fn current(&self, now: i64) -> Result<Arc<Snapshot>, StoreError> {
+    /// The key set: the copy held, or read again once it is `refresh` old.
+    /// A read that fails is an error, not the old copy: past the bound,
+    /// nothing may sign or verify with a key that may have been revoked
+    /// since (the request's own DynamoDB calls would fail alike).
+    pub async fn current(&self) -> Result<Arc<Snapshot>, StoreError> {
         let mut held = self.held.lock().await;
-        if now - held.snapshot.read_at >= self.settings.refresh.as_secs() as i64
-            || now < held.snapshot.read_at
-        {
-            held.snapshot = Arc::new(Snapshot::new(self.store.keys().await?, now)?);
+        if held.snapshot.read_at.elapsed() >= self.settings.refresh {
+            held.snapshot = Arc::new(Snapshot::new(self.store.keys().await?)?);
         }
         Ok(held.snapshot.clone())
     }
 
-    /// Reads the key set again for a kid it does not hold, unless a read
-    /// was forced less than `unknown_kid` ago: `None` then.
-    pub async fn read_for_unknown_kid(
-        &self,
-        now: i64,
-    ) -> Result<Option<Arc<Snapshot>>, StoreError> {
+    /// Reads the key set again for a kid the copy cannot vouch for (one it
+    /// does not hold, or holds in a state that refuses the token: it may
+    /// have changed since), unless a read was forced less than
+    /// `unknown_kid` ago: `None` then. Forged kids drive one read per
+    /// interval per process at most.
+    pub async fn read_for_unknown_kid(&self) -> Result<Option<Arc<Snapshot>>, StoreError> {
         let mut held = self.held.lock().await;
-        let interval = self.settings.unknown_kid.as_secs() as i64;
         if held
             .forced_at
-            .is_some_and(|at| now >= at && now - at < interval)
+            .is_some_and(|at| at.elapsed() < self.settings.unknown_kid)
         {
             return Ok(None);
         }
-        held.forced_at = Some(now);
-        held.snapshot = Arc::new(Snapshot::new(self.store.keys().await?, now)?);
+        held.forced_at = Some(Instant::now());
+        held.snapshot = Arc::new(Snapshot::new(self.store.keys().await?)?);
         Ok(Some(held.snapshot.clone()))
     }
 }

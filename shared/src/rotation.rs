@@ -84,9 +84,25 @@ impl RotationConfig {
 /// What a run did, by kid.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Rotated {
+    /// Revoked by this run's event (`Rotation::handle`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub revoked: Vec<String>,
     pub created: Vec<String>,
     pub extended: Vec<String>,
     pub deleted: Vec<String>,
+}
+
+/// What the rotation function is asked: a run (its schedule, the deploy:
+/// any event without the fields below), or revocations then a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct RotationEvent {
+    /// Kids to revoke now (unknown or already revoked ones are skipped).
+    #[serde(default)]
+    pub revoke: Vec<String>,
+    /// Revoke every key made before this moment (seconds since the epoch):
+    /// after an issuer compromise, which exposes the keys it could unseal.
+    #[serde(default)]
+    pub revoke_made_before: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +156,32 @@ pub struct Rotation {
 }
 
 impl Rotation {
+    /// `event`'s revocations, then a run, at `now`. The revocations are
+    /// written first: should the run fail, the revoked keys stay revoked
+    /// (and the schedule's retries run it again).
+    pub async fn handle(&self, event: &RotationEvent, now: i64) -> Result<Rotated, RotationError> {
+        let mut kids = event.revoke.clone();
+        if let Some(before) = event.revoke_made_before {
+            let records = self.store.keys().await?;
+            kids.extend(
+                records
+                    .into_iter()
+                    .filter(|r| r.created_at < before && r.revoked_at.is_none())
+                    .map(|r| r.kid),
+            );
+        }
+        let mut revoked = Vec::new();
+        for kid in kids {
+            if self.store.revoke_key(&kid, now).await? {
+                tracing::warn!(%kid, "issuer key revoked");
+                revoked.push(kid);
+            }
+        }
+        let mut done = self.run(now).await?;
+        done.revoked = revoked;
+        Ok(done)
+    }
+
     /// One run at `now`, logged (kids and counts: nothing secret).
     pub async fn run(&self, now: i64) -> Result<Rotated, RotationError> {
         let result = rotate(

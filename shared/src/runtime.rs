@@ -118,9 +118,7 @@ pub fn token_config_from_env() -> Result<TokenConfig, Error> {
 /// connection to DynamoDB.
 pub async fn key_table_from_env(store: &Store) -> Result<Arc<KeyTable>, Error> {
     let settings = KeySettings::from_source(&Environment)?;
-    Ok(Arc::new(
-        KeyTable::load(store.clone(), settings, system_now()).await?,
-    ))
+    Ok(Arc::new(KeyTable::load(store.clone(), settings).await?))
 }
 
 /// The token issuer, signing with `JWT_SIGNING_KEY`: a KMS key or a PEM (no

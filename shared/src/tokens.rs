@@ -143,8 +143,18 @@ struct Sealed {
     kms: aws_sdk_kms::Client,
     sealing_key: String,
     /// The unsealed keys, by kid: the one signing now, and the next once it
-    /// is near. A key leaves as soon as it no longer signs or is revoked.
-    unsealed: tokio::sync::Mutex<HashMap<String, Arc<HeldSigner>>>,
+    /// is near. A key leaves at the first issuance after it no longer signs
+    /// or is revoked.
+    unsealed: tokio::sync::Mutex<Unsealed>,
+}
+
+#[derive(Default)]
+struct Unsealed {
+    signers: HashMap<String, Arc<HeldSigner>>,
+    /// When unsealing each kid last failed: it is not tried again within
+    /// the refresh bound, so that a KMS that refuses or throttles is not
+    /// asked once per issuance.
+    failed: HashMap<String, std::time::Instant>,
 }
 
 /// How long before a key begins to sign an issuer unseals it, so that a
@@ -157,7 +167,7 @@ impl Sealed {
     async fn signer(&self, now: i64) -> Result<Arc<HeldSigner>, SignError> {
         let snapshot = self
             .table
-            .current(now)
+            .current()
             .await
             .map_err(|e| SignError::Unavailable(format!("the key set cannot be read: {e}")))?;
         let record = signing_key(&snapshot.records, now)
@@ -165,34 +175,61 @@ impl Sealed {
         let mut unsealed = self.unsealed.lock().await;
         // Keys that no longer sign (revoked, past their window, gone from
         // the table) are dropped: their private halves leave memory.
-        unsealed.retain(|kid, _| {
+        unsealed.signers.retain(|kid, _| {
             snapshot
                 .records
                 .iter()
                 .any(|r| &r.kid == kid && r.revoked_at.is_none() && now < r.sign_until)
         });
-        let signer = match unsealed.get(&record.kid) {
+        let retry = self.table.settings().refresh;
+        let signer = match unsealed.signers.get(&record.kid) {
             Some(held) => held.clone(),
             None => {
-                let held = HeldSigner::new(
-                    unseal(&self.kms, &self.sealing_key, record)
-                        .await
-                        .map_err(key_to_sign_error)?,
-                );
-                unsealed.insert(record.kid.clone(), held.clone());
-                held
+                if unsealed
+                    .failed
+                    .get(&record.kid)
+                    .is_some_and(|at| at.elapsed() < retry)
+                {
+                    return Err(SignError::Unavailable(
+                        "the issuer key did not unseal; tried again shortly".into(),
+                    ));
+                }
+                match unseal(&self.kms, &self.sealing_key, record).await {
+                    Ok(signer) => {
+                        let held = HeldSigner::new(signer);
+                        unsealed.signers.insert(record.kid.clone(), held.clone());
+                        unsealed.failed.remove(&record.kid);
+                        held
+                    }
+                    Err(error) => {
+                        unsealed
+                            .failed
+                            .insert(record.kid.clone(), std::time::Instant::now());
+                        return Err(key_to_sign_error(error));
+                    }
+                }
             }
         };
-        // The next key, once it is near: unsealed ahead, best effort.
+        // The next key, once it is near: unsealed ahead, best effort, and
+        // tried at most once per refresh bound.
         let ahead = now + UNSEAL_AHEAD.as_secs() as i64;
         if let Some(next) = signing_key(&snapshot.records, ahead)
-            && !unsealed.contains_key(&next.kid)
+            && !unsealed.signers.contains_key(&next.kid)
+            && unsealed
+                .failed
+                .get(&next.kid)
+                .is_none_or(|at| at.elapsed() >= retry)
         {
             match unseal(&self.kms, &self.sealing_key, next).await {
                 Ok(next_signer) => {
-                    unsealed.insert(next.kid.clone(), HeldSigner::new(next_signer));
+                    unsealed
+                        .signers
+                        .insert(next.kid.clone(), HeldSigner::new(next_signer));
                 }
                 Err(error) => {
+                    unsealed
+                        .failed
+                        .insert(next.kid.clone(), std::time::Instant::now());
                     tracing::warn!(kid = %next.kid, %error, "the next issuer key does not unseal yet")
                 }
             }
@@ -235,7 +272,7 @@ impl TokenIssuer {
             table,
             kms,
             sealing_key,
-            unsealed: tokio::sync::Mutex::new(HashMap::new()),
+            unsealed: tokio::sync::Mutex::default(),
         };
         sealed.signer(now).await.map_err(|e| match e {
             SignError::Unavailable(detail) => KeyError::Unavailable(detail),
@@ -402,8 +439,12 @@ impl TokenVerifier {
         Ok(data.claims)
     }
 
-    /// With the table's key `kid`, if it verifies now: from the copy held,
-    /// else from the table read again (at most once per interval).
+    /// With the table's key `kid`: from the copy held, or, when that copy
+    /// cannot vouch for the token (no such kid, or one in a state that
+    /// refuses it: the key may have changed since, within the bound), from
+    /// the table read again, at most once per interval. A table key accepts
+    /// a token only while it verifies, and only one issued inside its
+    /// signing window.
     async fn decode_with_table(
         &self,
         token: &str,
@@ -412,25 +453,34 @@ impl TokenVerifier {
         let Some(table) = &self.table else {
             return Err(TokenError::Invalid);
         };
-        let now = now();
         let unavailable = |e: crate::store::StoreError| {
             tracing::warn!(error = %e, "the key set cannot be read");
             TokenError::KeysUnavailable
         };
-        let snapshot = table.current(now).await.map_err(unavailable)?;
-        if let Some(key) = snapshot.verifying(kid, now) {
-            return self.decode(token, key);
+        let snapshot = table.current().await.map_err(unavailable)?;
+        let refused = match self.decode_with(&snapshot, token, kid) {
+            Ok(data) => return Ok(data),
+            Err(refused) => refused,
+        };
+        match table.read_for_unknown_kid().await.map_err(unavailable)? {
+            Some(snapshot) => self.decode_with(&snapshot, token, kid),
+            None => Err(refused),
         }
-        if snapshot.records.iter().any(|r| r.kid == kid) {
-            // Known, and revoked or past its tail.
-            return Err(TokenError::Invalid);
-        }
-        match table.read_for_unknown_kid(now).await.map_err(unavailable)? {
-            Some(snapshot) => match snapshot.verifying(kid, now) {
-                Some(key) => self.decode(token, key),
-                None => Err(TokenError::Invalid),
-            },
-            None => Err(TokenError::Invalid),
+    }
+
+    /// With `snapshot`'s key `kid`: its signature and claims, then its window.
+    fn decode_with(
+        &self,
+        snapshot: &crate::key_set::Snapshot,
+        token: &str,
+        kid: &str,
+    ) -> Result<jsonwebtoken::TokenData<Claims>, TokenError> {
+        let (record, key) = snapshot.key(kid).ok_or(TokenError::Invalid)?;
+        let data = self.decode(token, key)?;
+        if record.accepts(data.claims.iat, now(), LEEWAY.as_secs() as i64) {
+            Ok(data)
+        } else {
+            Err(TokenError::Invalid)
         }
     }
 

@@ -11,7 +11,7 @@ from jwt import PyJWKClient
 
 base = os.environ["WATCH_URL"]
 audience = os.environ["E2E_JWT_AUDIENCE"]
-failures = []
+failures, checked = [], []
 
 
 
@@ -30,6 +30,7 @@ def call(path, body=None):
 
 def check(name, condition, detail=""):
     print(f"{'ok  ' if condition else 'FAIL'} {name} {detail if not condition else ''}")
+    checked.append(name)
     if not condition:
         failures.append(name)
 
@@ -64,6 +65,6 @@ try:
 except jwt.InvalidSignatureError:
     check("PyJWT refuses an edited payload", True)
 
-passed = 7 - len(failures)
+passed = len(checked) - len(failures)
 print(f"{passed} passed, {len(failures)} failed")
 sys.exit(1 if failures else 0)

@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Revoking an issuer key, as the runbook says (docs/operations.md), against
 the routed watch that `make test` started in sealed mode (WATCH_URL), whose
-functions re-read the key set every JWT_KEYS_REFRESH_SECONDS: a token of the
-revoked kid passes before, and is refused by every instance once the bound
-has passed; the JWKS drops the kid; a new key signs at once, and the
-session's refresh token gets a token of the new key. `auth-admin revoke-key`
-and `list-keys` run with the watch's environment (this script's)."""
-import concurrent.futures, json, os, pathlib, subprocess, sys, time, urllib.error, urllib.request, uuid
+functions re-read the key set every JWT_KEYS_REFRESH_SECONDS: the revocation
+is an event to the rotate-keys function (`cargo lambda invoke`, as `sam
+remote invoke` deployed); a token of the revoked kid passes before, and is
+refused by every instance once the bound has passed; the JWKS drops the kid;
+a new key signs at once, and the session's refresh token gets a token of the
+new key. `auth-admin revoke-key` refuses, changing nothing, when it cannot
+seal (deployed, only the rotation may). `auth-admin` runs with the watch's
+environment (this script's)."""
+import concurrent.futures, json, os, pathlib, subprocess, sys, time, urllib.error, urllib.parse, urllib.request, uuid
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from noted import note, note_answer  # noqa: E402
 
@@ -42,11 +45,23 @@ def check(name, condition, detail=""):
         failures.append(name)
 
 
-def admin(*args):
-    done = subprocess.run([str(root / "target/debug/auth-admin"), *args], capture_output=True, text=True)
+def admin(*args, env=None):
+    done = subprocess.run([str(root / "target/debug/auth-admin"), *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
+    return done.returncode, done.stdout + done.stderr
+
+
+def rotation(event):
+    """An event to the watch's rotate-keys function; its answer."""
+    watch = urllib.parse.urlparse(base)
+    done = subprocess.run(
+        ["cargo", "lambda", "invoke", "rotate-keys", "--data-ascii", json.dumps(event), "--invoke-address",
+         watch.hostname, "--invoke-port", str(watch.port), "--output-format", "json"],
+        capture_output=True, text=True, cwd=root)
     if done.returncode != 0:
-        print(done.stderr, file=sys.stderr)
-    return done.returncode, done.stdout
+        print(done.stderr[-500:], file=sys.stderr)
+        return None
+    return json.loads(done.stdout)
 
 
 def get_name_many(token, times=12):
@@ -70,8 +85,18 @@ leaked = jwt.get_unverified_header(old)["kid"]
 check("its token passes everywhere before", set(get_name_many(old)) == {200})
 check("its kid is published", leaked in jwks_kids())
 
-code, out = admin("revoke-key", leaked)
-check("auth-admin revoke-key", code == 0 and f"revoked {leaked}" in out, out)
+# An operator who cannot seal (here: a sealing key that is not the stack's)
+# is refused before anything is revoked.
+code, out = admin("revoke-key", leaked, env={"JWT_SIGNING_KEY": "sealed:00000000-0000-0000-0000-000000000000"})
+check("auth-admin revoke-key refuses when it cannot seal", code != 0 and "nothing was changed" in out, out)
+code, out = admin("list-keys")
+check("… and nothing was revoked", code == 0 and not any(
+    line.startswith(leaked) and "revoked" in line for line in out.splitlines()), out)
+check("its token still passes", set(get_name_many(old, 4)) == {200})
+
+answer = rotation({"revoke": [leaked, "no-such-kid"]})
+check("the rotation function revokes it (and skips an unknown kid)",
+      answer is not None and answer.get("revoked") == [leaked] and len(answer.get("created", [])) == 1, answer)
 code, out = admin("list-keys")
 check("list-keys shows it revoked", code == 0 and any(
     line.startswith(leaked) and "revoked at" in line for line in out.splitlines()), out)

@@ -453,21 +453,25 @@ check("a failed rotation raises its alarm", resources["KeyRotationAlarm"]["Prope
       == [{"Name": "FunctionName", "Value": {"Ref": "RotateKeysFunction"}}])
 
 
-def run_deploy_hook(answer, request="Create"):
-    """The deploy-time runner's code, with fakes of boto3 and cfnresponse."""
+def run_deploy_hook(answer, request="Create", event=None):
+    """The deploy-time runner's code, with fakes of boto3, cfnresponse and
+    time (no real sleep): what it invoked and what it sent CloudFormation."""
     import io, types
     calls, sent = [], []
     fake_lambda = types.SimpleNamespace(invoke=lambda **kw: calls.append(kw) or answer())
     boto3 = types.SimpleNamespace(client=lambda service: fake_lambda)
-    cfnresponse = types.SimpleNamespace(SUCCESS="SUCCESS", FAILED="FAILED",
-                                        send=lambda event, context, status, data, physical: sent.append((status, data)))
-    saved = {m: sys.modules.get(m) for m in ("boto3", "cfnresponse")}
-    sys.modules.update(boto3=boto3, cfnresponse=cfnresponse)
+    cfnresponse = types.SimpleNamespace(
+        SUCCESS="SUCCESS", FAILED="FAILED",
+        send=lambda event, context, status, data, physical, reason=None: sent.append((status, data, reason)))
+    fake_time = types.SimpleNamespace(sleep=lambda seconds: None)
+    saved = {m: sys.modules.get(m) for m in ("boto3", "cfnresponse", "time")}
+    sys.modules.update(boto3=boto3, cfnresponse=cfnresponse, time=fake_time)
     try:
         scope = {}
         exec(resources["RotateKeysAtDeployFunction"]["Properties"]["Code"]["ZipFile"], scope)
         with contextlib.redirect_stdout(io.StringIO()):
-            scope["handler"]({"RequestType": request, "ResourceProperties": {"RotationFunction": "rotate"}}, None)
+            scope["handler"](event if event is not None else
+                             {"RequestType": request, "ResourceProperties": {"RotationFunction": "rotate"}}, None)
     finally:
         for module, value in saved.items():
             if value is None:
@@ -480,14 +484,28 @@ def run_deploy_hook(answer, request="Create"):
 import contextlib, io as _io
 ok = lambda: {"Payload": _io.BytesIO(b'{"created": ["a", "b", "c"], "extended": [], "deleted": []}')}
 calls, sent = run_deploy_hook(ok)
-check("at deploy: the rotation is invoked and the deploy goes on",
-      [c["FunctionName"] for c in calls] == ["rotate"] and sent == [("SUCCESS", {"Created": 3})], (calls, sent))
+check("at create: the rotation is invoked and the deploy goes on",
+      [c["FunctionName"] for c in calls] == ["rotate"] and sent == [("SUCCESS", {"Created": 3}, None)], (calls, sent))
 failed = lambda: {"FunctionError": "Unhandled", "Payload": _io.BytesIO(b'{"errorMessage": "KMS refused"}')}
-check("at deploy: a failed rotation fails the deploy", run_deploy_hook(failed)[1] == [("FAILED", {})])
-check("at deploy: an invocation that cannot be made fails the deploy",
-      run_deploy_hook(lambda: (_ for _ in ()).throw(RuntimeError("throttled")))[1] == [("FAILED", {})])
+calls, sent = run_deploy_hook(failed)
+check("at create: a rotation that keeps failing (three tries) fails the create, saying why",
+      len(calls) == 3 and len(sent) == 1 and sent[0][0] == "FAILED" and "KMS refused" in (sent[0][2] or ""), (calls, sent))
+flaky = iter([failed, ok])
+calls, sent = run_deploy_hook(lambda: next(flaky)())
+check("at create: a first failure (a new role not yet in force) is tried again",
+      len(calls) == 2 and sent == [("SUCCESS", {"Created": 3}, "the rotation failed: {'errorMessage': 'KMS refused'}")], (calls, sent))
+calls, sent = run_deploy_hook(lambda: (_ for _ in ()).throw(RuntimeError("throttled")))
+check("at create: an invocation that cannot be made fails the create", len(calls) == 3 and sent[0][0] == "FAILED", sent)
+calls, sent = run_deploy_hook(failed, "Update")
+check("at update (or rollback): a failed rotation is reported, the stack is never wedged",
+      len(calls) == 1 and sent[0][0] == "SUCCESS" and "KMS refused" in (sent[0][2] or ""), (calls, sent))
 calls, sent = run_deploy_hook(ok, "Delete")
-check("at stack deletion: nothing runs, the deletion goes on", calls == [] and sent == [("SUCCESS", {})], (calls, sent))
+check("at stack deletion: nothing runs, the deletion goes on", calls == [] and sent == [("SUCCESS", {}, None)], (calls, sent))
+calls, sent = run_deploy_hook(ok, event={"RequestType": "Create"})
+check("a malformed request still gets an answer", len(sent) == 1 and sent[0][0] == "FAILED", sent)
+check("the custom resource's wait is bounded beyond its function's timeout",
+      resources["RotateKeysAtDeploy"]["Properties"].get("ServiceTimeout", 3600)
+      > resources["RotateKeysAtDeployFunction"]["Properties"]["Timeout"])
 
 check("no NoEcho (no secret) parameters", not any(p.get("NoEcho") for p in template["Parameters"].values()))
 text = (root / "template.yaml").read_text()

@@ -1,4 +1,4 @@
-//! The calls a verifier's init makes, made by a minimal client in a fresh
+//! The calls a function's init makes, made by a minimal client in a fresh
 //! process (`auth-bench init-calls`): what its init budget credits.
 
 use super::*;
@@ -39,11 +39,13 @@ pub(super) async fn fresh_init_calls(
         })
 }
 
-/// `auth-bench init-calls FUNCTION`: the round trips a verifier's init still
+/// `auth-bench init-calls FUNCTION`: the round trips a function's init still
 /// makes, as a minimal client in a fresh process with the function's
-/// environment makes them: `GetPublicKey` for each `kms:` key of
-/// `JWT_VERIFICATION_KEYS`, all at once, and, for all but jwks, a `GetItem`
-/// on the table beside them (the DynamoDB warm-up), each on a new connection.
+/// environment makes them, each on a new connection. In sealed mode: the
+/// key set's query, then for an issuer the `Decrypt` of the key that signs
+/// (and its parsing). In KMS mode, a verifier's: `GetPublicKey` for each
+/// `kms:` key of `JWT_VERIFICATION_KEYS`, all at once, and, for all but
+/// jwks, a `GetItem` on the table beside them (the DynamoDB warm-up).
 /// Their wall time (connections, TLS handshakes, requests and answers) is
 /// what the budget credits; the CPU time is printed beside it. Set up
 /// untimed, as the function does it at its own init, and judged there: the
@@ -51,11 +53,18 @@ pub(super) async fn fresh_init_calls(
 /// None of the function's own init code runs here (its configuration, its
 /// keys' parsing, the way it orders the calls).
 pub async fn init_calls(function: &str) -> bool {
-    if !VERIFIERS.contains(&function) {
-        eprintln!("{function} makes no calls at init; the verifiers do: {VERIFIERS:?}");
+    let sealed = std::env::var("JWT_VERIFICATION_KEYS").is_ok_and(|k| k == "table");
+    let layer = if sealed { Layer::Sealed } else { Layer::Kms };
+    if !calls_at_init(function, layer) {
+        eprintln!("{function} makes no calls at init in this mode");
         return false;
     }
-    let calls = match InitCalls::set_up(function != "jwks") {
+    let set_up = if sealed {
+        InitCalls::set_up_sealed(ISSUERS.contains(&function))
+    } else {
+        InitCalls::set_up(function != "jwks")
+    };
+    let calls = match set_up {
         Ok(calls) => calls,
         Err(e) => {
             eprintln!("{function}'s init calls: {e}");
@@ -91,6 +100,9 @@ pub(super) struct InitCalls {
     keys: Vec<String>,
     /// The table's client and name, for the warm-up.
     warm_up: Option<(aws_sdk_dynamodb::Client, String)>,
+    /// Sealed mode: the table whose key set is read, and for an issuer the
+    /// sealing key that unseals the key of the moment.
+    sealed: Option<(Store, Option<String>)>,
 }
 
 impl InitCalls {
@@ -120,15 +132,7 @@ impl InitCalls {
             return Err("JWT_VERIFICATION_KEYS names no kms: key, so no call to make".into());
         }
         let warm_up = if warm_up {
-            let mut dynamodb =
-                aws_sdk_dynamodb::config::Builder::from(&sdk).retry_config(RetryConfig::disabled());
-            if let Some(url) = auth::aws::endpoint_override("DYNAMODB") {
-                dynamodb = dynamodb.endpoint_url(url);
-            }
-            let table = auth::config::StoreConfig::from_source(&auth::config::Environment)
-                .map_err(|e| e.to_string())?
-                .table_name;
-            Some((aws_sdk_dynamodb::Client::from_conf(dynamodb.build()), table))
+            Some(Self::table_client(&sdk)?)
         } else {
             None
         };
@@ -136,12 +140,68 @@ impl InitCalls {
             kms: aws_sdk_kms::Client::from_conf(kms.build()),
             keys,
             warm_up,
+            sealed: None,
         })
+    }
+
+    /// Sealed mode's init calls: the key set's query, and for an issuer the
+    /// `Decrypt` of the key that signs.
+    fn set_up_sealed(issuer: bool) -> Result<InitCalls, String> {
+        use aws_lc_rs::rand::SecureRandom as _;
+        use aws_sdk_dynamodb::config::retry::RetryConfig;
+        let sdk = auth::runtime::aws_from_env().map_err(|e| e.to_string())?;
+        aws_lc_rs::rand::SystemRandom::new()
+            .fill(&mut [0u8; 8])
+            .map_err(|_| "aws-lc's random generator failed")?;
+        let mut kms =
+            aws_sdk_kms::config::Builder::from(&sdk).retry_config(RetryConfig::disabled());
+        if let Some(url) = auth::aws::endpoint_override("KMS") {
+            kms = kms.endpoint_url(url);
+        }
+        let (client, table) = Self::table_client(&sdk)?;
+        let sealing = match auth::keys::signing_key_from(&auth::config::Environment) {
+            Ok(KeySource::Sealed(id)) if issuer => Some(id),
+            _ if issuer => return Err("an issuer in sealed mode names sealed:<key>".into()),
+            _ => None,
+        };
+        Ok(InitCalls {
+            kms: aws_sdk_kms::Client::from_conf(kms.build()),
+            keys: Vec::new(),
+            warm_up: None,
+            sealed: Some((Store::new(client, table), sealing)),
+        })
+    }
+
+    /// The table's client (no retries) and name.
+    fn table_client(
+        sdk: &aws_config::SdkConfig,
+    ) -> Result<(aws_sdk_dynamodb::Client, String), String> {
+        use aws_sdk_dynamodb::config::retry::RetryConfig;
+        let mut dynamodb =
+            aws_sdk_dynamodb::config::Builder::from(sdk).retry_config(RetryConfig::disabled());
+        if let Some(url) = auth::aws::endpoint_override("DYNAMODB") {
+            dynamodb = dynamodb.endpoint_url(url);
+        }
+        let table = auth::config::StoreConfig::from_source(&auth::config::Environment)
+            .map_err(|e| e.to_string())?
+            .table_name;
+        Ok((aws_sdk_dynamodb::Client::from_conf(dynamodb.build()), table))
     }
 
     /// The calls, at once, each answer checked.
     async fn make(&self) -> Result<(), String> {
         use aws_sdk_dynamodb::types::AttributeValue;
+        if let Some((store, sealing)) = &self.sealed {
+            let records = store.keys().await.map_err(|e| e.to_string())?;
+            if let Some(sealing) = sealing {
+                let record = auth::issuer_keys::signing_key(&records, auth::clock::system_now())
+                    .ok_or("no key signs now")?;
+                auth::issuer_keys::unseal(&self.kms, sealing, record)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            return Ok(());
+        }
         let fetch = async {
             let fetches = self
                 .keys

@@ -5,16 +5,21 @@
 //!
 //! 1. `plain`: DynamoDB Local over plain HTTP, a local PEM key, logs at WARN;
 //! 2. `logs`: + JSON logs at INFO (`AWS_LAMBDA_LOG_FORMAT`, `AWS_LAMBDA_LOG_LEVEL`);
-//! 3. `kms`: + `kms:` keys (moto) for signers and verifiers;
-//! 4. `production`: + TLS to DynamoDB and KMS (tls.rs; `AWS_CA_BUNDLE`).
+//! 3. `sealed`: + sealed mode's keys: the table's key set (made by a
+//!    rotation on the bench's table), issuers unsealing with KMS (moto);
+//! 4. `production`: + TLS to DynamoDB and KMS (tls.rs; `AWS_CA_BUNDLE`);
+//!
+//! and, beside the production path, `kms`: KMS mode on the production path
+//! (`kms:` keys, `kms:Sign` per token), for the functions that sign.
 //!
 //! For each function and layer: init (exec to the first poll of `/next`) and
 //! the first invocation's latency, median of `COLD_RUNS` processes, each
-//! started right after a cold start of the floor and, for a verifier with
-//! `kms:` keys, right after a minimal client in a fresh process made the
-//! calls of its init (`init_calls`: KMS's public keys, and DynamoDB's warm-up
-//! beside them: the round trips its init still makes, new connections and
-//! TLS handshakes included); each process's init is judged against the
+//! started right after a cold start of the floor and, for a function whose
+//! init calls AWS, right after a minimal client in a fresh process made the
+//! calls of its init (`init_calls`: in sealed mode the key set's query, and
+//! an issuer's `Decrypt` after it; in KMS mode a verifier's public keys and
+//! DynamoDB's warm-up beside them: the round trips its init still makes, new
+//! connections and TLS handshakes included); each process's init is judged against the
 //! two measured just before it (the machine as it was then:
 //! `init_beyond_budget_ms`, the median over the processes); then, in
 //! the last process, `WARM` more invocations of its success path (each
@@ -37,6 +42,7 @@ use std::time::{Duration, Instant};
 use auth::aws::{SdkSettings, sdk_config};
 use auth::devices::{Device, DeviceChange};
 use auth::handlers::login;
+use auth::key_set::{KeySettings, KeyTable};
 use auth::keys::{KeySource, Signer, generate_pem_pair, public_key_from_pem};
 use auth::passwords::{BcryptCost, PasswordHasher};
 use auth::permissions::Role;
@@ -59,7 +65,7 @@ mod paths;
 use calls::calls;
 use init_calls::fresh_init_calls;
 pub use init_calls::init_calls;
-use own_work::{login_own_work, print_own_work};
+use own_work::{login_own_work, print_own_work, refresh_own_work};
 use paths::{measure, with_body};
 
 const COLD_RUNS: usize = 9;
@@ -72,25 +78,51 @@ const FUNCTIONS: [&str; 9] = [
 ];
 /// The functions that fetch their public keys at init.
 const VERIFIERS: [&str; 5] = ["get-name", "logout", "password", "admin", "jwks"];
+/// The functions that sign (KMS mode's column).
+const ISSUERS: [&str; 3] = ["login", "refresh", "password"];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Layer {
     Plain,
     Logs,
-    Kms,
+    Sealed,
     Production,
+    /// The production path in KMS mode.
+    Kms,
 }
 
-const LAYERS: [Layer; 4] = [Layer::Plain, Layer::Logs, Layer::Kms, Layer::Production];
+const LAYERS: [Layer; 4] = [Layer::Plain, Layer::Logs, Layer::Sealed, Layer::Production];
 
 impl Layer {
     fn name(self) -> &'static str {
         match self {
             Layer::Plain => "plain",
             Layer::Logs => "logs",
-            Layer::Kms => "kms",
+            Layer::Sealed => "sealed",
             Layer::Production => "production",
+            Layer::Kms => "kms",
         }
+    }
+
+    fn tls(self) -> bool {
+        matches!(self, Layer::Production | Layer::Kms)
+    }
+
+    fn sealed(self) -> bool {
+        matches!(self, Layer::Sealed | Layer::Production)
+    }
+}
+
+/// Whether `function`'s init calls AWS on `layer` (and so is credited the
+/// round trips of those calls): in sealed mode every function that signs or
+/// verifies reads the key set; in KMS mode the verifiers fetch their keys.
+fn calls_at_init(function: &str, layer: Layer) -> bool {
+    match layer {
+        Layer::Sealed | Layer::Production => {
+            VERIFIERS.contains(&function) || ISSUERS.contains(&function)
+        }
+        Layer::Kms => VERIFIERS.contains(&function),
+        Layer::Plain | Layer::Logs => false,
     }
 }
 
@@ -102,14 +134,20 @@ struct Bench {
     ddb_tls: String,
     kms_plain: String,
     kms_tls: String,
+    /// The bytes the functions have sent KMS over TLS (the production
+    /// path's requests): no function may move it after its init in sealed mode.
+    kms_tls_sent: Arc<std::sync::atomic::AtomicU64>,
     ca_path: PathBuf,
     pem_private: PathBuf,
     pem_public: PathBuf,
     kms_key: String,
-    /// The bench's own store (plain path): users, sessions.
+    /// Sealed mode's sealing key (symmetric), whose keys the bench's table holds.
+    sealing_key: String,
+    /// The bench's own store (plain path): users, sessions, issuer keys.
     store: Store,
     pem_issuer: TokenIssuer,
     kms_issuer: TokenIssuer,
+    sealed_issuer: TokenIssuer,
     /// Password changes so far: every layer's chain changes the same user's
     /// password, back and forth between `PASSWORDS`.
     password_changes: AtomicUsize,
@@ -158,8 +196,8 @@ impl Bench {
         let ddb_plain = var("DYNAMODB_TEST_ENDPOINT");
         let kms_plain = var("KMS_TEST_ENDPOINT");
         let authority = Authority::new();
-        let ddb_tls = authority.terminate(address(&ddb_plain)).await;
-        let kms_tls = authority.terminate(address(&kms_plain)).await;
+        let (ddb_tls, _) = authority.terminate(address(&ddb_plain)).await;
+        let (kms_tls, kms_tls_sent) = authority.terminate(address(&kms_plain)).await;
         let dir = std::env::temp_dir().join(format!("auth-bench-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let ca_path = dir.join("ca.pem");
@@ -180,10 +218,40 @@ impl Bench {
             .await
             .expect("moto: CreateKey");
         let kms_key = key.key_metadata().unwrap().key_id().to_owned();
+        let sealing = kms_client
+            .create_key()
+            .key_spec(aws_sdk_kms::types::KeySpec::SymmetricDefault)
+            .key_usage(aws_sdk_kms::types::KeyUsageType::EncryptDecrypt)
+            .send()
+            .await
+            .expect("moto: CreateKey");
+        let sealing_key = sealing.key_metadata().unwrap().key_id().to_owned();
         let client = dynamodb(&plain, &ddb_plain);
         let table = format!("bench-{}", uuid::Uuid::new_v4());
         create_table(&client, &table).await.expect("DynamoDB Local");
         let store = Store::new(client, table.clone());
+        // Sealed mode's keys, as the rotation function makes them.
+        let rotation = auth::rotation::RotationConfig::from_source(
+            &|var: &str| (var == "JWT_SIGNING_KEY").then(|| format!("sealed:{sealing_key}")),
+            &token_config(),
+        )
+        .unwrap();
+        let now = auth::clock::system_now();
+        auth::rotation::rotate(&store, &kms_client, &sealing_key, &rotation.schedule, now)
+            .await
+            .expect("a rotation on the bench's table");
+        let key_table = KeyTable::load(store.clone(), KeySettings::default())
+            .await
+            .unwrap();
+        let sealed_issuer = TokenIssuer::sealed(
+            Arc::new(key_table),
+            kms_client.clone(),
+            sealing_key.clone(),
+            &token_config(),
+            now,
+        )
+        .await
+        .unwrap();
         let pem_issuer = TokenIssuer::new(
             Signer::from_pem(&private, "bench").unwrap(),
             &token_config(),
@@ -199,13 +267,16 @@ impl Bench {
             ddb_tls,
             kms_plain,
             kms_tls,
+            kms_tls_sent,
             ca_path,
             pem_private,
             pem_public,
             kms_key,
+            sealing_key,
             store,
             pem_issuer,
             kms_issuer,
+            sealed_issuer,
             password_changes: AtomicUsize::new(0),
         };
         let hasher = PasswordHasher::new(BcryptCost::DEFAULT);
@@ -254,7 +325,7 @@ impl Bench {
             ("REGISTER_LIMIT_PER_IP_PER_HOUR", "100000".into()),
             ("ROLES", "admin".into()),
         ];
-        let tls = layer == Layer::Production;
+        let tls = layer.tls();
         env.push((
             "AWS_ENDPOINT_URL_DYNAMODB",
             if tls { &self.ddb_tls } else { &self.ddb_plain }.clone(),
@@ -266,13 +337,12 @@ impl Bench {
             env.push(("AWS_LAMBDA_LOG_FORMAT", "JSON".into()));
             env.push(("AWS_LAMBDA_LOG_LEVEL", "INFO".into()));
         }
-        if matches!(layer, Layer::Kms | Layer::Production) {
+        if layer.sealed() {
+            env.push(("JWT_SIGNING_KEY", format!("sealed:{}", self.sealing_key)));
+            env.push(("JWT_VERIFICATION_KEYS", "table".into()));
+        } else if layer == Layer::Kms {
             env.push(("JWT_SIGNING_KEY", format!("kms:{}", self.kms_key)));
             env.push(("JWT_VERIFICATION_KEYS", format!("kms:{}", self.kms_key)));
-            env.push((
-                "AWS_ENDPOINT_URL_KMS",
-                if tls { &self.kms_tls } else { &self.kms_plain }.clone(),
-            ));
         } else {
             env.push((
                 "JWT_SIGNING_KEY",
@@ -281,6 +351,12 @@ impl Bench {
             env.push((
                 "JWT_VERIFICATION_KEYS",
                 format!("pem:{}", self.pem_public.display()),
+            ));
+        }
+        if layer.sealed() || layer == Layer::Kms {
+            env.push((
+                "AWS_ENDPOINT_URL_KMS",
+                if tls { &self.kms_tls } else { &self.kms_plain }.clone(),
             ));
         }
         if tls {
@@ -317,7 +393,8 @@ impl Bench {
         };
         let issuer = match layer {
             Layer::Plain | Layer::Logs => &self.pem_issuer,
-            Layer::Kms | Layer::Production => &self.kms_issuer,
+            Layer::Sealed | Layer::Production => &self.sealed_issuer,
+            Layer::Kms => &self.kms_issuer,
         };
         let access = issuer.issue(&user, &session.id, now, now).await.unwrap();
         let (_, device) = Device::issue(&user, user.session_epoch, now, Duration::from_secs(3600));
@@ -338,10 +415,14 @@ pub async fn run() -> bool {
     println!("cold_runs: {COLD_RUNS}");
     // Login's own work: a batch before the cold starts, one between the
     // layers, one at the end.
-    let mut own_work = vec![in_a_function_runtime(|| login_own_work(&bench))];
+    let mut own_work = vec![in_a_function_runtime(|| {
+        login_own_work(&bench, Layer::Production)
+    })];
     for (i, layer) in LAYERS.iter().enumerate() {
         if i == LAYERS.len() / 2 {
-            own_work.push(in_a_function_runtime(|| login_own_work(&bench)));
+            own_work.push(in_a_function_runtime(|| {
+                login_own_work(&bench, Layer::Production)
+            }));
         }
         // The floor first: it has no layers.
         let floor = (i == 0).then_some("floor");
@@ -358,10 +439,29 @@ pub async fn run() -> bool {
             }
         }
     }
+    // KMS mode, beside the production path: the functions that sign.
+    for function in ISSUERS {
+        let prefix = format!("{}.{function}", Layer::Kms.name());
+        eprintln!("{prefix}");
+        if let Err(e) = measure(&bench, function, Layer::Kms, &prefix).await {
+            eprintln!("FAIL {e}");
+            return false;
+        }
+    }
     calls(&bench, false).await;
     calls(&bench, true).await;
-    own_work.push(in_a_function_runtime(|| login_own_work(&bench)));
+    own_work.push(in_a_function_runtime(|| {
+        login_own_work(&bench, Layer::Production)
+    }));
     print_own_work(&own_work);
+    // Login's own work in KMS mode, shown beside (one batch; not judged).
+    let kms_login = in_a_function_runtime(|| login_own_work(&bench, Layer::Kms));
+    kms_login.print_as("login_kms");
+    // Refresh beside its DynamoDB calls and one signature in memory.
+    let refresh = in_a_function_runtime(|| refresh_own_work(&bench));
+    for line in refresh {
+        println!("{line}");
+    }
     true
 }
 
@@ -382,6 +482,11 @@ fn in_a_function_runtime<T: Send, F: Future<Output = T>>(work: impl FnOnce() -> 
 /// bench of its own; quicker than `functions` when working on that path.
 pub async fn own_work() -> bool {
     let bench = Bench::new().await;
-    print_own_work(&[in_a_function_runtime(|| login_own_work(&bench))]);
+    print_own_work(&[in_a_function_runtime(|| {
+        login_own_work(&bench, Layer::Production)
+    })]);
+    for line in in_a_function_runtime(|| refresh_own_work(&bench)) {
+        println!("{line}");
+    }
     true
 }

@@ -140,8 +140,11 @@ pub(super) async fn measure(
     let mut path = Path::new(function, layer);
     let (mut init, mut first, mut warm) = (Vec::new(), Vec::new(), Vec::new());
     let (mut floor_init, mut init_calls, mut init_cpu) = (Vec::new(), Vec::new(), Vec::new());
-    let fetches_keys =
-        VERIFIERS.contains(&function) && matches!(layer, Layer::Kms | Layer::Production);
+    let fetches_keys = calls_at_init(function, layer);
+    // The bytes sent KMS over TLS after each process's init, to its end:
+    // its request path's KMS calls.
+    let mut kms_after_init = 0u64;
+    let kms_sent = || bench.kms_tls_sent.load(Ordering::SeqCst);
     let floor_event = Path::new("floor", layer).next(bench).await;
     for run in 0..COLD_RUNS {
         if function != "floor" {
@@ -163,6 +166,7 @@ pub(super) async fn measure(
         // API, as the invocation that caused a cold start does on Lambda.
         let event = path.next(bench).await;
         let mut process = Function::start(&binary.display().to_string(), &env, event).await?;
+        let kms_at_init = kms_sent();
         init.push(process.init.as_secs_f64() * 1000.0);
         let last = run + 1 == COLD_RUNS;
         let invocations = if last { 1 + WARM } else { 1 };
@@ -187,6 +191,7 @@ pub(super) async fn measure(
                 warm.push(took)
             }
         }
+        kms_after_init += kms_sent() - kms_at_init;
         if last {
             // Give the log pipe a moment to be drained.
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -202,6 +207,9 @@ pub(super) async fn measure(
                 bytes as f64 / invocations as f64
             );
         }
+    }
+    if layer.tls() {
+        println!("{prefix}.kms_bytes_after_init: {kms_after_init}");
     }
     println!("{prefix}.init_ms: {:.2}", percentile(&init, 50.0));
     if !floor_init.is_empty() {

@@ -1,11 +1,13 @@
 //! The key rotation Lambda (sealed mode): run by its schedule (and at each
-//! deploy), it makes, extends and retires the issuer keys (`rotation`).
-//! Config and clients once at init, then one rotation per event; a failed
-//! run is an error, which the schedule's retry policy runs again.
+//! deploy), it makes, extends and retires the issuer keys (`rotation`); an
+//! operator's event `{"revoke": [kid, ...]}` or `{"revoke_made_before":
+//! <unix time>}` revokes first (the only role that may seal the keys that
+//! replace them). Config and clients once at init, then one run per event;
+//! a failed run is an error, which the schedule's retry policy runs again.
 
 use auth::clock::system_now;
 use auth::config::Environment;
-use auth::rotation::{Rotation, RotationConfig};
+use auth::rotation::{Rotation, RotationConfig, RotationEvent};
 use auth::runtime;
 use lambda_http::Error;
 use lambda_http::lambda_runtime::{LambdaEvent, run, service_fn};
@@ -20,8 +22,12 @@ async fn main() -> Result<(), Error> {
         kms: auth::aws::kms_client(&sdk),
         config: RotationConfig::from_source(&Environment, &tokens)?,
     };
-    run(service_fn(|_: LambdaEvent<serde_json::Value>| async {
-        Ok::<_, Error>(serde_json::to_value(state.run(system_now()).await?)?)
+    run(service_fn(|event: LambdaEvent<serde_json::Value>| async {
+        // A scheduled or deploy-time event carries none of its fields.
+        let event: RotationEvent = serde_json::from_value(event.payload).unwrap_or_default();
+        Ok::<_, Error>(serde_json::to_value(
+            state.handle(&event, system_now()).await?,
+        )?)
     }))
     .await
 }

@@ -97,7 +97,7 @@ impl Discovery {
         let Some(table) = &self.table else {
             return Ok(self.jwks.clone());
         };
-        let snapshot = table.current(now).await?;
+        let snapshot = table.current().await?;
         let mut keys = self.keys.clone();
         keys.extend(snapshot.verifying_keys(now));
         Ok(serde_json::to_string(&jwk_set(&keys)).unwrap_or_default())

@@ -150,13 +150,9 @@ fn watch_verifier() -> TokenVerifier {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let store = Store::new(local_client().await, required_env("E2E_TABLE_NAME"));
-        let table = auth::key_set::KeyTable::load(
-            store,
-            auth::key_set::KeySettings::default(),
-            auth::clock::system_now(),
-        )
-        .await
-        .unwrap();
+        let table = auth::key_set::KeyTable::load(store, auth::key_set::KeySettings::default())
+            .await
+            .unwrap();
         TokenVerifier::with_table(&[], std::sync::Arc::new(table), &watch_token_config())
     })
 }

@@ -876,10 +876,15 @@ fn leading_keys_in_template() -> Kinds {
     let mut kinds = Kinds::new();
     let mut role = None;
     for line in template.lines() {
+        // A role (`GetNameRole:`) or its key policy (`GetNameKeyPolicy:`):
+        // both are get-name's, wherever they stand in the file.
         if let Some(name) = line
             .strip_prefix("  ")
             .filter(|l| !l.starts_with(' '))
-            .and_then(|l| l.strip_suffix("Role:"))
+            .and_then(|l| {
+                l.strip_suffix("Role:")
+                    .or_else(|| l.strip_suffix("KeyPolicy:"))
+            })
         {
             // GetName -> get-name.
             let mut binary = String::new();
@@ -988,13 +993,9 @@ async fn each_function_touches_only_the_item_kinds_its_role_allows() {
         .iter()
         .any(|init| main.contains(init))
         {
-            auth::key_set::KeyTable::load(
-                store,
-                auth::key_set::KeySettings::default(),
-                auth::clock::system_now(),
-            )
-            .await
-            .unwrap();
+            auth::key_set::KeyTable::load(store, auth::key_set::KeySettings::default())
+                .await
+                .unwrap();
             note(&name, proxy.keys());
         }
     }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::issuer_keys::{kms, sealing_key};
-use crate::support::proxy::Proxy;
+use crate::support::proxy::{Call, Fault, Proxy};
 use crate::support::*;
 use auth::clock::system_now;
 use auth::handlers::discovery::{self, Discovery};
@@ -36,11 +36,7 @@ fn settings(refresh: u64, unknown_kid: u64) -> KeySettings {
 }
 
 async fn table(store: &Store, settings: KeySettings) -> Arc<KeyTable> {
-    Arc::new(
-        KeyTable::load(store.clone(), settings, system_now())
-            .await
-            .unwrap(),
-    )
+    Arc::new(KeyTable::load(store.clone(), settings).await.unwrap())
 }
 
 async fn sealed_issuer(
@@ -378,4 +374,136 @@ async fn an_unknown_kid_makes_a_verifier_read_the_table_at_most_once_per_interva
     assert_eq!(slow.verify(&fresh).await, Err(TokenError::Invalid));
     assert_eq!(queries(), 2);
     quick.verify(&fresh).await.unwrap();
+}
+
+#[tokio::test]
+async fn past_the_bound_a_key_set_that_cannot_be_read_again_is_a_503_never_the_old_copy() {
+    let (kms, direct) = (kms().await, fresh_store().await);
+    let sealing = sealing_key(&kms).await;
+    rotate(&direct, &kms, &sealing, &daily(), system_now())
+        .await
+        .unwrap();
+    let proxy = Proxy::to_dynamodb().await;
+    let store = Store::new(
+        client_for(&proxy.endpoint, &sdk_settings()).await,
+        direct.table(),
+    );
+    let bound = settings(1, 1);
+    let keys = table(&store, bound).await;
+    let issuer = TokenIssuer::sealed(
+        keys.clone(),
+        kms.clone(),
+        sealing.clone(),
+        &token_config(),
+        system_now(),
+    )
+    .await
+    .unwrap();
+    let verifier = TokenVerifier::with_table(&[], keys, &token_config());
+    let good = token(&issuer).await;
+    // Within the bound the copy serves: DynamoDB down changes nothing yet.
+    proxy.fail(Call::Every("query"), Fault::Dropped);
+    verifier.verify(&good).await.unwrap();
+    token(&issuer).await;
+    assert!(
+        !proxy.fired_on(&Call::Every("query"), Fault::Dropped),
+        "no read within the bound"
+    );
+    // Past it: the read fails, and so do signing and verifying (503s).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        verifier.verify(&good).await,
+        Err(TokenError::KeysUnavailable)
+    );
+    let now = system_now();
+    let refused = issuer.issue(&user(), "sid", now, now).await.unwrap_err();
+    assert!(
+        matches!(refused, auth::keys::SignError::Unavailable(_)),
+        "{refused}"
+    );
+    assert!(proxy.fired_on(&Call::Every("query"), Fault::Dropped));
+}
+
+#[tokio::test]
+async fn a_waiting_keys_private_half_forges_nothing_that_is_accepted_before_its_window() {
+    // An issuer's role may unseal every key of the purpose, the waiting ones
+    // too: a token it signs with one, before that key's window, is refused
+    // though the key is published (and in the JWKS).
+    let (kms, store) = (kms().await, fresh_store().await);
+    let sealing = sealing_key(&kms).await;
+    let now = system_now();
+    rotate(&store, &kms, &sealing, &daily(), now).await.unwrap();
+    let records = store.keys().await.unwrap();
+    let signing = signing_key(&records, now).unwrap();
+    let waiting = records.iter().find(|r| r.sign_from > now).unwrap();
+    let stolen = TokenIssuer::new(
+        auth::issuer_keys::unseal(&kms, &sealing, waiting)
+            .await
+            .unwrap(),
+        &token_config(),
+    );
+    let verifier = TokenVerifier::with_table(
+        &[],
+        table(&store, KeySettings::default()).await,
+        &token_config(),
+    );
+    let forged = token(&stolen).await;
+    assert_eq!(kid_of(&forged), waiting.kid);
+    assert_eq!(verifier.verify(&forged).await, Err(TokenError::Invalid));
+    // The positive control: the same steps with the signing key pass.
+    let genuine = TokenIssuer::new(
+        auth::issuer_keys::unseal(&kms, &sealing, signing)
+            .await
+            .unwrap(),
+        &token_config(),
+    );
+    verifier.verify(&token(&genuine).await).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_key_that_will_not_unseal_is_tried_once_per_bound_not_at_every_issuance() {
+    let (kms_direct, store) = (kms().await, fresh_store().await);
+    let sealing = sealing_key(&kms_direct).await;
+    rotate(&store, &kms_direct, &sealing, &daily(), system_now())
+        .await
+        .unwrap();
+    let proxy = Proxy::start(&required_env("KMS_TEST_ENDPOINT")).await;
+    let kms = aws_sdk_kms::Client::new(&sdk_for(&proxy.endpoint, &sdk_settings()).await);
+    let issuer = sealed_issuer(&store, &kms, &sealing, settings(1, 1)).await;
+    token(&issuer).await;
+    let decrypts = || {
+        proxy
+            .operations()
+            .iter()
+            .filter(|op| *op == "decrypt")
+            .count()
+    };
+    assert_eq!(decrypts(), 1, "the unseal at init");
+    // The signing key revoked: a new one signs at once, and KMS refuses.
+    let signing = signing_key(&store.keys().await.unwrap(), system_now())
+        .unwrap()
+        .kid
+        .clone();
+    revoke(
+        &store,
+        &kms_direct,
+        &sealing,
+        &daily(),
+        &signing,
+        system_now(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    proxy.fail(Call::Every("decrypt"), Fault::Dropped);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for _ in 0..10 {
+        let now = system_now();
+        assert!(matches!(
+            issuer.issue(&user(), "sid", now, now).await,
+            Err(auth::keys::SignError::Unavailable(_))
+        ));
+    }
+    assert_eq!(decrypts(), 2, "one attempt for ten issuances");
+    assert!(proxy.fired_on(&Call::Every("decrypt"), Fault::Dropped));
 }

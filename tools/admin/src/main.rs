@@ -22,7 +22,7 @@ use auth::key_set::KeySettings;
 use auth::keys::{generate_pem_pair, public_key_from_pem};
 use auth::passwords::{BcryptCost, PasswordHasher};
 use auth::permissions::{PermissionConfig, Role};
-use auth::rotation::{Rotation, RotationConfig};
+use auth::rotation::{Rotation, RotationConfig, RotationEvent};
 use auth::store::{DeletedBy, RoleGrant, Store, StoreError, create_table, dynamodb_client};
 use auth::users::{User, Username, display_name};
 
@@ -236,42 +236,51 @@ async fn keys(
     let refresh = KeySettings::from_source(&Environment)
         .map_err(|e| e.to_string())?
         .refresh;
+    // A run seals new keys. Deployed, only the rotation function may seal:
+    // refuse here, before a revocation could leave no key to sign.
+    auth::issuer_keys::can_seal(&kms, &config.sealing_key)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot seal with {} ({e}). On a deployed stack only the rotation function may: \
+                 sam remote invoke RotateKeysFunction --stack-name <stack> --event '{{\"revoke\": [\"<kid>\"]}}' \
+                 (docs/operations.md#key-rotation); nothing was changed",
+                config.sealing_key
+            )
+        })?;
     let rotation = Rotation { store, kms, config };
-    let kids: Vec<String> = match command {
-        "rotate-keys" => Vec::new(),
-        "revoke-key" => vec![rest.first().ok_or(USAGE)?.clone()],
-        "revoke-keys-made-before" => {
-            let before: i64 = rest
-                .first()
-                .ok_or(USAGE)?
-                .parse()
-                .map_err(|_| format!("not a unix time\n{USAGE}"))?;
-            let records = rotation.store.keys().await.map_err(|e| e.to_string())?;
-            records
-                .into_iter()
-                .filter(|r| r.created_at < before && r.revoked_at.is_none())
-                .map(|r| r.kid)
-                .collect()
-        }
+    let event = match command {
+        "rotate-keys" => RotationEvent::default(),
+        "revoke-key" => RotationEvent {
+            revoke: vec![rest.first().ok_or(USAGE)?.clone()],
+            ..RotationEvent::default()
+        },
+        "revoke-keys-made-before" => RotationEvent {
+            revoke_made_before: Some(
+                rest.first()
+                    .ok_or(USAGE)?
+                    .parse()
+                    .map_err(|_| format!("not a unix time\n{USAGE}"))?,
+            ),
+            ..RotationEvent::default()
+        },
         _ => return Err(USAGE.into()),
     };
-    for kid in &kids {
-        if !rotation
-            .store
-            .revoke_key(kid, now)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            return Err(format!("no key {kid} (or revoked already)"));
-        }
+    let done = rotation
+        .handle(&event, now)
+        .await
+        .map_err(|e| e.to_string())?;
+    for kid in &done.revoked {
         println!("revoked {kid}");
     }
-    let done = rotation.run(now).await.map_err(|e| e.to_string())?;
+    for kid in event.revoke.iter().filter(|k| !done.revoked.contains(k)) {
+        println!("no live key {kid} (unknown, or revoked already): skipped");
+    }
     println!(
         "created {:?}, extended {:?}, deleted {:?}",
         done.created, done.extended, done.deleted
     );
-    if !kids.is_empty() {
+    if !done.revoked.is_empty() {
         println!(
             "our functions refuse the revoked keys within {} s (JWT_KEYS_REFRESH_SECONDS); outside verifiers once their JWKS cache expires (up to an hour for API Gateway's JWT authorizer)",
             refresh.as_secs()
