@@ -82,10 +82,10 @@ impl RotationConfig {
 }
 
 /// What a run did, by kid.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Rotated {
     /// Revoked by this run's event (`Rotation::handle`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub revoked: Vec<String>,
     pub created: Vec<String>,
     pub extended: Vec<String>,
@@ -94,7 +94,7 @@ pub struct Rotated {
 
 /// What the rotation function is asked: a run (its schedule, the deploy:
 /// any event without the fields below), or revocations then a run.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RotationEvent {
     /// Kids to revoke now (unknown or already revoked ones are skipped).
     #[serde(default)]

@@ -325,7 +325,8 @@ check("the functions get the namespace", globals_.get("Environment", {}).get("Va
       == {"Ref": "MetricsNamespace"}, globals_.get("Environment"))
 alarms = {n: r["Properties"] for n, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
 check("the alarms", set(alarms) == {"RefreshReuseAlarm", "LockoutAlarm", "LoginFailureAlarm", "ServerErrorRatioAlarm", "DependencyThrottleAlarm",
-                                      "FunctionErrorAlarm", "FunctionThrottleAlarm", "TableThrottleAlarm", "KeyRotationAlarm"}, sorted(alarms))
+                                      "FunctionErrorAlarm", "FunctionThrottleAlarm", "TableThrottleAlarm", "KeyRotationAlarm",
+                                      "KeyRotationMissedAlarm"}, sorted(alarms))
 notify = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
 for name, alarm in alarms.items():
     check(f"{name} notifies the topic", alarm.get("AlarmActions") == notify and alarm.get("OKActions") == notify, alarm)
@@ -451,6 +452,13 @@ check("the deploy-time runner may invoke the rotation and nothing else",
           ("lambda:InvokeFunction", "RotateKeysFunction.Arn")], deployer)
 check("a failed rotation raises its alarm", resources["KeyRotationAlarm"]["Properties"]["Dimensions"]
       == [{"Name": "FunctionName", "Value": {"Ref": "RotateKeysFunction"}}])
+missed = resources["KeyRotationMissedAlarm"]["Properties"]
+check("a day's rotation that never ran raises an alarm (no invocation in 36 hours; none counts as none)",
+      missed["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "RotateKeysFunction"}}]
+      and (missed["MetricName"], missed["Statistic"], missed["ComparisonOperator"], missed["Threshold"]) ==
+      ("Invocations", "Sum", "LessThanThreshold", 1)
+      and missed["Period"] * missed["EvaluationPeriods"] == 36 * 3600 == missed["Period"] * missed["DatapointsToAlarm"]
+      and missed["TreatMissingData"] == "breaching", missed)
 
 
 def run_deploy_hook(answer, request="Create", event=None):

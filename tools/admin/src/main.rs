@@ -10,7 +10,9 @@
 //!     (the break-glass for roles: works when no admin is left to use the admin API)
 //!   auth-admin generate-key <private.pem> <public.pem>   (a local RS256 key pair)
 //!   auth-admin list-keys | rotate-keys | revoke-key <kid> | revoke-keys-made-before <unix time>
-//!     (sealed mode's issuer keys: `JWT_SIGNING_KEY=sealed:<sealing key>`, docs/operations.md)
+//!     (sealed mode's issuer keys: `JWT_SIGNING_KEY=sealed:<sealing key>`; with
+//!     `ROTATE_KEYS_FUNCTION`, the runs go to the stack's rotation function, the
+//!     only role that may seal: docs/operations.md)
 
 use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
@@ -22,7 +24,7 @@ use auth::key_set::KeySettings;
 use auth::keys::{generate_pem_pair, public_key_from_pem};
 use auth::passwords::{BcryptCost, PasswordHasher};
 use auth::permissions::{PermissionConfig, Role};
-use auth::rotation::{Rotation, RotationConfig, RotationEvent};
+use auth::rotation::{Rotated, Rotation, RotationConfig, RotationEvent};
 use auth::store::{DeletedBy, RoleGrant, Store, StoreError, create_table, dynamodb_client};
 use auth::users::{User, Username, display_name};
 
@@ -68,7 +70,12 @@ async fn run(args: &[String]) -> Result<(), String> {
     };
     if command.ends_with("-keys") || command == "revoke-key" {
         let sdk = sdk_config_loader(&settings).load().await;
-        return keys(command, rest, users, auth::aws::kms_client(&sdk)).await;
+        let mut lambda = aws_sdk_lambda::config::Builder::from(&sdk);
+        if let Some(url) = auth::aws::endpoint_override("LAMBDA") {
+            lambda = lambda.endpoint_url(url);
+        }
+        let lambda = aws_sdk_lambda::Client::from_conf(lambda.build());
+        return keys(command, rest, users, auth::aws::kms_client(&sdk), lambda).await;
     }
     match command.as_str() {
         "create-table" => {
@@ -209,6 +216,7 @@ async fn keys(
     rest: &[String],
     store: Store,
     kms: aws_sdk_kms::Client,
+    lambda: aws_sdk_lambda::Client,
 ) -> Result<(), String> {
     let now = auth::clock::system_now();
     if command == "list-keys" {
@@ -231,24 +239,6 @@ async fn keys(
         }
         return Ok(());
     }
-    let tokens = TokenConfig::from_source(&Environment).map_err(|e| e.to_string())?;
-    let config = RotationConfig::from_source(&Environment, &tokens).map_err(|e| e.to_string())?;
-    let refresh = KeySettings::from_source(&Environment)
-        .map_err(|e| e.to_string())?
-        .refresh;
-    // A run seals new keys. Deployed, only the rotation function may seal:
-    // refuse here, before a revocation could leave no key to sign.
-    auth::issuer_keys::can_seal(&kms, &config.sealing_key)
-        .await
-        .map_err(|e| {
-            format!(
-                "cannot seal with {} ({e}). On a deployed stack only the rotation function may: \
-                 sam remote invoke RotateKeysFunction --stack-name <stack> --event '{{\"revoke\": [\"<kid>\"]}}' \
-                 (docs/operations.md#key-rotation); nothing was changed",
-                config.sealing_key
-            )
-        })?;
-    let rotation = Rotation { store, kms, config };
     let event = match command {
         "rotate-keys" => RotationEvent::default(),
         "revoke-key" => RotationEvent {
@@ -266,10 +256,39 @@ async fn keys(
         },
         _ => return Err(USAGE.into()),
     };
-    let done = rotation
-        .handle(&event, now)
-        .await
-        .map_err(|e| e.to_string())?;
+    let refresh = KeySettings::from_source(&Environment)
+        .map_err(|e| e.to_string())?
+        .refresh;
+    let done = match std::env::var("ROTATE_KEYS_FUNCTION") {
+        // Deployed: only the rotation function may seal the keys a run
+        // makes, so the event goes to it, and it runs with the stack's own
+        // schedule settings.
+        Ok(function) if !function.trim().is_empty() => {
+            invoke_rotation(lambda, function.trim(), &event).await?
+        }
+        _ => {
+            let tokens = TokenConfig::from_source(&Environment).map_err(|e| e.to_string())?;
+            let config =
+                RotationConfig::from_source(&Environment, &tokens).map_err(|e| e.to_string())?;
+            // A run seals new keys: refuse before a revocation could leave
+            // no key to sign.
+            auth::issuer_keys::can_seal(&kms, &config.sealing_key)
+                .await
+                .map_err(|e| {
+                    format!(
+                        "cannot seal with {} ({e}). On a deployed stack only the rotation function may: \
+                         set ROTATE_KEYS_FUNCTION to its name (the stack's RotateKeysFunctionName output) \
+                         and run this again (docs/operations.md#key-rotation); nothing was changed",
+                        config.sealing_key
+                    )
+                })?;
+            let rotation = Rotation { store, kms, config };
+            rotation
+                .handle(&event, now)
+                .await
+                .map_err(|e| e.to_string())?
+        }
+    };
     for kid in &done.revoked {
         println!("revoked {kid}");
     }
@@ -287,6 +306,31 @@ async fn keys(
         );
     }
     Ok(())
+}
+
+/// `event` sent to the rotation function `function` (its name or ARN); its
+/// answer. A failed run is an error with the function's own message.
+async fn invoke_rotation(
+    lambda: aws_sdk_lambda::Client,
+    function: &str,
+    event: &RotationEvent,
+) -> Result<Rotated, String> {
+    let payload = serde_json::to_vec(event).map_err(|e| e.to_string())?;
+    let answer = lambda
+        .invoke()
+        .function_name(function)
+        .payload(aws_sdk_lambda::primitives::Blob::new(payload))
+        .send()
+        .await
+        .map_err(|e| format!("cannot invoke {function}: {}", auth::aws::describe(&e)))?;
+    let body = answer.payload().map(|p| p.as_ref()).unwrap_or_default();
+    if let Some(error) = answer.function_error() {
+        return Err(format!(
+            "the rotation failed ({error}): {}",
+            String::from_utf8_lossy(body)
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| format!("the rotation's answer: {e}"))
 }
 
 /// The user of `username`, or an error naming it.
