@@ -83,25 +83,15 @@ start_kms() {
   wait_for_port "$port" 60 "moto (KMS)" "$log"
 }
 
-# create_kms_key ENDPOINT: a new RSA_2048 SIGN_VERIFY key; prints its id.
+# create_kms_key ENDPOINT [SPEC USAGE]: a new KMS key, RSA_2048 SIGN_VERIFY
+# unless told (sealed mode's sealing key: SYMMETRIC_DEFAULT ENCRYPT_DECRYPT);
+# prints its id.
 create_kms_key() {
-  python3 - "$1" <<'PY'
+  python3 - "$1" "${2:-RSA_2048}" "${3:-SIGN_VERIFY}" <<'PY'
 import sys, boto3
 kms = boto3.client("kms", endpoint_url=sys.argv[1], region_name="us-east-1",
                    aws_access_key_id="local", aws_secret_access_key="local")
-key = kms.create_key(KeySpec="RSA_2048", KeyUsage="SIGN_VERIFY", Description="auth tests")
-print(key["KeyMetadata"]["KeyId"])
-PY
-}
-
-# create_sealing_key ENDPOINT: a new symmetric ENCRYPT_DECRYPT key (sealed
-# mode's sealing key); prints its id.
-create_sealing_key() {
-  python3 - "$1" <<'PY'
-import sys, boto3
-kms = boto3.client("kms", endpoint_url=sys.argv[1], region_name="us-east-1",
-                   aws_access_key_id="local", aws_secret_access_key="local")
-key = kms.create_key(KeySpec="SYMMETRIC_DEFAULT", KeyUsage="ENCRYPT_DECRYPT", Description="auth sealing key")
+key = kms.create_key(KeySpec=sys.argv[2], KeyUsage=sys.argv[3], Description="auth tests")
 print(key["KeyMetadata"]["KeyId"])
 PY
 }

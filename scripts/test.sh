@@ -44,7 +44,7 @@ export KMS_TEST_ENDPOINT="http://127.0.0.1:$kms_port"
 watch_port=$(free_port)
 kms_watch_port=$(free_port)
 key_id=$(create_kms_key "$KMS_TEST_ENDPOINT")
-sealing_id=$(create_sealing_key "$KMS_TEST_ENDPOINT")
+sealing_id=$(create_kms_key "$KMS_TEST_ENDPOINT" SYMMETRIC_DEFAULT ENCRYPT_DECRYPT)
 export E2E_TABLE_NAME="e2e-$(date +%s)-$$"
 export E2E_KMS_KEY_ID=$key_id E2E_SEALING_KEY="sealed:$sealing_id"
 export E2E_JWT_ISSUER="http://127.0.0.1:$watch_port" E2E_JWT_AUDIENCE="auth-e2e"

@@ -106,12 +106,13 @@ pub(super) struct InitCalls {
 }
 
 impl InitCalls {
-    fn set_up(warm_up: bool) -> Result<InitCalls, String> {
+    /// What both modes set up alike, untimed: the SDK configuration, the
+    /// random generator seeded (by its first draw: in the function, the
+    /// first TLS handshake's, at init), and a KMS client without retries.
+    fn common() -> Result<(aws_config::SdkConfig, aws_sdk_kms::Client), String> {
         use aws_lc_rs::rand::SecureRandom as _;
         use aws_sdk_dynamodb::config::retry::RetryConfig;
         let sdk = auth::runtime::aws_from_env().map_err(|e| e.to_string())?;
-        // The first random draw seeds aws-lc's generator: the first TLS
-        // handshake's, in the function's init.
         aws_lc_rs::rand::SystemRandom::new()
             .fill(&mut [0u8; 8])
             .map_err(|_| "aws-lc's random generator failed")?;
@@ -120,6 +121,11 @@ impl InitCalls {
         if let Some(url) = auth::aws::endpoint_override("KMS") {
             kms = kms.endpoint_url(url);
         }
+        Ok((sdk, aws_sdk_kms::Client::from_conf(kms.build())))
+    }
+
+    fn set_up(warm_up: bool) -> Result<InitCalls, String> {
+        let (sdk, kms) = Self::common()?;
         let keys: Vec<String> = auth::keys::verification_keys_from(&auth::config::Environment)
             .map_err(|e| e.to_string())?
             .into_iter()
@@ -137,7 +143,7 @@ impl InitCalls {
             None
         };
         Ok(InitCalls {
-            kms: aws_sdk_kms::Client::from_conf(kms.build()),
+            kms,
             keys,
             warm_up,
             sealed: None,
@@ -147,17 +153,7 @@ impl InitCalls {
     /// Sealed mode's init calls: the key set's query, and for an issuer the
     /// `Decrypt` of the key that signs.
     fn set_up_sealed(issuer: bool) -> Result<InitCalls, String> {
-        use aws_lc_rs::rand::SecureRandom as _;
-        use aws_sdk_dynamodb::config::retry::RetryConfig;
-        let sdk = auth::runtime::aws_from_env().map_err(|e| e.to_string())?;
-        aws_lc_rs::rand::SystemRandom::new()
-            .fill(&mut [0u8; 8])
-            .map_err(|_| "aws-lc's random generator failed")?;
-        let mut kms =
-            aws_sdk_kms::config::Builder::from(&sdk).retry_config(RetryConfig::disabled());
-        if let Some(url) = auth::aws::endpoint_override("KMS") {
-            kms = kms.endpoint_url(url);
-        }
+        let (sdk, kms) = Self::common()?;
         let (client, table) = Self::table_client(&sdk)?;
         let sealing = match auth::keys::signing_key_from(&auth::config::Environment) {
             Ok(KeySource::Sealed(id)) if issuer => Some(id),
@@ -165,7 +161,7 @@ impl InitCalls {
             _ => None,
         };
         Ok(InitCalls {
-            kms: aws_sdk_kms::Client::from_conf(kms.build()),
+            kms,
             keys: Vec::new(),
             warm_up: None,
             sealed: Some((Store::new(client, table), sealing)),
