@@ -1,4 +1,4 @@
-.PHONY: dev test stack bench bench-capacity bench-timing tools screenshot
+.PHONY: dev test stack deploy bench bench-capacity bench-timing tools screenshot
 
 # Installs what is missing, starts DynamoDB Local (data kept in .dev/), seeds a
 # demo user and serves the functions on http://localhost:9000 until Ctrl-C.
@@ -13,6 +13,11 @@ test:
 # and a check that each function's bootstrap is an aarch64 ELF. Takes minutes.
 stack:
 	@scripts/build-stack.sh
+
+# make stack, then sam deploy --guided with the project's sam (in .tools/venv,
+# on no shell's PATH), with your AWS credentials; ARGS="..." instead of --guided.
+deploy: stack
+	@scripts/deploy.sh $(ARGS)
 
 # Every function on the production path (JSON logs, KMS, TLS) against a
 # hello-world floor and beside the Flask peer: init, first and warm latency,

@@ -12,9 +12,13 @@ cargo clippy --workspace --all-targets -- -D warnings
 cfn-lint template.yaml
 SAM_CLI_TELEMETRY=0 sam validate --lint >/dev/null
 python3 tests/template/test_template.py
+# make deploy's wrapper finds the project's sam and hands it its arguments.
+scripts/deploy.sh --help | grep "sam deploy" >/dev/null
 # Every finding fixed or skipped in the template with its reason (docs/operations.md).
 .tools/checkov/bin/checkov -f template.yaml --framework cloudformation --compact --quiet --skip-download
 python3 tests/docs/check_links.py
+# Every variable the code reads is in docs/configuration.md.
+python3 tests/docs/check_config.py
 # The shared crate's modules in layers, no import circle (bottom up, printed).
 python3 tests/code/check_imports.py
 npm --prefix web run --silent typecheck

@@ -23,7 +23,8 @@
 //! Runs are planned to tolerate one missed run: a run keeps signing
 //! covered for `lead + 2 * period` ahead. Two runs at once may each make a
 //! key for the same window; the newer one by `(sign_from, created_at, kid)`
-//! signs, both verify (wiring: the rotation function runs one at a time).
+//! signs, both verify (the rotation function runs one at a time where the
+//! account can reserve concurrency).
 
 use std::collections::HashMap;
 use std::time::Duration;

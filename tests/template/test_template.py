@@ -227,6 +227,7 @@ for mode in MODES:
                   variables.get("JWT_KEYS_REFRESH_SECONDS") == {"Ref": "KeyRefreshSeconds"}, variables)
     granted_by_mode[mode] = granted
 resources = template["Resources"]
+rust_functions_all = [n for n, r in resources.items() if r["Type"] == "AWS::Serverless::Function"]
 # The API's functions (the rotation is not one: no route, its own alarm).
 functions = {name[: -len("Function")]: r for name, r in resources.items()
              if r["Type"] == "AWS::Serverless::Function" and name != "RotateKeysFunction"}
@@ -432,7 +433,10 @@ check("sealing key: a deny of Encrypt and Decrypt under any other purpose",
 check("sealing key: exactly four statements", len(statements) == 4, sorted(statements))
 # The rotation: on its schedule, one at a time, and at deploy.
 rotate = resources["RotateKeysFunction"]["Properties"]
-check("the rotation runs one at a time", rotate.get("ReservedConcurrentExecutions") == 1, rotate)
+check("the rotation runs one at a time where the account can reserve (reservations on)",
+      rotate.get("ReservedConcurrentExecutions") == {"Fn::If": ["HasHashingConcurrency", 1, {"Ref": "AWS::NoValue"}]}, rotate)
+check("the default deploys on a new account: nothing reserved",
+      template["Parameters"]["HashingFunctionConcurrency"]["Default"] == 0)
 schedule = rotate.get("Events", {}).get("Rotation", {})
 check("the rotation runs on the schedule parameter", schedule.get("Type") == "ScheduleV2"
       and schedule["Properties"].get("ScheduleExpression") == {"Ref": "KeyRotationSchedule"}, schedule)
@@ -514,6 +518,26 @@ check("a malformed request still gets an answer", len(sent) == 1 and sent[0][0] 
 check("the custom resource's wait is bounded beyond its function's timeout",
       resources["RotateKeysAtDeploy"]["Properties"].get("ServiceTimeout", 3600)
       > resources["RotateKeysAtDeployFunction"]["Properties"]["Timeout"])
+
+# Each memory parameter's description names exactly the functions it sizes.
+for parameter in ("FunctionMemory", "HashingFunctionMemory"):
+    sized = {BINARIES[n[: -len("Function")]] for n in rust_functions_all
+             if resources[n]["Properties"].get("MemorySize") == {"Ref": parameter}}
+    described = template["Parameters"][parameter]["Description"]
+    named = {b for b in BINARIES.values() if re.search(rf"(?<![\w-]){re.escape(b)}(?![\w-])", described)}
+    check(f"{parameter}'s description names the functions it sizes", named == sized, (sorted(named), sorted(sized)))
+
+# The counts operations.md states, as the template has them (sealed mode:
+# the default, and the larger).
+operations = (root / "docs" / "operations.md").read_text()
+stated = re.search(r"\*\*(\d+) functions\*\* \(the (\d+) of the API", operations)
+rust_functions = [n for n, r in resources.items() if r["Type"] == "AWS::Serverless::Function"]
+check("operations.md counts the functions and the API's", stated is not None
+      and (int(stated.group(1)), int(stated.group(2))) == (len(rust_functions), len(api_routes and set(api_routes.values()))),
+      (stated and stated.groups(), len(rust_functions), sorted(set(api_routes.values()))))
+groups = [n for n, r in resources.items() if r["Type"] == "AWS::Logs::LogGroup"]
+check("operations.md counts the log groups", f"{len(groups)} log groups in all" in operations
+      and f"the {len(groups)} log groups" in operations, len(groups))
 
 check("no NoEcho (no secret) parameters", not any(p.get("NoEcho") for p in template["Parameters"].values()))
 text = (root / "template.yaml").read_text()
