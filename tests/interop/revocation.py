@@ -13,6 +13,8 @@ environment (this script's)."""
 import concurrent.futures, json, os, pathlib, subprocess, sys, time, urllib.error, urllib.parse, urllib.request, uuid
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from noted import note, note_answer  # noqa: E402
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from checks import check, finish, refused  # noqa: E402
 
 import jwt
 from jwt import PyJWKClient
@@ -21,7 +23,6 @@ root = pathlib.Path(__file__).resolve().parents[2]
 base = os.environ["WATCH_URL"]
 audience = os.environ["E2E_JWT_AUDIENCE"]
 bound = int(os.environ["JWT_KEYS_REFRESH_SECONDS"])
-failures, checked = [], []
 
 
 def call(path, body=None, token=None):
@@ -39,11 +40,6 @@ def call(path, body=None, token=None):
         return error.code, json.loads(error.read())
 
 
-def check(name, condition, detail=""):
-    print(f"{'ok  ' if condition else 'FAIL'} {name} {detail if not condition else ''}")
-    checked.append(name)
-    if not condition:
-        failures.append(name)
 
 
 def admin(*args, env=None):
@@ -123,12 +119,6 @@ check("the old session's refresh token gets a token of the new key",
 jwks = PyJWKClient(f"{base}/.well-known/jwks.json", cache_keys=False)
 claims = jwt.decode(new, jwks.get_signing_key_from_jwt(new).key, algorithms=["RS256"], audience=audience)
 check("PyJWT verifies the new key's token", claims["username"] == username, claims)
-try:
-    jwks.get_signing_key_from_jwt(old)
-    check("PyJWT finds no key for the revoked kid", False)
-except jwt.PyJWKClientError:
-    check("PyJWT finds no key for the revoked kid", True)
+refused("PyJWT finds no key for the revoked kid", lambda: jwks.get_signing_key_from_jwt(old), jwt.PyJWKClientError)
 
-passed = len(checked) - len(failures)
-print(f"{passed} passed, {len(failures)} failed")
-sys.exit(1 if failures else 0)
+finish()

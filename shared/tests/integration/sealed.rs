@@ -28,6 +28,27 @@ fn daily() -> Schedule {
     Schedule::new(secs(24 * 3600), secs(2 * 3600), secs(905), secs(905)).unwrap()
 }
 
+/// A table of its own, a sealing key of its own, and a first rotation
+/// (three keys: one signing, two waiting) on that table.
+async fn rotated() -> (aws_sdk_kms::Client, Store, String) {
+    let (kms, store) = (kms().await, fresh_store().await);
+    let sealing = sealing_key(&kms).await;
+    rotate(&store, &kms, &sealing, &daily(), system_now())
+        .await
+        .unwrap();
+    (kms, store, sealing)
+}
+
+/// `store`'s table through a proxy that sees (and may fail) its calls.
+async fn through_proxy(store: &Store) -> (Proxy, Store) {
+    let proxy = Proxy::to_dynamodb().await;
+    let watched = Store::new(
+        client_for(&proxy.endpoint, &sdk_settings()).await,
+        store.table(),
+    );
+    (proxy, watched)
+}
+
 fn settings(refresh: u64, unknown_kid: u64) -> KeySettings {
     KeySettings {
         refresh: Duration::from_secs(refresh),
@@ -284,11 +305,7 @@ fn a_rotation_while_requests_run_on_several_instances_fails_none() {
 
 #[tokio::test]
 async fn a_revoked_kid_stops_verifying_signing_and_leaves_the_jwks_within_the_bound() {
-    let (kms, store) = (kms().await, fresh_store().await);
-    let sealing = sealing_key(&kms).await;
-    rotate(&store, &kms, &sealing, &daily(), system_now())
-        .await
-        .unwrap();
+    let (kms, store, sealing) = rotated().await;
     let bound = settings(2, 1);
     let issuer = sealed_issuer(&store, &kms, &sealing, bound).await;
     let verifier = TokenVerifier::with_table(&[], table(&store, bound).await, &token_config());
@@ -321,16 +338,8 @@ async fn a_revoked_kid_stops_verifying_signing_and_leaves_the_jwks_within_the_bo
 
 #[tokio::test]
 async fn an_unknown_kid_makes_a_verifier_read_the_table_at_most_once_per_interval() {
-    let (kms, store) = (kms().await, fresh_store().await);
-    let sealing = sealing_key(&kms).await;
-    rotate(&store, &kms, &sealing, &daily(), system_now())
-        .await
-        .unwrap();
-    let proxy = Proxy::to_dynamodb().await;
-    let watched = Store::new(
-        client_for(&proxy.endpoint, &sdk_settings()).await,
-        store.table(),
-    );
+    let (kms, store, sealing) = rotated().await;
+    let (proxy, watched) = through_proxy(&store).await;
     // Verifiers that read the table every 15 minutes, and for an unknown
     // kid at most once in 300 s (one) or in 1 s (the other).
     let slow = TokenVerifier::with_table(
@@ -378,16 +387,8 @@ async fn an_unknown_kid_makes_a_verifier_read_the_table_at_most_once_per_interva
 
 #[tokio::test]
 async fn past_the_bound_a_key_set_that_cannot_be_read_again_is_a_503_never_the_old_copy() {
-    let (kms, direct) = (kms().await, fresh_store().await);
-    let sealing = sealing_key(&kms).await;
-    rotate(&direct, &kms, &sealing, &daily(), system_now())
-        .await
-        .unwrap();
-    let proxy = Proxy::to_dynamodb().await;
-    let store = Store::new(
-        client_for(&proxy.endpoint, &sdk_settings()).await,
-        direct.table(),
-    );
+    let (kms, direct, sealing) = rotated().await;
+    let (proxy, store) = through_proxy(&direct).await;
     let bound = settings(1, 1);
     let keys = table(&store, bound).await;
     let issuer = TokenIssuer::sealed(
@@ -462,11 +463,7 @@ async fn a_waiting_keys_private_half_forges_nothing_that_is_accepted_before_its_
 
 #[tokio::test]
 async fn a_key_that_will_not_unseal_is_tried_once_per_bound_not_at_every_issuance() {
-    let (kms_direct, store) = (kms().await, fresh_store().await);
-    let sealing = sealing_key(&kms_direct).await;
-    rotate(&store, &kms_direct, &sealing, &daily(), system_now())
-        .await
-        .unwrap();
+    let (kms_direct, store, sealing) = rotated().await;
     let proxy = Proxy::start(&required_env("KMS_TEST_ENDPOINT")).await;
     let kms = aws_sdk_kms::Client::new(&sdk_for(&proxy.endpoint, &sdk_settings()).await);
     let issuer = sealed_issuer(&store, &kms, &sealing, settings(1, 1)).await;
