@@ -85,7 +85,7 @@ impl RotationConfig {
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Rotated {
     /// Revoked by this run's event (`Rotation::handle`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub revoked: Vec<String>,
     pub created: Vec<String>,
     pub extended: Vec<String>,
@@ -95,6 +95,7 @@ pub struct Rotated {
 /// What the rotation function is asked: a run (its schedule, the deploy:
 /// any event without the fields below), or revocations then a run.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RotationEvent {
     /// Kids to revoke now (unknown or already revoked ones are skipped).
     #[serde(default)]
@@ -155,10 +156,34 @@ pub struct Rotation {
     pub config: RotationConfig,
 }
 
+impl RotationEvent {
+    /// The event in a payload: a schedule's or a deploy's (anything that
+    /// names no revocation) is a plain run; one that names a revocation
+    /// must be one exactly, or it is refused (a revocation misspelt must
+    /// not pass for a run that revoked nothing).
+    pub fn from_payload(payload: serde_json::Value) -> Result<Self, String> {
+        let names_revocation = payload
+            .as_object()
+            .is_some_and(|fields| fields.keys().any(|k| k.starts_with("revoke")));
+        match serde_json::from_value(payload) {
+            Ok(event) => Ok(event),
+            Err(e) if names_revocation => Err(format!("not a revocation this function knows: {e}")),
+            Err(_) => Ok(RotationEvent::default()),
+        }
+    }
+}
+
+/// How many times a run is tried within one invocation, and the pause
+/// before each retry: a revocation must not leave the stack without a
+/// signing key for want of one more try.
+const RUN_ATTEMPTS: usize = 3;
+const RUN_RETRY_PAUSE: Duration = Duration::from_secs(2);
+
 impl Rotation {
     /// `event`'s revocations, then a run, at `now`. The revocations are
-    /// written first: should the run fail, the revoked keys stay revoked
-    /// (and the schedule's retries run it again).
+    /// written first; the run is tried up to three times, and runs even when
+    /// a revocation failed (the error is returned after it): a revoked
+    /// signing key is replaced at once.
     pub async fn handle(&self, event: &RotationEvent, now: i64) -> Result<Rotated, RotationError> {
         let mut kids = event.revoke.clone();
         if let Some(before) = event.revoke_made_before {
@@ -171,13 +196,34 @@ impl Rotation {
             );
         }
         let mut revoked = Vec::new();
+        let mut failed = None;
         for kid in kids {
-            if self.store.revoke_key(&kid, now).await? {
-                tracing::warn!(%kid, "issuer key revoked");
-                revoked.push(kid);
+            match self.store.revoke_key(&kid, now).await {
+                Ok(true) => {
+                    tracing::warn!(%kid, "issuer key revoked");
+                    revoked.push(kid);
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    failed.get_or_insert(RotationError::from(e));
+                }
             }
         }
-        let mut done = self.run(now).await?;
+        let mut attempt = 1;
+        let mut done = loop {
+            match self.run(now).await {
+                Ok(done) => break done,
+                Err(e) if attempt < RUN_ATTEMPTS && !revoked.is_empty() => {
+                    tracing::warn!(error = %e, attempt, "rotation after a revocation failed; trying again");
+                    tokio::time::sleep(RUN_RETRY_PAUSE).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        if let Some(e) = failed {
+            return Err(e);
+        }
         done.revoked = revoked;
         Ok(done)
     }

@@ -161,6 +161,8 @@ struct Unsealed {
 /// KMS outage at the moment of the switch fails no issuance: every
 /// re-read within this window tries again.
 pub const UNSEAL_AHEAD: Duration = Duration::from_secs(10 * 60);
+/// The least time between two attempts to unseal the key that signs now.
+pub const UNSEAL_RETRY: Duration = Duration::from_secs(5);
 
 impl Sealed {
     /// The signer for `now`, unsealing it if it is not held yet.
@@ -181,14 +183,17 @@ impl Sealed {
                 .iter()
                 .any(|r| &r.kid == kid && r.revoked_at.is_none() && now < r.sign_until)
         });
+        // The key of the moment is tried again within seconds; the next one,
+        // which has minutes yet, once per refresh bound.
         let retry = self.table.settings().refresh;
+        let retry_now = retry.min(UNSEAL_RETRY);
         let signer = match unsealed.signers.get(&record.kid) {
             Some(held) => held.clone(),
             None => {
                 if unsealed
                     .failed
                     .get(&record.kid)
-                    .is_some_and(|at| at.elapsed() < retry)
+                    .is_some_and(|at| at.elapsed() < retry_now)
                 {
                     return Err(SignError::Unavailable(
                         "the issuer key did not unseal; tried again shortly".into(),
@@ -458,30 +463,37 @@ impl TokenVerifier {
             TokenError::KeysUnavailable
         };
         let snapshot = table.current().await.map_err(unavailable)?;
-        let refused = match self.decode_with(&snapshot, token, kid) {
-            Ok(data) => return Ok(data),
-            Err(refused) => refused,
-        };
+        // None: an unknown kid, or a key whose state refuses the token: the
+        // table may have changed since the copy was read.
+        if let Some(data) = self.decode_with(&snapshot, token, kid)? {
+            return Ok(data);
+        }
         match table.read_for_unknown_kid().await.map_err(unavailable)? {
-            Some(snapshot) => self.decode_with(&snapshot, token, kid),
-            None => Err(refused),
+            Some(snapshot) => self
+                .decode_with(&snapshot, token, kid)?
+                .ok_or(TokenError::Invalid),
+            None => Err(TokenError::Invalid),
         }
     }
 
-    /// With `snapshot`'s key `kid`: its signature and claims, then its window.
+    /// With `snapshot`'s key `kid`: its signature and claims, then its
+    /// window. `None`: the copy cannot vouch for it (no such kid, or the
+    /// key's state refuses it), which a newer copy might; an error: no copy
+    /// could (a bad signature or claims under the key the kid names: a kid
+    /// is its key's thumbprint).
     fn decode_with(
         &self,
         snapshot: &crate::key_set::Snapshot,
         token: &str,
         kid: &str,
-    ) -> Result<jsonwebtoken::TokenData<Claims>, TokenError> {
-        let (record, key) = snapshot.key(kid).ok_or(TokenError::Invalid)?;
+    ) -> Result<Option<jsonwebtoken::TokenData<Claims>>, TokenError> {
+        let Some((record, key)) = snapshot.key(kid) else {
+            return Ok(None);
+        };
         let data = self.decode(token, key)?;
-        if record.accepts(data.claims.iat, now(), LEEWAY.as_secs() as i64) {
-            Ok(data)
-        } else {
-            Err(TokenError::Invalid)
-        }
+        Ok(record
+            .accepts(data.claims.iat, now(), LEEWAY.as_secs() as i64)
+            .then_some(data))
     }
 
     fn decode(

@@ -448,7 +448,8 @@ check("the rotation's schedule settings are the stack's", all(variables.get(v) =
 at_deploy = resources["RotateKeysAtDeploy"]["Properties"]
 check("the rotation runs at deploy, again when its settings change",
       at_deploy.get("RotationFunction") == {"Ref": "RotateKeysFunction"}
-      and {"SealingKey", "KeyPeriodSeconds", "KeyLeadSeconds", "AccessTokenTtlSeconds"} <= set(at_deploy), at_deploy)
+      and {"SealingKey", "KeyPeriodSeconds", "KeyLeadSeconds", "AccessTokenTtlSeconds"} <= set(at_deploy)
+      and at_deploy.get("Schedule") == {"Ref": "KeyRotationSchedule"}, at_deploy)
 deployer = resources["RotateKeysAtDeployRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
 check("the deploy-time runner may invoke the rotation and nothing else",
       [(s["Action"], describe(s["Resource"])) for s in deployer] == [
@@ -465,7 +466,10 @@ check("a day's rotation that never ran raises an alarm (no invocation in 36 hour
       and missed["TreatMissingData"] == "breaching", missed)
 
 
-def run_deploy_hook(answer, request="Create", event=None):
+PROPS = {"RotationFunction": "rotate", "KeyLeadSeconds": "7200", "KeyPeriodSeconds": "86400", "Schedule": "rate(1 day)"}
+
+
+def run_deploy_hook(answer, request="Create", event=None, props=None):
     """The deploy-time runner's code, with fakes of boto3, cfnresponse and
     time (no real sleep): what it invoked and what it sent CloudFormation."""
     import io, types
@@ -475,7 +479,7 @@ def run_deploy_hook(answer, request="Create", event=None):
     cfnresponse = types.SimpleNamespace(
         SUCCESS="SUCCESS", FAILED="FAILED",
         send=lambda event, context, status, data, physical, reason=None: sent.append((status, data, reason)))
-    fake_time = types.SimpleNamespace(sleep=lambda seconds: None)
+    fake_time = types.SimpleNamespace(sleep=lambda seconds: None, time=lambda: 1_800_000_000.0)
     saved = {m: sys.modules.get(m) for m in ("boto3", "cfnresponse", "time")}
     sys.modules.update(boto3=boto3, cfnresponse=cfnresponse, time=fake_time)
     try:
@@ -483,7 +487,7 @@ def run_deploy_hook(answer, request="Create", event=None):
         exec(resources["RotateKeysAtDeployFunction"]["Properties"]["Code"]["ZipFile"], scope)
         with contextlib.redirect_stdout(io.StringIO()):
             scope["handler"](event if event is not None else
-                             {"RequestType": request, "ResourceProperties": {"RotationFunction": "rotate"}}, None)
+                             {"RequestType": request, "ResourceProperties": {**PROPS, **(props or {})}}, None)
     finally:
         for module, value in saved.items():
             if value is None:
@@ -498,6 +502,18 @@ ok = lambda: {"Payload": _io.BytesIO(b'{"created": ["a", "b", "c"], "extended": 
 calls, sent = run_deploy_hook(ok)
 check("at create: the rotation is invoked and the deploy goes on",
       [c["FunctionName"] for c in calls] == ["rotate"] and sent == [("SUCCESS", {"Created": 3}, None)], (calls, sent))
+check("at create: every key already in the table is revoked first (another sealing key's)",
+      "revoke_made_before" in json.loads(calls[0]["Payload"]), calls)
+calls, sent = run_deploy_hook(ok, "Update")
+check("at update: a plain run", json.loads(calls[0]["Payload"]) == {} and sent[0][0] == "SUCCESS", (calls, sent))
+for bad, why in (({"KeyLeadSeconds": "86400"}, "a lead not below the period"),
+                 ({"Schedule": "rate(3 days)"}, "runs too far apart for the keys' coverage")):
+    for request in ("Create", "Update"):
+        calls, sent = run_deploy_hook(ok, request, props=bad)
+        check(f"at {request.lower()}: {why} fails the deploy, nothing run",
+              calls == [] and len(sent) == 1 and sent[0][0] == "FAILED" and sent[0][2], (calls, sent))
+calls, sent = run_deploy_hook(ok, "Update", props={"Schedule": "cron(0 3 * * ? *)"})
+check("a cron schedule is not judged (only rate expressions are)", len(calls) == 1 and sent[0][0] == "SUCCESS", sent)
 failed = lambda: {"FunctionError": "Unhandled", "Payload": _io.BytesIO(b'{"errorMessage": "KMS refused"}')}
 calls, sent = run_deploy_hook(failed)
 check("at create: a rotation that keeps failing (three tries) fails the create, saying why",

@@ -23,8 +23,8 @@ async fn main() -> Result<(), Error> {
         config: RotationConfig::from_source(&Environment, &tokens)?,
     };
     run(service_fn(|event: LambdaEvent<serde_json::Value>| async {
-        // A scheduled or deploy-time event carries none of its fields.
-        let event: RotationEvent = serde_json::from_value(event.payload).unwrap_or_default();
+        // A scheduled or deploy-time event names no revocation: a run.
+        let event = RotationEvent::from_payload(event.payload)?;
         Ok::<_, Error>(serde_json::to_value(
             state.handle(&event, system_now()).await?,
         )?)

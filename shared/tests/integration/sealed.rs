@@ -357,6 +357,21 @@ async fn an_unknown_kid_makes_a_verifier_read_the_table_at_most_once_per_interva
             .count()
     };
     assert_eq!(queries(), 1, "the read at init");
+    // A table kid on a stranger's signature: refused, and no read (a kid is
+    // its key's thumbprint: no newer copy could accept it).
+    let now = system_now();
+    let known = signing_key(&store.keys().await.unwrap(), now)
+        .unwrap()
+        .kid
+        .clone();
+    let claims_now = serde_json::to_value(issuer().claims_for(&user(), "sid", now, now)).unwrap();
+    for _ in 0..5 {
+        let mut header = our_header();
+        header["kid"] = serde_json::json!(known);
+        let forged = forge(stranger_key(), &header, &claims_now).await;
+        assert_eq!(slow.verify(&forged).await, Err(TokenError::Invalid));
+    }
+    assert_eq!(queries(), 1, "no read for a known kid's bad signature");
     // Forged kids, many: one read.
     let now = system_now();
     let claims = serde_json::to_value(issuer().claims_for(&user(), "sid", now, now)).unwrap();
@@ -503,4 +518,45 @@ async fn a_key_that_will_not_unseal_is_tried_once_per_bound_not_at_every_issuanc
     }
     assert_eq!(decrypts(), 2, "one attempt for ten issuances");
     assert!(proxy.fired_on(&Call::Every("decrypt"), Fault::Dropped));
+}
+
+#[tokio::test]
+async fn a_revocation_whose_run_fails_is_tried_three_times_and_the_revocation_stands() {
+    let (_, store, sealing) = rotated().await;
+    let proxy = Proxy::start(&required_env("KMS_TEST_ENDPOINT")).await;
+    let kms = aws_sdk_kms::Client::new(&sdk_for(&proxy.endpoint, &sdk_settings()).await);
+    let rotation = auth::rotation::Rotation {
+        store: store.clone(),
+        kms,
+        config: auth::rotation::RotationConfig {
+            sealing_key: sealing.clone(),
+            schedule: daily(),
+        },
+    };
+    let signing = signing_key(&store.keys().await.unwrap(), system_now())
+        .unwrap()
+        .kid
+        .clone();
+    proxy.fail(Call::Every("encrypt"), Fault::Dropped);
+    let event = auth::rotation::RotationEvent {
+        revoke: vec![signing.clone()],
+        ..Default::default()
+    };
+    assert!(rotation.handle(&event, system_now()).await.is_err());
+    let encrypts = proxy
+        .operations()
+        .iter()
+        .filter(|op| *op == "encrypt")
+        .count();
+    assert_eq!(encrypts, 3, "three runs, each failing at sealing");
+    assert!(proxy.fired_on(&Call::Every("encrypt"), Fault::Dropped));
+    let records = store.keys().await.unwrap();
+    assert!(
+        records
+            .iter()
+            .any(|r| r.kid == signing && r.revoked_at.is_some()),
+        "the revocation stands"
+    );
+    // Nothing signs until a run succeeds (issuers answer 503 meanwhile).
+    assert!(signing_key(&records, system_now()).is_none());
 }

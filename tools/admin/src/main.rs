@@ -70,7 +70,17 @@ async fn run(args: &[String]) -> Result<(), String> {
     };
     if command.ends_with("-keys") || command == "revoke-key" {
         let sdk = sdk_config_loader(&settings).load().await;
-        let mut lambda = aws_sdk_lambda::config::Builder::from(&sdk);
+        // A run makes RSA keys on a function that may start cold: its own
+        // bounds, past the function's timeout, and never sent twice (a
+        // second send could start a second run).
+        let mut lambda = aws_sdk_lambda::config::Builder::from(&sdk)
+            .timeout_config(
+                aws_sdk_lambda::config::timeout::TimeoutConfig::builder()
+                    .operation_attempt_timeout(std::time::Duration::from_secs(120))
+                    .operation_timeout(std::time::Duration::from_secs(120))
+                    .build(),
+            )
+            .retry_config(aws_sdk_lambda::config::retry::RetryConfig::disabled());
         if let Some(url) = auth::aws::endpoint_override("LAMBDA") {
             lambda = lambda.endpoint_url(url);
         }
@@ -292,13 +302,20 @@ async fn keys(
     for kid in &done.revoked {
         println!("revoked {kid}");
     }
-    for kid in event.revoke.iter().filter(|k| !done.revoked.contains(k)) {
-        println!("no live key {kid} (unknown, or revoked already): skipped");
-    }
+    let skipped: Vec<&String> = event
+        .revoke
+        .iter()
+        .filter(|k| !done.revoked.contains(k))
+        .collect();
     println!(
         "created {:?}, extended {:?}, deleted {:?}",
         done.created, done.extended, done.deleted
     );
+    if !skipped.is_empty() {
+        return Err(format!(
+            "no live key {skipped:?} (unknown, or revoked already): not revoked"
+        ));
+    }
     if !done.revoked.is_empty() {
         println!(
             "our functions refuse the revoked keys within {} s (JWT_KEYS_REFRESH_SECONDS); outside verifiers once their JWKS cache expires (up to an hour for API Gateway's JWT authorizer)",
@@ -322,7 +339,12 @@ async fn invoke_rotation(
         .payload(aws_sdk_lambda::primitives::Blob::new(payload))
         .send()
         .await
-        .map_err(|e| format!("cannot invoke {function}: {}", auth::aws::describe(&e)))?;
+        .map_err(|e| {
+            format!(
+                "cannot invoke {function}: {} (it may have run all the same: see list-keys)",
+                auth::aws::describe(&e)
+            )
+        })?;
     let body = answer.payload().map(|p| p.as_ref()).unwrap_or_default();
     if let Some(error) = answer.function_error() {
         return Err(format!(
