@@ -110,7 +110,7 @@ struct Held {
 impl KeyTable {
     /// Reads the key set (at init: a failure stops the function).
     pub async fn load(store: Store, settings: KeySettings) -> Result<Self, StoreError> {
-        let snapshot = Arc::new(Snapshot::new(store.keys().await?)?);
+        let snapshot = read(&store).await?;
         Ok(KeyTable {
             store,
             settings,
@@ -132,7 +132,7 @@ impl KeyTable {
     pub async fn current(&self) -> Result<Arc<Snapshot>, StoreError> {
         let mut held = self.held.lock().await;
         if held.snapshot.read_at.elapsed() >= self.settings.refresh {
-            held.snapshot = Arc::new(Snapshot::new(self.store.keys().await?)?);
+            held.snapshot = read(&self.store).await?;
         }
         Ok(held.snapshot.clone())
     }
@@ -151,7 +151,12 @@ impl KeyTable {
             return Ok(None);
         }
         held.forced_at = Some(Instant::now());
-        held.snapshot = Arc::new(Snapshot::new(self.store.keys().await?)?);
+        held.snapshot = read(&self.store).await?;
         Ok(Some(held.snapshot.clone()))
     }
+}
+
+/// One read of the key set (a strongly consistent query), decoded.
+async fn read(store: &Store) -> Result<Arc<Snapshot>, StoreError> {
+    Ok(Arc::new(Snapshot::new(store.keys().await?)?))
 }

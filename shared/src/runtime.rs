@@ -158,9 +158,18 @@ pub async fn public_keys_from_env(
     if !sources.contains(&KeySource::Table) {
         return Ok((load_public_keys(&sources, &kms).await?, None));
     }
-    let store = store_from_env(sdk)?;
-    let (keys, table) = tokio::join!(load_public_keys(&sources, &kms), key_table_from_env(&store));
-    Ok((keys?, Some(table?)))
+    let (keys, table) = keys_and_table(&sources, &kms, &store_from_env(sdk)?).await?;
+    Ok((keys, Some(table)))
+}
+
+/// The keys of `sources` loaded once and the table's key set, at once.
+async fn keys_and_table(
+    sources: &[KeySource],
+    kms: &aws_sdk_kms::Client,
+    store: &Store,
+) -> Result<(Vec<PublicKey>, Arc<KeyTable>), Error> {
+    let (keys, table) = tokio::join!(load_public_keys(sources, kms), key_table_from_env(store));
+    Ok((keys?, table?))
 }
 
 /// What every function that checks bearer tokens builds at init.
@@ -206,9 +215,8 @@ async fn verifier_from(
     store: &Store,
 ) -> Result<(TokenVerifier, Option<Arc<KeyTable>>), Error> {
     if sources.contains(&KeySource::Table) {
-        let (keys, table) = tokio::join!(load_public_keys(sources, kms), key_table_from_env(store));
-        let table = table?;
-        let verifier = TokenVerifier::with_table(&keys?, table.clone(), tokens);
+        let (keys, table) = keys_and_table(sources, kms, store).await?;
+        let verifier = TokenVerifier::with_table(&keys, table.clone(), tokens);
         return Ok((verifier, Some(table)));
     }
     let (keys, ()) = tokio::join!(load_public_keys(sources, kms), store.warm_up());

@@ -151,10 +151,38 @@ struct Sealed {
 #[derive(Default)]
 struct Unsealed {
     signers: HashMap<String, Arc<HeldSigner>>,
-    /// When unsealing each kid last failed: it is not tried again within
-    /// the refresh bound, so that a KMS that refuses or throttles is not
-    /// asked once per issuance.
+    /// When unsealing each kid last failed: it is not tried again at once,
+    /// so that a KMS that refuses or throttles is not asked once per
+    /// issuance.
     failed: HashMap<String, std::time::Instant>,
+}
+
+impl Unsealed {
+    fn failed_within(&self, kid: &str, within: Duration) -> bool {
+        self.failed.get(kid).is_some_and(|at| at.elapsed() < within)
+    }
+
+    /// `record`'s signer, unsealed and held; a failure is remembered.
+    async fn unseal(
+        &mut self,
+        kms: &aws_sdk_kms::Client,
+        sealing_key: &str,
+        record: &crate::issuer_keys::KeyRecord,
+    ) -> Result<Arc<HeldSigner>, KeyError> {
+        match unseal(kms, sealing_key, record).await {
+            Ok(signer) => {
+                let held = HeldSigner::new(signer);
+                self.signers.insert(record.kid.clone(), held.clone());
+                self.failed.remove(&record.kid);
+                Ok(held)
+            }
+            Err(error) => {
+                self.failed
+                    .insert(record.kid.clone(), std::time::Instant::now());
+                Err(error)
+            }
+        }
+    }
 }
 
 /// How long before a key begins to sign an issuer unseals it, so that a
@@ -189,55 +217,25 @@ impl Sealed {
         let retry_now = retry.min(UNSEAL_RETRY);
         let signer = match unsealed.signers.get(&record.kid) {
             Some(held) => held.clone(),
-            None => {
-                if unsealed
-                    .failed
-                    .get(&record.kid)
-                    .is_some_and(|at| at.elapsed() < retry_now)
-                {
-                    return Err(SignError::Unavailable(
-                        "the issuer key did not unseal; tried again shortly".into(),
-                    ));
-                }
-                match unseal(&self.kms, &self.sealing_key, record).await {
-                    Ok(signer) => {
-                        let held = HeldSigner::new(signer);
-                        unsealed.signers.insert(record.kid.clone(), held.clone());
-                        unsealed.failed.remove(&record.kid);
-                        held
-                    }
-                    Err(error) => {
-                        unsealed
-                            .failed
-                            .insert(record.kid.clone(), std::time::Instant::now());
-                        return Err(key_to_sign_error(error));
-                    }
-                }
+            None if unsealed.failed_within(&record.kid, retry_now) => {
+                return Err(SignError::Unavailable(
+                    "the issuer key did not unseal; tried again shortly".into(),
+                ));
             }
+            None => unsealed
+                .unseal(&self.kms, &self.sealing_key, record)
+                .await
+                .map_err(key_to_sign_error)?,
         };
         // The next key, once it is near: unsealed ahead, best effort, and
         // tried at most once per refresh bound.
         let ahead = now + UNSEAL_AHEAD.as_secs() as i64;
         if let Some(next) = signing_key(&snapshot.records, ahead)
             && !unsealed.signers.contains_key(&next.kid)
-            && unsealed
-                .failed
-                .get(&next.kid)
-                .is_none_or(|at| at.elapsed() >= retry)
+            && !unsealed.failed_within(&next.kid, retry)
+            && let Err(error) = unsealed.unseal(&self.kms, &self.sealing_key, next).await
         {
-            match unseal(&self.kms, &self.sealing_key, next).await {
-                Ok(next_signer) => {
-                    unsealed
-                        .signers
-                        .insert(next.kid.clone(), HeldSigner::new(next_signer));
-                }
-                Err(error) => {
-                    unsealed
-                        .failed
-                        .insert(next.kid.clone(), std::time::Instant::now());
-                    tracing::warn!(kid = %next.kid, %error, "the next issuer key does not unseal yet")
-                }
-            }
+            tracing::warn!(kid = %next.kid, %error, "the next issuer key does not unseal yet")
         }
         Ok(signer)
     }
