@@ -1,4 +1,4 @@
-.PHONY: dev test stack deploy bench bench-capacity bench-timing tools screenshot
+.PHONY: dev test stack deploy admin smoke bench bench-capacity bench-timing tools screenshot
 
 # Installs what is missing, starts DynamoDB Local (data kept in .dev/), seeds a
 # demo user and serves the functions on http://localhost:9000 until Ctrl-C.
@@ -18,6 +18,16 @@ stack:
 # on no shell's PATH), with your AWS credentials; ARGS="..." instead of --guided.
 deploy: stack
 	@scripts/deploy.sh $(ARGS)
+
+# auth-admin against a deployed stack, its environment from the stack's
+# outputs: make admin STACK=auth-lambda ARGS="grant alice admin".
+admin:
+	@scripts/admin.sh --stack "$(STACK)" -- $(ARGS)
+
+# After a deploy: one throwaway user's life through the real API, each step
+# printed (docs/deploy.md): make smoke URL=https://auth.example.com
+smoke:
+	@scripts/tools.sh && .tools/venv/bin/python3 scripts/smoke.py "$(URL)"
 
 # Every function on the production path (JSON logs, KMS, TLS) against a
 # hello-world floor and beside the Flask peer: init, first and warm latency,

@@ -4,8 +4,8 @@ folder (so it runs beside a real `make dev`): it serves /login and /get_name for
 the demo user it prints, the user survives a restart, and Ctrl-C (SIGINT to the
 foreground process group) stops everything it started, Java included. While
 the first run is up, every curl session of README.md and docs/ runs against it
-(tests/docs/run_examples.py), and a table of an earlier version gets the
-sessions index from `auth-admin create-table`."""
+(tests/docs/run_examples.py), and a table of an earlier version gets both
+indexes from `auth-admin create-table`."""
 import http.client, json, os, signal, socket, subprocess, sys, tempfile, time, urllib.error, urllib.request
 
 def free_port():
@@ -107,8 +107,10 @@ def run_once(state, ddb_port, port, log, examples=False):
 def upgrade_check(ddb_port, log):
     """A table of an earlier version, on make dev's disk-backed DynamoDB Local
     (DynamoDB Local in memory never finishes building an index it is given
-    later): `auth-admin create-table`, as make dev runs it, adds the sessions
-    index, built over the items already there."""
+    later): `auth-admin create-table`, as make dev runs it, adds the two
+    indexes, one at a time, built over the items already there: a session
+    joins the sessions index, a user the index by id (auth-admin show finds
+    it by its id)."""
     import boto3
     ddb = boto3.client("dynamodb", endpoint_url=f"http://127.0.0.1:{ddb_port}", region_name="us-east-1",
                        aws_access_key_id="local", aws_secret_access_key="local")
@@ -119,6 +121,12 @@ def upgrade_check(ddb_port, log):
                      KeySchema=[{"AttributeName": k, "KeyType": kind} for k, kind in keys])
     ddb.put_item(TableName=table, Item={"pk": {"S": "SESSION#old"}, "sk": {"S": "SESSION"},
                                         "session_owner": {"S": "u-1"}, "created_at": {"N": "1"}})
+    user_id = "0b7a4f1e-1c1e-4f5e-9a55-5a1f0c2d3e4f"
+    ddb.put_item(TableName=table, Item={"pk": {"S": "USER#olduser"}, "sk": {"S": "PROFILE"}, "kind": {"S": "user"},
+                                        "user_id": {"S": user_id}, "username": {"S": "olduser"},
+                                        "name": {"S": "Old User"}, "password_hash": {"S": "$2b$10$" + "x" * 53},
+                                        "active": {"BOOL": True}, "created_at": {"N": "1"},
+                                        "session_epoch": {"N": "0"}, "revoked_sessions": {"M": {}}})
     env = dict(os.environ, TABLE_NAME=table, AWS_ENDPOINT_URL_DYNAMODB=f"http://127.0.0.1:{ddb_port}",
                AWS_ACCESS_KEY_ID="local", AWS_SECRET_ACCESS_KEY="local", AWS_REGION="us-east-1")
     created = subprocess.run([os.path.join(root, "target/debug/auth-admin"), "create-table"], env=env,
@@ -126,12 +134,17 @@ def upgrade_check(ddb_port, log):
     if created.returncode != 0:
         fail(f"auth-admin create-table over an earlier table: {created.stderr.strip()}", log)
     indexes = ddb.describe_table(TableName=table)["Table"].get("GlobalSecondaryIndexes", [])
-    if [(i["IndexName"], i["IndexStatus"]) for i in indexes] != [("sessions_by_user", "ACTIVE")]:
-        fail(f"the earlier table did not get the sessions index: {indexes}", log)
+    if sorted((i["IndexName"], i["IndexStatus"]) for i in indexes) != [("sessions_by_user", "ACTIVE"),
+                                                                         ("users_by_id", "ACTIVE")]:
+        fail(f"the earlier table did not get both indexes: {indexes}", log)
     found = ddb.query(TableName=table, IndexName="sessions_by_user", KeyConditionExpression="session_owner = :u",
                       ExpressionAttributeValues={":u": {"S": "u-1"}})["Count"]
     if found != 1:
         fail(f"the index does not hold the session already stored: {found}", log)
+    shown = subprocess.run([os.path.join(root, "target/debug/auth-admin"), "show", user_id], env=env,
+                           capture_output=True, text=True, timeout=60)
+    if shown.returncode != 0 or "olduser" not in shown.stdout:
+        fail(f"auth-admin show <id> does not find the user stored before the index: {shown.stderr.strip()}", log)
     ddb.delete_table(TableName=table)
 
 def main():

@@ -12,6 +12,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 cfn-lint template.yaml
 SAM_CLI_TELEMETRY=0 sam validate --lint >/dev/null
 python3 tests/template/test_template.py
+# The machine check tells a newcomer without apt what to install, and is silent here.
+python3 tests/code/check_preflight.py >/dev/null
 # make deploy's wrapper finds the project's sam and hands it its arguments.
 scripts/deploy.sh --help | grep "sam deploy" >/dev/null
 # Every finding fixed or skipped in the template with its reason (docs/operations.md).
@@ -31,6 +33,9 @@ echo "== start DynamoDB Local, a local KMS (moto) and the watch"
 ddb_port=$(free_port)
 start_dynamodb "$ddb_port" "$work/dynamodb.log"
 export DYNAMODB_TEST_ENDPOINT="http://127.0.0.1:$ddb_port"
+echo "== auth-admin: the operator's user commands, and scripts/admin.sh with a stack's outputs"
+python3 tests/interop/admin_cli.py
+
 kms_port=$(free_port)
 start_kms "$kms_port" "$work/kms.log"
 export KMS_TEST_ENDPOINT="http://127.0.0.1:$kms_port"
@@ -96,6 +101,9 @@ python3 tests/contract/run.py
 echo "== interop: PyJWT verifies our tokens through the JWKS, in sealed mode, then in KMS mode"
 python3 tests/interop/pyjwt_jwks.py
 WATCH_URL=$KMS_WATCH_URL python3 tests/interop/pyjwt_jwks.py
+
+echo "== make smoke: one user's life through the watch, as after a deploy"
+python3 scripts/smoke.py "$WATCH_URL"
 
 echo "== revocation: an event to the rotation function through the watch (sealed mode), refused everywhere within the bound"
 env "${watch_env[@]}" JWT_ISSUER="$E2E_JWT_ISSUER" JWT_SIGNING_KEY="$E2E_SEALING_KEY" JWT_KEYS_REFRESH_SECONDS=2 \

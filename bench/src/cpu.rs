@@ -17,7 +17,7 @@ use auth::handlers::get_name::{self, GetName};
 use auth::handlers::login::{self, Login};
 use auth::handlers::logout::{self, Logout};
 use auth::handlers::refresh::{self, Refresh};
-use auth::handlers::register::{self, Register};
+use auth::handlers::register::{self, Register, SignUp};
 use auth::passwords::{BcryptCost, PasswordHasher};
 use auth::runtime;
 use auth::sessions::SessionConfig;
@@ -139,6 +139,7 @@ async fn routes() {
         store: store.clone(),
         passwords: passwords(),
         limits: limits(),
+        sign_up: SignUp::Open,
         clock: Clock::system(),
     };
     let login = Login {

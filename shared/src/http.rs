@@ -67,6 +67,9 @@ pub enum ApiError {
     ForbiddenOrigin,
     #[error("username is already taken")]
     UsernameTaken,
+    /// `SIGN_UP=admins`: accounts are made by admins only.
+    #[error("sign-up is closed here: an admin creates accounts")]
+    SignUpClosed,
     #[error("{0}")]
     Conflict(&'static str),
     #[error("method {method} is not allowed here; use {allow}")]
@@ -96,9 +99,10 @@ impl ApiError {
             | ApiError::StaleAuthentication { .. }
             | ApiError::InvalidGrant
             | ApiError::RefreshSuperseded => StatusCode::UNAUTHORIZED,
-            ApiError::ForbiddenOrigin | ApiError::InsufficientScope(_) | ApiError::Forbidden(_) => {
-                StatusCode::FORBIDDEN
-            }
+            ApiError::ForbiddenOrigin
+            | ApiError::InsufficientScope(_)
+            | ApiError::Forbidden(_)
+            | ApiError::SignUpClosed => StatusCode::FORBIDDEN,
             ApiError::UsernameTaken | ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::UserNotFound | ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -126,6 +130,7 @@ impl ApiError {
             ApiError::RefreshSuperseded => "refresh_token_superseded",
             ApiError::ForbiddenOrigin => "origin_not_allowed",
             ApiError::UsernameTaken => "username_taken",
+            ApiError::SignUpClosed => "sign_up_closed",
             ApiError::Conflict(_) => "conflict",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Unavailable => "service_unavailable",

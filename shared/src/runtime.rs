@@ -311,14 +311,14 @@ pub fn route_template(req: &Request) -> String {
 /// `handlers::sessions::SESSIONS_PATH` (a
 /// test checks): the runtime sits below the handlers.
 const ASSETS_PREFIX: &str = "/assets/";
-const USERS_PATH: &str = "/admin/users/";
+const USERS_PATH: &str = "/admin/users";
 const SESSIONS_ONE: &str = "/sessions/";
 
 /// The template of one of our paths: fixed paths as they are, a user in the
 /// admin API as `{username}` and a role as `{role}`, the page's assets as
 /// `/assets/{file}`.
 fn path_template(path: &str) -> &'static str {
-    const FIXED: [&str; 13] = [
+    const FIXED: [&str; 14] = [
         "/",
         "/login",
         "/register",
@@ -332,6 +332,7 @@ fn path_template(path: &str) -> &'static str {
         "/.well-known/jwks.json",
         "/.well-known/openid-configuration",
         "/favicon.ico",
+        USERS_PATH,
     ];
     let trimmed = match path.trim_end_matches('/') {
         "" => "/",
@@ -348,7 +349,10 @@ fn path_template(path: &str) -> &'static str {
     {
         return "/sessions/{id}";
     }
-    let Some(rest) = trimmed.strip_prefix(USERS_PATH) else {
+    let Some(rest) = trimmed
+        .strip_prefix(USERS_PATH)
+        .and_then(|rest| rest.strip_prefix('/'))
+    else {
         return "{other}";
     };
     match rest.split('/').skip(1).collect::<Vec<_>>()[..] {
@@ -356,6 +360,7 @@ fn path_template(path: &str) -> &'static str {
         ["roles", _] => "/admin/users/{username}/roles/{role}",
         ["lock"] => "/admin/users/{username}/lock",
         ["sessions"] => "/admin/users/{username}/sessions",
+        ["password"] => "/admin/users/{username}/password",
         _ => "/admin/users/{username}/{other}",
     }
 }
@@ -417,6 +422,18 @@ mod tests {
             template("DELETE", "/admin/users/ada/sessions/"),
             "DELETE /admin/users/{username}/sessions"
         );
+        assert_eq!(
+            template("PUT", "/admin/users/ada/password"),
+            "PUT /admin/users/{username}/password"
+        );
+        assert_eq!(
+            template(
+                "GET",
+                "/admin/users?id=0b7a4f1e-1c1e-4f5e-9a55-5a1f0c2d3e4f"
+            ),
+            "GET /admin/users"
+        );
+        assert_eq!(template("GET", "/admin/usersada"), "GET {other}");
         assert_eq!(template("GET", "/get_name/ada"), "GET {other}");
         assert_eq!(template("GET", "/sessions/"), "GET /sessions");
         assert_eq!(

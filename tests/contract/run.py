@@ -97,7 +97,7 @@ def walks(token, *selection, succeeded):
 def template_of(path):
     """A path as openapi.yaml names it."""
     for pattern, template in [(r"/admin/users/[^/]+/roles/[^/]+", "/admin/users/{username}/roles/{role}"),
-                              (r"/admin/users/[^/]+/(lock|sessions)", r"/admin/users/{username}/\1"),
+                              (r"/admin/users/[^/]+/(lock|sessions|password)", r"/admin/users/{username}/\1"),
                               (r"/admin/users/[^/]+", "/admin/users/{username}"),
                               (r"/sessions/[^/]+", "/sessions/{id}")]:
         if re.fullmatch(pattern, path):
@@ -137,7 +137,8 @@ stateful = [
            succeeded=["GET /admin/users/{username}", "PATCH /admin/users/{username}",
                       "DELETE /admin/users/{username}", "PUT /admin/users/{username}/roles/{role}",
                       "DELETE /admin/users/{username}/roles/{role}", "DELETE /admin/users/{username}/lock",
-                      "DELETE /admin/users/{username}/sessions"])),
+                      "DELETE /admin/users/{username}/sessions", "PUT /admin/users/{username}/password",
+                      "GET /admin/users"])),
 ]
 failed = []
 for name, (code, _, _) in stateless:

@@ -36,26 +36,31 @@ MODES = ("sealed", "kms")
 NO_VALUE = {"Ref": "AWS::NoValue"}
 
 
-def resolve(node, mode):
-    """The template as deployed with SigningMode `mode`: its Fn::If on the
-    mode's conditions decided, resources and outputs of the other mode gone
-    (the other conditions, GreenSigns and the like, stay as they are)."""
-    decided = {"Sealed": mode == "sealed", "KmsMode": mode == "kms"}
+def decide(node, decided):
+    """The template with the conditions of `decided` (name: true or false)
+    decided: their Fn::If resolved, resources and outputs under a false one
+    gone (the other conditions stay as they are)."""
     if isinstance(node, dict):
         if set(node) == {"Fn::If"} and node["Fn::If"][0] in decided:
             condition, yes, no = node["Fn::If"]
-            return resolve(yes if decided[condition] else no, mode)
+            return decide(yes if decided[condition] else no, decided)
         out = {}
         for key, value in node.items():
             if isinstance(value, dict) and value.get("Condition") in decided and not decided[value["Condition"]]:
                 continue
-            value = resolve(value, mode)
+            value = decide(value, decided)
             if value != NO_VALUE or key != "Value":
                 out[key] = value
         return out
     if isinstance(node, list):
-        return [resolve(item, mode) for item in node]
+        return [decide(item, decided) for item in node]
     return node
+
+
+def resolve(node, mode):
+    """The template as deployed with SigningMode `mode` (the other mode's
+    resources and outputs gone; GreenSigns and the like stay as they are)."""
+    return decide(node, {"Sealed": mode == "sealed", "KmsMode": mode == "kms"})
 
 
 templates = {mode: resolve(source, mode) for mode in MODES}
@@ -99,6 +104,8 @@ def table(*actions):
 
 # The index of a user's sessions (the sessions list): queried, never written.
 SESSIONS_INDEX = (("dynamodb:Query",), {"Fn::Sub": "${UsersTable.Arn}/index/sessions_by_user"})
+# The index of users by id (keys only): the admin API's lookup by id.
+USERS_INDEX = (("dynamodb:Query",), {"Fn::Sub": "${UsersTable.Arn}/index/users_by_id"})
 SIGN = (("kms:Sign",), ACTIVE_KEY)
 PUBLIC_KEY = (("kms:GetPublicKey",), VERIFICATION_KEYS)
 # Sealed mode: issuers unseal, the rotation seals, and every function that
@@ -123,9 +130,11 @@ COMMON = {
     # Password also re-authenticates (a ConditionCheck on the user item) and
     # deletes accounts (the user item and the attempt record: DeleteItem).
     "Password": [logs("Password"), table("GetItem", "PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem")],
-    # Admin: reads users and lock records, updates roles, activity and epochs,
-    # deletes users (with their attempt record) and lock records. Never signs.
-    "Admin": [logs("Admin"), table("GetItem", "UpdateItem", "DeleteItem")],
+    # Admin: reads users and lock records, updates roles, activity, epochs and
+    # passwords, deletes users (with their attempt record) and lock records.
+    # Never signs.
+    # Creates users (PutItem), and finds them by id through their index.
+    "Admin": [logs("Admin"), table("GetItem", "PutItem", "UpdateItem", "DeleteItem"), USERS_INDEX],
     "Jwks": [logs("Jwks")],
     "Web": [logs("Web")],
 }
@@ -270,6 +279,7 @@ served = {"/login": {"post"}, "/get_name": {"get"}, "/register": {"post"}, "/ref
           "/admin/users/{username}": {"get", "patch", "delete"},
           "/admin/users/{username}/roles/{role}": {"put", "delete"},
           "/admin/users/{username}/lock": {"delete"}, "/admin/users/{username}/sessions": {"delete"},
+          "/admin/users": {"get", "post"}, "/admin/users/{username}/password": {"put"},
           "/sessions": {"get"}, "/sessions/{id}": {"delete"}}
 check("every API route's methods are known", set(served) == set(api_routes), sorted(set(served) ^ set(api_routes)))
 for path, function in api_routes.items():
@@ -559,6 +569,44 @@ check("no NoEcho (no secret) parameters", not any(p.get("NoEcho") for p in templ
 text = (root / "template.yaml").read_text()
 check("no secret references", "secretsmanager" not in text and "ssm-secure" not in text)
 check("outputs", {"ApiUrl", "Issuer", "JwksUrl", "TableName"} <= set(template["Outputs"]), template["Outputs"].keys())
+
+# A custom domain: with DomainName, the domain (the certificate's), its
+# mapping to the $default stage and, with a hosted zone, the alias records;
+# the domain is every function's issuer and the only origin (execute-api off).
+# Without it, none of that, and JwtIssuer is the issuer. The rules refuse
+# both or neither, and a domain without a certificate, before anything is made.
+DOMAIN_ISSUER = {"Fn::Sub": "https://${DomainName}"}
+for has_domain, has_zone in [(True, True), (True, False), (False, False)]:
+    shape = decide(source, {"Sealed": True, "KmsMode": False, "HasDomain": has_domain, "HasHostedZone": has_zone})
+    made = shape["Resources"]
+    label = f"domain {has_domain}, zone {has_zone}"
+    check(f"{label}: the domain's resources", ({"ApiDomain", "ApiMapping"} <= set(made)) == has_domain
+          and ("ApiDnsRecords" in made) == has_zone, sorted(k for k in made if k.startswith("Api")))
+    issuers = {name: r["Properties"]["Environment"]["Variables"].get("JWT_ISSUER")
+               for name, r in made.items() if r["Type"] == "AWS::Serverless::Function"
+               and "JWT_ISSUER" in r["Properties"].get("Environment", {}).get("Variables", {})}
+    want = DOMAIN_ISSUER if has_domain else {"Ref": "JwtIssuer"}
+    check(f"{label}: every function's issuer", len(issuers) == 8 and all(v == want for v in issuers.values()), issuers)
+    check(f"{label}: execute-api off exactly with a domain",
+          made["HttpApi"]["Properties"]["DisableExecuteApiEndpoint"] is has_domain)
+    outputs = shape["Outputs"]
+    check(f"{label}: ApiUrl is the issuer with a domain", (outputs["ApiUrl"]["Value"] == outputs["Issuer"]["Value"]
+                                                            == DOMAIN_ISSUER) == has_domain, outputs["ApiUrl"])
+    if has_domain:
+        domain = made["ApiDomain"]["Properties"]
+        check("the domain: regional, TLS 1.2, the certificate parameter", domain["DomainNameConfigurations"] == [
+            {"CertificateArn": {"Ref": "CertificateArn"}, "EndpointType": "REGIONAL", "SecurityPolicy": "TLS_1_2"}])
+        check("the mapping: the $default stage at the domain's root", made["ApiMapping"]["Properties"] == {
+            "ApiId": {"Ref": "HttpApi"}, "DomainName": {"Ref": "ApiDomain"},
+            "Stage": {"Ref": "HttpApiApiGatewayDefaultStage"}})
+    if has_zone:
+        records = made["ApiDnsRecords"]["Properties"]["RecordSets"]
+        check("the alias records: A and AAAA to the domain", sorted(r["Type"] for r in records) == ["A", "AAAA"]
+              and all(r["AliasTarget"]["DNSName"] == {"Fn::GetAtt": ["ApiDomain", "RegionalDomainName"]}
+                      for r in records))
+rules = source.get("Rules", {})
+check("rules: exactly one of JwtIssuer and DomainName; a domain needs a certificate",
+      {"IssuerOrDomain", "DomainNeedsCertificate"} <= set(rules), sorted(rules))
 
 # Roles as scopes (docs/clients.md): the authorizer snippet's scopes are roles
 # the deployment knows, and its events are the admin API's, in the template.

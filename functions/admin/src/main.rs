@@ -3,6 +3,7 @@
 use auth::clock::Clock;
 use auth::config::Environment;
 use auth::handlers::admin::{self, Admin};
+use auth::passwords::{BcryptCost, PasswordHasher};
 use auth::permissions::PermissionConfig;
 use auth::runtime;
 use lambda_http::Error;
@@ -15,6 +16,7 @@ async fn main() -> Result<(), Error> {
         store: init.store,
         verifier: init.verifier,
         permissions: PermissionConfig::from_source(&Environment)?,
+        passwords: PasswordHasher::new(BcryptCost::from_source(&Environment)?),
         clock: Clock::system(),
     };
     runtime::serve(|req| admin::handle(&state, req)).await

@@ -2,7 +2,7 @@
 
 use auth::clock::Clock;
 use auth::config::Environment;
-use auth::handlers::register::{self, Register};
+use auth::handlers::register::{self, Register, SignUp};
 use auth::passwords::{BcryptCost, PasswordHasher};
 use auth::runtime;
 use auth::throttle::RateLimits;
@@ -16,6 +16,7 @@ async fn main() -> Result<(), Error> {
         store: runtime::store_from_env(&sdk)?,
         passwords: PasswordHasher::new(BcryptCost::from_source(&Environment)?),
         limits: RateLimits::from_source(&Environment)?,
+        sign_up: SignUp::from_source(&Environment)?,
         clock: Clock::system(),
     };
     runtime::serve(|req| register::handle(&state, req)).await

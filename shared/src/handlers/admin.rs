@@ -1,6 +1,12 @@
 //! The admin API: for callers who hold the `admin` role and proved their
-//! password within `FRESH_AUTH_MAX_AGE_SECONDS`. One resource per user, by
-//! username:
+//! password within `FRESH_AUTH_MAX_AGE_SECONDS`. The collection:
+//!
+//! - `GET    /admin/users?id={user id}`: find a user by the id the logs name
+//!   (one query of a keys-only index: no scan);
+//! - `POST   /admin/users` `{"username", "password", "name"}`: create a user
+//!   (as registration does; the way in when sign-up is closed);
+//!
+//! and one resource per user, by username:
 //!
 //! - `GET    /admin/users/{username}`: look the user up (never the hash);
 //! - `PATCH  /admin/users/{username}` `{"active": false}`: deactivate (every
@@ -8,12 +14,17 @@
 //! - `DELETE /admin/users/{username}`: delete (as the owner's own deletion does);
 //! - `PUT | DELETE /admin/users/{username}/roles/{role}`: grant, revoke;
 //! - `DELETE /admin/users/{username}/lock`: unlock (forget failed logins);
-//! - `DELETE /admin/users/{username}/sessions`: end every session.
+//! - `DELETE /admin/users/{username}/sessions`: end every session;
+//! - `PUT    /admin/users/{username}/password` `{"new_password"}`: set a new
+//!   password (the policy's checks; every session and device proof ends,
+//!   a lockout too), for a person who lost theirs and proved who they are
+//!   some other way (docs/operations.md).
 //!
 //! Every act of an authenticated caller, done or refused, writes one audit
 //! line (actor id, target id, action, outcome) and counts in `AdminActions`.
-//! No admin can remove their own `admin` role, deactivate or delete
-//! themselves; `auth-admin` is the break-glass when admins demote each other.
+//! No admin can remove their own `admin` role, deactivate, delete or set the
+//! password of themselves (`POST /password` proves the current one);
+//! `auth-admin` is the break-glass when admins demote each other.
 
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, Response};
@@ -23,18 +34,21 @@ use super::{Authenticated, authenticate_caller};
 use crate::clock::Clock;
 use crate::http::{ApiError, json_body, json_response};
 use crate::metrics::{self, Event};
+use crate::passwords::{PasswordHasher, check_new_password};
 use crate::permissions::{PermissionConfig, Role};
 use crate::store::{DeletedBy, RoleGrant, Store, StoreError};
 use crate::tokens::TokenVerifier;
 use crate::users::{User, UserId, Username};
 
-pub const USERS_PATH: &str = "/admin/users/";
+pub const USERS_PATH: &str = "/admin/users";
 
 /// What the admin function holds between invocations.
 pub struct Admin {
     pub store: Store,
     pub verifier: TokenVerifier,
     pub permissions: PermissionConfig,
+    /// For a new user's password and a password set: one bcrypt each.
+    pub passwords: PasswordHasher,
     pub clock: Clock,
 }
 
@@ -43,12 +57,15 @@ pub struct Admin {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Action<R> {
     Lookup,
+    FindById,
+    Create,
     SetActive,
     Delete,
     Grant(R),
     Revoke(R),
     Unlock,
     EndSessions,
+    SetPassword,
 }
 
 impl Action<&str> {
@@ -62,6 +79,9 @@ impl Action<&str> {
                 Action::Revoke(Role::parse(raw).map_err(|e| bad(e.to_string()))?)
             }
             Action::Lookup => Action::Lookup,
+            Action::FindById => Action::FindById,
+            Action::Create => Action::Create,
+            Action::SetPassword => Action::SetPassword,
             Action::SetActive => Action::SetActive,
             Action::Delete => Action::Delete,
             Action::Unlock => Action::Unlock,
@@ -74,7 +94,9 @@ impl<R> Action<R> {
     /// The audit line's and the metric's name for it.
     fn name(&self) -> &'static str {
         match self {
-            Action::Lookup => "lookup_user",
+            Action::Lookup | Action::FindById => "lookup_user",
+            Action::Create => "create_user",
+            Action::SetPassword => "set_password",
             Action::SetActive => "set_active",
             Action::Delete => "delete_user",
             Action::Grant(_) => "grant_role",
@@ -91,6 +113,22 @@ struct UserChange {
     active: bool,
 }
 
+/// `POST /admin/users`: registration's body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    username: String,
+    password: String,
+    name: String,
+}
+
+/// `PUT /admin/users/{username}/password`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewPassword {
+    new_password: String,
+}
+
 /// A user as the admin API shows them: never the hash or the sessions.
 #[derive(Serialize)]
 struct UserView {
@@ -100,9 +138,28 @@ struct UserView {
     active: bool,
     roles: Vec<String>,
     created_at: i64,
-    locked: bool,
+    /// Absent only in a creation's answer whose read of it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    locked: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     locked_until: Option<i64>,
+}
+
+impl UserView {
+    /// `user` as shown, with the lock state of their username when known
+    /// (`locked_for`: `Some(None)`, not locked).
+    fn of(user: User, locked_for: Option<Option<u64>>, now: i64) -> Self {
+        UserView {
+            id: user.id.to_string(),
+            username: user.username.to_string(),
+            name: user.name,
+            active: user.active,
+            roles: user.roles.iter().map(Role::to_string).collect(),
+            created_at: user.created_at,
+            locked: locked_for.map(|l| l.is_some()),
+            locked_until: locked_for.flatten().map(|s| now + s as i64),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -120,11 +177,11 @@ pub async fn handle(state: &Admin, req: Request) -> Response<Body> {
 
 async fn admin(state: &Admin, req: Request) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path().to_owned();
-    let (username, action) = route(&path, req.method())?;
+    let (name, action) = route(&path, req.method())?;
     let now = state.clock.now();
     let caller = authenticate_caller(&req, &state.verifier, &state.store, now).await?;
     let mut audit = Audit::default();
-    let result = act(state, &req, &caller, username, &action, &mut audit, now).await;
+    let result = act(state, &req, &caller, name, &action, &mut audit, now).await;
     let outcome = match &result {
         Ok(_) => "done",
         // The write reported a failure and its read-back failed too: the
@@ -161,20 +218,31 @@ struct Audit {
     unconfirmed: bool,
 }
 
-/// The username and the act a request names: 404 for a path that names
-/// none, 405 for a method the resource does not take (before the bearer
-/// check, as on every route). The username and the role are checked after
-/// it, so a request without a token gets its 401 first.
-fn route<'a>(path: &'a str, method: &Method) -> Result<(&'a str, Action<&'a str>), ApiError> {
+/// The username (none for the collection) and the act a request names: 404
+/// for a path that names none, 405 for a method the resource does not take
+/// (before the bearer check, as on every route). The username and the role
+/// are checked after it, so a request without a token gets its 401 first.
+fn route<'a>(
+    path: &'a str,
+    method: &Method,
+) -> Result<(Option<&'a str>, Action<&'a str>), ApiError> {
     let rest = path
         .trim_end_matches('/')
         .strip_prefix(USERS_PATH)
         .ok_or(ApiError::NotFound)?;
-    let segments: Vec<&str> = rest.split('/').collect();
     let not_allowed = |allow: &'static str| ApiError::MethodNotAllowed {
         method: method.clone(),
         allow,
     };
+    if rest.is_empty() {
+        return match *method {
+            Method::GET => Ok((None, Action::FindById)),
+            Method::POST => Ok((None, Action::Create)),
+            _ => Err(not_allowed("GET, POST")),
+        };
+    }
+    let rest = rest.strip_prefix('/').ok_or(ApiError::NotFound)?;
+    let segments: Vec<&str> = rest.split('/').collect();
     let action = match segments[1..] {
         [] => match *method {
             Method::GET => Action::Lookup,
@@ -190,26 +258,64 @@ fn route<'a>(path: &'a str, method: &Method) -> Result<(&'a str, Action<&'a str>
         ["lock"] if method == Method::DELETE => Action::Unlock,
         ["sessions"] if method == Method::DELETE => Action::EndSessions,
         ["lock"] | ["sessions"] => return Err(not_allowed("DELETE")),
+        ["password"] if method == Method::PUT => Action::SetPassword,
+        ["password"] => return Err(not_allowed("PUT")),
         _ => return Err(ApiError::NotFound),
     };
-    Ok((segments[0], action))
+    Ok((Some(segments[0]), action))
+}
+
+/// Whom an act is on: the username in the path, or the id in the query.
+enum Subject {
+    Name(Username),
+    Id(UserId),
+}
+
+/// The user id of `GET /admin/users?id=…`: the query's one parameter.
+fn id_in_query(req: &Request) -> Result<UserId, ApiError> {
+    let bad = || {
+        ApiError::BadRequest(
+            "find a user with ?id=<user id> (a UUID, as the logs name users); or name them: /admin/users/{username}".into(),
+        )
+    };
+    let raw = req.uri().query().unwrap_or_default();
+    let id = raw
+        .strip_prefix("id=")
+        .filter(|v| !v.contains('&'))
+        .ok_or_else(bad)?;
+    UserId::parse(id).ok_or_else(bad)
 }
 
 async fn act(
     state: &Admin,
     req: &Request,
     caller: &Authenticated,
-    username: &str,
+    name: Option<&str>,
     action: &Action<&str>,
     audit: &mut Audit,
     now: i64,
 ) -> Result<Response<Body>, ApiError> {
     caller.require_role(&Role::admin())?;
     caller.require_fresh(state.permissions.fresh_auth_max_age, now)?;
-    let username = &Username::parse(username).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let action = action.checked(&state.permissions)?;
+    // The user named (or the id asked for) and the act are checked before
+    // the body, and all of it before the user is read.
+    let subject = match name {
+        Some(name) => {
+            Subject::Name(Username::parse(name).map_err(|e| ApiError::BadRequest(e.to_string()))?)
+        }
+        None if *action == Action::Create => return create(state, req, audit, now).await,
+        None => Subject::Id(id_in_query(req)?),
+    };
+    let action = match action.checked(&state.permissions)? {
+        Action::FindById => Action::Lookup,
+        checked => checked,
+    };
     let change: Option<UserChange> = match action {
         Action::SetActive => Some(json_body(req)?),
+        _ => None,
+    };
+    let new_password = match action {
+        Action::SetPassword => Some(json_body::<NewPassword>(req)?.new_password),
         _ => None,
     };
     audit.detail = match (&action, &change) {
@@ -218,7 +324,12 @@ async fn act(
         _ => String::new(),
     };
     let store = &state.store;
-    let target = store.get(username).await?.ok_or(ApiError::UserNotFound)?;
+    let found = match &subject {
+        Subject::Name(username) => store.get(username).await?,
+        Subject::Id(id) => store.get_by_id(*id).await?,
+    };
+    let target = found.ok_or(ApiError::UserNotFound)?;
+    let username = &target.username.clone();
     audit.target_id = Some(target.id);
     let myself = target.id == caller.user.id;
     let gone = |done: bool| {
@@ -232,10 +343,33 @@ async fn act(
     // A write reported failed may have happened (its answer lost): read
     // back, as every writer does.
     let confirm = async |err: StoreError, audit: &mut Audit| {
-        confirm(store, &target, &action, active, err, audit).await
+        confirm(store, &target, &action, active, None, err, audit).await
     };
     let message = match &action {
         Action::Lookup => "User found",
+        // Turned into a lookup, and answered by `create`, above.
+        Action::FindById | Action::Create => return Err(ApiError::Internal),
+        Action::SetPassword => {
+            if myself {
+                return Err(self_protection());
+            }
+            let password = new_password.unwrap_or_default();
+            check_new_password(&password, username)
+                .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            let hash = state.passwords.hash(password).await.map_err(|e| {
+                tracing::error!(error = %e, "password hashing failed");
+                ApiError::Internal
+            })?;
+            match store.set_password(&target, &hash).await {
+                Ok(()) => {}
+                // The user read is gone, or the name someone else's now.
+                Err(StoreError::Conflict) => return Err(ApiError::UserNotFound),
+                Err(e) => {
+                    self::confirm(store, &target, &action, false, Some(&hash), e, audit).await?
+                }
+            }
+            "Password set; every session ended"
+        }
         Action::SetActive => {
             if myself && !active {
                 return Err(self_protection());
@@ -323,7 +457,45 @@ async fn act(
     Ok(json_response(StatusCode::OK, &Answer { message, user }))
 }
 
-/// After `action`'s write on `target` (as read) reported `err`: whether it
+/// `POST /admin/users`: a new user, as registration makes one (the same
+/// checks and write; no per-IP window: the caller is an admin), whatever
+/// `SIGN_UP` says. The audit line names the new id.
+async fn create(
+    state: &Admin,
+    req: &Request,
+    audit: &mut Audit,
+    now: i64,
+) -> Result<Response<Body>, ApiError> {
+    let new: NewUser = json_body(req)?;
+    let user = super::register::new_user(
+        &state.store,
+        &state.passwords,
+        &new.username,
+        &new.name,
+        new.password,
+    )
+    .await?;
+    audit.target_id = Some(user.id);
+    // Failed logins counted against the name before it was taken may lock
+    // it: say so. The user is created whether or not that read works.
+    let locked_for = match state.store.failures(&user.username).await {
+        Ok(failures) => Some(failures.and_then(|f| f.locked_for(now))),
+        Err(e) => {
+            tracing::warn!(error = %e, "user created; its lock state could not be read");
+            None
+        }
+    };
+    Ok(json_response(
+        StatusCode::CREATED,
+        &Answer {
+            message: "User created",
+            user: Some(UserView::of(user, locked_for, now)),
+        },
+    ))
+}
+
+/// After `action`'s write on `target` (as read; `active` the activity set,
+/// `new_hash` the hash set) reported `err`: whether it
 /// happened all the same, its answer lost (a timeout, a dropped connection,
 /// the SDK's retry then refused or lost too). Read back: live, `Ok`; not,
 /// `err`; the read failing too, `err` with the audit saying `unconfirmed`.
@@ -333,6 +505,7 @@ async fn confirm(
     target: &User,
     action: &Action<Role>,
     active: bool,
+    new_hash: Option<&str>,
     err: StoreError,
     audit: &mut Audit,
 ) -> Result<(), ApiError> {
@@ -352,7 +525,10 @@ async fn confirm(
                 Action::Grant(role) => same.is_some_and(|u| u.roles.contains(role)),
                 Action::Revoke(role) => same.is_some_and(|u| !u.roles.contains(role)),
                 Action::EndSessions => same.is_some_and(ended),
-                Action::Lookup | Action::Unlock => false,
+                Action::SetPassword => {
+                    same.is_some_and(|u| Some(u.password_hash.as_str()) == new_hash && ended(u))
+                }
+                Action::Lookup | Action::FindById | Action::Create | Action::Unlock => false,
             }
         }),
     };
@@ -376,7 +552,7 @@ const TOO_MANY_ROLES: &str =
 
 fn self_protection() -> ApiError {
     ApiError::Forbidden(
-        "admins cannot remove their own admin role, deactivate or delete themselves; another admin, or auth-admin, can",
+        "admins cannot remove their own admin role, deactivate, delete or set the password of themselves; another admin, or auth-admin, can (POST /password changes one's own)",
     )
 }
 
@@ -395,16 +571,7 @@ async fn view(
     };
     let user: User = user.filter(|u| u.id == id).ok_or(ApiError::UserNotFound)?;
     let locked_for = failures.and_then(|f| f.locked_for(now));
-    Ok(UserView {
-        id: user.id.to_string(),
-        username: user.username.to_string(),
-        name: user.name,
-        active: user.active,
-        roles: user.roles.iter().map(Role::to_string).collect(),
-        created_at: user.created_at,
-        locked: locked_for.is_some(),
-        locked_until: locked_for.map(|s| now + s as i64),
-    })
+    Ok(UserView::of(user, Some(locked_for), now))
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! `POST /register`: a new account. Registration reveals, by its nature, that
-//! a username is taken (409); the abuse limits slow down harvesting.
+//! a username is taken (409); the abuse limits slow down harvesting. A
+//! deployment may close it (`SIGN_UP=admins`): then only admins create
+//! accounts, with the admin API or `auth-admin`.
 
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, Response};
@@ -7,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::limit_source;
 use crate::clock::Clock;
+use crate::config::{ConfigError, Source};
 use crate::http::{ApiError, json_body, json_response, require_method};
 use crate::metrics::{self, Event};
 use crate::passwords::{PasswordHasher, check_new_password};
@@ -19,7 +22,30 @@ pub struct Register {
     pub store: Store,
     pub passwords: PasswordHasher,
     pub limits: RateLimits,
+    pub sign_up: SignUp,
     pub clock: Clock,
+}
+
+/// Who may create accounts: anyone (`SIGN_UP=open`, the default), or only
+/// admins (`SIGN_UP=admins`), through `POST /admin/users` or `auth-admin
+/// create-user`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignUp {
+    Open,
+    AdminsOnly,
+}
+
+impl SignUp {
+    pub fn from_source(env: &impl Source) -> Result<Self, ConfigError> {
+        match env.get("SIGN_UP").as_deref().map(str::trim) {
+            None | Some("open") => Ok(SignUp::Open),
+            Some("admins") => Ok(SignUp::AdminsOnly),
+            Some(other) => Err(ConfigError::Invalid {
+                var: "SIGN_UP",
+                reason: format!("{other:?} is neither \"open\" nor \"admins\""),
+            }),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -40,40 +66,31 @@ struct Created {
     created_at: i64,
 }
 
-pub async fn handle(state: &Register, req: Request) -> Response<Body> {
-    register(state, req)
-        .await
-        .unwrap_or_else(ApiError::into_response)
-}
-
-async fn register(state: &Register, req: Request) -> Result<Response<Body>, ApiError> {
-    require_method(&req, Method::POST, "POST")?;
-    // Every attempt counts against the source's limit, valid or not: this is
-    // what slows down harvesting taken usernames.
-    let now = state.clock.now();
-    let window = Window::register(&state.limits);
-    limit_source(&state.store, &window, &req, now).await?;
-    let registration: Registration = json_body(&req)?;
+/// A new user from a registration's fields: the username's, the name's and
+/// the password policy's checks (400), one bcrypt, one conditional write
+/// (409 if the name is taken). Registration's and the admin API's.
+pub(super) async fn new_user(
+    store: &Store,
+    passwords: &PasswordHasher,
+    username: &str,
+    name: &str,
+    password: String,
+) -> Result<User, ApiError> {
     let bad = |message: String| ApiError::BadRequest(message);
-    let username = Username::parse(&registration.username).map_err(|e| bad(e.to_string()))?;
-    let name = display_name(&registration.name).map_err(bad)?;
-    check_new_password(&registration.password, &username).map_err(|e| bad(e.to_string()))?;
-
-    let hash = state
-        .passwords
-        .hash(registration.password)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "password hashing failed");
-            ApiError::Internal
-        })?;
+    let username = Username::parse(username).map_err(|e| bad(e.to_string()))?;
+    let name = display_name(name).map_err(bad)?;
+    check_new_password(&password, &username).map_err(|e| bad(e.to_string()))?;
+    let hash = passwords.hash(password).await.map_err(|e| {
+        tracing::error!(error = %e, "password hashing failed");
+        ApiError::Internal
+    })?;
     let user = User::new(username, name, hash);
-    if let Err(e) = state.store.create(&user).await {
+    if let Err(e) = store.create(&user).await {
         // The user may be ours all the same: our write committed, its answer
         // was lost, and the SDK's retry then found the user there (409) or
         // got no answer either (503).
         let ours = matches!(
-            state.store.get(&user.username).await,
+            store.get(&user.username).await,
             Ok(Some(found)) if found.id == user.id
         );
         if !ours {
@@ -83,6 +100,35 @@ async fn register(state: &Register, req: Request) -> Result<Response<Body>, ApiE
             });
         }
     }
+    Ok(user)
+}
+
+pub async fn handle(state: &Register, req: Request) -> Response<Body> {
+    register(state, req)
+        .await
+        .unwrap_or_else(ApiError::into_response)
+}
+
+async fn register(state: &Register, req: Request) -> Result<Response<Body>, ApiError> {
+    require_method(&req, Method::POST, "POST")?;
+    // Closed: refused before anything is read or counted.
+    if state.sign_up == SignUp::AdminsOnly {
+        return Err(ApiError::SignUpClosed);
+    }
+    // Every attempt counts against the source's limit, valid or not: this is
+    // what slows down harvesting taken usernames.
+    let now = state.clock.now();
+    let window = Window::register(&state.limits);
+    limit_source(&state.store, &window, &req, now).await?;
+    let registration: Registration = json_body(&req)?;
+    let user = new_user(
+        &state.store,
+        &state.passwords,
+        &registration.username,
+        &registration.name,
+        registration.password,
+    )
+    .await?;
     crate::runtime::record_user(&user.id);
     tracing::info!(user_id = %user.id, "user registered");
     metrics::count(Event::Registration);
@@ -96,4 +142,24 @@ async fn register(state: &Register, req: Request) -> Result<Response<Body>, ApiE
             created_at: user.created_at,
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_up_is_open_unless_closed_to_admins_and_a_bad_value_stops_init() {
+        let read = |value: Option<&'static str>| {
+            SignUp::from_source(&move |var: &str| {
+                assert_eq!(var, "SIGN_UP");
+                value.map(str::to_owned)
+            })
+        };
+        assert_eq!(read(None).unwrap(), SignUp::Open);
+        assert_eq!(read(Some("open")).unwrap(), SignUp::Open);
+        assert_eq!(read(Some("admins")).unwrap(), SignUp::AdminsOnly);
+        let err = read(Some("closed")).unwrap_err().to_string();
+        assert!(err.contains("SIGN_UP") && err.contains("closed"), "{err}");
+    }
 }

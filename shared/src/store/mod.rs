@@ -21,7 +21,7 @@ pub use sessions::{
     DeletedBy, MAX_LISTED_SESSIONS, MAX_REVOKED_SESSIONS, SESSION_OWNER, SESSIONS_INDEX,
 };
 pub use throttle::Reservation;
-pub use users::RoleGrant;
+pub use users::{RoleGrant, USERS_BY_ID_INDEX, USERS_BY_ID_KEY, USERS_BY_ID_SORT};
 
 use crate::aws::CallError;
 
@@ -97,10 +97,39 @@ where
     }
 }
 
+/// A global secondary index: its name, its keys (partition, sort) with their
+/// types, and what it projects.
+struct IndexSpec {
+    name: &'static str,
+    hash: (&'static str, ScalarAttributeType),
+    range: (&'static str, ScalarAttributeType),
+    projection: ProjectionType,
+}
+
+/// The table's indexes: a user's sessions (every attribute, for their list),
+/// and users by id (keys only: the lookup then reads the user itself).
+fn indexes() -> [IndexSpec; 2] {
+    [
+        IndexSpec {
+            name: SESSIONS_INDEX,
+            hash: (SESSION_OWNER, ScalarAttributeType::S),
+            range: (SESSIONS_INDEX_SORT, ScalarAttributeType::N),
+            projection: ProjectionType::All,
+        },
+        IndexSpec {
+            name: USERS_BY_ID_INDEX,
+            hash: (USERS_BY_ID_KEY, ScalarAttributeType::S),
+            range: (USERS_BY_ID_SORT, ScalarAttributeType::N),
+            projection: ProjectionType::KeysOnly,
+        },
+    ]
+}
+
 /// Creates the table if it does not exist (local development, tests, the admin
-/// CLI), with TTL on `expires_at` and the index of a user's sessions; a table
-/// of an earlier version (`make dev`'s, kept on disk) gets the index added.
-/// Deployed stacks get all of it from template.yaml.
+/// CLI), with TTL on `expires_at` and its indexes; a table of an earlier
+/// version (`make dev`'s, kept on disk) gets the indexes it lacks added, one
+/// at a time, as DynamoDB allows. Deployed stacks get all of it from
+/// template.yaml.
 pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError> {
     let built = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Internal(e.to_string());
     let key = |name: &str, kind: KeyType| {
@@ -110,68 +139,72 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError
             .build()
             .map_err(built)
     };
-    let attribute = |name: &str, kind: ScalarAttributeType| {
+    let attribute = |(name, kind): &(&str, ScalarAttributeType)| {
         AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(kind)
+            .attribute_name(*name)
+            .attribute_type(kind.clone())
             .build()
             .map_err(built)
     };
-    let index_keys = [
-        key(SESSION_OWNER, KeyType::Hash)?,
-        key(SESSIONS_INDEX_SORT, KeyType::Range)?,
+    let specs = indexes();
+    let mut index_attributes = Vec::new();
+    let mut index_keys = Vec::new();
+    for spec in &specs {
+        index_attributes.push(vec![attribute(&spec.hash)?, attribute(&spec.range)?]);
+        index_keys.push(vec![
+            key(spec.hash.0, KeyType::Hash)?,
+            key(spec.range.0, KeyType::Range)?,
+        ]);
+    }
+    let projection = |spec: &IndexSpec| {
+        Projection::builder()
+            .projection_type(spec.projection.clone())
+            .build()
+    };
+    let mut attributes = vec![
+        attribute(&(PARTITION_KEY, ScalarAttributeType::S))?,
+        attribute(&(SORT_KEY, ScalarAttributeType::S))?,
     ];
-    let projection = Projection::builder()
-        .projection_type(ProjectionType::All)
-        .build();
-    let index_attributes = [
-        attribute(SESSION_OWNER, ScalarAttributeType::S)?,
-        attribute(SESSIONS_INDEX_SORT, ScalarAttributeType::N)?,
-    ];
-    let created = client
+    attributes.extend(index_attributes.iter().flatten().cloned());
+    let mut create = client
         .create_table()
         .table_name(table)
         .billing_mode(BillingMode::PayPerRequest)
-        .set_attribute_definitions(Some(
-            [
-                attribute(PARTITION_KEY, ScalarAttributeType::S)?,
-                attribute(SORT_KEY, ScalarAttributeType::S)?,
-            ]
-            .into_iter()
-            .chain(index_attributes.clone())
-            .collect(),
-        ))
+        .set_attribute_definitions(Some(attributes))
         .key_schema(key(PARTITION_KEY, KeyType::Hash)?)
-        .key_schema(key(SORT_KEY, KeyType::Range)?)
-        .global_secondary_indexes(
+        .key_schema(key(SORT_KEY, KeyType::Range)?);
+    for (spec, keys) in specs.iter().zip(&index_keys) {
+        create = create.global_secondary_indexes(
             GlobalSecondaryIndex::builder()
-                .index_name(SESSIONS_INDEX)
-                .set_key_schema(Some(index_keys.to_vec()))
-                .projection(projection.clone())
+                .index_name(spec.name)
+                .set_key_schema(Some(keys.clone()))
+                .projection(projection(spec))
                 .build()
                 .map_err(built)?,
-        )
-        .send()
-        .await;
-    match created {
+        );
+    }
+    match create.send().await {
         Ok(_) => {}
         Err(err)
             if err
                 .as_service_error()
                 .is_some_and(|e| e.is_resource_in_use_exception()) =>
         {
-            if sessions_index(client, table).await?.is_none() {
+            for ((spec, keys), attributes) in specs.iter().zip(index_keys).zip(index_attributes) {
+                if index_status(client, table, spec.name).await?.is_some() {
+                    continue;
+                }
                 client
                     .update_table()
                     .table_name(table)
-                    .set_attribute_definitions(Some(index_attributes.to_vec()))
+                    .set_attribute_definitions(Some(attributes))
                     .global_secondary_index_updates(
                         GlobalSecondaryIndexUpdate::builder()
                             .create(
                                 CreateGlobalSecondaryIndexAction::builder()
-                                    .index_name(SESSIONS_INDEX)
-                                    .set_key_schema(Some(index_keys.to_vec()))
-                                    .projection(projection)
+                                    .index_name(spec.name)
+                                    .set_key_schema(Some(keys))
+                                    .projection(projection(spec))
                                     .build()
                                     .map_err(built)?,
                             )
@@ -180,7 +213,7 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError
                     .send()
                     .await
                     .map_err(classify)?;
-                index_active(client, table).await?;
+                index_active(client, table, spec.name).await?;
             }
             return Ok(());
         }
@@ -202,10 +235,11 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError
     Ok(())
 }
 
-/// The table's sessions index, by its status (`None`: there is none).
-async fn sessions_index(
+/// The table's index `name`, by its status (`None`: there is none).
+async fn index_status(
     client: &Client,
     table: &str,
+    name: &str,
 ) -> Result<Option<aws_sdk_dynamodb::types::IndexStatus>, StoreError> {
     let described = client
         .describe_table()
@@ -218,7 +252,7 @@ async fn sessions_index(
         .map(|t| t.global_secondary_indexes())
         .unwrap_or_default()
         .iter()
-        .find(|i| i.index_name() == Some(SESSIONS_INDEX))
+        .find(|i| i.index_name() == Some(name))
         .map(|i| {
             i.index_status()
                 .cloned()
@@ -226,18 +260,18 @@ async fn sessions_index(
         }))
 }
 
-/// Waits until the sessions index just added is built (DynamoDB Local
-/// refuses writes to the table meanwhile), a minute at most.
-async fn index_active(client: &Client, table: &str) -> Result<(), StoreError> {
+/// Waits until the index `name` just added is built (DynamoDB Local refuses
+/// writes to the table meanwhile), a minute at most.
+async fn index_active(client: &Client, table: &str, name: &str) -> Result<(), StoreError> {
     use aws_sdk_dynamodb::types::IndexStatus;
     for _ in 0..120 {
-        if sessions_index(client, table).await? == Some(IndexStatus::Active) {
+        if index_status(client, table, name).await? == Some(IndexStatus::Active) {
             return Ok(());
         }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
     Err(StoreError::Internal(format!(
-        "the index {SESSIONS_INDEX} of {table} was not built within a minute"
+        "the index {name} of {table} was not built within a minute"
     )))
 }
 

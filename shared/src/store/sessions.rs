@@ -339,6 +339,29 @@ impl Store {
         self.transact(items).await
     }
 
+    /// An operator's new password for `user` (as read): the new hash, the end
+    /// of every session and device proof (the epoch moves on) and the
+    /// username's attempt record cleared (a lockout ends), all or nothing, on
+    /// the condition that the user is still the one read (`Conflict`: gone,
+    /// or the name registered anew).
+    pub async fn set_password(&self, user: &User, new_hash: &str) -> Result<(), StoreError> {
+        self.transact(vec![
+            self.update(
+                user_key(&user.username),
+                "SET password_hash = :new ADD session_epoch :one",
+                "user_id = :uid",
+                None,
+                values([
+                    (":new", s(new_hash)),
+                    (":one", n(1)),
+                    (":uid", s(user.id.to_string())),
+                ]),
+            )?,
+            self.clear_attempts(&user.username)?,
+        ])
+        .await
+    }
+
     /// After a proof of the password within session `sid` of `user` (as
     /// read): the session's `auth_time` becomes `now` and the username's
     /// attempt record is cleared, all or nothing, on the condition that the

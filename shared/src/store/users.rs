@@ -23,6 +23,15 @@ pub enum RoleGrant {
     Gone,
 }
 
+/// The index of users by id: its partition key is the user's id, and its
+/// sort key `session_epoch`, which only user items carry (sessions and
+/// device proofs name theirs `epoch`), so it holds users alone: no session,
+/// refresh token or device proof, though they carry `user_id`, writes to it.
+/// Keys only: a lookup then reads the user item itself, strongly.
+pub const USERS_BY_ID_INDEX: &str = "users_by_id";
+pub const USERS_BY_ID_KEY: &str = "user_id";
+pub const USERS_BY_ID_SORT: &str = "session_epoch";
+
 const USER_PREFIX: &str = "USER#";
 const USER_PROFILE: &str = "PROFILE";
 
@@ -38,6 +47,41 @@ impl Store {
             .as_ref()
             .map(User::try_from)
             .transpose()
+    }
+
+    /// Finds a user by id: one query of `users_by_id` (keys only; no scan),
+    /// then the user item read strongly and checked to be theirs still. The
+    /// index trails the table by a moment: a user created a second ago may
+    /// not be found yet.
+    pub async fn get_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        let found = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(USERS_BY_ID_INDEX)
+            .key_condition_expression("#id = :id")
+            .expression_attribute_names("#id", USERS_BY_ID_KEY)
+            .expression_attribute_values(":id", s(id.to_string()))
+            .send()
+            .await
+            .map_err(classify)?;
+        // One item: ids are random. The index trails the table, so its entry
+        // may name a user deleted a moment ago, or a name since taken by
+        // someone else: the user item decides.
+        for keys in found.items() {
+            let Some(username) = keys
+                .get("pk")
+                .and_then(|pk| pk.as_s().ok())
+                .and_then(|pk| pk.strip_prefix(USER_PREFIX))
+                .and_then(|name| Username::parse(name).ok())
+            else {
+                continue;
+            };
+            if let Some(user) = self.get(&username).await?.filter(|u| u.id == id) {
+                return Ok(Some(user));
+            }
+        }
+        Ok(None)
     }
 
     /// Creates a user unless one with that username exists: a conditional write,

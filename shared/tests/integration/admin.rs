@@ -535,3 +535,219 @@ async fn an_act_whose_answer_is_lost_is_read_back_and_never_audited_as_failed_wh
         assert_eq!(line["outcome"], outcome, "{line}");
     }
 }
+
+#[tokio::test]
+async fn an_admin_sets_a_new_password_and_every_session_and_the_lockout_end() {
+    let store = fresh_store().await;
+    let app = App::with_clock(&store, Clock::manual(auth::clock::system_now()));
+    let chief = admin_in(&store, "chief").await;
+    let target = user_in(&store, "target").await;
+    let chief_tokens = session(&app, "chief").await;
+    let target_tokens = session(&app, "target").await;
+    let state = app.admin();
+    let (logs, _guard) = capture_logs();
+    let set = async |username: &str, body: &str| {
+        let path = format!("/admin/users/{username}/password");
+        call(&state, &chief_tokens.access, Method::PUT, &path, Some(body)).await
+    };
+    // Locked out by a guesser, as a person who forgot it may be.
+    for _ in 0..5 {
+        log_in(&app, "target", "a wrong password").await;
+    }
+    assert_error(
+        &log_in(&app, "target", PASSWORD).await,
+        429,
+        "too_many_requests",
+    );
+
+    // The policy's checks, and the body's shape, before anything is written.
+    for (body, why) in [
+        (r#"{"new_password": "password"}"#, "common"),
+        (r#"{"new_password": "short"}"#, "too short"),
+        (r#"{"password": "a long enough one"}"#, "unknown field"),
+        ("{}", "missing"),
+    ] {
+        assert_error(&set("target", body).await, 400, "invalid_request");
+        let stored = store.get(&target.username).await.unwrap().unwrap();
+        assert_eq!(stored.password_hash, target.password_hash, "{why}");
+    }
+    assert_error(
+        &set("nobody", r#"{"new_password": "a long enough one"}"#).await,
+        404,
+        "user_not_found",
+    );
+    // Not on oneself: POST /password proves the current one.
+    assert_error(
+        &set("chief", r#"{"new_password": "a long enough one"}"#).await,
+        403,
+        "forbidden",
+    );
+
+    let new_password = "a brand new passphrase";
+    let response = set("target", &json!({"new_password": new_password}).to_string()).await;
+    assert_eq!(response.status(), 200, "{}", body_json(&response));
+    let answer = body_json(&response);
+    assert_eq!(answer["message"], "Password set; every session ended");
+    assert_eq!(answer["user"]["locked"], false, "the lockout ends");
+    // Every session ended; the old password no longer works, the new one does.
+    assert_error(
+        &name_with(&app, &target_tokens.access).await,
+        401,
+        "invalid_token",
+    );
+    assert_error(
+        &do_refresh(&app, &target_tokens.refresh).await,
+        401,
+        "invalid_grant",
+    );
+    assert_error(&log_in(&app, "target", PASSWORD).await, 401, "login_failed");
+    assert_works(&log_in(&app, "target", new_password).await);
+    // The admin's own session is untouched.
+    assert_works(&name_with(&app, &chief_tokens.access).await);
+
+    // Audited, the refusals too; the password in no line.
+    let lines = audits(&logs.lines());
+    let sets: Vec<(&str, &str)> = lines
+        .iter()
+        .filter(|l| l["action"] == "set_password")
+        .map(|l| {
+            (
+                l["outcome"].as_str().unwrap(),
+                l["target_id"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let target_id = target.id.to_string();
+    let chief_id = chief.id.to_string();
+    assert_eq!(
+        sets,
+        [
+            ("invalid_request", target_id.as_str()),
+            ("invalid_request", target_id.as_str()),
+            ("invalid_request", "none"),
+            ("invalid_request", "none"),
+            ("user_not_found", "none"),
+            ("forbidden", chief_id.as_str()),
+            ("done", target_id.as_str()),
+        ]
+    );
+    let text = logs.text();
+    assert!(!text.contains(new_password) && !text.contains("enough one"));
+}
+
+#[tokio::test]
+async fn an_admin_finds_a_user_by_the_id_the_logs_name() {
+    let store = fresh_store().await;
+    let app = App::new(&store);
+    admin_in(&store, "chief").await;
+    let target = user_in(&store, "target").await;
+    let tokens = session(&app, "chief").await;
+    let state = app.admin();
+    let find = async |query: &str| {
+        let path = format!("/admin/users?{query}");
+        call(&state, &tokens.access, Method::GET, &path, None).await
+    };
+
+    let found = find(&format!("id={}", target.id)).await;
+    assert_eq!(found.status(), 200, "{}", body_json(&found));
+    let found = body_json(&found);
+    assert_eq!(found["message"], "User found");
+    assert_eq!(found["user"]["username"], "target");
+    assert_eq!(found["user"]["id"], target.id.to_string());
+
+    assert_error(
+        &find(&format!("id={}", uuid::Uuid::new_v4())).await,
+        404,
+        "user_not_found",
+    );
+    for query in ["id=target", "name=target", &format!("id={}&x=1", target.id)] {
+        assert_error(&find(query).await, 400, "invalid_request");
+    }
+    // A deleted user's id finds nobody, though the name is taken anew.
+    call(
+        &state,
+        &tokens.access,
+        Method::DELETE,
+        "/admin/users/target",
+        None,
+    )
+    .await;
+    user_in(&store, "target").await;
+    assert_error(
+        &find(&format!("id={}", target.id)).await,
+        404,
+        "user_not_found",
+    );
+    let response = call(&state, &tokens.access, Method::PUT, "/admin/users", None).await;
+    assert_error(&response, 405, "method_not_allowed");
+    assert_eq!(response.headers()["allow"], "GET, POST");
+}
+
+#[tokio::test]
+async fn with_sign_up_closed_only_an_admin_creates_accounts() {
+    let store = fresh_store().await;
+    let app = App::new(&store);
+    let chief = admin_in(&store, "chief").await;
+    user_in(&store, "plain").await;
+    let chief_tokens = session(&app, "chief").await;
+    let plain_tokens = session(&app, "plain").await;
+    let closed = auth::handlers::register::Register {
+        sign_up: auth::handlers::register::SignUp::AdminsOnly,
+        ..app.register()
+    };
+    let body = json!({"username": "newbie", "password": "a long enough one", "name": "New Bie"})
+        .to_string();
+    let refused =
+        auth::handlers::register::handle(&closed, request("register.json", None, Some(&body)))
+            .await;
+    let error = assert_error(&refused, 403, "sign_up_closed");
+    assert!(error["message"].as_str().unwrap().contains("admin"));
+    let newbie = Username::parse("newbie").unwrap();
+    assert_eq!(store.get(&newbie).await.unwrap(), None);
+
+    let state = app.admin();
+    let (logs, _guard) = capture_logs();
+    let create = async |access: &str, body: &str| {
+        call(&state, access, Method::POST, "/admin/users", Some(body)).await
+    };
+    assert_error(
+        &create(&plain_tokens.access, &body).await,
+        403,
+        "insufficient_scope",
+    );
+    assert_eq!(store.get(&newbie).await.unwrap(), None);
+    for bad in [
+        json!({"username": "newbie", "password": "password", "name": "N"}),
+        json!({"username": "x", "password": "a long enough one", "name": "N"}),
+        json!({"username": "newbie", "password": "a long enough one"}),
+    ] {
+        assert_error(
+            &create(&chief_tokens.access, &bad.to_string()).await,
+            400,
+            "invalid_request",
+        );
+    }
+    let created = create(&chief_tokens.access, &body).await;
+    assert_eq!(created.status(), 201, "{}", body_json(&created));
+    let created = body_json(&created);
+    assert_eq!(created["message"], "User created");
+    assert_eq!(created["user"]["username"], "newbie");
+    assert_eq!(created["user"]["name"], "New Bie");
+    assert_eq!(created["user"]["roles"], json!([]));
+    assert_works(&log_in(&app, "newbie", "a long enough one").await);
+    assert_error(
+        &create(&chief_tokens.access, &body).await,
+        409,
+        "username_taken",
+    );
+
+    let lines = audits(&logs.lines());
+    let created_lines: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["action"] == "create_user" && l["outcome"] == "done")
+        .collect();
+    assert_eq!(created_lines.len(), 1, "{lines:?}");
+    assert_eq!(created_lines[0]["target_id"], created["user"]["id"]);
+    assert_eq!(created_lines[0]["actor_id"], chief.id.to_string());
+    assert!(!logs.text().contains("a long enough one"));
+}

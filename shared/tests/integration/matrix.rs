@@ -214,6 +214,9 @@ enum AdminAct {
     Revoke,
     Unlock,
     EndSessions,
+    SetPassword,
+    /// A new user, "newcomer" (`POST /admin/users`).
+    Create,
 }
 
 impl AdminAct {
@@ -230,11 +233,21 @@ impl AdminAct {
             AdminAct::Revoke => (Method::DELETE, "/admin/users/matrix/roles/support", None),
             AdminAct::Unlock => (Method::DELETE, "/admin/users/matrix/lock", None),
             AdminAct::EndSessions => (Method::DELETE, "/admin/users/matrix/sessions", None),
+            AdminAct::SetPassword => (
+                Method::PUT,
+                "/admin/users/matrix/password",
+                Some(r#"{"new_password": "an operator's new passphrase"}"#),
+            ),
+            AdminAct::Create => (
+                Method::POST,
+                "/admin/users",
+                Some(r#"{"username": "newcomer", "password": "a long enough one", "name": "N"}"#),
+            ),
         }
     }
 }
 
-const SCENARIOS: [Scenario; 18] = [
+const SCENARIOS: [Scenario; 20] = [
     Scenario::LoginWithRehash,
     Scenario::LoginWithDevice,
     Scenario::LoginWrongPassword,
@@ -253,6 +266,8 @@ const SCENARIOS: [Scenario; 18] = [
     Scenario::Admin(AdminAct::Revoke),
     Scenario::Admin(AdminAct::Unlock),
     Scenario::Admin(AdminAct::EndSessions),
+    Scenario::Admin(AdminAct::SetPassword),
+    Scenario::Admin(AdminAct::Create),
 ];
 
 impl Scenario {
@@ -260,7 +275,7 @@ impl Scenario {
     fn normal(self) -> u16 {
         match self {
             Scenario::LoginWrongPassword => 401,
-            Scenario::Register => 201,
+            Scenario::Register | Scenario::Admin(AdminAct::Create) => 201,
             _ => 200,
         }
     }
@@ -478,8 +493,11 @@ impl Scenario {
                     "the attempt counted",
                 );
             }
-            Scenario::Register => {
-                let id = json["id"].as_str().unwrap_or_default();
+            Scenario::Register | Scenario::Admin(AdminAct::Create) => {
+                let id = json["id"]
+                    .as_str()
+                    .or(json["user"]["id"].as_str())
+                    .unwrap_or_default();
                 expect(
                     item(after, "USER#newcomer", "PROFILE")
                         .is_some_and(|u| u["user_id"].as_s().is_ok_and(|v| v == id)),
@@ -574,7 +592,13 @@ impl Scenario {
                     AdminAct::Revoke => expect(!support, "the role revoked"),
                     AdminAct::Unlock => expect(lock_cleared, "the attempt record deleted"),
                     AdminAct::EndSessions => expect(ended, "every session ended"),
-                    AdminAct::Delete => unreachable!("above"),
+                    AdminAct::SetPassword => expect(
+                        ended
+                            && lock_cleared
+                            && user.get("password_hash") != user_before.get("password_hash"),
+                        "a new hash, every session ended, the attempt record deleted",
+                    ),
+                    AdminAct::Delete | AdminAct::Create => unreachable!("above"),
                 }
             }
         }
@@ -587,10 +611,12 @@ impl Scenario {
     fn write(self) -> Option<Call> {
         Some(match self {
             Scenario::LoginWrongPassword | Scenario::ListSessions => return None,
-            Scenario::Register => Call::Nth("putitem", 1),
+            Scenario::Register | Scenario::Admin(AdminAct::Create) => Call::Nth("putitem", 1),
             Scenario::LogoutEverywhere => Call::Nth("updateitem", 1),
             Scenario::Admin(AdminAct::Unlock) => Call::Nth("deleteitem", 1),
-            Scenario::Admin(AdminAct::Delete) => Call::Nth("transactwriteitems", 1),
+            Scenario::Admin(AdminAct::Delete | AdminAct::SetPassword) => {
+                Call::Nth("transactwriteitems", 1)
+            }
             Scenario::Admin(_) => Call::Nth("updateitem", 1),
             _ => Call::Nth("transactwriteitems", 1),
         })

@@ -460,3 +460,54 @@ async fn the_warm_up_at_init_reads_nothing_writes_nothing_and_never_holds_init_l
         "the warm-up sent no request"
     );
 }
+
+/// Every item of the index of users by id (a test may scan).
+async fn users_by_id_items(store: &Store) -> Vec<String> {
+    let page = local_client()
+        .await
+        .scan()
+        .table_name(store.table())
+        .index_name(auth::store::USERS_BY_ID_INDEX)
+        .send()
+        .await
+        .unwrap();
+    assert!(page.last_evaluated_key().is_none());
+    page.items()
+        .iter()
+        .map(|item| item["pk"].as_s().unwrap().clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_index_by_id_holds_users_alone_and_finds_each_by_its_id() {
+    use crate::sessions::{do_refresh, session, user_in};
+    let store = fresh_store().await;
+    let app = App::new(&store);
+    let alice = user_in(&store, "alice").await;
+    let bob = user_in(&store, "bob").await;
+    // Sessions, refresh tokens (rotated too), device proofs and attempt
+    // records, all carrying a user's id or name.
+    let tokens = session(&app, "alice").await;
+    do_refresh(&app, &tokens.refresh).await;
+    session(&app, "bob").await;
+    crate::sessions::log_in(&app, "bob", "a wrong password").await;
+
+    let mut indexed = users_by_id_items(&store).await;
+    indexed.sort();
+    assert_eq!(indexed, ["USER#alice", "USER#bob"]);
+    for user in [&alice, &bob] {
+        let found = store.get_by_id(user.id).await.unwrap().unwrap();
+        assert_eq!(found.username, user.username);
+    }
+    assert_eq!(
+        store
+            .get_by_id(auth::users::UserId::random())
+            .await
+            .unwrap(),
+        None
+    );
+    // An epoch bump (log out everywhere) moves the entry; still found.
+    assert!(store.end_all_sessions(&alice).await.unwrap());
+    assert_eq!(users_by_id_items(&store).await.len(), 2);
+    assert!(store.get_by_id(alice.id).await.unwrap().is_some());
+}

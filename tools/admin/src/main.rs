@@ -4,6 +4,8 @@
 //!
 //!   auth-admin create-table
 //!   auth-admin create-user <username> <name> [--inactive] [--if-missing]   (password on stdin)
+//!   auth-admin show <username | user id>   (a user id, as the logs name users: no scan)
+//!   auth-admin set-password <username>   (password on stdin: every session ends, a lockout too)
 //!   auth-admin deactivate <username> | activate <username> | delete <username>
 //!   auth-admin unlock <username>   (forget failed logins: ends a lockout)
 //!   auth-admin grant <username> <role> | revoke <username> <role>
@@ -22,15 +24,17 @@ use auth::config::{Environment, StoreConfig, TokenConfig};
 use auth::issuer_keys::signing_key;
 use auth::key_set::KeySettings;
 use auth::keys::{generate_pem_pair, public_key_from_pem};
-use auth::passwords::{BcryptCost, PasswordHasher};
+use auth::passwords::{BcryptCost, PasswordHasher, check_new_password};
 use auth::permissions::{PermissionConfig, Role};
 use auth::rotation::{Rotated, Rotation, RotationConfig, RotationEvent};
 use auth::store::{DeletedBy, RoleGrant, Store, StoreError, create_table, dynamodb_client};
-use auth::users::{User, Username, display_name};
+use auth::users::{User, UserId, Username, display_name};
 
 const USAGE: &str = "usage:
   auth-admin create-table
   auth-admin create-user <username> <name> [--inactive] [--if-missing]   (password on stdin)
+  auth-admin show <username | user id>
+  auth-admin set-password <username>                (password on stdin; every session ends)
   auth-admin activate <username>
   auth-admin deactivate <username>
   auth-admin delete <username>
@@ -114,12 +118,7 @@ async fn run(args: &[String]) -> Result<(), String> {
                 println!("user {username} exists already");
                 return Ok(());
             }
-            let password = read_password()?;
-            let cost = BcryptCost::from_source(&Environment).map_err(|e| e.to_string())?;
-            let hash = PasswordHasher::new(cost)
-                .hash(password)
-                .await
-                .map_err(|e| e.to_string())?;
+            let hash = new_hash(&username).await?;
             let mut user = User::new(username, name, hash);
             user.active = !flags.iter().any(|f| f == "--inactive");
             match users.create(&user).await {
@@ -129,6 +128,53 @@ async fn run(args: &[String]) -> Result<(), String> {
                 }
                 Err(e) => return Err(e.to_string()),
             }
+        }
+        "show" => {
+            let raw = rest.first().ok_or(USAGE)?;
+            // A user id (36 characters) is never a username (32 at most).
+            let user = match UserId::parse(raw) {
+                Some(id) => users
+                    .get_by_id(id)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("no user with id {id}"))?,
+                None => existing(&users, &username(0)?).await?,
+            };
+            let now = auth::clock::system_now();
+            let locked_for = users
+                .failures(&user.username)
+                .await
+                .map_err(|e| e.to_string())?
+                .and_then(|f| f.locked_for(now));
+            let roles: Vec<String> = user.roles.iter().map(Role::to_string).collect();
+            println!("id          {}", user.id);
+            println!("username    {}", user.username);
+            println!("name        {}", user.name);
+            println!("active      {}", user.active);
+            println!("roles       {}", roles.join(" "));
+            println!("created_at  {}", user.created_at);
+            match locked_for {
+                Some(seconds) => println!("locked      for {seconds} s more (unlock ends it)"),
+                None => println!("locked      no"),
+            }
+        }
+        "set-password" => {
+            let user = existing(&users, &username(0)?).await?;
+            let hash = new_hash(&user.username).await?;
+            match users.set_password(&user, &hash).await {
+                Ok(()) => {}
+                Err(StoreError::Conflict) => {
+                    return Err(format!(
+                        "user {} was deleted or registered anew meanwhile; nothing changed",
+                        user.username
+                    ));
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+            println!(
+                "the password of {} is set: every session and device proof ended, failed logins forgotten",
+                user.username
+            );
         }
         "activate" | "deactivate" => {
             let user = existing(&users, &username(0)?).await?;
@@ -390,6 +436,17 @@ fn write_private(path: &str, pem: &str) -> Result<(), String> {
         .map_err(|e| format!("{path}: {e}"))?;
     file.write_all(pem.as_bytes())
         .map_err(|e| format!("{path}: {e}"))
+}
+
+/// A hash of the password on standard input, once the policy allows it.
+async fn new_hash(username: &Username) -> Result<String, String> {
+    let password = read_password()?;
+    check_new_password(&password, username).map_err(|e| e.to_string())?;
+    let cost = BcryptCost::from_source(&Environment).map_err(|e| e.to_string())?;
+    PasswordHasher::new(cost)
+        .hash(password)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 fn read_password() -> Result<String, String> {

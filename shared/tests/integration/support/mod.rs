@@ -262,6 +262,7 @@ impl App {
             store: self.store.clone(),
             passwords: hasher(),
             limits: generous_limits(),
+            sign_up: auth::handlers::register::SignUp::Open,
             clock: self.clock.clone(),
         }
     }
@@ -305,6 +306,7 @@ impl App {
             store: self.store.clone(),
             verifier: verifier(),
             permissions: permissions(),
+            passwords: hasher(),
             clock: self.clock.clone(),
         }
     }
