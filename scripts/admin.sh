@@ -7,13 +7,14 @@
 # is in it) before it runs the command.
 #
 # No prebuilt auth-admin is published: the first run builds it in release
-# mode (the AWS SDK: a few minutes), later runs reuse target/release.
+# mode (the AWS SDK: a few minutes); later runs rebuild only what changed.
 # AUTH_ADMIN=<path> runs another build of it.
 #
 #   scripts/admin.sh --stack auth-lambda [--region eu-west-1] -- grant alice admin
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-"$root/scripts/tools.sh"
+# None of the steps before auth-admin may read standard input: it may hold a password.
+"$root/scripts/tools.sh" </dev/null
 # The project's sam (SAM=<path>: another, as the test's stand-in).
 sam=${SAM:-$root/.tools/venv/bin/sam}
 
@@ -32,7 +33,7 @@ if [[ -z $stack || $# -eq 0 ]]; then
   exit 2
 fi
 
-outputs=$(SAM_CLI_TELEMETRY=0 "$sam" list stack-outputs --stack-name "$stack" ${region:+--region "$region"} --output json)
+outputs=$(SAM_CLI_TELEMETRY=0 "$sam" list stack-outputs --stack-name "$stack" ${region:+--region "$region"} --output json </dev/null)
 environment=$(python3 - "$outputs" <<'PY'
 import json, sys
 outputs = {o["OutputKey"]: o["OutputValue"] for o in json.loads(sys.argv[1])}
@@ -41,6 +42,8 @@ wanted = {"TABLE_NAME": "TableName", "ROLES": "Roles", "BCRYPT_COST": "BcryptCos
 missing = [key for key in ("TableName", "Roles", "BcryptCost", "Issuer") if key not in outputs]
 if missing:
     sys.exit(f"the stack's outputs lack {missing}: is it this project's stack, deployed from this version?")
+if any("\n" in value or "\r" in value for value in outputs.values()):
+    sys.exit("an output of the stack spans lines: refusing to use it")
 for variable, key in wanted.items():
     if key in outputs:
         print(f"{variable}={outputs[key]}")
@@ -55,9 +58,11 @@ done <<<"$environment"
 echo "auth-admin environment, from the outputs of stack $stack:" >&2
 sed 's/^/  /' <<<"$environment" >&2
 
-admin=${AUTH_ADMIN:-$root/target/release/auth-admin}
-if [[ ! -x $admin ]]; then
-  echo "building auth-admin (release; the first time takes a few minutes)" >&2
-  cargo build --release -q -p auth-admin --manifest-path "$root/Cargo.toml"
+admin=${AUTH_ADMIN:-}
+if [[ -z $admin ]]; then
+  # Built from this checkout every time: nothing to do when it is current.
+  [[ -x $root/target/release/auth-admin ]] || echo "building auth-admin (release; the first time takes a few minutes)" >&2
+  cargo build --release -q -p auth-admin --manifest-path "$root/Cargo.toml" </dev/null
+  admin=$root/target/release/auth-admin
 fi
 exec "$admin" "$@"

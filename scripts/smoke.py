@@ -6,8 +6,10 @@ tokens, the page is served; then a throwaway user registers, logs in, reads
 its name, refreshes, logs out everywhere its refresh token dies, and deletes
 itself, so the stack is left as it was. With sign-up closed (403
 sign_up_closed), give an existing account instead: SMOKE_USERNAME and
-SMOKE_PASSWORD (nothing is deleted then). Exit status 0 only if every step
-passed. Standard library and PyJWT (in .tools/venv) only."""
+SMOKE_PASSWORD (nothing is deleted then, but that account is logged out
+everywhere). A failure prints the status and the error code, never a body
+that may carry a token. Exit status 0 only if every step passed. Standard
+library and PyJWT (in .tools/venv) only."""
 import json
 import os
 import secrets
@@ -45,6 +47,11 @@ def call(method, path, body=None, token=None):
         return 0, {}, str(error).encode()
 
 
+def said(status, answer):
+    """What a failure prints: the status and the error code, never a token."""
+    return f"{status} {answer.get('error', '')}".strip()
+
+
 def answer(method, path, body=None, token=None):
     status, _, raw = call(method, path, body, token)
     try:
@@ -59,12 +66,12 @@ def finish():
 
 
 status, discovery = answer("GET", "/.well-known/openid-configuration")
-step("discovery answers", status == 200, f"{status} {discovery}")
+step("discovery answers", status == 200, said(status, discovery))
 step("its issuer is this URL (JwtIssuer, or the custom domain)", discovery.get("issuer") == base,
      f"{discovery.get('issuer')!r}: set JwtIssuer to {base!r} and deploy again")
 status, jwks = answer("GET", "/.well-known/jwks.json")
 keys = jwks.get("keys", []) if status == 200 else []
-step("the JWKS lists a signing key", any(k.get("kty") == "RSA" for k in keys), f"{status} {jwks}")
+step("the JWKS lists a signing key", any(k.get("kty") == "RSA" for k in keys), said(status, jwks))
 status, headers, page = call("GET", "/")
 step("the sign-in page is served", status == 200 and "text/html" in headers.get("content-type", ""),
      f"{status} {headers.get('content-type')}")
@@ -78,10 +85,10 @@ if throwaway:
     if status == 403 and created.get("error") == "sign_up_closed":
         step("registration", False, "sign-up is closed here: set SMOKE_USERNAME and SMOKE_PASSWORD to an account")
         finish()
-    step("a throwaway user registers", status == 201, f"{status} {created}")
+    step("a throwaway user registers", status == 201, said(status, created))
 
 status, login = answer("POST", "/login", {"username": username, "password": password})
-if not step("it logs in", status == 200 and "access_token" in login, f"{status} {login}"):
+if not step("it logs in", status == 200 and "access_token" in login, said(status, login)):
     finish()
 access, refresh = login["access_token"], login["refresh_token"]
 try:
@@ -93,19 +100,19 @@ except (StopIteration, jwt.PyJWTError, KeyError) as error:
     step("the access token verifies with the JWKS (RS256, issuer, expiry)", False, repr(error))
 
 status, name = answer("GET", "/get_name", token=access)
-step("/get_name with the token", status == 200 and "name" in name, f"{status} {name}")
+step("/get_name with the token", status == 200 and "name" in name, said(status, name))
 status, renewed = answer("POST", "/refresh", {"refresh_token": refresh})
-step("the refresh token gives new tokens", status == 200 and "access_token" in renewed, f"{status} {renewed}")
+step("the refresh token gives new tokens", status == 200 and "access_token" in renewed, said(status, renewed))
 access, old_refresh = renewed.get("access_token", access), refresh
 refresh = renewed.get("refresh_token", refresh)
 status, _ = answer("POST", "/logout", {"all": True}, token=access)
 step("log out everywhere", status == 200, status)
 status, dead = answer("POST", "/refresh", {"refresh_token": refresh})
-step("after it, the refresh token is refused", status == 401, f"{status} {dead}")
+step("after it, the refresh token is refused", status == 401, said(status, dead))
 
 if throwaway:
     status, relogin = answer("POST", "/login", {"username": username, "password": password})
     token = relogin.get("access_token")
     status, gone = answer("DELETE", "/account", {"password": password}, token=token)
-    step("the throwaway user deletes itself", status == 200, f"{status} {gone}")
+    step("the throwaway user deletes itself", status == 200, said(status, gone))
 finish()

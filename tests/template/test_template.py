@@ -134,7 +134,7 @@ COMMON = {
     # passwords, deletes users (with their attempt record) and lock records.
     # Never signs.
     # Creates users (PutItem), and finds them by id through their index.
-    "Admin": [logs("Admin"), table("GetItem", "PutItem", "UpdateItem", "DeleteItem"), USERS_INDEX],
+    "Admin": [logs("Admin"), table("GetItem", "UpdateItem", "DeleteItem"), table("PutItem"), USERS_INDEX],
     "Jwks": [logs("Jwks")],
     "Web": [logs("Web")],
 }
@@ -204,7 +204,10 @@ for mode in MODES:
                 # Every item the role may touch by key, narrowed to its kinds
                 # (reading the issuer keys: their partition alone).
                 condition = s.get("Condition", {})
-                kinds = ["KEYS#"] if (tuple(actions), "UsersTable.Arn") == KEYS_READ else LEADING_KEYS.get(name)
+                kinds = (["KEYS#"] if (tuple(actions), "UsersTable.Arn") == KEYS_READ
+                         # The admin API creates users, and writes no other item whole.
+                         else ["USER#*"] if (name, tuple(actions)) == ("Admin", ("dynamodb:PutItem",))
+                         else LEADING_KEYS.get(name))
                 check(f"{mode}: {name} table access is narrowed to its item kinds",
                       condition == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": kinds},
                                     "Null": {"dynamodb:LeadingKeys": "false"}},
@@ -601,12 +604,12 @@ for has_domain, has_zone in [(True, True), (True, False), (False, False)]:
             "Stage": {"Ref": "HttpApiApiGatewayDefaultStage"}})
     if has_zone:
         records = made["ApiDnsRecords"]["Properties"]["RecordSets"]
-        check("the alias records: A and AAAA to the domain", sorted(r["Type"] for r in records) == ["A", "AAAA"]
+        check("the alias record: A to the domain", sorted(r["Type"] for r in records) == ["A"]
               and all(r["AliasTarget"]["DNSName"] == {"Fn::GetAtt": ["ApiDomain", "RegionalDomainName"]}
                       for r in records))
 rules = source.get("Rules", {})
-check("rules: exactly one of JwtIssuer and DomainName; a domain needs a certificate",
-      {"IssuerOrDomain", "DomainNeedsCertificate"} <= set(rules), sorted(rules))
+check("rules: exactly one of JwtIssuer and DomainName; a domain needs a certificate; no domain settings alone",
+      {"IssuerOrDomain", "DomainNeedsCertificate", "NoDomainSettingsWithoutDomain"} <= set(rules), sorted(rules))
 
 # Roles as scopes (docs/clients.md): the authorizer snippet's scopes are roles
 # the deployment knows, and its events are the admin API's, in the template.

@@ -18,7 +18,8 @@
 //! - `PUT    /admin/users/{username}/password` `{"new_password"}`: set a new
 //!   password (the policy's checks; every session and device proof ends,
 //!   a lockout too), for a person who lost theirs and proved who they are
-//!   some other way (docs/operations.md).
+//!   some other way (docs/operations.md). Never an admin's: that would make
+//!   one admin's stolen session every admin's (`auth-admin` can).
 //!
 //! Every act of an authenticated caller, done or refused, writes one audit
 //! line (actor id, target id, action, outcome) and counts in `AdminActions`.
@@ -353,7 +354,16 @@ async fn act(
             if myself {
                 return Err(self_protection());
             }
-            let password = new_password.unwrap_or_default();
+            // One admin's stolen session must not become every admin's: an
+            // admin's password is set only with the table's own credentials.
+            if target.roles.contains(&Role::admin()) {
+                return Err(ApiError::Forbidden(
+                    "an admin's password is not set through the admin API; auth-admin set-password can, with AWS credentials for the table",
+                ));
+            }
+            let Some(password) = new_password else {
+                return Err(ApiError::Internal);
+            };
             check_new_password(&password, username)
                 .map_err(|e| ApiError::BadRequest(e.to_string()))?;
             let hash = state.passwords.hash(password).await.map_err(|e| {

@@ -576,12 +576,21 @@ async fn an_admin_sets_a_new_password_and_every_session_and_the_lockout_end() {
         404,
         "user_not_found",
     );
-    // Not on oneself: POST /password proves the current one.
+    // Not on oneself (POST /password proves the current one), nor on
+    // another admin (one stolen admin session must not open every admin's).
     assert_error(
         &set("chief", r#"{"new_password": "a long enough one"}"#).await,
         403,
         "forbidden",
     );
+    let deputy = admin_in(&store, "deputy").await;
+    assert_error(
+        &set("deputy", r#"{"new_password": "a long enough one"}"#).await,
+        403,
+        "forbidden",
+    );
+    let kept = store.get(&deputy.username).await.unwrap().unwrap();
+    assert_eq!(kept.password_hash, deputy.password_hash);
 
     let new_password = "a brand new passphrase";
     let response = set("target", &json!({"new_password": new_password}).to_string()).await;
@@ -619,6 +628,7 @@ async fn an_admin_sets_a_new_password_and_every_session_and_the_lockout_end() {
         .collect();
     let target_id = target.id.to_string();
     let chief_id = chief.id.to_string();
+    let deputy_id = deputy.id.to_string();
     assert_eq!(
         sets,
         [
@@ -628,6 +638,7 @@ async fn an_admin_sets_a_new_password_and_every_session_and_the_lockout_end() {
             ("invalid_request", "none"),
             ("user_not_found", "none"),
             ("forbidden", chief_id.as_str()),
+            ("forbidden", deputy_id.as_str()),
             ("done", target_id.as_str()),
         ]
     );

@@ -131,8 +131,10 @@ async fn run(args: &[String]) -> Result<(), String> {
         }
         "show" => {
             let raw = rest.first().ok_or(USAGE)?;
-            // A user id (36 characters) is never a username (32 at most).
-            let user = match UserId::parse(raw) {
+            // A user id as the logs write it (36 characters, hyphenated) is
+            // never a username (32 at most).
+            let id = (raw.len() == 36).then(|| UserId::parse(raw)).flatten();
+            let user = match id {
                 Some(id) => users
                     .get_by_id(id)
                     .await
@@ -169,6 +171,19 @@ async fn run(args: &[String]) -> Result<(), String> {
                         user.username
                     ));
                 }
+                // Its answer may have been lost with the write done: read back.
+                Err(e @ StoreError::Unavailable(_)) => match users.get(&user.username).await {
+                    Ok(Some(now))
+                        if now.id == user.id
+                            && now.password_hash == hash
+                            && now.session_epoch > user.session_epoch => {}
+                    Ok(_) => return Err(format!("{e}; nothing was changed")),
+                    Err(read) => {
+                        return Err(format!(
+                            "{e}, and reading it back failed too ({read}): the password may or may not be set; run set-password again"
+                        ));
+                    }
+                },
                 Err(e) => return Err(e.to_string()),
             }
             println!(
@@ -450,14 +465,25 @@ async fn new_hash(username: &Username) -> Result<String, String> {
 }
 
 fn read_password() -> Result<String, String> {
-    if std::io::stdin().is_terminal() {
-        eprint!("password (input is shown): ");
+    let terminal = std::io::stdin().is_terminal();
+    // Typed at a terminal: not shown (stty acts on the terminal it is given).
+    let echo = |on: bool| {
+        let _ = std::process::Command::new("stty")
+            .arg(if on { "echo" } else { "-echo" })
+            .stdin(std::process::Stdio::inherit())
+            .status();
+    };
+    if terminal {
+        eprint!("password: ");
+        echo(false);
     }
     let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .map_err(|e| format!("cannot read the password: {e}"))?;
+    let read = std::io::stdin().lock().read_line(&mut line);
+    if terminal {
+        echo(true);
+        eprintln!();
+    }
+    read.map_err(|e| format!("cannot read the password: {e}"))?;
     let password = line.trim_end_matches(['\r', '\n']).to_owned();
     if password.is_empty() {
         return Err("the password must not be empty".into());
