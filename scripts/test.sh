@@ -13,7 +13,7 @@ cfn-lint template.yaml
 SAM_CLI_TELEMETRY=0 sam validate --lint >/dev/null
 python3 tests/template/test_template.py
 # The machine check tells a newcomer without apt what to install, and is silent here.
-python3 tests/code/check_preflight.py >/dev/null
+python3 tests/code/check_preflight.py
 # make deploy's wrapper finds the project's sam and hands it its arguments.
 scripts/deploy.sh --help | grep "sam deploy" >/dev/null
 # Every finding fixed or skipped in the template with its reason (docs/operations.md).
@@ -21,6 +21,10 @@ scripts/deploy.sh --help | grep "sam deploy" >/dev/null
 python3 tests/docs/check_links.py
 # Every variable the code reads is in docs/configuration.md.
 python3 tests/docs/check_config.py
+# docs/deploy.md and docs/runbooks.md against the template, SAM and the cost
+# model; docs/architecture.md's pictures against the template and the code.
+python3 tests/docs/check_deploy.py
+python3 tests/docs/check_diagrams.py
 # The shared crate's modules in layers, no import circle (bottom up, printed).
 python3 tests/code/check_imports.py
 npm --prefix web run --silent typecheck

@@ -21,16 +21,17 @@ missing = sorted(name for name in read if f"`{name}`" not in page)
 for name in missing:
     print(f"FAIL docs/configuration.md does not name {name} (read in {', '.join(sorted(read[name]))})")
 print(f"configuration: {len(read)} variables the code reads, {len(read) - len(missing)} named in docs/configuration.md")
-# The claims docs/clients.md lists are the ones discovery publishes
+# The claims docs/tokens.md lists are the ones discovery publishes
 # (claims_supported, shared/src/handlers/discovery.rs): each token carries them.
 discovery = (root / "shared" / "src" / "handlers" / "discovery.rs").read_text()
 supported = re.search(r'claims_supported: \[\s*("[^\]]*)\]', discovery)
 supported = set(re.findall(r'"(\w+)"', supported.group(1))) if supported else set()
-clients = (root / "docs" / "clients.md").read_text()
-listed = clients[clients.index("Claims: "):clients.index("; header")]
-listed = set(re.findall(r"`(\w+)`", listed))
+tokens = (root / "docs" / "tokens.md").read_text()
+table = tokens[tokens.index("<!-- claims:"):]
+table = table[:table.index("\n\n", table.index("| claim |"))]
+listed = set(re.findall(r"^\| `(\w+)` \|", table, re.M))
 if listed != supported or len(supported) < 10:
-    print(f"FAIL docs/clients.md lists the claims {sorted(listed)}; discovery publishes {sorted(supported)}")
+    print(f"FAIL docs/tokens.md lists the claims {sorted(listed)}; discovery publishes {sorted(supported)}")
 else:
-    print(f"claims: docs/clients.md lists the {len(listed)} claims discovery publishes")
+    print(f"claims: docs/tokens.md lists the {len(listed)} claims discovery publishes")
 sys.exit(1 if missing or len(read) < 30 or listed != supported else 0)

@@ -9,7 +9,8 @@ Conventions (docs/contributing.md):
   the lines after it, up to the next command, are its expected output;
 - localhost:9000 stands for the stack's address;
 - $AT and $RT are the access and refresh token of the last answer that
-  carried them;
+  carried them, or what a command `AT=$(curl …)` (or `RT=`) printed, as a
+  reader pasting the session sets them;
 - compared: the status line and the headers shown; JSON bodies key for key;
   fixed values exactly; tokens, ids, keys and times by pattern; a string
   ending in "..." by the prefix before the dots."""
@@ -131,12 +132,25 @@ def main():
     for path in files:
         for block in sessions(path):
             for command, expected, number in block:
+                assigned = None
+                if command[:5] in ("AT=$(", "RT=$(") and command.endswith(")"):
+                    assigned, command = command[:2], command[5:-1]
                 if not command.startswith("curl "):
                     failures.append(f"{path.relative_to(root)}:{number}: only curl commands run here: {command}")
                     continue
                 command = command.replace("localhost:9000", host)
                 result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=env, timeout=60)
                 ran += 1
+                if assigned:
+                    value = result.stdout.strip()
+                    problems = [] if value else [f"{assigned}=$(…) printed nothing"]
+                    if "".join(expected).strip():
+                        problems.append("an assignment prints nothing: the docs show output")
+                    if result.returncode != 0:
+                        problems.append(f"exited {result.returncode}: {result.stderr.strip()}")
+                    failures += [f"{path.relative_to(root)}:{number}: {p}" for p in problems]
+                    env[assigned] = value
+                    continue
                 problems = compare(expected, result.stdout, host)
                 if result.returncode != 0:
                     problems.append(f"curl exited {result.returncode}: {result.stderr.strip()}")

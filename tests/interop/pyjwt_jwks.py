@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Interop: another service verifies our tokens with a standard JWT library
 that is not ours (PyJWT and its JWKS client), from our discovery documents,
-against the routed watch that `make test` started (WATCH_URL)."""
+against the routed watch that `make test` started (WATCH_URL); and the
+backend snippets of docs/clients.md (PyJWT, Node's jose) do, as written."""
 import json, os, pathlib, sys, urllib.error, urllib.request, uuid
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from noted import note, note_answer  # noqa: E402
@@ -58,5 +59,39 @@ refused("PyJWT refuses an edited payload",
         lambda: jwt.decode(f"{head}.{forged_payload}.{signature}", signing_key.key, algorithms=["RS256"],
                            audience=audience, issuer=issuer),
         jwt.InvalidSignatureError)
+
+# The backend snippets of docs/clients.md, as written there, given our issuer
+# and audience: PyJWT's in this process, jose's in Node (web/node_modules).
+import subprocess  # noqa: E402
+
+root = pathlib.Path(__file__).resolve().parents[2]
+docs = (root / "docs" / "clients.md").read_text()
+
+
+def snippet(name, language):
+    start = docs.index(f"<!-- snippet: {name} -->")
+    block = docs[docs.index(f"```{language}\n", start) + len(language) + 4:]
+    return block[:block.index("\n```")]
+
+
+forged = f"{head}.{forged_payload}.{signature}"
+scope = {"ISSUER": issuer, "AUDIENCE": audience}
+exec(snippet("pyjwt", "python"), scope)
+check("the docs' PyJWT snippet verifies our token", scope["verify"](token)["sub"] == claims["sub"])
+refused("the docs' PyJWT snippet refuses an edited payload", lambda: scope["verify"](forged), jwt.InvalidTokenError)
+runner = root / "web" / "node_modules" / ".cache" / "snippet-jose.mjs"
+runner.parent.mkdir(parents=True, exist_ok=True)
+runner.write_text(f"const ISSUER = {json.dumps(issuer)}, AUDIENCE = {json.dumps(audience)};\n"
+                  + snippet("jose", "js") + """
+const [good, bad] = process.argv.slice(2);
+const payload = await verify(good);
+let refused = false;
+try { await verify(bad); } catch { refused = true; }
+console.log(JSON.stringify({ sub: payload.sub, refused }));
+""")
+ran = subprocess.run(["node", str(runner), token, forged], capture_output=True, text=True, timeout=60)
+result = json.loads(ran.stdout or "{}") if ran.returncode == 0 else {}
+check("the docs' jose snippet verifies our token", result.get("sub") == claims["sub"], ran.stderr[-500:])
+check("the docs' jose snippet refuses an edited payload", result.get("refused") is True, result)
 
 finish()
