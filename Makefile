@@ -20,9 +20,9 @@ deploy: stack
 	@scripts/deploy.sh $(ARGS)
 
 # auth-admin against a deployed stack, its environment from the stack's
-# outputs: make admin STACK=auth-lambda ARGS="grant alice admin".
+# outputs: make admin STACK=auth-lambda [REGION=eu-west-1] ARGS="grant alice admin".
 admin:
-	@scripts/admin.sh --stack "$(STACK)" -- $(ARGS)
+	@scripts/admin.sh --stack "$(STACK)" $(if $(REGION),--region "$(REGION)") -- $(ARGS)
 
 # After a deploy: one throwaway user's life through the real API, each step
 # printed (docs/deploy.md): make smoke URL=https://auth.example.com

@@ -11,6 +11,8 @@
 # AUTH_ADMIN=<path> runs another build of it.
 #
 #   scripts/admin.sh --stack auth-lambda [--region eu-west-1] -- grant alice admin
+# The region: --region, else AWS_REGION, else samconfig.toml's deploy region,
+# else the AWS configuration's.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 # None of the steps before auth-admin may read standard input: it may hold a password.
@@ -33,6 +35,11 @@ if [[ -z $stack || $# -eq 0 ]]; then
   exit 2
 fi
 
+# The stack's region: --region, else the one samconfig.toml saved for the
+# deploy, else the AWS configuration's. sam and auth-admin get the same one.
+if [[ -z $region && -z ${AWS_REGION:-} && -f $root/samconfig.toml ]]; then
+  region=$(python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb")).get("default", {}).get("deploy", {}).get("parameters", {}).get("region", ""))' "$root/samconfig.toml")
+fi
 outputs=$(SAM_CLI_TELEMETRY=0 "$sam" list stack-outputs --stack-name "$stack" ${region:+--region "$region"} --output json </dev/null)
 environment=$(python3 - "$outputs" <<'PY'
 import json, sys

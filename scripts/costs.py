@@ -23,6 +23,7 @@ PRICES = {
     "logs_stored_gb_month": 0.03,
     "alarm_metric_month": 0.10,
     "custom_metric_month": 0.30,
+    "dashboard_month": 3.00,
 }
 
 # Each route, from docs/capacity.md ("What each route calls") and
@@ -54,13 +55,29 @@ KB_PER_USER = 1 + PER_USER["login"] * 0.5 * 2 + PER_USER["refresh"] * 0.3
 # Log bytes per request: the access log line, the function's own lines and
 # its metric line; kept LogRetentionDays (30): a month's worth is stored.
 LOG_KB_PER_REQUEST = 2.0
-# Fixed: the sealing key (and, after its yearly rotations, up to two more
-# key-material versions billed), 10 alarms (the 5xx ratio alarm reads 2
-# metrics), ~60 custom metric series (each metric by each of its dimension
-# values: routes, outcomes, admin actions), the daily rotation (negligible).
+# Fixed: the sealing key, the alarms (billed by each metric they read: counted
+# from template.yaml, sealed mode's), the dashboard, ~60 custom metric
+# series (each metric by each of its dimension values: routes, outcomes,
+# admin actions); the daily rotation is negligible.
 KMS_KEYS = 1
-ALARM_METRICS = 11
 CUSTOM_METRICS = 60
+DASHBOARDS = 1
+
+
+def alarm_metrics():
+    """The metrics the template's alarms read: one for a single-metric alarm,
+    each MetricStat of a metric-math alarm."""
+    import pathlib
+    import re
+    text = (pathlib.Path(__file__).resolve().parents[1] / "template.yaml").read_text()
+    count = 0
+    for alarm in re.split(r"\n  \w+:\n    Type: AWS::CloudWatch::Alarm\n", text)[1:]:
+        alarm = re.split(r"\n  \w+:\n    Type: ", alarm)[0]
+        count += alarm.count("MetricStat:") or 1
+    return count
+
+
+ALARM_METRICS = alarm_metrics()
 
 
 def month(users):
@@ -76,15 +93,15 @@ def month(users):
     log_gb = total_requests * LOG_KB_PER_REQUEST / 1e6
     logs = log_gb * (PRICES["logs_ingested_gb"] + PRICES["logs_stored_gb_month"])
     fixed = (KMS_KEYS * PRICES["kms_key_month"] + ALARM_METRICS * PRICES["alarm_metric_month"]
-             + CUSTOM_METRICS * PRICES["custom_metric_month"])
+             + CUSTOM_METRICS * PRICES["custom_metric_month"] + DASHBOARDS * PRICES["dashboard_month"])
     return {"requests": total_requests, "Lambda": lambda_cost, "API Gateway": api_cost,
             "DynamoDB requests": units, "DynamoDB storage + PITR": storage, "CloudWatch Logs": logs,
-            "fixed (KMS key, alarms, metrics)": fixed}
+            "fixed (KMS key, alarms, metrics, dashboard)": fixed}
 
 
 def table():
     columns = ["Lambda", "API Gateway", "DynamoDB requests", "DynamoDB storage + PITR", "CloudWatch Logs",
-               "fixed (KMS key, alarms, metrics)"]
+               "fixed (KMS key, alarms, metrics, dashboard)"]
     lines = ["| size | requests / month | " + " | ".join(columns) + " | total / month |",
              "|---" * (len(columns) + 3) + "|"]
     for name, users in SIZES:

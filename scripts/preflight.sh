@@ -28,9 +28,9 @@ else
 fi
 if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
   node_version=$(node --version | tr -d v)
-  version_at_least "$node_version" 20 || lack "Node.js 20 or later with npm (node is $node_version)"
+  version_at_least "$node_version" 20.19 || lack "Node.js 20.19 or later with npm (node is $node_version; Vite needs it)"
 else
-  lack "Node.js 20 or later with npm  https://nodejs.org  macOS: brew install node@20"
+  lack "Node.js 20.19 or later with npm  https://nodejs.org  macOS: brew install node@20"
 fi
 if command -v java >/dev/null 2>&1; then :; else
   lack "Java 17 or later, a JRE (DynamoDB Local runs on it)  Debian: openjdk-17-jre-headless  Fedora: java-17-openjdk-headless  macOS: brew install openjdk@17" openjdk-17-jre-headless

@@ -5,7 +5,8 @@ guided deploy asks them, with its default; its list of routes SAM asks "has
 no authentication. Is this okay?" about is what SAM's own code finds in the
 template; its cost table is scripts/costs.py's output; and docs/runbooks.md
 has one section per alarm of the template, and none for an alarm that is
-not there. Run by make test."""
+not there; docs/glossary.md defines the words the pages use in a sense of
+their own, in order. Run by make test."""
 import os
 import pathlib
 import re
@@ -70,4 +71,12 @@ for alarm in sorted(alarms & sections):
     body = runbooks.split(f"## {alarm}\n", 1)[1].split("\n## ", 1)[0]
     check(f"runbook {alarm}: means, look, do, clears",
           all(re.search(rf"\*\*{part}(:\*\*|\*\* \()", body) for part in ("Means", "Look", "Do", "Clears")), "")
+# The glossary defines each word the pages use in a sense of their own.
+glossary = (root / "docs" / "glossary.md").read_text()
+defined = re.findall(r"^\*\*([^*]+)\.\*\*", glossary, re.M)
+needed = ["Watch", "Floor", "Peer", "Epoch", "Family", "Issuer and verifier functions", "EMF", "Fresh login",
+          "Reservation", "Blue/green", "Sealed mode, KMS mode", "Device proof", "Session"]
+check("the glossary defines each of its words", set(needed) <= set(defined),
+      f"missing {sorted(set(needed) - set(defined))}")
+check("the glossary is in alphabetical order", defined == sorted(defined, key=str.lower), defined)
 finish()

@@ -607,6 +607,18 @@ for has_domain, has_zone in [(True, True), (True, False), (False, False)]:
         check("the alias record: A to the domain", sorted(r["Type"] for r in records) == ["A"]
               and all(r["AliasTarget"]["DNSName"] == {"Fn::GetAtt": ["ApiDomain", "RegionalDomainName"]}
                       for r in records))
+# An alarm that sums several series fills each with 0: in CloudWatch's
+# metric math a sum is empty where one series has no data point (an idle
+# function, KMS in sealed mode), and the alarm would never see the others.
+for name, alarm in source["Resources"].items():
+    if alarm["Type"] != "AWS::CloudWatch::Alarm" or "Metrics" not in alarm["Properties"]:
+        continue
+    metrics = alarm["Properties"]["Metrics"]
+    expression = next(m["Expression"] for m in metrics if m.get("ReturnData"))
+    series = [m["Id"] for m in metrics if "MetricStat" in m]
+    if "+" in expression:
+        check(f"{name}: each summed series is filled with 0",
+              all(f"FILL({s}, 0)" in expression for s in series), expression)
 rules = source.get("Rules", {})
 check("rules: exactly one of JwtIssuer and DomainName; a domain needs a certificate; no domain settings alone",
       {"IssuerOrDomain", "DomainNeedsCertificate", "NoDomainSettingsWithoutDomain"} <= set(rules), sorted(rules))
