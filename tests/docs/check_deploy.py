@@ -14,19 +14,15 @@ import subprocess
 import sys
 from collections import Counter
 
-import yaml
-
 root = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(root / "tests" / "interop"))
 from checks import check, finish  # noqa: E402
 
 
-class Loader(yaml.SafeLoader):
-    pass
+sys.path.insert(0, str(root / "tests" / "template"))
+from cfn import load_template  # noqa: E402
 
-
-Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
-template = yaml.load((root / "template.yaml").read_text(), Loader=Loader)
+template = load_template()
 deploy = (root / "docs" / "deploy.md").read_text()
 runbooks = (root / "docs" / "runbooks.md").read_text()
 

@@ -10,28 +10,15 @@ import pathlib
 import re
 import sys
 
-import yaml
-
 root = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(root / "tests" / "interop"))
 from checks import check, finish  # noqa: E402
 
 
-class Loader(yaml.SafeLoader):
-    pass
+sys.path.insert(0, str(root / "tests" / "template"))
+from cfn import load_template  # noqa: E402
 
-
-def _tag(loader, suffix, node):
-    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
-    if isinstance(node, yaml.ScalarNode):
-        return {name: loader.construct_scalar(node)}
-    if isinstance(node, yaml.SequenceNode):
-        return {name: loader.construct_sequence(node, deep=True)}
-    return {name: loader.construct_mapping(node, deep=True)}
-
-
-Loader.add_multi_constructor("!", _tag)
-template = yaml.load((root / "template.yaml").read_text(), Loader=Loader)
+template = load_template()
 resources = template["Resources"]
 page = (root / "docs" / "architecture.md").read_text()
 
@@ -51,9 +38,8 @@ check("the stack: every function of the template, and no other", drawn == set(fu
       f"drawn {sorted(drawn)}, template {sorted(functions)}")
 
 # Who may unseal: the roles whose key policy grants kms:Decrypt in sealed mode.
-role_of = {logical: r["Properties"]["Role"]["Fn::GetAtt"].split(".")[0] if isinstance(
-    r["Properties"]["Role"]["Fn::GetAtt"], str) else r["Properties"]["Role"]["Fn::GetAtt"][0]
-    for logical, r in resources.items() if r["Type"] == "AWS::Serverless::Function"}
+role_of = {logical: r["Properties"]["Role"]["Fn::GetAtt"][0]
+           for logical, r in resources.items() if r["Type"] == "AWS::Serverless::Function"}
 unsealers = set()
 for policy in (r for r in resources.values() if r["Type"] == "AWS::IAM::RolePolicy"):
     statements = policy["Properties"]["PolicyDocument"]["Statement"]

@@ -13,25 +13,10 @@ failures = []
 checks = 0
 
 
-class CfnLoader(yaml.SafeLoader):
-    """YAML with CloudFormation's short-form tags (!Ref, !GetAtt, !If, ...)."""
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from cfn import load_template  # noqa: E402
 
-
-def _tag(loader, suffix, node):
-    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-        if suffix == "GetAtt":
-            value = value.split(".", 1)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    return {name: value}
-
-
-CfnLoader.add_multi_constructor("!", _tag)
-source = yaml.load((root / "template.yaml").read_text(), Loader=CfnLoader)
+source = load_template()
 MODES = ("sealed", "kms")
 NO_VALUE = {"Ref": "AWS::NoValue"}
 

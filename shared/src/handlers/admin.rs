@@ -366,10 +366,7 @@ async fn act(
             };
             check_new_password(&password, username)
                 .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-            let hash = state.passwords.hash(password).await.map_err(|e| {
-                tracing::error!(error = %e, "password hashing failed");
-                ApiError::Internal
-            })?;
+            let hash = super::hash_new_password(&state.passwords, password).await?;
             match store.set_password(&target, &hash).await {
                 Ok(()) => {}
                 // The user read is gone, or the name someone else's now.

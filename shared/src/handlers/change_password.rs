@@ -73,14 +73,7 @@ pub async fn change_password(state: &Account, req: Request) -> Result<Response<B
     // transaction: the new hash, every old session ended, the caller's new
     // session, the attempt record cleared; on the condition that the user is
     // as read. So a 5xx leaves the password as it was.
-    let new_hash = state
-        .passwords
-        .hash(change.new_password)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "password hashing failed");
-            ApiError::Internal
-        })?;
+    let new_hash = super::hash_new_password(&state.passwords, change.new_password).await?;
     // Drawn here, unlike login's: the new hash's bcrypt lies between the
     // proof and the signature whichever comes first.
     let new = NewSession::sign(

@@ -199,6 +199,18 @@ pub(crate) async fn sign_access_token(
 
 /// Counts the request in its source IP's `window`; past the window's limit,
 /// 429 with the wait (login, password change, registration).
+/// The hash of a new password (registration, a change, an admin's set): a
+/// failure is ours, logged and answered 500.
+pub(crate) async fn hash_new_password(
+    passwords: &PasswordHasher,
+    password: String,
+) -> Result<String, ApiError> {
+    passwords.hash(password).await.map_err(|e| {
+        tracing::error!(error = %e, "password hashing failed");
+        ApiError::Internal
+    })
+}
+
 pub(crate) async fn limit_source(
     store: &Store,
     window: &Window,

@@ -80,10 +80,7 @@ pub(super) async fn new_user(
     let username = Username::parse(username).map_err(|e| bad(e.to_string()))?;
     let name = display_name(name).map_err(bad)?;
     check_new_password(&password, &username).map_err(|e| bad(e.to_string()))?;
-    let hash = passwords.hash(password).await.map_err(|e| {
-        tracing::error!(error = %e, "password hashing failed");
-        ApiError::Internal
-    })?;
+    let hash = super::hash_new_password(passwords, password).await?;
     let user = User::new(username, name, hash);
     if let Err(e) = store.create(&user).await {
         // The user may be ours all the same: our write committed, its answer
