@@ -177,6 +177,7 @@ async fn routes() {
         sessions: sessions(),
         limits: limits(),
         browser: browser(),
+        fresh_auth: auth::permissions::DEFAULT_FRESH_AUTH_MAX_AGE,
         clock: Clock::system(),
     };
     let secret = "capacity bench password 1";

@@ -67,6 +67,16 @@ pub enum ApiError {
     ForbiddenOrigin,
     #[error("username is already taken")]
     UsernameTaken,
+    /// A reset's or a verification's link or code that does not (or no
+    /// longer) work, whichever the reason: one answer.
+    #[error(
+        "the link or code is wrong, expired, already used or replaced by a newer one; ask for a new one"
+    )]
+    InvalidTicket,
+    /// The address is another account's verified address (told only to
+    /// whoever proved they receive its mail).
+    #[error("that address is already verified by another account")]
+    EmailTaken,
     /// `SIGN_UP=admins`: accounts are made by admins only.
     #[error("sign-up is closed here: an admin creates accounts")]
     SignUpClosed,
@@ -89,7 +99,7 @@ struct ErrorBody<'a> {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::InvalidTicket => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -103,7 +113,9 @@ impl ApiError {
             | ApiError::InsufficientScope(_)
             | ApiError::Forbidden(_)
             | ApiError::SignUpClosed => StatusCode::FORBIDDEN,
-            ApiError::UsernameTaken | ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::UsernameTaken | ApiError::EmailTaken | ApiError::Conflict(_) => {
+                StatusCode::CONFLICT
+            }
             ApiError::UserNotFound | ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -130,6 +142,8 @@ impl ApiError {
             ApiError::RefreshSuperseded => "refresh_token_superseded",
             ApiError::ForbiddenOrigin => "origin_not_allowed",
             ApiError::UsernameTaken => "username_taken",
+            ApiError::InvalidTicket => "invalid_ticket",
+            ApiError::EmailTaken => "email_taken",
             ApiError::SignUpClosed => "sign_up_closed",
             ApiError::Conflict(_) => "conflict",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",

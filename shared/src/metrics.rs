@@ -47,10 +47,22 @@ pub enum Event {
     Reauthenticated,
     /// An account deleted by its owner, an admin or `auth-admin`.
     AccountDeleted,
+    /// A reset asked for (whether or not an account matches: the requester
+    /// cannot tell, and neither can this count).
+    ResetRequested,
+    /// A password reset with a mailed link or code.
+    PasswordReset,
+    /// A link or code refused (wrong, expired, used, replaced).
+    TicketRefused,
+    EmailVerified,
+    /// A message handed to SES.
+    MailSent,
+    /// A message SES refused, or a damaged job: nothing was sent (alarmed).
+    MailFailed,
 }
 
 /// Every event, for the template test (`metric-names`) and for docs.
-pub const EVENTS: [Event; 12] = [
+pub const EVENTS: [Event; 18] = [
     Event::LoginSucceeded,
     Event::LoginFailed,
     Event::Lockout,
@@ -63,6 +75,12 @@ pub const EVENTS: [Event; 12] = [
     Event::PasswordChanged,
     Event::Reauthenticated,
     Event::AccountDeleted,
+    Event::ResetRequested,
+    Event::PasswordReset,
+    Event::TicketRefused,
+    Event::EmailVerified,
+    Event::MailSent,
+    Event::MailFailed,
 ];
 
 impl Event {
@@ -80,6 +98,12 @@ impl Event {
             Event::PasswordChanged => "PasswordChanges",
             Event::Reauthenticated => "Reauthentications",
             Event::AccountDeleted => "AccountsDeleted",
+            Event::ResetRequested => "ResetsRequested",
+            Event::PasswordReset => "PasswordResets",
+            Event::TicketRefused => "TicketsRefused",
+            Event::EmailVerified => "EmailsVerified",
+            Event::MailSent => "MailSent",
+            Event::MailFailed => "MailFailed",
         }
     }
 }

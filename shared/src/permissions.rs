@@ -70,6 +70,18 @@ pub fn scope_grants(scope: Option<&str>, role: &Role) -> bool {
     scope.is_some_and(|s| s.split(' ').any(|granted| granted == role.as_str()))
 }
 
+/// How recent a proof of the password sensitive acts require
+/// (`FRESH_AUTH_MAX_AGE_SECONDS`): admin acts, and a change of address.
+pub fn fresh_auth_max_age(env: &impl Source) -> Result<Duration, ConfigError> {
+    let max_age = crate::config::number(
+        env,
+        "FRESH_AUTH_MAX_AGE_SECONDS",
+        DEFAULT_FRESH_AUTH_MAX_AGE.as_secs(),
+        30..=24 * 3600,
+    )?;
+    Ok(Duration::from_secs(max_age))
+}
+
 /// What a deployment knows of permissions: the roles that may be granted
 /// (`ROLES`, space- or comma-separated, `admin` always among them; published
 /// as `scopes_supported`) and the freshness admin acts require.
@@ -99,15 +111,9 @@ impl PermissionConfig {
                 reason: "at most 50 roles".into(),
             });
         }
-        let max_age = crate::config::number(
-            env,
-            "FRESH_AUTH_MAX_AGE_SECONDS",
-            DEFAULT_FRESH_AUTH_MAX_AGE.as_secs(),
-            30..=24 * 3600,
-        )?;
         Ok(PermissionConfig {
             roles,
-            fresh_auth_max_age: Duration::from_secs(max_age),
+            fresh_auth_max_age: fresh_auth_max_age(env)?,
         })
     }
 

@@ -67,6 +67,17 @@ impl Failures {
 pub struct RateLimits {
     pub login_per_minute: u64,
     pub register_per_hour: u64,
+    /// Reset requests per source IP, and per identifier typed (a username
+    /// or an address, counted by its hash): answered 429 alike whether or
+    /// not an account matches, since neither depends on one.
+    pub reset_per_ip_per_hour: u64,
+    pub reset_per_identifier_per_hour: u64,
+    /// Messages with a ticket (reset or verification) per account: past it
+    /// the mail function sends nothing, silently (the requester's answer
+    /// never depends on an account).
+    pub tickets_per_account_per_hour: u64,
+    /// Guesses at a reset's or a verification's link or code, per source IP.
+    pub ticket_guesses_per_ip_per_hour: u64,
 }
 
 impl RateLimits {
@@ -74,6 +85,25 @@ impl RateLimits {
         Ok(RateLimits {
             login_per_minute: number(env, "LOGIN_LIMIT_PER_IP_PER_MINUTE", 30, 1..=100_000)?,
             register_per_hour: number(env, "REGISTER_LIMIT_PER_IP_PER_HOUR", 20, 1..=100_000)?,
+            reset_per_ip_per_hour: number(env, "RESET_LIMIT_PER_IP_PER_HOUR", 20, 1..=100_000)?,
+            reset_per_identifier_per_hour: number(
+                env,
+                "RESET_LIMIT_PER_IDENTIFIER_PER_HOUR",
+                5,
+                1..=1_000,
+            )?,
+            tickets_per_account_per_hour: number(
+                env,
+                "MAIL_TICKETS_PER_ACCOUNT_PER_HOUR",
+                5,
+                1..=1_000,
+            )?,
+            ticket_guesses_per_ip_per_hour: number(
+                env,
+                "TICKET_GUESSES_PER_IP_PER_HOUR",
+                30,
+                1..=100_000,
+            )?,
         })
     }
 }
@@ -101,6 +131,30 @@ impl Window {
             length: 3600,
             limit: limits.register_per_hour,
         }
+    }
+
+    fn hourly(scope: &'static str, limit: u64) -> Self {
+        Window {
+            scope,
+            length: 3600,
+            limit,
+        }
+    }
+
+    pub fn reset(limits: &RateLimits) -> Self {
+        Window::hourly("reset", limits.reset_per_ip_per_hour)
+    }
+
+    pub fn reset_identifier(limits: &RateLimits) -> Self {
+        Window::hourly("reset_for", limits.reset_per_identifier_per_hour)
+    }
+
+    pub fn account_tickets(limits: &RateLimits) -> Self {
+        Window::hourly("tickets_for", limits.tickets_per_account_per_hour)
+    }
+
+    pub fn ticket_guesses(limits: &RateLimits) -> Self {
+        Window::hourly("ticket_guess", limits.ticket_guesses_per_ip_per_hour)
     }
 
     pub fn start(&self, now: i64) -> i64 {

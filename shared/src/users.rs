@@ -6,6 +6,7 @@ use std::fmt;
 
 use uuid::Uuid;
 
+use crate::email::Email;
 use crate::permissions::Role;
 
 pub const USERNAME_MIN_CHARS: usize = 3;
@@ -98,6 +99,12 @@ pub struct User {
     pub revoked_sessions: BTreeMap<String, i64>,
     /// What the user may do beyond their own account (`permissions`); none by default.
     pub roles: BTreeSet<Role>,
+    /// The verified address: the one resets and notices go to, and the only
+    /// kind that is unique across users (its `EMAIL#` claim).
+    pub email: Option<Email>,
+    /// An address given but not yet proved: it replaces `email` only when
+    /// its verification commits.
+    pub email_pending: Option<Email>,
 }
 
 impl User {
@@ -113,6 +120,8 @@ impl User {
             session_epoch: 0,
             revoked_sessions: BTreeMap::new(),
             roles: BTreeSet::new(),
+            email: None,
+            email_pending: None,
         }
     }
 
@@ -139,6 +148,8 @@ impl fmt::Debug for User {
             .field("session_epoch", &self.session_epoch)
             .field("revoked_sessions", &self.revoked_sessions)
             .field("roles", &self.roles)
+            .field("email", &self.email)
+            .field("email_pending", &self.email_pending)
             .finish()
     }
 }

@@ -319,7 +319,7 @@ check("access log holds no authorizer, header, cookie or body",
 # the code emits (shared/src/metrics.rs).
 from metric_names import metric_names
 emitted = metric_names()
-check("metrics.rs names 16 metrics", len(emitted) == 16, sorted(emitted))
+check("metrics.rs names 22 metrics", len(emitted) == 22, sorted(emitted))
 check("the functions get the namespace", globals_.get("Environment", {}).get("Variables", {}).get("METRICS_NAMESPACE")
       == {"Ref": "MetricsNamespace"}, globals_.get("Environment"))
 alarms = {n: r["Properties"] for n, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}

@@ -25,6 +25,7 @@ async fn main() -> Result<(), Error> {
         sessions: SessionConfig::from_source(&Environment)?,
         limits: RateLimits::from_source(&Environment)?,
         browser: BrowserPolicy::from_source(&Environment)?,
+        fresh_auth: auth::permissions::fresh_auth_max_age(&Environment)?,
         clock: Clock::system(),
     };
     runtime::serve(|req| account::handle(&state, req)).await

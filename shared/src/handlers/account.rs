@@ -1,7 +1,8 @@
 //! The password function: the routes where a signed-in user proves their
 //! password again. `POST /password` changes it (`change_password`), `POST
 //! /reauthenticate` renews the session's proof for sensitive acts
-//! (`reauthenticate`), `DELETE /account` deletes the account (`delete_account`).
+//! (`reauthenticate`), `DELETE /account` deletes the account (`delete_account`),
+//! and `/account/email` reads, sets, verifies and removes the address (`email`).
 //! Every proof counts against the source's login window and is reserved on
 //! the username's attempt record, as at login: a stolen access token buys no
 //! more guesses than the login form gives.
@@ -27,6 +28,8 @@ pub use super::reauthenticate::reauthenticate;
 pub const PASSWORD_PATH: &str = "/password";
 pub const REAUTHENTICATE_PATH: &str = "/reauthenticate";
 pub const ACCOUNT_PATH: &str = "/account";
+pub const EMAIL_PATH: &str = "/account/email";
+pub const VERIFY_EMAIL_PATH: &str = "/account/email/verify";
 
 /// What the password function holds between invocations.
 pub struct Account {
@@ -39,6 +42,8 @@ pub struct Account {
     pub limits: RateLimits,
     /// Who may use the refresh cookie.
     pub browser: BrowserPolicy,
+    /// How recent a proof of the password a change of address needs.
+    pub fresh_auth: std::time::Duration,
     pub clock: Clock,
 }
 
@@ -48,6 +53,8 @@ pub async fn handle(state: &Account, req: Request) -> Response<Body> {
         PASSWORD_PATH => change_password(state, req).await,
         REAUTHENTICATE_PATH => reauthenticate(state, req).await,
         ACCOUNT_PATH => delete_account(state, req).await,
+        EMAIL_PATH => super::email::email(state, req).await,
+        VERIFY_EMAIL_PATH => super::email::verify_email(state, req).await,
         _ => Err(ApiError::NotFound),
     };
     result.unwrap_or_else(ApiError::into_response)

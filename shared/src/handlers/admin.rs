@@ -121,6 +121,9 @@ struct NewUser {
     username: String,
     password: String,
     name: String,
+    /// An address to verify (a verification goes to it).
+    #[serde(default)]
+    email: Option<String>,
 }
 
 /// `PUT /admin/users/{username}/password`.
@@ -139,6 +142,10 @@ struct UserView {
     active: bool,
     roles: Vec<String>,
     created_at: i64,
+    /// The verified address, or null; and one given but not yet verified.
+    email: Option<String>,
+    email_verified: bool,
+    email_pending: Option<String>,
     /// Absent only in a creation's answer whose read of it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     locked: Option<bool>,
@@ -157,6 +164,9 @@ impl UserView {
             active: user.active,
             roles: user.roles.iter().map(Role::to_string).collect(),
             created_at: user.created_at,
+            email_verified: user.email.is_some(),
+            email: user.email.map(|e| e.to_string()),
+            email_pending: user.email_pending.map(|e| e.to_string()),
             locked: locked_for.map(|l| l.is_some()),
             locked_until: locked_for.flatten().map(|s| now + s as i64),
         }
@@ -367,7 +377,7 @@ async fn act(
             check_new_password(&password, username)
                 .map_err(|e| ApiError::BadRequest(e.to_string()))?;
             let hash = super::hash_new_password(&state.passwords, password).await?;
-            match store.set_password(&target, &hash).await {
+            match store.set_password(&target, &hash, now).await {
                 Ok(()) => {}
                 // The user read is gone, or the name someone else's now.
                 Err(StoreError::Conflict) => return Err(ApiError::UserNotFound),
@@ -479,6 +489,7 @@ async fn create(
         &state.passwords,
         &new.username,
         &new.name,
+        new.email.as_deref(),
         new.password,
     )
     .await?;

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::limit_source;
 use crate::clock::Clock;
 use crate::config::{ConfigError, Source};
+use crate::email::Email;
 use crate::http::{ApiError, json_body, json_response, require_method};
 use crate::metrics::{self, Event};
 use crate::passwords::{PasswordHasher, check_new_password};
@@ -54,6 +55,10 @@ struct Registration {
     username: String,
     password: String,
     name: String,
+    /// Optional: an address to verify (a verification goes to it). The
+    /// tutorial's body, without it, stays valid.
+    #[serde(default)]
+    email: Option<String>,
 }
 
 /// The new user's public fields: never the hash.
@@ -64,24 +69,36 @@ struct Created {
     username: String,
     name: String,
     created_at: i64,
+    /// The address given, waiting for its verification; absent without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email_pending: Option<String>,
 }
 
-/// A new user from a registration's fields: the username's, the name's and
-/// the password policy's checks (400), one bcrypt, one conditional write
-/// (409 if the name is taken). Registration's and the admin API's.
+/// A new user from a registration's fields: the username's, the name's, the
+/// address's and the password policy's checks (400), one bcrypt, one
+/// conditional write (409 if the name is taken; with an address, its
+/// verification asked for in the same transaction). Registration's and the
+/// admin API's. An address claims nothing until verified, so registration
+/// never says whether another account has it.
 pub(super) async fn new_user(
     store: &Store,
     passwords: &PasswordHasher,
     username: &str,
     name: &str,
+    email: Option<&str>,
     password: String,
 ) -> Result<User, ApiError> {
     let bad = |message: String| ApiError::BadRequest(message);
     let username = Username::parse(username).map_err(|e| bad(e.to_string()))?;
     let name = display_name(name).map_err(bad)?;
+    let email = email
+        .map(Email::parse)
+        .transpose()
+        .map_err(|e| bad(e.to_string()))?;
     check_new_password(&password, &username).map_err(|e| bad(e.to_string()))?;
     let hash = super::hash_new_password(passwords, password).await?;
-    let user = User::new(username, name, hash);
+    let mut user = User::new(username, name, hash);
+    user.email_pending = email;
     if let Err(e) = store.create(&user).await {
         // The user may be ours all the same: our write committed, its answer
         // was lost, and the SDK's retry then found the user there (409) or
@@ -123,6 +140,7 @@ async fn register(state: &Register, req: Request) -> Result<Response<Body>, ApiE
         &state.passwords,
         &registration.username,
         &registration.name,
+        registration.email.as_deref(),
         registration.password,
     )
     .await?;
@@ -137,6 +155,7 @@ async fn register(state: &Register, req: Request) -> Result<Response<Body>, ApiE
             username: user.username.to_string(),
             name: user.name,
             created_at: user.created_at,
+            email_pending: user.email_pending.map(|e| e.to_string()),
         },
     ))
 }

@@ -3,8 +3,8 @@
 //! One table for every item kind to come, with generic keys: `pk` (partition) and
 //! `sk` (sort), both strings, each item kind recognisable by its key prefix, and a
 //! numeric `expires_at` attribute that TTL housekeeping deletes by. The item
-//! kinds and their access patterns are in `users`, `sessions`, `devices` and
-//! `throttle`, and in docs/data.md.
+//! kinds and their access patterns are in `users`, `sessions`, `devices`,
+//! `throttle`, `emails`, `tickets` and `outbox`, and in docs/data.md.
 
 use std::collections::HashMap;
 
@@ -13,7 +13,8 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, CreateGlobalSecondaryIndexAction,
     GlobalSecondaryIndex, GlobalSecondaryIndexUpdate, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+    ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
+    TimeToLiveSpecification,
 };
 
 pub use aws_sdk_dynamodb;
@@ -26,10 +27,15 @@ pub use users::{RoleGrant, USERS_BY_ID_INDEX, USERS_BY_ID_KEY, USERS_BY_ID_SORT}
 use crate::aws::CallError;
 
 mod devices;
+mod emails;
+pub use emails::Verified;
 mod keys;
 pub use keys::KEYS_PARTITION;
+mod outbox;
+pub use outbox::{MAIL_PREFIX, job_from_item};
 mod sessions;
 mod throttle;
+mod tickets;
 mod users;
 
 pub const PARTITION_KEY: &str = "pk";
@@ -172,7 +178,8 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError
         .billing_mode(BillingMode::PayPerRequest)
         .set_attribute_definitions(Some(attributes))
         .key_schema(key(PARTITION_KEY, KeyType::Hash)?)
-        .key_schema(key(SORT_KEY, KeyType::Range)?);
+        .key_schema(key(SORT_KEY, KeyType::Range)?)
+        .stream_specification(stream().map_err(built)?);
     for (spec, keys) in specs.iter().zip(&index_keys) {
         create = create.global_secondary_indexes(
             GlobalSecondaryIndex::builder()
@@ -215,6 +222,25 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError
                     .map_err(classify)?;
                 index_active(client, table, spec.name).await?;
             }
+            let described = client
+                .describe_table()
+                .table_name(table)
+                .send()
+                .await
+                .map_err(classify)?;
+            let streaming = described
+                .table()
+                .and_then(|t| t.stream_specification())
+                .is_some_and(|s| s.stream_enabled());
+            if !streaming {
+                client
+                    .update_table()
+                    .table_name(table)
+                    .stream_specification(stream().map_err(built)?)
+                    .send()
+                    .await
+                    .map_err(classify)?;
+            }
             return Ok(());
         }
         Err(err) => return Err(classify(err)),
@@ -233,6 +259,15 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError
         .await
         .map_err(classify)?;
     Ok(())
+}
+
+/// The table's stream: each new item's image, for the mail function (the
+/// `outbox` jobs; template.yaml filters the rest out).
+fn stream() -> Result<StreamSpecification, aws_sdk_dynamodb::error::BuildError> {
+    StreamSpecification::builder()
+        .stream_enabled(true)
+        .stream_view_type(StreamViewType::NewImage)
+        .build()
 }
 
 /// The table's index `name`, by its status (`None`: there is none).
@@ -400,6 +435,13 @@ impl Item<'_> {
             .and_then(|v| v.as_n().ok())
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| self.invalid(name))
+    }
+
+    /// An address, if there is one; one that does not parse is damage.
+    fn optional_email(&self, name: &str) -> Result<Option<crate::email::Email>, StoreError> {
+        self.optional_string(name)
+            .map(|raw| crate::email::Email::parse(raw).map_err(|_| self.invalid(name)))
+            .transpose()
     }
 
     fn bool(&self, name: &str) -> Result<bool, StoreError> {

@@ -29,6 +29,7 @@ use super::throttle::lock_key;
 use super::users::user_key;
 use super::{Item, Store, StoreError, classify, key, n, s};
 use crate::devices::DeviceChange;
+use crate::outbox::{MailJob, Notice};
 use crate::sessions::{Origin, RefreshRecord, RefreshState, Session, SignIn};
 use crate::users::{User, UserId, Username};
 
@@ -87,12 +88,12 @@ pub(super) fn values<const N: usize>(
     Some(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
 }
 
-fn built<T, E: std::fmt::Display>(result: Result<T, E>) -> Result<T, StoreError> {
+pub(super) fn built<T, E: std::fmt::Display>(result: Result<T, E>) -> Result<T, StoreError> {
     result.map_err(|e| StoreError::Internal(e.to_string()))
 }
 
 /// Why a transaction did not happen. A cancelled transaction wrote nothing.
-enum Cancelled {
+pub(super) enum Cancelled {
     /// These items' conditions failed (indices into the transaction).
     Conditions(Vec<usize>),
     /// Throttled, contended past our retries, or a store error.
@@ -151,7 +152,7 @@ fn cancellation<R: std::fmt::Debug>(
 
 impl Store {
     /// Writes `items` all or none; a lost condition is `Conflict`.
-    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), StoreError> {
+    pub(super) async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), StoreError> {
         match self.try_transact(items).await {
             Ok(()) => Ok(()),
             Err(Cancelled::Conditions(_)) => Err(StoreError::Conflict),
@@ -160,7 +161,10 @@ impl Store {
     }
 
     /// `transact`, saying which conditions failed. Contention is retried.
-    async fn try_transact(&self, items: Vec<TransactWriteItem>) -> Result<(), Cancelled> {
+    pub(super) async fn try_transact(
+        &self,
+        items: Vec<TransactWriteItem>,
+    ) -> Result<(), Cancelled> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -251,7 +255,10 @@ impl Store {
     }
 
     /// Clears the password-attempt record: the password was just proved.
-    fn clear_attempts(&self, username: &Username) -> Result<TransactWriteItem, StoreError> {
+    pub(super) fn clear_attempts(
+        &self,
+        username: &Username,
+    ) -> Result<TransactWriteItem, StoreError> {
         let delete = built(
             Delete::builder()
                 .table_name(&self.table)
@@ -279,6 +286,17 @@ impl Store {
             self.user_unchanged(user, true)?,
         ];
         items.extend(self.device_change(device, &user.username)?);
+        // A device that had not signed in before: its owner is told.
+        if !session.origin.known_device
+            && let Some(notice) = MailJob::notice_to(
+                user,
+                Notice::NewDevice {
+                    device: session.origin.user_agent.clone(),
+                },
+            )
+        {
+            items.push(self.enqueue_item(&notice, session.created_at)?);
+        }
         self.transact(items).await
     }
 
@@ -336,6 +354,9 @@ impl Store {
             self.put_new(refresh_item(first))?,
         ];
         items.extend(self.device_change(device, &user.username)?);
+        if let Some(notice) = MailJob::notice_to(user, Notice::PasswordChanged) {
+            items.push(self.enqueue_item(&notice, session.created_at)?);
+        }
         self.transact(items).await
     }
 
@@ -344,8 +365,13 @@ impl Store {
     /// username's attempt record cleared (a lockout ends), all or nothing, on
     /// the condition that the user is still the one read (`Conflict`: gone,
     /// or the name registered anew).
-    pub async fn set_password(&self, user: &User, new_hash: &str) -> Result<(), StoreError> {
-        self.transact(vec![
+    pub async fn set_password(
+        &self,
+        user: &User,
+        new_hash: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut items = vec![
             self.update(
                 user_key(&user.username),
                 "SET password_hash = :new ADD session_epoch :one",
@@ -358,8 +384,11 @@ impl Store {
                 ]),
             )?,
             self.clear_attempts(&user.username)?,
-        ])
-        .await
+        ];
+        if let Some(notice) = MailJob::notice_to(user, Notice::PasswordSet) {
+            items.push(self.enqueue_item(&notice, now)?);
+        }
+        self.transact(items).await
     }
 
     /// After a proof of the password within session `sid` of `user` (as
@@ -409,6 +438,14 @@ impl Store {
         let mut condition = String::from("user_id = :uid");
         let mut vals = HashMap::from([(":uid".to_owned(), s(user.id.to_string()))]);
         let mut names = None;
+        // The address as read: its claim goes with the user.
+        match &user.email {
+            Some(email) => {
+                condition.push_str(" AND email = :email");
+                vals.insert(":email".to_owned(), s(email.as_str()));
+            }
+            None => condition.push_str(" AND attribute_not_exists(email)"),
+        }
         if let DeletedBy::Owner { sid } = by {
             condition.push_str(
                 " AND password_hash = :hash AND active = :true AND session_epoch = :epoch \
@@ -430,11 +467,17 @@ impl Store {
                 .set_expression_attribute_values(Some(vals))
                 .build(),
         )?;
-        self.transact(vec![
+        let mut items = vec![
             TransactWriteItem::builder().delete(delete).build(),
             self.clear_attempts(&user.username)?,
-        ])
-        .await
+        ];
+        if let Some(email) = &user.email {
+            items.push(self.release_claim(email, user)?);
+        }
+        if let Some(notice) = MailJob::notice_to(user, Notice::AccountDeleted) {
+            items.push(self.enqueue_item(&notice, crate::clock::system_now())?);
+        }
+        self.transact(items).await
     }
 
     /// Whether session `sid` is stored: after its write reported a failure,

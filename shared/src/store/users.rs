@@ -1,7 +1,9 @@
 //! User items: `pk = "USER#<normalised username>"`, `sk = "PROFILE"`, with
 //! `user_id`, `username`, `name`, `password_hash`, `active`, `created_at`,
 //! `session_epoch`, `revoked_sessions` (a map: session id → until when) and
-//! `roles` (a string set, absent when empty: DynamoDB has no empty sets).
+//! `roles` (a string set, absent when empty: DynamoDB has no empty sets),
+//! `email` (the verified address) and `email_pending` (one given, not yet
+//! verified), each absent when there is none.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -85,9 +87,27 @@ impl Store {
     }
 
     /// Creates a user unless one with that username exists: a conditional write,
-    /// so two concurrent creations cannot both succeed.
+    /// so two concurrent creations cannot both succeed. A user created with
+    /// an address to verify gets its verification asked for in the same
+    /// transaction.
     pub async fn create(&self, user: &User) -> Result<(), StoreError> {
-        self.put_once(user_item(user)).await
+        let Some(email) = &user.email_pending else {
+            return self.put_once(user_item(user)).await;
+        };
+        let job = crate::outbox::MailJob::VerifyEmail {
+            user_id: user.id,
+            username: user.username.clone(),
+            email: email.clone(),
+        };
+        let items = vec![
+            self.put_new(user_item(user))?,
+            self.enqueue_item(&job, user.created_at)?,
+        ];
+        match self.try_transact(items).await {
+            Ok(()) => Ok(()),
+            Err(super::sessions::Cancelled::Conditions(_)) => Err(StoreError::AlreadyExists),
+            Err(super::sessions::Cancelled::Store(e)) => Err(e),
+        }
     }
 
     /// Grants `role` to `user` (as read): one conditional write that adds it
@@ -247,6 +267,12 @@ fn user_item(user: &User) -> HashMap<String, AttributeValue> {
         let roles = user.roles.iter().map(Role::to_string).collect();
         item.insert("roles".to_owned(), AttributeValue::Ss(roles));
     }
+    if let Some(email) = &user.email {
+        item.insert("email".to_owned(), s(email.as_str()));
+    }
+    if let Some(email) = &user.email_pending {
+        item.insert("email_pending".to_owned(), s(email.as_str()));
+    }
     item
 }
 
@@ -293,6 +319,8 @@ impl TryFrom<&HashMap<String, AttributeValue>> for User {
             },
             revoked_sessions,
             roles,
+            email: item.optional_email("email")?,
+            email_pending: item.optional_email("email_pending")?,
         })
     }
 }
@@ -313,13 +341,18 @@ mod tests {
         user.revoked_sessions.insert("sid-1".into(), 1_800_000_000);
         user.roles.insert(Role::admin());
         user.roles.insert(Role::parse("support").unwrap());
+        user.email = Some(crate::email::Email::parse("alice@example.com").unwrap());
+        user.email_pending = Some(crate::email::Email::parse("alice@example.org").unwrap());
         let item = user_item(&user);
         assert_eq!(item["roles"].as_ss().unwrap().len(), 2);
         assert_eq!(item["pk"].as_s().unwrap(), "USER#alice");
         assert_eq!(item["sk"].as_s().unwrap(), "PROFILE");
         assert_eq!(User::try_from(&item).unwrap(), user);
         user.roles.clear();
+        user.email = None;
+        user.email_pending = None;
         assert!(!user_item(&user).contains_key("roles"), "no empty set");
+        assert!(!user_item(&user).contains_key("email"));
         assert_eq!(User::try_from(&user_item(&user)).unwrap(), user);
     }
 

@@ -160,6 +160,7 @@ async fn per_ip_limits_stop_one_source_only() {
     let limits = RateLimits {
         login_per_minute: 3,
         register_per_hour: 2,
+        ..auth::throttle::RateLimits::from_source(&|_: &str| None).unwrap()
     };
     let login = Login {
         limits: limits.clone(),

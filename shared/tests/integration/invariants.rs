@@ -225,6 +225,7 @@ async fn password_changes_count_against_the_per_ip_login_window() {
         limits: RateLimits {
             login_per_minute: 4,
             register_per_hour: 100,
+            ..auth::throttle::RateLimits::from_source(&|_: &str| None).unwrap()
         },
         ..app.account()
     };

@@ -23,6 +23,7 @@ mod matrix;
 mod metrics;
 mod modes;
 mod permissions;
+mod recovery;
 mod sealed;
 mod session_list;
 mod sessions;

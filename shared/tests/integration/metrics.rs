@@ -131,6 +131,7 @@ async fn lockouts_and_per_ip_refusals_are_counted_apart() {
         limits: RateLimits {
             login_per_minute: 1,
             register_per_hour: 1,
+            ..auth::throttle::RateLimits::from_source(&|_: &str| None).unwrap()
         },
         ..app.login()
     };

@@ -163,7 +163,10 @@ async fn run(args: &[String]) -> Result<(), String> {
         "set-password" => {
             let user = existing(&users, &username(0)?).await?;
             let hash = new_hash(&user.username).await?;
-            match users.set_password(&user, &hash).await {
+            match users
+                .set_password(&user, &hash, auth::clock::system_now())
+                .await
+            {
                 Ok(()) => {}
                 Err(StoreError::Conflict) => {
                     return Err(format!(

@@ -213,6 +213,10 @@ pub fn generous_limits() -> auth::throttle::RateLimits {
     auth::throttle::RateLimits {
         login_per_minute: 10_000,
         register_per_hour: 10_000,
+        reset_per_ip_per_hour: 10_000,
+        reset_per_identifier_per_hour: 1_000,
+        tickets_per_account_per_hour: 1_000,
+        ticket_guesses_per_ip_per_hour: 10_000,
     }
 }
 
@@ -295,6 +299,7 @@ impl App {
             sessions: self.sessions.clone(),
             limits: generous_limits(),
             browser: browser_policy(),
+            fresh_auth: auth::permissions::DEFAULT_FRESH_AUTH_MAX_AGE,
             clock: self.clock.clone(),
         }
     }

@@ -1,0 +1,287 @@
+//! The recovery function: a forgotten password. `POST /password/reset`
+//! asks for a reset by username or address; `POST /password/reset/confirm`
+//! sets a new password with the mailed link's token or code.
+//!
+//! The request's answer is one fixed 202, whoever asks: its work is the same
+//! three writes whether or not an account matches (two rate windows keyed
+//! by the source IP and by the identifier's hash, then the job), and the
+//! lookup and the sending happen in the mail function, out of the
+//! requester's sight (a queue, not a deadline: nothing it answers or takes
+//! time over depends on an account, and SES's latency never shows).
+//!
+//! A confirmation is guessing if it is anything but its owner's: every try
+//! counts in the source IP's guess window, a wrong code counts against the
+//! ticket (five void the code; the link still works), and nothing here uses
+//! the password lockout, so a stranger can never lock the owner out of
+//! recovery. The new password passes registration's policy; the reset is
+//! one transaction (`Store::reset_password`) and starts no session.
+
+use lambda_http::http::{Method, StatusCode};
+use lambda_http::{Body, Request, Response};
+use serde::{Deserialize, Serialize};
+
+use super::limit_source;
+use crate::clock::Clock;
+use crate::email::Email;
+use crate::http::{ApiError, json_body, json_response, require_method};
+use crate::metrics::{self, Event};
+use crate::outbox::{Identifier, MailJob};
+use crate::passwords::{PasswordHasher, check_new_password};
+use crate::store::{Store, StoreError};
+use crate::throttle::{RateLimits, Window};
+use crate::tickets::{LinkToken, Proof, Purpose, Ticket};
+use crate::users::{User, Username};
+
+pub const RESET_PATH: &str = "/password/reset";
+pub const CONFIRM_PATH: &str = "/password/reset/confirm";
+
+/// What the recovery function holds between invocations.
+pub struct Recovery {
+    pub store: Store,
+    pub passwords: PasswordHasher,
+    pub limits: RateLimits,
+    pub clock: Clock,
+}
+
+/// A username or an address: exactly one.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResetRequest {
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Confirmation {
+    /// The link's token, or…
+    #[serde(default)]
+    token: Option<String>,
+    /// …the code, with the username or address the reset was asked for.
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
+    new_password: String,
+}
+
+#[derive(Serialize)]
+struct Answer {
+    message: &'static str,
+}
+
+/// The one answer to every accepted reset request.
+pub const RESET_ANSWER: &str = "If an account matches and has a verified email address, a message with a link and a code is on its way to it; both work for 10 minutes.";
+
+pub async fn handle(state: &Recovery, req: Request) -> Response<Body> {
+    let result = match req.uri().path().trim_end_matches('/') {
+        RESET_PATH => request_reset(state, req).await,
+        CONFIRM_PATH => confirm_reset(state, req).await,
+        _ => Err(ApiError::NotFound),
+    };
+    result.unwrap_or_else(ApiError::into_response)
+}
+
+/// Which identifier a body names: exactly one of `username` and `email`.
+fn identifier(username: Option<String>, email: Option<String>) -> Result<Identifier, ApiError> {
+    let bad = |m: String| ApiError::BadRequest(m);
+    match (username, email) {
+        (Some(name), None) => Ok(Identifier::Username(
+            Username::parse(&name).map_err(|e| bad(e.to_string()))?,
+        )),
+        (None, Some(email)) => Ok(Identifier::Email(
+            Email::parse(&email).map_err(|e| bad(e.to_string()))?,
+        )),
+        _ => Err(bad("give either username or email".into())),
+    }
+}
+
+/// What a rate window keys an identifier on: a hash, never the identifier.
+fn identifier_key(identifier: &Identifier) -> String {
+    match identifier {
+        Identifier::Username(name) => {
+            format!("u-{}", crate::email::hex_sha256(name.as_str().as_bytes()))
+        }
+        Identifier::Email(email) => format!("e-{}", email.hash()),
+    }
+}
+
+async fn request_reset(state: &Recovery, req: Request) -> Result<Response<Body>, ApiError> {
+    require_method(&req, Method::POST, "POST")?;
+    let now = state.clock.now();
+    let body: ResetRequest = json_body(&req)?;
+    let identifier = identifier(body.username, body.email)?;
+    // Two windows whose keys are what was sent, never what exists: the
+    // source IP's, and the identifier's (so nobody mails one person a
+    // flood from many addresses). The account's own allowance is the mail
+    // function's, and silent.
+    limit_source(&state.store, &Window::reset(&state.limits), &req, now).await?;
+    let window = Window::reset_identifier(&state.limits);
+    if state
+        .store
+        .hit(&window, &identifier_key(&identifier), now)
+        .await?
+        > window.limit
+    {
+        metrics::count(Event::IpRateLimited);
+        return Err(ApiError::TooManyRequests {
+            retry_after: window.remaining(now),
+        });
+    }
+    state
+        .store
+        .enqueue(&MailJob::Reset { identifier }, now)
+        .await?;
+    tracing::info!("password reset requested");
+    metrics::count(Event::ResetRequested);
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        &Answer {
+            message: RESET_ANSWER,
+        },
+    ))
+}
+
+async fn confirm_reset(state: &Recovery, req: Request) -> Result<Response<Body>, ApiError> {
+    require_method(&req, Method::POST, "POST")?;
+    let now = state.clock.now();
+    let body: Confirmation = json_body(&req)?;
+    limit_source(
+        &state.store,
+        &Window::ticket_guesses(&state.limits),
+        &req,
+        now,
+    )
+    .await?;
+    let proof = proof(body.token, body.code, body.username, body.email)?;
+    let (user, ticket) = find(&state.store, Purpose::Reset, &proof, now).await?;
+    let (user, ticket) = accepted(&state.store, user, ticket, &proof).await?;
+    check_new_password(&body.new_password, &user.username)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let new_hash = super::hash_new_password(&state.passwords, body.new_password).await?;
+    match state
+        .store
+        .reset_password(&user, &ticket, &proof.proof, &new_hash, now)
+        .await
+    {
+        Ok(()) => {}
+        // A racer used the ticket, a newer request replaced it, or the
+        // password changed meanwhile.
+        Err(StoreError::Conflict) => {
+            if !reset_committed(&state.store, &user, &new_hash).await {
+                return Err(refused());
+            }
+        }
+        // The answer lost: the reset may have committed all the same.
+        Err(e) => {
+            if !reset_committed(&state.store, &user, &new_hash).await {
+                return Err(e.into());
+            }
+        }
+    }
+    tracing::info!(user_id = %user.id, "password reset; all sessions ended");
+    metrics::count(Event::PasswordReset);
+    Ok(json_response(
+        StatusCode::OK,
+        &Answer {
+            message: "Password reset. Every session was signed out; sign in with the new password.",
+        },
+    ))
+}
+
+/// Whether our own reset committed (its answer lost): the new hash is there.
+async fn reset_committed(store: &Store, user: &User, new_hash: &str) -> bool {
+    matches!(store.get(&user.username).await, Ok(Some(now)) if now.id == user.id && now.password_hash == new_hash)
+}
+
+/// A proof as presented, before it is checked, and whom a code is for.
+pub(super) struct Presented {
+    pub proof: Proof,
+    pub who: Option<Identifier>,
+}
+
+/// The proof a body presents: a token, or a code with whom it is for.
+fn proof(
+    token: Option<String>,
+    code: Option<String>,
+    username: Option<String>,
+    email: Option<String>,
+) -> Result<Presented, ApiError> {
+    match (token, code) {
+        (Some(token), None) if username.is_none() && email.is_none() => {
+            // A token of the wrong shape is a wrong token.
+            let token = LinkToken::parse(token.trim()).ok_or_else(refused)?;
+            Ok(Presented {
+                proof: Proof::Link(token),
+                who: None,
+            })
+        }
+        (None, Some(code)) => Ok(Presented {
+            proof: Proof::Code(code.chars().filter(|c| !c.is_whitespace()).collect()),
+            who: Some(identifier(username, email)?),
+        }),
+        _ => Err(ApiError::BadRequest(
+            "give either token, or code with username or email".into(),
+        )),
+    }
+}
+
+/// The user a proof is for and their live ticket of `purpose`, if both
+/// exist; else `InvalidTicket`, whichever is missing.
+pub(super) async fn find(
+    store: &Store,
+    purpose: Purpose,
+    proof: &Presented,
+    now: i64,
+) -> Result<(User, Ticket), ApiError> {
+    let user = match (&proof.proof, &proof.who) {
+        (Proof::Link(token), _) => {
+            let ticket = store.get_ticket(purpose, token.user_id(), now).await?;
+            let Some(ticket) = ticket else {
+                return Err(refused());
+            };
+            let user = store.get(&ticket.username).await?.ok_or_else(refused)?;
+            return Ok((user, ticket));
+        }
+        (Proof::Code(_), Some(Identifier::Username(name))) => store.get(name).await?,
+        (Proof::Code(_), Some(Identifier::Email(email))) => store.user_by_email(email).await?,
+        (Proof::Code(_), None) => return Err(refused()),
+    };
+    let user = user.ok_or_else(refused)?;
+    let ticket = store
+        .get_ticket(purpose, user.id, now)
+        .await?
+        .ok_or_else(refused)?;
+    Ok((user, ticket))
+}
+
+/// Checks `proof` against `ticket` and `user`: a wrong code is counted
+/// against the ticket; anything wrong is `InvalidTicket`.
+pub(super) async fn accepted(
+    store: &Store,
+    user: User,
+    ticket: Ticket,
+    proof: &Presented,
+) -> Result<(User, Ticket), ApiError> {
+    if !ticket.accepts(&proof.proof) {
+        if let Proof::Code(_) = proof.proof
+            && !ticket.code_is_void()
+        {
+            store.count_code_failure(&ticket).await?;
+        }
+        return Err(refused());
+    }
+    if !ticket.binds(&user) {
+        return Err(refused());
+    }
+    Ok((user, ticket))
+}
+
+pub(super) fn refused() -> ApiError {
+    metrics::count(Event::TicketRefused);
+    ApiError::InvalidTicket
+}
