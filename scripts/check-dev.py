@@ -33,7 +33,8 @@ def fail(message, log):
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def run_once(state, ddb_port, port, log, examples=False):
-    env = dict(os.environ, DEV_DIR=state, DEV_DYNAMODB_PORT=str(ddb_port), DEV_PORT=str(port), BCRYPT_COST="10")
+    env = dict(os.environ, DEV_DIR=state, DEV_DYNAMODB_PORT=str(ddb_port), DEV_PORT=str(port),
+               DEV_SES_PORT=str(free_port()), BCRYPT_COST="10")
     # Ctrl-C in a terminal: SIGINT to the whole foreground group, default disposition.
     proc = subprocess.Popen(["make", "--no-print-directory", "dev"], env=env, stdout=open(log, "w"),
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -5,7 +5,8 @@
 # `cargo lambda watch` routing /login and /get_name on port 9000 like API
 # Gateway, with several instances of each function (DEV_CONCURRENCY, default
 # 4), as Lambda runs them, so that requests can race locally as they do
-# deployed. Ctrl-C stops everything it started.
+# deployed. Mail goes through moto's SES, as deployed through SES: each message
+# is printed here and filed in .dev/mail/. Ctrl-C stops everything it started.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$root"
@@ -15,11 +16,12 @@ dev=${DEV_DIR:-"$root/.dev"}
 mkdir -p "$dev/dynamodb"
 ddb_port=${DEV_DYNAMODB_PORT:-8000}
 watch_port=${DEV_PORT:-9000}
+ses_port=${DEV_SES_PORT:-8025}
 concurrency=${DEV_CONCURRENCY:-4}
 [[ $concurrency =~ ^[1-9][0-9]*$ ]] || { echo "DEV_CONCURRENCY must be a positive number, got '$concurrency'" >&2; exit 1; }
-for port in "$ddb_port" "$watch_port"; do
+for port in "$ddb_port" "$watch_port" "$ses_port"; do
   if port_in_use "$port"; then
-    echo "port $port is in use (another make dev?); set DEV_DYNAMODB_PORT / DEV_PORT to use others" >&2
+    echo "port $port is in use (another make dev?); set DEV_DYNAMODB_PORT / DEV_PORT / DEV_SES_PORT to use others" >&2
     exit 1
   fi
 done
@@ -43,7 +45,12 @@ mkdir -p "$dev/keys"
 echo "== starting DynamoDB Local on port $ddb_port (data in .dev/dynamodb)"
 start_dynamodb "$ddb_port" "$dev/dynamodb.log" -sharedDb -dbPath "$dev/dynamodb"
 
+echo "== starting moto's SES on port $ses_port (mail is printed here and filed in .dev/mail/)"
+start_kms "$ses_port" "$dev/ses.log"
+
 export AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$ddb_port"
+export AWS_ENDPOINT_URL_SESV2="http://127.0.0.1:$ses_port"
+export MAIL_FROM=no-reply@auth.localhost
 export TABLE_NAME=users
 export JWT_ISSUER="http://localhost:$watch_port" JWT_AUDIENCE=auth-api
 export JWT_SIGNING_KEY="pem:$dev/keys/signing.pem" JWT_VERIFICATION_KEYS="pem:$dev/keys/signing.pub.pem"
@@ -67,4 +74,8 @@ MSG
 # --disable-cors: the emulator's own permissive CORS off, so what a browser
 # sees locally is our code's answer, as deployed behind API Gateway's CORS.
 start_group - cargo lambda watch --invoke-port "$watch_port" --concurrency "$concurrency" --disable-cors
-wait "${started_pids[-1]}"
+watch_pid=${started_pids[-1]}
+# The table's stream to the mail function, as the deployed event source mapping does.
+start_group - python3 "$root/scripts/mail-pump.py" --dynamodb "$AWS_ENDPOINT_URL_DYNAMODB" --table "$TABLE_NAME" \
+  --watch "http://127.0.0.1:$watch_port" --ses "$AWS_ENDPOINT_URL_SESV2" --sender "$MAIL_FROM" --mailbox "$dev/mail"
+wait "$watch_pid"

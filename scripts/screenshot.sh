@@ -12,7 +12,7 @@ state=$(mktemp -d)
 trap 'stop_started; rm -rf "$state"' EXIT
 trap 'exit 130' INT TERM
 port=$(free_port)
-DEV_DIR=$state DEV_PORT=$port DEV_DYNAMODB_PORT=$(free_port) BCRYPT_COST=10 \
+DEV_DIR=$state DEV_PORT=$port DEV_DYNAMODB_PORT=$(free_port) DEV_SES_PORT=$(free_port) BCRYPT_COST=10 \
   start_group "$state/make-dev.log" make --no-print-directory dev
 wait_for_port "$port" 600 "make dev" "$state/make-dev.log"
 npm --prefix web run --silent screenshot -- "http://localhost:$port" demo "$(cat "$state/demo-password")" "$out"

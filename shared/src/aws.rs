@@ -124,12 +124,14 @@ pub enum CallError {
     Rejected(String),
 }
 
-/// Error codes that mean "slow down", across DynamoDB and KMS.
+/// Error codes that mean "slow down", across DynamoDB, KMS and SES.
 const THROTTLED: &[&str] = &[
     "ThrottlingException",
     "ProvisionedThroughputExceededException",
     "RequestLimitExceeded",
     "LimitExceededException",
+    // SES v2's "maximum sending rate exceeded".
+    "TooManyRequestsException",
 ];
 
 /// Error codes that mean "another write held the item at that moment": a plain

@@ -60,13 +60,23 @@ impl MailConfig {
     }
 }
 
-/// One message, rendered.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One message, rendered. Its parts may hold a ticket's secrets: `Debug`
+/// shows the subject alone.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Message {
     pub to: Email,
     pub subject: String,
     pub text: String,
     pub html: String,
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Message")
+            .field("to", &self.to)
+            .field("subject", &self.subject)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A message's words: paragraphs, and where they go.
@@ -147,9 +157,11 @@ pub fn ticket_message(
             "Open this link and choose a new password",
             "If you did not ask, ignore this message: your password stays as it is, and the link stops working by itself.",
         ),
+        // No account name to an address not yet proved: whoever gave it
+        // chose the name.
         Purpose::VerifyEmail => (
             "Verify your email address",
-            format!("This address was given for the account {username}."),
+            "This address was given for an account with us.".to_owned(),
             "verify",
             "To confirm it is yours, open this link",
             "If you did not give it, ignore this message: the address is not added without this link or code.",
@@ -334,6 +346,14 @@ mod tests {
             &secrets,
         );
         assert!(verify.text.contains("/#verify="));
+        assert!(
+            !verify.text.contains("alice"),
+            "no account name to an unproved address"
+        );
+        assert!(
+            !format!("{message:?}").contains(&secrets.code),
+            "Debug hides the parts"
+        );
     }
 
     #[test]

@@ -152,12 +152,15 @@ impl Ticket {
 
     /// Whether `user` (as read now) is still as the ticket found them: same
     /// id, active, same epoch (no password change, reset, "log out
-    /// everywhere" or deactivation since) and same password.
+    /// everywhere" or deactivation since) and same password; and, for a
+    /// reset, the address it went to still the verified one (a link in a
+    /// mailbox the owner has since replaced or removed is dead).
     pub fn binds(&self, user: &User) -> bool {
         user.id == self.user_id
             && user.active
             && user.session_epoch == self.epoch
             && password_fingerprint(&user.password_hash) == self.password
+            && (self.purpose != Purpose::Reset || user.email.as_ref() == Some(&self.email))
     }
 
     pub fn code_is_void(&self) -> bool {
@@ -229,11 +232,13 @@ mod tests {
     use super::*;
 
     fn user() -> User {
-        User::new(
+        let mut user = User::new(
             Username::parse("alice").unwrap(),
             "Alice".into(),
             "$2b$10$hash".into(),
-        )
+        );
+        user.email = Some(email());
+        user
     }
 
     fn email() -> Email {
@@ -289,6 +294,14 @@ mod tests {
         let mut inactive = user.clone();
         inactive.active = false;
         assert!(!ticket.binds(&inactive));
+        // A reset went to the verified address: once it changes, or is
+        // removed, the ticket is dead.
+        let mut moved_address = user.clone();
+        moved_address.email = Some(Email::parse("alice@example.org").unwrap());
+        assert!(!ticket.binds(&moved_address));
+        let mut no_address = user.clone();
+        no_address.email = None;
+        assert!(!ticket.binds(&no_address));
         let mut reborn = user.clone();
         reborn.id = UserId::random();
         assert!(!ticket.binds(&reborn));

@@ -101,6 +101,18 @@ KEYS_READ = (("dynamodb:Query",), "UsersTable.Arn")
 # The purpose every sealing and unsealing must name (issuer_keys.rs).
 PURPOSE = {"StringEquals": {"kms:EncryptionContext:purpose": "auth-jwt-signing-key"}}
 
+# Mail from the sender's domain identity or its address identity, and the
+# configuration set when there is one: nothing else of SES.
+_SES = "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:"
+_SES_IDENTITIES = [
+    {"Fn::Sub": [_SES + "identity/${Domain}",
+                 {"Domain": {"Fn::Select": [1, {"Fn::Split": ["@", {"Ref": "MailFrom"}]}]}}]},
+    {"Fn::Sub": _SES + "identity/${MailFrom}"},
+]
+SES_SENDING = {"if": "HasConfigurationSet",
+               "then": _SES_IDENTITIES + [{"Fn::Sub": _SES + "configuration-set/${SesConfigurationSet}"}],
+               "else": _SES_IDENTITIES}
+
 # The minimal set: what each function's code calls, on what it uses
 # (besides its keys, below).
 COMMON = {
@@ -122,6 +134,16 @@ COMMON = {
     "Admin": [logs("Admin"), table("GetItem", "UpdateItem", "DeleteItem"), table("PutItem"), USERS_INDEX],
     "Jwks": [logs("Jwks")],
     "Web": [logs("Web")],
+    # Recovery: reads users (by name, or by their address's claim) and
+    # tickets, counts its windows and wrong codes, writes the reset's
+    # transaction (ticket used up, user, attempt record, notice) and jobs.
+    "Recovery": [logs("Recovery"), table("GetItem", "PutItem", "UpdateItem", "DeleteItem")],
+    # Mail: reads users and claims, writes tickets, counts an account's
+    # allowance, deletes the jobs it ran; reads the stream; sends through SES.
+    "Mail": [logs("Mail"), table("GetItem", "PutItem", "UpdateItem", "DeleteItem"),
+             (("dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"), "UsersTable.StreamArn"),
+             (("dynamodb:ListStreams",), {"Fn::Sub": "${UsersTable.Arn}/stream/*"}),
+             (("ses:SendEmail",), SES_SENDING)],
 }
 ISSUERS, VERIFIERS = ("Login", "Refresh", "Password"), ("GetName", "Logout", "Password", "Admin", "Jwks")
 EXPECTED = {mode: {name: list(grants) for name, grants in COMMON.items()} for mode in MODES}
@@ -140,18 +162,22 @@ EXPECTED["sealed"]["RotateKeys"] = [logs("RotateKeys"), table("Query", "PutItem"
 # proxy, are held to the same lists by
 # matrix::each_function_touches_only_the_item_kinds_its_role_allows.
 LEADING_KEYS = {
-    "Login": ["USER#*", "LOCK#*", "RATE#login#*", "DEVICE#*", "SESSION#*", "REFRESH#*"],
+    "Login": ["USER#*", "LOCK#*", "RATE#login#*", "DEVICE#*", "SESSION#*", "REFRESH#*", "MAIL#*"],
     "GetName": ["USER#*", "WARMUP#*"],
-    "Register": ["USER#*", "RATE#register#*"],
+    "Register": ["USER#*", "RATE#register#*", "MAIL#*", "RATE#reset_for#*"],
     "Refresh": ["USER#*", "SESSION#*", "REFRESH#*"],
     "Logout": ["USER#*", "SESSION#*", "REFRESH#*", "WARMUP#*"],
-    "Password": ["USER#*", "LOCK#*", "RATE#login#*", "DEVICE#*", "SESSION#*", "REFRESH#*", "WARMUP#*"],
-    "Admin": ["USER#*", "LOCK#*", "WARMUP#*"],
+    "Password": ["USER#*", "LOCK#*", "RATE#login#*", "DEVICE#*", "SESSION#*", "REFRESH#*", "WARMUP#*", "MAIL#*",
+                 "EMAIL#*", "TICKET#verify_email#*", "RATE#reset_for#*", "RATE#ticket_guess#*"],
+    "Admin": ["USER#*", "LOCK#*", "WARMUP#*", "EMAIL#*"],
+    "Recovery": ["USER#*", "EMAIL#*", "TICKET#reset#*", "LOCK#*", "MAIL#*", "RATE#reset#*", "RATE#reset_for#*",
+                 "RATE#ticket_guess#*"],
+    "Mail": ["USER#*", "EMAIL#*", "TICKET#reset#*", "TICKET#verify_email#*", "RATE#tickets_for#*", "MAIL#*"],
     "RotateKeys": ["KEYS#"],
 }
 BINARIES = {"Login": "login", "GetName": "get-name", "Register": "register", "Refresh": "refresh",
             "Logout": "logout", "Password": "password", "Admin": "admin", "Jwks": "jwks", "Web": "web",
-            "RotateKeys": "rotate-keys"}
+            "RotateKeys": "rotate-keys", "Recovery": "recovery", "Mail": "mail"}
 # The page's routes: served by the web function, outside the API's contract.
 PAGE = "web"
 
@@ -183,15 +209,18 @@ for mode in MODES:
             actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
             check(f"{name} statement allows", s["Effect"] == "Allow", s)
             check(f"{name} no wildcard action", not any("*" in a for a in actions), actions)
-            check(f"{name} no wildcard resource", "*" not in str(s["Resource"]), s["Resource"])
+            # One exception: listing our table's streams (ListStreams takes
+            # the table's stream/* pattern, as SAM's DynamoDBStreamReadPolicy).
+            listing = actions == ["dynamodb:ListStreams"] and s["Resource"] == {"Fn::Sub": "${UsersTable.Arn}/stream/*"}
+            check(f"{name} no wildcard resource", listing or "*" not in str(s["Resource"]), s["Resource"])
             actual.append((tuple(actions), describe(s["Resource"])))
             if describe(s["Resource"]) == "UsersTable.Arn":
                 # Every item the role may touch by key, narrowed to its kinds
                 # (reading the issuer keys: their partition alone).
                 condition = s.get("Condition", {})
                 kinds = (["KEYS#"] if (tuple(actions), "UsersTable.Arn") == KEYS_READ
-                         # The admin API creates users, and writes no other item whole.
-                         else ["USER#*"] if (name, tuple(actions)) == ("Admin", ("dynamodb:PutItem",))
+                         # The admin API creates users and asks for mail, and writes no other item whole.
+                         else ["USER#*", "MAIL#*"] if (name, tuple(actions)) == ("Admin", ("dynamodb:PutItem",))
                          else LEADING_KEYS.get(name))
                 check(f"{mode}: {name} table access is narrowed to its item kinds",
                       condition == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": kinds},
@@ -225,9 +254,10 @@ for mode in MODES:
     granted_by_mode[mode] = granted
 resources = template["Resources"]
 rust_functions_all = [n for n, r in resources.items() if r["Type"] == "AWS::Serverless::Function"]
-# The API's functions (the rotation is not one: no route, its own alarm).
+# The API's functions (the rotation and the mail are not: no route; the
+# table's schedule and stream run them).
 functions = {name[: -len("Function")]: r for name, r in resources.items()
-             if r["Type"] == "AWS::Serverless::Function" and name != "RotateKeysFunction"}
+             if r["Type"] == "AWS::Serverless::Function" and name not in ("RotateKeysFunction", "MailFunction")}
 granted = granted_by_mode["sealed"]
 
 globals_ = template["Globals"]["Function"]
@@ -268,7 +298,9 @@ served = {"/login": {"post"}, "/get_name": {"get"}, "/register": {"post"}, "/ref
           "/admin/users/{username}/roles/{role}": {"put", "delete"},
           "/admin/users/{username}/lock": {"delete"}, "/admin/users/{username}/sessions": {"delete"},
           "/admin/users": {"get", "post"}, "/admin/users/{username}/password": {"put"},
-          "/sessions": {"get"}, "/sessions/{id}": {"delete"}}
+          "/sessions": {"get"}, "/sessions/{id}": {"delete"},
+          "/password/reset": {"post"}, "/password/reset/confirm": {"post"},
+          "/account/email": {"get", "put", "delete"}, "/account/email/verify": {"post"}}
 check("every API route's methods are known", set(served) == set(api_routes), sorted(set(served) ^ set(api_routes)))
 for path, function in api_routes.items():
     methods = set(spec["paths"].get(path, {})) - {"parameters", "summary", "description"}
@@ -325,7 +357,7 @@ check("the functions get the namespace", globals_.get("Environment", {}).get("Va
 alarms = {n: r["Properties"] for n, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
 check("the alarms", set(alarms) == {"RefreshReuseAlarm", "LockoutAlarm", "LoginFailureAlarm", "ServerErrorRatioAlarm", "DependencyThrottleAlarm",
                                       "FunctionErrorAlarm", "FunctionThrottleAlarm", "TableThrottleAlarm", "KeyRotationAlarm",
-                                      "KeyRotationMissedAlarm"}, sorted(alarms))
+                                      "KeyRotationMissedAlarm", "MailAlarm"}, sorted(alarms))
 notify = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
 for name, alarm in alarms.items():
     check(f"{name} notifies the topic", alarm.get("AlarmActions") == notify and alarm.get("OKActions") == notify, alarm)
@@ -339,7 +371,8 @@ for name, alarm in alarms.items():
     for query in alarm.get("Metrics", []):
         for dimension in query.get("MetricStat", {}).get("Metric", {}).get("Dimensions", []):
             if dimension["Name"] == "FunctionName":
-                check(f"{name}: a function of this stack", dimension["Value"]["Ref"][:-len("Function")] in functions, dimension)
+                check(f"{name}: a function of this stack", dimension["Value"]["Ref"][:-len("Function")] in functions
+                      or dimension["Value"]["Ref"] in rust_functions_all, dimension)
 function_alarms = {q["MetricStat"]["Metric"]["Dimensions"][0]["Value"]["Ref"] for q in alarms["FunctionErrorAlarm"]["Metrics"] if "MetricStat" in q}
 check("function errors: every function", function_alarms == {f"{n}Function" for n in functions}, sorted(function_alarms))
 body = json.loads(resources["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"])
@@ -574,7 +607,7 @@ for has_domain, has_zone in [(True, True), (True, False), (False, False)]:
                for name, r in made.items() if r["Type"] == "AWS::Serverless::Function"
                and "JWT_ISSUER" in r["Properties"].get("Environment", {}).get("Variables", {})}
     want = DOMAIN_ISSUER if has_domain else {"Ref": "JwtIssuer"}
-    check(f"{label}: every function's issuer", len(issuers) == 8 and all(v == want for v in issuers.values()), issuers)
+    check(f"{label}: every function's issuer", len(issuers) == 9 and all(v == want for v in issuers.values()), issuers)
     check(f"{label}: execute-api off exactly with a domain",
           made["HttpApi"]["Properties"]["DisableExecuteApiEndpoint"] is has_domain)
     outputs = shape["Outputs"]

@@ -3,7 +3,7 @@
 // role="alert") so the page works from the keyboard and a screen reader.
 
 import { useEffect, useId, useState, useSyncExternalStore, type ReactNode } from "react";
-import { describe, problem, type AuthClient, type SessionInfo } from "./auth";
+import { describe, identifier, problem, takeLinkSecret, type AuthClient, type EmailView, type SessionInfo } from "./auth";
 
 type Outcome = { kind: "error" | "done"; text: string } | null;
 
@@ -28,7 +28,16 @@ function useAction(): [boolean, Outcome, (work: () => Promise<string | null>) =>
   return [busy, outcome, run, () => { setOutcome(null); }];
 }
 
-function Field(props: { label: string; type?: string; autoComplete: string; value: string; onChange: (value: string) => void; minLength?: number }) {
+function Field(props: {
+  label: string;
+  type?: string;
+  autoComplete: string;
+  value: string;
+  onChange: (value: string) => void;
+  minLength?: number;
+  optional?: boolean;
+  inputMode?: "numeric";
+}) {
   const id = useId();
   return (
     <div className="field">
@@ -39,7 +48,8 @@ function Field(props: { label: string; type?: string; autoComplete: string; valu
         type={props.type ?? "text"}
         autoComplete={props.autoComplete}
         value={props.value}
-        required
+        required={props.optional !== true}
+        {...(props.inputMode === undefined ? {} : { inputMode: props.inputMode })}
         {...(props.minLength === undefined ? {} : { minLength: props.minLength })}
         onChange={(event) => {
           props.onChange(event.target.value);
@@ -77,15 +87,20 @@ function Form(props: { title: string; onSubmit: () => void; children: ReactNode 
 }
 
 function SignIn({ auth, notice }: { auth: AuthClient; notice: string | null }) {
-  const [mode, setMode] = useState<"login" | "register">("login");
+  const [mode, setMode] = useState<"login" | "register" | "forgot">("login");
   const [username, setUsername] = useState("");
   const [password, setPassword] = useState("");
   const [name, setName] = useState("");
+  const [email, setEmail] = useState("");
   const [busy, outcome, run, clear] = useAction();
-  const switchTo = (next: "login" | "register") => {
+  const switchTo = (next: "login" | "register" | "forgot") => {
     setMode(next);
     clear();
   };
+
+  if (mode === "forgot") {
+    return <ForgotPassword auth={auth} onDone={() => { switchTo("login"); }} />;
+  }
 
   if (mode === "register") {
     return (
@@ -93,7 +108,7 @@ function SignIn({ auth, notice }: { auth: AuthClient; notice: string | null }) {
         title="Create an account"
         onSubmit={() => {
           run(async () => {
-            await auth.register(username, password, name);
+            await auth.register(username, password, name, email);
             await auth.login(username, password);
             return null;
           });
@@ -102,6 +117,7 @@ function SignIn({ auth, notice }: { auth: AuthClient; notice: string | null }) {
         <Field label="Username" autoComplete="username" value={username} onChange={setUsername} />
         <Field label="Password" type="password" autoComplete="new-password" value={password} onChange={setPassword} />
         <Field label="Name" autoComplete="name" value={name} onChange={setName} />
+        <Field label="Email (optional, to reset a forgotten password)" type="email" autoComplete="email" value={email} onChange={setEmail} optional />
         <Result outcome={outcome} />
         <div className="actions">
           <button type="submit" disabled={busy}>Register</button>
@@ -131,8 +147,192 @@ function SignIn({ auth, notice }: { auth: AuthClient; notice: string | null }) {
         <button type="button" className="link" onClick={() => { switchTo("register"); }}>
           Create an account
         </button>
+        <button type="button" className="link" onClick={() => { switchTo("forgot"); }}>
+          Forgot password?
+        </button>
       </div>
     </Form>
+  );
+}
+
+/**
+ * A forgotten password: a username or an address, then the mailed code and
+ * a new password (the mailed link leads to `ResetWithLink` instead). The
+ * answer is the same whoever was named, and so is what the page says.
+ */
+function ForgotPassword({ auth, onDone }: { auth: AuthClient; onDone: () => void }) {
+  const [who, setWho] = useState("");
+  const [asked, setAsked] = useState<string | null>(null);
+  const [code, setCode] = useState("");
+  const [next, setNext] = useState("");
+  const [busy, outcome, run] = useAction();
+  if (asked === null) {
+    return (
+      <Form
+        title="Reset your password"
+        onSubmit={() => {
+          run(async () => {
+            setAsked(await auth.requestReset(identifier(who)));
+            return null;
+          });
+        }}
+      >
+        <p>We mail a link and a code to the account&apos;s verified email address.</p>
+        <Field label="Username or email" autoComplete="username" value={who} onChange={setWho} />
+        <Result outcome={outcome} />
+        <div className="actions">
+          <button type="submit" disabled={busy}>Send reset email</button>
+          <button type="button" className="link" onClick={onDone}>Back to log in</button>
+        </div>
+      </Form>
+    );
+  }
+  return (
+    <Form
+      title="Enter the code from the email"
+      onSubmit={() => {
+        run(async () => {
+          await auth.confirmReset({ ...identifier(who), code }, next);
+          setCode("");
+          setNext("");
+          return "Your password is reset and every session was signed out. Log in with the new password.";
+        });
+      }}
+    >
+      <p className="notice">{asked} Open its link, or type its code here.</p>
+      <Field label="Code from the email" autoComplete="one-time-code" inputMode="numeric" value={code} onChange={setCode} />
+      <Field label="New password" type="password" autoComplete="new-password" value={next} onChange={setNext} />
+      <Result outcome={outcome} />
+      <div className="actions">
+        <button type="submit" disabled={busy}>Set new password</button>
+        <button type="button" className="link" onClick={onDone}>Back to log in</button>
+      </div>
+    </Form>
+  );
+}
+
+/**
+ * The page opened from a reset link: opening it changes nothing (a mail
+ * scanner may open it too); only this form's submission, with a new
+ * password, uses the link.
+ */
+function ResetWithLink({ auth, token, onDone }: { auth: AuthClient; token: string; onDone: () => void }) {
+  const [next, setNext] = useState("");
+  const [done, setDone] = useState(false);
+  const [busy, outcome, run] = useAction();
+  return (
+    <Form
+      title="Choose a new password"
+      onSubmit={() => {
+        run(async () => {
+          await auth.confirmReset({ token }, next);
+          setNext("");
+          setDone(true);
+          return "Your password is reset and every session was signed out. Log in with the new password.";
+        });
+      }}
+    >
+      <Field label="New password" type="password" autoComplete="new-password" value={next} onChange={setNext} />
+      <Result outcome={outcome} />
+      <div className="actions">
+        {!done && <button type="submit" disabled={busy}>Set new password</button>}
+        <button type="button" className="link" onClick={onDone}>{done ? "Go to log in" : "Cancel"}</button>
+      </div>
+    </Form>
+  );
+}
+
+/** The page opened from a verification link: a button confirms it (opening changes nothing). */
+function VerifyWithLink({ auth, token, onDone }: { auth: AuthClient; token: string; onDone: () => void }) {
+  const [done, setDone] = useState(false);
+  const [busy, outcome, run] = useAction();
+  return (
+    <Form
+      title="Confirm your email address"
+      onSubmit={() => {
+        run(async () => {
+          const view = await auth.verifyEmailLink(token);
+          setDone(true);
+          return `${view.email ?? "The address"} is verified: password resets and security notices go to it.`;
+        });
+      }}
+    >
+      <Result outcome={outcome} />
+      <div className="actions">
+        {!done && <button type="submit" disabled={busy}>Confirm this address</button>}
+        <button type="button" className="link" onClick={onDone}>{done ? "Continue" : "Cancel"}</button>
+      </div>
+    </Form>
+  );
+}
+
+/** The signed-in user's address: give one (with the password), verify it by code, remove it. */
+function Email({ auth }: { auth: AuthClient }) {
+  const [view, setView] = useState<EmailView | null>(null);
+  const [address, setAddress] = useState("");
+  const [password, setPassword] = useState("");
+  const [code, setCode] = useState("");
+  const [busy, outcome, run] = useAction();
+  useEffect(() => {
+    let current = true;
+    auth
+      .email()
+      .then((v) => {
+        if (current) setView(v);
+      })
+      .catch(() => undefined);
+    return () => {
+      current = false;
+    };
+  }, [auth]);
+  const headingId = useId();
+  return (
+    <section aria-labelledby={headingId}>
+      <h2 id={headingId}>Email address</h2>
+      <p>
+        {view?.email != null
+          ? `Verified: ${view.email}. Password resets and security notices go to it.`
+          : "No verified address: a forgotten password cannot be reset."}
+        {view?.email_pending != null && ` Waiting for verification: ${view.email_pending}.`}
+      </p>
+      {view?.email_pending != null && (
+        <form
+          aria-label="Verify the address"
+          onSubmit={(event) => {
+            event.preventDefault();
+            run(async () => {
+              setView(await auth.verifyEmailCode(code));
+              setCode("");
+              return "Address verified.";
+            });
+          }}
+        >
+          <Field label="Code from the email" autoComplete="one-time-code" inputMode="numeric" value={code} onChange={setCode} />
+          <div className="actions">
+            <button type="submit" disabled={busy}>Verify</button>
+          </div>
+        </form>
+      )}
+      <form
+        aria-label="Change the address"
+        onSubmit={(event) => {
+          event.preventDefault();
+          run(async () => {
+            setView(await auth.setEmail(address, password));
+            setAddress("");
+            setPassword("");
+            return "A link and a code are on their way to the address. It replaces the verified one once verified.";
+          });
+        }}
+      >
+        <Field label="New email address" type="email" autoComplete="email" value={address} onChange={setAddress} />
+        <Field label="Password (to change the address)" type="password" autoComplete="current-password" value={password} onChange={setPassword} />
+        <div className="actions">
+          <button type="submit" disabled={busy}>Save address</button>
+        </div>
+      </form>
+      <Result outcome={outcome} />
+    </section>
   );
 }
 
@@ -335,6 +535,7 @@ function Account({ auth }: { auth: AuthClient }) {
         <Result outcome={outcome} />
       </section>
       <Sessions auth={auth} />
+      <Email auth={auth} />
       <ChangePassword auth={auth} />
       <DeleteAccount auth={auth} />
     </>
@@ -343,6 +544,30 @@ function Account({ auth }: { auth: AuthClient }) {
 
 export function App({ auth }: { auth: AuthClient }) {
   const state = useSyncExternalStore(auth.subscribe, () => auth.state);
+  // A mailed link's secret, taken out of the address bar: at load, and when
+  // a link is opened in this tab later (only the fragment changes).
+  const [link, setLink] = useState(takeLinkSecret);
+  useEffect(() => {
+    const opened = () => {
+      const secret = takeLinkSecret();
+      if (secret !== null) setLink(secret);
+    };
+    window.addEventListener("hashchange", opened);
+    return () => {
+      window.removeEventListener("hashchange", opened);
+    };
+  }, []);
+  if (link !== null) {
+    const onDone = () => { setLink(null); };
+    return (
+      <main>
+        <h1>Auth demo</h1>
+        {link.kind === "reset"
+          ? <ResetWithLink auth={auth} token={link.token} onDone={onDone} />
+          : <VerifyWithLink auth={auth} token={link.token} onDone={onDone} />}
+      </main>
+    );
+  }
   return (
     <main>
       <h1>Auth demo</h1>

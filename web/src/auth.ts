@@ -81,6 +81,36 @@ interface TokenAnswer {
   expires_in: number;
 }
 
+/** The user's addresses, as `/account/email` answers them. */
+export interface EmailView {
+  /** The verified address: resets and notices go to it. */
+  email: string | null;
+  email_verified: boolean;
+  /** An address given, waiting for its verification. */
+  email_pending: string | null;
+}
+
+/** Who a reset is for: a username or an address, as the person typed it. */
+export type Identifier = { username: string } | { email: string };
+
+/** What the person typed: an address has an "@", a username never does. */
+export function identifier(typed: string): Identifier {
+  const value = typed.trim();
+  return value.includes("@") ? { email: value } : { username: value };
+}
+
+/**
+ * A secret the page was opened with, from its URL's fragment (a mailed
+ * link: `#reset=…` or `#verify=…`), taken out of the address bar and the
+ * history at once. The fragment never reaches a server, a log or a Referer.
+ */
+export function takeLinkSecret(): { kind: "reset" | "verify"; token: string } | null {
+  const match = /^#(reset|verify)=([A-Za-z0-9_-]{1,128})$/.exec(window.location.hash);
+  if (match === null) return null;
+  history.replaceState(null, "", window.location.pathname + window.location.search);
+  return { kind: match[1] as "reset" | "verify", token: match[2] ?? "" };
+}
+
 type Message = { type: "signed-in"; user: string } | { type: "signed-out" };
 
 /** The codes after which a refresh is tried again, once. */
@@ -210,9 +240,88 @@ export class AuthClient {
     });
   }
 
-  async register(username: string, password: string, name: string): Promise<void> {
-    const response = await this.#send("/register", { method: "POST", json: { username, password, name } }, null);
+  /** A new account; `email`, if given, is mailed a link and a code to verify it. */
+  async register(username: string, password: string, name: string, email = ""): Promise<void> {
+    const json = email.trim() === "" ? { username, password, name } : { username, password, name, email: email.trim() };
+    const response = await this.#send("/register", { method: "POST", json }, null);
     if (!response.ok) throw await problem(response);
+  }
+
+  /**
+   * Asks for a reset: the API's answer is the same whoever it names, and so
+   * is what this returns (its message).
+   */
+  async requestReset(who: Identifier): Promise<string> {
+    const response = await this.#send("/password/reset", { method: "POST", json: who }, null);
+    if (!response.ok) throw await problem(response);
+    return ((await response.json()) as { message: string }).message;
+  }
+
+  /**
+   * Sets a new password with a mailed link's token, or its code and whom it
+   * was asked for. No session starts: the person then signs in.
+   */
+  async confirmReset(proof: { token: string } | (Identifier & { code: string }), newPassword: string): Promise<void> {
+    const response = await this.#send(
+      "/password/reset/confirm",
+      { method: "POST", json: { ...proof, new_password: newPassword } },
+      null,
+    );
+    if (!response.ok) throw await problem(response);
+  }
+
+  /** Verifies an address with a mailed link's token (any browser, signed in or not). */
+  async verifyEmailLink(token: string): Promise<EmailView> {
+    const response = await this.#send("/account/email/verify", { method: "POST", json: { token } }, null);
+    if (!response.ok) throw await problem(response);
+    return (await response.json()) as EmailView;
+  }
+
+  /** The signed-in user's addresses. */
+  async email(): Promise<EmailView> {
+    const response = await this.fetch("/account/email");
+    if (!response.ok) throw await problem(response);
+    return (await response.json()) as EmailView;
+  }
+
+  /**
+   * Gives a new address, proving the password first (a change of address
+   * needs a fresh proof): a link and a code go to it.
+   */
+  async setEmail(address: string, password: string): Promise<EmailView> {
+    await this.#reauthenticate(password);
+    const response = await this.fetch("/account/email", { method: "PUT", json: { email: address.trim() } });
+    if (!response.ok) throw await problem(response);
+    return (await response.json()) as EmailView;
+  }
+
+  /** Verifies the pending address with its mailed code. */
+  async verifyEmailCode(code: string): Promise<EmailView> {
+    const response = await this.fetch("/account/email/verify", { method: "POST", json: { code } });
+    if (!response.ok) throw await problem(response);
+    return (await response.json()) as EmailView;
+  }
+
+  /** Removes the addresses, proving the password first. */
+  async removeEmail(password: string): Promise<EmailView> {
+    await this.#reauthenticate(password);
+    const response = await this.fetch("/account/email", { method: "DELETE" });
+    if (!response.ok) throw await problem(response);
+    return (await response.json()) as EmailView;
+  }
+
+  /** Proves the password again within this session: a fresher access token. */
+  async #reauthenticate(password: string): Promise<void> {
+    await this.#locked(async () => {
+      const response = await this.#authorized(
+        "/reauthenticate",
+        { method: "POST", json: { password } },
+        () => this.#refreshOnce(),
+      );
+      if (response === null) throw sessionEnded();
+      if (!response.ok) throw await problem(response);
+      this.#adopt((await response.json()) as TokenAnswer);
+    });
   }
 
   async login(username: string, password: string): Promise<void> {

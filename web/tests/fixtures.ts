@@ -122,3 +122,47 @@ export function countRequests(page: Page, method: string, path: string): { count
   });
   return counter;
 }
+
+/** A message in moto's mailbox (the local SES that make test runs). */
+export interface Mail {
+  subject: string;
+  /** What moto keeps of a message with both parts: its HTML. */
+  body: string;
+}
+
+/** An address no other test mails: moto's mailbox is shared. */
+export function newAddress(): string {
+  return `ada-${randomBytes(6).toString("hex")}@example.com`;
+}
+
+/** The newest message to `to` with `subject`, waited for (the table's stream hands it on a moment later). */
+export async function mailFor(to: string, subject: string): Promise<Mail> {
+  const moto = process.env.KMS_TEST_ENDPOINT;
+  if (moto === undefined) throw new Error("KMS_TEST_ENDPOINT is not set: run the browser tests through `make test`");
+  for (let i = 0; i < 300; i++) {
+    const data = (await (await fetch(`${moto}/moto-api/data.json`)).json()) as {
+      ses?: { Message?: { subject: string; body: string; destinations: { ToAddresses?: string[] } }[] };
+    };
+    const found = (data.ses?.Message ?? [])
+      .filter((m) => m.subject === subject && (m.destinations.ToAddresses ?? []).includes(to))
+      .pop();
+    if (found !== undefined) return { subject: found.subject, body: found.body };
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  throw new Error(`no ${JSON.stringify(subject)} for the test's address within a minute`);
+}
+
+/** The link a message carries (its secret noted, for the logs' scan). */
+export function linkIn(mail: Mail): string {
+  const href = /href="([^"]+)"/.exec(mail.body)?.[1];
+  if (href === undefined) throw new Error(`no link in ${mail.subject}`);
+  noteSecret(href.split("=").pop() ?? "");
+  return href.replace(/&amp;/g, "&");
+}
+
+/** The code a message carries, as a person copies it (with its space). */
+export function codeIn(mail: Mail): string {
+  const code = /<code>(\d{4} \d{4})<\/code>/.exec(mail.body)?.[1];
+  if (code === undefined) throw new Error(`no code in ${mail.subject}`);
+  return code;
+}

@@ -6,13 +6,18 @@ import type { AddressInfo } from "node:net";
 import AxeBuilder from "@axe-core/playwright";
 import type { Route } from "@playwright/test";
 import {
+  codeIn,
   countRequests,
   expect,
   expectSignedIn,
   isViolation,
   expectSignedOut,
+  linkIn,
   logIn,
+  mailFor,
+  newAddress,
   newPerson,
+  noteSecret,
   type Person,
   refreshCookie,
   register,
@@ -660,5 +665,102 @@ test("with the browser's own CORS switched off, the Origin check alone refuses J
   }
   expect((await refreshCookie(context))?.value, "the cookie was neither used nor replaced").toBe(cookie?.value);
   await page.reload();
+  await expectSignedIn(page, person);
+});
+
+test("a person who forgot their password resets it from the mailed link, in another browser, and signs in with the new one", async ({
+  page,
+  browser,
+}) => {
+  const person = newPerson();
+  const address = newAddress();
+  // Registers with an address, and verifies it from the mailed link.
+  await page.goto("/");
+  await page.getByRole("button", { name: "Create an account" }).click();
+  await page.getByLabel("Username").fill(person.username);
+  await page.getByLabel("Password", { exact: true }).fill(person.password);
+  await page.getByLabel("Name", { exact: true }).fill(person.name);
+  await page.getByLabel("Email (optional", { exact: false }).fill(address);
+  await page.getByRole("button", { name: "Register" }).click();
+  await expectSignedIn(page, person);
+  const verification = await mailFor(address, "Verify your email address");
+  const verifyLink = linkIn(verification);
+  expect(new URL(verifyLink).origin, "the link leads to the page's own origin").toBe(new URL(page.url()).origin);
+  await page.goto(verifyLink);
+  await expect(page, "the secret leaves the address bar").not.toHaveURL(/#verify=/);
+  await page.getByRole("button", { name: "Confirm this address" }).click();
+  await expect(page.getByRole("status")).toContainText(`${address} is verified`);
+  await page.getByRole("button", { name: "Continue" }).click();
+  await expect(page.getByText(`Verified: ${address}`)).toBeVisible();
+  await page.getByRole("button", { name: "Log out", exact: true }).click();
+  await expectSignedOut(page);
+
+  // Forgot password: the same answer whoever is named.
+  await page.getByRole("button", { name: "Forgot password?" }).click();
+  await page.getByLabel("Username or email").fill(address);
+  await page.getByRole("button", { name: "Send reset email" }).click();
+  await expect(page.getByText("If an account matches")).toBeVisible();
+  const reset = await mailFor(address, "Reset your password");
+  expect(reset.body).not.toContain(person.password);
+  const resetLink = linkIn(reset);
+
+  // The link opened in another browser: opening it uses nothing up; the form does.
+  const other = await browser.newContext();
+  const elsewhere = await other.newPage();
+  // (The auth module's own session check, POST /refresh, may go out: it uses nothing of the link.)
+  let posts = 0;
+  elsewhere.on("request", (request) => {
+    if (request.method() === "POST" && new URL(request.url()).pathname.startsWith("/password/reset")) posts++;
+  });
+  await elsewhere.goto(resetLink);
+  await expect(elsewhere.getByRole("heading", { name: "Choose a new password" })).toBeVisible();
+  await expect(elsewhere, "the secret leaves the address bar").not.toHaveURL(/#reset=/);
+  expect(posts, "opening the link posts nothing to the reset routes").toBe(0);
+  const newPassword = `${person.password} reset`;
+  noteSecret(newPassword);
+  await elsewhere.getByLabel("New password", { exact: true }).fill(newPassword);
+  await elsewhere.getByRole("button", { name: "Set new password" }).click();
+  await expect(elsewhere.getByRole("status")).toContainText("Your password is reset");
+  await other.close();
+
+  // The old password is refused, the new one signs in, and the owner is told.
+  await logIn(page, person);
+  await expect(page.getByRole("alert")).toContainText("Login Failed");
+  await logIn(page, person, newPassword);
+  await expectSignedIn(page, person);
+  await mailFor(address, "Your password was reset");
+});
+
+test("the mailed code resets a password typed in by hand, and a wrong one is refused", async ({ page }) => {
+  const person = newPerson();
+  const address = newAddress();
+  await register(page, person);
+  await page.getByLabel("New email address").fill(address);
+  await page.getByLabel("Password (to change the address)").fill(person.password);
+  await page.getByRole("button", { name: "Save address" }).click();
+  await expect(page.getByText(`Waiting for verification: ${address}`)).toBeVisible();
+  const verification = await mailFor(address, "Verify your email address");
+  await page.getByLabel("Code from the email", { exact: true }).fill(codeIn(verification));
+  await page.getByRole("button", { name: "Verify" }).click();
+  await expect(page.getByText(`Verified: ${address}`)).toBeVisible();
+  await page.getByRole("button", { name: "Log out", exact: true }).click();
+
+  await page.getByRole("button", { name: "Forgot password?" }).click();
+  await page.getByLabel("Username or email").fill(person.username);
+  await page.getByRole("button", { name: "Send reset email" }).click();
+  const reset = await mailFor(address, "Reset your password");
+  const code = codeIn(reset);
+  const newPassword = `${person.password} by code`;
+  noteSecret(newPassword);
+  const wrong = code.startsWith("0") ? `1${code.slice(1)}` : `0${code.slice(1)}`;
+  await page.getByLabel("Code from the email", { exact: true }).fill(wrong);
+  await page.getByLabel("New password", { exact: true }).fill(newPassword);
+  await page.getByRole("button", { name: "Set new password" }).click();
+  await expect(page.getByRole("alert")).toContainText("the link or code is wrong");
+  await page.getByLabel("Code from the email", { exact: true }).fill(code);
+  await page.getByRole("button", { name: "Set new password" }).click();
+  await expect(page.getByRole("status")).toContainText("Your password is reset");
+  await page.getByRole("button", { name: "Back to log in" }).click();
+  await logIn(page, person, newPassword);
   await expectSignedIn(page, person);
 });

@@ -121,8 +121,17 @@ pub async fn email(state: &Account, req: Request) -> Result<Response<Body>, ApiE
             retry_after: window.remaining(now),
         });
     }
-    if !state.store.set_pending_email(&user, &email, now).await? {
-        return Err(no_longer_valid());
+    match state.store.set_pending_email(&user, &email, now).await {
+        Ok(true) => {}
+        Ok(false) => return Err(no_longer_valid()),
+        // The answer may be lost with the write committed: read it back.
+        Err(e) => {
+            let now_stored = state.store.get(&user.username).await;
+            if !matches!(now_stored, Ok(Some(u)) if u.id == user.id && u.email_pending.as_ref() == Some(&email))
+            {
+                return Err(e.into());
+            }
+        }
     }
     tracing::info!(user_id = %user.id, "email address given; verification asked for");
     let mut after = user;

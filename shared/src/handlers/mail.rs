@@ -20,7 +20,7 @@ use crate::clock::Clock;
 use crate::mail::{Mailer, Message, notice_message, ticket_message};
 use crate::metrics::{self, Event};
 use crate::outbox::{Identifier, MailJob};
-use crate::store::{MAIL_PREFIX, Store, StoreError, job_from_item};
+use crate::store::{MAIL_PREFIX, Store, StoreError};
 use crate::throttle::{RateLimits, Window};
 use crate::tickets::{Purpose, Ticket};
 use crate::users::User;
@@ -49,9 +49,11 @@ pub enum Outcome {
 pub struct Retry(pub String);
 
 impl MailWorker {
-    /// One stream batch (a DynamoDB stream event, as Lambda delivers it):
-    /// each inserted job in order. The answer names the first record to run
-    /// again, if any (`ReportBatchItemFailures`): the stream retries from it.
+    /// One stream batch (a DynamoDB stream event, keys only, as Lambda
+    /// delivers it): each inserted job in order, read from the table (a
+    /// job that is gone was handled already: a batch delivered again sends
+    /// nothing twice). The answer names the first record to run again, if
+    /// any (`ReportBatchItemFailures`): the stream retries from it.
     pub async fn handle_batch(&self, event: &Value) -> Value {
         let records = event["Records"].as_array().cloned().unwrap_or_default();
         for record in &records {
@@ -62,28 +64,29 @@ impl MailWorker {
                 .as_str()
                 .unwrap_or_default()
                 .to_owned();
-            let image = &record["dynamodb"]["NewImage"];
-            let Some(item) = image_to_item(image) else {
-                tracing::error!("a stream record's image is not an item: skipped");
-                metrics::count(Event::MailFailed);
+            let Some(id) = record["dynamodb"]["Keys"]["pk"]["S"]
+                .as_str()
+                .and_then(|pk| pk.strip_prefix(MAIL_PREFIX))
+            else {
                 continue;
             };
-            let is_job = item
-                .get("pk")
-                .and_then(|v| v.as_s().ok())
-                .is_some_and(|pk| pk.starts_with(MAIL_PREFIX));
-            if !is_job {
-                continue;
-            }
-            let (id, job) = match job_from_item(&item) {
-                Ok(job) => job,
-                Err(e) => {
-                    tracing::error!(error = %e, "a damaged mail job: dropped");
+            let job = match self.store.get_job(id).await {
+                Ok(Some(job)) => job,
+                Ok(None) => continue,
+                Err(StoreError::Internal(detail)) => {
+                    tracing::error!(%detail, "a damaged mail job: dropped");
                     metrics::count(Event::MailFailed);
+                    if let Err(e) = self.store.remove_job(id).await {
+                        tracing::warn!(error = %e, "a damaged mail job was not deleted");
+                    }
                     continue;
                 }
+                Err(e) => {
+                    tracing::warn!(error = %e, "a mail job to read again");
+                    return json!({"batchItemFailures": [{"itemIdentifier": sequence}]});
+                }
             };
-            if let Err(Retry(reason)) = self.run(&id, &job).await {
+            if let Err(Retry(reason)) = self.run(id, &job).await {
                 tracing::warn!(kind = job.kind(), %reason, "mail job to run again");
                 return json!({"batchItemFailures": [{"itemIdentifier": sequence}]});
             }
@@ -186,45 +189,4 @@ impl MailWorker {
 
 fn retry(e: StoreError) -> Retry {
     Retry(e.to_string())
-}
-
-/// A stream image (DynamoDB JSON: `{"pk": {"S": "..."}, ...}`) as an item.
-/// Jobs hold strings and numbers only.
-fn image_to_item(
-    image: &Value,
-) -> Option<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
-    use aws_sdk_dynamodb::types::AttributeValue;
-    image
-        .as_object()?
-        .iter()
-        .map(|(name, value)| {
-            let value = if let Some(s) = value["S"].as_str() {
-                AttributeValue::S(s.to_owned())
-            } else if let Some(n) = value["N"].as_str() {
-                AttributeValue::N(n.to_owned())
-            } else if let Some(b) = value["BOOL"].as_bool() {
-                AttributeValue::Bool(b)
-            } else {
-                return None;
-            };
-            Some((name.clone(), value))
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_stream_image_becomes_an_item_and_other_types_are_refused() {
-        let item = image_to_item(&json!({
-            "pk": {"S": "MAIL#1"}, "expires_at": {"N": "5"}, "flag": {"BOOL": true}
-        }))
-        .unwrap();
-        assert_eq!(item["pk"].as_s().unwrap(), "MAIL#1");
-        assert_eq!(item["expires_at"].as_n().unwrap(), "5");
-        assert!(image_to_item(&json!({"roles": {"SS": ["a"]}})).is_none());
-        assert!(image_to_item(&json!("nope")).is_none());
-    }
 }

@@ -159,9 +159,11 @@ async fn confirm_reset(state: &Recovery, req: Request) -> Result<Response<Body>,
     .await?;
     let proof = proof(body.token, body.code, body.username, body.email)?;
     let (user, ticket) = find(&state.store, Purpose::Reset, &proof, now).await?;
-    let (user, ticket) = accepted(&state.store, user, ticket, &proof).await?;
+    // The policy before the proof: a weak password's answer must not tell
+    // a right code from a wrong one.
     check_new_password(&body.new_password, &user.username)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let (user, ticket) = accepted(&state.store, user, ticket, &proof).await?;
     let new_hash = super::hash_new_password(&state.passwords, body.new_password).await?;
     match state
         .store

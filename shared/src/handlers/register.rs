@@ -102,16 +102,22 @@ pub(super) async fn new_user(
     if let Err(e) = store.create(&user).await {
         // The user may be ours all the same: our write committed, its answer
         // was lost, and the SDK's retry then found the user there (409) or
-        // got no answer either (503).
-        let ours = matches!(
-            store.get(&user.username).await,
-            Ok(Some(found)) if found.id == user.id
-        );
-        if !ours {
-            return Err(match e {
-                StoreError::AlreadyExists => ApiError::UsernameTaken,
-                e => e.into(),
-            });
+        // got no answer either (503). A read-back that fails cannot tell:
+        // 503, never a 409 for a name that may be ours.
+        match store.get(&user.username).await {
+            Ok(Some(found)) if found.id == user.id => {}
+            Ok(_) => {
+                return Err(match e {
+                    StoreError::AlreadyExists => ApiError::UsernameTaken,
+                    e => e.into(),
+                });
+            }
+            Err(read) => {
+                return Err(match e {
+                    StoreError::AlreadyExists => read.into(),
+                    e => e.into(),
+                });
+            }
         }
     }
     Ok(user)
@@ -135,6 +141,26 @@ async fn register(state: &Register, req: Request) -> Result<Response<Body>, ApiE
     let window = Window::register(&state.limits);
     limit_source(&state.store, &window, &req, now).await?;
     let registration: Registration = json_body(&req)?;
+    // An address is mailed so often an hour, whoever gives it (as `PUT
+    // /account/email` and reset requests count it).
+    if let Some(email) = registration
+        .email
+        .as_deref()
+        .and_then(|e| Email::parse(e).ok())
+    {
+        let window = Window::reset_identifier(&state.limits);
+        if state
+            .store
+            .hit(&window, &format!("e-{}", email.hash()), now)
+            .await?
+            > window.limit
+        {
+            metrics::count(Event::IpRateLimited);
+            return Err(ApiError::TooManyRequests {
+                retry_after: window.remaining(now),
+            });
+        }
+    }
     let user = new_user(
         &state.store,
         &state.passwords,

@@ -11,7 +11,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
 
 use super::sessions::{Cancelled, built, values};
 use super::users::user_key;
-use super::{Item, Store, StoreError, key, s};
+use super::{Item, Store, StoreError, key, n, s};
 use crate::email::Email;
 use crate::outbox::{MailJob, Notice};
 use crate::tickets::{Proof, Ticket};
@@ -125,6 +125,8 @@ impl Store {
         vals.extend([
             (":new".to_owned(), s(email.as_str())),
             (":uid".to_owned(), uid),
+            (":true".to_owned(), AttributeValue::Bool(true)),
+            (":epoch".to_owned(), n(ticket.epoch)),
         ]);
         let mut items = vec![
             self.consume_ticket(ticket, proof, now)?,
@@ -132,7 +134,10 @@ impl Store {
             self.update(
                 user_key(&user.username),
                 "SET email = :new REMOVE email_pending",
-                &format!("user_id = :uid AND email_pending = :new AND {same_old}"),
+                &format!(
+                    "user_id = :uid AND active = :true AND session_epoch = :epoch \
+                     AND email_pending = :new AND {same_old}"
+                ),
                 None,
                 Some(vals),
             )?,

@@ -261,12 +261,14 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError
     Ok(())
 }
 
-/// The table's stream: each new item's image, for the mail function (the
-/// `outbox` jobs; template.yaml filters the rest out).
+/// The table's stream, for the mail function (the `outbox` jobs;
+/// template.yaml filters the rest out): keys only, so what may read it
+/// sees no hash, session or ticket of any item, and each job is read from
+/// the table (one that is gone was handled already).
 fn stream() -> Result<StreamSpecification, aws_sdk_dynamodb::error::BuildError> {
     StreamSpecification::builder()
         .stream_enabled(true)
-        .stream_view_type(StreamViewType::NewImage)
+        .stream_view_type(StreamViewType::KeysOnly)
         .build()
 }
 

@@ -136,9 +136,19 @@ pub fn job_from_item(
 }
 
 impl Store {
-    /// Writes `job` on its own (a reset request: nothing else changes).
+    /// Writes `job` on its own (a reset request: nothing else changes). A
+    /// write reported failed is read back: its answer may have been lost
+    /// (or the SDK's retry refused by the first attempt's own write).
     pub async fn enqueue(&self, job: &MailJob, now: i64) -> Result<(), StoreError> {
-        self.put_once(job_item(job, now)).await
+        let item = job_item(job, now);
+        let key = super::key(item["pk"].as_s().cloned().unwrap_or_default(), MAIL_SK);
+        match self.put_once(item).await {
+            Ok(()) => Ok(()),
+            Err(e) => match self.get_item(key).await {
+                Ok(Some(_)) => Ok(()),
+                _ => Err(e),
+            },
+        }
     }
 
     /// `job` as one item of a transaction.
@@ -148,6 +158,15 @@ impl Store {
         now: i64,
     ) -> Result<TransactWriteItem, StoreError> {
         self.put_new(job_item(job, now))
+    }
+
+    /// The job `id`, if it is still there (read strongly): one that is gone
+    /// was handled already.
+    pub async fn get_job(&self, id: &str) -> Result<Option<MailJob>, StoreError> {
+        self.get_item(job_key(id))
+            .await?
+            .map(|item| job_from_item(&item).map(|(_, job)| job))
+            .transpose()
     }
 
     /// Deletes a job once handled (or found unsendable).

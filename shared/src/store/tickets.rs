@@ -144,8 +144,9 @@ impl Store {
     /// on), the username's attempt record cleared (a lockout ends), and the
     /// notice to the verified address. On the conditions that the ticket is
     /// still this one and live, and that `user` still has the epoch and
-    /// password the ticket was issued under (`Conflict`: a racer used it,
-    /// a newer request replaced it, or the password changed meanwhile).
+    /// password the ticket was issued under, and the address it went to
+    /// still the verified one (`Conflict`: a racer used it, a newer request
+    /// replaced it, or the password or the address changed meanwhile).
     pub async fn reset_password(
         &self,
         user: &User,
@@ -159,7 +160,8 @@ impl Store {
             self.update(
                 user_key(&user.username),
                 "SET password_hash = :new ADD session_epoch :one",
-                "user_id = :uid AND active = :true AND session_epoch = :epoch AND password_hash = :old",
+                "user_id = :uid AND active = :true AND session_epoch = :epoch AND password_hash = :old \
+                 AND email = :email",
                 None,
                 values([
                     (":new", s(new_hash)),
@@ -168,6 +170,7 @@ impl Store {
                     (":true", AttributeValue::Bool(true)),
                     (":epoch", n(ticket.epoch)),
                     (":old", s(&user.password_hash)),
+                    (":email", s(ticket.email.as_str())),
                 ]),
             )?,
             self.clear_attempts(&user.username)?,

@@ -521,3 +521,76 @@ fn browser_sessions_over_http_cookie_origin_content_type_and_parallel_refreshes(
     );
     assert_eq!(again.status, 200, "{}", again.body);
 }
+
+/// The newest message to `to` with `subject`, waited for: the pump hands
+/// jobs to the watch's mail function a moment after they are written.
+fn mail_for(to: &str, subject: &str) -> crate::recovery::Mail {
+    for _ in 0..300 {
+        if let Some(mail) = crate::recovery::inbox(to)
+            .into_iter()
+            .rev()
+            .find(|m| m.subject == subject)
+        {
+            return mail;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("no {subject:?} for the test's address within a minute: is the mail pump running?");
+}
+
+#[test]
+fn a_forgotten_password_is_reset_over_http_with_the_mailed_link() {
+    let username = format!(
+        "e2e-mail-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    let address = crate::recovery::unique_address("e2e");
+    let (password, new_password) = ("end to end passphrase", "a reset end to end");
+    note_secret(password);
+    note_secret(new_password);
+    // Registration with an address: its verification goes out through the
+    // table's stream, the mail function and moto's SES.
+    let created = post_json(
+        "/register",
+        None,
+        serde_json::json!({"username": username, "password": password, "name": "Mail", "email": address}),
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.json()["email_pending"], address.as_str());
+    let verification = mail_for(&address, "Verify your email address");
+    let verified = post_json(
+        "/account/email/verify",
+        None,
+        serde_json::json!({"token": verification.token()}),
+    );
+    assert_eq!(verified.status, 200, "{}", verified.body);
+    // The reset: asked by address, the link's token posted with a new password.
+    let asked = post_json(
+        "/password/reset",
+        None,
+        serde_json::json!({"email": address}),
+    );
+    assert_eq!(asked.status, 202, "{}", asked.body);
+    let reset = mail_for(&address, "Reset your password");
+    let origin = required_env("E2E_JWT_ISSUER");
+    assert!(
+        reset.body.contains(&format!("{origin}/#reset=")),
+        "the link leads to the issuer's page"
+    );
+    // A scanner's GET of the route consumes nothing.
+    let scanned = reply(agent().get(&url("/password/reset/confirm")).call());
+    assert_eq!(scanned.status, 405);
+    let confirmed = post_json(
+        "/password/reset/confirm",
+        None,
+        serde_json::json!({"token": reset.token(), "new_password": new_password}),
+    );
+    assert_eq!(confirmed.status, 200, "{}", confirmed.body);
+    let login = |password: &str| {
+        post_login(&serde_json::json!({"username": username, "password": password}).to_string())
+            .status
+    };
+    assert_eq!(login(password), 401);
+    assert_eq!(login(new_password), 200);
+    mail_for(&address, "Your password was reset");
+}

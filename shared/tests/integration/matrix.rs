@@ -45,10 +45,14 @@ const FAULTS: [Fault; 6] = [
 /// Cells run side by side.
 const CELLS_AT_ONCE: usize = 8;
 
+/// Short enough that a hanging call ends its request soon, long enough that
+/// a loaded machine's DynamoDB Local does not time out a call nobody faulted
+/// (a write that committed behind such a timeout, with its read-back then
+/// faulted, looks like a change behind a 503).
 fn short_timeouts() -> SdkSettings {
     SdkSettings {
-        attempt_timeout: Duration::from_millis(300),
-        operation_timeout: Duration::from_secs(1),
+        attempt_timeout: Duration::from_millis(800),
+        operation_timeout: Duration::from_secs(2),
         max_attempts: 3,
         trust: auth::trust::TrustRoots::Amazon,
     }
@@ -203,6 +207,55 @@ enum Scenario {
     DeleteAccount,
     /// An admin ("chief") acts on the user.
     Admin(AdminAct),
+    /// A reset asked for by the user's address (`POST /password/reset`).
+    RequestReset,
+    /// A reset by the mailed link's token (`POST /password/reset/confirm`).
+    ConfirmReset,
+    /// A new address given (`PUT /account/email`).
+    GiveEmail,
+    /// The new address verified by its link (`POST /account/email/verify`).
+    VerifyEmail,
+}
+
+/// The matrix user's verified address, and the one it moves to.
+const ADDRESS: &str = "matrix@example.com";
+const NEW_ADDRESS: &str = "matrix-new@example.com";
+
+/// Makes `address` `username`'s verified address through the store (its
+/// verification job left in the table, as the stream would have run it).
+async fn verify_directly(store: &Store, username: &str, address: &str) -> auth::users::User {
+    use auth::tickets::{LinkToken, Proof, Purpose, Ticket};
+    let name = auth::users::Username::parse(username).unwrap();
+    let email = auth::email::Email::parse(address).unwrap();
+    let now = auth::clock::system_now();
+    let user = store.get(&name).await.unwrap().unwrap();
+    assert!(store.set_pending_email(&user, &email, now).await.unwrap());
+    let user = store.get(&name).await.unwrap().unwrap();
+    let (ticket, secrets) = Ticket::issue(Purpose::VerifyEmail, &user, email, now);
+    store.put_ticket(&ticket).await.unwrap();
+    let proof = Proof::Link(LinkToken::parse(&secrets.link).unwrap());
+    let verified = store
+        .verify_email(&user, &ticket, &proof, now)
+        .await
+        .unwrap();
+    assert_eq!(verified, auth::store::Verified::Done);
+    store.get(&name).await.unwrap().unwrap()
+}
+
+/// A ticket of `purpose` for `username`, stored; its link's token and code.
+async fn ticket_for(
+    store: &Store,
+    username: &str,
+    purpose: auth::tickets::Purpose,
+    address: &str,
+) -> (String, String) {
+    let name = auth::users::Username::parse(username).unwrap();
+    let user = store.get(&name).await.unwrap().unwrap();
+    let email = auth::email::Email::parse(address).unwrap();
+    let (ticket, secrets) =
+        auth::tickets::Ticket::issue(purpose, &user, email, auth::clock::system_now());
+    store.put_ticket(&ticket).await.unwrap();
+    (secrets.link, secrets.code)
 }
 
 /// The admin API's acts that write.
@@ -247,7 +300,7 @@ impl AdminAct {
     }
 }
 
-const SCENARIOS: [Scenario; 20] = [
+const SCENARIOS: [Scenario; 24] = [
     Scenario::LoginWithRehash,
     Scenario::LoginWithDevice,
     Scenario::LoginWrongPassword,
@@ -268,6 +321,10 @@ const SCENARIOS: [Scenario; 20] = [
     Scenario::Admin(AdminAct::EndSessions),
     Scenario::Admin(AdminAct::SetPassword),
     Scenario::Admin(AdminAct::Create),
+    Scenario::RequestReset,
+    Scenario::ConfirmReset,
+    Scenario::GiveEmail,
+    Scenario::VerifyEmail,
 ];
 
 impl Scenario {
@@ -276,6 +333,7 @@ impl Scenario {
         match self {
             Scenario::LoginWrongPassword => 401,
             Scenario::Register | Scenario::Admin(AdminAct::Create) => 201,
+            Scenario::RequestReset | Scenario::GiveEmail => 202,
             _ => 200,
         }
     }
@@ -284,6 +342,8 @@ impl Scenario {
     async fn prepare(self, direct: &Store) -> Request {
         let app = App::with_clock(direct, Clock::system());
         user_in(direct, "matrix").await;
+        // A verified address: the acts that tell the user mail it.
+        verify_directly(direct, "matrix", ADDRESS).await;
         // Earlier failures, so that a lost or reset count would show.
         for _ in 0..2 {
             log_in(&app, "matrix", "wrong").await;
@@ -323,8 +383,63 @@ impl Scenario {
             Scenario::Register => (
                 "register.json",
                 None,
-                body(json!({"username": "newcomer", "password": "a long passphrase", "name": "N"})),
+                body(
+                    json!({"username": "newcomer", "password": "a long passphrase", "name": "N", "email": "newcomer@example.com"}),
+                ),
             ),
+            Scenario::RequestReset
+            | Scenario::ConfirmReset
+            | Scenario::GiveEmail
+            | Scenario::VerifyEmail => {
+                use auth::tickets::Purpose;
+                let (method, path, auth, body) = match self {
+                    Scenario::RequestReset => (
+                        Method::POST,
+                        "/password/reset",
+                        None,
+                        json!({"email": ADDRESS}),
+                    ),
+                    Scenario::ConfirmReset => {
+                        // By code and address (the link's path is recovery.rs's).
+                        let (_, code) = ticket_for(direct, "matrix", Purpose::Reset, ADDRESS).await;
+                        let body = json!({"email": ADDRESS, "code": code, "new_password": "a reset passphrase"});
+                        (Method::POST, "/password/reset/confirm", None, body)
+                    }
+                    Scenario::GiveEmail => {
+                        let current = session(&app, "matrix").await;
+                        let body = json!({"email": NEW_ADDRESS});
+                        (
+                            Method::PUT,
+                            "/account/email",
+                            Some(bearer(&current.access)),
+                            body,
+                        )
+                    }
+                    _ => {
+                        let user = direct
+                            .get(&auth::users::Username::parse("matrix").unwrap())
+                            .await
+                            .unwrap()
+                            .unwrap();
+                        let new = auth::email::Email::parse(NEW_ADDRESS).unwrap();
+                        assert!(
+                            direct
+                                .set_pending_email(&user, &new, auth::clock::system_now())
+                                .await
+                                .unwrap()
+                        );
+                        let (token, _) =
+                            ticket_for(direct, "matrix", Purpose::VerifyEmail, NEW_ADDRESS).await;
+                        (
+                            Method::POST,
+                            "/account/email/verify",
+                            None,
+                            json!({"token": token}),
+                        )
+                    }
+                };
+                return crate::recovery::call(method, path, auth.as_deref(), Some(body));
+            }
             Scenario::Refresh => {
                 let tokens = session(&app, "matrix").await;
                 (
@@ -459,6 +574,33 @@ impl Scenario {
                 .count()
         };
         let lock_cleared = item(after, "LOCK#matrix", "LOGIN").is_none();
+        // A mail job the act asked for, in its own transaction.
+        let jobs = |items: &Items| {
+            items
+                .keys()
+                .filter(|(pk, _)| pk.starts_with("MAIL#"))
+                .count()
+        };
+        let one_more_job = jobs(after) == jobs(before) + 1;
+        let claimed = |items: &Items, address: &str| {
+            item(items, &format!("EMAIL#{address}"), "EMAIL").is_some()
+        };
+        let told = matches!(
+            self,
+            Scenario::LoginWithRehash
+                | Scenario::Register
+                | Scenario::ChangePassword
+                | Scenario::DeleteAccount
+                | Scenario::Admin(AdminAct::Delete | AdminAct::SetPassword)
+                | Scenario::RequestReset
+                | Scenario::ConfirmReset
+                | Scenario::GiveEmail
+                | Scenario::VerifyEmail
+        );
+        expect(
+            one_more_job == told,
+            "a mail job exactly where the act tells someone",
+        );
         match self {
             Scenario::LoginWithRehash => {
                 expect(issued_is_live(), "the new session and its refresh token");
@@ -572,6 +714,47 @@ impl Scenario {
             Scenario::DeleteAccount | Scenario::Admin(AdminAct::Delete) => {
                 expect(user_after.is_none(), "the user deleted");
                 expect(lock_cleared, "the attempt record deleted");
+                expect(!claimed(after, ADDRESS), "the address released");
+            }
+            Scenario::RequestReset => {}
+            Scenario::ConfirmReset => {
+                expect(
+                    user_after.is_some_and(|u| {
+                        epoch(&u) == epoch(&user_before) + 1
+                            && u["password_hash"] != user_before["password_hash"]
+                    }),
+                    "the new hash, the epoch moved on",
+                );
+                expect(lock_cleared, "the attempt record cleared");
+                expect(
+                    !after.keys().any(|(pk, _)| pk.starts_with("TICKET#reset#")),
+                    "the ticket used up",
+                );
+            }
+            Scenario::GiveEmail => expect(
+                user_after.is_some_and(|u| {
+                    u.get("email_pending")
+                        .and_then(|e| e.as_s().ok())
+                        .map(String::as_str)
+                        == Some(NEW_ADDRESS)
+                }),
+                "the address waits for its verification",
+            ),
+            Scenario::VerifyEmail => {
+                expect(
+                    user_after.is_some_and(|u| {
+                        u.get("email")
+                            .and_then(|e| e.as_s().ok())
+                            .map(String::as_str)
+                            == Some(NEW_ADDRESS)
+                            && !u.contains_key("email_pending")
+                    }),
+                    "the new address verified",
+                );
+                expect(
+                    claimed(after, NEW_ADDRESS) && !claimed(after, ADDRESS),
+                    "the new address claimed, the old released",
+                );
             }
             Scenario::Admin(act) => {
                 let user = user_after.unwrap_or_default();
@@ -618,6 +801,7 @@ impl Scenario {
                 Call::Nth("transactwriteitems", 1)
             }
             Scenario::Admin(_) => Call::Nth("updateitem", 1),
+            Scenario::RequestReset => Call::Nth("putitem", 1),
             _ => Call::Nth("transactwriteitems", 1),
         })
     }
@@ -634,10 +818,13 @@ impl Scenario {
             | Scenario::LogoutEverywhere
             | Scenario::ListSessions
             | Scenario::EndSession => "logout",
-            Scenario::ChangePassword | Scenario::Reauthenticate | Scenario::DeleteAccount => {
-                "password"
-            }
+            Scenario::ChangePassword
+            | Scenario::Reauthenticate
+            | Scenario::DeleteAccount
+            | Scenario::GiveEmail
+            | Scenario::VerifyEmail => "password",
             Scenario::Admin(_) => "admin",
+            Scenario::RequestReset | Scenario::ConfirmReset => "recovery",
         }
     }
 
@@ -659,10 +846,15 @@ impl Scenario {
             | Scenario::LogoutEverywhere
             | Scenario::ListSessions
             | Scenario::EndSession => logout::handle(&app.logout(), req).await,
-            Scenario::ChangePassword | Scenario::Reauthenticate | Scenario::DeleteAccount => {
-                account::handle(&app.account(), req).await
-            }
+            Scenario::ChangePassword
+            | Scenario::Reauthenticate
+            | Scenario::DeleteAccount
+            | Scenario::GiveEmail
+            | Scenario::VerifyEmail => account::handle(&app.account(), req).await,
             Scenario::Admin(_) => admin::handle(&app.admin(), req).await,
+            Scenario::RequestReset | Scenario::ConfirmReset => {
+                auth::handlers::recovery::handle(&crate::recovery::recovery_state(&app), req).await
+            }
         }
     }
 }
@@ -886,6 +1078,7 @@ fn kind(pk: &str) -> String {
     let mut parts = pk.splitn(3, '#');
     match (parts.next(), parts.next()) {
         (Some("RATE"), Some(scope)) => format!("RATE#{scope}#*"),
+        (Some("TICKET"), Some(purpose)) => format!("TICKET#{purpose}#*"),
         (Some(kind), _) => format!("{kind}#*"),
         _ => unreachable!("a key has a kind"),
     }
@@ -1025,10 +1218,50 @@ async fn each_function_touches_only_the_item_kinds_its_role_allows() {
             note(&name, proxy.keys());
         }
     }
+    // The mail function: a job of each kind, run through the proxy.
+    let direct = fresh_store().await;
+    user_in(&direct, "matrix").await;
+    verify_directly(&direct, "matrix", ADDRESS).await;
+    let proxy = Proxy::to_dynamodb().await;
+    let store = Store::new(
+        client_for(&proxy.endpoint, &short_timeouts()).await,
+        direct.table(),
+    );
+    let worker = crate::recovery::worker(&store, Clock::system()).await;
+    let email = auth::email::Email::parse(ADDRESS).unwrap();
+    let matrix = auth::users::Username::parse("matrix").unwrap();
+    let user = direct.get(&matrix).await.unwrap().unwrap();
+    let pending = auth::email::Email::parse(NEW_ADDRESS).unwrap();
+    assert!(
+        direct
+            .set_pending_email(&user, &pending, auth::clock::system_now())
+            .await
+            .unwrap()
+    );
+    let jobs = [
+        auth::outbox::MailJob::Reset {
+            identifier: auth::outbox::Identifier::Email(email.clone()),
+        },
+        auth::outbox::MailJob::VerifyEmail {
+            user_id: user.id,
+            username: matrix.clone(),
+            email: pending,
+        },
+        auth::outbox::MailJob::Notice {
+            notice: auth::outbox::Notice::PasswordChanged,
+            to: email,
+            username: matrix,
+        },
+    ];
+    for job in jobs {
+        let outcome = worker.run("a-job-id", &job).await.unwrap();
+        assert_eq!(outcome, auth::handlers::mail::Outcome::Sent, "{job:?}");
+    }
+    note("mail", proxy.keys());
     let granted = leading_keys_in_template();
     assert_eq!(
         granted.len(),
-        9,
+        11,
         "every function with table access: {granted:?}"
     );
     assert_eq!(

@@ -96,7 +96,9 @@ pub(crate) fn inbox(to: &str) -> Vec<Mail> {
                 .is_some_and(|a| a.iter().any(|t| t == to))
         })
         .map(|m| {
-            assert_eq!(m["source"], SENDER);
+            // The tests' own sender, or the watch's (its MAIL_FROM).
+            let source = m["source"].as_str().unwrap_or_default();
+            assert!(source.contains("no-reply@auth.test"), "{source}");
             Mail {
                 subject: m["subject"].as_str().unwrap().to_owned(),
                 body: m["body"].as_str().unwrap().to_owned(),
@@ -824,4 +826,114 @@ async fn notices_go_to_the_verified_address_on_password_change_new_device_and_de
             .unwrap()
             .is_none()
     );
+}
+
+#[tokio::test]
+async fn a_reset_link_dies_when_the_address_it_went_to_is_replaced() {
+    let store = fresh_store().await;
+    let app = App::new(&store);
+    let worker = worker(&store, Clock::system()).await;
+    let (_, old) = verified_user(&app, &worker, "replaced").await;
+    deliver(&worker).await;
+    assert_eq!(
+        ask_reset(&app, json!({"username": "replaced"}))
+            .await
+            .status(),
+        202
+    );
+    deliver(&worker).await;
+    let stale = latest(&old, "Reset your password");
+    // The owner moves to a new address (the old mailbox may be someone else's now).
+    let new = unique_address("replaced-new");
+    let access = session(&app, "replaced").await.access;
+    let given = email_route(
+        &app,
+        Method::PUT,
+        account::EMAIL_PATH,
+        &access,
+        Some(json!({"email": new})),
+    )
+    .await;
+    assert_eq!(given.status(), 202);
+    deliver(&worker).await;
+    let code = latest(&new, "Verify your email address").code();
+    let verified = email_route(
+        &app,
+        Method::POST,
+        account::VERIFY_EMAIL_PATH,
+        &access,
+        Some(json!({"code": code})),
+    )
+    .await;
+    assert_eq!(verified.status(), 200);
+    let refused = confirm(
+        &app,
+        json!({"token": stale.token(), "new_password": "from the old mailbox"}),
+    )
+    .await;
+    assert_eq!(body_json(&refused)["error"], "invalid_ticket");
+    assert_eq!(log_in(&app, "replaced", PASSWORD).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_stream_batch_delivered_twice_sends_each_job_once() {
+    let store = fresh_store().await;
+    let app = App::new(&store);
+    let worker = worker(&store, Clock::system()).await;
+    let address = unique_address("twice");
+    user_in(&store, "twice").await;
+    let access = session(&app, "twice").await.access;
+    let given = email_route(
+        &app,
+        Method::PUT,
+        account::EMAIL_PATH,
+        &access,
+        Some(json!({"email": address})),
+    )
+    .await;
+    assert_eq!(given.status(), 202);
+    // The stream's record of the job, as Lambda hands it over: keys only.
+    let (id, _) = store.pending_jobs().await.unwrap().pop().unwrap();
+    let event = json!({"Records": [{
+        "eventName": "INSERT",
+        "dynamodb": {"Keys": {"pk": {"S": format!("MAIL#{id}")}, "sk": {"S": "MAIL"}}, "SequenceNumber": "1"}
+    }]});
+    for _ in 0..2 {
+        assert_eq!(
+            worker.handle_batch(&event).await,
+            json!({"batchItemFailures": []})
+        );
+    }
+    assert_eq!(
+        inbox(&address).len(),
+        1,
+        "the second delivery found the job gone"
+    );
+    assert!(store.pending_jobs().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn registrations_mail_one_address_only_so_often() {
+    let store = fresh_store().await;
+    let app = App::new(&store);
+    let state = auth::handlers::register::Register {
+        limits: auth::throttle::RateLimits {
+            reset_per_identifier_per_hour: 2,
+            ..generous_limits()
+        },
+        ..app.register()
+    };
+    let address = unique_address("bombed");
+    let mut statuses = Vec::new();
+    for i in 0..3 {
+        let body = json!({"username": format!("bomber-{i}"), "password": "a long passphrase", "name": "B", "email": address});
+        let req = request("register.json", None, Some(&body.to_string()));
+        statuses.push(
+            auth::handlers::register::handle(&state, req)
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    assert_eq!(statuses, [201, 201, 429]);
 }
