@@ -723,7 +723,9 @@ test("a person who forgot their password resets it from the mailed link, in anot
   await expect(elsewhere.getByRole("status")).toContainText("Your password is reset");
   await other.close();
 
-  // The old password is refused, the new one signs in, and the owner is told.
+  // Back in the first browser: the old password is refused, the new one
+  // signs in, and the owner is told.
+  await page.getByRole("button", { name: "Back to log in" }).click();
   await logIn(page, person);
   await expect(page.getByRole("alert")).toContainText("Login Failed");
   await logIn(page, person, newPassword);
