@@ -393,6 +393,17 @@ pub fn bearer_token(req: &Request) -> Result<&str, ApiError> {
     Ok(token)
 }
 
+/// For an optional field that may be left out but never sent as `null`
+/// (`#[serde(default, deserialize_with = "not_null")]`): the contract says
+/// it is a string when present, and a `null` is a bad request, not absence.
+pub(crate) fn not_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

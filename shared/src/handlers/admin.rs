@@ -122,7 +122,7 @@ struct NewUser {
     password: String,
     name: String,
     /// An address to verify (a verification goes to it).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::http::not_null")]
     email: Option<String>,
 }
 

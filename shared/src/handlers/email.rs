@@ -35,9 +35,9 @@ struct NewEmail {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Verification {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::http::not_null")]
     token: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::http::not_null")]
     code: Option<String>,
 }
 

@@ -47,9 +47,9 @@ pub struct Recovery {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ResetRequest {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::http::not_null")]
     username: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::http::not_null")]
     email: Option<String>,
 }
 
@@ -57,14 +57,14 @@ struct ResetRequest {
 #[serde(deny_unknown_fields)]
 struct Confirmation {
     /// The link's token, or…
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::http::not_null")]
     token: Option<String>,
     /// …the code, with the username or address the reset was asked for.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::http::not_null")]
     code: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::http::not_null")]
     username: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::http::not_null")]
     email: Option<String>,
     new_password: String,
 }

@@ -57,7 +57,7 @@ struct Registration {
     name: String,
     /// Optional: an address to verify (a verification goes to it). The
     /// tutorial's body, without it, stays valid.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::http::not_null")]
     email: Option<String>,
 }
 

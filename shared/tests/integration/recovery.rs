@@ -937,3 +937,13 @@ async fn registrations_mail_one_address_only_so_often() {
     }
     assert_eq!(statuses, [201, 201, 429]);
 }
+
+#[tokio::test]
+async fn a_null_where_the_contract_says_string_is_a_bad_request() {
+    let store = fresh_store().await;
+    let app = App::new(&store);
+    let asked = ask_reset(&app, json!({"email": null, "username": "someone"})).await;
+    assert_eq!(asked.status(), 400, "null is not absence");
+    let confirmed = confirm(&app, json!({"token": null, "code": "12345678", "username": "someone", "new_password": "a long passphrase"})).await;
+    assert_eq!(confirmed.status(), 400);
+}
