@@ -21,6 +21,7 @@ use super::{authenticate_caller, limit_source, no_longer_valid};
 use crate::email::Email;
 use crate::http::{ApiError, json_body, json_response, require_method};
 use crate::metrics::{self, Event};
+use crate::outbox::Identifier;
 use crate::store::{StoreError, Verified};
 use crate::throttle::Window;
 use crate::tickets::{LinkToken, Proof, Purpose};
@@ -109,18 +110,8 @@ pub async fn email(state: &Account, req: Request) -> Result<Response<Body>, ApiE
         ));
     }
     // One address is mailed so often, whichever accounts give it.
-    let window = Window::reset_identifier(&state.limits);
-    if state
-        .store
-        .hit(&window, &format!("e-{}", email.hash()), now)
-        .await?
-        > window.limit
-    {
-        metrics::count(Event::IpRateLimited);
-        return Err(ApiError::TooManyRequests {
-            retry_after: window.remaining(now),
-        });
-    }
+    let who = Identifier::Email(email.clone());
+    super::recovery::limit_identifier(&state.store, &state.limits, &who, now).await?;
     match state.store.set_pending_email(&user, &email, now).await {
         Ok(true) => {}
         Ok(false) => return Err(no_longer_valid()),

@@ -100,6 +100,26 @@ fn identifier(username: Option<String>, email: Option<String>) -> Result<Identif
     }
 }
 
+/// Counts a request that would mail `identifier` in its hourly window
+/// (reset requests, addresses given at registration or later, alike);
+/// past the limit, 429 with the wait. Keyed on what was sent, never on
+/// what exists.
+pub(super) async fn limit_identifier(
+    store: &Store,
+    limits: &RateLimits,
+    identifier: &Identifier,
+    now: i64,
+) -> Result<(), ApiError> {
+    let window = Window::reset_identifier(limits);
+    if store.hit(&window, &identifier_key(identifier), now).await? > window.limit {
+        metrics::count(Event::IpRateLimited);
+        return Err(ApiError::TooManyRequests {
+            retry_after: window.remaining(now),
+        });
+    }
+    Ok(())
+}
+
 /// What a rate window keys an identifier on: a hash, never the identifier.
 fn identifier_key(identifier: &Identifier) -> String {
     match identifier {
@@ -120,18 +140,7 @@ async fn request_reset(state: &Recovery, req: Request) -> Result<Response<Body>,
     // flood from many addresses). The account's own allowance is the mail
     // function's, and silent.
     limit_source(&state.store, &Window::reset(&state.limits), &req, now).await?;
-    let window = Window::reset_identifier(&state.limits);
-    if state
-        .store
-        .hit(&window, &identifier_key(&identifier), now)
-        .await?
-        > window.limit
-    {
-        metrics::count(Event::IpRateLimited);
-        return Err(ApiError::TooManyRequests {
-            retry_after: window.remaining(now),
-        });
-    }
+    limit_identifier(&state.store, &state.limits, &identifier, now).await?;
     state
         .store
         .enqueue(&MailJob::Reset { identifier }, now)

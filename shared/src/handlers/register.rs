@@ -148,18 +148,8 @@ async fn register(state: &Register, req: Request) -> Result<Response<Body>, ApiE
         .as_deref()
         .and_then(|e| Email::parse(e).ok())
     {
-        let window = Window::reset_identifier(&state.limits);
-        if state
-            .store
-            .hit(&window, &format!("e-{}", email.hash()), now)
-            .await?
-            > window.limit
-        {
-            metrics::count(Event::IpRateLimited);
-            return Err(ApiError::TooManyRequests {
-                retry_after: window.remaining(now),
-            });
-        }
+        let who = crate::outbox::Identifier::Email(email);
+        super::recovery::limit_identifier(&state.store, &state.limits, &who, now).await?;
     }
     let user = new_user(
         &state.store,
