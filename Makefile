@@ -42,7 +42,8 @@ bench-capacity:
 	@scripts/bench-capacity.sh
 
 # Login timing: unknown user, wrong password, and a wrong password of a hash
-# below the configured cost (medians within 3 ms). Not a test.
+# below the configured cost; reset requests and wrong reset codes, whatever
+# exists (medians within 3 ms). Not a test.
 bench-timing:
 	@scripts/bench-timing.sh
 

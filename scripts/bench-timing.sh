@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `make bench-timing`: login timing for unknown users vs wrong passwords, in
-# process, against a DynamoDB Local of its own. Not part of `make test`:
+# `make bench-timing`: login timing for unknown users vs wrong passwords,
+# and reset requests and wrong reset codes whatever exists, in process,
+# against a DynamoDB Local of its own. Not part of `make test`:
 # timings on a shared machine are noisy, so this is a benchmark, not a test.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"

@@ -214,13 +214,14 @@ async fn timing() -> bool {
     let [u, w, o] = times.map(|t| percentile(&t, 50.0));
     let gap = (u - w).abs().max((u - o).abs());
     let reset_gap = reset_timing(&state.store, ATTEMPTS).await;
+    let confirm_gap = confirm_timing(&state.store, ATTEMPTS).await;
     println!("timing_unknown_user_login_p50_ms: {u:.1}");
     println!("timing_wrong_password_login_p50_ms: {w:.1}");
     println!("timing_older_hash_login_p50_ms: {o:.1}");
     println!("timing_gap_ms: {gap:.2}");
     println!("timing_gap_budget_ms: {TIMING_GAP_MS}");
     println!("timing_attempts_each: {ATTEMPTS}");
-    gap <= TIMING_GAP_MS && reset_gap <= TIMING_GAP_MS
+    gap <= TIMING_GAP_MS && reset_gap <= TIMING_GAP_MS && confirm_gap <= TIMING_GAP_MS
 }
 
 /// Reset requests for an unknown username, a user without an address, a
@@ -242,7 +243,7 @@ async fn reset_timing(store: &Store, attempts: usize) -> f64 {
             let mut user = User::new(
                 Username::parse(&format!("{prefix}-{i}")).unwrap(),
                 "R".into(),
-                "$2b$04$ignoredignoredignoredignoredignoredignoredignoredign".into(),
+                IGNORED_HASH.into(),
             );
             if with_address {
                 user.email = auth::email::Email::parse(&format!("mailed-{i}@example.com")).ok();
@@ -306,5 +307,132 @@ async fn reset_timing(store: &Store, attempts: usize) -> f64 {
         1,
         "one answer (status, body, headers) for every identifier"
     );
+    gap
+}
+
+/// `username` made, given `address` and verified through the store, as
+/// the verification route does.
+async fn verified(store: &Store, username: &str, address: &str) -> User {
+    use auth::tickets::{LinkToken, Proof, Purpose, Ticket};
+    let name = Username::parse(username).unwrap();
+    let email = auth::email::Email::parse(address).unwrap();
+    let now = auth::clock::system_now();
+    store
+        .create(&User::new(name.clone(), "C".into(), IGNORED_HASH.into()))
+        .await
+        .unwrap();
+    let user = store.get(&name).await.unwrap().unwrap();
+    assert!(store.set_pending_email(&user, &email, now).await.unwrap());
+    let user = store.get(&name).await.unwrap().unwrap();
+    let (ticket, secrets) = Ticket::issue(Purpose::VerifyEmail, &user, email, now);
+    store.put_ticket(&ticket).await.unwrap();
+    let proof = Proof::Link(LinkToken::parse(&secrets.link).unwrap());
+    store
+        .verify_email(&user, &ticket, &proof, now)
+        .await
+        .unwrap();
+    store.get(&name).await.unwrap().unwrap()
+}
+
+/// A hash no password matches, for users whose password is never tried.
+const IGNORED_HASH: &str = "$2b$04$ignoredignoredignoredignoredignoredignoredignoredign";
+
+/// Confirmations with a wrong code (a good new password), by username:
+/// nobody, a user without an address, one with a verified address and no
+/// ticket, one with a live reset ticket; by address: nobody's, a verified
+/// one without a ticket, one with. The medians, and the largest gap within
+/// each way of asking (the asker chooses the way, so only the kinds within
+/// one must not differ).
+async fn confirm_timing(store: &Store, attempts: usize) -> f64 {
+    use auth::handlers::recovery::{self, Recovery};
+    use auth::tickets::{Purpose, Ticket};
+    let state = Recovery {
+        store: store.clone(),
+        passwords: PasswordHasher::new(BcryptCost::DEFAULT),
+        limits: RateLimits {
+            ticket_guesses_per_ip_per_hour: 1_000_000,
+            ..auth::throttle::RateLimits::from_source(&|_: &str| None).unwrap()
+        },
+        clock: Clock::system(),
+    };
+    eprintln!("creating {} users for the confirmations...", attempts * 3);
+    for i in 0..attempts {
+        store
+            .create(&User::new(
+                Username::parse(&format!("bare-{i}")).unwrap(),
+                "C".into(),
+                IGNORED_HASH.into(),
+            ))
+            .await
+            .unwrap();
+        verified(
+            store,
+            &format!("unasked-{i}"),
+            &format!("unasked-{i}@example.com"),
+        )
+        .await;
+        let asked = verified(
+            store,
+            &format!("asked-{i}"),
+            &format!("asked-{i}@example.com"),
+        )
+        .await;
+        let email = asked.email.clone().unwrap();
+        let (ticket, _) = Ticket::issue(Purpose::Reset, &asked, email, auth::clock::system_now());
+        store.put_ticket(&ticket).await.unwrap();
+    }
+    let request = |mut body: serde_json::Value| {
+        // Wrong but for one chance in 10^8.
+        body["code"] = "00000000".into();
+        body["new_password"] = "a good new passphrase".into();
+        let mut json = event("password-reset-confirm.json");
+        json["body"] = body.to_string().into();
+        lambda_http::request::from_str(&json.to_string()).unwrap()
+    };
+    recovery::handle(&state, request(serde_json::json!({"username": "warm-up"}))).await;
+    // (way, kind, field, the value's prefix before i, its suffix)
+    let kinds = [
+        ("name", "unknown", "username", "nobody-", ""),
+        ("name", "no_address", "username", "bare-", ""),
+        ("name", "no_ticket", "username", "unasked-", ""),
+        ("name", "live_ticket", "username", "asked-", ""),
+        ("address", "unknown", "email", "nobody-", "@example.com"),
+        ("address", "no_ticket", "email", "unasked-", "@example.com"),
+        ("address", "live_ticket", "email", "asked-", "@example.com"),
+    ];
+    let mut times = vec![Vec::new(); kinds.len()];
+    let mut answers = std::collections::BTreeSet::new();
+    for i in 0..attempts {
+        for (kind, (_, _, field, prefix, suffix)) in kinds.iter().enumerate() {
+            let body = serde_json::json!({*field: format!("{prefix}{i}{suffix}")});
+            let started = Instant::now();
+            let response = recovery::handle(&state, request(body)).await;
+            times[kind].push(ms(started));
+            let body = match response.body() {
+                lambda_http::Body::Text(text) => text.clone(),
+                other => format!("{other:?}"),
+            };
+            answers.insert((response.status().as_u16(), body));
+        }
+    }
+    let medians: Vec<f64> = times.iter().map(|t| percentile(t, 50.0)).collect();
+    let mut gap: f64 = 0.0;
+    for way in ["name", "address"] {
+        let within: Vec<f64> = kinds
+            .iter()
+            .zip(&medians)
+            .filter(|((w, ..), _)| *w == way)
+            .map(|((_, kind, ..), median)| {
+                println!("timing_reset_confirm_by_{way}_{kind}_p50_ms: {median:.1}");
+                *median
+            })
+            .collect();
+        let spread = within.iter().cloned().fold(f64::MIN, f64::max)
+            - within.iter().cloned().fold(f64::MAX, f64::min);
+        println!("timing_reset_confirm_by_{way}_gap_ms: {spread:.2}");
+        gap = gap.max(spread);
+    }
+    println!("timing_reset_confirm_distinct_answers: {}", answers.len());
+    assert_eq!(answers.len(), 1, "one answer to every wrong code");
     gap
 }

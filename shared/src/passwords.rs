@@ -57,6 +57,17 @@ pub enum PolicyViolation {
 
 /// The policy a new password must pass (registration, password change).
 pub fn check_new_password(password: &str, username: &Username) -> Result<(), PolicyViolation> {
+    check_password_alone(password)?;
+    if password.to_lowercase() == username.as_str() {
+        return Err(PolicyViolation::SameAsUsername);
+    }
+    Ok(())
+}
+
+/// The policy's rules that need no username: what a reset checks before
+/// it looks up whose account a proof is for, so that its answer cannot
+/// tell whether there is one.
+pub fn check_password_alone(password: &str) -> Result<(), PolicyViolation> {
     if password.len() > MAX_PASSWORD_BYTES {
         return Err(PolicyViolation::TooLong(password.len()));
     }
@@ -66,11 +77,7 @@ pub fn check_new_password(password: &str, username: &Username) -> Result<(), Pol
     if password.contains('\0') {
         return Err(PolicyViolation::ContainsNul);
     }
-    let lower = password.to_lowercase();
-    if lower == username.as_str() {
-        return Err(PolicyViolation::SameAsUsername);
-    }
-    if common_passwords().contains(lower.as_str()) {
+    if common_passwords().contains(password.to_lowercase().as_str()) {
         return Err(PolicyViolation::Common);
     }
     Ok(())
@@ -383,6 +390,15 @@ mod tests {
         );
         assert_eq!(policy("iloveyou"), Err(PolicyViolation::Common));
         assert_eq!(policy("Alice.Smith"), Err(PolicyViolation::SameAsUsername));
+        assert_eq!(
+            check_password_alone("Alice.Smith"),
+            Ok(()),
+            "no username: no rule"
+        );
+        assert_eq!(
+            check_password_alone("iloveyou"),
+            Err(PolicyViolation::Common)
+        );
         assert_eq!(
             policy("nul\0in the middle"),
             Err(PolicyViolation::ContainsNul)

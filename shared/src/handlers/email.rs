@@ -148,29 +148,29 @@ pub async fn verify_email(state: &Account, req: Request) -> Result<Response<Body
         now,
     )
     .await?;
-    let (user, ticket, proof) = match (body.token, body.code) {
+    let (found, proof) = match (body.token, body.code) {
         (Some(token), None) => {
             let token = LinkToken::parse(token.trim()).ok_or_else(refused)?;
             let presented = Presented {
                 proof: Proof::Link(token),
                 who: None,
             };
-            let (user, ticket) =
+            let found =
                 super::recovery::find(&state.store, Purpose::VerifyEmail, &presented, now).await?;
-            (user, ticket, presented)
+            (found, presented)
         }
         (None, Some(code)) => {
             let caller = authenticate_caller(&req, &state.verifier, &state.store, now).await?;
-            let ticket = state
+            let found = state
                 .store
                 .get_ticket(Purpose::VerifyEmail, caller.user.id, now)
                 .await?
-                .ok_or_else(refused)?;
+                .map(|ticket| (caller.user, ticket));
             let presented = Presented {
                 proof: Proof::Code(code.chars().filter(|c| !c.is_whitespace()).collect()),
                 who: None,
             };
-            (caller.user, ticket, presented)
+            (found, presented)
         }
         _ => {
             return Err(ApiError::BadRequest(
@@ -178,7 +178,7 @@ pub async fn verify_email(state: &Account, req: Request) -> Result<Response<Body
             ));
         }
     };
-    let (user, ticket) = accepted(&state.store, user, ticket, &proof).await?;
+    let (user, ticket) = accepted(&state.store, found, &proof).await?;
     let outcome = state
         .store
         .verify_email(&user, &ticket, &proof.proof, now)

@@ -26,7 +26,7 @@ use crate::email::Email;
 use crate::http::{ApiError, json_body, json_response, require_method};
 use crate::metrics::{self, Event};
 use crate::outbox::{Identifier, MailJob};
-use crate::passwords::{PasswordHasher, check_new_password};
+use crate::passwords::{PasswordHasher, PolicyViolation, check_new_password, check_password_alone};
 use crate::store::{Store, StoreError};
 use crate::throttle::{RateLimits, Window};
 use crate::tickets::{LinkToken, Proof, Purpose, Ticket};
@@ -167,12 +167,19 @@ async fn confirm_reset(state: &Recovery, req: Request) -> Result<Response<Body>,
     )
     .await?;
     let proof = proof(body.token, body.code, body.username, body.email)?;
-    let (user, ticket) = find(&state.store, Purpose::Reset, &proof, now).await?;
-    // The policy before the proof: a weak password's answer must not tell
-    // a right code from a wrong one.
-    check_new_password(&body.new_password, &user.username)
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let (user, ticket) = accepted(&state.store, user, ticket, &proof).await?;
+    // The policy before the lookup, with what needs no account: a weak
+    // password's answer must tell nothing of whether an account, an
+    // address or a ticket exists, nor a right code from a wrong one.
+    let policy = |e: PolicyViolation| ApiError::BadRequest(e.to_string());
+    match &proof.who {
+        Some(Identifier::Username(name)) => check_new_password(&body.new_password, name),
+        _ => check_password_alone(&body.new_password),
+    }
+    .map_err(policy)?;
+    let found = find(&state.store, Purpose::Reset, &proof, now).await?;
+    let (user, ticket) = accepted(&state.store, found, &proof).await?;
+    // Proved: the rule that needs the username, when it was not given.
+    check_new_password(&body.new_password, &user.username).map_err(policy)?;
     let new_hash = super::hash_new_password(&state.passwords, body.new_password).await?;
     match state
         .store
@@ -241,51 +248,69 @@ fn proof(
     }
 }
 
-/// The user a proof is for and their live ticket of `purpose`, if both
-/// exist; else `InvalidTicket`, whichever is missing.
+/// What a proof's lookup found: the user and their live ticket, or
+/// nothing (no such user, address or ticket; nobody is told which).
+pub(super) type Found = Option<(User, Ticket)>;
+
+/// The user a proof is for and their live ticket of `purpose`. A code's
+/// lookup makes the same reads whether or not its account, its address and
+/// its ticket exist (a decoy read stands in for each one missing), so its
+/// timing tells nothing either. A link's token names its user: whoever
+/// holds it learns nothing they did not know.
 pub(super) async fn find(
     store: &Store,
     purpose: Purpose,
     proof: &Presented,
     now: i64,
-) -> Result<(User, Ticket), ApiError> {
+) -> Result<Found, ApiError> {
     let user = match (&proof.proof, &proof.who) {
         (Proof::Link(token), _) => {
-            let ticket = store.get_ticket(purpose, token.user_id(), now).await?;
-            let Some(ticket) = ticket else {
-                return Err(refused());
+            let Some(ticket) = store.get_ticket(purpose, token.user_id(), now).await? else {
+                return Ok(None);
             };
-            let user = store.get(&ticket.username).await?.ok_or_else(refused)?;
-            return Ok((user, ticket));
+            return Ok(store
+                .get(&ticket.username)
+                .await?
+                .map(|user| (user, ticket)));
         }
         (Proof::Code(_), Some(Identifier::Username(name))) => store.get(name).await?,
+        // As many reads whether or not the address is claimed.
         (Proof::Code(_), Some(Identifier::Email(email))) => store.user_by_email(email).await?,
-        (Proof::Code(_), None) => return Err(refused()),
+        (Proof::Code(_), None) => return Ok(None),
     };
-    let user = user.ok_or_else(refused)?;
-    let ticket = store
+    let Some(user) = user else {
+        store.decoy_ticket_read(purpose).await?;
+        return Ok(None);
+    };
+    Ok(store
         .get_ticket(purpose, user.id, now)
         .await?
-        .ok_or_else(refused)?;
-    Ok((user, ticket))
+        .map(|ticket| (user, ticket)))
 }
 
-/// Checks `proof` against `ticket` and `user`: a wrong code is counted
-/// against the ticket; anything wrong is `InvalidTicket`.
+/// Checks `proof` against what `find` found: anything wrong is
+/// `InvalidTicket`. A wrong code costs one conditional write, whether it is
+/// counted against a live ticket (five void the code) or there is none to
+/// count it against (a decoy that writes nothing).
 pub(super) async fn accepted(
     store: &Store,
-    user: User,
-    ticket: Ticket,
+    found: Found,
     proof: &Presented,
 ) -> Result<(User, Ticket), ApiError> {
-    if !ticket.accepts(&proof.proof) {
-        if let Proof::Code(_) = proof.proof
-            && !ticket.code_is_void()
-        {
-            store.count_code_failure(&ticket).await?;
+    let (user, ticket) = match found {
+        Some((user, ticket)) if ticket.accepts(&proof.proof) => (user, ticket),
+        found => {
+            if let Proof::Code(_) = proof.proof {
+                match found {
+                    Some((_, ticket)) => {
+                        store.count_code_failure(&ticket).await?;
+                    }
+                    None => store.decoy_code_failure().await?,
+                }
+            }
+            return Err(refused());
         }
-        return Err(refused());
-    }
+    };
     if !ticket.binds(&user) {
         return Err(refused());
     }

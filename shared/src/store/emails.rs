@@ -36,6 +36,9 @@ impl Store {
     /// address.
     pub async fn user_by_email(&self, email: &Email) -> Result<Option<User>, StoreError> {
         let Some(claim) = self.get_item(claim_key(email)).await? else {
+            // As many reads as for a claimed address: a code's lookup by
+            // address takes as long whether or not it is anyone's.
+            self.decoy_user_read().await?;
             return Ok(None);
         };
         let claim = Item(&claim, "address claim");

@@ -109,6 +109,33 @@ impl Store {
         super::condition_held(result)
     }
 
+    /// A read of a ticket no user has: what a code's lookup reads in
+    /// place of a ticket when its account does not exist.
+    pub async fn decoy_ticket_read(&self, purpose: Purpose) -> Result<(), StoreError> {
+        self.get_item(ticket_key(purpose, UserId::random()))
+            .await
+            .map(drop)
+    }
+
+    /// `count_code_failure`'s conditional update on a ticket no user has:
+    /// its condition fails and nothing is written. A wrong code costs this
+    /// one write when there is no ticket to count it against.
+    pub async fn decoy_code_failure(&self) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(ticket_key(Purpose::Reset, UserId::random())))
+            .update_expression("ADD code_failures :one")
+            .condition_expression("link_hash = :link AND code_failures < :max")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":link", s("decoy"))
+            .expression_attribute_values(":max", n(MAX_CODE_FAILURES))
+            .send()
+            .await;
+        super::condition_held(result).map(drop)
+    }
+
     /// The deletion that uses `ticket` (as read) up, as one item of its
     /// effect's transaction: only this very ticket (not one that replaced
     /// it), only while live, and by code only while the code is not void.

@@ -51,6 +51,17 @@ impl Store {
             .transpose()
     }
 
+    /// A read of a user item no username can name (`~` is not allowed in
+    /// one): what a lookup reads in place of a user that does not exist.
+    pub(super) async fn decoy_user_read(&self) -> Result<(), StoreError> {
+        self.get_item(key(
+            format!("{USER_PREFIX}~{}", UserId::random()),
+            USER_PROFILE,
+        ))
+        .await
+        .map(drop)
+    }
+
     /// Finds a user by id: one query of `users_by_id` (keys only; no scan),
     /// then the user item read strongly and checked to be theirs still. The
     /// index trails the table by a moment: a user created a second ago may

@@ -594,6 +594,221 @@ async fn five_wrong_codes_void_the_code_but_not_the_link_and_nothing_locks_the_o
     assert_eq!(done.status(), 200);
 }
 
+/// Every TICKET item in the table, by partition key.
+async fn ticket_keys(store: &Store) -> Vec<String> {
+    let scan = local_client()
+        .await
+        .scan()
+        .table_name(store.table())
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    assert!(scan.last_evaluated_key().is_none(), "one page");
+    let mut keys: Vec<String> = scan
+        .items()
+        .iter()
+        .map(|item| item["pk"].as_s().unwrap().clone())
+        .filter(|pk| pk.starts_with("TICKET#"))
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[tokio::test]
+async fn a_wrong_code_gets_one_answer_and_makes_the_same_calls_whatever_exists() {
+    // Somebody asks a reset for every name and address (one fixed answer),
+    // then confirms with a wrong code: neither the answer nor the calls
+    // to DynamoDB (so nor their timing, docs/measured/) may tell an account
+    // with a live ticket from one without, one without an address, or none.
+    let store = fresh_store().await;
+    let app = App::new(&store);
+    let worker = worker(&store, Clock::system()).await;
+    let (ticketed, ticketed_address) = verified_user(&app, &worker, "ticketed").await;
+    let (_, unasked_address) = verified_user(&app, &worker, "unasked").await;
+    user_in(&store, "unmailed").await;
+    assert_eq!(
+        ask_reset(&app, json!({"username": "ticketed"}))
+            .await
+            .status(),
+        202
+    );
+    deliver(&worker).await;
+    let right = latest(&ticketed_address, "Reset your password").code();
+    let wrong = format!("{:08}", (right.parse::<u32>().unwrap() + 1) % 100_000_000);
+    let by_name =
+        ["ticketed", "unasked", "unmailed", "nobody-here"].map(|name| json!({"username": name}));
+    let unknown_address = unique_address("nobody");
+    let by_address = [&ticketed_address, &unasked_address, &unknown_address]
+        .map(|address| json!({"email": address}));
+    for (kinds, calls) in [
+        (
+            &by_name[..],
+            ["updateitem", "getitem", "getitem", "updateitem"].as_slice(),
+        ),
+        (
+            &by_address[..],
+            ["updateitem", "getitem", "getitem", "getitem", "updateitem"].as_slice(),
+        ),
+    ] {
+        // A good password reaches the lookup; a common one is refused
+        // before it, alike for all.
+        for (password, expected) in [
+            ("a good new passphrase", calls),
+            ("password123", &calls[..1]),
+        ] {
+            let mut seen = Vec::new();
+            for who in kinds {
+                let proxy = crate::support::proxy::Proxy::to_dynamodb().await;
+                let state = Recovery {
+                    store: Store::new(
+                        client_for(&proxy.endpoint, &sdk_settings()).await,
+                        store.table(),
+                    ),
+                    ..recovery_state(&app)
+                };
+                let mut body = who.clone();
+                body["code"] = json!(wrong);
+                body["new_password"] = json!(password);
+                let req = call(Method::POST, recovery::CONFIRM_PATH, None, Some(body));
+                let answer = answer_of(&recovery::handle(&state, req).await);
+                let operations = proxy.operations();
+                assert_eq!(operations, expected, "{who} with {password:?}: {answer:?}");
+                seen.push(answer);
+            }
+            assert!(seen.iter().all(|a| *a == seen[0]), "{seen:#?}");
+            assert_eq!(seen[0].0, 400);
+        }
+    }
+    // The wrong codes were counted against the one live ticket (by name
+    // and by address: two); the decoys wrote nothing.
+    let ticket = store
+        .get_ticket(
+            auth::tickets::Purpose::Reset,
+            ticketed.id,
+            auth::clock::system_now(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ticket.code_failures, 2);
+    assert_eq!(
+        ticket_keys(&store).await,
+        [format!("TICKET#reset#{}", ticketed.id)]
+    );
+}
+
+#[tokio::test]
+async fn a_reset_holds_the_new_password_to_registrations_policy() {
+    let store = fresh_store().await;
+    let app = App::new(&store);
+    let worker = worker(&store, Clock::system()).await;
+    let (user, address) = verified_user(&app, &worker, "careful-one").await;
+    assert_eq!(
+        ask_reset(&app, json!({"email": address})).await.status(),
+        202
+    );
+    deliver(&worker).await;
+    let mail = latest(&address, "Reset your password");
+    for (body, message) in [
+        (
+            json!({"email": address, "code": mail.code(), "new_password": "iloveyou"}),
+            "too common",
+        ),
+        (
+            json!({"token": mail.token(), "new_password": "short"}),
+            "at least 8",
+        ),
+        // The username rule, once the code has shown whose account it is.
+        (
+            json!({"email": address, "code": mail.code(), "new_password": "Careful-One"}),
+            "same as the username",
+        ),
+    ] {
+        let refused = confirm(&app, body).await;
+        assert_eq!(refused.status(), 400);
+        let error = body_json(&refused);
+        assert!(
+            error["message"].as_str().unwrap().contains(message),
+            "{error}"
+        );
+    }
+    // Nothing used up, nothing counted, nothing changed.
+    let now = store.get(&user.username).await.unwrap().unwrap();
+    assert_eq!(now.password_hash, user.password_hash);
+    let ticket = store
+        .get_ticket(
+            auth::tickets::Purpose::Reset,
+            user.id,
+            auth::clock::system_now(),
+        )
+        .await
+        .unwrap()
+        .expect("the ticket is still there");
+    assert_eq!(ticket.code_failures, 0);
+    let done = confirm(
+        &app,
+        json!({"email": address, "code": mail.code(), "new_password": "a careful new passphrase"}),
+    )
+    .await;
+    assert_eq!(done.status(), 200, "{}", body_json(&done));
+}
+
+#[tokio::test]
+async fn an_accounts_mail_allowance_is_spent_silently_and_its_last_link_still_works() {
+    // Anyone can ask resets for a name: past the account's hourly
+    // allowance the mail function sends nothing and replaces nothing, so
+    // the owner's last message still works.
+    let store = fresh_store().await;
+    let app = App::new(&store);
+    let worker = MailWorker {
+        limits: auth::throttle::RateLimits {
+            tickets_per_account_per_hour: 3,
+            ..generous_limits()
+        },
+        ..worker(&store, Clock::system()).await
+    };
+    // The verification is the first of three.
+    let (_, address) = verified_user(&app, &worker, "popular").await;
+    let mut outcomes = Vec::new();
+    for who in [
+        json!({"username": "popular"}),
+        json!({"email": address}),
+        json!({"username": "popular"}),
+        json!({"email": address}),
+    ] {
+        let asked = ask_reset(&app, who).await;
+        assert_eq!(answer_of(&asked).1["message"], RESET_ANSWER);
+        outcomes.extend(deliver(&worker).await);
+    }
+    assert_eq!(
+        outcomes,
+        [
+            Outcome::Sent,
+            Outcome::Sent,
+            Outcome::Skipped("allowance_spent"),
+            Outcome::Skipped("allowance_spent"),
+        ]
+    );
+    let resets: Vec<Mail> = inbox(&address)
+        .into_iter()
+        .filter(|m| m.subject == "Reset your password")
+        .collect();
+    assert_eq!(resets.len(), 2);
+    let first = confirm(
+        &app,
+        json!({"token": resets[0].token(), "new_password": "the first link, replaced"}),
+    )
+    .await;
+    assert_eq!(body_json(&first)["error"], "invalid_ticket");
+    let last = confirm(
+        &app,
+        json!({"token": resets[1].token(), "new_password": "the last link still works"}),
+    )
+    .await;
+    assert_eq!(last.status(), 200, "{}", body_json(&last));
+}
+
 #[tokio::test]
 async fn guesses_are_limited_per_source() {
     let store = fresh_store().await;
