@@ -143,6 +143,7 @@ COMMON = {
     "Mail": [logs("Mail"), table("GetItem", "PutItem", "UpdateItem", "DeleteItem"),
              (("dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"), "UsersTable.StreamArn"),
              (("dynamodb:ListStreams",), {"Fn::Sub": "${UsersTable.Arn}/stream/*"}),
+             (("sqs:SendMessage",), "MailDropped.Arn"),
              (("ses:SendEmail",), SES_SENDING)],
 }
 ISSUERS, VERIFIERS = ("Login", "Refresh", "Password"), ("GetName", "Logout", "Password", "Admin", "Jwks")
@@ -260,6 +261,32 @@ functions = {name[: -len("Function")]: r for name, r in resources.items()
              if r["Type"] == "AWS::Serverless::Function" and name not in ("RotateKeysFunction", "MailFunction")}
 granted = granted_by_mode["sealed"]
 
+# The mail function's stream: new mail jobs only, a batch's failed record
+# run again from there (bisecting, three times, an hour at most), and a
+# batch given up on described in an encrypted queue that MailAlarm watches.
+mail_events = resources["MailFunction"]["Properties"]["Events"]
+check("the mail function has one event, the table's stream", list(mail_events) == ["MailJobs"]
+      and mail_events["MailJobs"]["Type"] == "DynamoDB", mail_events)
+stream = mail_events["MailJobs"]["Properties"]
+check("the mail stream", stream.get("Stream") == {"Fn::GetAtt": ["UsersTable", "StreamArn"]}
+      and stream.get("FunctionResponseTypes") == ["ReportBatchItemFailures"]
+      and stream.get("BisectBatchOnFunctionError") is True and stream.get("MaximumRetryAttempts") == 3
+      and stream.get("MaximumRecordAgeInSeconds") == 3600, stream)
+check("the mail stream: new mail jobs only", json.loads(stream["FilterCriteria"]["Filters"][0]["Pattern"]) ==
+      {"eventName": ["INSERT"], "dynamodb": {"Keys": {"pk": {"S": [{"prefix": "MAIL#"}]}}}}, stream)
+check("the mail stream: a batch given up on goes to MailDropped",
+      stream.get("DestinationConfig") == {"OnFailure": {"Destination": {"Fn::GetAtt": ["MailDropped", "Arn"]}}}, stream)
+check("the table's stream holds keys only", resources["UsersTable"]["Properties"].get("StreamSpecification")
+      == {"StreamViewType": "KEYS_ONLY"}, resources["UsersTable"]["Properties"])
+dropped = resources["MailDropped"]
+check("MailDropped: an encrypted queue", dropped["Type"] == "AWS::SQS::Queue"
+      and dropped["Properties"].get("SqsManagedSseEnabled") is True, dropped)
+mail_alarm = resources["MailAlarm"]["Properties"]
+check("MailAlarm counts MailDropped's messages", {"Namespace": "AWS/SQS", "MetricName": "ApproximateNumberOfMessagesVisible",
+      "Dimensions": [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["MailDropped", "QueueName"]}}]}
+      in [q["MetricStat"]["Metric"] for q in mail_alarm["Metrics"] if "MetricStat" in q]
+      and "FILL(dropped, 0)" in mail_alarm["Metrics"][0]["Expression"], mail_alarm)
+
 globals_ = template["Globals"]["Function"]
 check("runtime", globals_.get("Runtime") == "provided.al2023", globals_)
 check("handler", globals_.get("Handler") == "bootstrap", globals_)
@@ -367,7 +394,7 @@ for name, alarm in alarms.items():
         if metric.get("Namespace") == {"Ref": "MetricsNamespace"}:
             check(f"{name}: {metric['MetricName']} is a metric the code emits", metric["MetricName"] in emitted, sorted(emitted))
         else:
-            check(f"{name}: AWS's own metric", metric.get("Namespace") in ("AWS/Lambda", "AWS/DynamoDB"), metric)
+            check(f"{name}: AWS's own metric", metric.get("Namespace") in ("AWS/Lambda", "AWS/DynamoDB", "AWS/SQS"), metric)
     for query in alarm.get("Metrics", []):
         for dimension in query.get("MetricStat", {}).get("Metric", {}).get("Dimensions", []):
             if dimension["Name"] == "FunctionName":
