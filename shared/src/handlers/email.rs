@@ -178,7 +178,7 @@ pub async fn verify_email(state: &Account, req: Request) -> Result<Response<Body
             ));
         }
     };
-    let (user, ticket) = accepted(&state.store, found, &proof).await?;
+    let (user, ticket) = accepted(&state.store, Purpose::VerifyEmail, found, &proof).await?;
     let outcome = state
         .store
         .verify_email(&user, &ticket, &proof.proof, now)

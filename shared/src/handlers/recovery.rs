@@ -177,7 +177,7 @@ async fn confirm_reset(state: &Recovery, req: Request) -> Result<Response<Body>,
     }
     .map_err(policy)?;
     let found = find(&state.store, Purpose::Reset, &proof, now).await?;
-    let (user, ticket) = accepted(&state.store, found, &proof).await?;
+    let (user, ticket) = accepted(&state.store, Purpose::Reset, found, &proof).await?;
     // Proved: the rule that needs the username, when it was not given.
     check_new_password(&body.new_password, &user.username).map_err(policy)?;
     let new_hash = super::hash_new_password(&state.passwords, body.new_password).await?;
@@ -252,11 +252,12 @@ fn proof(
 /// nothing (no such user, address or ticket; nobody is told which).
 pub(super) type Found = Option<(User, Ticket)>;
 
-/// The user a proof is for and their live ticket of `purpose`. A code's
-/// lookup makes the same reads whether or not its account, its address and
-/// its ticket exist (a decoy read stands in for each one missing), so its
-/// timing tells nothing either. A link's token names its user: whoever
-/// holds it learns nothing they did not know.
+/// The user a proof is for and their live ticket of `purpose`. The lookup
+/// makes the same reads whether or not the account, its address and its
+/// ticket exist (a decoy read stands in for each one missing), so its
+/// calls tell nothing either: by code, for whatever name or address; by
+/// link, for a forged token naming a known user's id (ids are tokens'
+/// `sub`) as for a real one.
 pub(super) async fn find(
     store: &Store,
     purpose: Purpose,
@@ -266,6 +267,7 @@ pub(super) async fn find(
     let user = match (&proof.proof, &proof.who) {
         (Proof::Link(token), _) => {
             let Some(ticket) = store.get_ticket(purpose, token.user_id(), now).await? else {
+                store.decoy_user_read().await?;
                 return Ok(None);
             };
             return Ok(store
@@ -294,6 +296,7 @@ pub(super) async fn find(
 /// count it against (a decoy that writes nothing).
 pub(super) async fn accepted(
     store: &Store,
+    purpose: Purpose,
     found: Found,
     proof: &Presented,
 ) -> Result<(User, Ticket), ApiError> {
@@ -305,7 +308,7 @@ pub(super) async fn accepted(
                     Some((_, ticket)) => {
                         store.count_code_failure(&ticket).await?;
                     }
-                    None => store.decoy_code_failure().await?,
+                    None => store.decoy_code_failure(purpose).await?,
                 }
             }
             return Err(refused());

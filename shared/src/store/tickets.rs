@@ -117,15 +117,16 @@ impl Store {
             .map(drop)
     }
 
-    /// `count_code_failure`'s conditional update on a ticket no user has:
-    /// its condition fails and nothing is written. A wrong code costs this
-    /// one write when there is no ticket to count it against.
-    pub async fn decoy_code_failure(&self) -> Result<(), StoreError> {
+    /// `count_code_failure`'s conditional update on a ticket of `purpose`
+    /// no user has (the key kind the caller's role may touch): its
+    /// condition fails and nothing is written. A wrong code costs this one
+    /// write when there is no ticket to count it against.
+    pub async fn decoy_code_failure(&self, purpose: Purpose) -> Result<(), StoreError> {
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(ticket_key(Purpose::Reset, UserId::random())))
+            .set_key(Some(ticket_key(purpose, UserId::random())))
             .update_expression("ADD code_failures :one")
             .condition_expression("link_hash = :link AND code_failures < :max")
             .expression_attribute_values(":one", n(1))

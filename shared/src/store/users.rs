@@ -53,7 +53,7 @@ impl Store {
 
     /// A read of a user item no username can name (`~` is not allowed in
     /// one): what a lookup reads in place of a user that does not exist.
-    pub(super) async fn decoy_user_read(&self) -> Result<(), StoreError> {
+    pub async fn decoy_user_read(&self) -> Result<(), StoreError> {
         self.get_item(key(
             format!("{USER_PREFIX}~{}", UserId::random()),
             USER_PROFILE,

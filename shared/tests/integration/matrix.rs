@@ -1161,6 +1161,37 @@ async fn each_function_touches_only_the_item_kinds_its_role_allows() {
     let response = auth::handlers::get_name::handle(&App::new(&store).get_name(), req).await;
     assert_eq!(response.status(), 200, "{}", body_json(&response));
     note("get-name", proxy.keys());
+    // Wrong codes where there is no ticket: the decoys' keys are of the
+    // kinds each role may touch (password: a verification by code;
+    // recovery: a reset by an address nobody has).
+    for (function, path, auth, body) in [
+        (
+            "password",
+            "/account/email/verify",
+            Some(bearer(&tokens.access)),
+            json!({"code": "00000000"}),
+        ),
+        (
+            "recovery",
+            "/password/reset/confirm",
+            None,
+            json!({"email": "nobody@example.com", "code": "00000000", "new_password": "a good new passphrase"}),
+        ),
+    ] {
+        let proxy = Proxy::to_dynamodb().await;
+        let app = App::new(&Store::new(
+            client_for(&proxy.endpoint, &short_timeouts()).await,
+            direct.table(),
+        ));
+        let req = crate::recovery::call(Method::POST, path, auth.as_deref(), Some(body));
+        let response = if function == "password" {
+            auth::handlers::account::handle(&app.account(), req).await
+        } else {
+            auth::handlers::recovery::handle(&crate::recovery::recovery_state(&app), req).await
+        };
+        assert_eq!(body_json(&response)["error"], "invalid_ticket");
+        note(function, proxy.keys());
+    }
     // A verifier's init (`runtime::verifying_from_env`) opens its connection
     // with one read.
     let functions = concat!(env!("CARGO_MANIFEST_DIR"), "/../functions");

@@ -618,29 +618,70 @@ async fn ticket_keys(store: &Store) -> Vec<String> {
 #[tokio::test]
 async fn a_wrong_code_gets_one_answer_and_makes_the_same_calls_whatever_exists() {
     // Somebody asks a reset for every name and address (one fixed answer),
-    // then confirms with a wrong code: neither the answer nor the calls
-    // to DynamoDB (so nor their timing, docs/measured/) may tell an account
-    // with a live ticket from one without, one without an address, or none.
+    // then confirms with a wrong code, or a forged link naming a known
+    // user id: neither the answer nor the calls to DynamoDB may tell an
+    // account with a live ticket (or a void one) from one without, one
+    // without an address, or none.
     let store = fresh_store().await;
     let app = App::new(&store);
     let worker = worker(&store, Clock::system()).await;
     let (ticketed, ticketed_address) = verified_user(&app, &worker, "ticketed").await;
-    let (_, unasked_address) = verified_user(&app, &worker, "unasked").await;
+    let (unasked, unasked_address) = verified_user(&app, &worker, "unasked").await;
+    let (voided, voided_address) = verified_user(&app, &worker, "voided").await;
     user_in(&store, "unmailed").await;
-    assert_eq!(
-        ask_reset(&app, json!({"username": "ticketed"}))
-            .await
-            .status(),
-        202
-    );
+    for name in ["ticketed", "voided"] {
+        let asked = ask_reset(&app, json!({"username": name})).await;
+        assert_eq!(asked.status(), 202);
+    }
     deliver(&worker).await;
     let right = latest(&ticketed_address, "Reset your password").code();
     let wrong = format!("{:08}", (right.parse::<u32>().unwrap() + 1) % 100_000_000);
-    let by_name =
-        ["ticketed", "unasked", "unmailed", "nobody-here"].map(|name| json!({"username": name}));
+    let reset = auth::tickets::Purpose::Reset;
+    let ticket_of = |id| {
+        let store = store.clone();
+        async move {
+            store
+                .get_ticket(reset, id, auth::clock::system_now())
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    // The voided account's code has had its five wrong guesses.
+    for _ in 0..auth::tickets::MAX_CODE_FAILURES {
+        assert!(
+            store
+                .count_code_failure(&ticket_of(voided.id).await)
+                .await
+                .unwrap()
+        );
+    }
+    let by_name = ["ticketed", "voided", "unasked", "unmailed", "nobody-here"]
+        .map(|name| json!({"username": name}));
     let unknown_address = unique_address("nobody");
-    let by_address = [&ticketed_address, &unasked_address, &unknown_address]
-        .map(|address| json!({"email": address}));
+    let by_address = [
+        &ticketed_address,
+        &voided_address,
+        &unasked_address,
+        &unknown_address,
+    ]
+    .map(|address| json!({"email": address}));
+    // A forged link token naming a known id (ids are tokens' `sub`): one
+    // with a live ticket, one without, and an id nobody has.
+    let forged = |id: auth::users::UserId| {
+        use base64::Engine;
+        let mut bytes = uuid::Uuid::parse_str(&id.to_string())
+            .unwrap()
+            .as_bytes()
+            .to_vec();
+        bytes.extend([7u8; 32]);
+        json!({"token": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)})
+    };
+    let by_link = [
+        forged(ticketed.id),
+        forged(unasked.id),
+        forged(auth::users::UserId::random()),
+    ];
     for (kinds, calls) in [
         (
             &by_name[..],
@@ -649,6 +690,10 @@ async fn a_wrong_code_gets_one_answer_and_makes_the_same_calls_whatever_exists()
         (
             &by_address[..],
             ["updateitem", "getitem", "getitem", "getitem", "updateitem"].as_slice(),
+        ),
+        (
+            &by_link[..],
+            ["updateitem", "getitem", "getitem"].as_slice(),
         ),
     ] {
         // A good password reaches the lookup; a common one is refused
@@ -668,7 +713,9 @@ async fn a_wrong_code_gets_one_answer_and_makes_the_same_calls_whatever_exists()
                     ..recovery_state(&app)
                 };
                 let mut body = who.clone();
-                body["code"] = json!(wrong);
+                if body.get("token").is_none() {
+                    body["code"] = json!(wrong);
+                }
                 body["new_password"] = json!(password);
                 let req = call(Method::POST, recovery::CONFIRM_PATH, None, Some(body));
                 let answer = answer_of(&recovery::handle(&state, req).await);
@@ -680,22 +727,16 @@ async fn a_wrong_code_gets_one_answer_and_makes_the_same_calls_whatever_exists()
             assert_eq!(seen[0].0, 400);
         }
     }
-    // The wrong codes were counted against the one live ticket (by name
-    // and by address: two); the decoys wrote nothing.
-    let ticket = store
-        .get_ticket(
-            auth::tickets::Purpose::Reset,
-            ticketed.id,
-            auth::clock::system_now(),
-        )
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(ticket.code_failures, 2);
+    // The wrong codes were counted against the live ticket (by name and by
+    // address: two), not past five on the void one; the decoys wrote nothing.
+    assert_eq!(ticket_of(ticketed.id).await.code_failures, 2);
     assert_eq!(
-        ticket_keys(&store).await,
-        [format!("TICKET#reset#{}", ticketed.id)]
+        ticket_of(voided.id).await.code_failures,
+        auth::tickets::MAX_CODE_FAILURES
     );
+    let mut expected = [ticketed.id, voided.id].map(|id| format!("TICKET#reset#{id}"));
+    expected.sort();
+    assert_eq!(ticket_keys(&store).await, expected);
 }
 
 #[tokio::test]
