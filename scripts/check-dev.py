@@ -4,9 +4,11 @@ folder (so it runs beside a real `make dev`): it serves /login and /get_name for
 the demo user it prints, the user survives a restart, and Ctrl-C (SIGINT to the
 foreground process group) stops everything it started, Java included. While
 the first run is up, every curl session of README.md and docs/ runs against it
-(tests/docs/run_examples.py), and a table of an earlier version gets both
+(tests/docs/run_examples.py), a registration's verification mail is printed
+to the console and filed in the state folder's mail/ (moto's SES) with a
+link that verifies the address, and a table of an earlier version gets both
 indexes from `auth-admin create-table`."""
-import http.client, json, os, signal, socket, subprocess, sys, tempfile, time, urllib.error, urllib.request
+import glob, http.client, json, os, re, signal, socket, subprocess, sys, tempfile, time, urllib.error, urllib.request, uuid
 
 def free_port():
     with socket.socket() as s:
@@ -74,6 +76,7 @@ def run_once(state, ddb_port, port, log, examples=False):
             if docs.returncode != 0:
                 fail("the docs' curl sessions do not hold (above)", log)
         if examples:
+            mail_check(state, base, port, log)
             upgrade_check(ddb_port, log)
         # Several instances per function, as Lambda runs them: races can happen locally.
         watch = subprocess.run(["pgrep", "-af", "--", "lambda watch"], capture_output=True, text=True).stdout
@@ -88,10 +91,12 @@ def run_once(state, ddb_port, port, log, examples=False):
     # make test scans what make dev wrote for secrets, with the watch's logs:
     # all of it but the banner, which prints the demo password on purpose
     # (its own line, and the curl hint under it).
+    # And the mail pump's line naming the address a message went to, printed
+    # on purpose.
     if os.environ.get("CHECK_DEV_LOG"):
         password = open(os.path.join(state, "demo-password")).read().strip()
-        banner = lambda line: password in line and (
-            "== demo user:" in line or '"username": "demo"' in line)
+        banner = lambda line: (password in line and (
+            "== demo user:" in line or '"username": "demo"' in line)) or line.startswith("mail-pump: mail to ")
         with open(os.environ["CHECK_DEV_LOG"], "a") as kept:
             kept.writelines(l for l in open(log, errors="replace") if not banner(l))
     for _ in range(100):
@@ -104,6 +109,43 @@ def run_once(state, ddb_port, port, log, examples=False):
     leftovers = subprocess.run(["pgrep", "-f", "--", f"-dbPath {state}"], capture_output=True, text=True).stdout.strip()
     if leftovers:
         fail(f"after Ctrl-C DynamoDB Local is still running: pid {leftovers}", log)
+
+def mail_check(state, base, port, log):
+    """A registration with an address: its verification, sent through moto's
+    SES by the mail function (from the table's stream), is printed with its
+    link and filed as JSON (to, subject, text) in the state folder's mail/;
+    the link's token verifies the address."""
+    address = f"newcomer-{uuid.uuid4().hex[:10]}@example.com"
+    password = f"check-dev passphrase {uuid.uuid4().hex[:8]}"
+    if os.environ.get("TEST_SECRETS_FILE"):
+        with open(os.environ["TEST_SECRETS_FILE"], "a") as secrets:
+            secrets.write(password + "\n")
+    username = f"newcomer-{uuid.uuid4().hex[:8]}"
+    status, body = request(f"{base}/register", {"username": username, "password": password,
+                                                "name": "Newcomer", "email": address})
+    if status != 201:
+        fail(f"register with an address: {status} {body}", log)
+    deadline, filed = time.time() + 120, None
+    while filed is None and time.time() < deadline:
+        for path in glob.glob(os.path.join(state, "mail", "*.json")):
+            message = json.load(open(path))
+            if message.get("to") == address:
+                filed = message
+        time.sleep(0.5)
+    if filed is None:
+        fail(f"no message to the new address in {state}/mail/ after two minutes", log)
+    if filed["subject"] != "Verify your email address" or set(filed) != {"to", "subject", "text"}:
+        fail(f"the filed message: {sorted(filed)} {filed['subject']!r}", log)
+    link = re.search(rf"http://localhost:{port}/#verify=([A-Za-z0-9_-]{{64}})", filed["text"])
+    if not link:
+        fail("the filed message holds no link to the page", log)
+    printed = open(log).read()
+    if f"mail-pump: mail to {address}: Verify your email address" not in printed or link.group(0) not in printed:
+        fail("make dev did not print the message's recipient, subject and link", log)
+    status, body = request(f"{base}/account/email/verify", {"token": link.group(1)})
+    if status != 200:
+        fail(f"the mailed link's token does not verify the address: {status} {body}", log)
+    print("check-dev: a registration's verification mail, printed and filed, verifies its address")
 
 def upgrade_check(ddb_port, log):
     """A table of an earlier version, on make dev's disk-backed DynamoDB Local

@@ -1,6 +1,7 @@
 """auth-admin's user commands on a table it makes: create-user and
 set-password refuse what the password policy refuses, show finds a user by
-username and by the id the logs name (through the index by id), set-password
+username and by the id the logs name (through the index by id) and shows
+the verified and the pending address, set-password
 replaces the hash, moves the epoch on (every session ends) and forgets failed
 logins; and scripts/admin.sh runs it with the environment a stack's outputs
 give. (A table of an earlier version getting its indexes is make dev's
@@ -55,6 +56,16 @@ by_id = admin("show", alice_id)
 check("show by username", by_name.returncode == 0 and alice_id in by_name.stdout, by_name.stderr)
 check("show by id, through the index", by_id.returncode == 0 and "alice" in by_id.stdout
       and "Alice Liddell" in by_id.stdout, by_id.stdout + by_id.stderr)
+check("show: no address yet", "email       none (verified)" in by_name.stdout
+      and "pending     none" in by_name.stdout, by_name.stdout)
+# An address verified and another waiting for its verification, as the
+# account routes leave them.
+ddb.update_item(TableName=table, Key={"pk": {"S": "USER#alice"}, "sk": {"S": "PROFILE"}},
+                UpdateExpression="SET email = :e, email_pending = :p",
+                ExpressionAttributeValues={":e": {"S": "alice@example.com"}, ":p": {"S": "alice@example.org"}})
+addressed = admin("show", "alice").stdout
+check("show: the verified address and the pending one", "email       alice@example.com (verified)" in addressed
+      and "pending     alice@example.org" in addressed, addressed)
 nobody = admin("show", str(uuid.uuid4()))
 check("show of an unknown id fails", nobody.returncode != 0 and "no user with id" in nobody.stderr,
       nobody.stderr)

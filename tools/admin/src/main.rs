@@ -154,6 +154,11 @@ async fn run(args: &[String]) -> Result<(), String> {
             println!("name        {}", user.name);
             println!("active      {}", user.active);
             println!("roles       {}", roles.join(" "));
+            let address = |email: &Option<auth::email::Email>| {
+                email.as_ref().map_or("none".to_owned(), |e| e.to_string())
+            };
+            println!("email       {} (verified)", address(&user.email));
+            println!("pending     {}", address(&user.email_pending));
             println!("created_at  {}", user.created_at);
             match locked_for {
                 Some(seconds) => println!("locked      for {seconds} s more (unlock ends it)"),
