@@ -851,6 +851,38 @@ async fn an_accounts_mail_allowance_is_spent_silently_and_its_last_link_still_wo
 }
 
 #[tokio::test]
+async fn a_reset_link_points_at_the_configured_page_whatever_the_request_names() {
+    let store = fresh_store().await;
+    let app = App::new(&store);
+    let worker = worker(&store, Clock::system()).await;
+    let (_, address) = verified_user(&app, &worker, "hosted").await;
+    let mut req = call(
+        Method::POST,
+        recovery::RESET_PATH,
+        None,
+        Some(json!({"username": "hosted"})),
+    );
+    for (name, value) in [
+        ("host", "evil.example"),
+        ("x-forwarded-host", "evil.example"),
+        ("origin", "https://evil.example"),
+        ("referer", "https://evil.example/"),
+    ] {
+        req.headers_mut().insert(name, value.parse().unwrap());
+    }
+    let asked = recovery::handle(&recovery_state(&app), req).await;
+    assert_eq!(asked.status(), 202);
+    deliver(&worker).await;
+    let mail = latest(&address, "Reset your password");
+    assert!(
+        mail.body.contains(&format!("href=\"{PAGE}/#reset=")),
+        "{}",
+        mail.body
+    );
+    assert!(!mail.body.contains("evil"), "{}", mail.body);
+}
+
+#[tokio::test]
 async fn guesses_are_limited_per_source() {
     let store = fresh_store().await;
     let app = App::new(&store);
