@@ -58,9 +58,10 @@ fn short_timeouts() -> SdkSettings {
     }
 }
 
-type Items = HashMap<(String, String), HashMap<String, AttributeValue>>;
+pub(crate) type Items = HashMap<(String, String), HashMap<String, AttributeValue>>;
 
-async fn snapshot(table: &str) -> Items {
+/// Every item of `table`, by key (read consistently, page after page).
+pub(crate) async fn snapshot(table: &str) -> Items {
     let client = local_client().await;
     let mut items = Items::new();
     let mut start = None;

@@ -166,6 +166,14 @@ async fn ask_reset(app: &App, who: Value) -> Response<Body> {
     recovery::handle(&recovery_state(app), req).await
 }
 
+/// A reset asked for `who` (the fixed 202), its job run, and the newest
+/// reset message in `address`'s mailbox.
+async fn reset_mail(app: &App, worker: &MailWorker, who: Value, address: &str) -> Mail {
+    assert_eq!(ask_reset(app, who).await.status(), 202);
+    deliver(worker).await;
+    latest(address, "Reset your password")
+}
+
 async fn confirm(app: &App, body: Value) -> Response<Body> {
     if let Some(password) = body["new_password"].as_str() {
         note_secret(password);
@@ -310,14 +318,13 @@ async fn a_reset_by_address_and_code_works_and_the_code_is_typed_with_its_space(
     let app = App::new(&store);
     let worker = worker(&store, Clock::system()).await;
     let (_, address) = verified_user(&app, &worker, "coder").await;
-    assert_eq!(
-        ask_reset(&app, json!({"email": address.to_uppercase()}))
-            .await
-            .status(),
-        202
-    );
-    deliver(&worker).await;
-    let mail = latest(&address, "Reset your password");
+    let mail = reset_mail(
+        &app,
+        &worker,
+        json!({"email": address.to_uppercase()}),
+        &address,
+    )
+    .await;
     let spaced = format!("{} {}", &mail.code()[..4], &mail.code()[4..]);
     let done = confirm(
         &app,
@@ -429,16 +436,7 @@ async fn a_reset_secret_is_refused_after_use_after_ten_minutes_after_a_newer_req
         let app = app.clone();
         let worker = &worker;
         let address = address.clone();
-        async move {
-            assert_eq!(
-                ask_reset(&app, json!({"username": "refusals"}))
-                    .await
-                    .status(),
-                202
-            );
-            deliver(worker).await;
-            latest(&address, "Reset your password")
-        }
+        async move { reset_mail(&app, worker, json!({"username": "refusals"}), &address).await }
     };
     let refused = |response: Response<Body>| {
         assert_eq!(response.status(), 400);
@@ -546,14 +544,7 @@ async fn five_wrong_codes_void_the_code_but_not_the_link_and_nothing_locks_the_o
     let app = App::new(&store);
     let worker = worker(&store, Clock::system()).await;
     let (user, address) = verified_user(&app, &worker, "guessed").await;
-    assert_eq!(
-        ask_reset(&app, json!({"username": "guessed"}))
-            .await
-            .status(),
-        202
-    );
-    deliver(&worker).await;
-    let mail = latest(&address, "Reset your password");
+    let mail = reset_mail(&app, &worker, json!({"username": "guessed"}), &address).await;
     let right = mail.code();
     let wrong = format!("{:08}", (right.parse::<u32>().unwrap() + 1) % 100_000_000);
     for _ in 0..5 {
@@ -596,23 +587,14 @@ async fn five_wrong_codes_void_the_code_but_not_the_link_and_nothing_locks_the_o
 
 /// Every TICKET item in the table, by partition key.
 async fn ticket_keys(store: &Store) -> Vec<String> {
-    let scan = local_client()
+    crate::matrix::snapshot(store.table())
         .await
-        .scan()
-        .table_name(store.table())
-        .consistent_read(true)
-        .send()
-        .await
-        .unwrap();
-    assert!(scan.last_evaluated_key().is_none(), "one page");
-    let mut keys: Vec<String> = scan
-        .items()
-        .iter()
-        .map(|item| item["pk"].as_s().unwrap().clone())
+        .into_keys()
+        .map(|(pk, _)| pk)
         .filter(|pk| pk.starts_with("TICKET#"))
-        .collect();
-    keys.sort();
-    keys
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
 }
 
 #[tokio::test]
@@ -745,12 +727,7 @@ async fn a_reset_holds_the_new_password_to_registrations_policy() {
     let app = App::new(&store);
     let worker = worker(&store, Clock::system()).await;
     let (user, address) = verified_user(&app, &worker, "careful-one").await;
-    assert_eq!(
-        ask_reset(&app, json!({"email": address})).await.status(),
-        202
-    );
-    deliver(&worker).await;
-    let mail = latest(&address, "Reset your password");
+    let mail = reset_mail(&app, &worker, json!({"email": address}), &address).await;
     for (body, message) in [
         (
             json!({"email": address, "code": mail.code(), "new_password": "iloveyou"}),
@@ -909,12 +886,9 @@ async fn parallel_resets_with_one_secret_have_one_winner() {
     let app = App::new(&store);
     let worker = worker(&store, Clock::system()).await;
     let (user, address) = verified_user(&app, &worker, "raced").await;
-    assert_eq!(
-        ask_reset(&app, json!({"username": "raced"})).await.status(),
-        202
-    );
-    deliver(&worker).await;
-    let token = latest(&address, "Reset your password").token();
+    let token = reset_mail(&app, &worker, json!({"username": "raced"}), &address)
+        .await
+        .token();
     let mut racers = Vec::new();
     for (i, racer) in app.racers(6).await.into_iter().enumerate() {
         let token = token.clone();
@@ -1123,14 +1097,7 @@ async fn a_reset_link_dies_when_the_address_it_went_to_is_replaced() {
     let worker = worker(&store, Clock::system()).await;
     let (_, old) = verified_user(&app, &worker, "replaced").await;
     deliver(&worker).await;
-    assert_eq!(
-        ask_reset(&app, json!({"username": "replaced"}))
-            .await
-            .status(),
-        202
-    );
-    deliver(&worker).await;
-    let stale = latest(&old, "Reset your password");
+    let stale = reset_mail(&app, &worker, json!({"username": "replaced"}), &old).await;
     // The owner moves to a new address (the old mailbox may be someone else's now).
     let new = unique_address("replaced-new");
     let access = session(&app, "replaced").await.access;
