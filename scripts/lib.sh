@@ -83,6 +83,15 @@ start_kms() {
   wait_for_port "$port" 60 "moto (KMS)" "$log"
 }
 
+# start_idp PORT LOG CLIENTS: the local OpenID Connect provider
+# (tools/idp/idp.mjs) on http://127.0.0.1:PORT, with CLIENTS (a JSON array
+# of {client_id, client_secret, redirect_uris}).
+start_idp() {
+  local port=$1 log=$2 clients=$3
+  start_group "$log" env IDP_PORT="$port" IDP_CLIENTS="$clients" node "$root/tools/idp/idp.mjs"
+  wait_for_port "$port" 60 "the local identity provider" "$log"
+}
+
 # create_kms_key ENDPOINT [SPEC USAGE]: a new KMS key, RSA_2048 SIGN_VERIFY
 # unless told (sealed mode's sealing key: SYMMETRIC_DEFAULT ENCRYPT_DECRYPT);
 # prints its id.

@@ -111,6 +111,14 @@ echo "== interop: PyJWT verifies our tokens through the JWKS, in sealed mode, th
 python3 tests/interop/pyjwt_jwks.py
 WATCH_URL=$KMS_WATCH_URL python3 tests/interop/pyjwt_jwks.py
 
+echo "== the local identity provider: oidc-provider as the federation will drive it (tools/idp)"
+idp_port=$(free_port)
+idp_secret=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')
+idp_redirect="$WATCH_URL/oidc/local/callback"
+start_idp "$idp_port" "$work/idp.log" \
+  "[{\"client_id\": \"auth-test\", \"client_secret\": \"$idp_secret\", \"redirect_uris\": [\"$idp_redirect\"]}]"
+python3 tests/idp/flow.py "http://127.0.0.1:$idp_port" auth-test "$idp_secret" "$idp_redirect"
+
 echo "== make smoke: one user's life through the watch, as after a deploy"
 python3 scripts/smoke.py "$WATCH_URL"
 

