@@ -132,7 +132,7 @@ python3 scripts/check-dev.py
 
 echo "== make screenshot, into a scratch folder: the docs' pictures can always be made anew"
 scripts/screenshot.sh "$work/screenshots"
-for picture in page-sign-in page-signed-in; do
+for picture in page-sign-in page-forgot-password page-signed-in; do
   [[ $(stat -c %s "$work/screenshots/$picture.png") -gt 5000 ]] || { echo "screenshot $picture.png is missing or blank" >&2; exit 1; }
 done
 

@@ -1,5 +1,6 @@
 // The page's pictures for the docs, against a running stack (scripts/screenshot.sh
-// starts one): the sign-in form, then the signed-in view of the demo user.
+// starts one): the sign-in form, the forgot-password form, then the signed-in
+// view of the demo user.
 // Usage: node scripts/screenshot.mjs BASE_URL USERNAME PASSWORD OUT_DIR
 import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
@@ -17,13 +18,18 @@ try {
   const page = await browser.newPage({ viewport: { width: 640, height: 480 }, colorScheme: "light" });
   await page.goto(baseUrl);
   await page.getByRole("button", { name: "Log in" }).waitFor();
+  await page.getByRole("button", { name: "Forgot password?" }).click();
+  await page.getByLabel("Username or email").fill(username);
+  await page.screenshot({ path: join(out, "page-forgot-password.png") });
+  await page.getByRole("button", { name: "Back to log in" }).click();
   await page.getByLabel("Username").fill(username);
   await page.screenshot({ path: join(out, "page-sign-in.png") });
   await page.getByLabel("Password", { exact: true }).fill(password);
   await page.getByRole("button", { name: "Log in" }).click();
   await page.getByRole("heading", { name: /^Hello, / }).waitFor();
   await page.screenshot({ path: join(out, "page-signed-in.png"), fullPage: true });
-  console.log(`screenshots: ${join(out, "page-sign-in.png")}, ${join(out, "page-signed-in.png")}`);
+  const names = ["page-sign-in.png", "page-forgot-password.png", "page-signed-in.png"];
+  console.log(`screenshots: ${names.map((name) => join(out, name)).join(", ")}`);
 } finally {
   await browser.close();
 }
