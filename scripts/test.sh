@@ -84,6 +84,15 @@ export WATCH_URL="http://127.0.0.1:$watch_port" KMS_WATCH_URL="http://127.0.0.1:
 start_group "$work/mail-pump.log" python3 scripts/mail-pump.py --dynamodb "$DYNAMODB_TEST_ENDPOINT" \
   --table "$E2E_TABLE_NAME" --watch "$WATCH_URL" --ses "$KMS_TEST_ENDPOINT" --sender no-reply@auth.test
 
+# The local identity provider (tools/idp), with a client and secret of the
+# run's own: the provider client's tests (cargo test) and its own stage.
+idp_port=$(free_port)
+idp_secret=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')
+idp_redirect="$WATCH_URL/oidc/local/callback"
+start_idp "$idp_port" "$work/idp.log" \
+  "[{\"client_id\": \"auth-test\", \"client_secret\": \"$idp_secret\", \"redirect_uris\": [\"$idp_redirect\"]}]"
+export IDP_TEST_ISSUER="http://127.0.0.1:$idp_port"
+
 # Every secret a test uses or receives through the watch goes here, for the last stage.
 export TEST_SECRETS_FILE="$work/secrets.txt"
 : > "$TEST_SECRETS_FILE"
@@ -112,12 +121,7 @@ python3 tests/interop/pyjwt_jwks.py
 WATCH_URL=$KMS_WATCH_URL python3 tests/interop/pyjwt_jwks.py
 
 echo "== the local identity provider: oidc-provider as the federation will drive it (tools/idp)"
-idp_port=$(free_port)
-idp_secret=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')
-idp_redirect="$WATCH_URL/oidc/local/callback"
-start_idp "$idp_port" "$work/idp.log" \
-  "[{\"client_id\": \"auth-test\", \"client_secret\": \"$idp_secret\", \"redirect_uris\": [\"$idp_redirect\"]}]"
-python3 tests/idp/flow.py "http://127.0.0.1:$idp_port" auth-test "$idp_secret" "$idp_redirect"
+python3 tests/idp/flow.py "$IDP_TEST_ISSUER" auth-test "$idp_secret" "$idp_redirect"
 
 echo "== make smoke: one user's life through the watch, as after a deploy"
 python3 scripts/smoke.py "$WATCH_URL"

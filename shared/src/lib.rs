@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod passwords;
 pub mod permissions;
+pub mod providers;
 pub mod rotation;
 pub mod runtime;
 pub mod sessions;

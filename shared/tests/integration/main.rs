@@ -23,6 +23,7 @@ mod matrix;
 mod metrics;
 mod modes;
 mod permissions;
+mod providers;
 mod recovery;
 mod sealed;
 mod session_list;
