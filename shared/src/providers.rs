@@ -8,6 +8,12 @@
 //! loopback (the local one of `make dev` and `make test`). It is the same
 //! stack as the AWS client otherwise (hyper, rustls on aws-lc): no second
 //! TLS library in the functions.
+//!
+//! And what we learn of a provider: its discovery document (OpenID Connect
+//! Discovery 1.0), checked before anything in it is used: the issuer it
+//! names exactly the one we asked, every endpoint one we would call, and
+//! ID tokens signed by an algorithm on our allow-list (asymmetric only:
+//! never `none`, never an HMAC a public key could be made to key).
 
 use std::time::Duration;
 
@@ -38,6 +44,130 @@ pub enum ProviderError {
     TooLarge,
     #[error("the call failed: {0}")]
     Failed(String),
+}
+
+/// The algorithms we accept an ID token signed with (RFC 9700 §2.7's
+/// "pin the algorithm"): RSA and ECDSA as providers sign with them.
+pub const ID_TOKEN_ALGORITHMS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384",
+];
+
+/// What a provider's discovery document says, as we use it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderMetadata {
+    /// Exactly the issuer we asked about (and the one its ID tokens name).
+    pub issuer: String,
+    pub authorization_endpoint: Uri,
+    pub token_endpoint: Uri,
+    pub jwks_uri: Uri,
+    /// Whether the authorization response names its issuer (RFC 9207): then
+    /// we check it.
+    pub iss_parameter: bool,
+    /// The provider's ID token algorithms that are on our allow-list.
+    pub algorithms: Vec<String>,
+}
+
+/// Why a provider's discovery document is not one we use.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DiscoveryError {
+    #[error(transparent)]
+    Call(#[from] ProviderError),
+    #[error("the discovery document answered {0}")]
+    Status(u16),
+    #[error("the discovery document is not one: {0}")]
+    Malformed(String),
+    #[error("the discovery document names the issuer {found:?}, not {asked:?}")]
+    IssuerMismatch { asked: String, found: String },
+    #[error("{field} ({value}) is not an https URL (or http on loopback)")]
+    Endpoint { field: &'static str, value: String },
+    #[error("the provider offers no ID token algorithm we accept (it offers {0:?})")]
+    NoAlgorithm(Vec<String>),
+    #[error("the provider does not offer the authorization code flow")]
+    NoCodeFlow,
+}
+
+/// Reads and checks `issuer`'s discovery document.
+pub async fn discover(
+    http: &ProviderHttp,
+    issuer: &str,
+) -> Result<ProviderMetadata, DiscoveryError> {
+    // Discovery §4: a terminating slash of the issuer is removed first.
+    let url = format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    );
+    let request = http::Request::get(url.as_str())
+        .header("accept", "application/json")
+        .body(Vec::new())
+        .map_err(|_| ProviderError::Url(url.clone()))?;
+    let answer = http.send(request).await?;
+    if answer.status() != 200 {
+        return Err(DiscoveryError::Status(answer.status().as_u16()));
+    }
+    metadata(issuer, answer.body())
+}
+
+/// The checks of a discovery document for `issuer` (Discovery §4.3: its
+/// `issuer` is exactly the one asked; OpenID Connect Core §3.1.3.7).
+pub fn metadata(issuer: &str, document: &[u8]) -> Result<ProviderMetadata, DiscoveryError> {
+    #[derive(serde::Deserialize)]
+    struct Document {
+        issuer: String,
+        authorization_endpoint: String,
+        token_endpoint: String,
+        jwks_uri: String,
+        response_types_supported: Vec<String>,
+        id_token_signing_alg_values_supported: Vec<String>,
+        #[serde(default)]
+        authorization_response_iss_parameter_supported: bool,
+    }
+    let document: Document =
+        serde_json::from_slice(document).map_err(|e| DiscoveryError::Malformed(e.to_string()))?;
+    if document.issuer != issuer {
+        return Err(DiscoveryError::IssuerMismatch {
+            asked: issuer.to_owned(),
+            found: document.issuer,
+        });
+    }
+    let endpoint = |field: &'static str, value: &str| {
+        value
+            .parse::<Uri>()
+            .ok()
+            .filter(is_provider_url)
+            .ok_or_else(|| DiscoveryError::Endpoint {
+                field,
+                value: value.to_owned(),
+            })
+    };
+    if !document
+        .response_types_supported
+        .iter()
+        .any(|t| t == "code")
+    {
+        return Err(DiscoveryError::NoCodeFlow);
+    }
+    let algorithms: Vec<String> = document
+        .id_token_signing_alg_values_supported
+        .iter()
+        .filter(|alg| ID_TOKEN_ALGORITHMS.contains(&alg.as_str()))
+        .cloned()
+        .collect();
+    if algorithms.is_empty() {
+        return Err(DiscoveryError::NoAlgorithm(
+            document.id_token_signing_alg_values_supported,
+        ));
+    }
+    Ok(ProviderMetadata {
+        authorization_endpoint: endpoint(
+            "authorization_endpoint",
+            &document.authorization_endpoint,
+        )?,
+        token_endpoint: endpoint("token_endpoint", &document.token_endpoint)?,
+        jwks_uri: endpoint("jwks_uri", &document.jwks_uri)?,
+        iss_parameter: document.authorization_response_iss_parameter_supported,
+        algorithms,
+        issuer: document.issuer,
+    })
 }
 
 /// Whether `uri` is one we call: https with a host, or http to a loopback
@@ -197,6 +327,115 @@ mod tests {
         assert!(!url("ftp://example.com/"));
         assert!(!url("https://user:pass@example.com/"), "no user info");
         assert!(!url("/relative/path"));
+    }
+
+    /// A discovery document as Google's reads, for `issuer`, with `edit`.
+    fn document(issuer: &str, edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+        let mut document = serde_json::json!({
+            "issuer": issuer,
+            "authorization_endpoint": "https://accounts.example.com/o/oauth2/v2/auth",
+            "token_endpoint": "https://oauth2.example.com/token",
+            "jwks_uri": "https://www.example.com/oauth2/v3/certs",
+            "response_types_supported": ["code", "token", "id_token", "code id_token"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "code_challenge_methods_supported": ["plain", "S256"],
+        });
+        edit(&mut document);
+        serde_json::to_vec(&document).unwrap()
+    }
+
+    const ISSUER: &str = "https://accounts.example.com";
+
+    #[test]
+    fn a_discovery_document_gives_the_endpoints_and_the_algorithms_we_accept() {
+        let found = metadata(
+            ISSUER,
+            &document(ISSUER, |d| {
+                d["id_token_signing_alg_values_supported"] =
+                    serde_json::json!(["none", "HS256", "RS256", "ES256"]);
+                d["authorization_response_iss_parameter_supported"] = true.into();
+            }),
+        )
+        .unwrap();
+        assert_eq!(found.issuer, ISSUER);
+        assert_eq!(found.token_endpoint, "https://oauth2.example.com/token");
+        assert_eq!(
+            found.algorithms,
+            ["RS256", "ES256"],
+            "none and HS256 dropped"
+        );
+        assert!(found.iss_parameter);
+        let without = metadata(ISSUER, &document(ISSUER, |_| {})).unwrap();
+        assert!(!without.iss_parameter, "absent means not offered");
+    }
+
+    #[test]
+    fn a_discovery_document_for_another_issuer_is_refused() {
+        // Exactly: no trailing slash, case or path added or taken away.
+        for other in [
+            "https://accounts.example.com/",
+            "https://Accounts.example.com",
+            "https://accounts.example.com/tenant",
+            "https://evil.example",
+        ] {
+            assert!(
+                matches!(
+                    metadata(ISSUER, &document(other, |_| {})),
+                    Err(DiscoveryError::IssuerMismatch { .. })
+                ),
+                "{other}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_discovery_document_with_an_endpoint_we_would_not_call_is_refused() {
+        for field in ["authorization_endpoint", "token_endpoint", "jwks_uri"] {
+            let refused = metadata(
+                ISSUER,
+                &document(ISSUER, |d| {
+                    d[field] = "http://oauth2.example.com/x".into();
+                }),
+            );
+            assert!(
+                matches!(refused, Err(DiscoveryError::Endpoint { field: f, .. }) if f == field),
+                "{field}: {refused:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_provider_with_no_algorithm_of_ours_or_no_code_flow_is_refused() {
+        let symmetric = metadata(
+            ISSUER,
+            &document(ISSUER, |d| {
+                d["id_token_signing_alg_values_supported"] = serde_json::json!(["HS256", "none"]);
+            }),
+        );
+        assert!(
+            matches!(symmetric, Err(DiscoveryError::NoAlgorithm(_))),
+            "{symmetric:?}"
+        );
+        let implicit = metadata(
+            ISSUER,
+            &document(ISSUER, |d| {
+                d["response_types_supported"] = serde_json::json!(["id_token", "token"]);
+            }),
+        );
+        assert_eq!(implicit, Err(DiscoveryError::NoCodeFlow));
+        assert!(matches!(
+            metadata(ISSUER, b"<html>not json</html>"),
+            Err(DiscoveryError::Malformed(_))
+        ));
+        assert!(matches!(
+            metadata(
+                ISSUER,
+                &document(ISSUER, |d| {
+                    d.as_object_mut().unwrap().remove("jwks_uri");
+                })
+            ),
+            Err(DiscoveryError::Malformed(_))
+        ));
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! `IDP_TEST_ISSUER`) and against stand-ins that misbehave on purpose: a
 //! redirect, silence, an endless answer.
 
-use auth::providers::{CALL_TIMEOUT, MAX_BODY_BYTES, ProviderError, ProviderHttp};
+use auth::providers::{
+    CALL_TIMEOUT, DiscoveryError, MAX_BODY_BYTES, ProviderError, ProviderHttp, discover,
+};
 use lambda_http::http;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -48,6 +50,51 @@ async fn the_local_providers_discovery_document_is_read() {
     assert_eq!(answer.status(), 200);
     let document: serde_json::Value = serde_json::from_slice(answer.body()).unwrap();
     assert_eq!(document["issuer"], issuer.as_str());
+}
+
+#[tokio::test]
+async fn the_local_provider_is_discovered_and_checked() {
+    let issuer = required_env("IDP_TEST_ISSUER");
+    let http = ProviderHttp::new();
+    let found = discover(&http, &issuer).await.unwrap();
+    assert_eq!(found.issuer, issuer);
+    assert_eq!(found.jwks_uri, format!("{issuer}/jwks").as_str());
+    assert!(
+        found.iss_parameter,
+        "oidc-provider names its issuer (RFC 9207)"
+    );
+    assert!(found.algorithms.contains(&"RS256".to_owned()));
+    // Asked as another issuer whose discovery path it serves all the same
+    // (a trailing slash, another name for the host), it is refused: the
+    // document names its own issuer, exactly.
+    let slashed = format!("{issuer}/");
+    assert!(
+        matches!(
+            discover(&http, &slashed).await,
+            Err(DiscoveryError::IssuerMismatch { .. })
+        ),
+        "a trailing slash is another issuer"
+    );
+    let elsewhere = issuer.replace("127.0.0.1", "localhost");
+    assert!(
+        matches!(
+            discover(&http, &elsewhere).await,
+            Err(DiscoveryError::IssuerMismatch { .. })
+        ),
+        "the same provider under another name is not the issuer"
+    );
+}
+
+#[tokio::test]
+async fn a_discovery_document_that_is_not_there_is_an_error() {
+    let missing = stand_in(Some(
+        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
+    ))
+    .await;
+    assert_eq!(
+        discover(&ProviderHttp::new(), &missing).await,
+        Err(DiscoveryError::Status(404))
+    );
 }
 
 #[tokio::test]
