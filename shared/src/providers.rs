@@ -4,8 +4,10 @@
 //! `webpki-root-certs`), not Amazon's alone; it follows no redirect (a
 //! provider's endpoints are exact, and a hop we follow is a hop an attacker
 //! may point elsewhere); it bounds every call in time and every answer in
-//! size; and it speaks https only, but to a provider on this machine's
-//! loopback (the local one of `make dev` and `make test`). It is the same
+//! size; and it speaks https only, unless it is made for a provider on this
+//! machine's loopback (the local one of `make dev` and `make test`: only
+//! when a configured issuer is one, so that no provider's document can
+//! point a deployed function at its own Runtime API). It is the same
 //! stack as the AWS client otherwise (hyper, rustls on aws-lc): no second
 //! TLS library in the functions.
 //!
@@ -46,8 +48,9 @@ pub enum ProviderError {
     Failed(String),
 }
 
-/// The algorithms we accept an ID token signed with (RFC 9700 §2.7's
-/// "pin the algorithm"): RSA and ECDSA as providers sign with them.
+/// The algorithms we accept an ID token signed with (RFC 8725 §3.1: the
+/// algorithm is ours to pin, never the token's to choose): RSA and ECDSA as
+/// providers sign with them.
 pub const ID_TOKEN_ALGORITHMS: &[&str] = &[
     "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384",
 ];
@@ -65,6 +68,43 @@ pub struct ProviderMetadata {
     pub iss_parameter: bool,
     /// The provider's ID token algorithms that are on our allow-list.
     pub algorithms: Vec<String>,
+    /// How we prove the client at its token endpoint.
+    pub client_auth: ClientAuth,
+}
+
+/// How a client proves itself at a token endpoint with its secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// `client_secret_basic`: the default where a provider names none.
+    Basic,
+    /// `client_secret_post`.
+    Post,
+}
+
+/// Which hosts a client may call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hosts {
+    /// https to anyone: every deployed provider.
+    Public,
+    /// And plain http to a loopback address (`127.0.0.0/8`, `[::1]`,
+    /// literally: no name is resolved), for a local provider; chosen only
+    /// when a configured issuer is itself one.
+    AlsoLoopback,
+}
+
+impl Hosts {
+    /// What an issuer needs: loopback only for a loopback issuer.
+    pub fn for_issuer(issuer: &str) -> Hosts {
+        match issuer.parse::<Uri>() {
+            Ok(uri)
+                if uri.scheme_str() == Some("http")
+                    && is_provider_url(&uri, Hosts::AlsoLoopback) =>
+            {
+                Hosts::AlsoLoopback
+            }
+            _ => Hosts::Public,
+        }
+    }
 }
 
 /// Why a provider's discovery document is not one we use.
@@ -84,6 +124,10 @@ pub enum DiscoveryError {
     NoAlgorithm(Vec<String>),
     #[error("the provider does not offer the authorization code flow")]
     NoCodeFlow,
+    #[error("the provider lists PKCE methods without S256")]
+    NoPkce,
+    #[error("the provider takes no client secret we send (basic or post): {0:?}")]
+    NoClientAuth(Vec<String>),
 }
 
 /// Reads and checks `issuer`'s discovery document.
@@ -108,7 +152,10 @@ pub async fn discover(
 }
 
 /// The checks of a discovery document for `issuer` (Discovery §4.3: its
-/// `issuer` is exactly the one asked; OpenID Connect Core §3.1.3.7).
+/// `issuer` is exactly the one asked). Its endpoints are held to what the
+/// issuer itself is: https for an https issuer, whatever its document says.
+/// PKCE S256 is always sent (RFC 9700 §2.1.1): a provider that lists its
+/// methods without it is refused.
 pub fn metadata(issuer: &str, document: &[u8]) -> Result<ProviderMetadata, DiscoveryError> {
     #[derive(serde::Deserialize)]
     struct Document {
@@ -120,6 +167,8 @@ pub fn metadata(issuer: &str, document: &[u8]) -> Result<ProviderMetadata, Disco
         id_token_signing_alg_values_supported: Vec<String>,
         #[serde(default)]
         authorization_response_iss_parameter_supported: bool,
+        code_challenge_methods_supported: Option<Vec<String>>,
+        token_endpoint_auth_methods_supported: Option<Vec<String>>,
     }
     let document: Document =
         serde_json::from_slice(document).map_err(|e| DiscoveryError::Malformed(e.to_string()))?;
@@ -133,7 +182,7 @@ pub fn metadata(issuer: &str, document: &[u8]) -> Result<ProviderMetadata, Disco
         value
             .parse::<Uri>()
             .ok()
-            .filter(is_provider_url)
+            .filter(|uri| is_provider_url(uri, Hosts::for_issuer(issuer)))
             .ok_or_else(|| DiscoveryError::Endpoint {
                 field,
                 value: value.to_owned(),
@@ -146,6 +195,20 @@ pub fn metadata(issuer: &str, document: &[u8]) -> Result<ProviderMetadata, Disco
     {
         return Err(DiscoveryError::NoCodeFlow);
     }
+    if document
+        .code_challenge_methods_supported
+        .as_ref()
+        .is_some_and(|methods| !methods.iter().any(|m| m == "S256"))
+    {
+        return Err(DiscoveryError::NoPkce);
+    }
+    // Absent: client_secret_basic (Discovery §3).
+    let client_auth = match &document.token_endpoint_auth_methods_supported {
+        None => ClientAuth::Basic,
+        Some(methods) if methods.iter().any(|m| m == "client_secret_basic") => ClientAuth::Basic,
+        Some(methods) if methods.iter().any(|m| m == "client_secret_post") => ClientAuth::Post,
+        Some(methods) => return Err(DiscoveryError::NoClientAuth(methods.clone())),
+    };
     let algorithms: Vec<String> = document
         .id_token_signing_alg_values_supported
         .iter()
@@ -166,13 +229,14 @@ pub fn metadata(issuer: &str, document: &[u8]) -> Result<ProviderMetadata, Disco
         jwks_uri: endpoint("jwks_uri", &document.jwks_uri)?,
         iss_parameter: document.authorization_response_iss_parameter_supported,
         algorithms,
+        client_auth,
         issuer: document.issuer,
     })
 }
 
-/// Whether `uri` is one we call: https with a host, or http to a loopback
-/// host (`localhost`, `127.0.0.0/8`, `[::1]`); no user info in it.
-pub fn is_provider_url(uri: &Uri) -> bool {
+/// Whether `uri` is one a client for `hosts` calls: https with a host, or
+/// (`AlsoLoopback`) http to a loopback address written as one; no user info.
+pub fn is_provider_url(uri: &Uri, hosts: Hosts) -> bool {
     let Some(authority) = uri.authority() else {
         return false;
     };
@@ -181,27 +245,29 @@ pub fn is_provider_url(uri: &Uri) -> bool {
     }
     match uri.scheme_str() {
         Some("https") => true,
-        Some("http") => is_loopback(authority.host()),
+        Some("http") => hosts == Hosts::AlsoLoopback && is_loopback(authority.host()),
         _ => false,
     }
 }
 
+/// A loopback address, written as one (a name such as `localhost` is
+/// resolved by whoever resolves it: not ours to trust).
 fn is_loopback(host: &str) -> bool {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || bare
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// The client: built once at init (no TLS work until its first call).
+/// The client: built once at init (its roots parsed then, once).
 #[derive(Debug)]
 pub struct ProviderHttp {
     connector: Connector,
+    hosts: Hosts,
 }
 
 impl ProviderHttp {
-    pub fn new() -> Self {
+    pub fn new(hosts: Hosts) -> Self {
         let context = TlsContext::builder()
             .with_trust_store(TrustStore::empty().with_pem_certificate(public_roots_pem()))
             .build()
@@ -218,7 +284,7 @@ impl ProviderHttp {
             ))
             .tls_context(context)
             .build();
-        ProviderHttp { connector }
+        ProviderHttp { connector, hosts }
     }
 
     /// One call: the answer's status, headers and body (a 3xx is an error,
@@ -227,7 +293,7 @@ impl ProviderHttp {
         &self,
         request: http::Request<Vec<u8>>,
     ) -> Result<http::Response<Vec<u8>>, ProviderError> {
-        if !is_provider_url(request.uri()) {
+        if !is_provider_url(request.uri(), self.hosts) {
             return Err(ProviderError::Url(request.uri().to_string()));
         }
         let (parts, body) = request.into_parts();
@@ -275,12 +341,6 @@ impl ProviderHttp {
     }
 }
 
-impl Default for ProviderHttp {
-    fn default() -> Self {
-        ProviderHttp::new()
-    }
-}
-
 /// Mozilla's roots (as `webpki-root-certs` ships them), as PEM.
 fn public_roots_pem() -> Vec<u8> {
     let mut pem = String::new();
@@ -301,32 +361,57 @@ mod tests {
     use super::*;
 
     fn url(raw: &str) -> bool {
-        is_provider_url(&raw.parse().unwrap())
+        raw.parse()
+            .is_ok_and(|uri| is_provider_url(&uri, Hosts::AlsoLoopback))
     }
 
     #[test]
-    fn providers_are_called_over_https_or_on_loopback_only() {
+    fn providers_are_called_over_https_or_on_a_loopback_address_only() {
         assert!(url(
             "https://accounts.google.com/.well-known/openid-configuration"
         ));
         assert!(url("https://login.microsoftonline.com/common/v2.0"));
         assert!(url("http://127.0.0.1:8811/jwks"));
-        assert!(url("http://localhost:9000/x"));
         assert!(url("http://[::1]:9000/x"));
         assert!(url("http://127.1.2.3/x"), "all of 127.0.0.0/8");
-        assert!(
-            !url("http://accounts.google.com/"),
-            "plain http off loopback"
+        for refused in [
+            "http://accounts.google.com/",
+            "http://10.0.0.1/",
+            "http://localhost:9000/x",
+            "http://localhost./x",
+            "http://localhost.evil.example/",
+            "http://127.0.0.1.evil.example/",
+            "http://2130706433/",
+            "http://0177.0.0.1/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://127.0.0.%31/",
+            "HTTP://evil.example/",
+            "ftp://example.com/",
+            "https://user:pass@example.com/",
+            "/relative/path",
+        ] {
+            assert!(!url(refused), "{refused}");
+        }
+    }
+
+    #[test]
+    fn plain_http_to_loopback_is_for_a_loopback_issuer_only() {
+        let local: Uri = "http://127.0.0.1:8811/jwks".parse().unwrap();
+        assert!(!is_provider_url(&local, Hosts::Public));
+        assert!(is_provider_url(&local, Hosts::AlsoLoopback));
+        assert_eq!(
+            Hosts::for_issuer("http://127.0.0.1:8811"),
+            Hosts::AlsoLoopback
         );
-        assert!(
-            !url("http://10.0.0.1/"),
-            "a private address is not loopback"
+        assert_eq!(
+            Hosts::for_issuer("https://accounts.google.com"),
+            Hosts::Public
         );
-        assert!(!url("http://localhost.evil.example/"));
-        assert!(!url("http://127.0.0.1.evil.example/"));
-        assert!(!url("ftp://example.com/"));
-        assert!(!url("https://user:pass@example.com/"), "no user info");
-        assert!(!url("/relative/path"));
+        assert_eq!(Hosts::for_issuer("http://localhost:8811"), Hosts::Public);
+        assert_eq!(
+            Hosts::for_issuer("http://accounts.example.com"),
+            Hosts::Public
+        );
     }
 
     /// A discovery document as Google's reads, for `issuer`, with `edit`.
@@ -390,18 +475,62 @@ mod tests {
 
     #[test]
     fn a_discovery_document_with_an_endpoint_we_would_not_call_is_refused() {
-        for field in ["authorization_endpoint", "token_endpoint", "jwks_uri"] {
-            let refused = metadata(
+        // Plain http, and loopback under an https issuer: a provider's
+        // document must not point a function at its own Runtime API.
+        for value in [
+            "http://oauth2.example.com/x",
+            "http://127.0.0.1:9001/2018-06-01/runtime/invocation/next",
+        ] {
+            for field in ["authorization_endpoint", "token_endpoint", "jwks_uri"] {
+                let refused = metadata(
+                    ISSUER,
+                    &document(ISSUER, |d| {
+                        d[field] = value.into();
+                    }),
+                );
+                assert!(
+                    matches!(refused, Err(DiscoveryError::Endpoint { field: f, .. }) if f == field),
+                    "{field} {value}: {refused:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn pkce_s256_and_a_client_secret_method_of_ours_are_required_where_listed() {
+        let plain_only = metadata(
+            ISSUER,
+            &document(ISSUER, |d| {
+                d["code_challenge_methods_supported"] = serde_json::json!(["plain"]);
+            }),
+        );
+        assert_eq!(plain_only, Err(DiscoveryError::NoPkce));
+        let unlisted = document(ISSUER, |d| {
+            d.as_object_mut()
+                .unwrap()
+                .remove("code_challenge_methods_supported");
+        });
+        let found = metadata(ISSUER, &unlisted).unwrap();
+        assert_eq!(found.client_auth, ClientAuth::Basic, "none named: basic");
+        let auth = |methods: serde_json::Value| {
+            metadata(
                 ISSUER,
                 &document(ISSUER, |d| {
-                    d[field] = "http://oauth2.example.com/x".into();
+                    d["token_endpoint_auth_methods_supported"] = methods;
                 }),
-            );
-            assert!(
-                matches!(refused, Err(DiscoveryError::Endpoint { field: f, .. }) if f == field),
-                "{field}: {refused:?}"
-            );
-        }
+            )
+            .map(|m| m.client_auth)
+        };
+        let both = serde_json::json!(["client_secret_post", "client_secret_basic"]);
+        assert_eq!(auth(both), Ok(ClientAuth::Basic));
+        assert_eq!(
+            auth(serde_json::json!(["client_secret_post"])),
+            Ok(ClientAuth::Post)
+        );
+        assert!(matches!(
+            auth(serde_json::json!(["private_key_jwt"])),
+            Err(DiscoveryError::NoClientAuth(_))
+        ));
     }
 
     #[test]
