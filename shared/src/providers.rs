@@ -178,11 +178,12 @@ pub fn metadata(issuer: &str, document: &[u8]) -> Result<ProviderMetadata, Disco
             found: document.issuer,
         });
     }
+    let hosts = Hosts::for_issuer(issuer);
     let endpoint = |field: &'static str, value: &str| {
         value
             .parse::<Uri>()
             .ok()
-            .filter(|uri| is_provider_url(uri, Hosts::for_issuer(issuer)))
+            .filter(|uri| is_provider_url(uri, hosts))
             .ok_or_else(|| DiscoveryError::Endpoint {
                 field,
                 value: value.to_owned(),

@@ -16,28 +16,75 @@ fn get(url: &str) -> http::Request<Vec<u8>> {
     http::Request::get(url).body(Vec::new()).unwrap()
 }
 
-/// A server on loopback that answers every request with `answer` (raw
-/// HTTP/1.1), or never answers (`None`); returns its base URL.
-async fn stand_in(answer: Option<Vec<u8>>) -> String {
+/// What a stand-in does with each request.
+enum Behaviour {
+    /// Answers with these bytes (raw HTTP/1.1).
+    Answer(Vec<u8>),
+    /// Holds the connection open, saying nothing.
+    Silent,
+    /// Sends `head` at once, then a body byte a little under every second.
+    Drip { head: Vec<u8>, bytes: usize },
+}
+
+/// A 200 answer with `body`.
+fn ok(body: &[u8]) -> Vec<u8> {
+    let mut answer = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    answer.extend(body);
+    answer
+}
+
+/// A server on loopback that meets every request with `behaviour`; its base URL.
+async fn stand_in(behaviour: Behaviour) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
+    let behaviour = std::sync::Arc::new(behaviour);
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
-            let answer = answer.clone();
+            let behaviour = behaviour.clone();
             tokio::spawn(async move {
                 let mut request = [0u8; 4096];
                 let _ = socket.read(&mut request).await;
-                match answer {
-                    Some(bytes) => {
-                        let _ = socket.write_all(&bytes).await;
+                match &*behaviour {
+                    Behaviour::Answer(bytes) => {
+                        let _ = socket.write_all(bytes).await;
                     }
-                    // Holds the connection open, saying nothing.
-                    None => tokio::time::sleep(CALL_TIMEOUT * 3).await,
+                    Behaviour::Silent => tokio::time::sleep(CALL_TIMEOUT * 3).await,
+                    Behaviour::Drip { head, bytes } => {
+                        let _ = socket.write_all(head).await;
+                        for _ in 0..*bytes {
+                            tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+                            if socket.write_all(b" ").await.is_err() {
+                                return;
+                            }
+                        }
+                    }
                 }
             });
         }
     });
     base
+}
+
+/// A loopback client's call of `base`'s key set.
+async fn fetch_jwks(base: &str) -> Result<http::Response<Vec<u8>>, ProviderError> {
+    ProviderHttp::new(Hosts::AlsoLoopback)
+        .send(get(&format!("{base}/jwks")))
+        .await
+}
+
+/// Panics unless a call of `base` ends in `Timeout`, within twice the bound.
+async fn assert_times_out(base: &str) {
+    let started = std::time::Instant::now();
+    assert_eq!(fetch_jwks(base).await.unwrap_err(), ProviderError::Timeout);
+    assert!(
+        started.elapsed() < CALL_TIMEOUT * 2,
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -81,13 +128,7 @@ async fn the_local_provider_is_discovered_and_checked() {
         .await
         .unwrap()
         .into_body();
-    let mut answer = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        copied.len()
-    )
-    .into_bytes();
-    answer.extend(copied);
-    let elsewhere = stand_in(Some(answer)).await;
+    let elsewhere = stand_in(Behaviour::Answer(ok(&copied))).await;
     assert!(
         matches!(
             discover(&http, &elsewhere).await,
@@ -99,7 +140,7 @@ async fn the_local_provider_is_discovered_and_checked() {
 
 #[tokio::test]
 async fn a_discovery_document_that_is_not_there_is_an_error() {
-    let missing = stand_in(Some(
+    let missing = stand_in(Behaviour::Answer(
         b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
     ))
     .await;
@@ -111,96 +152,43 @@ async fn a_discovery_document_that_is_not_there_is_an_error() {
 
 #[tokio::test]
 async fn a_redirect_is_never_followed() {
-    let target = stand_in(Some(
-        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}".to_vec(),
-    ))
-    .await;
-    let hop = stand_in(Some(
+    let target = stand_in(Behaviour::Answer(ok(b"{}"))).await;
+    let hop = stand_in(Behaviour::Answer(
         format!(
             "HTTP/1.1 302 Found\r\nLocation: {target}/jwks\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         )
         .into_bytes(),
     ))
     .await;
-    let answer = ProviderHttp::new(Hosts::AlsoLoopback)
-        .send(get(&format!("{hop}/jwks")))
-        .await;
-    assert_eq!(answer.unwrap_err(), ProviderError::Redirected(302));
+    assert_eq!(
+        fetch_jwks(&hop).await.unwrap_err(),
+        ProviderError::Redirected(302)
+    );
 }
 
 #[tokio::test]
 async fn a_silent_provider_times_out() {
-    let silent = stand_in(None).await;
-    let started = std::time::Instant::now();
-    let answer = ProviderHttp::new(Hosts::AlsoLoopback)
-        .send(get(&format!("{silent}/jwks")))
-        .await;
-    assert_eq!(answer.unwrap_err(), ProviderError::Timeout);
-    assert!(
-        started.elapsed() < CALL_TIMEOUT * 2,
-        "{:?}",
-        started.elapsed()
-    );
+    assert_times_out(&stand_in(Behaviour::Silent).await).await;
 }
 
 #[tokio::test]
 async fn an_answer_that_drips_is_cut_at_the_time_bound() {
     // The head at once, then a byte a second: each read is quick, the
     // whole is not.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut request = [0u8; 4096];
-                let _ = socket.read(&mut request).await;
-                let head = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: close\r\n\r\n";
-                let _ = socket.write_all(head).await;
-                for _ in 0..100 {
-                    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
-                    if socket.write_all(b" ").await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    let started = std::time::Instant::now();
-    let answer = ProviderHttp::new(Hosts::AlsoLoopback)
-        .send(get(&format!("{base}/jwks")))
-        .await;
-    assert_eq!(answer.unwrap_err(), ProviderError::Timeout);
-    assert!(
-        started.elapsed() < CALL_TIMEOUT * 2,
-        "{:?}",
-        started.elapsed()
-    );
+    let head = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: close\r\n\r\n".to_vec();
+    assert_times_out(&stand_in(Behaviour::Drip { head, bytes: 100 }).await).await;
 }
 
 #[tokio::test]
 async fn an_answer_over_the_size_bound_is_refused() {
-    let size = MAX_BODY_BYTES + 1;
-    let mut answer = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n"
-    )
-    .into_bytes();
-    answer.extend(std::iter::repeat_n(b' ', size));
-    let big = stand_in(Some(answer)).await;
-    let answer = ProviderHttp::new(Hosts::AlsoLoopback)
-        .send(get(&format!("{big}/jwks")))
-        .await;
-    assert_eq!(answer.unwrap_err(), ProviderError::TooLarge);
+    let big = stand_in(Behaviour::Answer(ok(&vec![b' '; MAX_BODY_BYTES + 1]))).await;
+    assert_eq!(fetch_jwks(&big).await.unwrap_err(), ProviderError::TooLarge);
     // And one within it is read whole.
-    let mut fits =
-        format!("HTTP/1.1 200 OK\r\nContent-Length: {MAX_BODY_BYTES}\r\nConnection: close\r\n\r\n")
-            .into_bytes();
-    fits.extend(std::iter::repeat_n(b' ', MAX_BODY_BYTES));
-    let fine = stand_in(Some(fits)).await;
-    let answer = ProviderHttp::new(Hosts::AlsoLoopback)
-        .send(get(&format!("{fine}/jwks")))
-        .await
-        .unwrap();
-    assert_eq!(answer.body().len(), MAX_BODY_BYTES);
+    let fine = stand_in(Behaviour::Answer(ok(&vec![b' '; MAX_BODY_BYTES]))).await;
+    assert_eq!(
+        fetch_jwks(&fine).await.unwrap().body().len(),
+        MAX_BODY_BYTES
+    );
 }
 
 #[tokio::test]
