@@ -105,6 +105,16 @@ print(key["KeyMetadata"]["KeyId"])
 PY
 }
 
+# A SecureString parameter in the local SSM (moto): a provider's client secret.
+put_secure_parameter() {
+  python3 - "$1" "$2" "$3" <<'PY'
+import sys, boto3
+ssm = boto3.client("ssm", endpoint_url=sys.argv[1], region_name="us-east-1",
+                   aws_access_key_id="local", aws_secret_access_key="local")
+ssm.put_parameter(Name=sys.argv[2], Value=sys.argv[3], Type="SecureString", Overwrite=True)
+PY
+}
+
 # The start of every run script (test, bench): tools in place, a scratch folder
 # in $work, and everything started stopped when the script ends, however.
 begin_run() {

@@ -61,9 +61,20 @@ sealing_id=$(create_kms_key "$KMS_TEST_ENDPOINT" SYMMETRIC_DEFAULT ENCRYPT_DECRY
 export E2E_TABLE_NAME="e2e-$(date +%s)-$$"
 export E2E_KMS_KEY_ID=$key_id E2E_SEALING_KEY="sealed:$sealing_id"
 export E2E_JWT_ISSUER="http://127.0.0.1:$watch_port" E2E_JWT_AUDIENCE="auth-e2e"
+# The local identity provider (tools/idp, started below), with a client and
+# secret of the run's own: the watch's federation function signs in with it
+# as "local" (its secret in moto's SSM, read at init, as deployed), and the
+# provider client's tests (cargo test) call it.
+idp_port=$(free_port)
+idp_secret=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')
+idp_redirect="$E2E_JWT_ISSUER/oidc/local/callback"
+export IDP_TEST_ISSUER="http://127.0.0.1:$idp_port"
+put_secure_parameter "$KMS_TEST_ENDPOINT" /auth-test/oidc/local "$idp_secret"
+oidc_providers="[{\"id\": \"local\", \"name\": \"Local IdP\", \"issuer\": \"$IDP_TEST_ISSUER\", \"client_id\": \"auth-test\", \"client_secret_parameter\": \"/auth-test/oidc/local\"}]"
 watch_env=(TABLE_NAME="$E2E_TABLE_NAME" JWT_AUDIENCE="$E2E_JWT_AUDIENCE" BCRYPT_COST=10
   AWS_ENDPOINT_URL_DYNAMODB="$DYNAMODB_TEST_ENDPOINT" AWS_ENDPOINT_URL_KMS="$KMS_TEST_ENDPOINT"
   AWS_ENDPOINT_URL_SESV2="$KMS_TEST_ENDPOINT" MAIL_FROM=no-reply@auth.test
+  AWS_ENDPOINT_URL_SSM="$KMS_TEST_ENDPOINT" OIDC_PROVIDERS="$oidc_providers" OIDC_PARAMETER_PATH=/auth-test/oidc/
   REFRESH_REUSE_GRACE_SECONDS=10 LOGIN_LIMIT_PER_IP_PER_MINUTE=100000 REGISTER_LIMIT_PER_IP_PER_HOUR=100000
   RUST_LOG=info)
 env "${watch_env[@]}" JWT_ISSUER="$E2E_JWT_ISSUER" TABLE_NAME="$E2E_TABLE_NAME" target/debug/auth-admin create-table >/dev/null
@@ -84,18 +95,13 @@ export WATCH_URL="http://127.0.0.1:$watch_port" KMS_WATCH_URL="http://127.0.0.1:
 start_group "$work/mail-pump.log" python3 scripts/mail-pump.py --dynamodb "$DYNAMODB_TEST_ENDPOINT" \
   --table "$E2E_TABLE_NAME" --watch "$WATCH_URL" --ses "$KMS_TEST_ENDPOINT" --sender no-reply@auth.test
 
-# The local identity provider (tools/idp), with a client and secret of the
-# run's own: the provider client's tests (cargo test) and its own stage.
-idp_port=$(free_port)
-idp_secret=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')
-idp_redirect="$WATCH_URL/oidc/local/callback"
 start_idp "$idp_port" "$work/idp.log" \
   "[{\"client_id\": \"auth-test\", \"client_secret\": \"$idp_secret\", \"redirect_uris\": [\"$idp_redirect\"]}]"
-export IDP_TEST_ISSUER="http://127.0.0.1:$idp_port"
 
 # Every secret a test uses or receives through the watch goes here, for the last stage.
 export TEST_SECRETS_FILE="$work/secrets.txt"
 : > "$TEST_SECRETS_FILE"
+echo "$idp_secret" >> "$TEST_SECRETS_FILE"
 echo "== test"
 if ! cargo test --workspace; then
   echo "--- watch log (last 40 lines)" >&2
@@ -122,6 +128,8 @@ WATCH_URL=$KMS_WATCH_URL python3 tests/interop/pyjwt_jwks.py
 
 echo "== the local identity provider: oidc-provider as the federation will drive it (tools/idp)"
 python3 tests/idp/flow.py "$IDP_TEST_ISSUER" auth-test "$idp_secret" "$idp_redirect"
+echo "== federation through the watch: sign up and in with the local identity provider, over HTTP"
+python3 tests/idp/federation.py "$WATCH_URL" "$IDP_TEST_ISSUER"
 
 echo "== make smoke: one user's life through the watch, as after a deploy"
 python3 scripts/smoke.py "$WATCH_URL"

@@ -100,6 +100,29 @@ impl BrowserPolicy {
     }
 }
 
+/// The page's origin (`PAGE_URL`, else `JWT_ISSUER`), without a trailing
+/// slash: where mailed links and a provider's round trip lead, never a
+/// request's Host.
+pub fn page_origin(env: &impl Source) -> Result<String, ConfigError> {
+    let (var, page) = match env.get("PAGE_URL").filter(|v| !v.trim().is_empty()) {
+        Some(page) => ("PAGE_URL", page),
+        None => (
+            "JWT_ISSUER",
+            env.get("JWT_ISSUER")
+                .ok_or(ConfigError::Missing("JWT_ISSUER"))?,
+        ),
+    };
+    let page = page.trim().trim_end_matches('/').to_owned();
+    let local = page.starts_with("http://localhost") || page.starts_with("http://127.0.0.1");
+    if !(page.starts_with("https://") || local) || page.contains(['#', '?', ' ', '"', '<']) {
+        return Err(ConfigError::Invalid {
+            var,
+            reason: "the page's origin must be an https:// URL (http:// only on localhost), with no query or fragment".into(),
+        });
+    }
+    Ok(page)
+}
+
 /// `scheme://host[:port]` of an http(s) URL, lower-cased, default port dropped.
 pub fn origin_of(url: &str) -> Option<String> {
     let (scheme, rest) = url.trim().split_once("://")?;
@@ -133,6 +156,16 @@ pub fn refresh_cookie(req: &Request) -> Result<Option<String>, ApiError> {
 pub fn device_cookie(req: &Request) -> Result<Option<String>, ApiError> {
     named_cookie(req, DEVICE_COOKIE).map_err(|Ambiguous| {
         ApiError::BadRequest("more than one device cookie; clear this site's cookies".into())
+    })
+}
+
+/// The value of cookie `name`, if the request carries it; two different
+/// values are ambiguous (`Err`), as for the refresh cookie.
+pub fn named_cookie_value(req: &Request, name: &str) -> Result<Option<String>, ApiError> {
+    named_cookie(req, name).map_err(|Ambiguous| {
+        ApiError::BadRequest(format!(
+            "more than one {name} cookie; clear this site's cookies"
+        ))
     })
 }
 

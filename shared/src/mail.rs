@@ -37,18 +37,7 @@ impl MailConfig {
                 reason: "must be one address, or Name <address>".into(),
             });
         }
-        let (var, page) = match env.get("PAGE_URL").filter(|v| !v.trim().is_empty()) {
-            Some(page) => ("PAGE_URL", page),
-            None => ("JWT_ISSUER", required(env, "JWT_ISSUER")?),
-        };
-        let page = page.trim().trim_end_matches('/').to_owned();
-        let local = page.starts_with("http://localhost") || page.starts_with("http://127.0.0.1");
-        if !(page.starts_with("https://") || local) || page.contains(['#', '?', ' ', '"', '<']) {
-            return Err(ConfigError::Invalid {
-                var,
-                reason: "the page's origin must be an https:// URL (http:// only on localhost), with no query or fragment".into(),
-            });
-        }
+        let page = crate::browser::page_origin(env)?;
         Ok(MailConfig {
             from,
             configuration_set: env

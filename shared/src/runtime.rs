@@ -318,7 +318,7 @@ const SESSIONS_ONE: &str = "/sessions/";
 /// admin API as `{username}` and a role as `{role}`, the page's assets as
 /// `/assets/{file}`.
 fn path_template(path: &str) -> &'static str {
-    const FIXED: [&str; 14] = [
+    const FIXED: [&str; 19] = [
         "/",
         "/login",
         "/register",
@@ -328,7 +328,12 @@ fn path_template(path: &str) -> &'static str {
         "/password",
         "/reauthenticate",
         "/account",
+        "/account/email",
+        "/account/email/verify",
+        "/password/reset",
+        "/password/reset/confirm",
         "/sessions",
+        "/oidc/providers",
         "/.well-known/jwks.json",
         "/.well-known/openid-configuration",
         "/favicon.ico",
@@ -348,6 +353,14 @@ fn path_template(path: &str) -> &'static str {
         && !id.contains('/')
     {
         return "/sessions/{id}";
+    }
+    // A provider's id is configuration, not a person's: still a template.
+    if let Some(rest) = trimmed.strip_prefix("/oidc/") {
+        return match rest.split('/').collect::<Vec<_>>()[..] {
+            [_, "start"] => "/oidc/{provider}/start",
+            [_, "callback"] => "/oidc/{provider}/callback",
+            _ => "{other}",
+        };
     }
     let Some(rest) = trimmed
         .strip_prefix(USERS_PATH)
@@ -405,6 +418,32 @@ mod tests {
             route_template(&req)
         };
         assert_eq!(template("POST", "/login"), "POST /login");
+        // Every route of the router (the template's) is logged as itself.
+        let manifest =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml")).unwrap();
+        let router = manifest
+            .split("[workspace.metadata.lambda.watch.router]")
+            .nth(1)
+            .unwrap();
+        let mut routes = 0;
+        for line in router.lines().filter(|l| l.starts_with('"')) {
+            let route = line.split('"').nth(1).unwrap();
+            let (path, want) = match route {
+                "/assets/{*path}" => ("/assets/a.js".to_owned(), "/assets/{file}".to_owned()),
+                _ => (
+                    route
+                        .replace("{username}", "ada")
+                        .replace("{role}", "support")
+                        .replace("{id}", "a-session")
+                        .replace("{provider}", "google"),
+                    route.to_owned(),
+                ),
+            };
+            assert_eq!(template("GET", &path), format!("GET {want}"), "{route}");
+            routes += 1;
+        }
+        assert!(routes >= 25, "{routes} routes read from the router");
+        assert_eq!(template("GET", "/oidc/google/elsewhere"), "GET {other}");
         assert_eq!(template("GET", "/"), "GET /");
         assert_eq!(
             template("GET", "/assets/index-abc12345.js"),

@@ -157,6 +157,8 @@ pub enum SignIn {
     Password,
     /// A password change, which ends every other session and begins this one.
     PasswordChange,
+    /// A sign-in through an outside identity provider.
+    Provider,
     /// A proof this version does not know (stored by a later one).
     Other,
 }
@@ -166,12 +168,13 @@ impl SignIn {
         match self {
             SignIn::Password => "password",
             SignIn::PasswordChange => "password_change",
+            SignIn::Provider => "provider",
             SignIn::Other => "other",
         }
     }
 
     pub fn parse(value: &str) -> Option<Self> {
-        [SignIn::Password, SignIn::PasswordChange]
+        [SignIn::Password, SignIn::PasswordChange, SignIn::Provider]
             .into_iter()
             .find(|s| s.as_str() == value)
     }

@@ -12,6 +12,9 @@ use crate::permissions::Role;
 pub const USERNAME_MIN_CHARS: usize = 3;
 pub const USERNAME_MAX_CHARS: usize = 32;
 pub const NAME_MAX_CHARS: usize = 100;
+/// The password hash of an account without a password (one made through an
+/// identity provider): not a bcrypt hash, so no password ever matches it.
+pub const NO_PASSWORD: &str = "!none";
 
 /// A username in its normalised form, the form users are keyed by.
 ///
@@ -70,6 +73,28 @@ impl fmt::Display for UserId {
     }
 }
 
+/// An outside identity: who the provider says, in the provider's words.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ExternalId {
+    pub issuer: String,
+    pub subject: String,
+}
+
+impl ExternalId {
+    /// `<issuer>#<subject>`: an issuer holds no `#` (it has no fragment).
+    pub fn key(&self) -> String {
+        format!("{}#{}", self.issuer, self.subject)
+    }
+
+    pub fn parse(key: &str) -> Option<Self> {
+        let (issuer, subject) = key.split_once('#')?;
+        (!issuer.is_empty() && !subject.is_empty()).then(|| ExternalId {
+            issuer: issuer.to_owned(),
+            subject: subject.to_owned(),
+        })
+    }
+}
+
 /// Checks and trims a display name: 1 to 100 characters after trimming.
 pub fn display_name(raw: &str) -> Result<String, String> {
     let name = raw.trim();
@@ -105,6 +130,8 @@ pub struct User {
     /// An address given but not yet proved: it replaces `email` only when
     /// its verification commits.
     pub email_pending: Option<Email>,
+    /// The outside identities that sign in as this user (`federation`).
+    pub identities: BTreeSet<ExternalId>,
 }
 
 impl User {
@@ -122,7 +149,13 @@ impl User {
             roles: BTreeSet::new(),
             email: None,
             email_pending: None,
+            identities: BTreeSet::new(),
         }
+    }
+
+    /// Whether the account has a password to sign in with.
+    pub fn has_password(&self) -> bool {
+        self.password_hash != NO_PASSWORD
     }
 
     /// Whether session `sid`, started under `epoch`, is still live at `now`.
@@ -150,6 +183,7 @@ impl fmt::Debug for User {
             .field("roles", &self.roles)
             .field("email", &self.email)
             .field("email_pending", &self.email_pending)
+            .field("identities", &self.identities)
             .finish()
     }
 }

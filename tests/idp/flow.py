@@ -9,34 +9,17 @@ carries the account's name and address (verified, unless the login starts
 with "unverified-"). Refused: a code without its verifier, a code used
 twice, a redirect URI not registered. Usage: flow.py <issuer> <client_id>
 <client_secret> <redirect_uri>."""
-import base64, hashlib, html, http.cookiejar, json, os, re, secrets, sys, urllib.error, urllib.parse, urllib.request
+import base64, hashlib, json, os, secrets, sys, urllib.parse
 
 import jwt
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "interop"))
 from checks import check, finish  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(__file__))
+from browse import browser, get, walk  # noqa: E402
+
 issuer, client_id, client_secret, redirect_uri = sys.argv[1:5]
-
-
-class Stop(urllib.request.HTTPRedirectHandler):
-    """Follows no redirect: each hop is looked at."""
-    def redirect_request(self, *args, **kwargs):
-        return None
-
-
-def browser():
-    jar = http.cookiejar.CookieJar()
-    return urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar), Stop())
-
-
-def get(opener, url, data=None, headers=None):
-    request = urllib.request.Request(url, data=data, headers=headers or {})
-    try:
-        with opener.open(request, timeout=30) as response:
-            return response.status, dict(response.headers), response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read().decode()
 
 
 def sign_in(login, redirect=redirect_uri):
@@ -48,27 +31,7 @@ def sign_in(login, redirect=redirect_uri):
     query = urllib.parse.urlencode({"client_id": client_id, "redirect_uri": redirect, "response_type": "code",
                                     "scope": "openid email profile", "state": state, "nonce": nonce,
                                     "code_challenge": challenge, "code_challenge_method": "S256"})
-    opener = browser()
-    url = f"{issuer}/auth?{query}"
-    for _ in range(10):
-        status, headers, body = get(opener, url)
-        if status in (302, 303):
-            location = urllib.parse.urljoin(url, headers["Location"])
-            if location.startswith(redirect):
-                return location, state, nonce, verifier
-            url = location
-            continue
-        form = re.search(r'<form[^>]*action="([^"]+)"', body)
-        if status != 200 or not form:
-            return f"{status}: {body[:200]}", state, nonce, verifier
-        prompt = re.search(r'name="prompt" value="(\w+)"', body).group(1)
-        fields = {"prompt": prompt} | ({"login": login, "password": "any"} if prompt == "login" else {})
-        status, headers, body = get(opener, urllib.parse.urljoin(url, html.unescape(form.group(1))),
-                                    urllib.parse.urlencode(fields).encode())
-        if status not in (302, 303):
-            return f"{status} after {prompt}: {body[:200]}", state, nonce, verifier
-        url = urllib.parse.urljoin(url, headers["Location"])
-    return "too many hops", state, nonce, verifier
+    return walk(f"{issuer}/auth?{query}", login, redirect), state, nonce, verifier
 
 
 def trade(code, verifier=None):

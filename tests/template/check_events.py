@@ -58,6 +58,9 @@ EXPECTED = {
     "end-session.json": 401,
     "end-session-wrong-method.json": 405,
     "password-reset.json": 202,  # the same answer for every identifier
+    "oidc-providers.json": 200,  # the watch's one provider, the local identity provider
+    "oidc-start.json": 403,  # not from the watch's origin: no round trip begins
+    "oidc-callback.json": 303,  # no round trip's cookie: back to the page, sign_in_error
     "password-reset-confirm.json": 400,  # placeholder token: invalid_ticket
     "account-email.json": 401,  # placeholder token
     "account-email-verify.json": 400,  # placeholder token: invalid_ticket
@@ -108,6 +111,9 @@ for name in files:
         # The page: the built index.html, under its policy.
         ok = status in allowed and '<div id="root">' in response.get("body", "") \
             and "default-src 'none'" in headers.get("content-security-policy", "")
+    elif status == 303:
+        # The provider's callback: always back to the page, never elsewhere.
+        ok = status in allowed and headers.get("location", "").startswith(os.environ["WATCH_URL"] + "/#")
     else:
         body = json.loads(response.get("body") or "null")
         ok = status in allowed and isinstance(body, dict) and (status < 400 or {"error", "message"} <= set(body))

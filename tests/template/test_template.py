@@ -113,6 +113,9 @@ SES_SENDING = {"if": "HasConfigurationSet",
                "then": _SES_IDENTITIES + [{"Fn::Sub": _SES + "configuration-set/${SesConfigurationSet}"}],
                "else": _SES_IDENTITIES}
 
+# The providers' client secrets: the SSM parameters under OidcParameterPath.
+OIDC_SECRETS = {"Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${OidcParameterPath}*"}
+
 # The minimal set: what each function's code calls, on what it uses
 # (besides its keys, below).
 COMMON = {
@@ -132,6 +135,12 @@ COMMON = {
     # Never signs.
     # Creates users (PutItem), and finds them by id through their index.
     "Admin": [logs("Admin"), table("GetItem", "UpdateItem", "DeleteItem"), table("PutItem"), USERS_INDEX],
+    # Federation: reads users, identities and address claims, writes its
+    # round trips (used up by a delete), new accounts with their identity,
+    # sessions (checking the user item); finds a connecting user by id; reads
+    # the providers' client secrets under its path.
+    "Federation": [logs("Federation"), table("GetItem", "PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem"),
+                   USERS_INDEX, (("ssm:GetParameter",), OIDC_SECRETS)],
     "Jwks": [logs("Jwks")],
     "Web": [logs("Web")],
     # Recovery: reads users (by name, or by their address's claim) and
@@ -146,7 +155,8 @@ COMMON = {
              (("sqs:SendMessage",), "MailDropped.Arn"),
              (("ses:SendEmail",), SES_SENDING)],
 }
-ISSUERS, VERIFIERS = ("Login", "Refresh", "Password"), ("GetName", "Logout", "Password", "Admin", "Jwks")
+ISSUERS = ("Login", "Refresh", "Password", "Federation")
+VERIFIERS = ("GetName", "Logout", "Password", "Admin", "Jwks", "Federation")
 EXPECTED = {mode: {name: list(grants) for name, grants in COMMON.items()} for mode in MODES}
 for name in ISSUERS:
     EXPECTED["kms"][name].append(SIGN)
@@ -169,8 +179,10 @@ LEADING_KEYS = {
     "Refresh": ["USER#*", "SESSION#*", "REFRESH#*"],
     "Logout": ["USER#*", "SESSION#*", "REFRESH#*", "WARMUP#*"],
     "Password": ["USER#*", "LOCK#*", "RATE#login#*", "DEVICE#*", "SESSION#*", "REFRESH#*", "WARMUP#*", "MAIL#*",
-                 "EMAIL#*", "TICKET#verify_email#*", "RATE#reset_for#*", "RATE#ticket_guess#*"],
-    "Admin": ["USER#*", "LOCK#*", "WARMUP#*", "EMAIL#*"],
+                 "EMAIL#*", "TICKET#verify_email#*", "RATE#reset_for#*", "RATE#ticket_guess#*", "IDENTITY#*"],
+    "Admin": ["USER#*", "LOCK#*", "WARMUP#*", "EMAIL#*", "IDENTITY#*"],
+    "Federation": ["USER#*", "OIDC#*", "IDENTITY#*", "EMAIL#*", "LOCK#*", "RATE#login#*", "RATE#register#*", "DEVICE#*",
+                   "SESSION#*", "REFRESH#*", "WARMUP#*", "MAIL#*"],
     "Recovery": ["USER#*", "EMAIL#*", "TICKET#reset#*", "LOCK#*", "MAIL#*", "RATE#reset#*", "RATE#reset_for#*",
                  "RATE#ticket_guess#*"],
     "Mail": ["USER#*", "EMAIL#*", "TICKET#reset#*", "TICKET#verify_email#*", "RATE#tickets_for#*", "MAIL#*"],
@@ -178,7 +190,7 @@ LEADING_KEYS = {
 }
 BINARIES = {"Login": "login", "GetName": "get-name", "Register": "register", "Refresh": "refresh",
             "Logout": "logout", "Password": "password", "Admin": "admin", "Jwks": "jwks", "Web": "web",
-            "RotateKeys": "rotate-keys", "Recovery": "recovery", "Mail": "mail"}
+            "RotateKeys": "rotate-keys", "Recovery": "recovery", "Mail": "mail", "Federation": "federation"}
 # The page's routes: served by the web function, outside the API's contract.
 PAGE = "web"
 
@@ -213,7 +225,9 @@ for mode in MODES:
             # One exception: listing our table's streams (ListStreams takes
             # the table's stream/* pattern, as SAM's DynamoDBStreamReadPolicy).
             listing = actions == ["dynamodb:ListStreams"] and s["Resource"] == {"Fn::Sub": "${UsersTable.Arn}/stream/*"}
-            check(f"{name} no wildcard resource", listing or "*" not in str(s["Resource"]), s["Resource"])
+            # And one more: the providers' secrets, the parameters under one path.
+            secrets = actions == ["ssm:GetParameter"] and s["Resource"] == OIDC_SECRETS
+            check(f"{name} no wildcard resource", listing or secrets or "*" not in str(s["Resource"]), s["Resource"])
             actual.append((tuple(actions), describe(s["Resource"])))
             if describe(s["Resource"]) == "UsersTable.Arn":
                 # Every item the role may touch by key, narrowed to its kinds
@@ -327,7 +341,8 @@ served = {"/login": {"post"}, "/get_name": {"get"}, "/register": {"post"}, "/ref
           "/admin/users": {"get", "post"}, "/admin/users/{username}/password": {"put"},
           "/sessions": {"get"}, "/sessions/{id}": {"delete"},
           "/password/reset": {"post"}, "/password/reset/confirm": {"post"},
-          "/account/email": {"get", "put", "delete"}, "/account/email/verify": {"post"}}
+          "/account/email": {"get", "put", "delete"}, "/account/email/verify": {"post"},
+          "/oidc/providers": {"get"}, "/oidc/{provider}/start": {"post"}, "/oidc/{provider}/callback": {"get"}}
 check("every API route's methods are known", set(served) == set(api_routes), sorted(set(served) ^ set(api_routes)))
 for path, function in api_routes.items():
     methods = set(spec["paths"].get(path, {})) - {"parameters", "summary", "description"}
@@ -456,7 +471,7 @@ for color in ["Blue", "Green"]:
     check(f"{color} key: the deny's exceptions are exactly the roles that sign",
           len(exceptions) == 1 and sorted(map(str, exceptions[0] or [])) == sorted(map(str, issuers)), exceptions)
     check(f"{color} key: exactly two statements", len(statements) == 2, statements)
-    check(f"{color} key: the roles that sign are the issuers'", signers == ["Login", "Password", "Refresh"], signers)
+    check(f"{color} key: the roles that sign are the issuers'", signers == ["Federation", "Login", "Password", "Refresh"], signers)
     alias = templates["kms"]["Resources"][f"SigningKey{color}Alias"]["Properties"]
     check(f"{color} alias", alias.get("TargetKeyId") == {"Ref": f"SigningKey{color}"}, alias)
 
@@ -477,7 +492,7 @@ unseal = statements.get("OnlyTheIssuersUnseal", {})
 exceptions = unseal.get("Condition", {}).get("ArnNotEquals", {}).get("aws:PrincipalArn", [])
 check("sealing key: a deny of Decrypt for all but the roles granted it (the issuers)",
       unseal.get("Effect") == "Deny" and unseal.get("Principal") == "*" and unseal.get("Action") == "kms:Decrypt"
-      and sorted(map(str, exceptions)) == roles_with(DECRYPT) and len(exceptions) == 3, unseal)
+      and sorted(map(str, exceptions)) == roles_with(DECRYPT) and len(exceptions) == 4, unseal)
 seal = statements.get("OnlyTheRotationSeals", {})
 exception = seal.get("Condition", {}).get("ArnNotEquals", {}).get("aws:PrincipalArn")
 check("sealing key: a deny of sealing (Encrypt, GenerateDataKey*, ReEncrypt*) for all but the rotation",
@@ -634,7 +649,7 @@ for has_domain, has_zone in [(True, True), (True, False), (False, False)]:
                for name, r in made.items() if r["Type"] == "AWS::Serverless::Function"
                and "JWT_ISSUER" in r["Properties"].get("Environment", {}).get("Variables", {})}
     want = DOMAIN_ISSUER if has_domain else {"Ref": "JwtIssuer"}
-    check(f"{label}: every function's issuer", len(issuers) == 9 and all(v == want for v in issuers.values()), issuers)
+    check(f"{label}: every function's issuer", len(issuers) == 10 and all(v == want for v in issuers.values()), issuers)
     check(f"{label}: execute-api off exactly with a domain",
           made["HttpApi"]["Properties"]["DisableExecuteApiEndpoint"] is has_domain)
     outputs = shape["Outputs"]

@@ -82,7 +82,8 @@ pub(crate) async fn prove_current_password(
     let matches = prove_password(
         &state.passwords,
         reservation,
-        Some(user.password_hash.clone()),
+        // An account without a password proves none: the dummy hash's work.
+        Some(user.password_hash.clone()).filter(|_| user.has_password()),
         password,
     )
     .await?;

@@ -99,7 +99,12 @@ async fn login(state: &Login, req: Request) -> Result<Response<Body>, ApiError> 
             (user, reservation, vouching)
         }
     };
-    let hash = user.as_ref().map(|u| u.password_hash.clone());
+    // An account made through a provider, with no password, is proved as an
+    // unknown user is: against the dummy hash, which nothing matches.
+    let hash = user
+        .as_ref()
+        .filter(|u| u.has_password())
+        .map(|u| u.password_hash.clone());
     let password = credentials.password;
     let seed = SessionSeed::draw();
     let matches = prove_password(&state.passwords, reservation, hash, password.clone()).await?;

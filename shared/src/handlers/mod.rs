@@ -9,6 +9,7 @@ pub mod change_password;
 pub mod delete_account;
 pub mod discovery;
 pub mod email;
+pub mod federation;
 pub mod get_name;
 pub mod login;
 pub mod logout;

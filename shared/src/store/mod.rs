@@ -4,7 +4,7 @@
 //! `sk` (sort), both strings, each item kind recognisable by its key prefix, and a
 //! numeric `expires_at` attribute that TTL housekeeping deletes by. The item
 //! kinds and their access patterns are in `users`, `sessions`, `devices`,
-//! `throttle`, `emails`, `tickets` and `outbox`, and in docs/data.md.
+//! `throttle`, `emails`, `tickets`, `outbox` and `federation`, and in docs/data.md.
 
 use std::collections::HashMap;
 
@@ -28,7 +28,9 @@ use crate::aws::CallError;
 
 mod devices;
 mod emails;
+mod federation;
 pub use emails::Verified;
+pub use federation::NewAccountError;
 mod keys;
 pub use keys::KEYS_PARTITION;
 mod outbox;

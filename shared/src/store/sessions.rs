@@ -446,6 +446,12 @@ impl Store {
             }
             None => condition.push_str(" AND attribute_not_exists(email)"),
         }
+        if user.identities.is_empty() {
+            condition.push_str(" AND attribute_not_exists(identities)");
+        } else {
+            condition.push_str(" AND size(identities) = :identities");
+            vals.insert(":identities".to_owned(), n(user.identities.len()));
+        }
         if let DeletedBy::Owner { sid } = by {
             condition.push_str(
                 " AND password_hash = :hash AND active = :true AND session_epoch = :epoch \
@@ -473,6 +479,11 @@ impl Store {
         ];
         if let Some(email) = &user.email {
             items.push(self.release_claim(email, user)?);
+        }
+        // The outside identities as read go with it: a link connected
+        // meanwhile changes the list's size, and the deletion then fails.
+        for id in &user.identities {
+            items.push(self.delete_identity_item(id, user)?);
         }
         if let Some(notice) = MailJob::notice_to(user, Notice::AccountDeleted) {
             items.push(self.enqueue_item(&notice, crate::clock::system_now())?);

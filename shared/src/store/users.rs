@@ -3,7 +3,9 @@
 //! `session_epoch`, `revoked_sessions` (a map: session id → until when) and
 //! `roles` (a string set, absent when empty: DynamoDB has no empty sets),
 //! `email` (the verified address) and `email_pending` (one given, not yet
-//! verified), each absent when there is none.
+//! verified), each absent when there is none, and `identities` (a string
+//! set of `<issuer>#<subject>`: the outside identities that sign in as the
+//! user, each with its `IDENTITY#` item; absent when none).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -12,6 +14,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailur
 
 use super::{Item, Store, StoreError, classify, key, n, s};
 use crate::permissions::{MAX_ROLES, Role};
+use crate::users::ExternalId;
 use crate::users::{User, UserId, Username};
 
 /// What a grant of a role came to.
@@ -255,7 +258,7 @@ impl Store {
     }
 }
 
-fn user_item(user: &User) -> HashMap<String, AttributeValue> {
+pub(super) fn user_item(user: &User) -> HashMap<String, AttributeValue> {
     let mut item = user_key(&user.username);
     let revoked = user
         .revoked_sessions
@@ -283,6 +286,10 @@ fn user_item(user: &User) -> HashMap<String, AttributeValue> {
     }
     if let Some(email) = &user.email_pending {
         item.insert("email_pending".to_owned(), s(email.as_str()));
+    }
+    if !user.identities.is_empty() {
+        let keys = user.identities.iter().map(ExternalId::key).collect();
+        item.insert("identities".to_owned(), AttributeValue::Ss(keys));
     }
     item
 }
@@ -315,6 +322,15 @@ impl TryFrom<&HashMap<String, AttributeValue>> for User {
                 .map(|r| Role::parse(r).map_err(|_| item.invalid("roles")))
                 .collect::<Result<_, _>>()?,
         };
+        let identities = match map.get("identities") {
+            None => Default::default(),
+            Some(value) => value
+                .as_ss()
+                .map_err(|_| item.invalid("identities"))?
+                .iter()
+                .map(|k| ExternalId::parse(k).ok_or_else(|| item.invalid("identities")))
+                .collect::<Result<_, _>>()?,
+        };
         Ok(User {
             id: UserId::parse(item.string("user_id")?).ok_or_else(|| item.invalid("user_id"))?,
             username: Username::parse(item.string("username")?)
@@ -332,6 +348,7 @@ impl TryFrom<&HashMap<String, AttributeValue>> for User {
             roles,
             email: item.optional_email("email")?,
             email_pending: item.optional_email("email_pending")?,
+            identities,
         })
     }
 }

@@ -13,6 +13,7 @@ mod deletion;
 mod devices;
 mod e2e;
 mod faults;
+mod federation;
 mod handlers;
 mod hostile;
 mod invariants;

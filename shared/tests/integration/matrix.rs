@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use crate::sessions::{PASSWORD, Tokens, log_in, session, user_in};
+use crate::support::oidc::Mint;
 use crate::support::proxy::{Call, Fault, Proxy};
 use crate::support::*;
 use auth::aws::SdkSettings;
@@ -224,7 +225,11 @@ const NEW_ADDRESS: &str = "matrix-new@example.com";
 
 /// Makes `address` `username`'s verified address through the store (its
 /// verification job left in the table, as the stream would have run it).
-async fn verify_directly(store: &Store, username: &str, address: &str) -> auth::users::User {
+pub(crate) async fn verify_directly(
+    store: &Store,
+    username: &str,
+    address: &str,
+) -> auth::users::User {
     use auth::tickets::{LinkToken, Proof, Purpose, Ticket};
     let name = auth::users::Username::parse(username).unwrap();
     let email = auth::email::Email::parse(address).unwrap();
@@ -1290,14 +1295,78 @@ async fn each_function_touches_only_the_item_kinds_its_role_allows() {
         assert_eq!(outcome, auth::handlers::mail::Outcome::Sent, "{job:?}");
     }
     note("mail", proxy.keys());
+    // Boxed: this test's future is large enough already for a thread's stack.
+    for (function, keys) in Box::pin(federation_kinds()).await {
+        note(function, keys);
+    }
     let granted = leading_keys_in_template();
     assert_eq!(
         granted.len(),
-        11,
+        12,
         "every function with table access: {granted:?}"
     );
     assert_eq!(
         seen, granted,
         "the kinds each function's requests named (left) and its role allows (right)"
     );
+}
+
+/// The keys federation's requests name (a first sign-in, the next, a
+/// connection), and those of the deletion of accounts with an identity by
+/// the admin and password functions (`delete_user`, which deletes the links).
+async fn federation_kinds() -> Vec<(&'static str, Vec<String>)> {
+    let mut seen = Vec::new();
+    let direct = fresh_store().await;
+    let proxy = Proxy::to_dynamodb().await;
+    let store = Store::new(
+        client_for(&proxy.endpoint, &short_timeouts()).await,
+        direct.table(),
+    );
+    let f = crate::federation::fixture_on(&store).await;
+    let first = Mint::good("matrix").with("preferred_username", json!("fed-matrix"));
+    crate::federation::assert_signed_in(&crate::federation::round_trip(&f, first).await);
+    crate::federation::assert_signed_in(
+        &crate::federation::round_trip(&f, Mint::good("matrix")).await,
+    );
+    let token = crate::federation::logged_in_on(&direct, "pat-matrix").await;
+    let connected = crate::federation::connect(&f, &token, Mint::good("pat")).await;
+    assert!(
+        connected.headers()["location"]
+            .to_str()
+            .unwrap()
+            .ends_with("#connected=test")
+    );
+    // A sign-in to an account with a verified address tells it of the new
+    // device (a mail job); a provider authoritative for the address's domain
+    // links by it (the address's claim read).
+    verify_directly(&direct, "pat-matrix", "pat-matrix@standin.example").await;
+    crate::federation::assert_signed_in(
+        &crate::federation::round_trip(&f, Mint::good("pat")).await,
+    );
+    let linking = crate::federation::fixture_linking(&store, &["standin.example"]).await;
+    add_user(&direct, "matrix-linked", "M", "a-good-password-1").await;
+    verify_directly(&direct, "matrix-linked", "matrix-linked@standin.example").await;
+    let linked = Mint::good("matrix-linked");
+    crate::federation::assert_signed_in(&crate::federation::round_trip(&linking, linked).await);
+    seen.push(("federation", proxy.keys()));
+    for (function, username) in [("admin", "fed-matrix"), ("password", "pat-matrix")] {
+        let proxy = Proxy::to_dynamodb().await;
+        let store = Store::new(
+            client_for(&proxy.endpoint, &short_timeouts()).await,
+            direct.table(),
+        );
+        let user = direct
+            .get(&auth::users::Username::parse(username).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(user.identities.len(), 1);
+        let by = match function {
+            "admin" => auth::store::DeletedBy::Operator,
+            _ => auth::store::DeletedBy::Owner { sid: "another" },
+        };
+        store.delete_user(&user, by).await.unwrap();
+        seen.push((function, proxy.keys()));
+    }
+    seen
 }

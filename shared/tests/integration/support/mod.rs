@@ -24,6 +24,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use lambda_http::{Body, Request, Response};
 
+pub mod oidc;
 pub mod proxy;
 pub mod race;
 
@@ -122,11 +123,12 @@ impl TestKey {
     }
 }
 
-/// Our key (slot 0) and a stranger's (slot 1), made once per test binary.
+/// Our key (slot 0), a stranger's (slot 1) and the stand-in identity
+/// provider's (slot 2), made once per test binary.
 pub fn test_key(slot: usize) -> &'static TestKey {
     static KEYS: std::sync::OnceLock<Vec<TestKey>> = std::sync::OnceLock::new();
     &KEYS.get_or_init(|| {
-        (0..2)
+        (0..3)
             .map(|_| {
                 let (private_pem, public_pem) = generate_pem_pair().unwrap();
                 let public = public_key_from_pem(&public_pem, "test key").unwrap();
