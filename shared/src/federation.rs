@@ -43,6 +43,9 @@ pub const DISCOVERY_MAX_AGE: Duration = Duration::from_secs(60 * 60);
 /// Where a round trip may send the browser back to: paths of the page, never
 /// a URL from a request.
 pub const RETURN_PATHS: &[&str] = &["/"];
+/// The most outside identities one account holds (its deletion removes
+/// them all in one transaction).
+pub const MAX_IDENTITIES: usize = 10;
 const RANDOM_BYTES: usize = 32;
 const MAX_PROVIDERS: usize = 8;
 
@@ -229,15 +232,27 @@ pub struct Provider {
     client_secret: String,
     /// `<our origin>/oidc/<id>/callback`: one per provider (a mix-up defence).
     pub redirect_uri: String,
-    discovered: Mutex<Option<Arc<Discovered>>>,
+    discovered: Mutex<Discovery>,
+}
+
+/// What we learnt of a provider, and when we last failed to.
+#[derive(Default)]
+struct Discovery {
+    found: Option<Arc<Discovered>>,
+    failed_at: Option<i64>,
 }
 
 /// A provider's checked discovery document and its key set's cache.
 pub struct Discovered {
     pub metadata: ProviderMetadata,
-    pub keys: KeyCache,
+    pub keys: Arc<KeyCache>,
     at: i64,
 }
+
+/// The least time between two tries of a provider never discovered yet:
+/// while it is down, a callback fails at once rather than waiting out
+/// another call's timeout.
+pub const DISCOVERY_RETRY: Duration = Duration::from_secs(5);
 
 /// Why a round trip could not go on. Logged; the person sees a short code.
 #[derive(Debug, thiserror::Error)]
@@ -279,41 +294,66 @@ impl Provider {
             config,
             client_secret,
             redirect_uri,
-            discovered: Mutex::new(None),
+            discovered: Mutex::new(Discovery::default()),
         }
     }
 
     /// The provider's document and keys: cached for `DISCOVERY_MAX_AGE`; a
-    /// failed read keeps an older document if there is one.
+    /// failed read keeps an older document if there is one, and a provider
+    /// never read is not tried again within `DISCOVERY_RETRY`. A document
+    /// read again that names the same key set keeps its cached keys.
     pub async fn discovered(
         &self,
         http: &ProviderHttp,
         now: i64,
     ) -> Result<Arc<Discovered>, FederationError> {
-        let mut cached = self.discovered.lock().await;
-        if let Some(found) = cached.as_ref()
+        let mut discovery = self.discovered.lock().await;
+        if let Some(found) = discovery.found.as_ref()
             && now - found.at < DISCOVERY_MAX_AGE.as_secs() as i64
         {
             return Ok(found.clone());
         }
+        if discovery.found.is_none()
+            && discovery
+                .failed_at
+                .is_some_and(|at| now - at < DISCOVERY_RETRY.as_secs() as i64)
+        {
+            return Err(FederationError::Discovery(DiscoveryError::Call(
+                ProviderError::Failed("the provider failed a moment ago".into()),
+            )));
+        }
         match discover(http, &self.config.issuer).await {
             Ok(metadata) => {
-                let keys = KeyCache::new(metadata.jwks_uri.clone());
+                let keys = match discovery.found.as_ref() {
+                    Some(old) if old.metadata.jwks_uri == metadata.jwks_uri => old.keys.clone(),
+                    _ => Arc::new(KeyCache::new(metadata.jwks_uri.clone())),
+                };
                 let found = Arc::new(Discovered {
                     metadata,
                     keys,
                     at: now,
                 });
-                *cached = Some(found.clone());
+                discovery.found = Some(found.clone());
+                discovery.failed_at = None;
                 Ok(found)
             }
-            Err(e) => match cached.as_ref() {
-                Some(old) => {
-                    tracing::warn!(provider = %self.config.id, error = %e, "discovery failed: the older document is used");
-                    Ok(old.clone())
+            Err(e) => {
+                discovery.failed_at = Some(now);
+                match discovery.found.as_ref() {
+                    Some(old) => {
+                        tracing::warn!(provider = %self.config.id, error = %e, "discovery failed: the older document is used");
+                        // And kept a minute more, before another try.
+                        let kept = Arc::new(Discovered {
+                            metadata: old.metadata.clone(),
+                            keys: old.keys.clone(),
+                            at: now - DISCOVERY_MAX_AGE.as_secs() as i64 + 60,
+                        });
+                        discovery.found = Some(kept.clone());
+                        Ok(kept)
+                    }
+                    None => Err(e.into()),
                 }
-                None => Err(e.into()),
-            },
+            }
         }
     }
 
@@ -462,23 +502,37 @@ pub enum Intent {
         session_id: String,
         epoch: u64,
     },
+    /// A fresh proof, in the caller's session, through an identity of the
+    /// caller's (for an account without a password: where others prove
+    /// their password again).
+    Reauthenticate {
+        user_id: UserId,
+        session_id: String,
+        epoch: u64,
+    },
 }
 
-/// A round trip as stored (by its handle's hash).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A round trip as stored (by its handle's hash). `Debug` leaves out its
+/// nonce and PKCE verifier.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Transaction {
     pub handle_hash: String,
     pub provider: String,
     pub intent: Intent,
-    /// Hashes: the browser shows `state` and `nonce` to the provider, and a
-    /// table read must not let anyone finish a round trip.
+    /// The `state` sent, hashed: a table read must not give it away.
     pub state_hash: String,
+    /// The `nonce` sent, as the ID token must carry it.
     pub nonce: String,
     /// The PKCE verifier: sent once, to the token endpoint.
     pub verifier: String,
     pub return_to: String,
     /// Whether the provider was asked for a sign-in made now (`max_age=0`).
     pub fresh: bool,
+    /// The hash of the device proof the browser presented at the start (its
+    /// device cookie, `SameSite=Strict`, does not ride the provider's
+    /// redirect back): a sign-in it vouches for is a known device's, as at
+    /// a password login.
+    pub device_hash: Option<String>,
     pub created_at: i64,
     pub expires_at: i64,
 }
@@ -497,6 +551,7 @@ impl Transaction {
         provider: &str,
         intent: Intent,
         return_to: &str,
+        device_hash: Option<String>,
         now: i64,
     ) -> (Transaction, TransactionSecrets) {
         let secrets = TransactionSecrets {
@@ -505,16 +560,18 @@ impl Transaction {
             nonce: random_token(),
             verifier: random_token(),
         };
-        let fresh = matches!(intent, Intent::Connect { .. });
+        // A connection or a fresh proof asks for a sign-in made now.
+        let fresh = !matches!(intent, Intent::SignIn);
         let tx = Transaction {
             handle_hash: handle_hash(&secrets.handle),
             provider: provider.to_owned(),
             intent,
-            state_hash: hex_sha256(secrets.state.as_bytes()),
+            state_hash: state_hash(&secrets.state),
             nonce: secrets.nonce.clone(),
             verifier: secrets.verifier.clone(),
             return_to: return_to.to_owned(),
             fresh,
+            device_hash,
             created_at: now,
             expires_at: now + TRANSACTION_TTL.as_secs() as i64,
         };
@@ -533,6 +590,24 @@ impl Transaction {
     pub fn is_live(&self, now: i64) -> bool {
         self.expires_at > now
     }
+}
+
+impl std::fmt::Debug for Transaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction")
+            .field("provider", &self.provider)
+            .field("intent", &self.intent)
+            .field("return_to", &self.return_to)
+            .field("fresh", &self.fresh)
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a round trip's `state` is stored as.
+pub fn state_hash(state: &str) -> String {
+    hex_sha256(state.as_bytes())
 }
 
 /// What a handle is stored under. A 256-bit random handle needs no salt.

@@ -215,6 +215,11 @@ pub fn notice_message(
             format!("The account {username} was just deleted, with everything it held."),
             "If this was not you, contact us: the account cannot be restored by itself.".to_owned(),
         ),
+        Notice::IdentityConnected { provider } => (
+            "A sign-in provider was connected to your account",
+            format!("The account {username} can now be signed in to with {provider}."),
+            "If this was not you, sign in and disconnect it, then change your password.".to_owned(),
+        ),
         Notice::NewDevice { device } => (
             "New sign-in to your account",
             format!(

@@ -63,6 +63,11 @@ pub enum Notice {
     NewDevice {
         device: Option<String>,
     },
+    /// An outside identity provider can now sign in to the account (a
+    /// connection, or a first sign-in linked by the verified address).
+    IdentityConnected {
+        provider: String,
+    },
 }
 
 impl Notice {
@@ -75,6 +80,7 @@ impl Notice {
             Notice::EmailRemoved => "email_removed",
             Notice::AccountDeleted => "account_deleted",
             Notice::NewDevice { .. } => "new_device",
+            Notice::IdentityConnected { .. } => "identity_connected",
         }
     }
 }

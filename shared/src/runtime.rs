@@ -318,7 +318,7 @@ const SESSIONS_ONE: &str = "/sessions/";
 /// admin API as `{username}` and a role as `{role}`, the page's assets as
 /// `/assets/{file}`.
 fn path_template(path: &str) -> &'static str {
-    const FIXED: [&str; 19] = [
+    const FIXED: [&str; 20] = [
         "/",
         "/login",
         "/register",
@@ -330,6 +330,7 @@ fn path_template(path: &str) -> &'static str {
         "/account",
         "/account/email",
         "/account/email/verify",
+        "/account/identities",
         "/password/reset",
         "/password/reset/confirm",
         "/sessions",
@@ -355,6 +356,11 @@ fn path_template(path: &str) -> &'static str {
         return "/sessions/{id}";
     }
     // A provider's id is configuration, not a person's: still a template.
+    if let Some(id) = trimmed.strip_prefix("/account/identities/")
+        && !id.contains('/')
+    {
+        return "/account/identities/{provider}";
+    }
     if let Some(rest) = trimmed.strip_prefix("/oidc/") {
         return match rest.split('/').collect::<Vec<_>>()[..] {
             [_, "start"] => "/oidc/{provider}/start",

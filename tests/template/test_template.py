@@ -342,7 +342,8 @@ served = {"/login": {"post"}, "/get_name": {"get"}, "/register": {"post"}, "/ref
           "/sessions": {"get"}, "/sessions/{id}": {"delete"},
           "/password/reset": {"post"}, "/password/reset/confirm": {"post"},
           "/account/email": {"get", "put", "delete"}, "/account/email/verify": {"post"},
-          "/oidc/providers": {"get"}, "/oidc/{provider}/start": {"post"}, "/oidc/{provider}/callback": {"get"}}
+          "/oidc/providers": {"get"}, "/oidc/{provider}/start": {"post"}, "/oidc/{provider}/callback": {"get"},
+          "/account/identities": {"get"}, "/account/identities/{provider}": {"delete"}}
 check("every API route's methods are known", set(served) == set(api_routes), sorted(set(served) ^ set(api_routes)))
 for path, function in api_routes.items():
     methods = set(spec["paths"].get(path, {})) - {"parameters", "summary", "description"}

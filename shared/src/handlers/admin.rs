@@ -146,6 +146,11 @@ struct UserView {
     email: Option<String>,
     email_verified: bool,
     email_pending: Option<String>,
+    /// Whether the account has a password (one made through an identity
+    /// provider has none until its owner sets one).
+    has_password: bool,
+    /// The outside identities that sign in as the user.
+    identities: Vec<IdentityView>,
     /// Absent only in a creation's answer whose read of it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     locked: Option<bool>,
@@ -153,10 +158,19 @@ struct UserView {
     locked_until: Option<i64>,
 }
 
+/// An outside identity, as the admin API shows it: the provider (its
+/// issuer) and who the provider says the person is there.
+#[derive(Serialize)]
+struct IdentityView {
+    issuer: String,
+    subject: String,
+}
+
 impl UserView {
     /// `user` as shown, with the lock state of their username when known
     /// (`locked_for`: `Some(None)`, not locked).
     fn of(user: User, locked_for: Option<Option<u64>>, now: i64) -> Self {
+        let has_password = user.has_password();
         UserView {
             id: user.id.to_string(),
             username: user.username.to_string(),
@@ -167,6 +181,15 @@ impl UserView {
             email_verified: user.email.is_some(),
             email: user.email.map(|e| e.to_string()),
             email_pending: user.email_pending.map(|e| e.to_string()),
+            has_password,
+            identities: user
+                .identities
+                .into_iter()
+                .map(|id| IdentityView {
+                    issuer: id.issuer,
+                    subject: id.subject,
+                })
+                .collect(),
             locked: locked_for.map(|l| l.is_some()),
             locked_until: locked_for.flatten().map(|s| now + s as i64),
         }

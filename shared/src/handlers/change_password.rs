@@ -21,7 +21,11 @@ use crate::users::User;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PasswordChange {
-    current_password: String,
+    /// Required of an account with a password. One without (made through
+    /// an identity provider) sets its first with a recent sign-in there
+    /// instead: its session's `auth_time`, within `FRESH_AUTH_MAX_AGE_SECONDS`.
+    #[serde(default, deserialize_with = "crate::http::not_null")]
+    current_password: Option<String>,
     new_password: String,
     /// `"cookie"`: the new session's refresh token goes in the cookie. A
     /// request that carries the cookie gets it there in any case.
@@ -53,20 +57,28 @@ pub async fn change_password(state: &Account, req: Request) -> Result<Response<B
     if delivery == Delivery::Cookie {
         state.browser.check(&req)?;
     }
+    let fresh = caller.require_fresh(state.fresh_auth, now);
     let user = caller.user;
     check_new_password(&change.new_password, &user.username)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
 
-    // A proof of the password, like a login (window, lockout).
-    let proved = prove_current_password(
-        state,
-        &req,
-        &user,
-        change.current_password,
-        change.device,
-        now,
-    )
-    .await?;
+    // A proof of the password, like a login (window, lockout); an account
+    // without one, a sign-in at its provider just now.
+    let proved = match change.current_password {
+        Some(current) if user.has_password() => {
+            prove_current_password(state, &req, &user, current, change.device, now).await?
+        }
+        _ if user.has_password() => {
+            return Err(ApiError::BadRequest("current_password is required".into()));
+        }
+        _ => {
+            fresh?;
+            super::account::Proved {
+                vouching: None,
+                presented: None,
+            }
+        }
+    };
 
     // All the work that can fail without side effects first (the new hash,
     // the new session's access token under the next epoch), then one

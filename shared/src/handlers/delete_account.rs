@@ -21,7 +21,11 @@ use crate::store::{DeletedBy, StoreError};
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Deletion {
-    password: String,
+    /// Required of an account with a password. One without (made through
+    /// an identity provider) proves itself by a recent sign-in there
+    /// instead: its session's `auth_time`, within `FRESH_AUTH_MAX_AGE_SECONDS`.
+    #[serde(default, deserialize_with = "crate::http::not_null")]
+    password: Option<String>,
     /// An API client's device proof (a browser's is its device cookie).
     #[serde(default)]
     device: Option<String>,
@@ -37,17 +41,24 @@ pub async fn delete_account(state: &Account, req: Request) -> Result<Response<Bo
     let now = state.clock.now();
     let caller = authenticate_caller(&req, &state.verifier, &state.store, now).await?;
     let deletion: Deletion = json_body(&req)?;
-    if deletion.password.is_empty() {
-        return Err(ApiError::BadRequest("password must not be empty".into()));
-    }
     let had_cookie = refresh_cookie(&req)?.is_some();
+    let fresh = caller.require_fresh(state.fresh_auth, now);
     let (user, sid) = (caller.user, caller.claims.sid);
     if user.roles.contains(&Role::admin()) {
         return Err(ApiError::Forbidden(
             "an admin's account cannot be deleted while it holds the admin role; another admin, or auth-admin, can revoke it first",
         ));
     }
-    prove_current_password(state, &req, &user, deletion.password, deletion.device, now).await?;
+    match deletion.password {
+        Some(password) if user.has_password() && !password.is_empty() => {
+            prove_current_password(state, &req, &user, password, deletion.device, now).await?;
+        }
+        _ if user.has_password() => {
+            return Err(ApiError::BadRequest("password must not be empty".into()));
+        }
+        // No password to prove: a sign-in at the provider, just now.
+        _ => fresh?,
+    }
 
     // Only while the account and the session are as just proved: a
     // concurrent password change, deactivation or logout wins.

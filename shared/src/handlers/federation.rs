@@ -23,13 +23,14 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use serde::{Deserialize, Serialize};
 
 use super::{NewSession, SessionSeed, authenticate_caller, limit_source, origin};
-use crate::browser::{BrowserPolicy, set_device_cookie, set_refresh_cookie};
+use crate::browser::{BrowserPolicy, presented_proof, set_device_cookie, set_refresh_cookie};
 use crate::clock::Clock;
 use crate::devices::DeviceChange;
 use crate::email::Email;
 use crate::federation::{
     ExternalId, FederationError, Identity, Intent, Provider, RETURN_PATHS, TRANSACTION_COOKIE,
-    TRANSACTION_TTL, Transaction, handle_hash, proposed_name, proposed_username, with_suffix,
+    TRANSACTION_TTL, Transaction, handle_hash, proposed_name, proposed_username, state_hash,
+    with_suffix,
 };
 use crate::handlers::register::SignUp;
 use crate::http::{ApiError, json_body, json_response, require_method};
@@ -76,6 +77,12 @@ pub async fn handle(state: &Federation, req: Request) -> Response<Body> {
             Ok(()) => callback(state, &req, id).await,
             Err(e) => e.into_response(),
         },
+        ["account", "identities"] => identities(state, &req)
+            .await
+            .unwrap_or_else(ApiError::into_response),
+        ["account", "identities", id] => disconnect(state, &req, id)
+            .await
+            .unwrap_or_else(ApiError::into_response),
         _ => ApiError::NotFound.into_response(),
     }
 }
@@ -116,6 +123,7 @@ enum StartIntent {
     #[default]
     SignIn,
     Connect,
+    Reauthenticate,
 }
 
 #[derive(Deserialize)]
@@ -159,13 +167,35 @@ async fn start(state: &Federation, req: &Request, id: &str) -> Result<Response<B
                 epoch: caller.user.session_epoch,
             }
         }
+        StartIntent::Reauthenticate => {
+            let caller = authenticate_caller(req, &state.verifier, &state.store, now).await?;
+            if !caller
+                .user
+                .identities
+                .iter()
+                .any(|i| i.issuer == provider.config.issuer)
+            {
+                return Err(ApiError::BadRequest(
+                    "no identity of this provider is connected to your account".into(),
+                ));
+            }
+            Intent::Reauthenticate {
+                user_id: caller.user.id,
+                session_id: caller.claims.sid.clone(),
+                epoch: caller.user.session_epoch,
+            }
+        }
     };
     limit_source(&state.store, &Window::login(&state.limits), req, now).await?;
     let discovered = provider
         .discovered(&state.http, now)
         .await
         .map_err(|e| unavailable(provider, &e))?;
-    let (tx, secrets) = Transaction::begin(&provider.config.id, intent, return_to, now);
+    // The browser's device cookie rides this same-origin request, not the
+    // provider's redirect back: its hash goes with the round trip.
+    let device_hash = presented_proof(req, None, &state.browser)?.map(|p| p.proof.hash());
+    let (tx, secrets) =
+        Transaction::begin(&provider.config.id, intent, return_to, device_hash, now);
     state.store.put_transaction(&tx).await?;
     let url = provider.authorization_url(&discovered.metadata, &tx, &secrets);
     let mut response = json_response(
@@ -200,6 +230,8 @@ fn transaction_cookie(response: &mut Response<Body>, handle: &str, max_age: u64)
 enum Outcome {
     SignedIn,
     Connected,
+    /// A fresh proof in the caller's session.
+    Reauthenticated,
     /// The person declined at the provider.
     AccessDenied,
     /// The provider (or our store) was down or slow.
@@ -218,6 +250,7 @@ impl Outcome {
         match self {
             Outcome::SignedIn => String::new(),
             Outcome::Connected => format!("#connected={provider}"),
+            Outcome::Reauthenticated => format!("#reauthenticated={provider}"),
             Outcome::AccessDenied => "#sign_in_error=access_denied".into(),
             Outcome::Unavailable => "#sign_in_error=provider_unavailable".into(),
             Outcome::IdentityInUse => "#sign_in_error=identity_in_use".into(),
@@ -246,13 +279,14 @@ impl From<StoreError> for Outcome {
 /// trip's cookie is cleared whatever happens.
 async fn callback(state: &Federation, req: &Request, id: &str) -> Response<Body> {
     let mut cookies = Vec::new();
-    let (outcome, return_to) = match finish(state, req, id, &mut cookies).await {
+    let mut taken = false;
+    let (outcome, return_to) = match finish(state, req, id, &mut cookies, &mut taken).await {
         Ok((outcome, return_to)) => (outcome, return_to),
         Err(outcome) => (outcome, "/".to_owned()),
     };
     if outcome == Outcome::SignedIn {
         metrics::count(Event::LoginSucceeded);
-    } else if !matches!(outcome, Outcome::Connected) {
+    } else if !matches!(outcome, Outcome::Connected | Outcome::Reauthenticated) {
         tracing::info!(provider = %id, outcome = ?outcome, "federated sign-in failed");
         metrics::count(Event::LoginFailed);
     }
@@ -264,7 +298,11 @@ async fn callback(state: &Federation, req: &Request, id: &str) -> Response<Body>
         .header("referrer-policy", "no-referrer")
         .body(Body::Empty)
         .expect("a redirect builds");
-    transaction_cookie(&mut response, "", 0);
+    // The round trip's cookie goes with its round trip: a callback that
+    // took none (a forged state, another browser's) leaves it be.
+    if taken {
+        transaction_cookie(&mut response, "", 0);
+    }
     for (name, value, max_age) in cookies {
         match name {
             Cookie::Refresh => set_refresh_cookie(&mut response, &value, max_age),
@@ -284,6 +322,7 @@ async fn finish(
     req: &Request,
     id: &str,
     cookies: &mut Vec<(Cookie, String, u64)>,
+    taken: &mut bool,
 ) -> Result<(Outcome, String), Outcome> {
     let provider = provider(state, id).map_err(|_| Outcome::Failed)?;
     let query: HashMap<String, String> = req
@@ -302,17 +341,23 @@ async fn finish(
             );
             Outcome::Failed
         })?;
+    let sent_state = query.get("state").ok_or_else(|| {
+        tracing::info!("callback without a state");
+        Outcome::Failed
+    })?;
     let tx = state
         .store
-        .take_transaction(&handle_hash(&handle), now)
+        .take_transaction(&handle_hash(&handle), &state_hash(sent_state), now)
         .await?
         .ok_or_else(|| {
-            tracing::info!("callback for a round trip that is used, expired or unknown");
+            tracing::info!(
+                "callback whose state is not its browser's round trip's, or one used or expired"
+            );
             Outcome::Failed
         })?;
-    let state_ok = query.get("state").is_some_and(|s| tx.state_matches(s));
-    if tx.provider != provider.config.id || !state_ok {
-        tracing::info!("callback whose state or provider is not its round trip's");
+    *taken = true;
+    if tx.provider != provider.config.id || !tx.state_matches(sent_state) {
+        tracing::info!("callback whose provider is not its round trip's");
         return Err(Outcome::Failed);
     }
     let return_to = tx.return_to.clone();
@@ -373,9 +418,17 @@ async fn finish(
             connect(state, provider, &external, user_id, session_id, epoch, now).await?;
             Ok((Outcome::Connected, return_to))
         }
+        Intent::Reauthenticate {
+            user_id,
+            ref session_id,
+            epoch,
+        } => {
+            reauthenticate(state, &external, user_id, session_id, epoch, now).await?;
+            Ok((Outcome::Reauthenticated, return_to))
+        }
         Intent::SignIn => {
             let user = account_for(state, req, provider, &external, &claims, now).await?;
-            start_session(state, req, &user, now, cookies).await?;
+            start_session(state, req, &user, tx.device_hash.as_deref(), now, cookies).await?;
             Ok((Outcome::SignedIn, return_to))
         }
     }
@@ -412,13 +465,144 @@ async fn connect(
         username: user.username.clone(),
         created_at: now,
     };
-    match state.store.connect_identity(&user, &identity).await {
+    let name = provider.config.name.trim();
+    match state
+        .store
+        .connect_identity(&user, &identity, Some(session_id), name, now)
+        .await
+    {
         Ok(()) => {}
         Err(StoreError::AlreadyExists) => return Err(Outcome::IdentityInUse),
+        Err(StoreError::Conflict) => {
+            tracing::info!(user_id = %user.id, "connection refused: the session ended, the account changed, or it holds the most identities");
+            return Err(Outcome::Failed);
+        }
         Err(e) => return Err(e.into()),
     }
     tracing::info!(audit = "identity_connected", user_id = %user.id, provider = %provider.config.id, "identity connected");
     Ok(())
+}
+
+/// Marks the caller's session proved just now (its `auth_time`), when
+/// `external` is an identity of the caller's and the session still stands.
+async fn reauthenticate(
+    state: &Federation,
+    external: &ExternalId,
+    user_id: crate::users::UserId,
+    session_id: &str,
+    epoch: u64,
+    now: i64,
+) -> Result<(), Outcome> {
+    let user = state
+        .store
+        .get_by_id(user_id)
+        .await?
+        .filter(|u| u.active && u.session_is_live(session_id, epoch, now))
+        .ok_or(Outcome::Failed)?;
+    if !user.identities.contains(external) {
+        tracing::info!(user_id = %user.id, "a fresh proof by an identity that is not the caller's");
+        return Err(Outcome::Failed);
+    }
+    let proof = uuid::Uuid::new_v4().to_string();
+    if let Err(e) = state
+        .store
+        .reauthenticate(session_id, &user, now, &proof, None)
+        .await
+        && !state.store.proof_stored(session_id, &proof).await
+    {
+        return Err(e.into());
+    }
+    tracing::info!(user_id = %user.id, "re-authenticated through a provider");
+    metrics::count(Event::Reauthenticated);
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct IdentityView {
+    /// The configured provider's id and name, where it is still configured.
+    provider: Option<String>,
+    name: Option<String>,
+    issuer: String,
+    connected_at: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct IdentitiesView {
+    has_password: bool,
+    identities: Vec<IdentityView>,
+}
+
+/// `GET /account/identities`: the caller's outside identities, and whether
+/// the account has a password (the ways it can sign in).
+async fn identities(state: &Federation, req: &Request) -> Result<Response<Body>, ApiError> {
+    require_method(req, Method::GET, "GET")?;
+    let now = state.clock.now();
+    let caller = authenticate_caller(req, &state.verifier, &state.store, now).await?;
+    let mut identities = Vec::new();
+    for id in &caller.user.identities {
+        let link = state.store.get_identity(id).await?;
+        let configured = state
+            .providers
+            .iter()
+            .find(|p| p.config.issuer == id.issuer);
+        identities.push(IdentityView {
+            provider: configured.map(|p| p.config.id.clone()),
+            name: configured.map(|p| p.config.name.trim().to_owned()),
+            issuer: id.issuer.clone(),
+            connected_at: link.map(|l| l.created_at),
+        });
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &IdentitiesView {
+            has_password: caller.user.has_password(),
+            identities,
+        },
+    ))
+}
+
+/// `DELETE /account/identities/{provider}`: disconnects the caller's
+/// identities of `provider`, after a recent proof, while another way to sign
+/// in remains (a password, or another identity): else 409.
+async fn disconnect(
+    state: &Federation,
+    req: &Request,
+    id: &str,
+) -> Result<Response<Body>, ApiError> {
+    require_method(req, Method::DELETE, "DELETE")?;
+    let provider = provider(state, id)?;
+    let now = state.clock.now();
+    let caller = authenticate_caller(req, &state.verifier, &state.store, now).await?;
+    caller.require_fresh(state.fresh_auth, now)?;
+    let user = caller.user;
+    let ids: Vec<ExternalId> = user
+        .identities
+        .iter()
+        .filter(|i| i.issuer == provider.config.issuer)
+        .cloned()
+        .collect();
+    if ids.is_empty() {
+        return Err(ApiError::NotFound);
+    }
+    if !user.has_password() && user.identities.len() == ids.len() {
+        return Err(ApiError::Conflict(
+            "this is the account's only way to sign in: set a password or connect another provider first",
+        ));
+    }
+    match state.store.disconnect_identities(&user, &ids).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict) => {
+            return Err(ApiError::Conflict(
+                "the account changed meanwhile; try again",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(audit = "identity_disconnected", user_id = %user.id, provider = %provider.config.id, "identity disconnected");
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "message": "Disconnected" }),
+    ))
 }
 
 /// The account `external` signs in to: its link's, else (where the
@@ -443,7 +627,12 @@ async fn account_for(
             username: user.username.clone(),
             created_at: now,
         };
-        match state.store.connect_identity(&user, &identity).await {
+        let name = provider.config.name.trim();
+        match state
+            .store
+            .connect_identity(&user, &identity, None, name, now)
+            .await
+        {
             Ok(()) => {
                 tracing::info!(audit = "identity_connected", user_id = %user.id, provider = %provider.config.id, by = "verified_address", "identity connected");
                 return state
@@ -542,11 +731,15 @@ async fn by_verified_address(
     if !domains.iter().any(|d| d.eq_ignore_ascii_case(domain)) {
         return Ok(None);
     }
-    Ok(state
-        .store
-        .user_by_email(&email)
-        .await?
-        .filter(|u| u.active && u.email.as_ref() == Some(&email)))
+    // Never an account with powers, and never one that has an identity at
+    // this provider already: a mailbox the provider gave someone else (an
+    // employee who left) does not take over the old owner's account.
+    Ok(state.store.user_by_email(&email).await?.filter(|u| {
+        u.active
+            && u.email.as_ref() == Some(&email)
+            && u.roles.is_empty()
+            && !u.identities.iter().any(|i| i.issuer == claims.iss)
+    }))
 }
 
 /// The session a sign-in begins: the same as a password login's.
@@ -554,10 +747,25 @@ async fn start_session(
     state: &Federation,
     req: &Request,
     user: &User,
+    device_hash: Option<&str>,
     now: i64,
     cookies: &mut Vec<(Cookie, String, u64)>,
 ) -> Result<(), Outcome> {
     crate::runtime::record_user(&user.id);
+    // The device proof presented at the start, if it vouches for this user:
+    // a known device (no new-device notice), its proof retired for the new.
+    let vouching = match device_hash {
+        Some(hash) => state
+            .store
+            .get_device(hash)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "a device record could not be read: it vouches for nothing");
+                None
+            })
+            .filter(|d| d.vouches_for(user, now)),
+        None => None,
+    };
     let new = NewSession::sign(
         SessionSeed::draw(),
         &state.tokens,
@@ -565,7 +773,7 @@ async fn start_session(
         user,
         user.session_epoch,
         now,
-        origin(req, SignIn::Provider, false),
+        origin(req, SignIn::Provider, vouching.is_some()),
     )
     .await
     .map_err(|e| match e {
@@ -574,7 +782,7 @@ async fn start_session(
     })?;
     let device = DeviceChange {
         issued: &new.device,
-        retired: None,
+        retired: vouching.as_ref(),
     };
     if let Err(e) = state
         .store

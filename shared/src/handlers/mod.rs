@@ -291,6 +291,10 @@ pub(crate) async fn presented_device(
     }
 }
 
+/// The `auth_time` of a session that began with no recent proof (a
+/// provider's sign-in): never within any `max_age`.
+pub const NO_RECENT_PROOF: i64 = 0;
+
 /// The random parts of a session that may begin: its id, its first refresh
 /// token and that token's hash, and its device proof. A login draws them before the password's
 /// proof, for every attempt alike (so the work done tells nothing of the
@@ -352,6 +356,14 @@ impl NewSession {
             device_hash,
         } = seed;
         let expires_at = config.refresh_expiry(now, now);
+        // A password proves the person at this moment. A provider's sign-in
+        // may ride a session the provider has held for days: it is no
+        // recent proof, until one asked of the provider (`max_age=0`) marks
+        // the session (`federation`'s re-authentication).
+        let auth_time = match origin.method {
+            SignIn::Provider => NO_RECENT_PROOF,
+            _ => now,
+        };
         let session = Session {
             id,
             user_id: user.id,
@@ -359,8 +371,7 @@ impl NewSession {
             epoch,
             revoked: false,
             created_at: now,
-            // Every session begins with a proof of the password.
-            auth_time: now,
+            auth_time,
             expires_at,
             last_used: now,
             origin,
@@ -375,7 +386,7 @@ impl NewSession {
         };
         let mut holder = user.clone();
         holder.session_epoch = epoch;
-        let access = sign_access_token(issuer, &holder, &session.id, now, now).await?;
+        let access = sign_access_token(issuer, &holder, &session.id, auth_time, now).await?;
         let device = Device {
             hash: device_hash,
             user_id: user.id,

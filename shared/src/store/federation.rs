@@ -1,7 +1,9 @@
 //! Federation's items. A round trip: `pk = "OIDC#<hash of its handle>"`,
-//! `sk = "OIDC"`, with `provider`, `intent` (`sign_in` or `connect`, then
-//! `connect_user`, `connect_session` and `connect_epoch`), `state_hash`, `nonce`, `verifier`,
-//! `return_to`, `fresh`, `created_at` and `expires_at` (TTL; every read
+//! `sk = "OIDC"`, with `provider`, `intent` (`sign_in`, or `connect` or
+//! `reauthenticate`, with the caller's `connect_user`, `connect_session` and
+//! `connect_epoch`), `state_hash`, `nonce`, `verifier`,
+//! `return_to`, `fresh`, `device_hash` (the device proof presented at the
+//! start, if any), `created_at` and `expires_at` (TTL; every read
 //! checks it); used once, by a conditional delete that returns it. An
 //! outside identity's link: `pk = "IDENTITY#<issuer>#<subject>"`, `sk =
 //! "IDENTITY"`, with `provider`, `owner` (the user's id), `username` and
@@ -16,7 +18,8 @@ use aws_sdk_dynamodb::types::{AttributeValue, Delete, ReturnValue, TransactWrite
 use super::sessions::{Cancelled, built, values};
 use super::users::user_key;
 use super::{Item, Store, StoreError, key, n, s};
-use crate::federation::{ExternalId, Identity, Intent, Transaction};
+use crate::federation::{ExternalId, Identity, Intent, MAX_IDENTITIES, Transaction};
+use crate::outbox::{MailJob, Notice};
 use crate::users::{User, UserId, Username};
 
 fn transaction_key(handle_hash: &str) -> HashMap<String, AttributeValue> {
@@ -40,6 +43,9 @@ fn transaction_item(tx: &Transaction) -> HashMap<String, AttributeValue> {
         ("created_at".to_owned(), n(tx.created_at)),
         ("expires_at".to_owned(), n(tx.expires_at)),
     ]);
+    if let Some(hash) = &tx.device_hash {
+        item.insert("device_hash".to_owned(), s(hash));
+    }
     match &tx.intent {
         Intent::SignIn => {
             item.insert("intent".to_owned(), s("sign_in"));
@@ -48,9 +54,18 @@ fn transaction_item(tx: &Transaction) -> HashMap<String, AttributeValue> {
             user_id,
             session_id,
             epoch,
+        }
+        | Intent::Reauthenticate {
+            user_id,
+            session_id,
+            epoch,
         } => {
+            let intent = match tx.intent {
+                Intent::Connect { .. } => "connect",
+                _ => "reauthenticate",
+            };
             item.extend([
-                ("intent".to_owned(), s("connect")),
+                ("intent".to_owned(), s(intent)),
                 ("connect_user".to_owned(), s(user_id.to_string())),
                 ("connect_session".to_owned(), s(session_id)),
                 ("connect_epoch".to_owned(), n(epoch)),
@@ -73,6 +88,12 @@ fn transaction_from(
             session_id: item.string("connect_session")?.to_owned(),
             epoch: item.number("connect_epoch")?,
         },
+        "reauthenticate" => Intent::Reauthenticate {
+            user_id: UserId::parse(item.string("connect_user")?)
+                .ok_or_else(|| item.invalid("connect_user"))?,
+            session_id: item.string("connect_session")?.to_owned(),
+            epoch: item.number("connect_epoch")?,
+        },
         _ => return Err(item.invalid("intent")),
     };
     Ok(Transaction {
@@ -84,6 +105,7 @@ fn transaction_from(
         verifier: item.string("verifier")?.to_owned(),
         return_to: item.string("return_to")?.to_owned(),
         fresh: item.bool("fresh")?,
+        device_hash: item.optional_string("device_hash").map(str::to_owned),
         created_at: item.number("created_at")?,
         expires_at: item.number("expires_at")?,
     })
@@ -142,12 +164,15 @@ impl Store {
             })
     }
 
-    /// Uses up the round trip named by `handle_hash`: one conditional
-    /// delete, which gives it back to one caller alone, however many race.
-    /// `None` when there is none (used, never begun) or it has expired.
+    /// Uses up the round trip named by `handle_hash`, if `state_hash` is its
+    /// state's: one conditional delete, which gives it back to one caller
+    /// alone, however many race. `None` when there is none (used, never
+    /// begun), it has expired, or the state is another's: a callback with a
+    /// forged state leaves the browser's round trip as it was.
     pub async fn take_transaction(
         &self,
         handle_hash: &str,
+        state_hash: &str,
         now: i64,
     ) -> Result<Option<Transaction>, StoreError> {
         let result = self
@@ -155,7 +180,8 @@ impl Store {
             .delete_item()
             .table_name(&self.table)
             .set_key(Some(transaction_key(handle_hash)))
-            .condition_expression("attribute_exists(pk)")
+            .condition_expression("attribute_exists(pk) AND state_hash = :state")
+            .expression_attribute_values(":state", s(state_hash))
             .return_values(ReturnValue::AllOld)
             .send()
             .await;
@@ -206,28 +232,50 @@ impl Store {
     }
 
     /// Links `identity` to `user` (as read), all or nothing: the link, only
-    /// where none exists (`AlreadyExists`), and the user's list, only while
-    /// the user is as read: same id, active, same epoch (`Conflict`).
+    /// where none exists (`AlreadyExists`); the user's list, only while the
+    /// user is as read (same id, active, same epoch), holds fewer than
+    /// `MAX_IDENTITIES`, and, for a connection the owner asked for, while
+    /// the session that asked (`session`) is not logged out (`Conflict`);
+    /// and a notice to the verified address, naming `provider`.
     pub async fn connect_identity(
         &self,
         user: &User,
         identity: &Identity,
+        session: Option<&str>,
+        provider: &str,
+        now: i64,
     ) -> Result<(), StoreError> {
-        let items = vec![
+        let mut condition = String::from(
+            "user_id = :uid AND active = :true AND session_epoch = :epoch \
+             AND (attribute_not_exists(identities) OR size(identities) < :max)",
+        );
+        let mut names = None;
+        if let Some(sid) = session {
+            condition.push_str(" AND attribute_not_exists(revoked_sessions.#caller)");
+            names = Some(HashMap::from([("#caller".to_owned(), sid.to_owned())]));
+        }
+        let mut items = vec![
             self.put_new(identity_item(identity))?,
             self.update(
                 user_key(&user.username),
                 "ADD identities :id",
-                "user_id = :uid AND active = :true AND session_epoch = :epoch",
-                None,
+                &condition,
+                names,
                 values([
                     (":id", AttributeValue::Ss(vec![identity.id.key()])),
                     (":uid", s(user.id.to_string())),
                     (":true", AttributeValue::Bool(true)),
                     (":epoch", n(user.session_epoch)),
+                    (":max", n(MAX_IDENTITIES)),
                 ]),
             )?,
         ];
+        let notice = Notice::IdentityConnected {
+            provider: provider.to_owned(),
+        };
+        if let Some(job) = MailJob::notice_to(user, notice) {
+            items.push(self.enqueue_item(&job, now)?);
+        }
         match self.try_transact(items).await {
             Ok(()) => Ok(()),
             Err(Cancelled::Conditions(failed)) if failed.contains(&0) => {
@@ -240,6 +288,42 @@ impl Store {
 }
 
 impl Store {
+    /// Removes `ids` (links of `user`, as read) all or nothing: their items,
+    /// and their entries in the user's list, while the user is as read (the
+    /// same list's size, password and epoch: a concurrent connection,
+    /// disconnection or password change wins, `Conflict`). The caller has
+    /// checked that another way to sign in remains; the conditions keep it
+    /// so.
+    pub async fn disconnect_identities(
+        &self,
+        user: &User,
+        ids: &[ExternalId],
+    ) -> Result<(), StoreError> {
+        let mut items = Vec::with_capacity(ids.len() + 1);
+        for id in ids {
+            items.push(self.delete_identity_item(id, user)?);
+        }
+        items.push(self.update(
+            user_key(&user.username),
+            "DELETE identities :ids",
+            "user_id = :uid AND active = :true AND session_epoch = :epoch \
+             AND password_hash = :hash AND size(identities) = :count",
+            None,
+            values([
+                (
+                    ":ids",
+                    AttributeValue::Ss(ids.iter().map(ExternalId::key).collect()),
+                ),
+                (":uid", s(user.id.to_string())),
+                (":true", AttributeValue::Bool(true)),
+                (":epoch", n(user.session_epoch)),
+                (":hash", s(&user.password_hash)),
+                (":count", n(user.identities.len())),
+            ]),
+        )?);
+        self.transact(items).await
+    }
+
     /// The deletion of `id`'s link to `user`, as one item of a transaction:
     /// only while it is `user`'s.
     pub(super) fn delete_identity_item(
@@ -251,7 +335,9 @@ impl Store {
             Delete::builder()
                 .table_name(&self.table)
                 .set_key(Some(identity_key(id)))
-                .condition_expression("#owner = :uid")
+                // A link already gone (never written, or tidied by hand)
+                // does not keep its user from being deleted.
+                .condition_expression("attribute_not_exists(pk) OR #owner = :uid")
                 .expression_attribute_names("#owner", "owner")
                 .expression_attribute_values(":uid", s(user.id.to_string()))
                 .build(),
@@ -275,12 +361,13 @@ mod tests {
                 epoch: 3,
             },
             "/",
+            Some("a-device-hash".into()),
             1_000,
         );
         let item = transaction_item(&tx);
         assert!(!item.contains_key("user_id"), "never in the users index");
         assert_eq!(transaction_from(&tx.handle_hash, &item).unwrap(), tx);
-        let (tx, _) = Transaction::begin("local", Intent::SignIn, "/", 1_000);
+        let (tx, _) = Transaction::begin("local", Intent::SignIn, "/", None, 1_000);
         assert_eq!(
             transaction_from(&tx.handle_hash, &transaction_item(&tx)).unwrap(),
             tx

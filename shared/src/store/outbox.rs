@@ -69,6 +69,9 @@ pub(super) fn job_item(job: &MailJob, now: i64) -> HashMap<String, AttributeValu
                 } => {
                     set("device", device);
                 }
+                Notice::IdentityConnected { provider } => {
+                    set("provider", provider);
+                }
                 _ => {}
             }
         }
@@ -122,6 +125,9 @@ pub fn job_from_item(
                 "account_deleted" => Notice::AccountDeleted,
                 "new_device" => Notice::NewDevice {
                     device: item.optional_string("device").map(str::to_owned),
+                },
+                "identity_connected" => Notice::IdentityConnected {
+                    provider: item.string("provider")?.to_owned(),
                 },
                 _ => return Err(item.invalid("kind")),
             };
@@ -248,6 +254,9 @@ mod tests {
                     device: Some("Firefox on Linux".into()),
                 },
                 Notice::NewDevice { device: None },
+                Notice::IdentityConnected {
+                    provider: "Local IdP".into(),
+                },
             ]
             .map(|notice| MailJob::Notice {
                 notice,

@@ -226,8 +226,11 @@ fn assert_refused(response: &Response<Body>, error: &str) {
         "no session"
     );
     assert!(set_cookie(response, "__Host-device").is_none());
-    let cleared = set_cookie(response, TRANSACTION_COOKIE).unwrap();
-    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+}
+
+/// Whether `response` ended the browser's round trip (cleared its cookie).
+fn ends_round_trip(response: &Response<Body>) -> bool {
+    set_cookie(response, TRANSACTION_COOKIE).is_some_and(|c| c.contains("Max-Age=0"))
 }
 
 /// A sign-in that succeeded: back to the page, with the refresh cookie.
@@ -432,7 +435,7 @@ async fn a_callback_in_a_browser_that_did_not_start_it_yields_nothing() {
 }
 
 #[tokio::test]
-async fn a_foreign_or_missing_state_yields_nothing() {
+async fn a_foreign_or_missing_state_yields_nothing_and_spends_nothing() {
     let f = fixture().await;
     let begun = begin(&f.state, "test").await;
     let query = f.idp.authorize(&begun.url, Mint::good("person-1"));
@@ -451,33 +454,14 @@ async fn a_foreign_or_missing_state_yields_nothing() {
         }
         out.finish()
     };
-    assert_refused(
-        &come_back(
-            &f.state,
-            "test",
-            &with_state(Some("forged")),
-            Some(&begun.handle),
-        )
-        .await,
-        "sign_in_failed",
-    );
-    // The round trip is spent by the attempt: the real state fails now too.
-    assert_refused(
-        &come_back(&f.state, "test", &query, Some(&begun.handle)).await,
-        "sign_in_failed",
-    );
-    let begun = begin(&f.state, "test").await;
-    let query = f.idp.authorize(&begun.url, Mint::good("person-1"));
-    let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
-        .into_owned()
-        .collect();
-    let without: String = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(params.iter().filter(|(k, _)| k != "state"))
-        .finish();
-    assert_refused(
-        &come_back(&f.state, "test", &without, Some(&begun.handle)).await,
-        "sign_in_failed",
-    );
+    // A forged state, and none: refused, and the browser's round trip left
+    // as it was (a page elsewhere cannot cancel a sign-in under way).
+    for forged in [with_state(Some("forged")), with_state(None)] {
+        let response = come_back(&f.state, "test", &forged, Some(&begun.handle)).await;
+        assert_refused(&response, "sign_in_failed");
+        assert!(!ends_round_trip(&response), "the round trip's cookie kept");
+    }
+    assert_eq!(f.idp.calls("/token"), 0, "no code was redeemed");
     assert!(
         f.store
             .get_identity(&external(&f, "person-1"))
@@ -485,6 +469,10 @@ async fn a_foreign_or_missing_state_yields_nothing() {
             .unwrap()
             .is_none()
     );
+    // The real answer still ends it, once.
+    let response = come_back(&f.state, "test", &query, Some(&begun.handle)).await;
+    assert_signed_in(&response);
+    assert!(ends_round_trip(&response));
 }
 
 #[tokio::test]
@@ -933,4 +921,607 @@ async fn the_providers_are_listed_for_the_page() {
         body_json(&response),
         json!({"providers": [{"id": "test", "name": "Stand-in test"}]})
     );
+}
+
+/// The access token a refresh cookie's session gets now, and the cookie's
+/// successor (a refresh rotates it).
+async fn access_token(store: &Store, refresh_token: &str) -> (String, String) {
+    let cookie = format!("__Host-refresh_token={refresh_token}");
+    let req = api_request(
+        "POST",
+        "/refresh",
+        "",
+        &[
+            ("origin", OWN_ORIGIN),
+            ("content-type", "application/json"),
+            ("cookie", &cookie),
+        ],
+        Some("{}"),
+    );
+    let response = auth::handlers::refresh::handle(&App::new(store).refresh(), req).await;
+    assert_eq!(response.status(), 200, "{:?}", body_json(&response));
+    let successor = cookie_value(&set_cookie(&response, "__Host-refresh_token").unwrap());
+    let access = body_json(&response)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (access, successor)
+}
+
+/// A request to the password function's routes, or federation's own.
+async fn account_call(
+    store: &Store,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<&str>,
+) -> Response<Body> {
+    let auth = bearer(token);
+    let mut headers = vec![("authorization", auth.as_str())];
+    if body.is_some() {
+        headers.push(("content-type", "application/json"));
+    }
+    let req = api_request(method, path, "", &headers, body);
+    auth::handlers::account::handle(&App::new(store).account(), req).await
+}
+
+/// A federated account just signed in (through the provider, which may have
+/// held its session for days: no recent proof), and the fixture: (its
+/// refresh token, the fixture).
+async fn federated(subject: &str, username: &str) -> (String, Fixture) {
+    let f = fixture().await;
+    let mint = Mint::good(subject).with("preferred_username", json!(username));
+    let refresh = assert_signed_in(&round_trip(&f, mint).await);
+    (refresh, f)
+}
+
+async fn reauthenticate(f: &Fixture, token: &str, mint: Mint) -> Response<Body> {
+    let auth = bearer(token);
+    let response = begin_with(
+        &f.state,
+        "test",
+        r#"{"intent":"reauthenticate"}"#,
+        &[("authorization", &auth)],
+    )
+    .await;
+    assert_eq!(response.status(), 200, "{:?}", body_json(&response));
+    let url = body_json(&response)["authorization_url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(url.contains("max_age=0"), "a sign-in made now");
+    let handle = cookie_value(&set_cookie(&response, TRANSACTION_COOKIE).unwrap());
+    come_back(
+        &f.state,
+        "test",
+        &f.idp.authorize(&url, mint),
+        Some(&handle),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn an_account_without_a_password_proves_itself_again_at_its_provider_then_deletes_itself() {
+    let (refresh, f) = federated("p", "fed-delete").await;
+    let (token, refresh) = access_token(&f.store, &refresh).await;
+    // No password to give, and a provider's sign-in is no recent proof: a
+    // fresh one first.
+    let response = account_call(&f.store, "DELETE", "/account", &token, Some("{}")).await;
+    crate::support::assert_error(&response, 401, "insufficient_user_authentication");
+    // Another identity's sign-in proves nothing for this account.
+    assert_refused(
+        &reauthenticate(&f, &token, Mint::good("someone-else")).await,
+        "sign_in_failed",
+    );
+    let response = reauthenticate(&f, &token, Mint::good("p")).await;
+    assert_eq!(
+        location(&response),
+        format!("{OWN_ORIGIN}/#reauthenticated=test")
+    );
+    assert!(
+        set_cookie(&response, "__Host-refresh_token").is_none(),
+        "the same session"
+    );
+    // The session's next access token carries the new proof.
+    let (token, _) = access_token(&f.store, &refresh).await;
+    let response = account_call(&f.store, "DELETE", "/account", &token, Some("{}")).await;
+    assert_eq!(response.status(), 200, "{:?}", body_json(&response));
+    assert!(
+        f.store
+            .get_identity(&external(&f, "p"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn a_fresh_proof_through_a_provider_needs_an_identity_of_it_on_the_account() {
+    let f = fixture().await;
+    let token = logged_in(&f, "pat").await;
+    let auth = bearer(&token);
+    let response = begin_with(
+        &f.state,
+        "test",
+        r#"{"intent":"reauthenticate"}"#,
+        &[("authorization", &auth)],
+    )
+    .await;
+    crate::support::assert_error(&response, 400, "invalid_request");
+}
+
+#[tokio::test]
+async fn an_account_without_a_password_sets_one_after_a_fresh_sign_in_at_its_provider() {
+    let (refresh, f) = federated("p", "fed-sets").await;
+    let (token, refresh) = access_token(&f.store, &refresh).await;
+    let body = r#"{"new_password":"a brand new passphrase"}"#;
+    let response = account_call(&f.store, "POST", "/password", &token, Some(body)).await;
+    crate::support::assert_error(&response, 401, "insufficient_user_authentication");
+    assert_eq!(
+        location(&reauthenticate(&f, &token, Mint::good("p")).await),
+        format!("{OWN_ORIGIN}/#reauthenticated=test")
+    );
+    let (token, _) = access_token(&f.store, &refresh).await;
+    let response = account_call(&f.store, "POST", "/password", &token, Some(body)).await;
+    assert_eq!(response.status(), 200, "{:?}", body_json(&response));
+    let user = f
+        .store
+        .get(&Username::parse("fed-sets").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(user.has_password());
+    // The password now logs in; the provider still signs in too.
+    let login = json!({"username": "fed-sets", "password": "a brand new passphrase"}).to_string();
+    let req = crate::support::request("login.json", None, Some(&login));
+    assert_eq!(
+        auth::handlers::login::handle(&App::new(&f.store).login(), req)
+            .await
+            .status(),
+        200
+    );
+    assert_signed_in(&round_trip(&f, Mint::good("p")).await);
+    // An account with a password still needs it to change it.
+    let token = logged_in(&f, "pat").await;
+    let response = account_call(&f.store, "POST", "/password", &token, Some(body)).await;
+    crate::support::assert_error(&response, 400, "invalid_request");
+}
+
+#[tokio::test]
+async fn a_provider_is_disconnected_only_while_another_way_to_sign_in_remains() {
+    let f = fixture().await;
+    // A federated account with one identity: its only way in stays.
+    let refresh = assert_signed_in(
+        &round_trip(
+            &f,
+            Mint::good("only").with("preferred_username", json!("only-way")),
+        )
+        .await,
+    );
+    let (token, refresh) = access_token(&f.store, &refresh).await;
+    // A recent proof first (a provider's sign-in is none): a fresh one there.
+    let proved = reauthenticate(&f, &token, Mint::good("only")).await;
+    assert_eq!(
+        location(&proved),
+        format!("{OWN_ORIGIN}/#reauthenticated=test")
+    );
+    let (token, _) = access_token(&f.store, &refresh).await;
+    let response = federation::handle(
+        &f.state,
+        api_request(
+            "DELETE",
+            "/account/identities/test",
+            "",
+            &[("authorization", &bearer(&token))],
+            None,
+        ),
+    )
+    .await;
+    crate::support::assert_error(&response, 409, "conflict");
+    let listed = federation::handle(
+        &f.state,
+        api_request(
+            "GET",
+            "/account/identities",
+            "",
+            &[("authorization", &bearer(&token))],
+            None,
+        ),
+    )
+    .await;
+    let listed = body_json(&listed);
+    assert_eq!(listed["has_password"], false);
+    assert_eq!(listed["identities"][0]["provider"], "test");
+    assert_eq!(listed["identities"][0]["issuer"], f.idp.issuer.as_str());
+
+    // A password user with the provider connected: disconnected.
+    let token = logged_in(&f, "pat").await;
+    assert_eq!(
+        location(&connect(&f, &token, Mint::good("pat-there")).await),
+        format!("{OWN_ORIGIN}/#connected=test")
+    );
+    let delete = || {
+        api_request(
+            "DELETE",
+            "/account/identities/test",
+            "",
+            &[("authorization", &bearer(&token))],
+            None,
+        )
+    };
+    let response = federation::handle(&f.state, delete()).await;
+    assert_eq!(response.status(), 200, "{:?}", body_json(&response));
+    assert!(
+        f.store
+            .get_identity(&external(&f, "pat-there"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let pat = f
+        .store
+        .get(&Username::parse("pat").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(pat.identities.is_empty());
+    // Nothing left of it to disconnect; and its next sign-in is a new account.
+    crate::support::assert_error(
+        &federation::handle(&f.state, delete()).await,
+        404,
+        "not_found",
+    );
+    let who = user_of(
+        &f,
+        &assert_signed_in(&round_trip(&f, Mint::good("pat-there")).await),
+    )
+    .await;
+    assert_ne!(who["sub"], pat.id.to_string());
+}
+
+#[tokio::test]
+async fn the_admin_lookup_shows_a_users_identities_and_whether_it_has_a_password() {
+    let f = fixture().await;
+    assert_signed_in(
+        &round_trip(
+            &f,
+            Mint::good("seen").with("preferred_username", json!("fed-seen")),
+        )
+        .await,
+    );
+    crate::permissions::admin_in(&f.store, "root-admin").await;
+    let app = App::new(&f.store);
+    let token = crate::sessions::session(&app, "root-admin").await.access;
+    let response = crate::permissions::look_up(&app, &token, "fed-seen").await;
+    assert_eq!(response.status(), 200, "{:?}", body_json(&response));
+    let user = &body_json(&response)["user"];
+    assert_eq!(user["has_password"], false);
+    assert_eq!(
+        user["identities"],
+        json!([{"issuer": f.idp.issuer, "subject": "seen"}])
+    );
+}
+
+#[tokio::test]
+async fn a_sign_in_through_a_provider_is_no_recent_proof_until_one_made_just_then() {
+    let (refresh, f) = federated("boss", "fed-admin").await;
+    let user = f
+        .store
+        .get(&Username::parse("fed-admin").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let granted = f
+        .store
+        .grant_role(&user, &auth::permissions::Role::admin())
+        .await
+        .unwrap();
+    assert_eq!(granted, auth::store::RoleGrant::Granted);
+    let (token, refresh) = access_token(&f.store, &refresh).await;
+    assert_eq!(verifier().verify(&token).await.unwrap().auth_time, 0);
+    let app = App::new(&f.store);
+    // The admin API wants a recent proof: the provider's session may be days old.
+    let response = crate::permissions::look_up(&app, &token, "fed-admin").await;
+    crate::support::assert_error(&response, 401, "insufficient_user_authentication");
+    assert_eq!(
+        location(&reauthenticate(&f, &token, Mint::good("boss")).await),
+        format!("{OWN_ORIGIN}/#reauthenticated=test")
+    );
+    let (token, _) = access_token(&f.store, &refresh).await;
+    let response = crate::permissions::look_up(&app, &token, "fed-admin").await;
+    assert_eq!(response.status(), 200, "{:?}", body_json(&response));
+}
+
+#[tokio::test]
+async fn a_rotated_provider_key_is_fetched_once_and_a_forged_kid_fetches_nothing() {
+    let store = fresh_store().await;
+    let idp = StandIn::start().await;
+    let clock = Clock::manual(auth::clock::system_now());
+    let mut state = federation_with(&store, vec![config("test", &idp)]);
+    state.clock = clock.clone();
+    let f = Fixture {
+        store,
+        idp,
+        state: Arc::new(state),
+    };
+    assert_signed_in(&round_trip(&f, Mint::good("p")).await);
+    assert_eq!(f.idp.calls("/jwks"), 1, "the key set, read once");
+    assert_signed_in(&round_trip(&f, Mint::good("p")).await);
+    assert_eq!(f.idp.calls("/jwks"), 1, "… and cached");
+    // The provider rotates: a token under the new kid has the set read
+    // again, once the minute since the last read is over.
+    f.idp.rotate();
+    clock.advance(auth::id_tokens::KEYS_MIN_REFETCH.as_secs() as i64);
+    assert_signed_in(&round_trip(&f, Mint::good("p")).await);
+    assert_eq!(
+        f.idp.calls("/jwks"),
+        2,
+        "an unknown kid reads the set again"
+    );
+    // Tokens naming kids the provider never had: refused, and no read of
+    // the set within the minute (a stream of them costs the provider nothing).
+    f.idp.force_kid("never-had-it");
+    for _ in 0..3 {
+        assert_refused(&round_trip(&f, Mint::good("p")).await, "sign_in_failed");
+    }
+    assert_eq!(
+        f.idp.calls("/jwks"),
+        2,
+        "no read for a forged kid within the minute"
+    );
+}
+
+#[tokio::test]
+async fn racing_first_sign_ins_of_one_identity_make_one_account() {
+    let f = fixture().await;
+    let mut ends = Vec::new();
+    for _ in 0..4 {
+        let begun = begin(&f.state, "test").await;
+        let query = f.idp.authorize(
+            &begun.url,
+            Mint::good("twin").with("preferred_username", json!("twin")),
+        );
+        ends.push((query, begun.handle));
+    }
+    let racers: Vec<_> = ends
+        .into_iter()
+        .map(|(query, handle)| {
+            let state = f.state.clone();
+            crate::support::racing(
+                async move { come_back(&state, "test", &query, Some(&handle)).await },
+            )
+        })
+        .collect();
+    let mut subjects = std::collections::BTreeSet::new();
+    for response in crate::support::race(racers).await {
+        let who = user_of(&f, &assert_signed_in(&response)).await;
+        subjects.insert(who["sub"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        subjects.len(),
+        1,
+        "one account for one identity: {subjects:?}"
+    );
+    let link = f
+        .store
+        .get_identity(&external(&f, "twin"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        json!(link.user_id.to_string()),
+        *subjects.iter().next().unwrap()
+    );
+    // And no second account was left half-made under another name.
+    let twin = f
+        .store
+        .get(&Username::parse("twin").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(twin.id, link.user_id);
+}
+
+#[tokio::test]
+async fn a_device_that_signed_in_before_is_known_to_a_provider_sign_in() {
+    let f = fixture().await;
+    let first = round_trip(
+        &f,
+        Mint::good("p").with("preferred_username", json!("returning")),
+    )
+    .await;
+    assert_signed_in(&first);
+    let device = cookie_value(&set_cookie(&first, "__Host-device").unwrap());
+    // The device cookie rides the start (same origin), not the provider's redirect.
+    let cookie = format!("__Host-device={device}");
+    let response = begin_with(&f.state, "test", "{}", &[("cookie", &cookie)]).await;
+    let url = body_json(&response)["authorization_url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let handle = cookie_value(&set_cookie(&response, TRANSACTION_COOKIE).unwrap());
+    let query = f.idp.authorize(&url, Mint::good("p"));
+    let again = come_back(&f.state, "test", &query, Some(&handle)).await;
+    assert_signed_in(&again);
+    let user = f
+        .store
+        .get(&Username::parse("returning").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let (sessions, _) = f
+        .store
+        .list_sessions(&user, auth::clock::system_now())
+        .await
+        .unwrap();
+    let known: Vec<bool> = {
+        let mut s = sessions.clone();
+        s.sort_by_key(|s| s.created_at);
+        s.iter().map(|s| s.origin.known_device).collect()
+    };
+    assert!(known.contains(&true) && known.contains(&false), "{known:?}");
+    // Its proof was spent: a new one issued.
+    assert_ne!(
+        cookie_value(&set_cookie(&again, "__Host-device").unwrap()),
+        device
+    );
+}
+
+#[tokio::test]
+async fn a_connection_whose_session_ended_meanwhile_connects_nothing() {
+    let f = fixture().await;
+    let token = logged_in(&f, "pat").await;
+    let auth = bearer(&token);
+    let response = begin_with(
+        &f.state,
+        "test",
+        r#"{"intent":"connect"}"#,
+        &[("authorization", &auth)],
+    )
+    .await;
+    let url = body_json(&response)["authorization_url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let handle = cookie_value(&set_cookie(&response, TRANSACTION_COOKIE).unwrap());
+    // The session logs out while the person is at the provider.
+    let logout = crate::support::request("logout.json", Some(&auth), Some("{}"));
+    let ended = auth::handlers::logout::handle(&App::new(&f.store).logout(), logout).await;
+    assert_eq!(ended.status(), 200, "{:?}", body_json(&ended));
+    let response = come_back(
+        &f.state,
+        "test",
+        &f.idp.authorize(&url, Mint::good("late")),
+        Some(&handle),
+    )
+    .await;
+    assert_refused(&response, "sign_in_failed");
+    let pat = f
+        .store
+        .get(&Username::parse("pat").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(pat.identities.is_empty());
+    assert!(
+        f.store
+            .get_identity(&external(&f, "late"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn a_connection_tells_the_verified_address_and_linking_spares_admins_and_taken_accounts() {
+    let store = fresh_store().await;
+    let f = fixture_linking(&store, &["standin.example"]).await;
+    // A connection: a notice to the verified address, in its transaction.
+    let token = logged_in(&f, "pat").await;
+    crate::matrix::verify_directly(&store, "pat", "pat@example.com").await;
+    let before = store.pending_jobs().await.unwrap().len();
+    assert_eq!(
+        location(&connect(&f, &token, Mint::good("pat-there")).await),
+        format!("{OWN_ORIGIN}/#connected=test")
+    );
+    let jobs = store.pending_jobs().await.unwrap();
+    assert_eq!(jobs.len(), before + 1);
+    assert!(
+        jobs.iter()
+            .any(|(_, job)| matches!(job, auth::outbox::MailJob::Notice {
+        notice: auth::outbox::Notice::IdentityConnected { provider }, ..
+    } if provider == "Stand-in test")),
+        "{jobs:?}"
+    );
+    // An admin's verified address: never linked by it.
+    crate::permissions::admin_in(&store, "chief").await;
+    crate::matrix::verify_directly(&store, "chief", "chief@standin.example").await;
+    let chief = store
+        .get(&Username::parse("chief").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let who = user_of(
+        &f,
+        &assert_signed_in(&round_trip(&f, Mint::good("chief")).await),
+    )
+    .await;
+    assert_ne!(who["sub"], chief.id.to_string());
+    // An account with an identity at this provider already: a second subject
+    // with its address (a mailbox the provider gave someone else) is not linked.
+    add_user(&store, "leaver", "L", "a-good-password-1").await;
+    crate::matrix::verify_directly(&store, "leaver", "leaver@standin.example").await;
+    let leaver = store
+        .get(&Username::parse("leaver").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let linked = user_of(
+        &f,
+        &assert_signed_in(&round_trip(&f, Mint::good("leaver")).await),
+    )
+    .await;
+    assert_eq!(
+        linked["sub"],
+        leaver.id.to_string(),
+        "the first subject links"
+    );
+    let newcomer = Mint::good("newcomer").with("email", json!("leaver@standin.example"));
+    let who = user_of(&f, &assert_signed_in(&round_trip(&f, newcomer).await)).await;
+    assert_ne!(who["sub"], leaver.id.to_string(), "the second does not");
+}
+
+#[tokio::test]
+async fn the_store_connects_nothing_for_a_session_logged_out_after_it_was_read() {
+    let f = fixture().await;
+    let token = logged_in(&f, "pat").await;
+    let sid = verifier().verify(&token).await.unwrap().sid;
+    // Read before the logout (as a callback reads it), written after.
+    let read = f
+        .store
+        .get(&Username::parse("pat").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let logout = crate::support::request("logout.json", Some(&bearer(&token)), Some("{}"));
+    let ended = auth::handlers::logout::handle(&App::new(&f.store).logout(), logout).await;
+    assert_eq!(ended.status(), 200);
+    let identity = auth::federation::Identity {
+        id: external(&f, "late"),
+        provider: "test".into(),
+        user_id: read.id,
+        username: read.username.clone(),
+        created_at: auth::clock::system_now(),
+    };
+    let now = auth::clock::system_now();
+    let result = f
+        .store
+        .connect_identity(&read, &identity, Some(&sid), "Stand-in", now)
+        .await;
+    assert!(
+        matches!(result, Err(auth::store::StoreError::Conflict)),
+        "{result:?}"
+    );
+    assert!(
+        f.store.get_identity(&identity.id).await.unwrap().is_none(),
+        "nothing written"
+    );
+    // The same write for a live session connects.
+    let token = crate::federation::logged_in_on(&f.store, "sam").await;
+    let sid = verifier().verify(&token).await.unwrap().sid;
+    let sam = f
+        .store
+        .get(&Username::parse("sam").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let identity = auth::federation::Identity {
+        user_id: sam.id,
+        username: sam.username.clone(),
+        ..identity
+    };
+    f.store
+        .connect_identity(&sam, &identity, Some(&sid), "Stand-in", now)
+        .await
+        .unwrap();
 }

@@ -159,6 +159,17 @@ async fn run(args: &[String]) -> Result<(), String> {
             };
             println!("email       {} (verified)", address(&user.email));
             println!("pending     {}", address(&user.email_pending));
+            println!(
+                "password    {}",
+                if user.has_password() {
+                    "yes"
+                } else {
+                    "none (made through an identity provider)"
+                }
+            );
+            for id in &user.identities {
+                println!("identity    {} {}", id.issuer, id.subject);
+            }
             println!("created_at  {}", user.created_at);
             match locked_for {
                 Some(seconds) => println!("locked      for {seconds} s more (unlock ends it)"),

@@ -124,11 +124,12 @@ impl TestKey {
 }
 
 /// Our key (slot 0), a stranger's (slot 1) and the stand-in identity
-/// provider's (slot 2), made once per test binary.
+/// provider's (slot 2, and slot 3 after it rotates), made once per test
+/// binary.
 pub fn test_key(slot: usize) -> &'static TestKey {
     static KEYS: std::sync::OnceLock<Vec<TestKey>> = std::sync::OnceLock::new();
     &KEYS.get_or_init(|| {
-        (0..3)
+        (0..4)
             .map(|_| {
                 let (private_pem, public_pem) = generate_pem_pair().unwrap();
                 let public = public_key_from_pem(&public_pem, "test key").unwrap();

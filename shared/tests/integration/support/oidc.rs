@@ -77,6 +77,11 @@ struct Shared {
     grants: HashMap<String, Grant>,
     /// Calls by path.
     calls: HashMap<String, usize>,
+    /// Whether the provider has rotated to its second key (`kid`
+    /// `provider-key-2`), which it then signs with and publishes alone.
+    rotated: bool,
+    /// A `kid` to put in the next tokens' header instead (a forged one).
+    forced_kid: Option<String>,
 }
 
 pub struct StandIn {
@@ -87,6 +92,15 @@ pub struct StandIn {
 /// The provider's key (the tests' third key).
 pub fn provider_key() -> &'static TestKey {
     test_key(2)
+}
+
+/// The key it rotates to, and each key's `kid`.
+fn current_key(rotated: bool) -> (&'static TestKey, &'static str) {
+    if rotated {
+        (test_key(3), "provider-key-2")
+    } else {
+        (provider_key(), "provider-key")
+    }
 }
 
 impl StandIn {
@@ -109,6 +123,17 @@ impl StandIn {
             }
         });
         StandIn { issuer, shared }
+    }
+
+    /// Rotates the provider's signing key: the new one signs and is the only
+    /// one published.
+    pub fn rotate(&self) {
+        self.shared.lock().unwrap().rotated = true;
+    }
+
+    /// Its next tokens name `kid` in their header (a key it never had).
+    pub fn force_kid(&self, kid: &str) {
+        self.shared.lock().unwrap().forced_kid = Some(kid.into());
     }
 
     /// How many calls `path` had.
@@ -182,8 +207,9 @@ async fn answer(shared: &Mutex<Shared>, base: &str, head: &str, bytes: &[u8]) ->
             .to_string(),
         ),
         "/jwks" => {
-            let mut jwk = serde_json::to_value(provider_key().public.jwk()).unwrap();
-            jwk["kid"] = json!("provider-key");
+            let (key, kid) = current_key(shared.lock().unwrap().rotated);
+            let mut jwk = serde_json::to_value(key.public.jwk()).unwrap();
+            jwk["kid"] = json!(kid);
             respond("200 OK", &json!({ "keys": [jwk] }).to_string())
         }
         "/token" => token(shared, base, head, bytes).await,
@@ -236,9 +262,14 @@ async fn token(shared: &Mutex<Shared>, base: &str, head: &str, bytes: &[u8]) -> 
             value => claims[claim] = value.clone(),
         }
     }
-    let header = json!({"alg": "RS256", "typ": "JWT", "kid": "provider-key"});
+    let (key, kid, forced) = {
+        let shared = shared.lock().unwrap();
+        let (key, kid) = current_key(shared.rotated);
+        (key, kid, shared.forced_kid.clone())
+    };
+    let header = json!({"alg": "RS256", "typ": "JWT", "kid": forced.as_deref().unwrap_or(kid)});
     let id_token = match grant.mint.signing {
-        Signing::Own => forge(provider_key(), &header, &claims).await,
+        Signing::Own => forge(key, &header, &claims).await,
         Signing::OtherKey => forge(super::stranger_key(), &header, &claims).await,
         Signing::None => format!(
             "{}.{}.",
