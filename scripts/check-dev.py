@@ -35,8 +35,9 @@ def fail(message, log):
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def run_once(state, ddb_port, port, log, examples=False):
+    idp_port = free_port()
     env = dict(os.environ, DEV_DIR=state, DEV_DYNAMODB_PORT=str(ddb_port), DEV_PORT=str(port),
-               DEV_SES_PORT=str(free_port()), BCRYPT_COST="10")
+               DEV_SES_PORT=str(free_port()), DEV_IDP_PORT=str(idp_port), BCRYPT_COST="10")
     # Ctrl-C in a terminal: SIGINT to the whole foreground group, default disposition.
     proc = subprocess.Popen(["make", "--no-print-directory", "dev"], env=env, stdout=open(log, "w"),
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -78,6 +79,13 @@ def run_once(state, ddb_port, port, log, examples=False):
         if examples:
             mail_check(state, base, port, log)
             upgrade_check(ddb_port, log)
+            # "Sign in with Local IdP", as the page does it, against make dev's provider.
+            federation = subprocess.run([sys.executable, os.path.join(root, "tests/idp/federation.py"),
+                                         f"http://localhost:{port}", f"http://127.0.0.1:{idp_port}"],
+                                        capture_output=True, text=True)
+            print(federation.stdout, end="")
+            if federation.returncode != 0:
+                fail("make dev's Local IdP does not sign in (above)", log)
         # Several instances per function, as Lambda runs them: races can happen locally.
         watch = subprocess.run(["pgrep", "-af", "--", "lambda watch"], capture_output=True, text=True).stdout
         if f"--invoke-port {port} --concurrency 4 --disable-cors" not in watch:

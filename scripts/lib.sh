@@ -88,7 +88,8 @@ start_kms() {
 # of {client_id, client_secret, redirect_uris}).
 start_idp() {
   local port=$1 log=$2 clients=$3
-  start_group "$log" env IDP_PORT="$port" IDP_CLIENTS="$clients" node "$root/tools/idp/idp.mjs"
+  # In the environment, not the command line: its clients' secrets stay out of ps.
+  IDP_PORT="$port" IDP_CLIENTS="$clients" start_group "$log" node "$root/tools/idp/idp.mjs"
   wait_for_port "$port" 60 "the local identity provider" "$log"
 }
 
@@ -105,13 +106,15 @@ print(key["KeyMetadata"]["KeyId"])
 PY
 }
 
-# A SecureString parameter in the local SSM (moto): a provider's client secret.
+# put_secure_parameter ENDPOINT NAME VALUE: a SecureString parameter in the
+# local SSM (moto), a provider's client secret (its value through the
+# environment, out of ps).
 put_secure_parameter() {
-  python3 - "$1" "$2" "$3" <<'PY'
-import sys, boto3
+  PARAMETER_VALUE="$3" python3 - "$1" "$2" <<'PY'
+import os, sys, boto3
 ssm = boto3.client("ssm", endpoint_url=sys.argv[1], region_name="us-east-1",
                    aws_access_key_id="local", aws_secret_access_key="local")
-ssm.put_parameter(Name=sys.argv[2], Value=sys.argv[3], Type="SecureString", Overwrite=True)
+ssm.put_parameter(Name=sys.argv[2], Value=os.environ["PARAMETER_VALUE"], Type="SecureString", Overwrite=True)
 PY
 }
 

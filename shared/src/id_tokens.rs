@@ -24,6 +24,8 @@ use crate::providers::{ID_TOKEN_ALGORITHMS, ProviderError, ProviderHttp};
 
 /// How long a fetched key set is used before it is fetched again.
 pub const KEYS_MAX_AGE: Duration = Duration::from_secs(60 * 60);
+/// How long cached keys stand in while their set cannot be read again.
+pub const KEYS_MAX_STALE: Duration = Duration::from_secs(24 * 60 * 60);
 /// The least time between two fetches of a key set: an unknown `kid` within
 /// it is refused without a call.
 pub const KEYS_MIN_REFETCH: Duration = Duration::from_secs(60);
@@ -378,7 +380,12 @@ impl KeyCache {
                 // A failed fetch keeps the keys we have: a provider's blip
                 // does not end the sign-ins its known keys still verify.
                 Err(e) => {
-                    return match find(&state.keys, kid, alg) {
+                    // For a day at most: a key the provider rotated out does
+                    // not verify for ever while its set cannot be read.
+                    let usable = state
+                        .at
+                        .is_some_and(|at| now - at < KEYS_MAX_STALE.as_secs() as i64);
+                    return match find(&state.keys, kid, alg).filter(|_| usable) {
                         Some(key) => {
                             tracing::warn!(error = %e, "the key set could not be read again: the cached keys are used");
                             key

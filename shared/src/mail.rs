@@ -220,6 +220,11 @@ pub fn notice_message(
             format!("The account {username} can now be signed in to with {provider}."),
             "If this was not you, sign in and disconnect it, then change your password.".to_owned(),
         ),
+        Notice::IdentityDisconnected { provider } => (
+            "A sign-in provider was disconnected from your account",
+            format!("The account {username} can no longer be signed in to with {provider}."),
+            "If this was not you, sign in and change your password.".to_owned(),
+        ),
         Notice::NewDevice { device } => (
             "New sign-in to your account",
             format!(

@@ -68,6 +68,10 @@ pub enum Notice {
     IdentityConnected {
         provider: String,
     },
+    /// An outside identity provider signs in to the account no more.
+    IdentityDisconnected {
+        provider: String,
+    },
 }
 
 impl Notice {
@@ -81,6 +85,7 @@ impl Notice {
             Notice::AccountDeleted => "account_deleted",
             Notice::NewDevice { .. } => "new_device",
             Notice::IdentityConnected { .. } => "identity_connected",
+            Notice::IdentityDisconnected { .. } => "identity_disconnected",
         }
     }
 }

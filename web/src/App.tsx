@@ -3,7 +3,20 @@
 // role="alert") so the page works from the keyboard and a screen reader.
 
 import { useEffect, useId, useState, useSyncExternalStore, type ReactNode } from "react";
-import { describe, identifier, problem, takeLinkSecret, type AuthClient, type EmailView, type SessionInfo } from "./auth";
+import {
+  describe,
+  identifier,
+  problem,
+  providerProblem,
+  takeLinkSecret,
+  takeProviderOutcome,
+  type AuthClient,
+  type EmailView,
+  type Identities,
+  type Provider,
+  type ProviderOutcome,
+  type SessionInfo,
+} from "./auth";
 
 type Outcome = { kind: "error" | "done"; text: string } | null;
 
@@ -151,7 +164,56 @@ function SignIn({ auth, notice }: { auth: AuthClient; notice: string | null }) {
           Forgot password?
         </button>
       </div>
+      <ProviderButtons auth={auth} />
     </Form>
+  );
+}
+
+/** The outside identity providers this service is configured with. */
+function useProviders(auth: AuthClient): Provider[] {
+  const [providers, setProviders] = useState<Provider[]>([]);
+  useEffect(() => {
+    let current = true;
+    auth
+      .providers()
+      .then((list) => {
+        if (current) setProviders(list);
+      })
+      .catch(() => undefined);
+    return () => {
+      current = false;
+    };
+  }, [auth]);
+  return providers;
+}
+
+/** "Sign in with …": a first sign-in makes an account, the next ones sign in to it. */
+function ProviderButtons({ auth }: { auth: AuthClient }) {
+  const providers = useProviders(auth);
+  const [busy, outcome, run] = useAction();
+  if (providers.length === 0) return null;
+  return (
+    <div className="providers">
+      <p>Or use an account you have elsewhere:</p>
+      <div className="actions">
+        {providers.map((provider) => (
+          <button
+            type="button"
+            key={provider.id}
+            disabled={busy}
+            onClick={() => {
+              run(async () => {
+                await auth.signInWith(provider.id);
+                return null;
+              });
+            }}
+          >
+            Sign in with {provider.name}
+          </button>
+        ))}
+      </div>
+      <Result outcome={outcome} />
+    </div>
   );
 }
 
@@ -336,6 +398,151 @@ function Email({ auth }: { auth: AuthClient }) {
   );
 }
 
+/**
+ * The ways the account signs in: its providers (connect, disconnect) and,
+ * for an account without a password, a fresh proof at one of them.
+ */
+function SignInMethods({
+  auth,
+  methods,
+  onChange,
+  returned,
+}: {
+  auth: AuthClient;
+  methods: Identities | null;
+  onChange: () => void;
+  returned: ProviderOutcome | null;
+}) {
+  const providers = useProviders(auth);
+  const [password, setPassword] = useState("");
+  const [busy, outcome, run] = useAction();
+  const headingId = useId();
+  if (methods === null || (providers.length === 0 && methods.identities.length === 0)) return null;
+  const connected = new Set(methods.identities.map((i) => i.provider));
+  // An empty field asks nothing of the API: it answers what it needs.
+  const proof = methods.has_password && password !== "" ? password : null;
+  const back =
+    returned === null
+      ? null
+      : returned.kind === "error"
+        ? { kind: "error" as const, text: providerProblem(returned.code) }
+        : returned.kind === "connected"
+          ? { kind: "done" as const, text: `Connected: you can now sign in with ${nameOf(providers, returned.provider)}.` }
+          : {
+              kind: "done" as const,
+              text: `Confirmed with ${nameOf(providers, returned.provider)}: for the next few minutes you can change what needs a recent sign-in.`,
+            };
+  return (
+    <section aria-labelledby={headingId}>
+      <h2 id={headingId}>Sign-in methods</h2>
+      <p>{methods.has_password ? "This account has a password." : "This account has no password: it signs in with a provider."}</p>
+      <ul className="identities">
+        {methods.identities.map((identity) => (
+          <li key={identity.issuer}>
+            {identity.name ?? identity.issuer}
+            {identity.connected_at !== null && <>, connected on {when(identity.connected_at)}</>}
+            {identity.provider !== null && (
+              <button
+                type="button"
+                disabled={busy}
+                onClick={() => {
+                  const id = identity.provider ?? "";
+                  run(async () => {
+                    await auth.disconnect(id, proof);
+                    setPassword("");
+                    onChange();
+                    return `Disconnected ${identity.name ?? id}.`;
+                  });
+                }}
+              >
+                Disconnect {identity.name}
+              </button>
+            )}
+          </li>
+        ))}
+      </ul>
+      {methods.has_password && (
+        <Field
+          label="Password (to connect or disconnect a provider)"
+          type="password"
+          autoComplete="current-password"
+          value={password}
+          onChange={setPassword}
+          optional
+        />
+      )}
+      <div className="actions">
+        {providers
+          .filter((p) => !connected.has(p.id))
+          .map((p) => (
+            <button
+              type="button"
+              key={p.id}
+              disabled={busy}
+              onClick={() => {
+                run(async () => {
+                  await auth.connectProvider(p.id, proof);
+                  return null;
+                });
+              }}
+            >
+              Connect {p.name}
+            </button>
+          ))}
+        {!methods.has_password &&
+          providers
+            .filter((p) => connected.has(p.id))
+            .map((p) => (
+              <button
+                type="button"
+                key={p.id}
+                disabled={busy}
+                onClick={() => {
+                  run(async () => {
+                    await auth.reauthenticateWith(p.id);
+                    return null;
+                  });
+                }}
+              >
+                Confirm it&apos;s you with {p.name}
+              </button>
+            ))}
+      </div>
+      <Result outcome={outcome ?? back} />
+    </section>
+  );
+}
+
+function nameOf(providers: Provider[], id: string): string {
+  return providers.find((p) => p.id === id)?.name ?? id;
+}
+
+/** An account without a password sets its first (after a fresh proof at its provider). */
+function SetPassword({ auth, onDone }: { auth: AuthClient; onDone: () => void }) {
+  const [next, setNext] = useState("");
+  const [busy, outcome, run] = useAction();
+  return (
+    <Form
+      title="Set a password"
+      onSubmit={() => {
+        run(async () => {
+          await auth.setPassword(next);
+          setNext("");
+          onDone();
+          return "Password set: you can now also log in with your username and this password.";
+        });
+      }}
+    >
+      <p>Confirm it&apos;s you with your provider first (above), then choose a password.</p>
+      <Field label="New password" type="password" autoComplete="new-password" value={next} onChange={setNext} />
+      <Result outcome={outcome} />
+      <div className="actions">
+        <button type="submit" disabled={busy}>Set password</button>
+      </div>
+    </Form>
+  );
+}
+
 function ChangePassword({ auth }: { auth: AuthClient }) {
   const [current, setCurrent] = useState("");
   const [next, setNext] = useState("");
@@ -362,7 +569,7 @@ function ChangePassword({ auth }: { auth: AuthClient }) {
   );
 }
 
-function DeleteAccount({ auth }: { auth: AuthClient }) {
+function DeleteAccount({ auth, hasPassword }: { auth: AuthClient; hasPassword: boolean }) {
   const [asked, setAsked] = useState(false);
   const [password, setPassword] = useState("");
   const [busy, outcome, run] = useAction();
@@ -383,13 +590,17 @@ function DeleteAccount({ auth }: { auth: AuthClient }) {
       title="Delete account"
       onSubmit={() => {
         run(async () => {
-          await auth.deleteAccount(password);
+          await auth.deleteAccount(hasPassword ? password : null);
           return null;
         });
       }}
     >
       <p>This deletes your account and ends every session, on every device. It cannot be undone.</p>
-      <Field label="Password" type="password" autoComplete="current-password" value={password} onChange={setPassword} />
+      {hasPassword ? (
+        <Field label="Password" type="password" autoComplete="current-password" value={password} onChange={setPassword} />
+      ) : (
+        <p>Confirm it&apos;s you with your provider first (above).</p>
+      )}
       <Result outcome={outcome} />
       <div className="actions">
         <button type="submit" className="danger" disabled={busy}>Delete my account</button>
@@ -409,6 +620,7 @@ function when(seconds: number): string {
 const METHODS: Record<SessionInfo["method"], string> = {
   password: "Signed in with the password",
   password_change: "Began with a password change",
+  provider: "Signed in with a provider",
   other: "Signed in",
 };
 
@@ -493,10 +705,28 @@ function Sessions({ auth }: { auth: AuthClient }) {
   );
 }
 
-function Account({ auth }: { auth: AuthClient }) {
+function Account({ auth, returned }: { auth: AuthClient; returned: ProviderOutcome | null }) {
   const [name, setName] = useState<string | null>(null);
   const [nameError, setNameError] = useState<string | null>(null);
   const [busy, outcome, run] = useAction();
+  const [methods, setMethods] = useState<Identities | null>(null);
+  // Bumped to read the sign-in methods again.
+  const [methodsVersion, setMethodsVersion] = useState(0);
+  useEffect(() => {
+    let current = true;
+    auth
+      .identities()
+      .then((m) => {
+        if (current) setMethods(m);
+      })
+      .catch(() => undefined);
+    return () => {
+      current = false;
+    };
+  }, [auth, methodsVersion]);
+  const reloadMethods = () => {
+    setMethodsVersion((v) => v + 1);
+  };
 
   useEffect(() => {
     let current = true;
@@ -535,9 +765,10 @@ function Account({ auth }: { auth: AuthClient }) {
         <Result outcome={outcome} />
       </section>
       <Sessions auth={auth} />
+      <SignInMethods auth={auth} methods={methods} onChange={reloadMethods} returned={returned} />
       <Email auth={auth} />
-      <ChangePassword auth={auth} />
-      <DeleteAccount auth={auth} />
+      {methods?.has_password === false ? <SetPassword auth={auth} onDone={reloadMethods} /> : <ChangePassword auth={auth} />}
+      <DeleteAccount auth={auth} hasPassword={methods?.has_password !== false} />
     </>
   );
 }
@@ -547,6 +778,8 @@ export function App({ auth }: { auth: AuthClient }) {
   // A mailed link's secret, taken out of the address bar: at load, and when
   // a link is opened in this tab later (only the fragment changes).
   const [link, setLink] = useState(takeLinkSecret);
+  // What a provider's round trip brought the page back with.
+  const [returned] = useState(takeProviderOutcome);
   useEffect(() => {
     const opened = () => {
       const secret = takeLinkSecret();
@@ -577,9 +810,14 @@ export function App({ auth }: { auth: AuthClient }) {
           {state.problem !== null && <p role="alert" className="error">{state.problem} Trying again shortly.</p>}
         </>
       )}
-      {state.status === "signed-out" && <SignIn auth={auth} notice={state.notice} />}
+      {state.status === "signed-out" && (
+        <SignIn
+          auth={auth}
+          notice={returned?.kind === "error" ? providerProblem(returned.code) : state.notice}
+        />
+      )}
       {/* A new user is a new view: their name is fetched anew. */}
-      {state.status === "signed-in" && <Account key={state.user} auth={auth} />}
+      {state.status === "signed-in" && <Account key={state.user} auth={auth} returned={returned} />}
     </main>
   );
 }

@@ -67,7 +67,7 @@ export interface SessionInfo {
   id: string;
   /** This tab's session. */
   current: boolean;
-  method: "password" | "password_change" | "other";
+  method: "password" | "password_change" | "provider" | "other";
   created_at: number;
   last_used_at: number;
   expires_at: number;
@@ -88,6 +88,59 @@ export interface EmailView {
   email_verified: boolean;
   /** An address given, waiting for its verification. */
   email_pending: string | null;
+}
+
+/** An outside identity provider to sign in with (`GET /oidc/providers`). */
+export interface Provider {
+  id: string;
+  name: string;
+}
+
+/** The ways the signed-in account signs in (`GET /account/identities`). */
+export interface Identities {
+  has_password: boolean;
+  identities: {
+    /** The configured provider's id and name (null: no longer configured). */
+    provider: string | null;
+    name: string | null;
+    issuer: string;
+    connected_at: number | null;
+  }[];
+}
+
+/** What a provider's round trip came back with, from the page's fragment. */
+export type ProviderOutcome =
+  | { kind: "error"; code: string }
+  | { kind: "connected" | "reauthenticated"; provider: string };
+
+/**
+ * The outcome a provider's round trip brought the page back with
+ * (`#sign_in_error=…`, `#connected=…`, `#reauthenticated=…`), taken out of the
+ * address bar and the history at once.
+ */
+export function takeProviderOutcome(): ProviderOutcome | null {
+  const match = /^#(sign_in_error|connected|reauthenticated)=([a-z0-9_-]{1,64})$/.exec(window.location.hash);
+  if (match === null) return null;
+  history.replaceState(null, "", window.location.pathname + window.location.search);
+  const value = match[2] ?? "";
+  if (match[1] === "sign_in_error") return { kind: "error", code: value };
+  return { kind: match[1] === "connected" ? "connected" : "reauthenticated", provider: value };
+}
+
+/** What to tell a person whose round trip to a provider failed. */
+export function providerProblem(code: string): string {
+  switch (code) {
+    case "access_denied":
+      return "The sign-in was cancelled at the provider.";
+    case "provider_unavailable":
+      return "The provider did not answer in time. Try again in a moment.";
+    case "identity_in_use":
+      return "That account at the provider already signs in to another account here.";
+    case "sign_up_closed":
+      return "No account here uses that sign-in, and sign-up is closed: an administrator creates accounts.";
+    default:
+      return "The sign-in with the provider did not complete. Try again.";
+  }
 }
 
 /** Who a reset is for: a username or an address, as the person typed it. */
@@ -382,11 +435,12 @@ export class AuthClient {
    * out every tab (the API clears the cookie). Throws, and stays signed in,
    * if the API did not delete it.
    */
-  async deleteAccount(password: string): Promise<void> {
+  async deleteAccount(password: string | null): Promise<void> {
     await this.#locked(async () => {
       const response = await this.#authorized(
         "/account",
-        { method: "DELETE", json: { password } },
+        // An account without a password: a fresh proof at its provider instead.
+        { method: "DELETE", json: password === null ? {} : { password } },
         () => this.#refreshOnce(),
       );
       if (response === null) throw sessionEnded();
@@ -394,6 +448,89 @@ export class AuthClient {
       this.#signedOut("Your account has been deleted.");
       this.#broadcast({ type: "signed-out" });
     });
+  }
+
+  /** The outside identity providers this service signs in with. */
+  async providers(): Promise<Provider[]> {
+    const response = await this.#send("/oidc/providers", {}, null);
+    if (!response.ok) throw await problem(response);
+    return ((await response.json()) as { providers: Provider[] }).providers;
+  }
+
+  /**
+   * Leaves for `provider`'s sign-in. The browser comes back to the page
+   * signed in (a new account on a first sign-in), or with why not
+   * (`takeProviderOutcome`).
+   */
+  async signInWith(provider: string): Promise<void> {
+    const response = await this.#send(this.#start(provider), { method: "POST", json: {} }, null);
+    await this.#leaveFor(response);
+  }
+
+  /**
+   * Connects `provider` to the signed-in account: the password first (a
+   * fresh proof), where the account has one; then the provider's sign-in,
+   * made just then. The page comes back with `connected` (or why not).
+   */
+  async connectProvider(provider: string, password: string | null): Promise<void> {
+    if (password !== null) await this.#reauthenticate(password);
+    const response = await this.fetch(this.#start(provider), { method: "POST", json: { intent: "connect" } });
+    await this.#leaveFor(response);
+  }
+
+  /**
+   * For an account without a password: a fresh proof at `provider` (a
+   * sign-in made just then), which opens what a recent password opens.
+   */
+  async reauthenticateWith(provider: string): Promise<void> {
+    const response = await this.fetch(this.#start(provider), { method: "POST", json: { intent: "reauthenticate" } });
+    await this.#leaveFor(response);
+  }
+
+  /** The ways the signed-in account signs in. */
+  async identities(): Promise<Identities> {
+    const response = await this.fetch("/account/identities");
+    if (!response.ok) throw await problem(response);
+    return (await response.json()) as Identities;
+  }
+
+  /** Disconnects `provider`, proving the password first where there is one. */
+  async disconnect(provider: string, password: string | null): Promise<void> {
+    if (password !== null) await this.#reauthenticate(password);
+    const response = await this.fetch(`/account/identities/${encodeURIComponent(provider)}`, { method: "DELETE" });
+    if (!response.ok) throw await problem(response);
+  }
+
+  /**
+   * An account without a password sets its first, after a fresh proof at
+   * its provider; the session goes on as a new one.
+   */
+  async setPassword(newPassword: string): Promise<void> {
+    await this.#locked(async () => {
+      const response = await this.#authorized(
+        "/password",
+        { method: "POST", json: { new_password: newPassword, refresh_token_delivery: "cookie" } },
+        () => this.#refreshOnce(),
+      );
+      if (response === null) throw sessionEnded();
+      if (!response.ok) throw await problem(response);
+      this.#adopt((await response.json()) as TokenAnswer);
+    });
+  }
+
+  #start(provider: string): string {
+    return `/oidc/${encodeURIComponent(provider)}/start`;
+  }
+
+  /** Follows a round trip's start to the provider, or throws why not. */
+  async #leaveFor(response: Response): Promise<void> {
+    if (!response.ok) throw await problem(response);
+    const { authorization_url: url } = (await response.json()) as { authorization_url: string };
+    const target = new URL(url);
+    if (target.protocol !== "https:" && target.protocol !== "http:") {
+      throw new TypeError("the provider's address is not a web page");
+    }
+    window.location.assign(target.href);
   }
 
   /** The user's live sessions, newest first; `truncated`: more are live than listed. */

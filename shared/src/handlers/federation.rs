@@ -169,6 +169,13 @@ async fn start(state: &Federation, req: &Request, id: &str) -> Result<Response<B
         }
         StartIntent::Reauthenticate => {
             let caller = authenticate_caller(req, &state.verifier, &state.store, now).await?;
+            // An account with a password proves it (`/reauthenticate`): a
+            // provider never stands in for it.
+            if caller.user.has_password() {
+                return Err(ApiError::BadRequest(
+                    "this account proves itself with its password: POST /reauthenticate".into(),
+                ));
+            }
             if !caller
                 .user
                 .identities
@@ -499,8 +506,8 @@ async fn reauthenticate(
         .await?
         .filter(|u| u.active && u.session_is_live(session_id, epoch, now))
         .ok_or(Outcome::Failed)?;
-    if !user.identities.contains(external) {
-        tracing::info!(user_id = %user.id, "a fresh proof by an identity that is not the caller's");
+    if !user.identities.contains(external) || user.has_password() {
+        tracing::info!(user_id = %user.id, "a fresh proof by an identity that is not the caller's, or for an account with a password");
         return Err(Outcome::Failed);
     }
     let proof = uuid::Uuid::new_v4().to_string();
@@ -574,6 +581,7 @@ async fn disconnect(
     let now = state.clock.now();
     let caller = authenticate_caller(req, &state.verifier, &state.store, now).await?;
     caller.require_fresh(state.fresh_auth, now)?;
+    let caller_sid = caller.claims.sid;
     let user = caller.user;
     let ids: Vec<ExternalId> = user
         .identities
@@ -584,12 +592,25 @@ async fn disconnect(
     if ids.is_empty() {
         return Err(ApiError::NotFound);
     }
-    if !user.has_password() && user.identities.len() == ids.len() {
+    // The ways in that remain: identities of providers still configured
+    // (one of a provider removed signs in no more).
+    let remaining = user
+        .identities
+        .iter()
+        .filter(|i| !ids.contains(i))
+        .filter(|i| state.providers.iter().any(|p| p.config.issuer == i.issuer))
+        .count();
+    if !user.has_password() && remaining == 0 {
         return Err(ApiError::Conflict(
             "this is the account's only way to sign in: set a password or connect another provider first",
         ));
     }
-    match state.store.disconnect_identities(&user, &ids).await {
+    let name = provider.config.name.trim();
+    match state
+        .store
+        .disconnect_identities(&user, &caller_sid, &ids, name, now)
+        .await
+    {
         Ok(()) => {}
         Err(StoreError::Conflict) => {
             return Err(ApiError::Conflict(

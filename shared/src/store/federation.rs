@@ -289,17 +289,21 @@ impl Store {
 
 impl Store {
     /// Removes `ids` (links of `user`, as read) all or nothing: their items,
-    /// and their entries in the user's list, while the user is as read (the
-    /// same list's size, password and epoch: a concurrent connection,
-    /// disconnection or password change wins, `Conflict`). The caller has
-    /// checked that another way to sign in remains; the conditions keep it
-    /// so.
+    /// their entries in the user's list, and a notice to the verified
+    /// address naming `provider`; while the user is as read (the same
+    /// list's size, password and epoch: a concurrent connection,
+    /// disconnection or password change wins) and the session that asked
+    /// (`session`) is not logged out (`Conflict`). The caller has checked
+    /// that another way to sign in remains; the conditions keep it so.
     pub async fn disconnect_identities(
         &self,
         user: &User,
+        session: &str,
         ids: &[ExternalId],
+        provider: &str,
+        now: i64,
     ) -> Result<(), StoreError> {
-        let mut items = Vec::with_capacity(ids.len() + 1);
+        let mut items = Vec::with_capacity(ids.len() + 2);
         for id in ids {
             items.push(self.delete_identity_item(id, user)?);
         }
@@ -307,8 +311,9 @@ impl Store {
             user_key(&user.username),
             "DELETE identities :ids",
             "user_id = :uid AND active = :true AND session_epoch = :epoch \
-             AND password_hash = :hash AND size(identities) = :count",
-            None,
+             AND password_hash = :hash AND size(identities) = :count \
+             AND attribute_not_exists(revoked_sessions.#caller)",
+            Some(HashMap::from([("#caller".to_owned(), session.to_owned())])),
             values([
                 (
                     ":ids",
@@ -321,6 +326,12 @@ impl Store {
                 (":count", n(user.identities.len())),
             ]),
         )?);
+        let notice = Notice::IdentityDisconnected {
+            provider: provider.to_owned(),
+        };
+        if let Some(job) = MailJob::notice_to(user, notice) {
+            items.push(self.enqueue_item(&job, now)?);
+        }
         self.transact(items).await
     }
 

@@ -69,7 +69,8 @@ pub(super) fn job_item(job: &MailJob, now: i64) -> HashMap<String, AttributeValu
                 } => {
                     set("device", device);
                 }
-                Notice::IdentityConnected { provider } => {
+                Notice::IdentityConnected { provider }
+                | Notice::IdentityDisconnected { provider } => {
                     set("provider", provider);
                 }
                 _ => {}
@@ -127,6 +128,9 @@ pub fn job_from_item(
                     device: item.optional_string("device").map(str::to_owned),
                 },
                 "identity_connected" => Notice::IdentityConnected {
+                    provider: item.string("provider")?.to_owned(),
+                },
+                "identity_disconnected" => Notice::IdentityDisconnected {
                     provider: item.string("provider")?.to_owned(),
                 },
                 _ => return Err(item.invalid("kind")),
@@ -255,6 +259,9 @@ mod tests {
                 },
                 Notice::NewDevice { device: None },
                 Notice::IdentityConnected {
+                    provider: "Local IdP".into(),
+                },
+                Notice::IdentityDisconnected {
                     provider: "Local IdP".into(),
                 },
             ]

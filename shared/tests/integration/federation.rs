@@ -1036,18 +1036,24 @@ async fn an_account_without_a_password_proves_itself_again_at_its_provider_then_
 }
 
 #[tokio::test]
-async fn a_fresh_proof_through_a_provider_needs_an_identity_of_it_on_the_account() {
+async fn a_fresh_proof_through_a_provider_is_for_accounts_without_a_password() {
     let f = fixture().await;
     let token = logged_in(&f, "pat").await;
     let auth = bearer(&token);
-    let response = begin_with(
-        &f.state,
-        "test",
-        r#"{"intent":"reauthenticate"}"#,
-        &[("authorization", &auth)],
-    )
-    .await;
+    let headers = [("authorization", auth.as_str())];
+    let start = || begin_with(&f.state, "test", r#"{"intent":"reauthenticate"}"#, &headers);
+    // No identity of this provider on the account.
+    crate::support::assert_error(&start().await, 400, "invalid_request");
+    // With one: still the password (`/reauthenticate`) proves a password
+    // account; the provider never stands in for it.
+    let connected = connect(&f, &token, Mint::good("pat-there")).await;
+    assert_eq!(
+        location(&connected),
+        format!("{OWN_ORIGIN}/#connected=test")
+    );
+    let response = start().await;
     crate::support::assert_error(&response, 400, "invalid_request");
+    assert!(set_cookie(&response, TRANSACTION_COOKIE).is_none());
 }
 
 #[tokio::test]
@@ -1134,8 +1140,9 @@ async fn a_provider_is_disconnected_only_while_another_way_to_sign_in_remains() 
     assert_eq!(listed["identities"][0]["provider"], "test");
     assert_eq!(listed["identities"][0]["issuer"], f.idp.issuer.as_str());
 
-    // A password user with the provider connected: disconnected.
+    // A password user with the provider connected: disconnected, and told.
     let token = logged_in(&f, "pat").await;
+    crate::matrix::verify_directly(&f.store, "pat", "pat@example.com").await;
     assert_eq!(
         location(&connect(&f, &token, Mint::good("pat-there")).await),
         format!("{OWN_ORIGIN}/#connected=test")
@@ -1165,6 +1172,13 @@ async fn a_provider_is_disconnected_only_while_another_way_to_sign_in_remains() 
         .unwrap()
         .unwrap();
     assert!(pat.identities.is_empty());
+    let jobs = f.store.pending_jobs().await.unwrap();
+    let told = jobs.iter().any(|(_, job)| {
+        matches!(job, auth::outbox::MailJob::Notice {
+            notice: auth::outbox::Notice::IdentityDisconnected { provider }, ..
+        } if provider == "Stand-in test")
+    });
+    assert!(told, "the address is told: {jobs:?}");
     // Nothing left of it to disconnect; and its next sign-in is a new account.
     crate::support::assert_error(
         &federation::handle(&f.state, delete()).await,
@@ -1524,4 +1538,83 @@ async fn the_store_connects_nothing_for_a_session_logged_out_after_it_was_read()
         .connect_identity(&sam, &identity, Some(&sid), "Stand-in", now)
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn an_identity_of_a_provider_no_longer_configured_is_no_way_in() {
+    // A passwordless account with identities at two providers, then one of
+    // them removed from the configuration: the other is its only way in.
+    let store = fresh_store().await;
+    let (a, b) = (StandIn::start().await, StandIn::start().await);
+    let both = federation_with(&store, vec![config("a", &a), config("b", &b)]);
+    let begun = begin(&both, "a").await;
+    let query = a.authorize(
+        &begun.url,
+        Mint::good("p").with("preferred_username", json!("two-ways")),
+    );
+    let refresh = assert_signed_in(&come_back(&both, "a", &query, Some(&begun.handle)).await);
+    let user = store
+        .get(&Username::parse("two-ways").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let b_identity = auth::federation::Identity {
+        id: ExternalId {
+            issuer: b.issuer.clone(),
+            subject: "p".into(),
+        },
+        provider: "b".into(),
+        user_id: user.id,
+        username: user.username.clone(),
+        created_at: auth::clock::system_now(),
+    };
+    store
+        .connect_identity(&user, &b_identity, None, "b", auth::clock::system_now())
+        .await
+        .unwrap();
+    let only_a = federation_with(&store, vec![config("a", &a)]);
+    let (token, refresh) = access_token(&store, &refresh).await;
+    let auth = bearer(&token);
+    // A fresh proof at a, then the disconnection of a: b is configured no more.
+    let response = begin_with(
+        &only_a,
+        "a",
+        r#"{"intent":"reauthenticate"}"#,
+        &[("authorization", &auth)],
+    )
+    .await;
+    let url = body_json(&response)["authorization_url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let handle = cookie_value(&set_cookie(&response, TRANSACTION_COOKIE).unwrap());
+    let proved = come_back(
+        &only_a,
+        "a",
+        &a.authorize(&url, Mint::good("p")),
+        Some(&handle),
+    )
+    .await;
+    assert_eq!(
+        location(&proved),
+        format!("{OWN_ORIGIN}/#reauthenticated=a")
+    );
+    let (token, _) = access_token(&store, &refresh).await;
+    let delete = api_request(
+        "DELETE",
+        "/account/identities/a",
+        "",
+        &[("authorization", &bearer(&token))],
+        None,
+    );
+    crate::support::assert_error(&federation::handle(&only_a, delete).await, 409, "conflict");
+    // With both configured, b remains a way in: a goes.
+    let delete = api_request(
+        "DELETE",
+        "/account/identities/a",
+        "",
+        &[("authorization", &bearer(&token))],
+        None,
+    );
+    assert_eq!(federation::handle(&both, delete).await.status(), 200);
 }
