@@ -169,21 +169,31 @@ function SignIn({ auth, notice }: { auth: AuthClient; notice: string | null }) {
   );
 }
 
-/** The outside identity providers this service is configured with. */
-function useProviders(auth: AuthClient): Provider[] {
-  const [providers, setProviders] = useState<Provider[]>([]);
+/**
+ * What `load` answers, into `set`, at mount and whenever `version` changes;
+ * an answer that arrives after the view is gone (or reloading) is dropped.
+ * A failure leaves the value as it was.
+ */
+function useLoad<T>(load: () => Promise<T>, set: (value: T) => void, version: unknown): void {
   useEffect(() => {
     let current = true;
-    auth
-      .providers()
-      .then((list) => {
-        if (current) setProviders(list);
+    load()
+      .then((value) => {
+        if (current) set(value);
       })
       .catch(() => undefined);
     return () => {
       current = false;
     };
-  }, [auth]);
+    // `load` and `set` are made anew at each render; `version` says when to load again.
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [version]);
+}
+
+/** The outside identity providers this service is configured with. */
+function useProviders(auth: AuthClient): Provider[] {
+  const [providers, setProviders] = useState<Provider[]>([]);
+  useLoad(() => auth.providers(), setProviders, auth);
   return providers;
 }
 
@@ -335,18 +345,7 @@ function Email({ auth }: { auth: AuthClient }) {
   const [password, setPassword] = useState("");
   const [code, setCode] = useState("");
   const [busy, outcome, run] = useAction();
-  useEffect(() => {
-    let current = true;
-    auth
-      .email()
-      .then((v) => {
-        if (current) setView(v);
-      })
-      .catch(() => undefined);
-    return () => {
-      current = false;
-    };
-  }, [auth]);
+  useLoad(() => auth.email(), setView, auth);
   const headingId = useId();
   return (
     <section aria-labelledby={headingId}>
@@ -712,18 +711,7 @@ function Account({ auth, returned }: { auth: AuthClient; returned: ProviderOutco
   const [methods, setMethods] = useState<Identities | null>(null);
   // Bumped to read the sign-in methods again.
   const [methodsVersion, setMethodsVersion] = useState(0);
-  useEffect(() => {
-    let current = true;
-    auth
-      .identities()
-      .then((m) => {
-        if (current) setMethods(m);
-      })
-      .catch(() => undefined);
-    return () => {
-      current = false;
-    };
-  }, [auth, methodsVersion]);
+  useLoad(() => auth.identities(), setMethods, methodsVersion);
   const reloadMethods = () => {
     setMethodsVersion((v) => v + 1);
   };

@@ -452,12 +452,7 @@ async fn connect(
     epoch: u64,
     now: i64,
 ) -> Result<(), Outcome> {
-    let user = state
-        .store
-        .get_by_id(user_id)
-        .await?
-        .filter(|u| u.active && u.session_is_live(session_id, epoch, now))
-        .ok_or(Outcome::Failed)?;
+    let user = caller_as_it_was(state, user_id, session_id, epoch, now).await?;
     if let Some(linked) = state.store.get_identity(external).await? {
         return if linked.user_id == user.id {
             Ok(())
@@ -465,13 +460,7 @@ async fn connect(
             Err(Outcome::IdentityInUse)
         };
     }
-    let identity = Identity {
-        id: external.clone(),
-        provider: provider.config.id.clone(),
-        user_id: user.id,
-        username: user.username.clone(),
-        created_at: now,
-    };
+    let identity = link(external, provider, &user, now);
     let name = provider.config.name.trim();
     match state
         .store
@@ -490,6 +479,34 @@ async fn connect(
     Ok(())
 }
 
+/// The user who started a round trip (to connect, or to prove itself), if
+/// the session that started it still stands as it was.
+async fn caller_as_it_was(
+    state: &Federation,
+    user_id: crate::users::UserId,
+    session_id: &str,
+    epoch: u64,
+    now: i64,
+) -> Result<User, Outcome> {
+    state
+        .store
+        .get_by_id(user_id)
+        .await?
+        .filter(|u| u.active && u.session_is_live(session_id, epoch, now))
+        .ok_or(Outcome::Failed)
+}
+
+/// The link of `external` to `user`, through `provider`, made `now`.
+fn link(external: &ExternalId, provider: &Provider, user: &User, now: i64) -> Identity {
+    Identity {
+        id: external.clone(),
+        provider: provider.config.id.clone(),
+        user_id: user.id,
+        username: user.username.clone(),
+        created_at: now,
+    }
+}
+
 /// Marks the caller's session proved just now (its `auth_time`), when
 /// `external` is an identity of the caller's and the session still stands.
 async fn reauthenticate(
@@ -500,12 +517,7 @@ async fn reauthenticate(
     epoch: u64,
     now: i64,
 ) -> Result<(), Outcome> {
-    let user = state
-        .store
-        .get_by_id(user_id)
-        .await?
-        .filter(|u| u.active && u.session_is_live(session_id, epoch, now))
-        .ok_or(Outcome::Failed)?;
+    let user = caller_as_it_was(state, user_id, session_id, epoch, now).await?;
     if !user.identities.contains(external) || user.has_password() {
         tracing::info!(user_id = %user.id, "a fresh proof by an identity that is not the caller's, or for an account with a password");
         return Err(Outcome::Failed);
@@ -641,13 +653,7 @@ async fn account_for(
         return linked_user(state, &linked).await;
     }
     if let Some(user) = by_verified_address(state, provider, claims).await? {
-        let identity = Identity {
-            id: external.clone(),
-            provider: provider.config.id.clone(),
-            user_id: user.id,
-            username: user.username.clone(),
-            created_at: now,
-        };
+        let identity = link(external, provider, &user, now);
         let name = provider.config.name.trim();
         match state
             .store
@@ -689,13 +695,7 @@ async fn account_for(
         );
         user.created_at = now;
         user.identities.insert(external.clone());
-        let identity = Identity {
-            id: external.clone(),
-            provider: provider.config.id.clone(),
-            user_id: user.id,
-            username: user.username.clone(),
-            created_at: now,
-        };
+        let identity = link(external, provider, &user, now);
         match state.store.create_federated_user(&user, &identity).await {
             Ok(()) => {
                 tracing::info!(audit = "account_created", user_id = %user.id, provider = %provider.config.id, "account created through a provider");

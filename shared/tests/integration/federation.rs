@@ -717,15 +717,13 @@ pub(crate) async fn logged_in_on(store: &Store, username: &str) -> String {
         .to_owned()
 }
 
-pub(crate) async fn connect(f: &Fixture, access_token: &str, mint: Mint) -> Response<Body> {
-    let auth = bearer(access_token);
-    let response = begin_with(
-        &f.state,
-        "test",
-        r#"{"intent":"connect"}"#,
-        &[("authorization", &auth)],
-    )
-    .await;
+/// A signed-in caller's round trip begun at `provider` for `intent`
+/// (`connect`, `reauthenticate`): its provider's URL and the browser's cookie,
+/// the URL checked to ask for a sign-in made now.
+async fn begin_as(state: &Federation, provider: &str, token: &str, intent: &str) -> Begun {
+    let auth = bearer(token);
+    let body = json!({ "intent": intent }).to_string();
+    let response = begin_with(state, provider, &body, &[("authorization", &auth)]).await;
     assert_eq!(response.status(), 200, "{:?}", body_json(&response));
     let url = body_json(&response)["authorization_url"]
         .as_str()
@@ -736,8 +734,13 @@ pub(crate) async fn connect(f: &Fixture, access_token: &str, mint: Mint) -> Resp
         "a fresh sign-in at the provider"
     );
     let handle = cookie_value(&set_cookie(&response, TRANSACTION_COOKIE).unwrap());
-    let query = f.idp.authorize(&url, mint);
-    come_back(&f.state, "test", &query, Some(&handle)).await
+    Begun { url, handle }
+}
+
+pub(crate) async fn connect(f: &Fixture, access_token: &str, mint: Mint) -> Response<Body> {
+    let begun = begin_as(&f.state, "test", access_token, "connect").await;
+    let query = f.idp.authorize(&begun.url, mint);
+    come_back(&f.state, "test", &query, Some(&begun.handle)).await
 }
 
 #[tokio::test]
@@ -976,28 +979,9 @@ async fn federated(subject: &str, username: &str) -> (String, Fixture) {
 }
 
 async fn reauthenticate(f: &Fixture, token: &str, mint: Mint) -> Response<Body> {
-    let auth = bearer(token);
-    let response = begin_with(
-        &f.state,
-        "test",
-        r#"{"intent":"reauthenticate"}"#,
-        &[("authorization", &auth)],
-    )
-    .await;
-    assert_eq!(response.status(), 200, "{:?}", body_json(&response));
-    let url = body_json(&response)["authorization_url"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert!(url.contains("max_age=0"), "a sign-in made now");
-    let handle = cookie_value(&set_cookie(&response, TRANSACTION_COOKIE).unwrap());
-    come_back(
-        &f.state,
-        "test",
-        &f.idp.authorize(&url, mint),
-        Some(&handle),
-    )
-    .await
+    let begun = begin_as(&f.state, "test", token, "reauthenticate").await;
+    let query = f.idp.authorize(&begun.url, mint);
+    come_back(&f.state, "test", &query, Some(&begun.handle)).await
 }
 
 #[tokio::test]
@@ -1386,18 +1370,7 @@ async fn a_connection_whose_session_ended_meanwhile_connects_nothing() {
     let f = fixture().await;
     let token = logged_in(&f, "pat").await;
     let auth = bearer(&token);
-    let response = begin_with(
-        &f.state,
-        "test",
-        r#"{"intent":"connect"}"#,
-        &[("authorization", &auth)],
-    )
-    .await;
-    let url = body_json(&response)["authorization_url"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let handle = cookie_value(&set_cookie(&response, TRANSACTION_COOKIE).unwrap());
+    let Begun { url, handle } = begin_as(&f.state, "test", &token, "connect").await;
     // The session logs out while the person is at the provider.
     let logout = crate::support::request("logout.json", Some(&auth), Some("{}"));
     let ended = auth::handlers::logout::handle(&App::new(&f.store).logout(), logout).await;
@@ -1574,20 +1547,8 @@ async fn an_identity_of_a_provider_no_longer_configured_is_no_way_in() {
         .unwrap();
     let only_a = federation_with(&store, vec![config("a", &a)]);
     let (token, refresh) = access_token(&store, &refresh).await;
-    let auth = bearer(&token);
     // A fresh proof at a, then the disconnection of a: b is configured no more.
-    let response = begin_with(
-        &only_a,
-        "a",
-        r#"{"intent":"reauthenticate"}"#,
-        &[("authorization", &auth)],
-    )
-    .await;
-    let url = body_json(&response)["authorization_url"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let handle = cookie_value(&set_cookie(&response, TRANSACTION_COOKIE).unwrap());
+    let Begun { url, handle } = begin_as(&only_a, "a", &token, "reauthenticate").await;
     let proved = come_back(
         &only_a,
         "a",
