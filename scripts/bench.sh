@@ -13,7 +13,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 begin_run
 peer="${PEER:-$root/../shared/peers/flask-seed}"
-functions=(login get-name register refresh logout password admin jwks web floor)
+functions=(login get-name register refresh logout password admin jwks web federation floor)
 
 echo "== build (release, this machine; arm64 zips for the sizes)"
 cargo build --release --workspace --bins
@@ -29,6 +29,15 @@ start_dynamodb "$ddb_port" "$work/dynamodb.log"
 kms_port=$(free_port)
 start_kms "$kms_port" "$work/kms.log"
 export DYNAMODB_TEST_ENDPOINT="http://127.0.0.1:$ddb_port" KMS_TEST_ENDPOINT="http://127.0.0.1:$kms_port"
+echo "== the local identity provider (tools/idp), federation's to sign in with"
+idp_port=$(free_port)
+# The bench's client, its secret the run's own (the bench puts it in moto's
+# SSM); its redirect URI on the bench's issuer (bench/src/main.rs).
+export BENCH_IDP_ISSUER="http://127.0.0.1:$idp_port"
+BENCH_IDP_SECRET=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')
+export BENCH_IDP_SECRET
+start_idp "$idp_port" "$work/idp.log" \
+  "[{\"client_id\": \"auth-bench\", \"client_secret\": \"$BENCH_IDP_SECRET\", \"redirect_uris\": [\"https://bench.test/oidc/local/callback\"]}]"
 export BENCH_BIN="$root/target/release"
 bench="$root/target/release/auth-bench"
 

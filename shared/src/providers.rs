@@ -260,32 +260,43 @@ fn is_loopback(host: &str) -> bool {
         .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// The client: built once at init (its roots parsed then, once).
+/// The client: made at init, its connector (and the roots it trusts, some
+/// 150 certificates to parse) built at the first call, once: most of the
+/// function's routes never call a provider, and a cold start should not
+/// pay for what its request may not need.
 #[derive(Debug)]
 pub struct ProviderHttp {
-    connector: Connector,
+    connector: std::sync::OnceLock<Connector>,
     hosts: Hosts,
 }
 
 impl ProviderHttp {
     pub fn new(hosts: Hosts) -> Self {
-        let context = TlsContext::builder()
-            .with_trust_store(TrustStore::empty().with_pem_certificate(public_roots_pem()))
-            .build()
-            .expect("the compiled-in roots make a TLS context");
-        let connector = Connector::builder()
-            .connector_settings(
-                HttpConnectorSettings::builder()
-                    .connect_timeout(CALL_TIMEOUT)
-                    .read_timeout(CALL_TIMEOUT)
-                    .build(),
-            )
-            .tls_provider(tls::Provider::Rustls(
-                tls::rustls_provider::CryptoMode::AwsLc,
-            ))
-            .tls_context(context)
-            .build();
-        ProviderHttp { connector, hosts }
+        ProviderHttp {
+            connector: std::sync::OnceLock::new(),
+            hosts,
+        }
+    }
+
+    fn connector(&self) -> &Connector {
+        self.connector.get_or_init(|| {
+            let context = TlsContext::builder()
+                .with_trust_store(TrustStore::empty().with_pem_certificate(public_roots_pem()))
+                .build()
+                .expect("the compiled-in roots make a TLS context");
+            Connector::builder()
+                .connector_settings(
+                    HttpConnectorSettings::builder()
+                        .connect_timeout(CALL_TIMEOUT)
+                        .read_timeout(CALL_TIMEOUT)
+                        .build(),
+                )
+                .tls_provider(tls::Provider::Rustls(
+                    tls::rustls_provider::CryptoMode::AwsLc,
+                ))
+                .tls_context(context)
+                .build()
+        })
     }
 
     /// One call: the answer's status, headers and body (a 3xx is an error,
@@ -305,7 +316,7 @@ impl ProviderHttp {
             })?;
         let call = async {
             let response =
-                self.connector
+                self.connector()
                     .call(request)
                     .await
                     .map_err(|e| match e.is_timeout() {
@@ -360,6 +371,36 @@ fn public_roots_pem() -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_roots_are_parsed_at_the_first_call_not_at_init() {
+        let http = ProviderHttp::new(Hosts::AlsoLoopback);
+        assert!(http.connector.get().is_none());
+        // A URL it refuses calls nothing.
+        let elsewhere = http::Request::get("http://example.com/")
+            .body(vec![])
+            .unwrap();
+        assert!(matches!(
+            http.send(elsewhere).await,
+            Err(ProviderError::Url(_))
+        ));
+        assert!(http.connector.get().is_none());
+        // A call (to a loopback port nobody listens on) builds it, once.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let call = || {
+            http::Request::get(format!("http://127.0.0.1:{port}/"))
+                .body(vec![])
+                .unwrap()
+        };
+        assert!(http.send(call()).await.is_err());
+        let built: *const Connector = http.connector.get().expect("built by the call");
+        assert!(http.send(call()).await.is_err());
+        assert!(std::ptr::eq(built, http.connector.get().unwrap()));
+    }
 
     fn url(raw: &str) -> bool {
         raw.parse()

@@ -46,24 +46,37 @@ pub(super) async fn fresh_init_calls(
 /// (and its parsing). In KMS mode, a verifier's: `GetPublicKey` for each
 /// `kms:` key of `JWT_VERIFICATION_KEYS`, all at once, and, for all but
 /// jwks, a `GetItem` on the table beside them (the DynamoDB warm-up).
-/// Their wall time (connections, TLS handshakes, requests and answers) is
+/// And, in every mode, a function with secrets reads them after its keys
+/// (federation: SSM `GetParameter` for each provider's client secret, all
+/// at once). Their wall time (connections, TLS handshakes, requests and answers) is
 /// what the budget credits; the CPU time is printed beside it. Set up
 /// untimed, as the function does it at its own init, and judged there: the
 /// SDK configuration and clients, the roots, the random generator's seeding.
 /// None of the function's own init code runs here (its configuration, its
 /// keys' parsing, the way it orders the calls).
 pub async fn init_calls(function: &str) -> bool {
-    let sealed = std::env::var("JWT_VERIFICATION_KEYS").is_ok_and(|k| k == "table");
-    let layer = if sealed { Layer::Sealed } else { Layer::Kms };
+    let keys = std::env::var("JWT_VERIFICATION_KEYS").unwrap_or_default();
+    let layer = if keys == "table" {
+        Layer::Sealed
+    } else if keys.starts_with("kms:") {
+        Layer::Kms
+    } else {
+        Layer::Plain
+    };
     if !calls_at_init(function, layer) {
         eprintln!("{function} makes no calls at init in this mode");
         return false;
     }
-    let set_up = if sealed {
-        InitCalls::set_up_sealed(ISSUERS.contains(&function))
-    } else {
-        InitCalls::set_up(function != "jwks")
+    let with_keys = match layer {
+        Layer::Sealed => VERIFIERS.contains(&function) || ISSUERS.contains(&function),
+        _ => VERIFIERS.contains(&function) && layer == Layer::Kms,
     };
+    let set_up = match layer {
+        _ if !with_keys => InitCalls::set_up_secrets_only(),
+        Layer::Sealed => InitCalls::set_up_sealed(ISSUERS.contains(&function)),
+        _ => InitCalls::set_up(function != "jwks"),
+    }
+    .and_then(|calls| calls.with_secrets(SECRETS_AT_INIT.contains(&function)));
     let calls = match set_up {
         Ok(calls) => calls,
         Err(e) => {
@@ -103,6 +116,10 @@ pub(super) struct InitCalls {
     /// Sealed mode: the table whose key set is read, and for an issuer the
     /// sealing key that unseals the key of the moment.
     sealed: Option<(Store, Option<String>)>,
+    /// The SDK configuration, for the secrets' client.
+    sdk: aws_config::SdkConfig,
+    /// The secrets read after the keys: SSM's client and the parameters.
+    secrets: Option<(aws_sdk_ssm::Client, Vec<String>)>,
 }
 
 impl InitCalls {
@@ -147,7 +164,47 @@ impl InitCalls {
             keys,
             warm_up,
             sealed: None,
+            sdk,
+            secrets: None,
         })
+    }
+
+    /// No key to fetch (a PEM key): only secrets to read.
+    fn set_up_secrets_only() -> Result<InitCalls, String> {
+        let (sdk, kms) = Self::common()?;
+        Ok(InitCalls {
+            kms,
+            keys: Vec::new(),
+            warm_up: None,
+            sealed: None,
+            sdk,
+            secrets: None,
+        })
+    }
+
+    /// With the providers' client secrets of `OIDC_PROVIDERS` to read, when
+    /// `read` (SSM, without retries, at `AWS_ENDPOINT_URL_SSM`).
+    fn with_secrets(mut self, read: bool) -> Result<InitCalls, String> {
+        use aws_sdk_ssm::config::retry::RetryConfig;
+        if !read {
+            return Ok(self);
+        }
+        let names: Vec<String> =
+            auth::federation::providers_from_source(&auth::config::Environment)
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(|p| p.client_secret_parameter)
+                .collect();
+        if names.is_empty() {
+            return Err("OIDC_PROVIDERS names no provider, so no secret to read".into());
+        }
+        let mut ssm =
+            aws_sdk_ssm::config::Builder::from(&self.sdk).retry_config(RetryConfig::disabled());
+        if let Some(url) = auth::aws::endpoint_override("SSM") {
+            ssm = ssm.endpoint_url(url);
+        }
+        self.secrets = Some((aws_sdk_ssm::Client::from_conf(ssm.build()), names));
+        Ok(self)
     }
 
     /// Sealed mode's init calls: the key set's query, and for an issuer the
@@ -165,6 +222,8 @@ impl InitCalls {
             keys: Vec::new(),
             warm_up: None,
             sealed: Some((Store::new(client, table), sealing)),
+            sdk,
+            secrets: None,
         })
     }
 
@@ -184,20 +243,53 @@ impl InitCalls {
         Ok((aws_sdk_dynamodb::Client::from_conf(dynamodb.build()), table))
     }
 
-    /// The calls, at once, each answer checked.
+    /// The calls as the function makes them. Sealed mode: the key set's
+    /// query, then the issuer's `Decrypt` and the secrets' reads at once
+    /// (federation's init). Otherwise its keys' calls, then its secrets'.
     async fn make(&self) -> Result<(), String> {
-        use aws_sdk_dynamodb::types::AttributeValue;
         if let Some((store, sealing)) = &self.sealed {
             let records = store.keys().await.map_err(|e| e.to_string())?;
-            if let Some(sealing) = sealing {
+            let unseal = async {
+                let Some(sealing) = sealing else {
+                    return Ok(());
+                };
                 let record = auth::issuer_keys::signing_key(&records, auth::clock::system_now())
                     .ok_or("no key signs now")?;
                 auth::issuer_keys::unseal(&self.kms, sealing, record)
                     .await
-                    .map_err(|e| e.to_string())?;
-            }
-            return Ok(());
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            };
+            let (unsealed, read) = tokio::join!(unseal, self.read_secrets());
+            return unsealed.and(read);
         }
+        self.key_calls().await?;
+        self.read_secrets().await
+    }
+
+    /// The secrets' reads, at once, each answer checked (none to make for
+    /// a function without secrets).
+    async fn read_secrets(&self) -> Result<(), String> {
+        let Some((ssm, names)) = &self.secrets else {
+            return Ok(());
+        };
+        let reads = names
+            .iter()
+            .map(|name| ssm.get_parameter().name(name).with_decryption(true).send());
+        for read in futures_util::future::join_all(reads).await {
+            let output = read.map_err(|e| format!("GetParameter: {}", auth::aws::describe(&e)))?;
+            output
+                .parameter
+                .and_then(|p| p.value)
+                .ok_or("GetParameter: no value")?;
+        }
+        Ok(())
+    }
+
+    /// A verifier's calls in KMS mode, at once, each answer checked (none
+    /// with a PEM key).
+    async fn key_calls(&self) -> Result<(), String> {
+        use aws_sdk_dynamodb::types::AttributeValue;
         let fetch = async {
             let fetches = self
                 .keys

@@ -58,6 +58,7 @@ use crate::tls::Authority;
 use crate::{event, login_state, ms_of, percentile, token_config};
 
 mod calls;
+mod federation;
 mod init_calls;
 mod own_work;
 mod paths;
@@ -73,13 +74,32 @@ const WARM: usize = 30;
 const PASSWORD: &str = "the bench's own passphrase";
 /// The password function's chain changes the password back and forth.
 const PASSWORDS: [&str; 2] = ["bench passphrase number one", "bench passphrase number two"];
-const FUNCTIONS: [&str; 9] = [
-    "login", "get-name", "register", "refresh", "logout", "password", "admin", "jwks", "web",
+const FUNCTIONS: [&str; 10] = [
+    "login",
+    "get-name",
+    "register",
+    "refresh",
+    "logout",
+    "password",
+    "admin",
+    "jwks",
+    "web",
+    "federation",
 ];
 /// The functions that fetch their public keys at init.
-const VERIFIERS: [&str; 5] = ["get-name", "logout", "password", "admin", "jwks"];
+const VERIFIERS: [&str; 6] = [
+    "get-name",
+    "logout",
+    "password",
+    "admin",
+    "jwks",
+    "federation",
+];
 /// The functions that sign (KMS mode's column).
-const ISSUERS: [&str; 3] = ["login", "refresh", "password"];
+const ISSUERS: [&str; 4] = ["login", "refresh", "password", "federation"];
+/// The functions that read secrets at init, in every mode: federation its
+/// providers' client secrets (SSM `GetParameter`, after its keys).
+const SECRETS_AT_INIT: [&str; 1] = ["federation"];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Layer {
@@ -115,15 +135,17 @@ impl Layer {
 
 /// Whether `function`'s init calls AWS on `layer` (and so is credited the
 /// round trips of those calls): in sealed mode every function that signs or
-/// verifies reads the key set; in KMS mode the verifiers fetch their keys.
+/// verifies reads the key set; in KMS mode the verifiers fetch their keys;
+/// on every layer a function with secrets reads them.
 fn calls_at_init(function: &str, layer: Layer) -> bool {
-    match layer {
+    let keys = match layer {
         Layer::Sealed | Layer::Production => {
             VERIFIERS.contains(&function) || ISSUERS.contains(&function)
         }
         Layer::Kms => VERIFIERS.contains(&function),
         Layer::Plain | Layer::Logs => false,
-    }
+    };
+    keys || SECRETS_AT_INIT.contains(&function)
 }
 
 /// Everything the functions and the bench share for one run.
@@ -151,6 +173,8 @@ struct Bench {
     /// Password changes so far: every layer's chain changes the same user's
     /// password, back and forth between `PASSWORDS`.
     password_changes: AtomicUsize,
+    /// The local identity provider federation signs in with.
+    idp: federation::Idp,
 }
 
 fn var(name: &str) -> String {
@@ -260,6 +284,7 @@ impl Bench {
             Signer::new(&KeySource::Kms(kms_key.clone()), &kms_client).unwrap(),
             &token_config(),
         );
+        let idp = federation::Idp::new(&plain, &kms_plain).await;
         let bench = Bench {
             bin: PathBuf::from(var("BENCH_BIN")),
             table,
@@ -278,6 +303,7 @@ impl Bench {
             kms_issuer,
             sealed_issuer,
             password_changes: AtomicUsize::new(0),
+            idp,
         };
         let hasher = PasswordHasher::new(BcryptCost::DEFAULT);
         for (username, password) in [

@@ -26,10 +26,11 @@ impl Path {
     }
 
     fn expected(&self) -> u64 {
-        if self.function == "register" {
-            201
-        } else {
-            200
+        match self.function {
+            "register" => 201,
+            // The callback sends the browser to the page.
+            "federation" => 303,
+            _ => 200,
         }
     }
 
@@ -90,6 +91,7 @@ impl Path {
             }
             "jwks" => event("jwks.json"),
             "web" => event("page.json"),
+            "federation" => bench.idp.callback_event(&bench.store).await,
             other => panic!("no success path for {other}"),
         };
         if let Some(headers) = json.get_mut("headers") {
@@ -132,11 +134,14 @@ pub(super) async fn measure(
     prefix: &str,
 ) -> Result<(), String> {
     let binary = bench.bin.join(function);
-    let env = if function == "floor" {
+    let mut env = if function == "floor" {
         Vec::new()
     } else {
         bench.env(layer)
     };
+    if function == "federation" {
+        env.extend(bench.idp.env(bench, layer));
+    }
     let mut path = Path::new(function, layer);
     let (mut init, mut first, mut warm) = (Vec::new(), Vec::new(), Vec::new());
     let (mut floor_init, mut init_calls, mut init_cpu) = (Vec::new(), Vec::new(), Vec::new());
@@ -177,7 +182,8 @@ pub(super) async fn measure(
                 process.invoke(path.next(bench).await).await?
             };
             let status = reply.body["statusCode"].as_u64().unwrap_or(0);
-            if reply.error || status != path.expected() {
+            let signed_in = function != "federation" || federation::signed_in(&reply.body);
+            if reply.error || status != path.expected() || !signed_in {
                 return Err(format!(
                     "{prefix}: invocation {i} answered {status}: {}",
                     reply.body
