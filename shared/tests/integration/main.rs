@@ -27,6 +27,7 @@ mod permissions;
 mod providers;
 mod recovery;
 mod sealed;
+mod second_factor;
 mod session_list;
 mod sessions;
 mod store;
