@@ -24,6 +24,7 @@ pub mod providers;
 pub mod rotation;
 pub mod runtime;
 pub mod second_factor;
+pub mod second_factor_key;
 pub mod sessions;
 pub mod store;
 pub mod throttle;

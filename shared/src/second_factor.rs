@@ -8,13 +8,7 @@
 //! sealed under another data key says so (a rotation of the data key can
 //! tell what to re-seal). Each seal draws its own 96-bit nonce.
 //!
-//! The data key is made once, by KMS (`GenerateDataKey` under a symmetric
-//! KMS key, the sealing key, with its own purpose in the encryption context,
-//! which the key policy can hold to), and stored sealed in the table: only
-//! what is about to seal a first secret may make it (`ensure_secret_box`),
-//! and where two race, the one stored first is the one every function
-//! opens. Whatever checks codes only reads it (`stored_secret_box`): a key
-//! missing there is an error, never "no second factor".
+//! The data key itself is made, stored and unsealed by `second_factor_key`.
 //!
 //! Recovery codes are ten, each 120 random bits (ASVS 6.5.2 asks 112 at
 //! least for a code stored as an unsalted hash), shown once, stored as
@@ -24,19 +18,11 @@
 //! `1` and `0` read as them), grouped in fours, read back case-blind,
 //! without dashes or spaces of any kind.
 
-use std::collections::HashMap;
-
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
-use aws_sdk_kms::Client as KmsClient;
-use aws_sdk_kms::primitives::Blob;
-use aws_sdk_kms::types::DataKeySpec;
 use zeroize::Zeroizing;
 
-use crate::aws::classify;
 use crate::email::hex_sha256;
-use crate::keys::KeyError;
-use crate::store::{Store, StoreError};
 use crate::totp::{Revealed, SECRET_BYTES, TotpSecret, encode_base32};
 use crate::users::UserId;
 
@@ -157,16 +143,6 @@ impl SecretBox {
     }
 }
 
-/// What the data key's encryption context names as its purpose: KMS opens
-/// it only under this context, and the key policy lets only the functions
-/// that check codes ask for it.
-pub const DATA_KEY_PURPOSE: &str = "auth-second-factor-data-key";
-
-/// The data key's encryption context.
-pub fn data_key_context() -> HashMap<String, String> {
-    HashMap::from([("purpose".to_owned(), DATA_KEY_PURPOSE.to_owned())])
-}
-
 /// The data key as stored: its ciphertext, as KMS returned it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DataKeyRecord {
@@ -180,111 +156,6 @@ impl DataKeyRecord {
     pub fn key_id(&self) -> String {
         hex_sha256(&self.sealed)[..KEY_ID_LEN].to_owned()
     }
-}
-
-/// How [`ensure_secret_box`] came by the data key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DataKeyOrigin {
-    /// It was stored: unsealed (one `Decrypt`).
-    Stored,
-    /// None was: this call made it and stored it.
-    Made,
-    /// None was, but a racer stored theirs first: that one was unsealed.
-    Racer,
-}
-
-/// Why the data key could not be had.
-#[derive(Debug, thiserror::Error)]
-pub enum DataKeyError {
-    #[error("the data key: {0}")]
-    Kms(#[from] KeyError),
-    #[error("the data key's item: {0}")]
-    Store(#[from] StoreError),
-    #[error("the data key: {0}")]
-    Invalid(#[from] SealError),
-}
-
-/// The stored data key, unsealed (one `Decrypt`), as the box that opens
-/// TOTP secrets; none if none was ever made. What checks codes calls this,
-/// and only this: it never makes a key.
-pub async fn stored_secret_box(
-    store: &Store,
-    kms: &KmsClient,
-    sealing_key: &str,
-) -> Result<Option<SecretBox>, DataKeyError> {
-    match store.data_key().await? {
-        Some(record) => Ok(Some(open_data_key(kms, sealing_key, &record).await?)),
-        None => Ok(None),
-    }
-}
-
-/// The data key's box, for what is about to seal a secret: the stored key,
-/// or the first time a new one (KMS `GenerateDataKey` under `sealing_key`),
-/// stored only where none is; a racer's, stored first, wins. Our copies of
-/// the clear key are zeroed once the box holds it.
-pub async fn ensure_secret_box(
-    store: &Store,
-    kms: &KmsClient,
-    sealing_key: &str,
-    now: i64,
-) -> Result<(SecretBox, DataKeyOrigin), DataKeyError> {
-    if let Some(secret_box) = stored_secret_box(store, kms, sealing_key).await? {
-        return Ok((secret_box, DataKeyOrigin::Stored));
-    }
-    let made = kms
-        .generate_data_key()
-        .key_id(sealing_key)
-        .key_spec(DataKeySpec::Aes256)
-        .set_encryption_context(Some(data_key_context()))
-        .send()
-        .await
-        .map_err(|e| KeyError::from(classify(e)))?;
-    let clear = Zeroizing::new(
-        made.plaintext
-            .ok_or_else(|| KeyError::Rejected("KMS returned no plaintext".into()))?
-            .into_inner(),
-    );
-    let record = DataKeyRecord {
-        sealed: made
-            .ciphertext_blob
-            .ok_or_else(|| KeyError::Rejected("KMS returned no ciphertext".into()))?
-            .into_inner(),
-        created_at: now,
-    };
-    let secret_box = SecretBox::new(&clear, &record.key_id())?;
-    match store.put_data_key(&record).await {
-        Ok(()) => Ok((secret_box, DataKeyOrigin::Made)),
-        Err(StoreError::AlreadyExists) => match stored_secret_box(store, kms, sealing_key).await? {
-            Some(secret_box) => Ok((secret_box, DataKeyOrigin::Racer)),
-            None => Err(StoreError::Internal(
-                "the data key was stored by a racer, then gone".into(),
-            )
-            .into()),
-        },
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// `record`'s key, unsealed with KMS `Decrypt` under its context and pinned
-/// to `sealing_key` (a blob sealed by any other key is refused by KMS).
-async fn open_data_key(
-    kms: &KmsClient,
-    sealing_key: &str,
-    record: &DataKeyRecord,
-) -> Result<SecretBox, DataKeyError> {
-    let clear = Zeroizing::new(
-        kms.decrypt()
-            .key_id(sealing_key)
-            .ciphertext_blob(Blob::new(record.sealed.as_slice()))
-            .set_encryption_context(Some(data_key_context()))
-            .send()
-            .await
-            .map_err(|e| KeyError::from(classify(e)))?
-            .plaintext
-            .ok_or_else(|| KeyError::Rejected("KMS returned no plaintext".into()))?
-            .into_inner(),
-    );
-    Ok(SecretBox::new(&clear, &record.key_id())?)
 }
 
 /// Recovery codes just issued: shown once, never stored or logged in clear.

@@ -12,9 +12,8 @@ use crate::support::proxy::{Call, Gate, Proxy, order_writes};
 use crate::support::race::{Outcomes, race, racing};
 use crate::support::*;
 use auth::keys::KeyError;
-use auth::second_factor::{
-    DataKeyError, DataKeyOrigin, DataKeyRecord, SecretBox, ensure_secret_box, stored_secret_box,
-};
+use auth::second_factor::{DataKeyRecord, SecretBox};
+use auth::second_factor_key::{DataKeyError, DataKeyOrigin, ensure_secret_box, stored_secret_box};
 use auth::store::Store;
 use auth::store::StoreError;
 use auth::totp::TotpSecret;
