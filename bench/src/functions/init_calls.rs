@@ -67,12 +67,8 @@ pub async fn init_calls(function: &str) -> bool {
         eprintln!("{function} makes no calls at init in this mode");
         return false;
     }
-    let with_keys = match layer {
-        Layer::Sealed => VERIFIERS.contains(&function) || ISSUERS.contains(&function),
-        _ => VERIFIERS.contains(&function) && layer == Layer::Kms,
-    };
     let set_up = match layer {
-        _ if !with_keys => InitCalls::set_up_secrets_only(),
+        _ if !calls_for_keys_at_init(function, layer) => InitCalls::set_up_secrets_only(),
         Layer::Sealed => InitCalls::set_up_sealed(ISSUERS.contains(&function)),
         _ => InitCalls::set_up(function != "jwks"),
     }

@@ -100,6 +100,12 @@ impl Path {
         json.to_string()
     }
 
+    /// Whether an answer of the expected status did what the path asks
+    /// (a callback's 303 may carry an error in its fragment).
+    fn succeeded(&self, reply: &Value) -> bool {
+        self.function != "federation" || federation::signed_in(reply)
+    }
+
     /// Takes what the answer hands on: the refresh chain's next token, the
     /// password chain's new session.
     fn answered(&mut self, reply: &Value) {
@@ -182,8 +188,7 @@ pub(super) async fn measure(
                 process.invoke(path.next(bench).await).await?
             };
             let status = reply.body["statusCode"].as_u64().unwrap_or(0);
-            let signed_in = function != "federation" || federation::signed_in(&reply.body);
-            if reply.error || status != path.expected() || !signed_in {
+            if reply.error || status != path.expected() || !path.succeeded(&reply.body) {
                 return Err(format!(
                     "{prefix}: invocation {i} answered {status}: {}",
                     reply.body
