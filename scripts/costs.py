@@ -55,11 +55,11 @@ KB_PER_USER = 1 + PER_USER["login"] * 0.5 * 2 + PER_USER["refresh"] * 0.3
 # Log bytes per request: the access log line, the function's own lines and
 # its metric line; kept LogRetentionDays (30): a month's worth is stored.
 LOG_KB_PER_REQUEST = 2.0
-# Fixed: the sealing key, the alarms (billed by each metric they read: counted
+# Fixed: the sealing key and the second factor's key, the alarms (billed by each metric they read: counted
 # from template.yaml, sealed mode's), the dashboard, ~60 custom metric
 # series (each metric by each of its dimension values: routes, outcomes,
 # admin actions); the daily rotation is negligible.
-KMS_KEYS = 1
+KMS_KEYS = 2
 CUSTOM_METRICS = 60
 DASHBOARDS = 1
 

@@ -33,6 +33,9 @@ done
 umask 077
 [[ -s $dev/demo-password ]] || python3 -c 'import secrets; print(secrets.token_urlsafe(12))' >"$dev/demo-password"
 [[ -s $dev/idp-secret ]] || python3 -c 'import secrets; print(secrets.token_urlsafe(32))' >"$dev/idp-secret"
+# The second factor's data key: deployed, KMS makes and seals it; here moto
+# forgets its keys at every start, so it is kept in a file of its own.
+[[ -s $dev/second-factor-key ]] || python3 -c 'import secrets; print(secrets.token_hex(32))' >"$dev/second-factor-key"
 umask 022
 
 trap 'echo; echo "stopping..."; stop_started' EXIT
@@ -65,6 +68,7 @@ export TABLE_NAME=users
 export JWT_ISSUER="http://localhost:$watch_port" JWT_AUDIENCE=auth-api
 export JWT_SIGNING_KEY="pem:$dev/keys/signing.pem" JWT_VERIFICATION_KEYS="pem:$dev/keys/signing.pub.pem"
 export BCRYPT_COST=${BCRYPT_COST:-12} RUST_LOG=${RUST_LOG:-info}
+export SECOND_FACTOR_KEY="file:$dev/second-factor-key"
 export AWS_ENDPOINT_URL_SSM="http://127.0.0.1:$ses_port" OIDC_PARAMETER_PATH=/auth/oidc/
 export OIDC_PROVIDERS="[{\"id\": \"local\", \"name\": \"Local IdP\", \"issuer\": \"http://127.0.0.1:$idp_port\", \"client_id\": \"auth-dev\", \"client_secret_parameter\": \"/auth/oidc/local\"}]"
 

@@ -82,6 +82,19 @@ pub enum ApiError {
     SignUpClosed,
     #[error("{0}")]
     Conflict(&'static str),
+    /// A second factor's code or recovery code that is wrong, or used
+    /// already.
+    #[error("the code is wrong or was used already")]
+    InvalidCode,
+    /// An `mfa_token` that is unknown, expired, used, spent by wrong codes,
+    /// or whose user changed since: the login starts again.
+    #[error("the mfa_token is invalid, expired or used up; log in again")]
+    InvalidMfaToken,
+    /// Codes from the app are refused after too many wrong ones in a row.
+    #[error(
+        "the second factor is suspended after too many wrong codes: use a recovery code, or ask an admin"
+    )]
+    FactorSuspended,
     #[error("method {method} is not allowed here; use {allow}")]
     MethodNotAllowed { method: Method, allow: &'static str },
     #[error("the service is temporarily unavailable, try again shortly")]
@@ -99,7 +112,9 @@ struct ErrorBody<'a> {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest(_) | ApiError::InvalidTicket => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::InvalidTicket | ApiError::InvalidCode => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -108,10 +123,12 @@ impl ApiError {
             | ApiError::InvalidToken(_)
             | ApiError::StaleAuthentication { .. }
             | ApiError::InvalidGrant
+            | ApiError::InvalidMfaToken
             | ApiError::RefreshSuperseded => StatusCode::UNAUTHORIZED,
             ApiError::ForbiddenOrigin
             | ApiError::InsufficientScope(_)
             | ApiError::Forbidden(_)
+            | ApiError::FactorSuspended
             | ApiError::SignUpClosed => StatusCode::FORBIDDEN,
             ApiError::UsernameTaken | ApiError::EmailTaken | ApiError::Conflict(_) => {
                 StatusCode::CONFLICT
@@ -146,6 +163,9 @@ impl ApiError {
             ApiError::EmailTaken => "email_taken",
             ApiError::SignUpClosed => "sign_up_closed",
             ApiError::Conflict(_) => "conflict",
+            ApiError::InvalidCode => "invalid_code",
+            ApiError::InvalidMfaToken => "invalid_mfa_token",
+            ApiError::FactorSuspended => "factor_suspended",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Unavailable => "service_unavailable",
             ApiError::Internal => "internal_error",

@@ -17,6 +17,7 @@ pub mod key_set;
 pub mod keys;
 pub mod mail;
 pub mod metrics;
+pub mod mfa;
 pub mod outbox;
 pub mod passwords;
 pub mod permissions;

@@ -15,6 +15,7 @@ use aws_sdk_kms::types::DataKeySpec;
 use zeroize::Zeroizing;
 
 use crate::aws::classify;
+use crate::config::{ConfigError, Source};
 use crate::keys::KeyError;
 use crate::second_factor::{DataKeyRecord, SealError, SecretBox};
 use crate::store::{Store, StoreError};
@@ -23,6 +24,68 @@ use crate::store::{Store, StoreError};
 /// it only under this context, and the key policy lets only the functions
 /// that check codes ask for it.
 pub const DATA_KEY_PURPOSE: &str = "auth-second-factor-data-key";
+
+/// Where the data key comes from: `SECOND_FACTOR_KEY`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataKeySource {
+    /// `kms:<id, ARN or alias>`: the symmetric KMS key that seals it (as
+    /// deployed: the template's `SecondFactorKey`).
+    Kms(String),
+    /// `file:<path>`: 64 hex digits in a local file (`make dev`, whose
+    /// local KMS forgets its keys at every start). Never deployed.
+    File(String),
+}
+
+impl DataKeySource {
+    pub fn from_source(env: &impl Source) -> Result<Self, ConfigError> {
+        let raw = crate::config::required(env, "SECOND_FACTOR_KEY")?;
+        match raw.split_once(':') {
+            Some(("kms", key)) if !key.is_empty() => Ok(DataKeySource::Kms(key.to_owned())),
+            Some(("file", path)) if !path.is_empty() => Ok(DataKeySource::File(path.to_owned())),
+            _ => Err(ConfigError::Invalid {
+                var: "SECOND_FACTOR_KEY",
+                reason: "expected kms:<key id, ARN or alias> or file:<path>".into(),
+            }),
+        }
+    }
+}
+
+/// The box that opens and seals TOTP secrets, from `source`: the data key
+/// made or read under the KMS key (`ensure_secret_box`), or read from a
+/// local file.
+pub async fn secret_box_from(
+    source: &DataKeySource,
+    store: &Store,
+    kms: &KmsClient,
+    now: i64,
+) -> Result<SecretBox, DataKeyError> {
+    match source {
+        DataKeySource::Kms(key) => Ok(ensure_secret_box(store, kms, key, now).await?.0),
+        DataKeySource::File(path) => {
+            let text = Zeroizing::new(
+                std::fs::read_to_string(path)
+                    .map_err(|e| KeyError::Rejected(format!("the data key's file {path}: {e}")))?,
+            );
+            let key = Zeroizing::new(hex_bytes(text.trim()).ok_or(SealError::KeyLength(0))?);
+            let id = crate::email::hex_sha256(format!("key id:{}", text.trim()).as_bytes());
+            Ok(SecretBox::new(
+                &key,
+                &id[..crate::second_factor::KEY_ID_LEN],
+            )?)
+        }
+    }
+}
+
+/// `text` as bytes, two hex digits each; none if it is not hex.
+fn hex_bytes(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
 
 /// The data key's encryption context.
 pub fn data_key_context() -> HashMap<String, String> {
@@ -132,4 +195,39 @@ async fn open_data_key(
             .into_inner(),
     );
     Ok(SecretBox::new(&clear, &record.key_id())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(raw: &str) -> Result<DataKeySource, ConfigError> {
+        let raw = raw.to_owned();
+        DataKeySource::from_source(&move |var: &str| {
+            (var == "SECOND_FACTOR_KEY").then(|| raw.clone())
+        })
+    }
+
+    #[test]
+    fn the_data_keys_source_is_a_kms_key_or_a_local_file() {
+        assert_eq!(
+            source("kms:alias/x"),
+            Ok(DataKeySource::Kms("alias/x".into()))
+        );
+        assert_eq!(
+            source("file:/tmp/k"),
+            Ok(DataKeySource::File("/tmp/k".into()))
+        );
+        for bad in ["", "kms:", "alias/x", "pem:/tmp/k"] {
+            assert!(source(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn hex_reads_back_and_nothing_else_does() {
+        assert_eq!(hex_bytes("00ff10"), Some(vec![0, 255, 16]));
+        for bad in ["0", "0g", "ééé"] {
+            assert_eq!(hex_bytes(bad), None, "{bad}");
+        }
+    }
 }

@@ -223,7 +223,7 @@ fn code_hash(purpose: Purpose, user: UserId, code: &str) -> String {
     hex_sha256(format!("{}:{user}:{code}", purpose.as_str()).as_bytes())
 }
 
-fn password_fingerprint(hash: &str) -> String {
+pub(crate) fn password_fingerprint(hash: &str) -> String {
     hex_sha256(hash.as_bytes())[..32].to_owned()
 }
 

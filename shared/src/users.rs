@@ -132,6 +132,10 @@ pub struct User {
     pub email_pending: Option<Email>,
     /// The outside identities that sign in as this user (`federation`).
     pub identities: BTreeSet<ExternalId>,
+    /// Whether a confirmed second factor guards every sign-in (`mfa`): kept
+    /// here, beside the password, so that a login learns it from the read
+    /// it makes anyway.
+    pub second_factor: bool,
 }
 
 impl User {
@@ -150,6 +154,7 @@ impl User {
             email: None,
             email_pending: None,
             identities: BTreeSet::new(),
+            second_factor: false,
         }
     }
 
@@ -184,6 +189,7 @@ impl fmt::Debug for User {
             .field("email", &self.email)
             .field("email_pending", &self.email_pending)
             .field("identities", &self.identities)
+            .field("second_factor", &self.second_factor)
             .finish()
     }
 }

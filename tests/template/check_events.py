@@ -64,6 +64,9 @@ EXPECTED = {
     "password-reset-confirm.json": 400,  # placeholder token: invalid_ticket
     "account-email.json": 401,  # placeholder token
     "account-email-verify.json": 400,  # placeholder token: invalid_ticket
+    "login-second-factor.json": 401,  # placeholder mfa_token: invalid_mfa_token
+    "second-factor.json": 401,  # placeholder token
+    "second-factor-confirm.json": 401,  # placeholder token
 }
 
 router = tomllib.loads((root / "Cargo.toml").read_text())["workspace"]["metadata"]["lambda"]["watch"]["router"]

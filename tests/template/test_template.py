@@ -97,6 +97,9 @@ PUBLIC_KEY = (("kms:GetPublicKey",), VERIFICATION_KEYS)
 # signs or verifies reads the issuer keys' partition.
 DECRYPT = (("kms:Decrypt",), "SealingKey.Arn")
 ENCRYPT = (("kms:Encrypt",), "SealingKey.Arn")
+# The second factor's data key: made once and unsealed, under its purpose.
+DATA_KEY = (("kms:Decrypt", "kms:GenerateDataKey"), "SecondFactorKey.Arn")
+DATA_KEY_PURPOSE = {"StringEquals": {"kms:EncryptionContext:purpose": "auth-second-factor-data-key"}}
 KEYS_READ = (("dynamodb:Query",), "UsersTable.Arn")
 # The purpose every sealing and unsealing must name (issuer_keys.rs).
 PURPOSE = {"StringEquals": {"kms:EncryptionContext:purpose": "auth-jwt-signing-key"}}
@@ -141,6 +144,10 @@ COMMON = {
     # the providers' client secrets under its path.
     "Federation": [logs("Federation"), table("GetItem", "PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem"),
                    USERS_INDEX, (("ssm:GetParameter",), OIDC_SECRETS)],
+    # SecondFactor: reads users, factors, tickets and the data key; counts
+    # codes; writes pending factors and the sign-in's transaction (session,
+    # refresh token, device proof, ticket used up, factor, attempt record).
+    "SecondFactor": [logs("SecondFactor"), table("GetItem", "PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem")],
     "Jwks": [logs("Jwks")],
     "Web": [logs("Web")],
     # Recovery: reads users (by name, or by their address's claim) and
@@ -155,8 +162,8 @@ COMMON = {
              (("sqs:SendMessage",), "MailDropped.Arn"),
              (("ses:SendEmail",), SES_SENDING)],
 }
-ISSUERS = ("Login", "Refresh", "Password", "Federation")
-VERIFIERS = ("GetName", "Logout", "Password", "Admin", "Jwks", "Federation")
+ISSUERS = ("Login", "Refresh", "Password", "Federation", "SecondFactor")
+VERIFIERS = ("GetName", "Logout", "Password", "Admin", "Jwks", "Federation", "SecondFactor")
 EXPECTED = {mode: {name: list(grants) for name, grants in COMMON.items()} for mode in MODES}
 for name in ISSUERS:
     EXPECTED["kms"][name].append(SIGN)
@@ -165,6 +172,8 @@ for name in VERIFIERS:
     EXPECTED["kms"][name].append(PUBLIC_KEY)
     if KEYS_READ not in EXPECTED["sealed"][name]:
         EXPECTED["sealed"][name].append(KEYS_READ)
+for mode in MODES:
+    EXPECTED[mode]["SecondFactor"].append(DATA_KEY)
 # The rotation (sealed mode only): reads, puts, extends and deletes key
 # items, and seals.
 EXPECTED["sealed"]["RotateKeys"] = [logs("RotateKeys"), table("Query", "PutItem", "UpdateItem", "DeleteItem"), ENCRYPT]
@@ -173,7 +182,7 @@ EXPECTED["sealed"]["RotateKeys"] = [logs("RotateKeys"), table("Query", "PutItem"
 # proxy, are held to the same lists by
 # matrix::each_function_touches_only_the_item_kinds_its_role_allows.
 LEADING_KEYS = {
-    "Login": ["USER#*", "LOCK#*", "RATE#login#*", "DEVICE#*", "SESSION#*", "REFRESH#*", "MAIL#*"],
+    "Login": ["USER#*", "LOCK#*", "RATE#login#*", "DEVICE#*", "SESSION#*", "REFRESH#*", "MAIL#*", "MFA#*"],
     "GetName": ["USER#*", "WARMUP#*"],
     "Register": ["USER#*", "RATE#register#*", "MAIL#*", "RATE#reset_for#*"],
     "Refresh": ["USER#*", "SESSION#*", "REFRESH#*"],
@@ -186,11 +195,14 @@ LEADING_KEYS = {
     "Recovery": ["USER#*", "EMAIL#*", "TICKET#reset#*", "LOCK#*", "MAIL#*", "RATE#reset#*", "RATE#reset_for#*",
                  "RATE#ticket_guess#*"],
     "Mail": ["USER#*", "EMAIL#*", "TICKET#reset#*", "TICKET#verify_email#*", "RATE#tickets_for#*", "MAIL#*"],
+    "SecondFactor": ["USER#*", "FACTOR#*", "MFA#*", "LOCK#*", "RATE#login#*", "DEVICE#*", "SESSION#*", "REFRESH#*",
+                     "WARMUP#*", "MAIL#*", "DATAKEY#*"],
     "RotateKeys": ["KEYS#"],
 }
 BINARIES = {"Login": "login", "GetName": "get-name", "Register": "register", "Refresh": "refresh",
             "Logout": "logout", "Password": "password", "Admin": "admin", "Jwks": "jwks", "Web": "web",
-            "RotateKeys": "rotate-keys", "Recovery": "recovery", "Mail": "mail", "Federation": "federation"}
+            "RotateKeys": "rotate-keys", "Recovery": "recovery", "Mail": "mail", "Federation": "federation",
+            "SecondFactor": "second-factor"}
 # The page's routes: served by the web function, outside the API's contract.
 PAGE = "web"
 
@@ -241,6 +253,9 @@ for mode in MODES:
                       condition == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": kinds},
                                     "Null": {"dynamodb:LeadingKeys": "false"}},
                       f"\n    actual   {condition}\n    expected {kinds}")
+            if describe(s["Resource"]) == "SecondFactorKey.Arn":
+                check(f"{name} makes and unseals the data key only under its purpose",
+                      s.get("Condition") == DATA_KEY_PURPOSE, s.get("Condition"))
             if describe(s["Resource"]) == "SealingKey.Arn":
                 check(f"{name} seals and unseals only under the signing keys' purpose",
                       s.get("Condition") == PURPOSE, s.get("Condition"))
@@ -343,7 +358,9 @@ served = {"/login": {"post"}, "/get_name": {"get"}, "/register": {"post"}, "/ref
           "/password/reset": {"post"}, "/password/reset/confirm": {"post"},
           "/account/email": {"get", "put", "delete"}, "/account/email/verify": {"post"},
           "/oidc/providers": {"get"}, "/oidc/{provider}/start": {"post"}, "/oidc/{provider}/callback": {"get"},
-          "/account/identities": {"get"}, "/account/identities/{provider}": {"delete"}}
+          "/account/identities": {"get"}, "/account/identities/{provider}": {"delete"},
+          "/login/second-factor": {"post"}, "/account/second-factor": {"post"},
+          "/account/second-factor/confirm": {"post"}}
 check("every API route's methods are known", set(served) == set(api_routes), sorted(set(served) ^ set(api_routes)))
 for path, function in api_routes.items():
     methods = set(spec["paths"].get(path, {})) - {"parameters", "summary", "description"}
@@ -472,7 +489,7 @@ for color in ["Blue", "Green"]:
     check(f"{color} key: the deny's exceptions are exactly the roles that sign",
           len(exceptions) == 1 and sorted(map(str, exceptions[0] or [])) == sorted(map(str, issuers)), exceptions)
     check(f"{color} key: exactly two statements", len(statements) == 2, statements)
-    check(f"{color} key: the roles that sign are the issuers'", signers == ["Federation", "Login", "Password", "Refresh"], signers)
+    check(f"{color} key: the roles that sign are the issuers'", signers == ["Federation", "Login", "Password", "Refresh", "SecondFactor"], signers)
     alias = templates["kms"]["Resources"][f"SigningKey{color}Alias"]["Properties"]
     check(f"{color} alias", alias.get("TargetKeyId") == {"Ref": f"SigningKey{color}"}, alias)
 
@@ -493,7 +510,7 @@ unseal = statements.get("OnlyTheIssuersUnseal", {})
 exceptions = unseal.get("Condition", {}).get("ArnNotEquals", {}).get("aws:PrincipalArn", [])
 check("sealing key: a deny of Decrypt for all but the roles granted it (the issuers)",
       unseal.get("Effect") == "Deny" and unseal.get("Principal") == "*" and unseal.get("Action") == "kms:Decrypt"
-      and sorted(map(str, exceptions)) == roles_with(DECRYPT) and len(exceptions) == 4, unseal)
+      and sorted(map(str, exceptions)) == roles_with(DECRYPT) and len(exceptions) == 5, unseal)
 seal = statements.get("OnlyTheRotationSeals", {})
 exception = seal.get("Condition", {}).get("ArnNotEquals", {}).get("aws:PrincipalArn")
 check("sealing key: a deny of sealing (Encrypt, GenerateDataKey*, ReEncrypt*) for all but the rotation",
@@ -650,7 +667,7 @@ for has_domain, has_zone in [(True, True), (True, False), (False, False)]:
                for name, r in made.items() if r["Type"] == "AWS::Serverless::Function"
                and "JWT_ISSUER" in r["Properties"].get("Environment", {}).get("Variables", {})}
     want = DOMAIN_ISSUER if has_domain else {"Ref": "JwtIssuer"}
-    check(f"{label}: every function's issuer", len(issuers) == 10 and all(v == want for v in issuers.values()), issuers)
+    check(f"{label}: every function's issuer", len(issuers) == 11 and all(v == want for v in issuers.values()), issuers)
     check(f"{label}: execute-api off exactly with a domain",
           made["HttpApi"]["Properties"]["DisableExecuteApiEndpoint"] is has_domain)
     outputs = shape["Outputs"]

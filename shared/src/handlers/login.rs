@@ -1,9 +1,9 @@
 //! `POST /login`: username and password in; an access token, a refresh token
 //! and a new session out.
 
-use lambda_http::http::Method;
+use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{
     NewSession, SessionSeed, limit_source, presented_device, prove_password, reserve_proof,
@@ -11,8 +11,9 @@ use super::{
 use crate::browser::{BrowserPolicy, Delivery, device_delivery, presented_proof};
 use crate::clock::Clock;
 use crate::devices::DeviceChange;
-use crate::http::{ApiError, json_body, require_method};
+use crate::http::{ApiError, json_body, json_response, require_method};
 use crate::metrics::{self, Event};
+use crate::mfa::{MfaTicket, MfaToken};
 use crate::passwords::{PasswordHasher, needs_rehash};
 use crate::sessions::{SessionConfig, SignIn};
 use crate::store::{Store, StoreError};
@@ -117,6 +118,23 @@ async fn login(state: &Login, req: Request) -> Result<Response<Body>, ApiError> 
         }
     };
     crate::runtime::record_user(&user.id);
+    if user.second_factor {
+        // No tokens yet: a ticket that the second step takes (`mfa`).
+        let device = vouching.map(|d| d.hash);
+        let (ticket, token) = MfaTicket::issue(&user, SignIn::Password, device, now);
+        // A failure reported for a write that committed (its answer lost)
+        // is a success: read back.
+        if let Err(e) = state.store.put_mfa_ticket(&ticket).await
+            && !matches!(
+                state.store.get_mfa_ticket(&ticket.hash, now).await,
+                Ok(Some(_))
+            )
+        {
+            return Err(e.into());
+        }
+        tracing::info!(user_id = %user.id, "password proved; second factor required");
+        return Ok(mfa_required(&ticket, &token, now));
+    }
 
     // Sign, then store the session, its refresh token and the cleared attempt
     // record in one transaction that holds only if the user is as read: a
@@ -159,6 +177,30 @@ async fn login(state: &Login, req: Request) -> Result<Response<Body>, ApiError> 
     Ok(new
         .into_tokens("Login Success")
         .into_response(delivery, device_delivery))
+}
+
+/// What a login that needs a second step says: 401 `mfa_required`, in the
+/// one error shape, with the `mfa_token` that `POST /login/second-factor`
+/// takes and the factors it accepts.
+pub(crate) fn mfa_required(ticket: &MfaTicket, token: &MfaToken, now: i64) -> Response<Body> {
+    #[derive(Serialize)]
+    struct MfaRequired<'a> {
+        error: &'static str,
+        message: &'static str,
+        mfa_token: &'a str,
+        factors: [&'static str; 2],
+        expires_in: u64,
+    }
+    json_response(
+        StatusCode::UNAUTHORIZED,
+        &MfaRequired {
+            error: "mfa_required",
+            message: "a second factor is required: send the mfa_token with a code from the app, or a recovery code, to /login/second-factor",
+            mfa_token: token.expose(),
+            factors: ["totp", "recovery_code"],
+            expires_in: ticket.expires_in(now),
+        },
+    )
 }
 
 /// A hash made at a lower cost than configured is replaced, now that we have

@@ -19,6 +19,7 @@ pub mod reauthenticate;
 pub mod recovery;
 pub mod refresh;
 pub mod register;
+pub mod second_factor;
 pub mod sessions;
 
 use std::time::Duration;
@@ -282,7 +283,17 @@ pub(crate) async fn presented_device(
     proof: Option<&DeviceProof>,
 ) -> Result<Option<Device>, crate::store::StoreError> {
     let Some(proof) = proof else { return Ok(None) };
-    match store.get_device(&proof.hash()).await {
+    presented_device_by_hash(store, &proof.hash()).await
+}
+
+/// The device record under `hash` (one that vouched for a password's
+/// attempt), if it is still there; one that cannot be read vouches for
+/// nothing (logged), as in `presented_device`.
+pub(crate) async fn presented_device_by_hash(
+    store: &Store,
+    hash: &str,
+) -> Result<Option<Device>, crate::store::StoreError> {
+    match store.get_device(hash).await {
         Err(crate::store::StoreError::Internal(detail)) => {
             tracing::error!(%detail, "a device record could not be read: it vouches for nothing");
             Ok(None)

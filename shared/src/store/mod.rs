@@ -36,6 +36,7 @@ pub use keys::KEYS_PARTITION;
 mod outbox;
 mod second_factor;
 pub use outbox::{MAIL_PREFIX, job_from_item};
+pub use second_factor::{CodeTry, FactorProof};
 mod sessions;
 mod throttle;
 mod tickets;

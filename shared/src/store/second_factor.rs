@@ -1,15 +1,62 @@
-//! The second factor's data key (`second_factor`): one item, `pk =
-//! "DATAKEY#second-factor"`, `sk = "DATAKEY"`, `sealed` (B: the key as KMS
-//! `GenerateDataKey` sealed it), `created_at`. Written once, where none is,
-//! by the first function that needs it; read at every init after that.
+//! The second factor's items.
+//!
+//! - The data key (`second_factor`): `pk = "DATAKEY#second-factor"`, `sk =
+//!   "DATAKEY"`, `sealed` (B: the key as KMS `GenerateDataKey` sealed it),
+//!   `created_at`. Written once, where none is, by the first function that
+//!   needs it; read at every init after that.
+//! - A user's factor (`mfa::Factor`): `pk = "FACTOR#<user id>"`, `sk =
+//!   "TOTP"`, `state` (`pending`, `active`), `sealed` (B), `created_at`,
+//!   `last_step` (once a code was accepted), `failures`, `recovery` (a string
+//!   set of the unused recovery codes' hashes, absent when none), and, while
+//!   pending, `expires_at` (TTL: an enrolment never confirmed goes).
+//! - A login waiting for its second factor (`mfa::MfaTicket`): `pk =
+//!   "MFA#<token hash>"`, `sk = "MFA"`, `user_id`, `username`, `epoch`,
+//!   `password` (a fingerprint of the hash proved), `method`, `device` (the
+//!   hash of the device proof that vouched, if one did), `failures`,
+//!   `created_at`, `expires_at` (TTL; every read checks it).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::{Item, Store, StoreError, key, n, s};
+use super::sessions::{Cancelled, values};
+use super::{Item, Store, StoreError, condition_held, key, n, s};
+use crate::devices::DeviceChange;
+use crate::mfa::{
+    ENROLMENT_TTL, Factor, FactorState, MAX_FACTOR_FAILURES, MAX_TICKET_FAILURES, MfaTicket,
+};
 use crate::second_factor::DataKeyRecord;
+use crate::sessions::{RefreshRecord, Session, SignIn};
+use crate::users::{User, UserId, Username};
+
+/// What a code's reservation came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CodeTry {
+    /// Counted: the code may be checked.
+    Reserved,
+    /// The login's `mfa_token` is spent (its wrong codes), expired or used.
+    TicketVoid,
+    /// The factor is suspended (codes from the app), or not the one read.
+    FactorRefused,
+}
+
+/// How the second factor was proved, for the sign-in's write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FactorProof {
+    /// A code of this step: no code of it or before works again.
+    Code { step: i64 },
+    /// This recovery code's hash: it is spent.
+    Recovery { hash: String },
+}
+
+fn factor_key(user: &UserId) -> HashMap<String, AttributeValue> {
+    key(format!("FACTOR#{user}"), "TOTP")
+}
+
+fn ticket_key(hash: &str) -> HashMap<String, AttributeValue> {
+    key(format!("MFA#{hash}"), "MFA")
+}
 
 fn data_key_key() -> HashMap<String, AttributeValue> {
     key("DATAKEY#second-factor".to_owned(), "DATAKEY")
@@ -55,5 +102,305 @@ impl TryFrom<&HashMap<String, AttributeValue>> for DataKeyRecord {
             sealed,
             created_at: item.number("created_at")?,
         })
+    }
+}
+
+fn factor_item(factor: &Factor) -> HashMap<String, AttributeValue> {
+    let mut item = factor_key(&factor.user_id);
+    item.extend([
+        ("kind".to_owned(), s("second factor")),
+        ("state".to_owned(), s(factor.state.as_str())),
+        (
+            "sealed".to_owned(),
+            AttributeValue::B(Blob::new(factor.sealed.clone())),
+        ),
+        ("created_at".to_owned(), n(factor.created_at)),
+        ("failures".to_owned(), n(factor.failures)),
+    ]);
+    if let Some(step) = factor.last_step {
+        item.insert("last_step".to_owned(), n(step));
+    }
+    if !factor.recovery.is_empty() {
+        let hashes = factor.recovery.iter().cloned().collect();
+        item.insert("recovery".to_owned(), AttributeValue::Ss(hashes));
+    }
+    if factor.state == FactorState::Pending {
+        let ends = factor.created_at + ENROLMENT_TTL.as_secs() as i64;
+        item.insert(super::TTL_ATTRIBUTE.to_owned(), n(ends));
+    }
+    item
+}
+
+fn factor_from(user: UserId, map: &HashMap<String, AttributeValue>) -> Result<Factor, StoreError> {
+    let item = Item(map, "second factor");
+    let recovery = match map.get("recovery") {
+        None => BTreeSet::new(),
+        Some(value) => value
+            .as_ss()
+            .map_err(|_| item.invalid("recovery"))?
+            .iter()
+            .cloned()
+            .collect(),
+    };
+    Ok(Factor {
+        user_id: user,
+        state: FactorState::parse(item.string("state")?).ok_or_else(|| item.invalid("state"))?,
+        sealed: map
+            .get("sealed")
+            .and_then(|v| v.as_b().ok())
+            .map(|b| b.as_ref().to_vec())
+            .ok_or_else(|| item.invalid("sealed"))?,
+        created_at: item.number("created_at")?,
+        last_step: match map.get("last_step") {
+            None => None,
+            Some(_) => Some(item.number("last_step")?),
+        },
+        failures: item.number("failures")?,
+        recovery,
+    })
+}
+
+fn ticket_item(ticket: &MfaTicket) -> HashMap<String, AttributeValue> {
+    let mut item = ticket_key(&ticket.hash);
+    item.extend([
+        ("kind".to_owned(), s("mfa ticket")),
+        // Not `user_id`: the users-by-id index keys on that name.
+        ("owner_id".to_owned(), s(ticket.user_id.to_string())),
+        ("username".to_owned(), s(ticket.username.as_str())),
+        ("epoch".to_owned(), n(ticket.epoch)),
+        ("password".to_owned(), s(&ticket.password)),
+        ("method".to_owned(), s(ticket.method.as_str())),
+        ("failures".to_owned(), n(ticket.failures)),
+        ("created_at".to_owned(), n(ticket.created_at)),
+        (super::TTL_ATTRIBUTE.to_owned(), n(ticket.expires_at)),
+    ]);
+    if let Some(device) = &ticket.device {
+        item.insert("device".to_owned(), s(device));
+    }
+    item
+}
+
+fn ticket_from(hash: &str, map: &HashMap<String, AttributeValue>) -> Result<MfaTicket, StoreError> {
+    let item = Item(map, "mfa ticket");
+    Ok(MfaTicket {
+        hash: hash.to_owned(),
+        user_id: UserId::parse(item.string("owner_id")?).ok_or_else(|| item.invalid("owner_id"))?,
+        username: Username::parse(item.string("username")?)
+            .map_err(|_| item.invalid("username"))?,
+        epoch: item.number("epoch")?,
+        password: item.string("password")?.to_owned(),
+        method: SignIn::parse(item.string("method")?).unwrap_or(SignIn::Other),
+        device: item.optional_string("device").map(str::to_owned),
+        failures: item.number("failures")?,
+        created_at: item.number("created_at")?,
+        expires_at: item.number(super::TTL_ATTRIBUTE)?,
+    })
+}
+
+impl Store {
+    /// `user`'s factor, pending or active, if any (read strongly).
+    pub async fn get_factor(&self, user: &UserId) -> Result<Option<Factor>, StoreError> {
+        self.get_item(factor_key(user))
+            .await?
+            .map(|item| factor_from(*user, &item))
+            .transpose()
+    }
+
+    /// Stores a pending factor, replacing a pending one (an enrolment begun
+    /// again); `false` when an active one is there (nothing written).
+    pub async fn put_pending_factor(&self, factor: &Factor) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(factor_item(factor)))
+            .condition_expression("attribute_not_exists(pk) OR #state = :pending")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":pending", s(FactorState::Pending.as_str()))
+            .send()
+            .await;
+        condition_held(result)
+    }
+
+    /// Counts a code against `factor` (as read) and, at a login's second
+    /// step, against its `ticket`, before the code is checked: one
+    /// transaction, so however many guesses race, no more are checked than
+    /// the counts allow. A code from the app is refused while the factor is
+    /// suspended; a recovery code (`recovery`) is not: it is what restores
+    /// one.
+    pub async fn reserve_code_try(
+        &self,
+        factor: &Factor,
+        ticket: Option<&MfaTicket>,
+        recovery: bool,
+        now: i64,
+    ) -> Result<CodeTry, StoreError> {
+        let mut condition = String::from("#state = :state AND sealed = :sealed");
+        let mut vals = HashMap::from([
+            (":one".to_owned(), n(1)),
+            (":state".to_owned(), s(factor.state.as_str())),
+            (
+                ":sealed".to_owned(),
+                AttributeValue::B(Blob::new(factor.sealed.clone())),
+            ),
+        ]);
+        if !recovery {
+            condition.push_str(" AND failures < :max");
+            vals.insert(":max".to_owned(), n(MAX_FACTOR_FAILURES));
+        }
+        let mut items = vec![self.update(
+            factor_key(&factor.user_id),
+            "ADD failures :one",
+            &condition,
+            Some(HashMap::from([("#state".to_owned(), "state".to_owned())])),
+            Some(vals),
+        )?];
+        if let Some(ticket) = ticket {
+            items.push(self.update(
+                ticket_key(&ticket.hash),
+                "ADD failures :one",
+                "expires_at > :now AND failures < :max",
+                None,
+                values([
+                    (":one", n(1)),
+                    (":now", n(now)),
+                    (":max", n(MAX_TICKET_FAILURES)),
+                ]),
+            )?);
+        }
+        match self.try_transact(items).await {
+            Ok(()) => Ok(CodeTry::Reserved),
+            Err(Cancelled::Conditions(failed)) if failed.contains(&1) => Ok(CodeTry::TicketVoid),
+            Err(Cancelled::Conditions(_)) => Ok(CodeTry::FactorRefused),
+            Err(Cancelled::Store(e)) => Err(e),
+        }
+    }
+
+    /// Confirms `factor` (pending, as read) by a code of `step`, all or
+    /// nothing: the factor active with its recovery codes' hashes, its
+    /// count cleared and no code of `step` or before good again, and the
+    /// user's flag set, so that every later sign-in asks for it. On the
+    /// conditions that the factor is still the one read (not begun again
+    /// meanwhile) and `user` as read (`Conflict`).
+    pub async fn confirm_factor(
+        &self,
+        user: &User,
+        factor: &Factor,
+        step: i64,
+        recovery: &[String],
+    ) -> Result<(), StoreError> {
+        let items = vec![
+            self.update(
+                factor_key(&factor.user_id),
+                "SET #state = :active, last_step = :step, failures = :zero, recovery = :codes REMOVE expires_at",
+                "#state = :pending AND sealed = :sealed",
+                Some(HashMap::from([("#state".to_owned(), "state".to_owned())])),
+                values([
+                    (":active", s(FactorState::Active.as_str())),
+                    (":pending", s(FactorState::Pending.as_str())),
+                    (":step", n(step)),
+                    (":zero", n(0)),
+                    (":codes", AttributeValue::Ss(recovery.to_vec())),
+                    (":sealed", AttributeValue::B(Blob::new(factor.sealed.clone()))),
+                ]),
+            )?,
+            self.update(
+                super::users::user_key(&user.username),
+                "SET second_factor = :true",
+                "user_id = :uid AND active = :true AND session_epoch = :epoch",
+                None,
+                values([
+                    (":true", AttributeValue::Bool(true)),
+                    (":uid", s(user.id.to_string())),
+                    (":epoch", n(user.session_epoch)),
+                ]),
+            )?,
+        ];
+        self.transact(items).await
+    }
+
+    /// Stores a login's ticket (its key is random: a new item) and, unless
+    /// a device proof vouched for the attempt (its count is cleared by the
+    /// sign-in that retires it), clears the username's attempt record: the
+    /// password was proved. Guessing codes is bounded by the factor's own
+    /// count, which only a completed sign-in clears.
+    pub async fn put_mfa_ticket(&self, ticket: &MfaTicket) -> Result<(), StoreError> {
+        let mut items = vec![self.put_new(ticket_item(ticket))?];
+        if ticket.device.is_none() {
+            items.push(self.clear_attempts(&ticket.username)?);
+        }
+        self.transact(items).await
+    }
+
+    /// The live ticket under `hash`, if any (read strongly).
+    pub async fn get_mfa_ticket(
+        &self,
+        hash: &str,
+        now: i64,
+    ) -> Result<Option<MfaTicket>, StoreError> {
+        Ok(self
+            .get_item(ticket_key(hash))
+            .await?
+            .map(|item| ticket_from(hash, &item))
+            .transpose()?
+            .filter(|t| t.expires_at > now))
+    }
+
+    /// A login's second step, all or nothing: the session begins as a
+    /// login's does (`start_session`, the password's attempt record or the
+    /// vouching device's count cleared with it), the ticket is used up, the
+    /// factor's count is cleared, and the proof is spent: a code's step
+    /// never accepted again (`last_step < step`: of two racers with one
+    /// code, one wins), or the recovery code taken from the set. On the
+    /// conditions that the ticket is still there and live, the factor still
+    /// the one read and the proof unspent, and `user` as read (`Conflict`).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start_session_by_factor(
+        &self,
+        session: &Session,
+        first: &RefreshRecord,
+        user: &User,
+        device: &DeviceChange<'_>,
+        ticket: &MfaTicket,
+        factor: &Factor,
+        proof: &FactorProof,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let sealed = AttributeValue::B(Blob::new(factor.sealed.clone()));
+        let state = Some(HashMap::from([("#state".to_owned(), "state".to_owned())]));
+        let factor_write = match proof {
+            FactorProof::Code { step } => self.update(
+                factor_key(&factor.user_id),
+                "SET last_step = :step, failures = :zero",
+                "#state = :active AND sealed = :sealed AND (attribute_not_exists(last_step) OR last_step < :step)",
+                state,
+                values([
+                    (":step", n(*step)),
+                    (":zero", n(0)),
+                    (":active", s(FactorState::Active.as_str())),
+                    (":sealed", sealed),
+                ]),
+            )?,
+            FactorProof::Recovery { hash } => self.update(
+                factor_key(&factor.user_id),
+                "SET failures = :zero DELETE recovery :spent",
+                "#state = :active AND sealed = :sealed AND contains(recovery, :hash)",
+                state,
+                values([
+                    (":zero", n(0)),
+                    (":spent", AttributeValue::Ss(vec![hash.clone()])),
+                    (":hash", s(hash)),
+                    (":active", s(FactorState::Active.as_str())),
+                    (":sealed", sealed),
+                ]),
+            )?,
+        };
+        let used = self.delete_if(
+            ticket_key(&ticket.hash),
+            "expires_at > :now AND failures <= :max",
+            values([(":now", n(now)), (":max", n(MAX_TICKET_FAILURES))]),
+        )?;
+        self.start_session_with(session, first, user, device, vec![factor_write, used])
+            .await
     }
 }

@@ -268,6 +268,25 @@ impl Store {
         Ok(TransactWriteItem::builder().delete(delete).build())
     }
 
+    /// A deletion of the item at `key`, as one item of a transaction, on
+    /// `condition`.
+    pub(super) fn delete_if(
+        &self,
+        key: HashMap<String, AttributeValue>,
+        condition: &str,
+        values: Option<HashMap<String, AttributeValue>>,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let delete = built(
+            Delete::builder()
+                .table_name(&self.table)
+                .set_key(Some(key))
+                .condition_expression(condition)
+                .set_expression_attribute_values(values)
+                .build(),
+        )?;
+        Ok(TransactWriteItem::builder().delete(delete).build())
+    }
+
     /// After a proof of the password: stores a new session and its first
     /// refresh token, issues a device proof and retires the one that
     /// vouched (or, with none, clears the username's attempt record), all or
@@ -279,6 +298,20 @@ impl Store {
         first: &RefreshRecord,
         user: &User,
         device: &DeviceChange<'_>,
+    ) -> Result<(), StoreError> {
+        self.start_session_with(session, first, user, device, Vec::new())
+            .await
+    }
+
+    /// `start_session`, with `extra` writes in its transaction (a second
+    /// factor's).
+    pub(super) async fn start_session_with(
+        &self,
+        session: &Session,
+        first: &RefreshRecord,
+        user: &User,
+        device: &DeviceChange<'_>,
+        extra: Vec<TransactWriteItem>,
     ) -> Result<(), StoreError> {
         let mut items = vec![
             self.put_new(session_item(session))?,
@@ -297,6 +330,7 @@ impl Store {
         {
             items.push(self.enqueue_item(&notice, session.created_at)?);
         }
+        items.extend(extra);
         self.transact(items).await
     }
 

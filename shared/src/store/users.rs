@@ -5,7 +5,9 @@
 //! `email` (the verified address) and `email_pending` (one given, not yet
 //! verified), each absent when there is none, and `identities` (a string
 //! set of `<issuer>#<subject>`: the outside identities that sign in as the
-//! user, each with its `IDENTITY#` item; absent when none).
+//! user, each with its `IDENTITY#` item; absent when none), and
+//! `second_factor` (true while a confirmed second factor guards sign-in,
+//! its `FACTOR#` item beside; absent when none).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -291,6 +293,9 @@ pub(super) fn user_item(user: &User) -> HashMap<String, AttributeValue> {
         let keys = user.identities.iter().map(ExternalId::key).collect();
         item.insert("identities".to_owned(), AttributeValue::Ss(keys));
     }
+    if user.second_factor {
+        item.insert("second_factor".to_owned(), AttributeValue::Bool(true));
+    }
     item
 }
 
@@ -349,6 +354,7 @@ impl TryFrom<&HashMap<String, AttributeValue>> for User {
             email: item.optional_email("email")?,
             email_pending: item.optional_email("email_pending")?,
             identities,
+            second_factor: map.contains_key("second_factor") && item.bool("second_factor")?,
         })
     }
 }

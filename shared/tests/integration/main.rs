@@ -22,6 +22,7 @@ mod kms;
 mod logs;
 mod matrix;
 mod metrics;
+mod mfa;
 mod modes;
 mod permissions;
 mod providers;

@@ -112,7 +112,13 @@ fn is_counter(pk: &str) -> bool {
 /// The invariants; returns what is wrong. `unconfirmed`: the request's
 /// write and its read-back both failed, so its change may be live behind
 /// its 5xx (it must be whole, as every other check asks).
-fn violations(before: &Items, after: &Items, status: u16, unconfirmed: bool) -> Vec<String> {
+fn violations(
+    before: &Items,
+    after: &Items,
+    status: u16,
+    proved: bool,
+    unconfirmed: bool,
+) -> Vec<String> {
     let mut wrong = Vec::new();
     if status >= 500 && !unconfirmed {
         for (key, item) in before {
@@ -120,13 +126,17 @@ fn violations(before: &Items, after: &Items, status: u16, unconfirmed: bool) -> 
                 continue;
             }
             // A device record's own attempt count may go up, as a
-            // username's; nothing else of it may change.
+            // username's, and so may a second factor's and a login
+            // ticket's count of codes; nothing else of them may change.
             let uncounted = |i: &HashMap<String, AttributeValue>| {
                 let mut i = i.clone();
                 if key.0.starts_with("DEVICE#") {
                     for field in DEVICE_COUNT {
                         i.remove(field);
                     }
+                }
+                if key.0.starts_with("FACTOR#") || key.0.starts_with("MFA#") {
+                    i.remove("failures");
                 }
                 i
             };
@@ -142,7 +152,7 @@ fn violations(before: &Items, after: &Items, status: u16, unconfirmed: bool) -> 
     }
     for (key, item) in before {
         let counter = match key.0.split('#').next() {
-            Some("LOCK" | "DEVICE") => "failures",
+            Some("LOCK" | "DEVICE" | "FACTOR" | "MFA") => "failures",
             Some("RATE") => "hits",
             _ => continue,
         };
@@ -150,7 +160,7 @@ fn violations(before: &Items, after: &Items, status: u16, unconfirmed: bool) -> 
         // Cleared by a success: one answered, or one that may have happened
         // (a device record is retired by the sign-in it vouched for).
         let cleared_by_success =
-            counter == "failures" && (status == 200 || unconfirmed) && now.is_none_or(|n| n == 0);
+            counter == "failures" && (proved || unconfirmed) && now.is_none_or(|n| n == 0);
         if !cleared_by_success && now.is_none_or(|n| n < number(item, counter)) {
             wrong.push(format!("{key:?} {counter} went down behind a {status}"));
         }
@@ -217,6 +227,45 @@ enum Scenario {
     GiveEmail,
     /// The new address verified by its link (`POST /account/email/verify`).
     VerifyEmail,
+    /// The password of a user with a second factor: 401 `mfa_required`.
+    LoginWithSecondFactor,
+    /// The second step with a code (`POST /login/second-factor`).
+    SecondStep,
+    /// An enrolment begun (`POST /account/second-factor`).
+    BeginSecondFactor,
+    /// An enrolment confirmed by a code (`POST /account/second-factor/confirm`).
+    ConfirmSecondFactor,
+}
+
+/// Gives `username` a second factor through the store, its last accepted
+/// step a few ago; its secret. With `active` false, the enrolment waits.
+pub(crate) async fn factor_directly(
+    store: &Store,
+    username: &str,
+    active: bool,
+) -> auth::totp::TotpSecret {
+    use auth::mfa::Factor;
+    let name = auth::users::Username::parse(username).unwrap();
+    let user = store.get(&name).await.unwrap().unwrap();
+    let now = auth::clock::system_now();
+    let secret = auth::totp::TotpSecret::generate();
+    let factor = Factor::pending(user.id, test_secret_box().seal(&user.id, &secret), now);
+    assert!(store.put_pending_factor(&factor).await.unwrap());
+    if active {
+        let codes = auth::second_factor::RecoveryCodes::generate();
+        let step = auth::totp::step_of(now) - 5;
+        store
+            .confirm_factor(&user, &factor, step, &codes.hashes(&user.id))
+            .await
+            .unwrap();
+    }
+    secret
+}
+
+/// `secret`'s code now.
+fn code_now(secret: &auth::totp::TotpSecret) -> String {
+    let step = auth::totp::step_of(auth::clock::system_now());
+    secret.code_at(step).unwrap().expose().to_owned()
 }
 
 /// The matrix user's verified address, and the one it moves to.
@@ -306,7 +355,7 @@ impl AdminAct {
     }
 }
 
-const SCENARIOS: [Scenario; 24] = [
+const SCENARIOS: [Scenario; 28] = [
     Scenario::LoginWithRehash,
     Scenario::LoginWithDevice,
     Scenario::LoginWrongPassword,
@@ -331,14 +380,20 @@ const SCENARIOS: [Scenario; 24] = [
     Scenario::ConfirmReset,
     Scenario::GiveEmail,
     Scenario::VerifyEmail,
+    Scenario::LoginWithSecondFactor,
+    Scenario::SecondStep,
+    Scenario::BeginSecondFactor,
+    Scenario::ConfirmSecondFactor,
 ];
 
 impl Scenario {
     /// The status it gets when nothing fails.
     fn normal(self) -> u16 {
         match self {
-            Scenario::LoginWrongPassword => 401,
-            Scenario::Register | Scenario::Admin(AdminAct::Create) => 201,
+            Scenario::LoginWrongPassword | Scenario::LoginWithSecondFactor => 401,
+            Scenario::Register
+            | Scenario::Admin(AdminAct::Create)
+            | Scenario::BeginSecondFactor => 201,
             Scenario::RequestReset | Scenario::GiveEmail => 202,
             _ => 200,
         }
@@ -446,6 +501,13 @@ impl Scenario {
                 };
                 return crate::recovery::call(method, path, auth.as_deref(), Some(body));
             }
+            Scenario::LoginWithSecondFactor
+            | Scenario::SecondStep
+            | Scenario::BeginSecondFactor
+            | Scenario::ConfirmSecondFactor => {
+                // Boxed: this function's frame is large enough already.
+                Box::pin(self.prepare_second_factor(direct, &app)).await
+            }
             Scenario::Refresh => {
                 let tokens = session(&app, "matrix").await;
                 (
@@ -533,6 +595,58 @@ impl Scenario {
         request(name, auth.as_deref(), body.as_deref())
     }
 
+    /// `prepare`'s second-factor scenarios: the request's event, its
+    /// authorization and its body.
+    async fn prepare_second_factor(
+        self,
+        direct: &Store,
+        app: &App,
+    ) -> (&'static str, Option<String>, Option<String>) {
+        let body = |value: serde_json::Value| Some(value.to_string());
+        match self {
+            Scenario::LoginWithSecondFactor => {
+                factor_directly(direct, "matrix", true).await;
+                (
+                    "login.json",
+                    None,
+                    body(json!({"username": "matrix", "password": PASSWORD})),
+                )
+            }
+            Scenario::SecondStep => {
+                let secret = factor_directly(direct, "matrix", true).await;
+                let asked = log_in(app, "matrix", PASSWORD).await;
+                let token = body_json(&asked)["mfa_token"].as_str().unwrap().to_owned();
+                // A wrong code first, so that a count cleared wrongly would show.
+                let wrong = json!({"mfa_token": token, "code": "000000"}).to_string();
+                let req = request("login-second-factor.json", None, Some(&wrong));
+                Box::pin(auth::handlers::second_factor::handle(
+                    &app.second_factor(),
+                    req,
+                ))
+                .await;
+                (
+                    "login-second-factor.json",
+                    None,
+                    body(json!({"mfa_token": token, "code": code_now(&secret)})),
+                )
+            }
+            Scenario::BeginSecondFactor => {
+                let current = session(app, "matrix").await;
+                ("second-factor.json", Some(bearer(&current.access)), None)
+            }
+            Scenario::ConfirmSecondFactor => {
+                let current = session(app, "matrix").await;
+                let secret = factor_directly(direct, "matrix", false).await;
+                (
+                    "second-factor-confirm.json",
+                    Some(bearer(&current.access)),
+                    body(json!({"code": code_now(&secret)})),
+                )
+            }
+            _ => unreachable!("not a second-factor scenario"),
+        }
+    }
+
     /// What a success must have left in the store (`before` and `after`
     /// the request): the effect itself, not only the absence of damage.
     /// Returns what is missing.
@@ -602,12 +716,72 @@ impl Scenario {
                 | Scenario::ConfirmReset
                 | Scenario::GiveEmail
                 | Scenario::VerifyEmail
+                | Scenario::SecondStep
         );
         expect(
             one_more_job == told,
             "a mail job exactly where the act tells someone",
         );
+        let tickets = |items: &Items| {
+            items
+                .keys()
+                .filter(|(pk, _)| pk.starts_with("MFA#"))
+                .count()
+        };
+        let factor = |items: &Items| {
+            items
+                .iter()
+                .find(|((pk, _), _)| pk.starts_with("FACTOR#"))
+                .map(|(_, i)| i.clone())
+        };
+        let factor_state =
+            |items: &Items| factor(items).map(|f| f["state"].as_s().unwrap().clone());
         match self {
+            Scenario::LoginWithSecondFactor => {
+                expect(
+                    tickets(after) == tickets(before) + 1 && json["mfa_token"].is_string(),
+                    "the login's ticket",
+                );
+                expect(lock_cleared, "the attempt record cleared");
+                expect(
+                    !after.keys().any(|(pk, _)| pk.starts_with("SESSION#"))
+                        || sessions(after, false) == sessions(before, false),
+                    "no session yet",
+                );
+            }
+            Scenario::SecondStep => {
+                expect(issued_is_live(), "the new session and its refresh token");
+                expect(device_issued(), "a device proof");
+                expect(lock_cleared, "the attempt record cleared");
+                expect(tickets(after) == 0, "the ticket used up");
+                let (old, new) = (factor(before).unwrap(), factor(after).unwrap());
+                expect(
+                    number(&new, "last_step") > number(&old, "last_step")
+                        && number(&new, "failures") == 0,
+                    "the code's step spent, the factor's count cleared",
+                );
+            }
+            Scenario::BeginSecondFactor => expect(
+                factor_state(after).as_deref() == Some("pending") && json["secret"].is_string(),
+                "a pending factor",
+            ),
+            Scenario::ConfirmSecondFactor => {
+                expect(
+                    factor_state(after).as_deref() == Some("active")
+                        && factor(after)
+                            .is_some_and(|f| f["recovery"].as_ss().is_ok_and(|r| r.len() == 10))
+                        && json["recovery_codes"]
+                            .as_array()
+                            .is_some_and(|r| r.len() == 10),
+                    "the factor active, its recovery codes",
+                );
+                expect(
+                    user_after.is_some_and(|u| {
+                        u.get("second_factor") == Some(&AttributeValue::Bool(true))
+                    }),
+                    "the user's flag set",
+                );
+            }
             Scenario::LoginWithRehash => {
                 expect(issued_is_live(), "the new session and its refresh token");
                 expect(lock_cleared, "the attempt record cleared");
@@ -807,7 +981,11 @@ impl Scenario {
                 Call::Nth("transactwriteitems", 1)
             }
             Scenario::Admin(_) => Call::Nth("updateitem", 1),
-            Scenario::RequestReset => Call::Nth("putitem", 1),
+            Scenario::RequestReset | Scenario::BeginSecondFactor => Call::Nth("putitem", 1),
+            // After the code's reservation.
+            Scenario::SecondStep | Scenario::ConfirmSecondFactor => {
+                Call::Nth("transactwriteitems", 2)
+            }
             _ => Call::Nth("transactwriteitems", 1),
         })
     }
@@ -817,7 +995,11 @@ impl Scenario {
         match self {
             Scenario::LoginWithRehash
             | Scenario::LoginWithDevice
-            | Scenario::LoginWrongPassword => "login",
+            | Scenario::LoginWrongPassword
+            | Scenario::LoginWithSecondFactor => "login",
+            Scenario::SecondStep | Scenario::BeginSecondFactor | Scenario::ConfirmSecondFactor => {
+                "second-factor"
+            }
             Scenario::Register => "register",
             Scenario::Refresh => "refresh",
             Scenario::LogoutWithAnotherSession
@@ -837,7 +1019,16 @@ impl Scenario {
     async fn run(self, store: &Store, req: Request) -> Response<Body> {
         let app = App::new(store);
         match self {
-            Scenario::LoginWithDevice => login::handle(&app.login(), req).await,
+            Scenario::LoginWithDevice | Scenario::LoginWithSecondFactor => {
+                login::handle(&app.login(), req).await
+            }
+            Scenario::SecondStep | Scenario::BeginSecondFactor | Scenario::ConfirmSecondFactor => {
+                Box::pin(auth::handlers::second_factor::handle(
+                    &app.second_factor(),
+                    req,
+                ))
+                .await
+            }
             Scenario::LoginWithRehash | Scenario::LoginWrongPassword => {
                 // A stronger configured cost: a successful login also rehashes.
                 let state = Login {
@@ -865,6 +1056,28 @@ impl Scenario {
     }
 }
 
+/// Runs `test` as `#[tokio::test(flavor = "multi_thread")]` would, on
+/// threads with 16 MiB stacks: a debug build's poll of the matrix's
+/// futures (every scenario's setup and every handler, unoptimised) takes
+/// more than a test thread's 2 MiB.
+fn on_large_stacks<Fut: std::future::Future<Output = ()> + 'static>(test: fn() -> Fut) {
+    const STACK: usize = 16 << 20;
+    let thread = std::thread::Builder::new()
+        .stack_size(STACK)
+        .spawn(move || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(4)
+                .thread_stack_size(STACK)
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(test())
+        });
+    if let Err(panic) = thread.unwrap().join() {
+        std::panic::resume_unwind(panic);
+    }
+}
+
 /// One cell: the faults to inject, each on the operation it names.
 type Faults = Vec<(Call, Fault)>;
 
@@ -883,7 +1096,9 @@ struct Outcome {
 /// invariants, the effect of a success, and that every fault fired.
 async fn case(scenario: Scenario, faults: Faults, hot: Option<&'static str>) -> Outcome {
     let direct = fresh_store().await;
-    let req = scenario.prepare(&direct).await;
+    // Boxed: every scenario's setup in one future is too large for a
+    // thread's stack.
+    let req = Box::pin(scenario.prepare(&direct)).await;
     let proxy = Proxy::to_dynamodb().await;
     for (call, fault) in &faults {
         proxy.fail(call.clone(), *fault);
@@ -894,13 +1109,17 @@ async fn case(scenario: Scenario, faults: Faults, hot: Option<&'static str>) -> 
     let client = client_for(&proxy.endpoint, &short_timeouts()).await;
     let store = Store::new(client, direct.table());
     let before = snapshot(direct.table()).await;
-    let response = scenario.run(&store, req).await;
+    let response = Box::pin(scenario.run(&store, req)).await;
     let status = response.status().as_u16();
     let after = snapshot(direct.table()).await;
     // Two faults: the write done but its answer lost, and the read-back
     // that would tell failing too. Nothing can confirm the change: 503.
     let unconfirmed = faults.len() == 2;
-    let mut wrong = violations(&before, &after, status, unconfirmed);
+    // A proof that held: a success, or a password that asks for the
+    // second factor next (its attempt record cleared).
+    let proved =
+        status == 200 || (status == 401 && body_json(&response)["error"] == "mfa_required");
+    let mut wrong = violations(&before, &after, status, proved, unconfirmed);
     if unconfirmed && status != 503 {
         wrong.push(format!(
             "unconfirmed, yet {status}: {}",
@@ -938,8 +1157,12 @@ async fn case(scenario: Scenario, faults: Faults, hot: Option<&'static str>) -> 
 /// record; one user's item read by a storm of requests). Every request that
 /// needs it answers 503 with `Retry-After`, the store is whole, and requests
 /// that do not touch it go through.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_hot_item_throttled_by_dynamodb_gets_503_with_retry_after_and_nothing_half_written() {
+#[test]
+fn a_hot_item_throttled_by_dynamodb_gets_503_with_retry_after_and_nothing_half_written() {
+    on_large_stacks(a_hot_item_gets_503);
+}
+
+async fn a_hot_item_gets_503() {
     let cases = [
         ("LOCK#matrix", Scenario::LoginWithRehash),
         ("LOCK#matrix", Scenario::LoginWrongPassword),
@@ -1043,8 +1266,12 @@ fn double_fault(scenario: Scenario, operations: &[String]) -> Option<Faults> {
     ])
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn every_handler_keeps_the_store_whole_when_any_of_its_calls_fails() {
+#[test]
+fn every_handler_keeps_the_store_whole_when_any_of_its_calls_fails() {
+    on_large_stacks(every_handler_keeps_the_store_whole);
+}
+
+async fn every_handler_keeps_the_store_whole() {
     let mut problems = Vec::new();
     let mut count = 0;
     for scenario in SCENARIOS {
@@ -1140,8 +1367,12 @@ fn leading_keys_in_template() -> Kinds {
 /// each item it names. A kind the code uses and the role lacks would be
 /// `AccessDenied` once deployed; one the role has and the code never uses
 /// is a grant too many. Either fails here.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn each_function_touches_only_the_item_kinds_its_role_allows() {
+#[test]
+fn each_function_touches_only_the_item_kinds_its_role_allows() {
+    on_large_stacks(item_kinds_named_and_granted);
+}
+
+async fn item_kinds_named_and_granted() {
     let mut seen = Kinds::new();
     let mut note = |function: &str, keys: Vec<String>| {
         assert!(!keys.is_empty(), "{function} named no item");
@@ -1229,6 +1460,19 @@ async fn each_function_touches_only_the_item_kinds_its_role_allows() {
             client_for(&proxy.endpoint, &short_timeouts()).await,
             direct.table(),
         );
+        if main.contains("ensure_secret_box") {
+            // The second factor's data key, made (the first init) and read.
+            let sealing = crate::issuer_keys::sealing_key(&kms).await;
+            Box::pin(auth::second_factor_key::ensure_secret_box(
+                &store,
+                &kms,
+                &sealing,
+                auth::clock::system_now(),
+            ))
+            .await
+            .unwrap();
+            note(&name, proxy.keys());
+        }
         if main.contains("Rotation {") {
             let schedule = auth::issuer_keys::Schedule::new(
                 Duration::from_secs(86400),
@@ -1302,7 +1546,7 @@ async fn each_function_touches_only_the_item_kinds_its_role_allows() {
     let granted = leading_keys_in_template();
     assert_eq!(
         granted.len(),
-        12,
+        13,
         "every function with table access: {granted:?}"
     );
     assert_eq!(

@@ -308,7 +308,28 @@ impl App {
     }
 }
 
+/// The data key every test's second-factor function holds: one per run.
+pub fn test_secret_box() -> auth::second_factor::SecretBox {
+    static KEY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let key = KEY.get_or_init(|| auth::second_factor::generate_data_key().to_vec());
+    auth::second_factor::SecretBox::new(key, "00112233aabbccdd").unwrap()
+}
+
 impl App {
+    pub fn second_factor(&self) -> auth::handlers::second_factor::SecondFactor {
+        auth::handlers::second_factor::SecondFactor {
+            store: self.store.clone(),
+            verifier: verifier(),
+            issuer: issuer(),
+            sessions: self.sessions.clone(),
+            limits: generous_limits(),
+            browser: browser_policy(),
+            secrets: test_secret_box(),
+            fresh_auth: auth::permissions::DEFAULT_FRESH_AUTH_MAX_AGE,
+            clock: self.clock.clone(),
+        }
+    }
+
     pub fn admin(&self) -> auth::handlers::admin::Admin {
         auth::handlers::admin::Admin {
             store: self.store.clone(),

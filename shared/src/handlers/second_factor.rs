@@ -1,0 +1,388 @@
+//! The second-factor function: the only one that holds the data key that
+//! opens TOTP secrets (unsealed once, at init). `POST /account/second-factor`
+//! begins an enrolment (a fresh login; a secret and its `otpauth://` URI),
+//! `POST /account/second-factor/confirm` completes it with a code from the
+//! app (ten recovery codes, shown once), and `POST /login/second-factor`
+//! completes a login that answered `mfa_required`, with a code or a recovery
+//! code, answering as a login does.
+
+use lambda_http::http::{Method, StatusCode};
+use lambda_http::{Body, Request, Response};
+use serde::{Deserialize, Serialize};
+
+use super::{NewSession, SessionSeed, authenticate_caller, limit_source};
+use crate::browser::{BrowserPolicy, Delivery, device_delivery, presented_proof};
+use crate::clock::Clock;
+use crate::devices::DeviceChange;
+use crate::http::{ApiError, json_body, json_response, require_method};
+use crate::metrics::{self, Event};
+use crate::mfa::{ENROLMENT_TTL, Factor, FactorState, MfaTicket, TOTP_ISSUER, mfa_token_hash};
+use crate::second_factor::{RecoveryCodes, SecretBox, recovery_code_hash};
+use crate::sessions::SessionConfig;
+use crate::store::{CodeTry, FactorProof, Store, StoreError};
+use crate::throttle::{RateLimits, Window};
+use crate::tokens::{TokenIssuer, TokenVerifier};
+use crate::totp::{TotpCode, TotpSecret};
+use crate::users::User;
+
+pub const LOGIN_SECOND_FACTOR_PATH: &str = "/login/second-factor";
+pub const FACTOR_PATH: &str = "/account/second-factor";
+pub const CONFIRM_PATH: &str = "/account/second-factor/confirm";
+
+/// What the second-factor function holds between invocations.
+pub struct SecondFactor {
+    pub store: Store,
+    pub verifier: TokenVerifier,
+    pub issuer: TokenIssuer,
+    pub sessions: SessionConfig,
+    pub limits: RateLimits,
+    pub browser: BrowserPolicy,
+    /// Opens and seals TOTP secrets: the data key, unsealed at init.
+    pub secrets: SecretBox,
+    /// How recent a proof of the password an enrolment needs.
+    pub fresh_auth: std::time::Duration,
+    pub clock: Clock,
+}
+
+/// Routes by path; each route answers its own 405s.
+pub async fn handle(state: &SecondFactor, req: Request) -> Response<Body> {
+    let result = match req.uri().path().trim_end_matches('/') {
+        LOGIN_SECOND_FACTOR_PATH => sign_in(state, req).await,
+        FACTOR_PATH => enrol(state, req).await,
+        CONFIRM_PATH => confirm(state, req).await,
+        _ => Err(ApiError::NotFound),
+    };
+    result.unwrap_or_else(ApiError::into_response)
+}
+
+#[derive(Serialize)]
+struct Enrolment {
+    message: &'static str,
+    /// The secret in base32, for typing into an app.
+    secret: String,
+    /// The same as an `otpauth://` URI, for the page's QR code.
+    otpauth_uri: String,
+    /// Seconds left to confirm it with a code.
+    expires_in: u64,
+}
+
+/// Begins (or begins again) an enrolment: a new secret, sealed, stored as
+/// a pending factor that protects nothing until a code from it confirms it.
+async fn enrol(state: &SecondFactor, req: Request) -> Result<Response<Body>, ApiError> {
+    require_method(&req, Method::POST, "POST")?;
+    let now = state.clock.now();
+    let caller = authenticate_caller(&req, &state.verifier, &state.store, now).await?;
+    caller.require_fresh(state.fresh_auth, now)?;
+    let user = caller.user;
+    if user.second_factor {
+        return Err(ApiError::Conflict(
+            "a second factor is set up already; remove it first",
+        ));
+    }
+    let secret = TotpSecret::generate();
+    let factor = Factor::pending(user.id, state.secrets.seal(&user.id, &secret), now);
+    match state.store.put_pending_factor(&factor).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(ApiError::Conflict(
+                "a second factor is set up already; remove it first",
+            ));
+        }
+        // Stored, its answer lost: read back.
+        Err(e) => match state.store.get_factor(&user.id).await {
+            Ok(Some(stored)) if stored == factor => {}
+            _ => return Err(e.into()),
+        },
+    }
+    tracing::info!(user_id = %user.id, "second factor enrolment begun");
+    Ok(json_response(
+        StatusCode::CREATED,
+        &Enrolment {
+            message: "Scan the code or type the secret into an authenticator app, then confirm with a code from it",
+            secret: secret.base32().expose().to_owned(),
+            otpauth_uri: secret
+                .otpauth_uri(TOTP_ISSUER, user.username.as_str())
+                .expose()
+                .to_owned(),
+            expires_in: ENROLMENT_TTL.as_secs(),
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Confirmation {
+    code: String,
+}
+
+#[derive(Serialize)]
+struct Confirmed {
+    message: &'static str,
+    /// Ten codes, each good once, shown this once.
+    recovery_codes: Vec<String>,
+}
+
+/// Completes an enrolment with a code from the app: the factor becomes
+/// active (every sign-in asks for it), and its recovery codes are issued.
+async fn confirm(state: &SecondFactor, req: Request) -> Result<Response<Body>, ApiError> {
+    require_method(&req, Method::POST, "POST")?;
+    let now = state.clock.now();
+    let caller = authenticate_caller(&req, &state.verifier, &state.store, now).await?;
+    let body: Confirmation = json_body(&req)?;
+    let code = TotpCode::parse(&body.code)
+        .ok_or_else(|| ApiError::BadRequest("code must be the 6 digits the app shows".into()))?;
+    let user = caller.user;
+    let no_enrolment = ApiError::Conflict("no enrolment waits for a code; begin one");
+    let factor = state
+        .store
+        .get_factor(&user.id)
+        .await?
+        .filter(|f| f.state == FactorState::Pending && !f.enrolment_expired(now))
+        .ok_or(no_enrolment)?;
+    match state
+        .store
+        .reserve_code_try(&factor, None, false, now)
+        .await?
+    {
+        CodeTry::Reserved => {}
+        CodeTry::FactorRefused if factor.is_suspended() => {
+            return Err(ApiError::Conflict(
+                "too many wrong codes for this enrolment; begin again",
+            ));
+        }
+        _ => {
+            return Err(ApiError::Conflict(
+                "the enrolment changed meanwhile; try again",
+            ));
+        }
+    }
+    let Some(step) = open(state, &user, &factor)?.verify(&code, now, None) else {
+        tracing::info!(user_id = %user.id, "second factor enrolment: wrong code");
+        return Err(ApiError::InvalidCode);
+    };
+    let codes = RecoveryCodes::generate();
+    let hashes = codes.hashes(&user.id);
+    if let Err(e) = state
+        .store
+        .confirm_factor(&user, &factor, step, &hashes)
+        .await
+    {
+        // Committed, its answer lost: the factor active with these codes.
+        let committed = matches!(
+            state.store.get_factor(&user.id).await,
+            Ok(Some(stored)) if stored.state == FactorState::Active
+                && stored.sealed == factor.sealed
+                && stored.recovery == hashes.iter().cloned().collect()
+        );
+        if !committed {
+            return Err(match e {
+                StoreError::Conflict => ApiError::Conflict(
+                    "the enrolment or the account changed meanwhile; begin again",
+                ),
+                e => e.into(),
+            });
+        }
+    }
+    tracing::info!(user_id = %user.id, "second factor added");
+    Ok(json_response(
+        StatusCode::OK,
+        &Confirmed {
+            message: "Second factor added. Keep these recovery codes somewhere safe: each works once, and they are not shown again",
+            recovery_codes: codes.codes.iter().map(|c| c.expose().to_owned()).collect(),
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecondStep {
+    mfa_token: String,
+    /// A code from the app.
+    #[serde(default)]
+    code: Option<String>,
+    /// Or one of the recovery codes.
+    #[serde(default)]
+    recovery_code: Option<String>,
+    #[serde(default)]
+    refresh_token_delivery: Delivery,
+    #[serde(default)]
+    device: Option<String>,
+}
+
+/// The second step of a login: the `mfa_token` its password step answered,
+/// and a code or a recovery code. Each try is counted on the ticket (three
+/// wrong codes void it) and on the factor (a hundred in a row suspend it)
+/// before the code is checked; a right one begins the session as a login
+/// does, in one transaction that spends the ticket and the code.
+async fn sign_in(state: &SecondFactor, req: Request) -> Result<Response<Body>, ApiError> {
+    require_method(&req, Method::POST, "POST")?;
+    let body: SecondStep = json_body(&req)?;
+    let hash = mfa_token_hash(&body.mfa_token).ok_or(ApiError::InvalidMfaToken)?;
+    let proof = match (&body.code, &body.recovery_code) {
+        (Some(code), None) => Typed::Code(TotpCode::parse(code).ok_or_else(|| {
+            ApiError::BadRequest("code must be the 6 digits the app shows".into())
+        })?),
+        (None, Some(code)) => Typed::Recovery(code.clone()),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "send either code or recovery_code".into(),
+            ));
+        }
+    };
+    let delivery = body.refresh_token_delivery;
+    if delivery == Delivery::Cookie {
+        state.browser.check(&req)?;
+    }
+    let now = state.clock.now();
+    limit_source(&state.store, &Window::login(&state.limits), &req, now).await?;
+    let presented = presented_proof(&req, body.device, &state.browser)?;
+
+    let ticket = state
+        .store
+        .get_mfa_ticket(&hash, now)
+        .await?
+        .filter(|t| t.is_live(now))
+        .ok_or(ApiError::InvalidMfaToken)?;
+    let (user, factor) = tokio::try_join!(
+        state.store.get(&ticket.username),
+        state.store.get_factor(&ticket.user_id)
+    )?;
+    let (Some(user), Some(factor)) = (user.filter(|u| ticket.binds(u)), factor) else {
+        return Err(ApiError::InvalidMfaToken);
+    };
+    if factor.state != FactorState::Active {
+        return Err(ApiError::InvalidMfaToken);
+    }
+    crate::runtime::record_user(&user.id);
+    let recovery = matches!(proof, Typed::Recovery(_));
+    if !recovery && factor.is_suspended() {
+        return Err(ApiError::FactorSuspended);
+    }
+    match state
+        .store
+        .reserve_code_try(&factor, Some(&ticket), recovery, now)
+        .await?
+    {
+        CodeTry::Reserved => {}
+        CodeTry::TicketVoid => return Err(ApiError::InvalidMfaToken),
+        CodeTry::FactorRefused if !recovery => return Err(ApiError::FactorSuspended),
+        CodeTry::FactorRefused => return Err(ApiError::InvalidMfaToken),
+    }
+    let seed = SessionSeed::draw();
+    let Some(spent) = check(state, &user, &factor, &proof, now)? else {
+        tracing::info!(user_id = %user.id, "second factor: wrong code");
+        metrics::count(Event::LoginFailed);
+        return Err(ApiError::InvalidCode);
+    };
+
+    let vouching = match &ticket.device {
+        Some(hash) => super::presented_device_by_hash(&state.store, hash).await?,
+        None => None,
+    };
+    let new = NewSession::sign(
+        seed,
+        &state.issuer,
+        &state.sessions,
+        &user,
+        user.session_epoch,
+        now,
+        super::origin(&req, ticket.method, ticket.device.is_some()),
+    )
+    .await?;
+    let device = DeviceChange {
+        issued: &new.device,
+        retired: vouching.as_ref(),
+    };
+    let stored = state
+        .store
+        .start_session_by_factor(
+            &new.session,
+            &new.first,
+            &user,
+            &device,
+            &ticket,
+            &factor,
+            &spent,
+            now,
+        )
+        .await;
+    if let Err(e) = stored
+        && !state.store.session_stored(&new.session.id).await
+    {
+        return Err(match e {
+            // A racer used the ticket or the code first, or the account
+            // changed: say which, as far as a read can tell.
+            StoreError::Conflict => lost_sign_in(state, &ticket, &spent, now).await,
+            e => e.into(),
+        });
+    }
+    tracing::info!(user_id = %user.id, "login succeeded with a second factor");
+    metrics::count(Event::LoginSucceeded);
+    let device_delivery = device_delivery(presented.as_ref(), delivery);
+    Ok(new
+        .into_tokens("Login Success")
+        .into_response(delivery, device_delivery))
+}
+
+/// What was typed at the second step.
+enum Typed {
+    Code(TotpCode),
+    Recovery(String),
+}
+
+/// The proof `typed` makes for `user`'s `factor` at `now`, if it is right
+/// and unused: a code's step, or a recovery code's hash.
+fn check(
+    state: &SecondFactor,
+    user: &User,
+    factor: &Factor,
+    typed: &Typed,
+    now: i64,
+) -> Result<Option<FactorProof>, ApiError> {
+    Ok(match typed {
+        Typed::Code(code) => open(state, user, factor)?
+            .verify(code, now, factor.last_step)
+            .map(|step| FactorProof::Code { step }),
+        Typed::Recovery(typed) => recovery_code_hash(&user.id, typed)
+            .filter(|hash| factor.recovery.contains(hash))
+            .map(|hash| FactorProof::Recovery { hash }),
+    })
+}
+
+/// `factor`'s secret: one that does not open is ours to fix (logged, 500).
+fn open(state: &SecondFactor, user: &User, factor: &Factor) -> Result<TotpSecret, ApiError> {
+    state.secrets.open(&user.id, &factor.sealed).map_err(|e| {
+        tracing::error!(user_id = %user.id, error = %e, "a second factor's secret does not open");
+        ApiError::Internal
+    })
+}
+
+/// Why a second step's write lost: the ticket used (a racer's sign-in), the
+/// code's step or the recovery code spent by a racer, or else the account.
+async fn lost_sign_in(
+    state: &SecondFactor,
+    ticket: &MfaTicket,
+    spent: &FactorProof,
+    now: i64,
+) -> ApiError {
+    match state.store.get_mfa_ticket(&ticket.hash, now).await {
+        Ok(None) => return ApiError::InvalidMfaToken,
+        Err(e) => return e.into(),
+        Ok(Some(_)) => {}
+    }
+    match state.store.get_factor(&ticket.user_id).await {
+        Ok(Some(factor)) => {
+            let used = match spent {
+                FactorProof::Code { step } => factor.last_step.is_some_and(|last| last >= *step),
+                FactorProof::Recovery { hash } => !factor.recovery.contains(hash),
+            };
+            if used {
+                ApiError::InvalidCode
+            } else {
+                ApiError::Conflict("the account changed during the login; log in again")
+            }
+        }
+        Ok(None) => ApiError::InvalidMfaToken,
+        Err(e) => e.into(),
+    }
+}
