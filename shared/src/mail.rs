@@ -225,6 +225,21 @@ pub fn notice_message(
             format!("The account {username} can no longer be signed in to with {provider}."),
             "If this was not you, sign in and change your password.".to_owned(),
         ),
+        Notice::SecondFactorAdded => (
+            "A second factor was added to your account",
+            format!("Signing in to the account {username} now asks for a code from an authenticator app after the password. Ten recovery codes were shown once, to whoever added it."),
+            "If this was not you, someone has your password and a session: reset your password, sign out everywhere, and contact us to remove the factor.".to_owned(),
+        ),
+        Notice::RecoveryCodeUsed { remaining } => (
+            "A recovery code was used",
+            format!("The account {username} was just signed in to with one of its recovery codes, in place of a code from the app. {remaining} unused recovery codes remain."),
+            "If this was not you, someone has your password and a recovery code: reset your password and sign out everywhere at once.".to_owned(),
+        ),
+        Notice::WrongSecondFactorCode => (
+            "A sign-in got your password right, then a wrong code",
+            format!("Someone signed in to the account {username} with the right password, then typed a wrong code for the second factor. They are not in."),
+            reset,
+        ),
         Notice::NewDevice { device } => (
             "New sign-in to your account",
             format!(

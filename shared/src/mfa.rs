@@ -65,10 +65,13 @@ impl FactorState {
 }
 
 /// A user's TOTP factor as stored.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Factor {
     pub user_id: UserId,
     pub state: FactorState,
+    /// While pending, the session that began the enrolment: only it may
+    /// confirm it (a token stolen from another session cannot).
+    pub session: Option<String>,
     /// The secret, sealed (`second_factor::SecretBox`).
     pub sealed: Vec<u8>,
     pub created_at: i64,
@@ -83,11 +86,12 @@ pub struct Factor {
 }
 
 impl Factor {
-    /// A pending factor for `user`, holding `sealed`.
-    pub fn pending(user: UserId, sealed: Vec<u8>, now: i64) -> Self {
+    /// A pending factor for `user`, begun in session `sid`, holding `sealed`.
+    pub fn pending(user: UserId, sid: &str, sealed: Vec<u8>, now: i64) -> Self {
         Factor {
             user_id: user,
             state: FactorState::Pending,
+            session: Some(sid.to_owned()),
             sealed,
             created_at: now,
             last_step: None,
@@ -105,6 +109,20 @@ impl Factor {
     /// Whether a pending factor is too old to confirm.
     pub fn enrolment_expired(&self, now: i64) -> bool {
         self.state == FactorState::Pending && now - self.created_at > ENROLMENT_TTL.as_secs() as i64
+    }
+}
+
+// Neither the sealed secret nor the recovery codes' hashes go to a log.
+impl std::fmt::Debug for Factor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Factor")
+            .field("user_id", &self.user_id)
+            .field("state", &self.state)
+            .field("created_at", &self.created_at)
+            .field("last_step", &self.last_step)
+            .field("failures", &self.failures)
+            .field("recovery", &self.recovery.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -133,7 +151,7 @@ pub fn mfa_token_hash(raw: &str) -> Option<String> {
 }
 
 /// A login that proved the password and waits for the second factor.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct MfaTicket {
     /// The token's hash: the item's key.
     pub hash: String,
@@ -153,6 +171,18 @@ pub struct MfaTicket {
     pub failures: u32,
     pub created_at: i64,
     pub expires_at: i64,
+}
+
+// Its key (the token's hash) and the password's fingerprint stay out of logs.
+impl std::fmt::Debug for MfaTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MfaTicket")
+            .field("user_id", &self.user_id)
+            .field("method", &self.method)
+            .field("failures", &self.failures)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 impl MfaTicket {
@@ -254,7 +284,8 @@ mod tests {
 
     #[test]
     fn a_factor_is_suspended_at_its_hundredth_failure_in_a_row() {
-        let mut factor = Factor::pending(UserId::random(), vec![1], 0);
+        let mut factor = Factor::pending(UserId::random(), "sid", vec![1], 0);
+        assert!(!format!("{factor:?}").contains("sid"), "{factor:?}");
         factor.failures = MAX_FACTOR_FAILURES - 1;
         assert!(!factor.is_suspended());
         factor.failures += 1;

@@ -72,6 +72,15 @@ pub enum Notice {
     IdentityDisconnected {
         provider: String,
     },
+    /// A second factor now guards every sign-in.
+    SecondFactorAdded,
+    /// A recovery code signed in, in place of a code from the app.
+    RecoveryCodeUsed {
+        remaining: usize,
+    },
+    /// A wrong second-factor code after the right password: someone may
+    /// know the password.
+    WrongSecondFactorCode,
 }
 
 impl Notice {
@@ -86,6 +95,9 @@ impl Notice {
             Notice::NewDevice { .. } => "new_device",
             Notice::IdentityConnected { .. } => "identity_connected",
             Notice::IdentityDisconnected { .. } => "identity_disconnected",
+            Notice::SecondFactorAdded => "second_factor_added",
+            Notice::RecoveryCodeUsed { .. } => "recovery_code_used",
+            Notice::WrongSecondFactorCode => "wrong_second_factor_code",
         }
     }
 }

@@ -318,9 +318,12 @@ const SESSIONS_ONE: &str = "/sessions/";
 /// admin API as `{username}` and a role as `{role}`, the page's assets as
 /// `/assets/{file}`.
 fn path_template(path: &str) -> &'static str {
-    const FIXED: [&str; 20] = [
+    const FIXED: [&str; 23] = [
         "/",
         "/login",
+        "/login/second-factor",
+        "/account/second-factor",
+        "/account/second-factor/confirm",
         "/register",
         "/refresh",
         "/logout",

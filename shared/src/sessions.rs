@@ -132,6 +132,56 @@ pub struct Session {
     pub last_used: i64,
     /// How it began and from where: what its owner sees in the list.
     pub origin: Origin,
+    /// How its holder proved who they are (RFC 8176 `amr` values, `amr`),
+    /// carried by every access token of the session with the `acr` they
+    /// come to.
+    pub amr: Vec<String>,
+}
+
+/// The authentication methods a session's tokens name (RFC 8176 `amr`),
+/// and the level they come to (`acr`).
+pub mod amr {
+    /// A password.
+    pub const PASSWORD: &str = "pwd";
+    /// An outside identity provider's sign-in (as Microsoft Entra names it).
+    pub const FEDERATED: &str = "fed";
+    /// A code from an authenticator app (TOTP).
+    pub const OTP: &str = "otp";
+    /// One of the recovery codes (not in RFC 8176's registry: ours).
+    pub const RECOVERY_CODE: &str = "recovery_code";
+    /// More than one factor.
+    pub const MFA: &str = "mfa";
+
+    /// `acr` of a second factor proved (NIST SP 800-63B's AAL2).
+    pub const ACR_SECOND_FACTOR: &str = "aal2";
+    /// `acr` of one factor.
+    pub const ACR_ONE_FACTOR: &str = "aal1";
+
+    /// The level `amr` comes to: none for none.
+    pub fn acr(amr: &[String]) -> Option<&'static str> {
+        if amr.iter().any(|m| m == MFA) {
+            Some(ACR_SECOND_FACTOR)
+        } else if amr.is_empty() {
+            None
+        } else {
+            Some(ACR_ONE_FACTOR)
+        }
+    }
+
+    /// `first` (a sign-in's own), with the second factor `second` (`OTP`,
+    /// `RECOVERY_CODE`) proved after it.
+    pub fn with_second_factor(first: &[String], second: &str) -> Vec<String> {
+        with(&with(first, second), MFA)
+    }
+
+    /// `amr` and `method`, proved in the same session (a re-authentication).
+    pub fn with(amr: &[String], method: &str) -> Vec<String> {
+        let mut amr = amr.to_vec();
+        if !amr.iter().any(|m| m == method) {
+            amr.push(method.to_owned());
+        }
+        amr
+    }
 }
 
 impl Session {
@@ -177,6 +227,15 @@ impl SignIn {
         [SignIn::Password, SignIn::PasswordChange, SignIn::Provider]
             .into_iter()
             .find(|s| s.as_str() == value)
+    }
+
+    /// The `amr` of a sign-in by this proof alone.
+    pub fn amr(self) -> Vec<String> {
+        match self {
+            SignIn::Password | SignIn::PasswordChange => vec![amr::PASSWORD.to_owned()],
+            SignIn::Provider => vec![amr::FEDERATED.to_owned()],
+            SignIn::Other => Vec::new(),
+        }
     }
 }
 

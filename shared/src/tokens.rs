@@ -61,6 +61,15 @@ pub struct Claims {
     /// Tokens from before it existed read as 0: never fresh.
     #[serde(default)]
     pub auth_time: i64,
+    /// How the session's holder proved who they are (RFC 8176); absent
+    /// from tokens of before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
+    /// The level `amr` comes to: `aal2` with a second factor, else `aal1`
+    /// (`sessions::amr`). A resource that needs the second factor asks for
+    /// `aal2` (RFC 9470).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
     /// The user's roles, space-separated (`permissions`); absent when none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
@@ -301,16 +310,20 @@ impl TokenIssuer {
         Ok(self.signer(now).await?.signer.kid().to_owned())
     }
 
-    /// Issues an access token of session `sid`, whose password was last
-    /// proved at `auth_time`, at `now` (seconds since the epoch).
+    /// Issues an access token of session `sid`, whose holder last proved
+    /// who they are at `auth_time`, by `amr`, at `now` (seconds since the
+    /// epoch).
     pub async fn issue(
         &self,
         user: &User,
         sid: &str,
         auth_time: i64,
+        amr: &[String],
         now: i64,
     ) -> Result<IssuedToken, SignError> {
-        let claims = self.claims_for(user, sid, auth_time, now);
+        let mut claims = self.claims_for(user, sid, auth_time, now);
+        claims.amr = amr.to_vec();
+        claims.acr = crate::sessions::amr::acr(amr).map(str::to_owned);
         Ok(IssuedToken {
             token: self.sign(&claims, now).await?,
             expires_in: self.ttl.as_secs(),
@@ -330,6 +343,8 @@ impl TokenIssuer {
             sid: sid.to_owned(),
             sep: user.session_epoch,
             auth_time,
+            amr: Vec::new(),
+            acr: None,
             scope: scope_of(&user.roles),
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
@@ -602,7 +617,7 @@ mod tests {
     async fn issued_claims_round_trip_through_the_verifier() {
         let user = user();
         let issued = issuer(ours())
-            .issue(&user, "session-1", now() - 30, now())
+            .issue(&user, "session-1", now() - 30, &[], now())
             .await
             .unwrap();
         assert_eq!(issued.expires_in, 900);
@@ -631,7 +646,7 @@ mod tests {
         user.roles
             .insert(crate::permissions::Role::parse("support").unwrap());
         let token = issuer(ours())
-            .issue(&user, "s", now(), now())
+            .issue(&user, "s", now(), &[], now())
             .await
             .unwrap()
             .token;
@@ -650,7 +665,7 @@ mod tests {
         let issuer = issuer(ours());
         let jti = async || {
             let token = issuer
-                .issue(&user(), "s", now(), now())
+                .issue(&user(), "s", now(), &[], now())
                 .await
                 .unwrap()
                 .token;
@@ -735,7 +750,7 @@ mod tests {
         let issuer = issuer(ours());
         let long_ago = now() - 900 - LEEWAY.as_secs() as i64 - 5;
         let token = issuer
-            .issue(&user(), "s", long_ago, long_ago)
+            .issue(&user(), "s", long_ago, &[], long_ago)
             .await
             .unwrap()
             .token;
@@ -743,7 +758,7 @@ mod tests {
         // Within the leeway it still passes.
         let just_expired = now() - 900 - 1;
         let token = issuer
-            .issue(&user(), "s", just_expired, just_expired)
+            .issue(&user(), "s", just_expired, &[], just_expired)
             .await
             .unwrap()
             .token;
@@ -813,7 +828,7 @@ mod tests {
     #[tokio::test]
     async fn a_tampered_payload_or_signature_is_refused() {
         let token = issuer(ours())
-            .issue(&user(), "s", now(), now())
+            .issue(&user(), "s", now(), &[], now())
             .await
             .unwrap()
             .token;
@@ -857,14 +872,14 @@ mod tests {
             &config(),
         );
         let old_token = issuer(ours())
-            .issue(&user(), "s", now(), now())
+            .issue(&user(), "s", now(), &[], now())
             .await
             .unwrap()
             .token;
         assert!(during.verify(&old_token).await.is_ok());
         // Step 2: the signer switches; new tokens carry the new kid, old ones still pass.
         let new_token = issuer(next_key())
-            .issue(&user(), "s", now(), now())
+            .issue(&user(), "s", now(), &[], now())
             .await
             .unwrap()
             .token;

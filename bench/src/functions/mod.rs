@@ -412,6 +412,7 @@ impl Bench {
             expires_at: now + 3600,
             last_used: now,
             origin: Default::default(),
+            amr: auth::sessions::SignIn::Password.amr(),
         };
         let first = RefreshRecord {
             hash: refresh.hash(),
@@ -426,7 +427,10 @@ impl Bench {
             Layer::Sealed | Layer::Production => &self.sealed_issuer,
             Layer::Kms => &self.kms_issuer,
         };
-        let access = issuer.issue(&user, &session.id, now, now).await.unwrap();
+        let access = issuer
+            .issue(&user, &session.id, now, &session.amr, now)
+            .await
+            .unwrap();
         let (_, device) = Device::issue(&user, user.session_epoch, now, Duration::from_secs(3600));
         let device = DeviceChange {
             issued: &device,

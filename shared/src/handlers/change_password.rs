@@ -96,6 +96,9 @@ pub async fn change_password(state: &Account, req: Request) -> Result<Response<B
         user.session_epoch + 1,
         now,
         super::origin(&req, SignIn::PasswordChange, proved.vouching.is_some()),
+        // The caller's session goes on as this one: what it proved, and
+        // the password now.
+        crate::sessions::amr::with(&caller.claims.amr, crate::sessions::amr::PASSWORD),
     )
     .await?;
     let sid = caller.claims.sid.as_str();

@@ -48,7 +48,9 @@ struct OpenIdConfiguration<'a> {
     response_types_supported: [&'static str; 1],
     /// One scope per role this deployment knows, of the same name.
     scopes_supported: Vec<&'a str>,
-    claims_supported: [&'static str; 12],
+    claims_supported: [&'static str; 14],
+    /// The levels tokens say (`acr`): one factor, or a second factor too.
+    acr_values_supported: [&'static str; 2],
     access_token_type: &'static str,
 }
 
@@ -73,6 +75,8 @@ impl Discovery {
                 "sid",
                 "sep",
                 "auth_time",
+                "amr",
+                "acr",
                 "scope",
                 "iss",
                 "aud",
@@ -80,6 +84,10 @@ impl Discovery {
                 "nbf",
                 "exp",
                 "jti",
+            ],
+            acr_values_supported: [
+                crate::sessions::amr::ACR_ONE_FACTOR,
+                crate::sessions::amr::ACR_SECOND_FACTOR,
             ],
             access_token_type: ACCESS_TOKEN_TYPE,
         };

@@ -36,6 +36,7 @@ use crate::handlers::register::SignUp;
 use crate::http::{ApiError, json_body, json_response, require_method};
 use crate::id_tokens::IdClaims;
 use crate::metrics::{self, Event};
+use crate::mfa::MfaTicket;
 use crate::providers::ProviderHttp;
 use crate::sessions::{SessionConfig, SignIn};
 use crate::store::{NewAccountError, Store, StoreError};
@@ -239,6 +240,9 @@ enum Outcome {
     Connected,
     /// A fresh proof in the caller's session.
     Reauthenticated,
+    /// The account has a second factor: the page asks for it, with the
+    /// `mfa_token` in the fragment (`POST /login/second-factor`).
+    SecondFactorRequired,
     /// The person declined at the provider.
     AccessDenied,
     /// The provider (or our store) was down or slow.
@@ -256,6 +260,8 @@ impl Outcome {
     fn fragment(self, provider: &str) -> String {
         match self {
             Outcome::SignedIn => String::new(),
+            // The token itself is added by the callback.
+            Outcome::SecondFactorRequired => "#mfa_required=".into(),
             Outcome::Connected => format!("#connected={provider}"),
             Outcome::Reauthenticated => format!("#reauthenticated={provider}"),
             Outcome::AccessDenied => "#sign_in_error=access_denied".into(),
@@ -293,11 +299,23 @@ async fn callback(state: &Federation, req: &Request, id: &str) -> Response<Body>
     };
     if outcome == Outcome::SignedIn {
         metrics::count(Event::LoginSucceeded);
-    } else if !matches!(outcome, Outcome::Connected | Outcome::Reauthenticated) {
+    } else if !matches!(
+        outcome,
+        Outcome::Connected | Outcome::Reauthenticated | Outcome::SecondFactorRequired
+    ) {
         tracing::info!(provider = %id, outcome = ?outcome, "federated sign-in failed");
         metrics::count(Event::LoginFailed);
     }
-    let location = format!("{}{}{}", state.page, return_to, outcome.fragment(id));
+    let mut fragment = outcome.fragment(id);
+    // The mfa_token, in the fragment only: a fragment goes to no server, and
+    // the page takes it out of the address at once.
+    if let Some(token) = cookies.iter().find_map(|(c, _, _)| match c {
+        Cookie::MfaToken(token) => Some(token),
+        _ => None,
+    }) {
+        fragment.push_str(token);
+    }
+    let location = format!("{}{}{}", state.page, return_to, fragment);
     let mut response = Response::builder()
         .status(StatusCode::SEE_OTHER)
         .header(header::LOCATION, location)
@@ -314,14 +332,18 @@ async fn callback(state: &Federation, req: &Request, id: &str) -> Response<Body>
         match name {
             Cookie::Refresh => set_refresh_cookie(&mut response, &value, max_age),
             Cookie::Device => set_device_cookie(&mut response, &value, max_age),
+            Cookie::MfaToken(_) => {}
         }
     }
     response
 }
 
+/// What a sign-in hands the browser: its cookies, or a second step's token
+/// (in the fragment, not a cookie).
 enum Cookie {
     Refresh,
     Device,
+    MfaToken(String),
 }
 
 async fn finish(
@@ -435,7 +457,15 @@ async fn finish(
         }
         Intent::SignIn => {
             let user = account_for(state, req, provider, &external, &claims, now).await?;
-            start_session(state, req, &user, tx.device_hash.as_deref(), now, cookies).await?;
+            let device = tx.device_hash.as_deref();
+            // A provider's sign-in is a first factor, whatever it says of
+            // its own: an account with a second factor asks for it here too.
+            if user.second_factor {
+                let token = second_factor_ticket(state, &user, device, now).await?;
+                cookies.push((Cookie::MfaToken(token), String::new(), 0));
+                return Ok((Outcome::SecondFactorRequired, return_to));
+            }
+            start_session(state, req, &user, device, now, cookies).await?;
             Ok((Outcome::SignedIn, return_to))
         }
     }
@@ -763,6 +793,50 @@ async fn by_verified_address(
     }))
 }
 
+/// The login ticket a provider's sign-in of `user` leaves for the second
+/// step (bound to the device proof presented at the start, if it vouches),
+/// and its token.
+async fn second_factor_ticket(
+    state: &Federation,
+    user: &User,
+    device_hash: Option<&str>,
+    now: i64,
+) -> Result<String, Outcome> {
+    crate::runtime::record_user(&user.id);
+    let vouching = vouching_device(state, user, device_hash, now).await;
+    let (ticket, token) = MfaTicket::issue(user, SignIn::Provider, vouching.map(|d| d.hash), now);
+    if let Err(e) = state.store.put_mfa_ticket(&ticket).await
+        && !matches!(
+            state.store.get_mfa_ticket(&ticket.hash, now).await,
+            Ok(Some(_))
+        )
+    {
+        return Err(e.into());
+    }
+    tracing::info!(user_id = %user.id, "federated sign-in: second factor required");
+    Ok(token.expose().to_owned())
+}
+
+/// The device proof presented at the start, if it vouches for `user`; one
+/// that cannot be read vouches for nothing (logged).
+async fn vouching_device(
+    state: &Federation,
+    user: &User,
+    device_hash: Option<&str>,
+    now: i64,
+) -> Option<crate::devices::Device> {
+    let hash = device_hash?;
+    state
+        .store
+        .get_device(hash)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "a device record could not be read: it vouches for nothing");
+            None
+        })
+        .filter(|d| d.vouches_for(user, now))
+}
+
 /// The session a sign-in begins: the same as a password login's.
 async fn start_session(
     state: &Federation,
@@ -775,18 +849,7 @@ async fn start_session(
     crate::runtime::record_user(&user.id);
     // The device proof presented at the start, if it vouches for this user:
     // a known device (no new-device notice), its proof retired for the new.
-    let vouching = match device_hash {
-        Some(hash) => state
-            .store
-            .get_device(hash)
-            .await
-            .unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "a device record could not be read: it vouches for nothing");
-                None
-            })
-            .filter(|d| d.vouches_for(user, now)),
-        None => None,
-    };
+    let vouching = vouching_device(state, user, device_hash, now).await;
     let new = NewSession::sign(
         SessionSeed::draw(),
         &state.tokens,
@@ -795,6 +858,7 @@ async fn start_session(
         user.session_epoch,
         now,
         origin(req, SignIn::Provider, vouching.is_some()),
+        SignIn::Provider.amr(),
     )
     .await
     .map_err(|e| match e {

@@ -147,6 +147,7 @@ async fn login(state: &Login, req: Request) -> Result<Response<Body>, ApiError> 
         user.session_epoch,
         now,
         super::origin(&req, SignIn::Password, vouching.is_some()),
+        SignIn::Password.amr(),
     )
     .await?;
     // The proof that vouched is spent; a new one goes to the client.

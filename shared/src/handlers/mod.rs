@@ -185,10 +185,11 @@ pub(crate) async fn sign_access_token(
     user: &User,
     sid: &str,
     auth_time: i64,
+    amr: &[String],
     now: i64,
 ) -> Result<crate::tokens::IssuedToken, ApiError> {
     issuer
-        .issue(user, sid, auth_time, now)
+        .issue(user, sid, auth_time, amr, now)
         .await
         .map_err(|e| match e {
             SignError::Unavailable(detail) => {
@@ -350,6 +351,9 @@ pub(crate) struct NewSession {
 }
 
 impl NewSession {
+    /// The session `origin` begins, proved by `amr` (its sign-in's own, and
+    /// a second factor's).
+    #[allow(clippy::too_many_arguments)]
     pub async fn sign(
         seed: SessionSeed,
         issuer: &TokenIssuer,
@@ -358,6 +362,7 @@ impl NewSession {
         epoch: u64,
         now: i64,
         origin: Origin,
+        amr: Vec<String>,
     ) -> Result<Self, ApiError> {
         let SessionSeed {
             id,
@@ -371,8 +376,10 @@ impl NewSession {
         // may ride a session the provider has held for days: it is no
         // recent proof, until one asked of the provider (`max_age=0`) marks
         // the session (`federation`'s re-authentication).
+        // A second factor proved now is a recent proof, whatever came first.
+        let second = amr.iter().any(|m| m == crate::sessions::amr::MFA);
         let auth_time = match origin.method {
-            SignIn::Provider => NO_RECENT_PROOF,
+            SignIn::Provider if !second => NO_RECENT_PROOF,
             _ => now,
         };
         let session = Session {
@@ -386,6 +393,7 @@ impl NewSession {
             expires_at,
             last_used: now,
             origin,
+            amr,
         };
         let first = RefreshRecord {
             hash: refresh_hash,
@@ -397,7 +405,8 @@ impl NewSession {
         };
         let mut holder = user.clone();
         holder.session_epoch = epoch;
-        let access = sign_access_token(issuer, &holder, &session.id, auth_time, now).await?;
+        let access =
+            sign_access_token(issuer, &holder, &session.id, auth_time, &session.amr, now).await?;
         let device = Device {
             hash: device_hash,
             user_id: user.id,

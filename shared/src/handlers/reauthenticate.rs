@@ -39,6 +39,8 @@ pub async fn reauthenticate(state: &Account, req: Request) -> Result<Response<Bo
     if proof.password.is_empty() {
         return Err(ApiError::BadRequest("password must not be empty".into()));
     }
+    // The session's proofs go on, the password's now among them.
+    let amr = crate::sessions::amr::with(&caller.claims.amr, crate::sessions::amr::PASSWORD);
     let (user, sid) = (caller.user, caller.claims.sid);
     let vouching = prove_current_password(state, &req, &user, proof.password, proof.device, now)
         .await?
@@ -47,7 +49,7 @@ pub async fn reauthenticate(state: &Account, req: Request) -> Result<Response<Bo
     // Sign first: a signer failure writes nothing. Then the session's new
     // proof and the cleared attempt record, in one transaction that holds
     // only while the session is live and the user as read.
-    let access = sign_access_token(&state.issuer, &user, &sid, now, now).await?;
+    let access = sign_access_token(&state.issuer, &user, &sid, now, &amr, now).await?;
     // A failure reported for a write that committed (its answer lost, the
     // SDK's retry then refused by its own effects) is a success: read back.
     let proof = uuid::Uuid::new_v4().to_string();

@@ -148,6 +148,7 @@ async fn refresh(
         &user,
         &record.session_id,
         session.auth_time,
+        &session.amr,
         now,
     )
     .await?;

@@ -17,6 +17,7 @@ use crate::devices::DeviceChange;
 use crate::http::{ApiError, json_body, json_response, require_method};
 use crate::metrics::{self, Event};
 use crate::mfa::{ENROLMENT_TTL, Factor, FactorState, MfaTicket, TOTP_ISSUER, mfa_token_hash};
+use crate::outbox::{MailJob, Notice};
 use crate::second_factor::{RecoveryCodes, SecretBox, recovery_code_hash};
 use crate::sessions::SessionConfig;
 use crate::store::{CodeTry, FactorProof, Store, StoreError};
@@ -73,14 +74,15 @@ async fn enrol(state: &SecondFactor, req: Request) -> Result<Response<Body>, Api
     let now = state.clock.now();
     let caller = authenticate_caller(&req, &state.verifier, &state.store, now).await?;
     caller.require_fresh(state.fresh_auth, now)?;
-    let user = caller.user;
+    limit_source(&state.store, &Window::login(&state.limits), &req, now).await?;
+    let (user, sid) = (caller.user, caller.claims.sid);
     if user.second_factor {
         return Err(ApiError::Conflict(
             "a second factor is set up already; remove it first",
         ));
     }
     let secret = TotpSecret::generate();
-    let factor = Factor::pending(user.id, state.secrets.seal(&user.id, &secret), now);
+    let factor = Factor::pending(user.id, &sid, state.secrets.seal(&user.id, &secret), now);
     match state.store.put_pending_factor(&factor).await {
         Ok(true) => {}
         Ok(false) => {
@@ -131,13 +133,21 @@ async fn confirm(state: &SecondFactor, req: Request) -> Result<Response<Body>, A
     let body: Confirmation = json_body(&req)?;
     let code = TotpCode::parse(&body.code)
         .ok_or_else(|| ApiError::BadRequest("code must be the 6 digits the app shows".into()))?;
-    let user = caller.user;
-    let no_enrolment = ApiError::Conflict("no enrolment waits for a code; begin one");
+    limit_source(&state.store, &Window::login(&state.limits), &req, now).await?;
+    let (user, sid) = (caller.user, caller.claims.sid);
+    // Only the session that began it confirms it: a token of another
+    // session (a stolen one) finds no enrolment.
+    let no_enrolment =
+        ApiError::Conflict("no enrolment of this session waits for a code; begin one");
     let factor = state
         .store
         .get_factor(&user.id)
         .await?
-        .filter(|f| f.state == FactorState::Pending && !f.enrolment_expired(now))
+        .filter(|f| {
+            f.state == FactorState::Pending
+                && !f.enrolment_expired(now)
+                && f.session.as_deref() == Some(sid.as_str())
+        })
         .ok_or(no_enrolment)?;
     match state
         .store
@@ -145,14 +155,10 @@ async fn confirm(state: &SecondFactor, req: Request) -> Result<Response<Body>, A
         .await?
     {
         CodeTry::Reserved => {}
-        CodeTry::FactorRefused if factor.is_suspended() => {
-            return Err(ApiError::Conflict(
-                "too many wrong codes for this enrolment; begin again",
-            ));
-        }
+        // Too many wrong codes (racers' included), or begun again meanwhile.
         _ => {
             return Err(ApiError::Conflict(
-                "the enrolment changed meanwhile; try again",
+                "the enrolment changed or had too many wrong codes; begin again",
             ));
         }
     }
@@ -265,13 +271,31 @@ async fn sign_in(state: &SecondFactor, req: Request) -> Result<Response<Body>, A
     {
         CodeTry::Reserved => {}
         CodeTry::TicketVoid => return Err(ApiError::InvalidMfaToken),
-        CodeTry::FactorRefused if !recovery => return Err(ApiError::FactorSuspended),
-        CodeTry::FactorRefused => return Err(ApiError::InvalidMfaToken),
+        // Suspended by racers meanwhile, or no longer the factor read.
+        CodeTry::FactorRefused => {
+            let now_suspended = matches!(
+                state.store.get_factor(&user.id).await?,
+                Some(f) if f.sealed == factor.sealed && f.is_suspended()
+            );
+            return Err(if now_suspended && !recovery {
+                ApiError::FactorSuspended
+            } else {
+                ApiError::InvalidMfaToken
+            });
+        }
     }
     let seed = SessionSeed::draw();
     let Some(spent) = check(state, &user, &factor, &proof, now)? else {
         tracing::info!(user_id = %user.id, "second factor: wrong code");
         metrics::count(Event::LoginFailed);
+        // The owner hears of it once per login (ASVS 6.3.5): someone knows
+        // the password. A notice that cannot be written is logged only.
+        if ticket.failures == 0
+            && let Some(notice) = MailJob::notice_to(&user, Notice::WrongSecondFactorCode)
+            && let Err(e) = state.store.enqueue(&notice, now).await
+        {
+            tracing::warn!(user_id = %user.id, error = %e, "the wrong-code notice was not written");
+        }
         return Err(ApiError::InvalidCode);
     };
 
@@ -287,6 +311,7 @@ async fn sign_in(state: &SecondFactor, req: Request) -> Result<Response<Body>, A
         user.session_epoch,
         now,
         super::origin(&req, ticket.method, ticket.device.is_some()),
+        crate::sessions::amr::with_second_factor(&ticket.method.amr(), spent.method()),
     )
     .await?;
     let device = DeviceChange {

@@ -73,6 +73,9 @@ pub(super) fn job_item(job: &MailJob, now: i64) -> HashMap<String, AttributeValu
                 | Notice::IdentityDisconnected { provider } => {
                     set("provider", provider);
                 }
+                Notice::RecoveryCodeUsed { remaining } => {
+                    set("remaining", &remaining.to_string());
+                }
                 _ => {}
             }
         }
@@ -133,6 +136,14 @@ pub fn job_from_item(
                 "identity_disconnected" => Notice::IdentityDisconnected {
                     provider: item.string("provider")?.to_owned(),
                 },
+                "second_factor_added" => Notice::SecondFactorAdded,
+                "recovery_code_used" => Notice::RecoveryCodeUsed {
+                    remaining: item
+                        .string("remaining")?
+                        .parse()
+                        .map_err(|_| item.invalid("remaining"))?,
+                },
+                "wrong_second_factor_code" => Notice::WrongSecondFactorCode,
                 _ => return Err(item.invalid("kind")),
             };
             MailJob::Notice {

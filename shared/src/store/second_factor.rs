@@ -26,6 +26,7 @@ use crate::devices::DeviceChange;
 use crate::mfa::{
     ENROLMENT_TTL, Factor, FactorState, MAX_FACTOR_FAILURES, MAX_TICKET_FAILURES, MfaTicket,
 };
+use crate::outbox::{MailJob, Notice};
 use crate::second_factor::DataKeyRecord;
 use crate::sessions::{RefreshRecord, Session, SignIn};
 use crate::users::{User, UserId, Username};
@@ -48,6 +49,16 @@ pub enum FactorProof {
     Code { step: i64 },
     /// This recovery code's hash: it is spent.
     Recovery { hash: String },
+}
+
+impl FactorProof {
+    /// Its RFC 8176 `amr` value (`sessions::amr`).
+    pub fn method(&self) -> &'static str {
+        match self {
+            FactorProof::Code { .. } => crate::sessions::amr::OTP,
+            FactorProof::Recovery { .. } => crate::sessions::amr::RECOVERY_CODE,
+        }
+    }
 }
 
 fn factor_key(user: &UserId) -> HashMap<String, AttributeValue> {
@@ -128,6 +139,9 @@ fn factor_item(factor: &Factor) -> HashMap<String, AttributeValue> {
         let ends = factor.created_at + ENROLMENT_TTL.as_secs() as i64;
         item.insert(super::TTL_ATTRIBUTE.to_owned(), n(ends));
     }
+    if let Some(sid) = &factor.session {
+        item.insert("session".to_owned(), s(sid));
+    }
     item
 }
 
@@ -145,6 +159,7 @@ fn factor_from(user: UserId, map: &HashMap<String, AttributeValue>) -> Result<Fa
     Ok(Factor {
         user_id: user,
         state: FactorState::parse(item.string("state")?).ok_or_else(|| item.invalid("state"))?,
+        session: item.optional_string("session").map(str::to_owned),
         sealed: map
             .get("sealed")
             .and_then(|v| v.as_b().ok())
@@ -289,12 +304,15 @@ impl Store {
         step: i64,
         recovery: &[String],
     ) -> Result<(), StoreError> {
-        let items = vec![
+        let mut items = vec![
             self.update(
                 factor_key(&factor.user_id),
-                "SET #state = :active, last_step = :step, failures = :zero, recovery = :codes REMOVE expires_at",
+                "SET #state = :active, last_step = :step, failures = :zero, recovery = :codes REMOVE expires_at, #session",
                 "#state = :pending AND sealed = :sealed",
-                Some(HashMap::from([("#state".to_owned(), "state".to_owned())])),
+                Some(HashMap::from([
+                    ("#state".to_owned(), "state".to_owned()),
+                    ("#session".to_owned(), "session".to_owned()),
+                ])),
                 values([
                     (":active", s(FactorState::Active.as_str())),
                     (":pending", s(FactorState::Pending.as_str())),
@@ -316,17 +334,40 @@ impl Store {
                 ]),
             )?,
         ];
+        if let Some(notice) = MailJob::notice_to(user, Notice::SecondFactorAdded) {
+            items.push(
+                self.enqueue_item(&notice, factor.created_at.max(crate::clock::system_now()))?,
+            );
+        }
         self.transact(items).await
     }
 
-    /// Stores a login's ticket (its key is random: a new item) and, unless
-    /// a device proof vouched for the attempt (its count is cleared by the
-    /// sign-in that retires it), clears the username's attempt record: the
-    /// password was proved. Guessing codes is bounded by the factor's own
+    /// The deletion of `user`'s factor, if any, as one item of a
+    /// transaction (the account's deletion).
+    pub(super) fn delete_factor_item(
+        &self,
+        user: &UserId,
+    ) -> Result<aws_sdk_dynamodb::types::TransactWriteItem, StoreError> {
+        let delete = super::sessions::built(
+            aws_sdk_dynamodb::types::Delete::builder()
+                .table_name(&self.table)
+                .set_key(Some(factor_key(user)))
+                .build(),
+        )?;
+        Ok(aws_sdk_dynamodb::types::TransactWriteItem::builder()
+            .delete(delete)
+            .build())
+    }
+
+    /// Stores a login's ticket (its key is random: a new item) and, after
+    /// a password's proof that no device proof vouched for (a device's
+    /// count is cleared by the sign-in that retires it), clears the
+    /// username's attempt record: the password was proved. Guessing codes is bounded by the factor's own
     /// count, which only a completed sign-in clears.
     pub async fn put_mfa_ticket(&self, ticket: &MfaTicket) -> Result<(), StoreError> {
         let mut items = vec![self.put_new(ticket_item(ticket))?];
-        if ticket.device.is_none() {
+        // A provider's sign-in proved no password: the record stays.
+        if ticket.device.is_none() && ticket.method != SignIn::Provider {
             items.push(self.clear_attempts(&ticket.username)?);
         }
         self.transact(items).await
@@ -400,7 +441,14 @@ impl Store {
             "expires_at > :now AND failures <= :max",
             values([(":now", n(now)), (":max", n(MAX_TICKET_FAILURES))]),
         )?;
-        self.start_session_with(session, first, user, device, vec![factor_write, used])
+        let mut extra = vec![factor_write, used];
+        if let FactorProof::Recovery { .. } = proof {
+            let remaining = factor.recovery.len().saturating_sub(1);
+            if let Some(notice) = MailJob::notice_to(user, Notice::RecoveryCodeUsed { remaining }) {
+                extra.push(self.enqueue_item(&notice, now)?);
+            }
+        }
+        self.start_session_with(session, first, user, device, extra)
             .await
     }
 }

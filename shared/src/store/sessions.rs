@@ -242,6 +242,13 @@ impl Store {
             // check it (a password change moves the epoch on anyway).
             condition.push_str(" AND password_hash = :hash");
             vals.insert(":hash".to_owned(), s(&user.password_hash));
+            // And a sign-in that found no second factor begins no session
+            // once one was confirmed meanwhile (nor the reverse).
+            if user.second_factor {
+                condition.push_str(" AND second_factor = :true");
+            } else {
+                condition.push_str(" AND attribute_not_exists(second_factor)");
+            }
         }
         let check = built(
             ConditionCheck::builder()
@@ -519,6 +526,9 @@ impl Store {
         for id in &user.identities {
             items.push(self.delete_identity_item(id, user)?);
         }
+        // Its second factor, active or pending, goes with it: no secret
+        // outlives its account.
+        items.push(self.delete_factor_item(&user.id)?);
         if let Some(notice) = MailJob::notice_to(user, Notice::AccountDeleted) {
             items.push(self.enqueue_item(&notice, crate::clock::system_now())?);
         }
@@ -834,6 +844,9 @@ fn session_item(session: &Session) -> HashMap<String, AttributeValue> {
     if let Some(ip) = &session.origin.ip {
         item.insert("ip".to_owned(), s(ip));
     }
+    if !session.amr.is_empty() {
+        item.insert("amr".to_owned(), s(session.amr.join(" ")));
+    }
     item
 }
 
@@ -848,6 +861,11 @@ impl TryFrom<&HashMap<String, AttributeValue>> for Session {
             .ok_or_else(|| item.invalid("pk"))?
             .to_owned();
         let created_at = item.number("created_at")?;
+        let method = item
+            .optional_string("method")
+            .map_or(SignIn::Password, |m| {
+                SignIn::parse(m).unwrap_or(SignIn::Other)
+            });
         Ok(Session {
             id,
             user_id: UserId::parse(item.string("user_id")?)
@@ -871,14 +889,15 @@ impl TryFrom<&HashMap<String, AttributeValue>> for Session {
             origin: Origin {
                 // One this version does not know (written by a later one,
                 // before a rollback): shown as such, never a failed refresh.
-                method: item
-                    .optional_string("method")
-                    .map_or(SignIn::Password, |m| {
-                        SignIn::parse(m).unwrap_or(SignIn::Other)
-                    }),
+                method,
                 user_agent: item.optional_string("user_agent").map(str::to_owned),
                 ip: item.optional_string("ip").map(str::to_owned),
                 known_device: map.get("known_device").is_some() && item.bool("known_device")?,
+            },
+            // Sessions stored before `amr` existed: their sign-in's own.
+            amr: match item.optional_string("amr") {
+                Some(amr) => amr.split(' ').map(str::to_owned).collect(),
+                None => method.amr(),
             },
         })
     }
@@ -961,8 +980,13 @@ mod tests {
                 ip: Some("192.0.2.7".into()),
                 known_device: true,
             },
+            amr: vec!["pwd".into(), "otp".into(), "mfa".into()],
         };
         assert_eq!(Session::try_from(&session_item(&session)).unwrap(), session);
+        // One stored before `amr` existed: its sign-in's own.
+        let mut old = session_item(&session);
+        old.remove("amr");
+        assert_eq!(Session::try_from(&old).unwrap().amr, ["pwd"]);
         for state in [
             RefreshState::Active,
             RefreshState::Rotated {

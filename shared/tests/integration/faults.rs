@@ -146,6 +146,7 @@ async fn get_name_under(fault: Fault) {
             &user,
             "session-1",
             auth::clock::system_now(),
+            &[],
             auth::clock::system_now(),
         )
         .await
@@ -260,6 +261,7 @@ async fn register_refresh_logout_and_password_answer_503_when_dynamodb_is_down()
             &user,
             "session-1",
             auth::clock::system_now(),
+            &[],
             auth::clock::system_now(),
         )
         .await

@@ -1578,3 +1578,57 @@ async fn an_identity_of_a_provider_no_longer_configured_is_no_way_in() {
     // With both configured, b remains a way in: a goes.
     assert_eq!(federation::handle(&both, delete()).await.status(), 200);
 }
+
+/// A provider's sign-in is a first factor: an account with a second factor
+/// gets no session from it, but the page gets an `mfa_token` (in the
+/// fragment only, no cookie), and the second step with a code signs in,
+/// its tokens saying both (`amr` fed, otp, mfa; `acr` aal2) and the proof
+/// recent (`auth_time` now, where a provider's sign-in alone is never
+/// recent).
+#[tokio::test]
+async fn a_providers_sign_in_of_an_account_with_a_second_factor_asks_for_it() {
+    let f = fixture().await;
+    assert_signed_in(&round_trip(&f, Mint::good("two-step")).await);
+    let user = f
+        .store
+        .get_identity(&external(&f, "two-step"))
+        .await
+        .unwrap()
+        .unwrap();
+    let username = user.username.clone();
+    let secret = crate::matrix::factor_directly(&f.store, username.as_str(), true).await;
+
+    let asked = round_trip(&f, Mint::good("two-step")).await;
+    let at = location(&asked);
+    let prefix = format!("{OWN_ORIGIN}/#mfa_required=");
+    let token = at.strip_prefix(&prefix).unwrap_or_else(|| panic!("{at}"));
+    assert!(
+        set_cookie(&asked, "__Host-refresh_token").is_none(),
+        "no session"
+    );
+    assert!(set_cookie(&asked, "__Host-device").is_none());
+    assert!(ends_round_trip(&asked));
+
+    let now = auth::clock::system_now();
+    let code = secret
+        .code_at(auth::totp::step_of(now))
+        .unwrap()
+        .expose()
+        .to_owned();
+    let body = json!({"mfa_token": token, "code": code}).to_string();
+    let app = App::new(&f.store);
+    let response = auth::handlers::second_factor::handle(
+        &app.second_factor(),
+        crate::support::request("login-second-factor.json", None, Some(&body)),
+    )
+    .await;
+    assert_eq!(response.status(), 200, "{}", body_json(&response));
+    let access = body_json(&response)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let claims = verifier().verify(&access).await.unwrap();
+    assert_eq!(claims.amr, ["fed", "otp", "mfa"]);
+    assert_eq!(claims.acr.as_deref(), Some("aal2"));
+    assert!(claims.auth_time >= now - 5, "{}", claims.auth_time);
+}

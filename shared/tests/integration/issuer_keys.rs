@@ -77,7 +77,11 @@ async fn a_sealed_key_stored_read_back_and_unsealed_signs_tokens_its_public_half
     assert_eq!(signer.kid(), record.kid);
     let issuer = TokenIssuer::new(signer, &token_config());
     let user = User::new(Username::parse("sealed").unwrap(), "S".into(), "h".into());
-    let token = issuer.issue(&user, "sid", now, now).await.unwrap().token;
+    let token = issuer
+        .issue(&user, "sid", now, &[], now)
+        .await
+        .unwrap()
+        .token;
     let public = PublicKey::from_der(&record.public_der, None, "stored").unwrap();
     assert_eq!(
         public.kid, record.kid,

@@ -49,6 +49,7 @@ async fn tokens_signed_by_kms_verify_with_its_public_key() {
             &user(),
             "sid-1",
             auth::clock::system_now(),
+            &[],
             auth::clock::system_now(),
         )
         .await
@@ -83,6 +84,7 @@ async fn issuer_local_token() -> String {
             &user(),
             "sid-1",
             auth::clock::system_now(),
+            &[],
             auth::clock::system_now(),
         )
         .await
@@ -125,6 +127,7 @@ async fn kms_signed_tokens_verify_through_the_jwks_with_a_generic_jwk_decoder() 
             &user(),
             "sid-1",
             auth::clock::system_now(),
+            &[],
             auth::clock::system_now(),
         )
         .await

@@ -244,12 +244,27 @@ pub(crate) async fn factor_directly(
     username: &str,
     active: bool,
 ) -> auth::totp::TotpSecret {
+    factor_of_session(store, username, active, None).await
+}
+
+/// `factor_directly`, the enrolment begun in session `sid`.
+pub(crate) async fn factor_of_session(
+    store: &Store,
+    username: &str,
+    active: bool,
+    sid: Option<&str>,
+) -> auth::totp::TotpSecret {
     use auth::mfa::Factor;
     let name = auth::users::Username::parse(username).unwrap();
     let user = store.get(&name).await.unwrap().unwrap();
     let now = auth::clock::system_now();
     let secret = auth::totp::TotpSecret::generate();
-    let factor = Factor::pending(user.id, test_secret_box().seal(&user.id, &secret), now);
+    let factor = Factor::pending(
+        user.id,
+        sid.unwrap_or("none"),
+        test_secret_box().seal(&user.id, &secret),
+        now,
+    );
     assert!(store.put_pending_factor(&factor).await.unwrap());
     if active {
         let codes = auth::second_factor::RecoveryCodes::generate();
@@ -636,7 +651,8 @@ impl Scenario {
             }
             Scenario::ConfirmSecondFactor => {
                 let current = session(app, "matrix").await;
-                let secret = factor_directly(direct, "matrix", false).await;
+                let sid = crate::session_list::sid_of(&current.access);
+                let secret = factor_of_session(direct, "matrix", false, Some(&sid)).await;
                 (
                     "second-factor-confirm.json",
                     Some(bearer(&current.access)),
@@ -717,6 +733,7 @@ impl Scenario {
                 | Scenario::GiveEmail
                 | Scenario::VerifyEmail
                 | Scenario::SecondStep
+                | Scenario::ConfirmSecondFactor
         );
         expect(
             one_more_job == told,
@@ -1460,7 +1477,7 @@ async fn item_kinds_named_and_granted() {
             client_for(&proxy.endpoint, &short_timeouts()).await,
             direct.table(),
         );
-        if main.contains("ensure_secret_box") {
+        if main.contains("secret_box_from") {
             // The second factor's data key, made (the first init) and read.
             let sealing = crate::issuer_keys::sealing_key(&kms).await;
             Box::pin(auth::second_factor_key::ensure_secret_box(
@@ -1571,6 +1588,15 @@ async fn federation_kinds() -> Vec<(&'static str, Vec<String>)> {
     crate::federation::assert_signed_in(&crate::federation::round_trip(&f, first).await);
     crate::federation::assert_signed_in(
         &crate::federation::round_trip(&f, Mint::good("matrix")).await,
+    );
+    // An account with a second factor: the sign-in leaves a login ticket.
+    factor_directly(&direct, "fed-matrix", true).await;
+    let asked = crate::federation::round_trip(&f, Mint::good("matrix")).await;
+    assert!(
+        asked.headers()["location"]
+            .to_str()
+            .unwrap()
+            .contains("#mfa_required=")
     );
     let token = crate::federation::logged_in_on(&direct, "pat-matrix").await;
     let connected = crate::federation::connect(&f, &token, Mint::good("pat")).await;

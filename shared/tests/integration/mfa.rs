@@ -106,8 +106,16 @@ async fn enrolled(app: &App, username: &str) -> Enrolled {
     let uri = begun["otpauth_uri"].as_str().unwrap();
     assert!(uri.starts_with("otpauth://totp/"), "{uri}");
     assert!(uri.contains(begun["secret"].as_str().unwrap()), "{uri}");
-    // Not active until a code confirms it: the password alone still signs in.
-    assert_eq!(password_login(app, username).await.status(), 200);
+    // Not active until a code confirms it: the password alone still signs
+    // in, and its tokens say one factor.
+    let one = password_login(app, username).await;
+    assert_eq!(one.status(), 200);
+    let claims = verifier()
+        .verify(body_json(&one)["access_token"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(claims.amr, ["pwd"]);
+    assert_eq!(claims.acr.as_deref(), Some("aal1"));
 
     let now = app.clock.now();
     let confirm = |code: String| {
@@ -180,6 +188,27 @@ async fn a_user_with_a_second_factor_signs_in_with_the_password_then_a_code() {
         .await
         .unwrap();
     assert_eq!(claims.sub, alice.user.id.to_string());
+    // The tokens say how: the password and a code, a second factor.
+    assert_eq!(claims.amr, ["pwd", "otp", "mfa"]);
+    assert_eq!(claims.acr.as_deref(), Some("aal2"));
+    assert_eq!(claims.auth_time, app.clock.now());
+    // And so do the session's refreshes.
+    let refreshed = auth::handlers::refresh::handle(
+        &app.refresh(),
+        request(
+            "refresh.json",
+            None,
+            Some(&json!({"refresh_token": tokens["refresh_token"]}).to_string()),
+        ),
+    )
+    .await;
+    assert_eq!(refreshed.status(), 200, "{}", body_json(&refreshed));
+    let claims = verifier()
+        .verify(body_json(&refreshed)["access_token"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(claims.amr, ["pwd", "otp", "mfa"]);
+    assert_eq!(claims.acr.as_deref(), Some("aal2"));
     assert!(tokens["refresh_token"].is_string());
     assert_eq!(sessions(&app, &alice.user).await, before + 1);
     // A completed sign-in clears the factor's count.
@@ -241,6 +270,15 @@ async fn an_mfa_token_is_refused_after_its_lifetime_and_with_another_users_code(
     let bobs_token = mfa_token(&app, "bob-life").await;
     let bob_in = with_recovery(&app, &bobs_token, &bob.recovery[0]).await;
     assert_eq!(bob_in.status(), 200, "{}", body_json(&bob_in));
+    // A token stands only while the account is as its password found it:
+    // a deactivation and reactivation (the epoch moved on) voids it.
+    let token = mfa_token(&app, "bob-life").await;
+    let bob_now = store.get(&bob.user.username).await.unwrap().unwrap();
+    assert!(store.set_active(&bob_now, false).await.unwrap());
+    let bob_now = store.get(&bob.user.username).await.unwrap().unwrap();
+    assert!(store.set_active(&bob_now, true).await.unwrap());
+    let void = with_recovery(&app, &token, &bob.recovery[1]).await;
+    assert_error(&void, 401, "invalid_mfa_token");
     // Tokens of other shapes are never looked up.
     let junk = with_code(&app, "not-a-token", "123456").await;
     assert_error(&junk, 401, "invalid_mfa_token");
@@ -256,6 +294,12 @@ async fn a_recovery_code_signs_in_once() {
     let token = mfa_token(&app, "alice-recovery").await;
     let response = with_recovery(&app, &token, &typed).await;
     assert_eq!(response.status(), 200, "{}", body_json(&response));
+    let claims = verifier()
+        .verify(body_json(&response)["access_token"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(claims.amr, ["pwd", "recovery_code", "mfa"]);
+    assert_eq!(claims.acr.as_deref(), Some("aal2"));
     let factor = store.get_factor(&alice.user.id).await.unwrap().unwrap();
     assert_eq!(factor.recovery.len(), 9);
 
@@ -330,38 +374,307 @@ async fn an_enrolment_needs_a_fresh_login_and_no_factor_already() {
     assert_error(&stale, 401, "insufficient_user_authentication");
 }
 
-/// One `mfa_token` and one right code, sent by racers at once: one signs
-/// in; every other is refused as a token used up, or a code spent.
+/// Racers at once on threads, each its own client and clock: one
+/// `mfa_token` and one right code; one token and the codes of two adjacent
+/// steps (the ticket's conditional delete is all that stops the second);
+/// two tokens of two logins and one code (the step's conditional write is
+/// all that stops the second). Each round, one signs in and one session
+/// more; every other is refused as a token used up or a code spent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn racers_with_one_mfa_token_and_one_code_sign_in_once() {
+async fn racers_with_one_mfa_token_or_one_code_sign_in_once() {
     const RACERS: usize = 6;
     let store = fresh_store().await;
     let app = App::with_clock(&store, Clock::manual(mid_step()));
     let alice = enrolled(&app, "alice-race").await;
-    next_step(&app);
-    for round in 0..3 {
-        app.clock.advance(STEP_SECONDS);
+    for round in 0..6 {
+        // Two steps on: the last round's codes are past.
+        app.clock.advance(2 * STEP_SECONDS);
         let before = sessions(&app, &alice.user).await;
-        let token = mfa_token(&app, "alice-race").await;
-        let code = code(&alice.secret, app.clock.now());
+        let now = app.clock.now();
+        let first = mfa_token(&app, "alice-race").await;
+        let second = mfa_token(&app, "alice-race").await;
+        let (kind, tokens, codes) = match round % 3 {
+            0 => ("one token, one code", [&first, &first], [now, now]),
+            1 => (
+                "one token, two steps' codes",
+                [&first, &first],
+                [now, now + STEP_SECONDS],
+            ),
+            _ => ("two tokens, one code", [&first, &second], [now, now]),
+        };
         let mut requests = Vec::new();
-        for racer in app.racers(RACERS).await {
-            let (token, code) = (token.clone(), code.clone());
+        for (i, racer) in app.racers(RACERS).await.into_iter().enumerate() {
+            let token = tokens[i % 2].clone();
+            let code = code(&alice.secret, codes[i % 2]);
             requests.push(racing(
                 async move { with_code(&racer, &token, &code).await },
             ));
         }
         let responses = race(requests).await;
         let won = responses.iter().filter(|r| r.status() == 200).count();
-        assert_eq!(won, 1, "round {round}: {:?}", statuses(&responses));
+        assert_eq!(won, 1, "{kind}: {:?}", statuses(&responses));
         for lost in responses.iter().filter(|r| r.status() != 200) {
             let json = body_json(lost);
             assert!(
                 ["invalid_mfa_token", "invalid_code", "conflict"]
                     .contains(&json["error"].as_str().unwrap()),
-                "{json}"
+                "{kind}: {json}"
             );
         }
-        assert_eq!(sessions(&app, &alice.user).await, before + 1);
+        assert_eq!(sessions(&app, &alice.user).await, before + 1, "{kind}");
     }
+}
+
+/// Only the session that began an enrolment confirms it: another session
+/// of the same user (a stolen token) finds none, and its wrong codes cost
+/// the enrolment nothing.
+#[tokio::test]
+async fn only_the_session_that_began_an_enrolment_confirms_it() {
+    let store = fresh_store().await;
+    let app = App::with_clock(&store, Clock::manual(mid_step()));
+    add_user(&store, "alice-bound", "Alice", PASSWORD).await;
+    let mine = body_json(&password_login(&app, "alice-bound").await)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stolen = body_json(&password_login(&app, "alice-bound").await)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let state = app.second_factor();
+    let begun = second_factor::handle(
+        &state,
+        request("second-factor.json", Some(&bearer(&mine)), None),
+    )
+    .await;
+    let secret = secret_from(body_json(&begun)["secret"].as_str().unwrap());
+    let confirm = |access: &str, code: String| {
+        let body = json!({ "code": code }).to_string();
+        second_factor::handle(
+            &state,
+            request(
+                "second-factor-confirm.json",
+                Some(&bearer(access)),
+                Some(&body),
+            ),
+        )
+    };
+    let right = code(&secret, app.clock.now());
+    assert_error(&confirm(&stolen, right.clone()).await, 409, "conflict");
+    let user = store
+        .get(&Username::parse("alice-bound").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(factor_failures(&store, &user).await, 0);
+    assert!(!user.second_factor);
+    let confirmed = confirm(&mine, right).await;
+    assert_eq!(confirmed.status(), 200, "{}", body_json(&confirmed));
+}
+
+/// The kinds of the mail jobs in the table.
+async fn mail_kinds(store: &Store) -> Vec<String> {
+    let mut kinds: Vec<String> = crate::matrix::snapshot(store.table())
+        .await
+        .into_iter()
+        .filter(|((pk, _), _)| pk.starts_with("MAIL#"))
+        .map(|(_, item)| item["kind"].as_s().unwrap().clone())
+        .collect();
+    kinds.sort();
+    kinds
+}
+
+/// The owner of a verified address is told: a factor added (in its
+/// confirmation's transaction), a wrong code after the right password
+/// (once per login, however many), a recovery code used and how many
+/// remain.
+#[tokio::test]
+async fn the_owner_is_told_of_a_factor_added_a_wrong_code_and_a_recovery_code_used() {
+    let store = fresh_store().await;
+    let app = App::with_clock(&store, Clock::manual(mid_step()));
+    add_user(&store, "alice-told", "Alice", PASSWORD).await;
+    crate::matrix::verify_directly(&store, "alice-told", "alice-told@example.com").await;
+    let before = mail_kinds(&store).await;
+    let access = body_json(&password_login(&app, "alice-told").await)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let state = app.second_factor();
+    let begun = second_factor::handle(
+        &state,
+        request("second-factor.json", Some(&bearer(&access)), None),
+    )
+    .await;
+    let secret = secret_from(body_json(&begun)["secret"].as_str().unwrap());
+    let body = json!({ "code": code(&secret, app.clock.now()) }).to_string();
+    let confirmed = second_factor::handle(
+        &state,
+        request(
+            "second-factor-confirm.json",
+            Some(&bearer(&access)),
+            Some(&body),
+        ),
+    )
+    .await;
+    let recovery = body_json(&confirmed)["recovery_codes"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let added = mail_kinds(&store).await;
+    assert_eq!(
+        added.iter().filter(|k| *k == "second_factor_added").count(),
+        1,
+        "{added:?} after {before:?}"
+    );
+
+    next_step(&app);
+    let token = mfa_token(&app, "alice-told").await;
+    for _ in 0..2 {
+        let wrong = with_code(&app, &token, "000000").await;
+        assert_error(&wrong, 400, "invalid_code");
+    }
+    let kinds = mail_kinds(&store).await;
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| *k == "wrong_second_factor_code")
+            .count(),
+        1,
+        "{kinds:?}"
+    );
+    let token = mfa_token(&app, "alice-told").await;
+    let used = with_recovery(&app, &token, &recovery).await;
+    assert_eq!(used.status(), 200, "{}", body_json(&used));
+    let jobs = crate::matrix::snapshot(store.table()).await;
+    let told = jobs
+        .values()
+        .find(|item| {
+            item.get("kind")
+                .and_then(|k| k.as_s().ok())
+                .map(String::as_str)
+                == Some("recovery_code_used")
+        })
+        .expect("a recovery code's notice");
+    assert_eq!(told["remaining"].as_s().unwrap(), "9");
+}
+
+/// A password reset by mail ends every session and sets the password, and
+/// leaves the second factor as it was: the next sign-in, with the new
+/// password, still asks for it.
+#[tokio::test]
+async fn a_password_reset_keeps_the_second_factor() {
+    use auth::tickets::{Purpose, Ticket};
+    let store = fresh_store().await;
+    let app = App::with_clock(&store, Clock::manual(mid_step()));
+    let alice = enrolled(&app, "alice-reset").await;
+    let address = "alice-reset@example.com";
+    let user = crate::matrix::verify_directly(&store, "alice-reset", address).await;
+    let factor = store.get_factor(&user.id).await.unwrap().unwrap();
+    let (ticket, secrets) = Ticket::issue(
+        Purpose::Reset,
+        &user,
+        auth::email::Email::parse(address).unwrap(),
+        app.clock.now(),
+    );
+    store.put_ticket(&ticket).await.unwrap();
+    let new_password = "a brand new passphrase";
+    let body = json!({"email": address, "code": secrets.code, "new_password": new_password});
+    let req = crate::recovery::call(
+        lambda_http::http::Method::POST,
+        "/password/reset/confirm",
+        None,
+        Some(body),
+    );
+    let reset = auth::handlers::recovery::handle(&crate::recovery::recovery_state(&app), req).await;
+    assert_eq!(reset.status(), 200, "{}", body_json(&reset));
+    assert_eq!(store.get_factor(&user.id).await.unwrap(), Some(factor));
+
+    next_step(&app);
+    let body = json!({"username": "alice-reset", "password": new_password}).to_string();
+    let asked = login::handle(&app.login(), request("login.json", None, Some(&body))).await;
+    let token = assert_error(&asked, 401, "mfa_required")["mfa_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let signed_in = with_code(&app, &token, &code(&alice.secret, app.clock.now())).await;
+    assert_eq!(signed_in.status(), 200, "{}", body_json(&signed_in));
+}
+
+/// Guesses racing at the factor's last allowed failure: each login its own
+/// token, all at once on threads, after 99 failures. One is checked (a
+/// wrong code), every other finds the factor suspended, and the count
+/// stops at 100: the reservation, not the read before it, decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_guesses_never_pass_the_hundredth_failure() {
+    const RACERS: usize = 6;
+    let store = fresh_store().await;
+    let app = App::with_clock(&store, Clock::manual(mid_step()));
+    let alice = enrolled(&app, "alice-guess").await;
+    let factor = store.get_factor(&alice.user.id).await.unwrap().unwrap();
+    // 99 tries counted, as 99 wrong codes would have been.
+    for _ in 0..MAX_FACTOR_FAILURES - 1 {
+        let counted = store
+            .reserve_code_try(&factor, None, false, app.clock.now())
+            .await
+            .unwrap();
+        assert_eq!(counted, auth::store::CodeTry::Reserved);
+    }
+    let wrong = code(&alice.secret, app.clock.now() + 5 * STEP_SECONDS);
+    let mut requests = Vec::new();
+    for racer in app.racers(RACERS).await {
+        let token = mfa_token(&app, "alice-guess").await;
+        let wrong = wrong.clone();
+        requests.push(racing(
+            async move { with_code(&racer, &token, &wrong).await },
+        ));
+    }
+    let responses = race(requests).await;
+    let errors: Vec<String> = responses
+        .iter()
+        .map(|r| body_json(r)["error"].as_str().unwrap().to_owned())
+        .collect();
+    let checked = errors.iter().filter(|e| *e == "invalid_code").count();
+    let suspended = errors.iter().filter(|e| *e == "factor_suspended").count();
+    assert_eq!((checked, suspended), (1, RACERS - 1), "{errors:?}");
+    assert_eq!(
+        factor_failures(&store, &alice.user).await,
+        MAX_FACTOR_FAILURES
+    );
+}
+
+/// A sign-in that read the account before its factor was confirmed begins
+/// no session after: the flag, as read, is a condition of the sign-in's
+/// transaction (the store's `start_session`, from a stale read).
+#[tokio::test]
+async fn a_sign_in_that_read_the_account_before_its_factor_was_confirmed_begins_no_session() {
+    let store = fresh_store().await;
+    let user = add_user(&store, "alice-stale", "Alice", PASSWORD).await;
+    let stale = store.get(&user.username).await.unwrap().unwrap();
+    crate::matrix::factor_directly(&store, "alice-stale", true).await;
+    let refused = crate::store::start_session_for(&store, &stale).await;
+    assert!(
+        matches!(refused, Err(auth::store::StoreError::Conflict)),
+        "{refused:?}"
+    );
+    // As read now, it would (the second step's write, with its own conditions).
+    let fresh = store.get(&user.username).await.unwrap().unwrap();
+    assert!(fresh.second_factor);
+    crate::store::start_session_for(&store, &fresh)
+        .await
+        .unwrap();
+}
+
+/// No secret outlives its account: a deletion takes the factor with it.
+#[tokio::test]
+async fn an_accounts_deletion_deletes_its_second_factor() {
+    let store = fresh_store().await;
+    let app = App::with_clock(&store, Clock::manual(mid_step()));
+    let alice = enrolled(&app, "alice-gone").await;
+    assert!(store.get_factor(&alice.user.id).await.unwrap().is_some());
+    let user = store.get(&alice.user.username).await.unwrap().unwrap();
+    store
+        .delete_user(&user, auth::store::DeletedBy::Operator)
+        .await
+        .unwrap();
+    assert_eq!(store.get_factor(&alice.user.id).await.unwrap(), None);
 }

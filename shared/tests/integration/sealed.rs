@@ -83,7 +83,11 @@ fn user() -> User {
 
 async fn token(issuer: &TokenIssuer) -> String {
     let now = system_now();
-    issuer.issue(&user(), "sid", now, now).await.unwrap().token
+    issuer
+        .issue(&user(), "sid", now, &[], now)
+        .await
+        .unwrap()
+        .token
 }
 
 fn kid_of(token: &str) -> String {
@@ -256,7 +260,7 @@ fn a_rotation_while_requests_run_on_several_instances_fails_none() {
                 let mut failures = Vec::new();
                 while Instant::now() < until {
                     let now = system_now();
-                    match me.0.issue(&user(), "sid", now, now).await {
+                    match me.0.issue(&user(), "sid", now, &[], now).await {
                         Ok(issued) => {
                             for (at, verifier) in [("own", &me.1), ("other", &other.1)] {
                                 if let Err(e) = verifier.verify(&issued.token).await {
@@ -432,7 +436,10 @@ async fn past_the_bound_a_key_set_that_cannot_be_read_again_is_a_503_never_the_o
         Err(TokenError::KeysUnavailable)
     );
     let now = system_now();
-    let refused = issuer.issue(&user(), "sid", now, now).await.unwrap_err();
+    let refused = issuer
+        .issue(&user(), "sid", now, &[], now)
+        .await
+        .unwrap_err();
     assert!(
         matches!(refused, auth::keys::SignError::Unavailable(_)),
         "{refused}"
@@ -512,7 +519,7 @@ async fn a_key_that_will_not_unseal_is_tried_once_per_bound_not_at_every_issuanc
     for _ in 0..10 {
         let now = system_now();
         assert!(matches!(
-            issuer.issue(&user(), "sid", now, now).await,
+            issuer.issue(&user(), "sid", now, &[], now).await,
             Err(auth::keys::SignError::Unavailable(_))
         ));
     }

@@ -220,6 +220,7 @@ async fn a_password_change_from_a_stale_read_loses_to_an_ended_session() {
         expires_at: 99_999,
         last_used: 1_000,
         origin: Default::default(),
+        amr: vec!["pwd".into()],
     };
     let first = |session: &Session| RefreshRecord {
         hash: RefreshToken::generate().hash(),
@@ -313,6 +314,26 @@ pub(crate) async fn start_session_at(
     created_at: i64,
     expires_at: i64,
 ) -> String {
+    try_start_session(store, user, created_at, expires_at)
+        .await
+        .unwrap()
+}
+
+/// A login's session for `user` (as read), through the store: its id, or
+/// why its transaction did not happen.
+pub(crate) async fn start_session_for(
+    store: &Store,
+    user: &User,
+) -> Result<String, auth::store::StoreError> {
+    try_start_session(store, user, 1_000, 99_999).await
+}
+
+async fn try_start_session(
+    store: &Store,
+    user: &User,
+    created_at: i64,
+    expires_at: i64,
+) -> Result<String, auth::store::StoreError> {
     use auth::sessions::{RefreshRecord, RefreshState, RefreshToken, Session};
     let session = Session {
         id: Session::new_id(),
@@ -325,6 +346,7 @@ pub(crate) async fn start_session_at(
         expires_at,
         last_used: created_at,
         origin: Default::default(),
+        amr: vec!["pwd".into()],
     };
     let first = RefreshRecord {
         hash: RefreshToken::generate().hash(),
@@ -344,11 +366,8 @@ pub(crate) async fn start_session_at(
         issued: &device,
         retired: None,
     };
-    store
-        .start_session(&session, &first, user, &device)
-        .await
-        .unwrap();
-    session.id
+    store.start_session(&session, &first, user, &device).await?;
+    Ok(session.id)
 }
 
 #[tokio::test]
