@@ -230,14 +230,24 @@ pub fn notice_message(
             format!("Signing in to the account {username} now asks for a code from an authenticator app after the password. Ten recovery codes were shown once, to whoever added it."),
             "If this was not you, someone has your password and a session: reset your password, sign out everywhere, and contact us to remove the factor.".to_owned(),
         ),
+        Notice::SecondFactorRemoved => (
+            "The second factor was removed from your account",
+            format!("Signing in to the account {username} no longer asks for a code from an authenticator app: the password alone signs in."),
+            "If this was not you, someone has your password, a session and a code: reset your password, sign out everywhere, and add the factor again.".to_owned(),
+        ),
+        Notice::RecoveryCodesReplaced => (
+            "Your recovery codes were replaced",
+            format!("Ten new recovery codes were made for the account {username}, shown once to whoever asked; the old ones no longer work."),
+            "If this was not you, someone has your password, a session and a code: reset your password and sign out everywhere at once.".to_owned(),
+        ),
         Notice::RecoveryCodeUsed { remaining } => (
             "A recovery code was used",
             format!("The account {username} was just signed in to with one of its recovery codes, in place of a code from the app. {remaining} unused recovery codes remain."),
             "If this was not you, someone has your password and a recovery code: reset your password and sign out everywhere at once.".to_owned(),
         ),
         Notice::WrongSecondFactorCode => (
-            "A sign-in got your password right, then a wrong code",
-            format!("Someone signed in to the account {username} with the right password, then typed a wrong code for the second factor. They are not in."),
+            "A sign-in got past your password, then typed a wrong code",
+            format!("Someone got past the first step of signing in to the account {username} (the right password, or its sign-in provider), then typed a wrong code for the second factor. They are not in."),
             reset,
         ),
         Notice::NewDevice { device } => (

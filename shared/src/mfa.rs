@@ -33,6 +33,8 @@ pub const MAX_TICKET_FAILURES: u32 = 3;
 pub const MAX_FACTOR_FAILURES: u32 = 100;
 /// How long an enrolment may wait for its first code.
 pub const ENROLMENT_TTL: Duration = Duration::from_secs(15 * 60);
+/// The owner hears of wrong codes after the first step at most this often.
+pub const WRONG_CODE_NOTICE_EVERY: Duration = Duration::from_secs(3600);
 /// An `mfa_token`'s random bytes.
 const TOKEN_BYTES: usize = 32;
 /// The issuer name an authenticator app shows beside the account.

@@ -74,6 +74,10 @@ pub enum Notice {
     },
     /// A second factor now guards every sign-in.
     SecondFactorAdded,
+    /// The second factor was removed: the password alone signs in again.
+    SecondFactorRemoved,
+    /// Every recovery code was replaced by ten new ones.
+    RecoveryCodesReplaced,
     /// A recovery code signed in, in place of a code from the app.
     RecoveryCodeUsed {
         remaining: usize,
@@ -96,6 +100,8 @@ impl Notice {
             Notice::IdentityConnected { .. } => "identity_connected",
             Notice::IdentityDisconnected { .. } => "identity_disconnected",
             Notice::SecondFactorAdded => "second_factor_added",
+            Notice::SecondFactorRemoved => "second_factor_removed",
+            Notice::RecoveryCodesReplaced => "recovery_codes_replaced",
             Notice::RecoveryCodeUsed { .. } => "recovery_code_used",
             Notice::WrongSecondFactorCode => "wrong_second_factor_code",
         }

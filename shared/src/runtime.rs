@@ -318,12 +318,13 @@ const SESSIONS_ONE: &str = "/sessions/";
 /// admin API as `{username}` and a role as `{role}`, the page's assets as
 /// `/assets/{file}`.
 fn path_template(path: &str) -> &'static str {
-    const FIXED: [&str; 23] = [
+    const FIXED: [&str; 24] = [
         "/",
         "/login",
         "/login/second-factor",
         "/account/second-factor",
         "/account/second-factor/confirm",
+        "/account/second-factor/recovery-codes",
         "/register",
         "/refresh",
         "/logout",

@@ -96,9 +96,10 @@ pub async fn change_password(state: &Account, req: Request) -> Result<Response<B
         user.session_epoch + 1,
         now,
         super::origin(&req, SignIn::PasswordChange, proved.vouching.is_some()),
-        // The caller's session goes on as this one: what it proved, and
-        // the password now.
-        crate::sessions::amr::with(&caller.claims.amr, crate::sessions::amr::PASSWORD),
+        // A new session with a new lifetime: it claims the password just
+        // proved, nothing carried from the caller's (a second factor is
+        // proved again at the next sign-in, or by a step up).
+        SignIn::PasswordChange.amr(),
     )
     .await?;
     let sid = caller.claims.sid.as_str();

@@ -307,8 +307,8 @@ async fn callback(state: &Federation, req: &Request, id: &str) -> Response<Body>
         metrics::count(Event::LoginFailed);
     }
     let mut fragment = outcome.fragment(id);
-    // The mfa_token, in the fragment only: a fragment goes to no server, and
-    // the page takes it out of the address at once.
+    // The mfa_token, in the fragment only: a fragment goes to no server
+    // (nor, with no-referrer, to any page's Referer).
     if let Some(token) = cookies.iter().find_map(|(c, _, _)| match c {
         Cookie::MfaToken(token) => Some(token),
         _ => None,
@@ -805,14 +805,7 @@ async fn second_factor_ticket(
     crate::runtime::record_user(&user.id);
     let vouching = vouching_device(state, user, device_hash, now).await;
     let (ticket, token) = MfaTicket::issue(user, SignIn::Provider, vouching.map(|d| d.hash), now);
-    if let Err(e) = state.store.put_mfa_ticket(&ticket).await
-        && !matches!(
-            state.store.get_mfa_ticket(&ticket.hash, now).await,
-            Ok(Some(_))
-        )
-    {
-        return Err(e.into());
-    }
+    state.store.put_mfa_ticket(&ticket).await?;
     tracing::info!(user_id = %user.id, "federated sign-in: second factor required");
     Ok(token.expose().to_owned())
 }

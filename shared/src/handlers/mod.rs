@@ -376,10 +376,12 @@ impl NewSession {
         // may ride a session the provider has held for days: it is no
         // recent proof, until one asked of the provider (`max_age=0`) marks
         // the session (`federation`'s re-authentication).
-        // A second factor proved now is a recent proof, whatever came first.
+        // A provider's sign-in never stands in for a password: it is a
+        // recent proof only for an account without one, and then only with
+        // a second factor proved now.
         let second = amr.iter().any(|m| m == crate::sessions::amr::MFA);
         let auth_time = match origin.method {
-            SignIn::Provider if !second => NO_RECENT_PROOF,
+            SignIn::Provider if !second || user.has_password() => NO_RECENT_PROOF,
             _ => now,
         };
         let session = Session {

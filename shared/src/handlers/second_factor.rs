@@ -17,7 +17,6 @@ use crate::devices::DeviceChange;
 use crate::http::{ApiError, json_body, json_response, require_method};
 use crate::metrics::{self, Event};
 use crate::mfa::{ENROLMENT_TTL, Factor, FactorState, MfaTicket, TOTP_ISSUER, mfa_token_hash};
-use crate::outbox::{MailJob, Notice};
 use crate::second_factor::{RecoveryCodes, SecretBox, recovery_code_hash};
 use crate::sessions::SessionConfig;
 use crate::store::{CodeTry, FactorProof, Store, StoreError};
@@ -29,6 +28,7 @@ use crate::users::User;
 pub const LOGIN_SECOND_FACTOR_PATH: &str = "/login/second-factor";
 pub const FACTOR_PATH: &str = "/account/second-factor";
 pub const CONFIRM_PATH: &str = "/account/second-factor/confirm";
+pub const RECOVERY_CODES_PATH: &str = "/account/second-factor/recovery-codes";
 
 /// What the second-factor function holds between invocations.
 pub struct SecondFactor {
@@ -49,8 +49,10 @@ pub struct SecondFactor {
 pub async fn handle(state: &SecondFactor, req: Request) -> Response<Body> {
     let result = match req.uri().path().trim_end_matches('/') {
         LOGIN_SECOND_FACTOR_PATH => sign_in(state, req).await,
+        FACTOR_PATH if req.method() == Method::DELETE => remove(state, req).await,
         FACTOR_PATH => enrol(state, req).await,
         CONFIRM_PATH => confirm(state, req).await,
+        RECOVERY_CODES_PATH => new_recovery_codes(state, req).await,
         _ => Err(ApiError::NotFound),
     };
     result.unwrap_or_else(ApiError::into_response)
@@ -70,7 +72,7 @@ struct Enrolment {
 /// Begins (or begins again) an enrolment: a new secret, sealed, stored as
 /// a pending factor that protects nothing until a code from it confirms it.
 async fn enrol(state: &SecondFactor, req: Request) -> Result<Response<Body>, ApiError> {
-    require_method(&req, Method::POST, "POST")?;
+    require_method(&req, Method::POST, "POST, DELETE")?;
     let now = state.clock.now();
     let caller = authenticate_caller(&req, &state.verifier, &state.store, now).await?;
     caller.require_fresh(state.fresh_auth, now)?;
@@ -224,17 +226,7 @@ async fn sign_in(state: &SecondFactor, req: Request) -> Result<Response<Body>, A
     require_method(&req, Method::POST, "POST")?;
     let body: SecondStep = json_body(&req)?;
     let hash = mfa_token_hash(&body.mfa_token).ok_or(ApiError::InvalidMfaToken)?;
-    let proof = match (&body.code, &body.recovery_code) {
-        (Some(code), None) => Typed::Code(TotpCode::parse(code).ok_or_else(|| {
-            ApiError::BadRequest("code must be the 6 digits the app shows".into())
-        })?),
-        (None, Some(code)) => Typed::Recovery(code.clone()),
-        _ => {
-            return Err(ApiError::BadRequest(
-                "send either code or recovery_code".into(),
-            ));
-        }
-    };
+    let proof = Typed::from_body(&body.code, &body.recovery_code)?;
     let delivery = body.refresh_token_delivery;
     if delivery == Delivery::Cookie {
         state.browser.check(&req)?;
@@ -288,12 +280,10 @@ async fn sign_in(state: &SecondFactor, req: Request) -> Result<Response<Body>, A
     let Some(spent) = check(state, &user, &factor, &proof, now)? else {
         tracing::info!(user_id = %user.id, "second factor: wrong code");
         metrics::count(Event::LoginFailed);
-        // The owner hears of it once per login (ASVS 6.3.5): someone knows
-        // the password. A notice that cannot be written is logged only.
-        if ticket.failures == 0
-            && let Some(notice) = MailJob::notice_to(&user, Notice::WrongSecondFactorCode)
-            && let Err(e) = state.store.enqueue(&notice, now).await
-        {
+        // The owner hears of it (ASVS 6.3.5: someone got past the first
+        // step), at most once an hour. A notice that cannot be written is
+        // logged only.
+        if let Err(e) = state.store.notice_wrong_code(&user, now).await {
             tracing::warn!(user_id = %user.id, error = %e, "the wrong-code notice was not written");
         }
         return Err(ApiError::InvalidCode);
@@ -353,6 +343,160 @@ async fn sign_in(state: &SecondFactor, req: Request) -> Result<Response<Body>, A
 enum Typed {
     Code(TotpCode),
     Recovery(String),
+}
+
+impl Typed {
+    /// Exactly one of a code and a recovery code.
+    fn from_body(code: &Option<String>, recovery_code: &Option<String>) -> Result<Self, ApiError> {
+        match (code, recovery_code) {
+            (Some(code), None) => Ok(Typed::Code(TotpCode::parse(code).ok_or_else(|| {
+                ApiError::BadRequest("code must be the 6 digits the app shows".into())
+            })?)),
+            (None, Some(code)) => Ok(Typed::Recovery(code.clone())),
+            _ => Err(ApiError::BadRequest(
+                "send either code or recovery_code".into(),
+            )),
+        }
+    }
+}
+
+/// A code or a recovery code in a request's body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FactorProofBody {
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    recovery_code: Option<String>,
+}
+
+/// A fresh proof of `user`'s active second factor, within a signed-in
+/// session: counted on the factor before it is checked (a hundred wrong in
+/// a row suspend codes from the app), then checked. Returns the factor as
+/// read and the proof, for the act's own transaction to spend.
+async fn prove_factor(
+    state: &SecondFactor,
+    user: &User,
+    typed: &Typed,
+    now: i64,
+) -> Result<(Factor, FactorProof), ApiError> {
+    let no_factor = || ApiError::Conflict("no second factor is set up");
+    if !user.second_factor {
+        return Err(no_factor());
+    }
+    let factor = state
+        .store
+        .get_factor(&user.id)
+        .await?
+        .filter(|f| f.state == FactorState::Active)
+        .ok_or_else(no_factor)?;
+    let recovery = matches!(typed, Typed::Recovery(_));
+    if !recovery && factor.is_suspended() {
+        return Err(ApiError::FactorSuspended);
+    }
+    match state
+        .store
+        .reserve_code_try(&factor, None, recovery, now)
+        .await?
+    {
+        CodeTry::Reserved => {}
+        _ if !recovery => return Err(ApiError::FactorSuspended),
+        _ => {
+            return Err(ApiError::Conflict(
+                "the second factor changed meanwhile; try again",
+            ));
+        }
+    }
+    match check(state, user, &factor, typed, now)? {
+        Some(spent) => Ok((factor, spent)),
+        None => {
+            tracing::info!(user_id = %user.id, "second factor proof failed");
+            Err(ApiError::InvalidCode)
+        }
+    }
+}
+
+/// What changing the factor takes: a fresh login, and in the body a code
+/// or a recovery code, proved (`prove_factor`); the caller, the factor as
+/// read and the proof to spend.
+async fn fresh_factor_proof(
+    state: &SecondFactor,
+    req: &Request,
+    now: i64,
+) -> Result<(User, Factor, FactorProof), ApiError> {
+    let caller = authenticate_caller(req, &state.verifier, &state.store, now).await?;
+    caller.require_fresh(state.fresh_auth, now)?;
+    let body: FactorProofBody = json_body(req)?;
+    let typed = Typed::from_body(&body.code, &body.recovery_code)?;
+    limit_source(&state.store, &Window::login(&state.limits), req, now).await?;
+    let user = caller.user;
+    let (factor, spent) = prove_factor(state, &user, &typed, now).await?;
+    Ok((user, factor, spent))
+}
+
+/// `DELETE /account/second-factor`: a fresh login and a code (or a
+/// recovery code) remove the factor; the owner is told.
+async fn remove(state: &SecondFactor, req: Request) -> Result<Response<Body>, ApiError> {
+    let now = state.clock.now();
+    let (user, factor, spent) = fresh_factor_proof(state, &req, now).await?;
+    if let Err(e) = state.store.remove_factor(&user, &factor, &spent, now).await {
+        // Committed, its answer lost: the factor and the flag gone.
+        let gone = matches!(state.store.get_factor(&user.id).await, Ok(None))
+            && matches!(state.store.get(&user.username).await, Ok(Some(u)) if u.id == user.id && !u.second_factor);
+        if !gone {
+            return Err(match e {
+                StoreError::Conflict => ApiError::Conflict(
+                    "the code was used or the account changed meanwhile; try again",
+                ),
+                e => e.into(),
+            });
+        }
+    }
+    tracing::info!(audit = "second_factor_removed", user_id = %user.id, "second factor removed");
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({"message": "Second factor removed"}),
+    ))
+}
+
+/// `POST /account/second-factor/recovery-codes`: a fresh login and a code
+/// (or a recovery code) replace every recovery code with ten new ones,
+/// shown once; the owner is told.
+async fn new_recovery_codes(
+    state: &SecondFactor,
+    req: Request,
+) -> Result<Response<Body>, ApiError> {
+    require_method(&req, Method::POST, "POST")?;
+    let now = state.clock.now();
+    let (user, factor, spent) = fresh_factor_proof(state, &req, now).await?;
+    let codes = RecoveryCodes::generate();
+    let hashes = codes.hashes(&user.id);
+    if let Err(e) = state
+        .store
+        .replace_recovery_codes(&user, &factor, &spent, &hashes, now)
+        .await
+    {
+        let committed = matches!(
+            state.store.get_factor(&user.id).await,
+            Ok(Some(stored)) if stored.recovery == hashes.iter().cloned().collect()
+        );
+        if !committed {
+            return Err(match e {
+                StoreError::Conflict => ApiError::Conflict(
+                    "the code was used or the factor changed meanwhile; try again",
+                ),
+                e => e.into(),
+            });
+        }
+    }
+    tracing::info!(audit = "recovery_codes_replaced", user_id = %user.id, "recovery codes replaced");
+    Ok(json_response(
+        StatusCode::OK,
+        &Confirmed {
+            message: "New recovery codes. Keep them somewhere safe: each works once, they are not shown again, and the old ones no longer work",
+            recovery_codes: codes.codes.iter().map(|c| c.expose().to_owned()).collect(),
+        },
+    ))
 }
 
 /// The proof `typed` makes for `user`'s `factor` at `now`, if it is right

@@ -137,6 +137,8 @@ pub fn job_from_item(
                     provider: item.string("provider")?.to_owned(),
                 },
                 "second_factor_added" => Notice::SecondFactorAdded,
+                "second_factor_removed" => Notice::SecondFactorRemoved,
+                "recovery_codes_replaced" => Notice::RecoveryCodesReplaced,
                 "recovery_code_used" => Notice::RecoveryCodeUsed {
                     remaining: item
                         .string("remaining")?

@@ -25,6 +25,7 @@ use super::{Item, Store, StoreError, condition_held, key, n, s};
 use crate::devices::DeviceChange;
 use crate::mfa::{
     ENROLMENT_TTL, Factor, FactorState, MAX_FACTOR_FAILURES, MAX_TICKET_FAILURES, MfaTicket,
+    WRONG_CODE_NOTICE_EVERY,
 };
 use crate::outbox::{MailJob, Notice};
 use crate::second_factor::DataKeyRecord;
@@ -59,6 +60,32 @@ impl FactorProof {
             FactorProof::Recovery { .. } => crate::sessions::amr::RECOVERY_CODE,
         }
     }
+}
+
+/// The condition that `factor` is the active one read and `proof` unspent
+/// (a code's step later than the last accepted; a recovery code still in
+/// the set), and its values (`:spent`, the recovery code as a set, for
+/// what takes it out; `:step`, the code's step, for what records it).
+fn spendable(factor: &Factor, proof: &FactorProof) -> (String, HashMap<String, AttributeValue>) {
+    let mut vals = HashMap::from([
+        (":active".to_owned(), s(FactorState::Active.as_str())),
+        (
+            ":sealed".to_owned(),
+            AttributeValue::B(Blob::new(factor.sealed.clone())),
+        ),
+    ]);
+    let condition = match proof {
+        FactorProof::Code { step } => {
+            vals.insert(":step".to_owned(), n(*step));
+            "#state = :active AND sealed = :sealed AND (attribute_not_exists(last_step) OR last_step < :step)"
+        }
+        FactorProof::Recovery { hash } => {
+            vals.insert(":hash".to_owned(), s(hash));
+            vals.insert(":spent".to_owned(), AttributeValue::Ss(vec![hash.clone()]));
+            "#state = :active AND sealed = :sealed AND contains(recovery, :hash)"
+        }
+    };
+    (condition.to_owned(), vals)
 }
 
 fn factor_key(user: &UserId) -> HashMap<String, AttributeValue> {
@@ -359,6 +386,116 @@ impl Store {
             .build())
     }
 
+    /// Removes `user`'s `factor` (as read), spending `proof` (a fresh one
+    /// of it), all or nothing: the factor deleted on the conditions that it
+    /// is the one read and the proof unspent, the user's flag removed, and
+    /// the notice (`Conflict`: the proof spent by a racer, the factor or
+    /// the account changed).
+    pub async fn remove_factor(
+        &self,
+        user: &User,
+        factor: &Factor,
+        proof: &FactorProof,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let (condition, mut vals) = spendable(factor, proof);
+        if let FactorProof::Recovery { .. } = proof {
+            // Nothing to take out of a set that goes.
+            vals.remove(":spent");
+        }
+        let delete = super::sessions::built(
+            aws_sdk_dynamodb::types::Delete::builder()
+                .table_name(&self.table)
+                .set_key(Some(factor_key(&factor.user_id)))
+                .condition_expression(condition)
+                .expression_attribute_names("#state", "state")
+                .set_expression_attribute_values(Some(vals))
+                .build(),
+        )?;
+        let mut items = vec![
+            aws_sdk_dynamodb::types::TransactWriteItem::builder()
+                .delete(delete)
+                .build(),
+            self.update(
+                super::users::user_key(&user.username),
+                "REMOVE second_factor",
+                "user_id = :uid AND second_factor = :true",
+                None,
+                values([
+                    (":uid", s(user.id.to_string())),
+                    (":true", AttributeValue::Bool(true)),
+                ]),
+            )?,
+        ];
+        if let Some(notice) = MailJob::notice_to(user, Notice::SecondFactorRemoved) {
+            items.push(self.enqueue_item(&notice, now)?);
+        }
+        self.transact(items).await
+    }
+
+    /// Replaces every recovery code of `factor` (as read) with `hashes`,
+    /// spending `proof`, clearing the count, and telling the owner, all or
+    /// nothing (`Conflict`: the proof spent by a racer, or the factor
+    /// changed).
+    pub async fn replace_recovery_codes(
+        &self,
+        user: &User,
+        factor: &Factor,
+        proof: &FactorProof,
+        hashes: &[String],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let (condition, mut vals) = spendable(factor, proof);
+        vals.remove(":spent");
+        vals.insert(":codes".to_owned(), AttributeValue::Ss(hashes.to_vec()));
+        vals.insert(":zero".to_owned(), n(0));
+        let update = match proof {
+            FactorProof::Code { .. } => {
+                "SET recovery = :codes, failures = :zero, last_step = :step"
+            }
+            FactorProof::Recovery { .. } => "SET recovery = :codes, failures = :zero",
+        };
+        let mut items = vec![self.update(
+            factor_key(&factor.user_id),
+            update,
+            &condition,
+            Some(HashMap::from([("#state".to_owned(), "state".to_owned())])),
+            Some(vals),
+        )?];
+        if let Some(notice) = MailJob::notice_to(user, Notice::RecoveryCodesReplaced) {
+            items.push(self.enqueue_item(&notice, now)?);
+        }
+        self.transact(items).await
+    }
+
+    /// Tells `user` of a wrong code after the first step, at most once an
+    /// hour (`WRONG_CODE_NOTICE_EVERY`): the mail job and the factor's
+    /// `wrong_code_noticed_at` in one transaction, on the condition that no
+    /// notice went within the hour. `Ok(false)`: one did (nothing written).
+    pub async fn notice_wrong_code(&self, user: &User, now: i64) -> Result<bool, StoreError> {
+        let Some(job) = MailJob::notice_to(user, Notice::WrongSecondFactorCode) else {
+            return Ok(false);
+        };
+        let items = vec![
+            self.update(
+                factor_key(&user.id),
+                "SET wrong_code_noticed_at = :now",
+                "attribute_exists(pk) AND (attribute_not_exists(wrong_code_noticed_at) OR wrong_code_noticed_at < :since)",
+                None,
+                values([
+                    (":now", n(now)),
+                    (":since", n(now - WRONG_CODE_NOTICE_EVERY.as_secs() as i64)),
+                ]),
+            )?,
+            self.enqueue_item(&job, now)?,
+        ];
+        match self.try_transact(items).await {
+            Ok(()) => Ok(true),
+            Err(Cancelled::Conditions(_)) => Ok(false),
+            Err(Cancelled::Store(e)) => Err(e),
+        }
+    }
+
     /// Stores a login's ticket (its key is random: a new item) and, after
     /// a password's proof that no device proof vouched for (a device's
     /// count is cleared by the sign-in that retires it), clears the
@@ -370,7 +507,19 @@ impl Store {
         if ticket.device.is_none() && ticket.method != SignIn::Provider {
             items.push(self.clear_attempts(&ticket.username)?);
         }
-        self.transact(items).await
+        match self.transact(items).await {
+            // A failure reported for a write that committed (its answer
+            // lost, the SDK's retry refused by its own effects): read back.
+            Err(e)
+                if !matches!(
+                    self.get_mfa_ticket(&ticket.hash, ticket.created_at).await,
+                    Ok(Some(_))
+                ) =>
+            {
+                Err(e)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The live ticket under `hash`, if any (read strongly).
@@ -407,35 +556,19 @@ impl Store {
         proof: &FactorProof,
         now: i64,
     ) -> Result<(), StoreError> {
-        let sealed = AttributeValue::B(Blob::new(factor.sealed.clone()));
-        let state = Some(HashMap::from([("#state".to_owned(), "state".to_owned())]));
-        let factor_write = match proof {
-            FactorProof::Code { step } => self.update(
-                factor_key(&factor.user_id),
-                "SET last_step = :step, failures = :zero",
-                "#state = :active AND sealed = :sealed AND (attribute_not_exists(last_step) OR last_step < :step)",
-                state,
-                values([
-                    (":step", n(*step)),
-                    (":zero", n(0)),
-                    (":active", s(FactorState::Active.as_str())),
-                    (":sealed", sealed),
-                ]),
-            )?,
-            FactorProof::Recovery { hash } => self.update(
-                factor_key(&factor.user_id),
-                "SET failures = :zero DELETE recovery :spent",
-                "#state = :active AND sealed = :sealed AND contains(recovery, :hash)",
-                state,
-                values([
-                    (":zero", n(0)),
-                    (":spent", AttributeValue::Ss(vec![hash.clone()])),
-                    (":hash", s(hash)),
-                    (":active", s(FactorState::Active.as_str())),
-                    (":sealed", sealed),
-                ]),
-            )?,
+        let (condition, mut vals) = spendable(factor, proof);
+        vals.insert(":zero".to_owned(), n(0));
+        let update = match proof {
+            FactorProof::Code { .. } => "SET last_step = :step, failures = :zero",
+            FactorProof::Recovery { .. } => "SET failures = :zero DELETE recovery :spent",
         };
+        let factor_write = self.update(
+            factor_key(&factor.user_id),
+            update,
+            &condition,
+            Some(HashMap::from([("#state".to_owned(), "state".to_owned())])),
+            Some(vals),
+        )?;
         let used = self.delete_if(
             ticket_key(&ticket.hash),
             "expires_at > :now AND failures <= :max",

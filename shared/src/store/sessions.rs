@@ -247,7 +247,11 @@ impl Store {
             if user.second_factor {
                 condition.push_str(" AND second_factor = :true");
             } else {
-                condition.push_str(" AND attribute_not_exists(second_factor)");
+                // Read as none: absent, or false.
+                condition.push_str(
+                    " AND (attribute_not_exists(second_factor) OR second_factor = :false)",
+                );
+                vals.insert(":false".to_owned(), AttributeValue::Bool(false));
             }
         }
         let check = built(

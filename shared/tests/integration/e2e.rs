@@ -594,3 +594,84 @@ fn a_forgotten_password_is_reset_over_http_with_the_mailed_link() {
     assert_eq!(login(new_password), 200);
     mail_for(&address, "Your password was reset");
 }
+
+/// The second factor over HTTP through the watch (its second-factor
+/// function, with the data key made under the run's KMS key): enrol as the
+/// page does, read the secret as a phone would, confirm with a code; the
+/// password then answers `mfa_required`, and the second step signs in with
+/// a code, then with a recovery code (not twice); the tokens say so.
+#[test]
+fn a_second_factor_over_http_enrol_then_sign_in_with_a_code_and_a_recovery_code() {
+    use auth::totp::{STEP_SECONDS, step_of};
+    let password = "http passphrase for two steps";
+    let (username, access, _) = register_and_log_in("e2e-mfa", password);
+    let begun = post_json(
+        "/account/second-factor",
+        Some(&bearer(&access)),
+        serde_json::json!({}),
+    );
+    assert_eq!(begun.status, 201, "{}", begun.body);
+    let base32 = begun.json()["secret"].as_str().unwrap().to_owned();
+    note_secret(&base32);
+    let secret = totp_secret_from_base32(&base32);
+    let code_at = |at: i64| secret.code_at(step_of(at)).unwrap().expose().to_owned();
+    let now = auth::clock::system_now();
+    let confirmed = post_json(
+        "/account/second-factor/confirm",
+        Some(&bearer(&access)),
+        serde_json::json!({"code": code_at(now)}),
+    );
+    assert_eq!(confirmed.status, 200, "{}", confirmed.body);
+    let recovery: Vec<String> = confirmed.json()["recovery_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    for code in &recovery {
+        note_secret(code);
+    }
+
+    let mfa_token = || {
+        let asked = post_json(
+            "/login",
+            None,
+            serde_json::json!({"username": username, "password": password}),
+        );
+        assert_eq!(asked.status, 401, "{}", asked.body);
+        assert_eq!(asked.json()["error"], "mfa_required");
+        assert!(asked.json().get("access_token").is_none());
+        let token = asked.json()["mfa_token"].as_str().unwrap().to_owned();
+        note_secret(&token);
+        token
+    };
+    // The confirmation spent this step's code: the next step's (one step
+    // of drift) signs in.
+    let signed_in = post_json(
+        "/login/second-factor",
+        None,
+        serde_json::json!({"mfa_token": mfa_token(), "code": code_at(now + STEP_SECONDS)}),
+    );
+    assert_eq!(signed_in.status, 200, "{}", signed_in.body);
+    let verifier = watch_verifier();
+    let claims = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(verifier.verify(signed_in.json()["access_token"].as_str().unwrap()))
+        .unwrap();
+    assert_eq!(claims.amr, ["pwd", "otp", "mfa"]);
+    assert_eq!(claims.acr.as_deref(), Some("aal2"));
+
+    let by_recovery = post_json(
+        "/login/second-factor",
+        None,
+        serde_json::json!({"mfa_token": mfa_token(), "recovery_code": recovery[0]}),
+    );
+    assert_eq!(by_recovery.status, 200, "{}", by_recovery.body);
+    let again = post_json(
+        "/login/second-factor",
+        None,
+        serde_json::json!({"mfa_token": mfa_token(), "recovery_code": recovery[0]}),
+    );
+    assert_eq!(again.status, 400, "{}", again.body);
+    assert_eq!(again.json()["error"], "invalid_code");
+}

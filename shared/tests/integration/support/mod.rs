@@ -308,6 +308,24 @@ impl App {
     }
 }
 
+/// The RFC 4648 base32 an enrolment answers, back to the secret, as an
+/// authenticator app reads it.
+pub fn totp_secret_from_base32(base32: &str) -> auth::totp::TotpSecret {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let (mut bits, mut value, mut bytes) = (0u32, 0u64, Vec::new());
+    for c in base32.trim_end_matches('=').bytes() {
+        let index = ALPHABET.iter().position(|a| *a == c).expect("base32");
+        value = (value << 5) | index as u64;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            bytes.push((value >> bits) as u8);
+            value &= (1 << bits) - 1;
+        }
+    }
+    auth::totp::TotpSecret::from_bytes(zeroize::Zeroizing::new(bytes)).expect("a 160-bit secret")
+}
+
 /// The data key every test's second-factor function holds: one per run.
 pub fn test_secret_box() -> auth::second_factor::SecretBox {
     static KEY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
