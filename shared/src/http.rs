@@ -46,6 +46,12 @@ pub enum ApiError {
         "this needs a proof of the password within the last {max_age} seconds; re-authenticate and try again"
     )]
     StaleAuthentication { max_age: u64 },
+    /// The act needs a second factor proved within `max_age` seconds (RFC
+    /// 9470: `acr_values="aal2"`): verify a code, then retry.
+    #[error(
+        "this needs a proof of the second factor within the last {max_age} seconds; send a code to /account/second-factor/verify and try again"
+    )]
+    SecondFactorRequired { max_age: u64 },
     /// Allowed to nobody, whatever their role (an admin deleting themselves).
     #[error("{0}")]
     Forbidden(&'static str),
@@ -122,6 +128,7 @@ impl ApiError {
             | ApiError::MissingToken(_)
             | ApiError::InvalidToken(_)
             | ApiError::StaleAuthentication { .. }
+            | ApiError::SecondFactorRequired { .. }
             | ApiError::InvalidGrant
             | ApiError::InvalidMfaToken
             | ApiError::RefreshSuperseded => StatusCode::UNAUTHORIZED,
@@ -152,6 +159,7 @@ impl ApiError {
             ApiError::InvalidToken(_) => "invalid_token",
             ApiError::InsufficientScope(_) => "insufficient_scope",
             ApiError::StaleAuthentication { .. } => "insufficient_user_authentication",
+            ApiError::SecondFactorRequired { .. } => "insufficient_user_authentication",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::UserNotFound => "user_not_found",
             ApiError::NotFound => "not_found",
@@ -209,6 +217,15 @@ impl ApiError {
             ApiError::StaleAuthentication { max_age } => {
                 let challenge = format!(
                     "Bearer realm=\"{REALM}\", error=\"insufficient_user_authentication\", error_description=\"a more recent proof of the password is required\", max_age={max_age}"
+                );
+                if let Ok(value) = HeaderValue::from_str(&challenge) {
+                    headers.insert(header::WWW_AUTHENTICATE, value);
+                }
+            }
+            ApiError::SecondFactorRequired { max_age } => {
+                let challenge = format!(
+                    "Bearer realm=\"{REALM}\", error=\"insufficient_user_authentication\", error_description=\"a more recent proof of the second factor is required\", acr_values=\"{}\", max_age={max_age}",
+                    crate::sessions::amr::ACR_SECOND_FACTOR
                 );
                 if let Ok(value) = HeaderValue::from_str(&challenge) {
                     headers.insert(header::WWW_AUTHENTICATE, value);

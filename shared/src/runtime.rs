@@ -318,13 +318,14 @@ const SESSIONS_ONE: &str = "/sessions/";
 /// admin API as `{username}` and a role as `{role}`, the page's assets as
 /// `/assets/{file}`.
 fn path_template(path: &str) -> &'static str {
-    const FIXED: [&str; 24] = [
+    const FIXED: [&str; 25] = [
         "/",
         "/login",
         "/login/second-factor",
         "/account/second-factor",
         "/account/second-factor/confirm",
         "/account/second-factor/recovery-codes",
+        "/account/second-factor/verify",
         "/register",
         "/refresh",
         "/logout",

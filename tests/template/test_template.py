@@ -361,7 +361,8 @@ served = {"/login": {"post"}, "/get_name": {"get"}, "/register": {"post"}, "/ref
           "/oidc/providers": {"get"}, "/oidc/{provider}/start": {"post"}, "/oidc/{provider}/callback": {"get"},
           "/account/identities": {"get"}, "/account/identities/{provider}": {"delete"},
           "/login/second-factor": {"post"}, "/account/second-factor": {"post", "delete"},
-          "/account/second-factor/confirm": {"post"}, "/account/second-factor/recovery-codes": {"post"}}
+          "/account/second-factor/confirm": {"post"}, "/account/second-factor/recovery-codes": {"post"},
+          "/account/second-factor/verify": {"post"}}
 check("every API route's methods are known", set(served) == set(api_routes), sorted(set(served) ^ set(api_routes)))
 for path, function in api_routes.items():
     methods = set(spec["paths"].get(path, {})) - {"parameters", "summary", "description"}

@@ -43,6 +43,11 @@ pub async fn delete_account(state: &Account, req: Request) -> Result<Response<Bo
     let deletion: Deletion = json_body(&req)?;
     let had_cookie = refresh_cookie(&req)?.is_some();
     let fresh = caller.require_fresh(state.fresh_auth, now);
+    // An account with a second factor: a proof of it, just now, too
+    // (before the password's, which counts an attempt).
+    if caller.user.second_factor {
+        caller.require_second_factor(state.fresh_auth, now)?;
+    }
     let (user, sid) = (caller.user, caller.claims.sid);
     if user.roles.contains(&Role::admin()) {
         return Err(ApiError::Forbidden(

@@ -555,7 +555,14 @@ async fn reauthenticate(
     let proof = uuid::Uuid::new_v4().to_string();
     if let Err(e) = state
         .store
-        .reauthenticate(session_id, &user, now, &proof, None)
+        .reauthenticate(
+            session_id,
+            &user,
+            now,
+            &proof,
+            &SignIn::Provider.amr(),
+            None,
+        )
         .await
         && !state.store.proof_stored(session_id, &proof).await
     {

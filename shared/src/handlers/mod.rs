@@ -79,6 +79,23 @@ impl Authenticated {
     }
 }
 
+impl Authenticated {
+    /// For acts that need the second factor: the session's latest proof
+    /// (`auth_time`, `acr`: RFC 9470) was one with it (`aal2`), at most
+    /// `max_age` ago. Else 401 `insufficient_user_authentication` naming
+    /// `acr_values="aal2"` and the `max_age`: verify a code, then retry.
+    pub fn require_second_factor(&self, max_age: Duration, now: i64) -> Result<(), ApiError> {
+        let second = self.claims.acr.as_deref() == Some(crate::sessions::amr::ACR_SECOND_FACTOR);
+        if second && now - self.claims.auth_time <= max_age.as_secs() as i64 {
+            Ok(())
+        } else {
+            Err(ApiError::SecondFactorRequired {
+                max_age: max_age.as_secs(),
+            })
+        }
+    }
+}
+
 /// Verifies the bearer token, then reads its user (one read) and checks that the
 /// token still stands: same user id (not a re-registered username), active, the
 /// session neither logged out nor ended by an epoch bump. A missing user is

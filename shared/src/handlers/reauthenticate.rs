@@ -39,8 +39,10 @@ pub async fn reauthenticate(state: &Account, req: Request) -> Result<Response<Bo
     if proof.password.is_empty() {
         return Err(ApiError::BadRequest("password must not be empty".into()));
     }
-    // The session's proofs go on, the password's now among them.
-    let amr = crate::sessions::amr::with(&caller.claims.amr, crate::sessions::amr::PASSWORD);
+    // The latest proof is the password's alone (RFC 9470: `auth_time` and
+    // `acr` say the same event): a session that had proved a second factor
+    // says `aal1` until it proves one again (`/account/second-factor/verify`).
+    let amr = crate::sessions::SignIn::Password.amr();
     let (user, sid) = (caller.user, caller.claims.sid);
     let vouching = prove_current_password(state, &req, &user, proof.password, proof.device, now)
         .await?
@@ -57,7 +59,7 @@ pub async fn reauthenticate(state: &Account, req: Request) -> Result<Response<Bo
     let device = vouching.as_ref().map(|d| d.hash.as_str());
     if let Err(e) = state
         .store
-        .reauthenticate(&sid, &user, now, &proof, device)
+        .reauthenticate(&sid, &user, now, &proof, &amr, device)
         .await
         && !state.store.proof_stored(&sid, &proof).await
     {

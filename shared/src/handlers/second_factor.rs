@@ -29,6 +29,7 @@ pub const LOGIN_SECOND_FACTOR_PATH: &str = "/login/second-factor";
 pub const FACTOR_PATH: &str = "/account/second-factor";
 pub const CONFIRM_PATH: &str = "/account/second-factor/confirm";
 pub const RECOVERY_CODES_PATH: &str = "/account/second-factor/recovery-codes";
+pub const VERIFY_PATH: &str = "/account/second-factor/verify";
 
 /// What the second-factor function holds between invocations.
 pub struct SecondFactor {
@@ -53,6 +54,7 @@ pub async fn handle(state: &SecondFactor, req: Request) -> Response<Body> {
         FACTOR_PATH => enrol(state, req).await,
         CONFIRM_PATH => confirm(state, req).await,
         RECOVERY_CODES_PATH => new_recovery_codes(state, req).await,
+        VERIFY_PATH => step_up(state, req).await,
         _ => Err(ApiError::NotFound),
     };
     result.unwrap_or_else(ApiError::into_response)
@@ -432,6 +434,70 @@ async fn fresh_factor_proof(
     let user = caller.user;
     let (factor, spent) = prove_factor(state, &user, &typed, now).await?;
     Ok((user, factor, spent))
+}
+
+#[derive(Serialize)]
+struct SteppedUp {
+    message: &'static str,
+    access_token: String,
+    token_type: &'static str,
+    expires_in: u64,
+}
+
+/// `POST /account/second-factor/verify`: a code (or a recovery code) within
+/// the caller's session, counted and spent as a sign-in's. The answer is a
+/// new access token of the same session that says so (`acr` `aal2`,
+/// `auth_time` now), for acts that need a recent second factor (RFC 9470's
+/// step up); the session's refreshes carry it on.
+async fn step_up(state: &SecondFactor, req: Request) -> Result<Response<Body>, ApiError> {
+    require_method(&req, Method::POST, "POST")?;
+    let now = state.clock.now();
+    let caller = authenticate_caller(&req, &state.verifier, &state.store, now).await?;
+    let body: FactorProofBody = json_body(&req)?;
+    let typed = Typed::from_body(&body.code, &body.recovery_code)?;
+    limit_source(&state.store, &Window::login(&state.limits), &req, now).await?;
+    let (user, sid) = (caller.user, caller.claims.sid);
+    let (factor, spent) = prove_factor(state, &user, &typed, now).await?;
+    // The session's first factor, and this one now.
+    let first: Vec<String> = caller
+        .claims
+        .amr
+        .iter()
+        .filter(|m| {
+            [
+                crate::sessions::amr::PASSWORD,
+                crate::sessions::amr::FEDERATED,
+            ]
+            .contains(&m.as_str())
+        })
+        .cloned()
+        .collect();
+    let amr = crate::sessions::amr::with_second_factor(&first, spent.method());
+    let access = super::sign_access_token(&state.issuer, &user, &sid, now, &amr, now).await?;
+    let proof = uuid::Uuid::new_v4().to_string();
+    if let Err(e) = state
+        .store
+        .step_up(&sid, &user, &factor, &spent, &amr, &proof, now)
+        .await
+        && !state.store.proof_stored(&sid, &proof).await
+    {
+        return Err(match e {
+            StoreError::Conflict => ApiError::Conflict(
+                "the code was used, or the session or the factor changed meanwhile; try again",
+            ),
+            e => e.into(),
+        });
+    }
+    tracing::info!(user_id = %user.id, "second factor verified in a session");
+    Ok(json_response(
+        StatusCode::OK,
+        &SteppedUp {
+            message: "Second factor verified",
+            access_token: access.token,
+            token_type: "Bearer",
+            expires_in: access.expires_in,
+        },
+    ))
 }
 
 /// `DELETE /account/second-factor`: a fresh login and a code (or a

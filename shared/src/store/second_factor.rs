@@ -369,6 +369,47 @@ impl Store {
         self.transact(items).await
     }
 
+    /// The spending of `proof` on `factor` (as read), as one item of a
+    /// transaction: a code's step recorded, or the recovery code taken out
+    /// of the set, and the count cleared; on the conditions of `spendable`.
+    fn spend(
+        &self,
+        factor: &Factor,
+        proof: &FactorProof,
+    ) -> Result<aws_sdk_dynamodb::types::TransactWriteItem, StoreError> {
+        let (condition, mut vals) = spendable(factor, proof);
+        vals.insert(":zero".to_owned(), n(0));
+        let update = match proof {
+            FactorProof::Code { .. } => "SET last_step = :step, failures = :zero",
+            FactorProof::Recovery { .. } => "SET failures = :zero DELETE recovery :spent",
+        };
+        self.update(
+            factor_key(&factor.user_id),
+            update,
+            &condition,
+            Some(HashMap::from([("#state".to_owned(), "state".to_owned())])),
+            Some(vals),
+        )
+    }
+
+    /// The notice of a recovery code used (how many remain), if `proof` is
+    /// one and the user has a verified address.
+    fn recovery_notice(
+        &self,
+        user: &User,
+        factor: &Factor,
+        proof: &FactorProof,
+        now: i64,
+    ) -> Result<Option<aws_sdk_dynamodb::types::TransactWriteItem>, StoreError> {
+        let FactorProof::Recovery { .. } = proof else {
+            return Ok(None);
+        };
+        let remaining = factor.recovery.len().saturating_sub(1);
+        MailJob::notice_to(user, Notice::RecoveryCodeUsed { remaining })
+            .map(|notice| self.enqueue_item(&notice, now))
+            .transpose()
+    }
+
     /// The deletion of `user`'s factor, if any, as one item of a
     /// transaction (the account's deletion).
     pub(super) fn delete_factor_item(
@@ -384,6 +425,31 @@ impl Store {
         Ok(aws_sdk_dynamodb::types::TransactWriteItem::builder()
             .delete(delete)
             .build())
+    }
+
+    /// A second factor proved within session `sid`, all or nothing: the
+    /// session's `auth_time` now and its `amr`, `proof` marked on it (for
+    /// `proof_stored`), the code's step or the recovery code spent and the
+    /// factor's count cleared (and, for a recovery code, the notice); on
+    /// the conditions that the session is live and the user's, the factor
+    /// the one read and the proof unspent (`Conflict`).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn step_up(
+        &self,
+        sid: &str,
+        user: &User,
+        factor: &Factor,
+        spent: &FactorProof,
+        amr: &[String],
+        proof: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut items = vec![
+            self.proof_on_session(sid, user, now, proof, amr)?,
+            self.spend(factor, spent)?,
+        ];
+        items.extend(self.recovery_notice(user, factor, spent, now)?);
+        self.transact(items).await
     }
 
     /// Removes `user`'s `factor` (as read), spending `proof` (a fresh one
@@ -556,31 +622,14 @@ impl Store {
         proof: &FactorProof,
         now: i64,
     ) -> Result<(), StoreError> {
-        let (condition, mut vals) = spendable(factor, proof);
-        vals.insert(":zero".to_owned(), n(0));
-        let update = match proof {
-            FactorProof::Code { .. } => "SET last_step = :step, failures = :zero",
-            FactorProof::Recovery { .. } => "SET failures = :zero DELETE recovery :spent",
-        };
-        let factor_write = self.update(
-            factor_key(&factor.user_id),
-            update,
-            &condition,
-            Some(HashMap::from([("#state".to_owned(), "state".to_owned())])),
-            Some(vals),
-        )?;
+        let factor_write = self.spend(factor, proof)?;
         let used = self.delete_if(
             ticket_key(&ticket.hash),
             "expires_at > :now AND failures <= :max",
             values([(":now", n(now)), (":max", n(MAX_TICKET_FAILURES))]),
         )?;
         let mut extra = vec![factor_write, used];
-        if let FactorProof::Recovery { .. } = proof {
-            let remaining = factor.recovery.len().saturating_sub(1);
-            if let Some(notice) = MailJob::notice_to(user, Notice::RecoveryCodeUsed { remaining }) {
-                extra.push(self.enqueue_item(&notice, now)?);
-            }
-        }
+        extra.extend(self.recovery_notice(user, factor, proof, now)?);
         self.start_session_with(session, first, user, device, extra)
             .await
     }

@@ -445,27 +445,21 @@ impl Store {
     /// on the session (`last_proof`), for `proof_stored`. The attempts
     /// cleared are the device's (`device`: the hash of the proof that
     /// vouched), else the username's.
+    ///
+    /// `amr` is what the proof was: the session's tokens say it from now on
+    /// (RFC 9470: `auth_time` and `acr` describe the latest proof).
+    #[allow(clippy::too_many_arguments)]
     pub async fn reauthenticate(
         &self,
         sid: &str,
         user: &User,
         now: i64,
         proof: &str,
+        amr: &[String],
         device: Option<&str>,
     ) -> Result<(), StoreError> {
         self.transact(vec![
-            self.update(
-                session_key(sid),
-                "SET auth_time = :now, last_used = :now, last_proof = :proof",
-                "revoked = :false AND user_id = :uid AND expires_at > :now",
-                None,
-                values([
-                    (":now", n(now)),
-                    (":proof", s(proof)),
-                    (":false", AttributeValue::Bool(false)),
-                    (":uid", s(user.id.to_string())),
-                ]),
-            )?,
+            self.proof_on_session(sid, user, now, proof, amr)?,
             self.user_unchanged(user, true)?,
             match device {
                 Some(hash) => self.clear_device_attempts(hash)?,
@@ -473,6 +467,33 @@ impl Store {
             },
         ])
         .await
+    }
+
+    /// A proof made now in session `sid` of `user`'s, as one item of a
+    /// transaction: its `auth_time`, its `amr`, and `proof` (a random id,
+    /// for `proof_stored`), on the condition that the session is the
+    /// user's, not revoked and not past its end.
+    pub(super) fn proof_on_session(
+        &self,
+        sid: &str,
+        user: &User,
+        now: i64,
+        proof: &str,
+        amr: &[String],
+    ) -> Result<TransactWriteItem, StoreError> {
+        self.update(
+            session_key(sid),
+            "SET auth_time = :now, last_used = :now, last_proof = :proof, amr = :amr",
+            "revoked = :false AND user_id = :uid AND expires_at > :now",
+            None,
+            values([
+                (":now", n(now)),
+                (":proof", s(proof)),
+                (":amr", s(amr.join(" "))),
+                (":false", AttributeValue::Bool(false)),
+                (":uid", s(user.id.to_string())),
+            ]),
+        )
     }
 
     /// Deletes `user` (as read) and the username's attempt record, all or

@@ -803,3 +803,110 @@ async fn new_recovery_codes_replace_the_old_ones() {
     let fresh = with_recovery(&app, &token, &new[0]).await;
     assert_eq!(fresh.status(), 200, "{}", body_json(&fresh));
 }
+
+/// RFC 9470's step up. Deleting an account with a second factor needs the
+/// session's latest proof to be one with it, recent: a password
+/// re-authentication is its own proof (`aal1`), so the deletion answers the
+/// challenge (`acr_values="aal2"`, `max_age`); a code at
+/// `/account/second-factor/verify` steps the same session up (its
+/// refreshes carry it on), and the deletion then goes through, until the
+/// proof is older than the fresh-login window.
+#[tokio::test]
+async fn deleting_an_account_with_a_second_factor_needs_a_step_up() {
+    use lambda_http::http::Method;
+    let store = fresh_store().await;
+    let app = App::with_clock(&store, Clock::manual(mid_step()));
+    let alice = enrolled(&app, "alice-step").await;
+    let access = signed_in(&app, "alice-step", &alice.secret).await;
+    let reauth = request(
+        "reauthenticate.json",
+        Some(&bearer(&access)),
+        Some(&json!({"password": PASSWORD}).to_string()),
+    );
+    let reauthed = auth::handlers::account::handle(&app.account(), reauth).await;
+    assert_eq!(reauthed.status(), 200, "{}", body_json(&reauthed));
+    let password_only = body_json(&reauthed)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let claims = verifier().verify(&password_only).await.unwrap();
+    assert_eq!(
+        (claims.amr, claims.acr.as_deref()),
+        (vec!["pwd".to_owned()], Some("aal1"))
+    );
+
+    let delete = |access: &str| {
+        let req = request(
+            "delete-account.json",
+            Some(&bearer(access)),
+            Some(&json!({"password": PASSWORD}).to_string()),
+        );
+        let state = app.account();
+        async move { auth::handlers::account::handle(&state, req).await }
+    };
+    let challenged = delete(&password_only).await;
+    assert_error(&challenged, 401, "insufficient_user_authentication");
+    let challenge = challenged.headers()["www-authenticate"].to_str().unwrap();
+    assert!(challenge.contains("acr_values=\"aal2\""), "{challenge}");
+    assert!(challenge.contains("max_age=600"), "{challenge}");
+
+    let path = "/account/second-factor/verify";
+    let wrong = with_access(
+        &app,
+        Method::POST,
+        path,
+        &password_only,
+        json!({"code": "000000"}),
+    )
+    .await;
+    assert_error(&wrong, 400, "invalid_code");
+    next_step(&app);
+    let right = code(&alice.secret, app.clock.now());
+    let stepped = with_access(
+        &app,
+        Method::POST,
+        path,
+        &password_only,
+        json!({"code": right}),
+    )
+    .await;
+    assert_eq!(stepped.status(), 200, "{}", body_json(&stepped));
+    let stepped_up = body_json(&stepped)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let claims = verifier().verify(&stepped_up).await.unwrap();
+    assert_eq!(claims.amr, ["pwd", "otp", "mfa"]);
+    assert_eq!(claims.acr.as_deref(), Some("aal2"));
+    assert_eq!(claims.auth_time, app.clock.now());
+    assert_eq!(claims.sid, crate::session_list::sid_of(&password_only));
+    // The same code again: spent.
+    let again = with_access(
+        &app,
+        Method::POST,
+        path,
+        &password_only,
+        json!({"code": right}),
+    )
+    .await;
+    assert_error(&again, 400, "invalid_code");
+    // The session says it from now on: its stored proof is the step up's.
+    let session = store.get_session(&claims.sid).await.unwrap().unwrap();
+    assert_eq!(
+        (session.auth_time, session.amr.clone()),
+        (app.clock.now(), claims.amr.clone())
+    );
+
+    // Past the window, stepped up or not, the challenge again.
+    let later = App::with_clock(&store, Clock::manual(app.clock.now() + 601));
+    let req = request(
+        "delete-account.json",
+        Some(&bearer(&stepped_up)),
+        Some(&json!({"password": PASSWORD}).to_string()),
+    );
+    let stale = auth::handlers::account::handle(&later.account(), req).await;
+    assert_error(&stale, 401, "insufficient_user_authentication");
+    let deleted = delete(&stepped_up).await;
+    assert_eq!(deleted.status(), 200, "{}", body_json(&deleted));
+    assert_eq!(store.get_factor(&alice.user.id).await.unwrap(), None);
+}
