@@ -385,6 +385,7 @@ fn path_template(path: &str) -> &'static str {
         ["lock"] => "/admin/users/{username}/lock",
         ["sessions"] => "/admin/users/{username}/sessions",
         ["password"] => "/admin/users/{username}/password",
+        ["second-factor"] => "/admin/users/{username}/second-factor",
         _ => "/admin/users/{username}/{other}",
     }
 }

@@ -355,6 +355,7 @@ served = {"/login": {"post"}, "/get_name": {"get"}, "/register": {"post"}, "/ref
           "/admin/users/{username}/roles/{role}": {"put", "delete"},
           "/admin/users/{username}/lock": {"delete"}, "/admin/users/{username}/sessions": {"delete"},
           "/admin/users": {"get", "post"}, "/admin/users/{username}/password": {"put"},
+          "/admin/users/{username}/second-factor": {"delete"},
           "/sessions": {"get"}, "/sessions/{id}": {"delete"},
           "/password/reset": {"post"}, "/password/reset/confirm": {"post"},
           "/account/email": {"get", "put", "delete"}, "/account/email/verify": {"post"},

@@ -15,6 +15,10 @@
 //! - `PUT | DELETE /admin/users/{username}/roles/{role}`: grant, revoke;
 //! - `DELETE /admin/users/{username}/lock`: unlock (forget failed logins);
 //! - `DELETE /admin/users/{username}/sessions`: end every session;
+//! - `DELETE /admin/users/{username}/second-factor`: remove the second
+//!   factor (every session ends, the owner is told), for a person who lost
+//!   the device and the recovery codes and proved who they are some other
+//!   way (docs/operations.md). Never one's own: that is a code's to do;
 //! - `PUT    /admin/users/{username}/password` `{"new_password"}`: set a new
 //!   password (the policy's checks; every session and device proof ends,
 //!   a lockout too), for a person who lost theirs and proved who they are
@@ -65,6 +69,7 @@ enum Action<R> {
     Grant(R),
     Revoke(R),
     Unlock,
+    RemoveSecondFactor,
     EndSessions,
     SetPassword,
 }
@@ -86,6 +91,7 @@ impl Action<&str> {
             Action::SetActive => Action::SetActive,
             Action::Delete => Action::Delete,
             Action::Unlock => Action::Unlock,
+            Action::RemoveSecondFactor => Action::RemoveSecondFactor,
             Action::EndSessions => Action::EndSessions,
         })
     }
@@ -103,6 +109,7 @@ impl<R> Action<R> {
             Action::Grant(_) => "grant_role",
             Action::Revoke(_) => "revoke_role",
             Action::Unlock => "unlock_user",
+            Action::RemoveSecondFactor => "remove_second_factor",
             Action::EndSessions => "end_sessions",
         }
     }
@@ -151,6 +158,8 @@ struct UserView {
     has_password: bool,
     /// The outside identities that sign in as the user.
     identities: Vec<IdentityView>,
+    /// Whether a second factor guards the user's sign-ins.
+    second_factor: bool,
     /// Absent only in a creation's answer whose read of it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     locked: Option<bool>,
@@ -190,6 +199,7 @@ impl UserView {
                     subject: id.subject,
                 })
                 .collect(),
+            second_factor: user.second_factor,
             locked: locked_for.map(|l| l.is_some()),
             locked_until: locked_for.flatten().map(|s| now + s as i64),
         }
@@ -292,6 +302,8 @@ fn route<'a>(
         ["lock"] if method == Method::DELETE => Action::Unlock,
         ["sessions"] if method == Method::DELETE => Action::EndSessions,
         ["lock"] | ["sessions"] => return Err(not_allowed("DELETE")),
+        ["second-factor"] if method == Method::DELETE => Action::RemoveSecondFactor,
+        ["second-factor"] => return Err(not_allowed("DELETE")),
         ["password"] if method == Method::PUT => Action::SetPassword,
         ["password"] => return Err(not_allowed("PUT")),
         _ => return Err(ApiError::NotFound),
@@ -473,6 +485,22 @@ async fn act(
             }
             "User unlocked"
         }
+        Action::RemoveSecondFactor => {
+            // One's own goes with a code (`DELETE /account/second-factor`):
+            // an admin's stolen session must not strip its own account.
+            if myself {
+                return Err(self_protection());
+            }
+            if !target.second_factor {
+                return Err(ApiError::Conflict("the user has no second factor"));
+            }
+            let done = match store.remove_factor_by_operator(&target, now).await {
+                Ok(done) => done,
+                Err(e) => confirm(e, audit).await.map(|()| true)?,
+            };
+            gone(done)?;
+            "Second factor removed; every session ended"
+        }
         Action::EndSessions => {
             let done = match store.end_all_sessions(&target).await {
                 Ok(done) => done,
@@ -566,6 +594,7 @@ async fn confirm(
                 Action::Grant(role) => same.is_some_and(|u| u.roles.contains(role)),
                 Action::Revoke(role) => same.is_some_and(|u| !u.roles.contains(role)),
                 Action::EndSessions => same.is_some_and(ended),
+                Action::RemoveSecondFactor => same.is_some_and(|u| !u.second_factor && ended(u)),
                 Action::SetPassword => {
                     same.is_some_and(|u| Some(u.password_hash.as_str()) == new_hash && ended(u))
                 }
@@ -593,7 +622,7 @@ const TOO_MANY_ROLES: &str =
 
 fn self_protection() -> ApiError {
     ApiError::Forbidden(
-        "admins cannot remove their own admin role, deactivate, delete or set the password of themselves; another admin, or auth-admin, can (POST /password changes one's own)",
+        "admins cannot remove their own admin role or second factor, deactivate, delete or set the password of themselves; another admin, or auth-admin, can (POST /password changes one's own)",
     )
 }
 

@@ -499,6 +499,38 @@ impl Store {
         self.transact(items).await
     }
 
+    /// An operator's removal of `user`'s (as read) second factor, active or
+    /// pending, for a person who lost both the device and the recovery
+    /// codes and proved who they are some other way (docs/operations.md):
+    /// all or nothing, the factor deleted, the flag removed, every session
+    /// and device proof ended (the epoch moves on: whoever holds the
+    /// password and a session is out too), and the owner told. `Ok(false)`:
+    /// the user is gone or someone else now (nothing written).
+    pub async fn remove_factor_by_operator(
+        &self,
+        user: &User,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut items = vec![
+            self.delete_factor_item(&user.id)?,
+            self.update(
+                super::users::user_key(&user.username),
+                "REMOVE second_factor ADD session_epoch :one",
+                "user_id = :uid",
+                None,
+                values([(":uid", s(user.id.to_string())), (":one", n(1))]),
+            )?,
+        ];
+        if let Some(notice) = MailJob::notice_to(user, Notice::SecondFactorRemoved) {
+            items.push(self.enqueue_item(&notice, now)?);
+        }
+        match self.try_transact(items).await {
+            Ok(()) => Ok(true),
+            Err(Cancelled::Conditions(_)) => Ok(false),
+            Err(Cancelled::Store(e)) => Err(e),
+        }
+    }
+
     /// Replaces every recovery code of `factor` (as read) with `hashes`,
     /// spending `proof`, clearing the count, and telling the owner, all or
     /// nothing (`Conflict`: the proof spent by a racer, or the factor

@@ -340,6 +340,8 @@ enum AdminAct {
     SetPassword,
     /// A new user, "newcomer" (`POST /admin/users`).
     Create,
+    /// The user's lost second factor removed.
+    RemoveSecondFactor,
 }
 
 impl AdminAct {
@@ -361,6 +363,9 @@ impl AdminAct {
                 "/admin/users/matrix/password",
                 Some(r#"{"new_password": "an operator's new passphrase"}"#),
             ),
+            AdminAct::RemoveSecondFactor => {
+                (Method::DELETE, "/admin/users/matrix/second-factor", None)
+            }
             AdminAct::Create => (
                 Method::POST,
                 "/admin/users",
@@ -370,7 +375,7 @@ impl AdminAct {
     }
 }
 
-const SCENARIOS: [Scenario; 28] = [
+const SCENARIOS: [Scenario; 29] = [
     Scenario::LoginWithRehash,
     Scenario::LoginWithDevice,
     Scenario::LoginWrongPassword,
@@ -391,6 +396,7 @@ const SCENARIOS: [Scenario; 28] = [
     Scenario::Admin(AdminAct::EndSessions),
     Scenario::Admin(AdminAct::SetPassword),
     Scenario::Admin(AdminAct::Create),
+    Scenario::Admin(AdminAct::RemoveSecondFactor),
     Scenario::RequestReset,
     Scenario::ConfirmReset,
     Scenario::GiveEmail,
@@ -593,6 +599,9 @@ impl Scenario {
                     .await
                     .unwrap()
                     .unwrap();
+                if act == AdminAct::RemoveSecondFactor {
+                    factor_directly(direct, "matrix", true).await;
+                }
                 if act == AdminAct::Revoke {
                     let support = auth::permissions::Role::parse("support").unwrap();
                     direct.grant_role(&target, &support).await.unwrap();
@@ -727,7 +736,9 @@ impl Scenario {
                 | Scenario::Register
                 | Scenario::ChangePassword
                 | Scenario::DeleteAccount
-                | Scenario::Admin(AdminAct::Delete | AdminAct::SetPassword)
+                | Scenario::Admin(
+                    AdminAct::Delete | AdminAct::SetPassword | AdminAct::RemoveSecondFactor
+                )
                 | Scenario::RequestReset
                 | Scenario::ConfirmReset
                 | Scenario::GiveEmail
@@ -972,6 +983,10 @@ impl Scenario {
                     AdminAct::Revoke => expect(!support, "the role revoked"),
                     AdminAct::Unlock => expect(lock_cleared, "the attempt record deleted"),
                     AdminAct::EndSessions => expect(ended, "every session ended"),
+                    AdminAct::RemoveSecondFactor => expect(
+                        ended && !user.contains_key("second_factor") && factor(after).is_none(),
+                        "the factor and the flag gone, every session ended",
+                    ),
                     AdminAct::SetPassword => expect(
                         ended
                             && lock_cleared
@@ -994,9 +1009,9 @@ impl Scenario {
             Scenario::Register | Scenario::Admin(AdminAct::Create) => Call::Nth("putitem", 1),
             Scenario::LogoutEverywhere => Call::Nth("updateitem", 1),
             Scenario::Admin(AdminAct::Unlock) => Call::Nth("deleteitem", 1),
-            Scenario::Admin(AdminAct::Delete | AdminAct::SetPassword) => {
-                Call::Nth("transactwriteitems", 1)
-            }
+            Scenario::Admin(
+                AdminAct::Delete | AdminAct::SetPassword | AdminAct::RemoveSecondFactor,
+            ) => Call::Nth("transactwriteitems", 1),
             Scenario::Admin(_) => Call::Nth("updateitem", 1),
             Scenario::RequestReset | Scenario::BeginSecondFactor => Call::Nth("putitem", 1),
             // After the code's reservation.

@@ -910,3 +910,58 @@ async fn deleting_an_account_with_a_second_factor_needs_a_step_up() {
     assert_eq!(deleted.status(), 200, "{}", body_json(&deleted));
     assert_eq!(store.get_factor(&alice.user.id).await.unwrap(), None);
 }
+
+/// A person who lost the device and every recovery code: an admin (a
+/// fresh login, the role) removes the factor through the admin API, which
+/// ends every session of the user, tells the owner and says so in its
+/// audit; never an admin's own (a code's to do), and 409 for a user with
+/// none.
+#[tokio::test]
+async fn an_admin_removes_a_lost_second_factor_and_every_session_ends() {
+    use lambda_http::http::Method;
+    let store = fresh_store().await;
+    let app = App::with_clock(&store, Clock::manual(mid_step()));
+    let alice = enrolled(&app, "alice-lost").await;
+    crate::matrix::verify_directly(&store, "alice-lost", "alice-lost@example.com").await;
+    let alices = signed_in(&app, "alice-lost", &alice.secret).await;
+    crate::permissions::admin_in(&store, "chief-lost").await;
+    let chief = crate::sessions::session(&app, "chief-lost").await.access;
+    let admin = |path: &str| {
+        let mut req = request("admin-user.json", Some(&bearer(&chief)), None);
+        *req.method_mut() = Method::DELETE;
+        *req.uri_mut() = path.parse().unwrap();
+        let state = app.admin();
+        async move { auth::handlers::admin::handle(&state, req).await }
+    };
+    let (logs, _guard) = capture_logs();
+    let removed = admin("/admin/users/alice-lost/second-factor").await;
+    assert_eq!(removed.status(), 200, "{}", body_json(&removed));
+    assert_eq!(body_json(&removed)["user"]["second_factor"], false);
+    assert_eq!(store.get_factor(&alice.user.id).await.unwrap(), None);
+    assert!(
+        mail_kinds(&store)
+            .await
+            .contains(&"second_factor_removed".to_owned())
+    );
+    assert!(
+        logs.lines()
+            .iter()
+            .any(|l| l["fields"]["action"] == "remove_second_factor"
+                && l["fields"]["outcome"] == "done"),
+        "{}",
+        logs.text()
+    );
+    // Alice's session is over; her password alone signs in now.
+    let ended = auth::handlers::get_name::handle(
+        &app.get_name(),
+        request("get-name.json", Some(&bearer(&alices)), None),
+    )
+    .await;
+    assert_error(&ended, 401, "invalid_token");
+    assert_eq!(password_login(&app, "alice-lost").await.status(), 200);
+    // None left: 409. An admin's own: never.
+    let none = admin("/admin/users/alice-lost/second-factor").await;
+    assert_error(&none, 409, "conflict");
+    let own = admin("/admin/users/chief-lost/second-factor").await;
+    assert_error(&own, 403, "forbidden");
+}

@@ -8,6 +8,7 @@
 //!   auth-admin set-password <username>   (password on stdin: every session ends, a lockout too)
 //!   auth-admin deactivate <username> | activate <username> | delete <username>
 //!   auth-admin unlock <username>   (forget failed logins: ends a lockout)
+//!   auth-admin remove-second-factor <username>   (a lost device and codes: every session ends)
 //!   auth-admin grant <username> <role> | revoke <username> <role>
 //!     (the break-glass for roles: works when no admin is left to use the admin API)
 //!   auth-admin generate-key <private.pem> <public.pem>   (a local RS256 key pair)
@@ -39,6 +40,7 @@ const USAGE: &str = "usage:
   auth-admin deactivate <username>
   auth-admin delete <username>
   auth-admin unlock <username>
+  auth-admin remove-second-factor <username>        (every session ends; verify the person first)
   auth-admin grant <username> <role>     (a role of ROLES; admin always)
   auth-admin revoke <username> <role>
   auth-admin generate-key <private.pem> <public.pem>
@@ -170,6 +172,10 @@ async fn run(args: &[String]) -> Result<(), String> {
             for id in &user.identities {
                 println!("identity    {} {}", id.issuer, id.subject);
             }
+            println!(
+                "2nd factor  {}",
+                if user.second_factor { "yes" } else { "no" }
+            );
             println!("created_at  {}", user.created_at);
             match locked_for {
                 Some(seconds) => println!("locked      for {seconds} s more (unlock ends it)"),
@@ -224,6 +230,26 @@ async fn run(args: &[String]) -> Result<(), String> {
             println!(
                 "user {username} is {}",
                 if active { "active" } else { "inactive" }
+            );
+        }
+        "remove-second-factor" => {
+            let user = existing(&users, &username(0)?).await?;
+            if !user.second_factor {
+                return Err(format!("user {} has no second factor", user.username));
+            }
+            let done = users
+                .remove_factor_by_operator(&user, auth::clock::system_now())
+                .await
+                .map_err(|e| e.to_string())?;
+            if !done {
+                return Err(format!(
+                    "user {} was deleted or registered anew meanwhile; nothing changed",
+                    user.username
+                ));
+            }
+            println!(
+                "the second factor of {} is removed: every session and device proof ended, the owner told; the password alone signs in",
+                user.username
             );
         }
         "unlock" => {
