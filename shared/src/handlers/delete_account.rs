@@ -43,17 +43,17 @@ pub async fn delete_account(state: &Account, req: Request) -> Result<Response<Bo
     let deletion: Deletion = json_body(&req)?;
     let had_cookie = refresh_cookie(&req)?.is_some();
     let fresh = caller.require_fresh(state.fresh_auth, now);
-    // An account with a second factor: a proof of it, just now, too
-    // (before the password's, which counts an attempt).
-    if caller.user.second_factor {
-        caller.require_second_factor(state.fresh_auth, now)?;
-    }
-    let (user, sid) = (caller.user, caller.claims.sid);
-    if user.roles.contains(&Role::admin()) {
+    if caller.user.roles.contains(&Role::admin()) {
         return Err(ApiError::Forbidden(
             "an admin's account cannot be deleted while it holds the admin role; another admin, or auth-admin, can revoke it first",
         ));
     }
+    // An account with a second factor: a proof of it within a fresh login
+    // too (before the password's, which counts an attempt).
+    if caller.user.second_factor {
+        caller.require_second_factor(state.fresh_auth, now)?;
+    }
+    let (user, sid) = (caller.user, caller.claims.sid);
     match deletion.password {
         Some(password) if user.has_password() && !password.is_empty() => {
             prove_current_password(state, &req, &user, password, deletion.device, now).await?;

@@ -444,15 +444,19 @@ struct SteppedUp {
     expires_in: u64,
 }
 
-/// `POST /account/second-factor/verify`: a code (or a recovery code) within
-/// the caller's session, counted and spent as a sign-in's. The answer is a
-/// new access token of the same session that says so (`acr` `aal2`,
-/// `auth_time` now), for acts that need a recent second factor (RFC 9470's
-/// step up); the session's refreshes carry it on.
+/// `POST /account/second-factor/verify`: within a fresh login, a code (or
+/// a recovery code), counted and spent as a sign-in's. The answer is a new
+/// access token of the same session that says so (`acr` `aal2`), for acts
+/// that need the second factor (RFC 9470's step up); the session's
+/// refreshes carry it on. It renews nothing else: `auth_time` stays the
+/// session's latest proof of the first factor (the password's, or a
+/// provider's), so a code never stands in for a fresh password, and `aal2`
+/// with a recent `auth_time` says both were proved, the code since.
 async fn step_up(state: &SecondFactor, req: Request) -> Result<Response<Body>, ApiError> {
     require_method(&req, Method::POST, "POST")?;
     let now = state.clock.now();
     let caller = authenticate_caller(&req, &state.verifier, &state.store, now).await?;
+    caller.require_fresh(state.fresh_auth, now)?;
     let body: FactorProofBody = json_body(&req)?;
     let typed = Typed::from_body(&body.code, &body.recovery_code)?;
     limit_source(&state.store, &Window::login(&state.limits), &req, now).await?;
@@ -473,11 +477,12 @@ async fn step_up(state: &SecondFactor, req: Request) -> Result<Response<Body>, A
         .cloned()
         .collect();
     let amr = crate::sessions::amr::with_second_factor(&first, spent.method());
-    let access = super::sign_access_token(&state.issuer, &user, &sid, now, &amr, now).await?;
+    let auth_time = caller.claims.auth_time;
+    let access = super::sign_access_token(&state.issuer, &user, &sid, auth_time, &amr, now).await?;
     let proof = uuid::Uuid::new_v4().to_string();
     if let Err(e) = state
         .store
-        .step_up(&sid, &user, &factor, &spent, &amr, &proof, now)
+        .step_up(&sid, &user, &factor, &spent, &amr, auth_time, &proof, now)
         .await
         && !state.store.proof_stored(&sid, &proof).await
     {

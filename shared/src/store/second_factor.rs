@@ -428,7 +428,8 @@ impl Store {
     }
 
     /// A second factor proved within session `sid`, all or nothing: the
-    /// session's `auth_time` now and its `amr`, `proof` marked on it (for
+    /// session's `amr` (its `auth_time`, the latest proof of the first
+    /// factor, as it was: `auth_time`), `proof` marked on it (for
     /// `proof_stored`), the code's step or the recovery code spent and the
     /// factor's count cleared (and, for a recovery code, the notice); on
     /// the conditions that the session is live and the user's, the factor
@@ -441,11 +442,12 @@ impl Store {
         factor: &Factor,
         spent: &FactorProof,
         amr: &[String],
+        auth_time: i64,
         proof: &str,
         now: i64,
     ) -> Result<(), StoreError> {
         let mut items = vec![
-            self.proof_on_session(sid, user, now, proof, amr)?,
+            self.proof_on_session(sid, user, now, auth_time, proof, amr)?,
             self.spend(factor, spent)?,
         ];
         items.extend(self.recovery_notice(user, factor, spent, now)?);

@@ -459,7 +459,7 @@ impl Store {
         device: Option<&str>,
     ) -> Result<(), StoreError> {
         self.transact(vec![
-            self.proof_on_session(sid, user, now, proof, amr)?,
+            self.proof_on_session(sid, user, now, now, proof, amr)?,
             self.user_unchanged(user, true)?,
             match device {
                 Some(hash) => self.clear_device_attempts(hash)?,
@@ -470,24 +470,28 @@ impl Store {
     }
 
     /// A proof made now in session `sid` of `user`'s, as one item of a
-    /// transaction: its `auth_time`, its `amr`, and `proof` (a random id,
-    /// for `proof_stored`), on the condition that the session is the
-    /// user's, not revoked and not past its end.
+    /// transaction: the session's `auth_time` (its latest proof of the
+    /// first factor), its `amr`, and `proof` (a random id, for
+    /// `proof_stored`), on the condition that the session is the user's,
+    /// not revoked and not past its end.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn proof_on_session(
         &self,
         sid: &str,
         user: &User,
         now: i64,
+        auth_time: i64,
         proof: &str,
         amr: &[String],
     ) -> Result<TransactWriteItem, StoreError> {
         self.update(
             session_key(sid),
-            "SET auth_time = :now, last_used = :now, last_proof = :proof, amr = :amr",
+            "SET auth_time = :auth_time, last_used = :now, last_proof = :proof, amr = :amr",
             "revoked = :false AND user_id = :uid AND expires_at > :now",
             None,
             values([
                 (":now", n(now)),
+                (":auth_time", n(auth_time)),
                 (":proof", s(proof)),
                 (":amr", s(amr.join(" "))),
                 (":false", AttributeValue::Bool(false)),

@@ -599,9 +599,6 @@ impl Scenario {
                     .await
                     .unwrap()
                     .unwrap();
-                if act == AdminAct::RemoveSecondFactor {
-                    factor_directly(direct, "matrix", true).await;
-                }
                 if act == AdminAct::Revoke {
                     let support = auth::permissions::Role::parse("support").unwrap();
                     direct.grant_role(&target, &support).await.unwrap();
@@ -609,6 +606,10 @@ impl Scenario {
                 // A session of the user, for the acts that end it.
                 session(&app, "matrix").await;
                 log_in(&app, "matrix", "wrong").await;
+                // A second factor to remove, once the session began.
+                if act == AdminAct::RemoveSecondFactor {
+                    factor_directly(direct, "matrix", true).await;
+                }
                 let (method, path, body) = act.request();
                 let mut req = request("admin-user.json", Some(&bearer(&chief.access)), body);
                 *req.method_mut() = method;

@@ -804,13 +804,14 @@ async fn new_recovery_codes_replace_the_old_ones() {
     assert_eq!(fresh.status(), 200, "{}", body_json(&fresh));
 }
 
-/// RFC 9470's step up. Deleting an account with a second factor needs the
-/// session's latest proof to be one with it, recent: a password
-/// re-authentication is its own proof (`aal1`), so the deletion answers the
-/// challenge (`acr_values="aal2"`, `max_age`); a code at
-/// `/account/second-factor/verify` steps the same session up (its
-/// refreshes carry it on), and the deletion then goes through, until the
-/// proof is older than the fresh-login window.
+/// RFC 9470's step up. Deleting an account with a second factor needs a
+/// fresh login and the second factor proved since: a password
+/// re-authentication is a proof of its own (`aal1`), so the deletion
+/// answers the challenge (`acr_values="aal2"`, `max_age`); a code at
+/// `/account/second-factor/verify` (itself within a fresh login) steps the
+/// same session up without renewing `auth_time` (its refreshes carry it
+/// on), and the deletion then goes through, until the password's proof is
+/// older than the fresh-login window.
 #[tokio::test]
 async fn deleting_an_account_with_a_second_factor_needs_a_step_up() {
     use lambda_http::http::Method;
@@ -825,6 +826,7 @@ async fn deleting_an_account_with_a_second_factor_needs_a_step_up() {
     );
     let reauthed = auth::handlers::account::handle(&app.account(), reauth).await;
     assert_eq!(reauthed.status(), 200, "{}", body_json(&reauthed));
+    let password_time = app.clock.now();
     let password_only = body_json(&reauthed)["access_token"]
         .as_str()
         .unwrap()
@@ -851,6 +853,18 @@ async fn deleting_an_account_with_a_second_factor_needs_a_step_up() {
     assert!(challenge.contains("max_age=600"), "{challenge}");
 
     let path = "/account/second-factor/verify";
+    // A step up needs a fresh login itself: a stolen, stale token cannot
+    // even guess.
+    let stale_clock = App::with_clock(&store, Clock::manual(app.clock.now() + 601));
+    let refused = with_access(
+        &stale_clock,
+        Method::POST,
+        path,
+        &password_only,
+        json!({"code": code(&alice.secret, stale_clock.clock.now())}),
+    )
+    .await;
+    assert_error(&refused, 401, "insufficient_user_authentication");
     let wrong = with_access(
         &app,
         Method::POST,
@@ -878,7 +892,8 @@ async fn deleting_an_account_with_a_second_factor_needs_a_step_up() {
     let claims = verifier().verify(&stepped_up).await.unwrap();
     assert_eq!(claims.amr, ["pwd", "otp", "mfa"]);
     assert_eq!(claims.acr.as_deref(), Some("aal2"));
-    assert_eq!(claims.auth_time, app.clock.now());
+    // A code renews no freshness: auth_time stays the password's.
+    assert_eq!(claims.auth_time, password_time);
     assert_eq!(claims.sid, crate::session_list::sid_of(&password_only));
     // The same code again: spent.
     let again = with_access(
@@ -894,7 +909,7 @@ async fn deleting_an_account_with_a_second_factor_needs_a_step_up() {
     let session = store.get_session(&claims.sid).await.unwrap().unwrap();
     assert_eq!(
         (session.auth_time, session.amr.clone()),
-        (app.clock.now(), claims.amr.clone())
+        (password_time, claims.amr.clone())
     );
 
     // Past the window, stepped up or not, the challenge again.
