@@ -44,20 +44,33 @@ def run_once(state, ddb_port, port, log, examples=False):
                             preexec_fn=lambda: (signal.signal(signal.SIGINT, signal.SIG_DFL), os.setpgrp()))
     try:
         deadline = time.time() + 600
-        while not port_open(port):
+        # Ready once the demo admin has its second factor (through the API).
+        while not port_open(port) or f"== ready on http://localhost:{port}" not in open(log).read():
             if proc.poll() is not None or time.time() > deadline:
                 fail("the watch never started", log)
             time.sleep(0.5)
         password = open(os.path.join(state, "demo-password")).read().strip()
+        secret = open(os.path.join(state, "demo-totp-secret")).read().strip()
+        recovery = open(os.path.join(state, "demo-recovery-codes")).read().split()
         if os.environ.get("TEST_SECRETS_FILE"):
             with open(os.environ["TEST_SECRETS_FILE"], "a") as secrets:
-                secrets.write(password + "\n")
-        if password not in open(log).read():
-            fail("make dev did not print the demo password", log)
+                secrets.write("\n".join([password, secret, *recovery]) + "\n")
+        printed = open(log).read()
+        if password not in printed or f"with a second factor: secret {secret} " not in printed:
+            fail("make dev did not print the demo password and second factor's secret", log)
+        if len(recovery) != 10:
+            fail(f"make dev kept {len(recovery)} recovery codes of the demo admin's, not 10", log)
         base = f"http://127.0.0.1:{port}"
+        # The demo admin's password asks for the second factor; a recovery
+        # code (one per run: the docs' session below spends a code of the
+        # moment, which a second use in the same 30 s would find spent).
         status, body = request(f"{base}/login", {"username": "demo", "password": password})
+        if (status, body.get("error")) != (401, "mfa_required"):
+            fail(f"login as demo, a password alone: {status} {body}", log)
+        status, body = request(f"{base}/login/second-factor",
+                               {"mfa_token": body["mfa_token"], "recovery_code": recovery[0 if examples else 1]})
         if status != 200:
-            fail(f"login as demo: {status} {body}", log)
+            fail(f"login as demo, then a recovery code: {status} {body}", log)
         status, body = request(f"{base}/get_name", headers={"Authorization": f"Bearer {body['access_token']}"})
         if (status, body.get("name")) != (200, "Demo User"):
             fail(f"get_name: {status} {body}", log)
@@ -72,7 +85,8 @@ def run_once(state, ddb_port, port, log, examples=False):
         # Every curl session of the README and docs/, as written, against this stack.
         if examples:
             docs = subprocess.run([sys.executable, os.path.join(root, "tests/docs/run_examples.py"),
-                                   f"http://localhost:{port}"], capture_output=True, text=True)
+                                   f"http://localhost:{port}"], capture_output=True, text=True,
+                                  env=dict(os.environ, DEV_DIR=state))
             print(docs.stdout, end="")
             if docs.returncode != 0:
                 fail("the docs' curl sessions do not hold (above)", log)
@@ -98,13 +112,15 @@ def run_once(state, ddb_port, port, log, examples=False):
         proc.wait(timeout=60)
     # make test scans what make dev wrote for secrets, with the watch's logs:
     # all of it but the banner, which prints the demo password on purpose
-    # (its own line, and the curl hint under it).
+    # (its own line, and the curl hint under it), and its second factor's secret.
     # And the mail pump's line naming the address a message went to, printed
     # on purpose.
     if os.environ.get("CHECK_DEV_LOG"):
         password = open(os.path.join(state, "demo-password")).read().strip()
+        secret = open(os.path.join(state, "demo-totp-secret")).read().strip()
         banner = lambda line: (password in line and (
-            "== demo user:" in line or '"username": "demo"' in line)) or line.startswith("mail-pump: mail to ")
+            "== demo user:" in line or '"username": "demo"' in line)) or line.startswith("mail-pump: mail to ") \
+            or f"with a second factor: secret {secret} " in line
         with open(os.environ["CHECK_DEV_LOG"], "a") as kept:
             kept.writelines(l for l in open(log, errors="replace") if not banner(l))
     for _ in range(100):

@@ -76,18 +76,7 @@ export OIDC_PROVIDERS="[{\"id\": \"local\", \"name\": \"Local IdP\", \"issuer\":
 "$admin" create-user demo "Demo User" --if-missing <"$dev/demo-password"
 "$admin" grant demo admin >/dev/null
 
-cat <<MSG
-
-== demo user: username "demo", password "$(cat "$dev/demo-password")" (kept in .dev/demo-password), an admin
-   try:
-     curl -s -X POST localhost:$watch_port/login -H 'content-type: application/json' \\
-          -d '{"username": "demo", "password": "$(cat "$dev/demo-password")"}'
-     curl -s localhost:$watch_port/get_name -H "Authorization: Bearer <access_token>"
-     curl -s localhost:$watch_port/.well-known/jwks.json
-   or open http://localhost:$watch_port/ and "Sign in with Local IdP" (any login and password there)
-
-== serving on http://localhost:$watch_port, up to $concurrency instances per function (Ctrl-C stops it all)
-MSG
+echo "== serving on http://localhost:$watch_port, up to $concurrency instances per function"
 # --disable-cors: the emulator's own permissive CORS off, so what a browser
 # sees locally is our code's answer, as deployed behind API Gateway's CORS.
 start_group - cargo lambda watch --invoke-port "$watch_port" --concurrency "$concurrency" --disable-cors
@@ -95,4 +84,23 @@ watch_pid=${started_pids[-1]}
 # The table's stream to the mail function, as the deployed event source mapping does.
 start_group - python3 "$root/scripts/mail-pump.py" --dynamodb "$AWS_ENDPOINT_URL_DYNAMODB" --table "$TABLE_NAME" \
   --watch "http://127.0.0.1:$watch_port" --ses "$AWS_ENDPOINT_URL_SESV2" --sender "$MAIL_FROM" --mailbox "$dev/mail"
+# The admin role needs a second factor: the demo admin gets one, through the API.
+python3 "$root/scripts/dev-second-factor.py" "http://127.0.0.1:$watch_port" "$dev"
+
+cat <<MSG
+
+== demo user: username "demo", password "$(cat "$dev/demo-password")" (kept in .dev/demo-password), an admin
+   with a second factor: secret $(cat "$dev/demo-totp-secret") (kept in .dev/demo-totp-secret; add it to
+   an authenticator app, or scripts/totp.py .dev/demo-totp-secret prints its code), and recovery codes
+   in .dev/demo-recovery-codes. Try:
+     curl -s -X POST localhost:$watch_port/login -H 'content-type: application/json' \\
+          -d '{"username": "demo", "password": "$(cat "$dev/demo-password")"}'
+     curl -s -X POST localhost:$watch_port/login/second-factor -H 'content-type: application/json' \\
+          -d '{"mfa_token": "<mfa_token>", "code": "'\$(scripts/totp.py .dev/demo-totp-secret)'"}'
+     curl -s localhost:$watch_port/get_name -H "Authorization: Bearer <access_token>"
+     curl -s localhost:$watch_port/.well-known/jwks.json
+   or open http://localhost:$watch_port/ and "Sign in with Local IdP" (any login and password there)
+
+== ready on http://localhost:$watch_port (Ctrl-C stops it all)
+MSG
 wait "$watch_pid"

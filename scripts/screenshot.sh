@@ -15,4 +15,8 @@ port=$(free_port)
 DEV_DIR=$state DEV_PORT=$port DEV_DYNAMODB_PORT=$(free_port) DEV_SES_PORT=$(free_port) BCRYPT_COST=10 \
   start_group "$state/make-dev.log" make --no-print-directory dev
 wait_for_port "$port" 600 "make dev" "$state/make-dev.log"
-npm --prefix web run --silent screenshot -- "http://localhost:$port" demo "$(cat "$state/demo-password")" "$out"
+# Ready once the demo admin has its second factor.
+for _ in $(seq 600); do grep -q "== ready on" "$state/make-dev.log" && break; sleep 0.5; done
+grep -q "== ready on" "$state/make-dev.log" || { tail -n 30 "$state/make-dev.log" >&2; exit 1; }
+npm --prefix web run --silent screenshot -- "http://localhost:$port" demo "$(cat "$state/demo-password")" "$out" \
+  "$(head -n 1 "$state/demo-recovery-codes")"

@@ -13,5 +13,9 @@ def note(secret):
 
 def note_answer(answer):
     """Every token and proof an answer of the API carries."""
-    for field in ("access_token", "refresh_token", "device"):
-        note(answer.get(field) if isinstance(answer, dict) else None)
+    if not isinstance(answer, dict):
+        return
+    for field in ("access_token", "refresh_token", "device", "mfa_token", "secret"):
+        note(answer.get(field))
+    for code in answer.get("recovery_codes") or []:
+        note(code)

@@ -47,11 +47,14 @@ pub enum ApiError {
     )]
     StaleAuthentication { max_age: u64 },
     /// The act needs a second factor proved within `max_age` seconds (RFC
-    /// 9470: `acr_values="aal2"`): verify a code, then retry.
-    #[error(
-        "this needs a proof of the second factor within the last {max_age} seconds; send a code to /account/second-factor/verify and try again"
-    )]
-    SecondFactorRequired { max_age: u64 },
+    /// 9470: `acr_values="aal2"`): verify a code, then retry; or, for an
+    /// account without one (`enrolled` false), enrol one first.
+    #[error("{}", if *enrolled {
+        format!("this needs a proof of the second factor within the last {max_age} seconds; send a code to /account/second-factor/verify and try again")
+    } else {
+        format!("this needs a second factor, and this account has none: add one (POST /account/second-factor), then send a code to /account/second-factor/verify within {max_age} seconds of signing in, and try again")
+    })]
+    SecondFactorRequired { max_age: u64, enrolled: bool },
     /// Allowed to nobody, whatever their role (an admin deleting themselves).
     #[error("{0}")]
     Forbidden(&'static str),
@@ -222,7 +225,7 @@ impl ApiError {
                     headers.insert(header::WWW_AUTHENTICATE, value);
                 }
             }
-            ApiError::SecondFactorRequired { max_age } => {
+            ApiError::SecondFactorRequired { max_age, .. } => {
                 let challenge = format!(
                     "Bearer realm=\"{REALM}\", error=\"insufficient_user_authentication\", error_description=\"a more recent proof of the second factor is required\", acr_values=\"{}\", max_age={max_age}",
                     crate::sessions::amr::ACR_SECOND_FACTOR

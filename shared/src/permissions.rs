@@ -82,13 +82,60 @@ pub fn fresh_auth_max_age(env: &impl Source) -> Result<Duration, ConfigError> {
     Ok(Duration::from_secs(max_age))
 }
 
+/// The roles that need a second factor (`SECOND_FACTOR_ROLES`, space- or
+/// comma-separated; `admin` when unset; `none` for none; blank refused). A token
+/// carries such a role in its `scope` only when its session proved a second
+/// factor (`acr` `aal2`), so a resource that checks the scope (API Gateway's
+/// JWT authorizer too) requires the factor with it; the admin API answers an
+/// admin without it with RFC 9470's challenge.
+pub fn second_factor_roles(env: &impl Source) -> Result<BTreeSet<Role>, ConfigError> {
+    let Some(raw) = env.get("SECOND_FACTOR_ROLES") else {
+        return Ok(BTreeSet::from([Role::admin()]));
+    };
+    // Only the word unguards: a blank value is a mistake, not a choice.
+    if raw.trim() == "none" {
+        return Ok(BTreeSet::new());
+    }
+    if raw.trim().is_empty() {
+        return Err(ConfigError::Invalid {
+            var: "SECOND_FACTOR_ROLES",
+            reason: "empty: name the roles, or none".into(),
+        });
+    }
+    raw.split([' ', ','])
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            Role::parse(r).map_err(|e| ConfigError::Invalid {
+                var: "SECOND_FACTOR_ROLES",
+                reason: format!("{r:?}: {e} (or none)"),
+            })
+        })
+        .collect()
+}
+
+/// The `scope` claim of a token for a holder of `roles`: every role, but
+/// one of `second_factor_roles` only when the session proved a second
+/// factor the account still has (`second`).
+pub fn scope_at(
+    roles: &BTreeSet<Role>,
+    second_factor_roles: &BTreeSet<Role>,
+    second: bool,
+) -> Option<String> {
+    if second {
+        return scope_of(roles);
+    }
+    scope_of(&roles.difference(second_factor_roles).cloned().collect())
+}
+
 /// What a deployment knows of permissions: the roles that may be granted
 /// (`ROLES`, space- or comma-separated, `admin` always among them; published
-/// as `scopes_supported`) and the freshness admin acts require.
+/// as `scopes_supported`), the freshness admin acts require, and the roles
+/// that need a second factor.
 #[derive(Clone, Debug)]
 pub struct PermissionConfig {
     pub roles: BTreeSet<Role>,
     pub fresh_auth_max_age: Duration,
+    pub second_factor_roles: BTreeSet<Role>,
 }
 
 impl PermissionConfig {
@@ -114,6 +161,7 @@ impl PermissionConfig {
         Ok(PermissionConfig {
             roles,
             fresh_auth_max_age: fresh_auth_max_age(env)?,
+            second_factor_roles: second_factor_roles(env)?,
         })
     }
 
@@ -174,6 +222,40 @@ mod tests {
         assert!(!scope_grants(Some(&scope), &Role::parse("adm").unwrap()));
         assert!(!scope_grants(None, &Role::admin()));
         assert_eq!(scope_of(&BTreeSet::new()), None);
+    }
+
+    #[test]
+    fn a_role_that_needs_a_second_factor_is_in_the_scope_only_at_aal2() {
+        let roles: BTreeSet<Role> = ["support", "admin"]
+            .iter()
+            .map(|r| Role::parse(r).unwrap())
+            .collect();
+        let guarded = BTreeSet::from([Role::admin()]);
+        assert_eq!(scope_at(&roles, &guarded, true).unwrap(), "admin support");
+        assert_eq!(scope_at(&roles, &guarded, false).unwrap(), "support");
+        let admin_only = BTreeSet::from([Role::admin()]);
+        assert_eq!(scope_at(&admin_only, &guarded, false), None);
+        assert_eq!(
+            scope_at(&roles, &BTreeSet::new(), false).unwrap(),
+            "admin support"
+        );
+    }
+
+    #[test]
+    fn second_factor_roles_default_to_admin_and_can_be_none() {
+        let of = |value: Option<&str>| {
+            second_factor_roles(&|v: &str| {
+                (v == "SECOND_FACTOR_ROLES")
+                    .then(|| value.map(str::to_owned))
+                    .flatten()
+            })
+        };
+        assert_eq!(of(None).unwrap(), BTreeSet::from([Role::admin()]));
+        assert_eq!(of(Some("none")).unwrap(), BTreeSet::new());
+        assert!(of(Some("")).is_err());
+        assert!(of(Some(" ")).is_err());
+        assert_eq!(of(Some("admin, billing")).unwrap().len(), 2);
+        assert!(of(Some("Admin")).is_err());
     }
 
     #[test]

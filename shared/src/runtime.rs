@@ -132,19 +132,21 @@ pub async fn issuer_from_env(
     table: Option<Arc<KeyTable>>,
 ) -> Result<TokenIssuer, Error> {
     let kms = crate::aws::kms_client(sdk);
-    match signing_key_from(&Environment)? {
+    // The roles a token carries only after a second factor.
+    let guarded = crate::permissions::second_factor_roles(&Environment)?;
+    let issuer = match signing_key_from(&Environment)? {
         KeySource::Sealed(sealing_key) => {
             let table = match table {
                 Some(table) => table,
                 None => key_table_from_env(store).await?,
             };
-            let issuer = TokenIssuer::sealed(table, kms, sealing_key, tokens, system_now())
+            TokenIssuer::sealed(table, kms, sealing_key, tokens, system_now())
                 .await
-                .map_err(|e| format!("the issuer key does not unseal: {e}"))?;
-            Ok(issuer)
+                .map_err(|e| format!("the issuer key does not unseal: {e}"))?
         }
-        source => Ok(TokenIssuer::new(Signer::new(&source, &kms)?, tokens)),
-    }
+        source => TokenIssuer::new(Signer::new(&source, &kms)?, tokens),
+    };
+    Ok(issuer.guarding(guarded))
 }
 
 /// The public keys of `JWT_VERIFICATION_KEYS` that are loaded once (fetched

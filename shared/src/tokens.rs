@@ -3,7 +3,7 @@
 //! looked up by `kid`. `TokenIssuer::issue` and `TokenVerifier::verify` are the
 //! whole interface the handlers see.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ use crate::config::TokenConfig;
 use crate::issuer_keys::{signing_key, unseal};
 use crate::key_set::KeyTable;
 use crate::keys::{KeyError, PublicKey, SignError, Signer};
-use crate::permissions::scope_of;
+use crate::permissions::{Role, scope_at};
 use crate::users::User;
 
 /// The one algorithm we issue and accept: API Gateway's JWT authorizer takes RSA only.
@@ -114,6 +114,7 @@ pub struct TokenIssuer {
     issuer: String,
     audience: String,
     ttl: Duration,
+    second_factor_roles: BTreeSet<Role>,
 }
 
 /// A signer and the base64url of its JOSE header (the same for every token
@@ -265,6 +266,7 @@ impl TokenIssuer {
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
             ttl: config.access_token_ttl,
+            second_factor_roles: BTreeSet::new(),
         }
     }
 
@@ -295,6 +297,7 @@ impl TokenIssuer {
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
             ttl: config.access_token_ttl,
+            second_factor_roles: BTreeSet::new(),
         })
     }
 
@@ -303,6 +306,13 @@ impl TokenIssuer {
             IssuerKeys::Fixed(held) => Ok(held.clone()),
             IssuerKeys::Sealed(sealed) => sealed.signer(now).await,
         }
+    }
+
+    /// The same issuer, putting a role of `roles` (`SECOND_FACTOR_ROLES`)
+    /// into a token's scope only when its session proved a second factor.
+    pub fn guarding(mut self, roles: BTreeSet<Role>) -> Self {
+        self.second_factor_roles = roles;
+        self
     }
 
     /// The kid that signs at `now`.
@@ -324,6 +334,11 @@ impl TokenIssuer {
         let mut claims = self.claims_for(user, sid, auth_time, now);
         claims.amr = amr.to_vec();
         claims.acr = crate::sessions::amr::acr(amr).map(str::to_owned);
+        // A guarded role only for a session that proved a second factor
+        // that the account still has (a removal leaves sessions be).
+        let second = claims.acr.as_deref() == Some(crate::sessions::amr::ACR_SECOND_FACTOR)
+            && user.second_factor;
+        claims.scope = scope_at(&user.roles, &self.second_factor_roles, second);
         Ok(IssuedToken {
             token: self.sign(&claims, now).await?,
             expires_in: self.ttl.as_secs(),
@@ -345,7 +360,8 @@ impl TokenIssuer {
             auth_time,
             amr: Vec::new(),
             acr: None,
-            scope: scope_of(&user.roles),
+            // As for a session without a second factor: `issue` decides.
+            scope: scope_at(&user.roles, &self.second_factor_roles, false),
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             iat: now,
@@ -645,13 +661,29 @@ mod tests {
         user.roles.insert(crate::permissions::Role::admin());
         user.roles
             .insert(crate::permissions::Role::parse("support").unwrap());
-        let token = issuer(ours())
-            .issue(&user, "s", now(), &[], now())
+        let aal2: Vec<String> = ["pwd", "otp", "mfa"].map(String::from).to_vec();
+        user.second_factor = true;
+        let issuer = || issuer(ours()).guarding(BTreeSet::from([Role::admin()]));
+        let token = issuer()
+            .issue(&user, "s", now(), &aal2, now())
             .await
             .unwrap()
             .token;
         let claims = verify(&token).unwrap();
         assert_eq!(claims.scope.as_deref(), Some("admin support"));
+        // admin needs a second factor (the default): without one in the
+        // session, the token carries the other roles only.
+        for amr in [vec!["pwd".to_owned()], vec![]] {
+            let one_factor = issuer()
+                .issue(&user, "s", now(), &amr, now())
+                .await
+                .unwrap()
+                .token;
+            assert_eq!(
+                verify(&one_factor).unwrap().scope.as_deref(),
+                Some("support")
+            );
+        }
         // What API Gateway's authorizer reads: a plain string claim.
         let payload = token.split('.').nth(1).unwrap();
         let json: Value =

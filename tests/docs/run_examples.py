@@ -10,7 +10,10 @@ Conventions (docs/contributing.md):
 - localhost:9000 stands for the stack's address;
 - $AT and $RT are the access and refresh token of the last answer that
   carried them, or what a command `AT=$(curl …)` (or `RT=`) printed, as a
-  reader pasting the session sets them;
+  reader pasting the session sets them; $MT the `mfa_token` of the last
+  answer that asked for a second factor;
+- commands run in the project's root, and .dev/ stands for make dev's state
+  folder (DEV_DIR when it is another);
 - compared: the status line and the headers shown; JSON bodies key for key;
   fixed values exactly; tokens, ids, keys and times by pattern; a string
   ending in "..." by the prefix before the dots."""
@@ -22,6 +25,7 @@ FIRST = ["README.md", "docs/api.md", "docs/clients.md"]
 PATTERNS = {
     "access_token": r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+",
     "refresh_token": r"[A-Za-z0-9_-]{43}",
+    "mfa_token": r"[A-Za-z0-9_-]{43}",
     "device": r"[A-Za-z0-9_-]{43}",
     "id": r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
     "kid": r"[A-Za-z0-9_-]{20,}",
@@ -127,7 +131,8 @@ def main():
     host = urllib.parse.urlparse(base).netloc
     files = [root / f for f in FIRST] + sorted(p for p in (root / "docs").glob("*.md")
                                               if str(p.relative_to(root)) not in FIRST)
-    env = dict(os.environ, AT="", RT="")
+    env = dict(os.environ, AT="", RT="", MT="")
+    dev_dir = os.environ.get("DEV_DIR")
     failures, ran = [], 0
     for path in files:
         for block in sessions(path):
@@ -139,7 +144,10 @@ def main():
                     failures.append(f"{path.relative_to(root)}:{number}: only curl commands run here: {command}")
                     continue
                 command = command.replace("localhost:9000", host)
-                result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=env, timeout=60)
+                if dev_dir:
+                    command = command.replace(" .dev/", f" {dev_dir.rstrip('/')}/")
+                result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=env, timeout=60,
+                                        cwd=root)
                 ran += 1
                 if assigned:
                     value = result.stdout.strip()
@@ -163,6 +171,7 @@ def main():
                 if isinstance(answer, dict):
                     env["AT"] = answer.get("access_token", env["AT"])
                     env["RT"] = answer.get("refresh_token", env["RT"])
+                    env["MT"] = answer.get("mfa_token", env["MT"])
     for failure in failures:
         print(f"FAIL {failure}")
     print(f"docs examples: {ran} commands run, {len(failures)} failed")

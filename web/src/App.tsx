@@ -2,7 +2,8 @@
 // every button says what it does, and results are announced (role="status",
 // role="alert") so the page works from the keyboard and a screen reader.
 
-import { useEffect, useId, useState, useSyncExternalStore, type ReactNode } from "react";
+import { useEffect, useId, useRef, useState, useSyncExternalStore, type ReactNode } from "react";
+import QRCode from "qrcode";
 import {
   describe,
   identifier,
@@ -12,9 +13,12 @@ import {
   takeProviderOutcome,
   type AuthClient,
   type EmailView,
+  type Enrolment,
+  type FactorProof,
   type Identities,
   type Provider,
   type ProviderOutcome,
+  type SecondStep,
   type SessionInfo,
 } from "./auth";
 
@@ -99,17 +103,44 @@ function Form(props: { title: string; onSubmit: () => void; children: ReactNode 
   );
 }
 
-function SignIn({ auth, notice }: { auth: AuthClient; notice: string | null }) {
+function SignIn({
+  auth,
+  notice,
+  pending,
+  onDropPending,
+}: {
+  auth: AuthClient;
+  notice: string | null;
+  pending: SecondStep | null;
+  onDropPending: () => void;
+}) {
   const [mode, setMode] = useState<"login" | "register" | "forgot">("login");
   const [username, setUsername] = useState("");
   const [password, setPassword] = useState("");
   const [name, setName] = useState("");
   const [email, setEmail] = useState("");
+  // A first step that was good, for an account with a second factor.
+  const [step, setStep] = useState<SecondStep | null>(pending);
   const [busy, outcome, run, clear] = useAction();
   const switchTo = (next: "login" | "register" | "forgot") => {
     setMode(next);
     clear();
   };
+
+  if (step !== null) {
+    return (
+      <SecondStepForm
+        auth={auth}
+        step={step}
+        onCancel={() => {
+          setStep(null);
+          setPassword("");
+          onDropPending();
+          clear();
+        }}
+      />
+    );
+  }
 
   if (mode === "forgot") {
     return <ForgotPassword auth={auth} onDone={() => { switchTo("login"); }} />;
@@ -146,7 +177,9 @@ function SignIn({ auth, notice }: { auth: AuthClient; notice: string | null }) {
       title="Log in"
       onSubmit={() => {
         run(async () => {
-          await auth.login(username, password);
+          const next = await auth.login(username, password);
+          setPassword("");
+          setStep(next);
           return null;
         });
       }}
@@ -166,6 +199,232 @@ function SignIn({ auth, notice }: { auth: AuthClient; notice: string | null }) {
       </div>
       <ProviderButtons auth={auth} />
     </Form>
+  );
+}
+
+/** A code of the authenticator app, or (instead) one of the recovery codes. */
+function FactorFields({
+  proof,
+  onChange,
+}: {
+  proof: FactorProof;
+  onChange: (proof: FactorProof) => void;
+}) {
+  const recovery = "recovery_code" in proof;
+  return (
+    <>
+      {recovery ? (
+        <Field
+          label="Recovery code"
+          autoComplete="off"
+          value={proof.recovery_code}
+          onChange={(value) => { onChange({ recovery_code: value.trim() }); }}
+        />
+      ) : (
+        <Field
+          label="Code from your authenticator app"
+          autoComplete="one-time-code"
+          inputMode="numeric"
+          value={proof.code}
+          onChange={(value) => { onChange({ code: value.replace(/\s/g, "") }); }}
+        />
+      )}
+      <button
+        type="button"
+        className="link"
+        onClick={() => { onChange(recovery ? { code: "" } : { recovery_code: "" }); }}
+      >
+        {recovery ? "Use a code from the app" : "Use a recovery code instead"}
+      </button>
+    </>
+  );
+}
+
+/** The second step of a sign-in, after the password (or a provider) was good. */
+function SecondStepForm({ auth, step, onCancel }: { auth: AuthClient; step: SecondStep; onCancel: () => void }) {
+  const [proof, setProof] = useState<FactorProof>({ code: "" });
+  const [busy, outcome, run] = useAction();
+  return (
+    <Form
+      title="Second step"
+      onSubmit={() => {
+        run(async () => {
+          await auth.completeSignIn(step, proof);
+          return null;
+        });
+      }}
+    >
+      <p>Enter the code your authenticator app shows for this account.</p>
+      <FactorFields proof={proof} onChange={setProof} />
+      <Result outcome={outcome} />
+      <div className="actions">
+        <button type="submit" disabled={busy}>Continue</button>
+        <button type="button" className="link" onClick={onCancel}>
+          Start over
+        </button>
+      </div>
+    </Form>
+  );
+}
+
+/** The otpauth URI as a QR code, drawn on a canvas (no data: URL: the page's policy allows none). */
+function QrCode({ text, label }: { text: string; label: string }) {
+  const canvas = useRef<HTMLCanvasElement>(null);
+  useEffect(() => {
+    if (canvas.current !== null) void QRCode.toCanvas(canvas.current, text, { margin: 2, width: 200 });
+  }, [text]);
+  return <canvas ref={canvas} role="img" aria-label={label} />;
+}
+
+/** Recovery codes, shown once. */
+function RecoveryCodes({ codes }: { codes: string[] }) {
+  return (
+    <>
+      <p>
+        Your recovery codes. Each signs in once when your phone is not at hand. Keep them somewhere safe: they are not
+        shown again.
+      </p>
+      <ul className="recovery-codes" aria-label="Recovery codes">
+        {codes.map((code) => (
+          <li key={code}>
+            <code>{code}</code>
+          </li>
+        ))}
+      </ul>
+    </>
+  );
+}
+
+/**
+ * The second factor: set one up (a QR code or the key for the app, then a
+ * code from it); with one, new recovery codes or its removal (the password
+ * and a code each).
+ */
+function SecondFactor({ auth, methods, onChange }: { auth: AuthClient; methods: Identities; onChange: () => void }) {
+  const [password, setPassword] = useState("");
+  const [enrolment, setEnrolment] = useState<Enrolment | null>(null);
+  const [code, setCode] = useState("");
+  const [proof, setProof] = useState<FactorProof>({ code: "" });
+  const [codes, setCodes] = useState<string[] | null>(null);
+  const [busy, outcome, run] = useAction();
+  const headingId = useId();
+  const proofOfPassword = methods.has_password ? password : null;
+  const passwordField = methods.has_password && (
+    <Field label="Password" type="password" autoComplete="current-password" value={password} onChange={setPassword} />
+  );
+  let body: ReactNode;
+  if (codes !== null) {
+    body = (
+      <>
+        <RecoveryCodes codes={codes} />
+        <div className="actions">
+          <button type="button" onClick={() => { setCodes(null); }}>
+            I have saved them
+          </button>
+        </div>
+      </>
+    );
+  } else if (enrolment !== null) {
+    body = (
+      <form
+        aria-label="Confirm the second factor"
+        onSubmit={(event) => {
+          event.preventDefault();
+          run(async () => {
+            const recovery = await auth.confirmSecondFactor(code);
+            setEnrolment(null);
+            setCode("");
+            setCodes(recovery);
+            onChange();
+            return "Second factor on: every sign-in now asks for a code.";
+          });
+        }}
+      >
+        <p>Scan this with your authenticator app, then enter the code it shows.</p>
+        <QrCode text={enrolment.otpauth_uri} label="QR code for your authenticator app" />
+        <p>
+          Or type this key into the app: <code className="secret">{enrolment.secret}</code>
+        </p>
+        <Field label="Code from your authenticator app" autoComplete="one-time-code" inputMode="numeric" value={code} onChange={(v) => { setCode(v.replace(/\s/g, "")); }} />
+        <div className="actions">
+          <button type="submit" disabled={busy}>Turn on</button>
+          <button type="button" className="link" onClick={() => { setEnrolment(null); setCode(""); }}>
+            Cancel
+          </button>
+        </div>
+      </form>
+    );
+  } else if (!methods.second_factor) {
+    body = (
+      <form
+        aria-label="Set up a second factor"
+        onSubmit={(event) => {
+          event.preventDefault();
+          run(async () => {
+            setEnrolment(await auth.beginSecondFactor(proofOfPassword));
+            setPassword("");
+            return null;
+          });
+        }}
+      >
+        <p>Off. With a second factor, a stolen password alone does not sign in: each sign-in also asks for a code from an app on your phone.</p>
+        {passwordField}
+        <div className="actions">
+          <button type="submit" disabled={busy}>Set up a second factor</button>
+        </div>
+      </form>
+    );
+  } else {
+    const act = (work: () => Promise<string>) => {
+      run(async () => {
+        const done = await work();
+        setPassword("");
+        setProof({ code: "" });
+        return done;
+      });
+    };
+    body = (
+      <form aria-label="Manage the second factor" onSubmit={(event) => { event.preventDefault(); }}>
+        <p>On: every sign-in asks for a code from your authenticator app.</p>
+        {passwordField}
+        <FactorFields proof={proof} onChange={setProof} />
+        <div className="actions">
+          <button
+            type="button"
+            disabled={busy}
+            onClick={() => {
+              act(async () => {
+                setCodes(await auth.newRecoveryCodes(proofOfPassword, proof));
+                return "New recovery codes: the old ones no longer work.";
+              });
+            }}
+          >
+            New recovery codes
+          </button>
+          <button
+            type="button"
+            className="danger"
+            disabled={busy}
+            onClick={() => {
+              act(async () => {
+                await auth.removeSecondFactor(proofOfPassword, proof);
+                onChange();
+                return "Second factor removed: the password alone signs in again.";
+              });
+            }}
+          >
+            Remove the second factor
+          </button>
+        </div>
+      </form>
+    );
+  }
+  return (
+    <section aria-labelledby={headingId}>
+      <h2 id={headingId}>Second factor</h2>
+      {body}
+      <Result outcome={outcome} />
+    </section>
   );
 }
 
@@ -421,7 +680,7 @@ function SignInMethods({
   // An empty field asks nothing of the API: it answers what it needs.
   const proof = methods.has_password && password !== "" ? password : null;
   const back =
-    returned === null
+    returned === null || returned.kind === "second-step"
       ? null
       : returned.kind === "error"
         ? { kind: "error" as const, text: providerProblem(returned.code) }
@@ -568,9 +827,18 @@ function ChangePassword({ auth }: { auth: AuthClient }) {
   );
 }
 
-function DeleteAccount({ auth, hasPassword }: { auth: AuthClient; hasPassword: boolean }) {
+function DeleteAccount({
+  auth,
+  hasPassword,
+  secondFactor,
+}: {
+  auth: AuthClient;
+  hasPassword: boolean;
+  secondFactor: boolean;
+}) {
   const [asked, setAsked] = useState(false);
   const [password, setPassword] = useState("");
+  const [proof, setProof] = useState<FactorProof>({ code: "" });
   const [busy, outcome, run] = useAction();
   if (!asked) {
     return (
@@ -589,7 +857,7 @@ function DeleteAccount({ auth, hasPassword }: { auth: AuthClient; hasPassword: b
       title="Delete account"
       onSubmit={() => {
         run(async () => {
-          await auth.deleteAccount(hasPassword ? password : null);
+          await auth.deleteAccount(hasPassword ? password : null, secondFactor ? proof : null);
           return null;
         });
       }}
@@ -600,6 +868,7 @@ function DeleteAccount({ auth, hasPassword }: { auth: AuthClient; hasPassword: b
       ) : (
         <p>Confirm it&apos;s you with your provider first (above).</p>
       )}
+      {secondFactor && <FactorFields proof={proof} onChange={setProof} />}
       <Result outcome={outcome} />
       <div className="actions">
         <button type="submit" className="danger" disabled={busy}>Delete my account</button>
@@ -756,7 +1025,12 @@ function Account({ auth, returned }: { auth: AuthClient; returned: ProviderOutco
       <SignInMethods auth={auth} methods={methods} onChange={reloadMethods} returned={returned} />
       <Email auth={auth} />
       {methods?.has_password === false ? <SetPassword auth={auth} onDone={reloadMethods} /> : <ChangePassword auth={auth} />}
-      <DeleteAccount auth={auth} hasPassword={methods?.has_password !== false} />
+      {methods !== null && <SecondFactor auth={auth} methods={methods} onChange={reloadMethods} />}
+      <DeleteAccount
+        auth={auth}
+        hasPassword={methods?.has_password !== false}
+        secondFactor={methods?.second_factor === true}
+      />
     </>
   );
 }
@@ -767,7 +1041,11 @@ export function App({ auth }: { auth: AuthClient }) {
   // a link is opened in this tab later (only the fragment changes).
   const [link, setLink] = useState(takeLinkSecret);
   // What a provider's round trip brought the page back with.
-  const [returned] = useState(takeProviderOutcome);
+  const [returned, setReturned] = useState(takeProviderOutcome);
+  // A provider's second step is used once: signed in (or started over), it
+  // is gone, and a later sign-out shows the plain form.
+  // (Set while rendering, as React allows for state derived from a change.)
+  if (returned?.kind === "second-step" && state.status === "signed-in") setReturned(null);
   useEffect(() => {
     const opened = () => {
       const secret = takeLinkSecret();
@@ -802,6 +1080,8 @@ export function App({ auth }: { auth: AuthClient }) {
         <SignIn
           auth={auth}
           notice={returned?.kind === "error" ? providerProblem(returned.code) : state.notice}
+          pending={returned?.kind === "second-step" ? returned.step : null}
+          onDropPending={() => { setReturned(null); }}
         />
       )}
       {/* A new user is a new view: their name is fetched anew. */}

@@ -99,6 +99,8 @@ export interface Provider {
 /** The ways the signed-in account signs in (`GET /account/identities`). */
 export interface Identities {
   has_password: boolean;
+  /** A second factor is set up: every sign-in asks for it. */
+  second_factor: boolean;
   identities: {
     /** The configured provider's id and name (null: no longer configured). */
     provider: string | null;
@@ -111,7 +113,29 @@ export interface Identities {
 /** What a provider's round trip came back with, from the page's fragment. */
 export type ProviderOutcome =
   | { kind: "error"; code: string }
-  | { kind: "connected" | "reauthenticated"; provider: string };
+  | { kind: "connected" | "reauthenticated"; provider: string }
+  /** The provider's sign-in was good; the account's second factor comes next. */
+  | { kind: "second-step"; step: SecondStep };
+
+/**
+ * A sign-in whose first step (the password, or a provider) was good, for an
+ * account with a second factor: `token` carries it to the second step (5
+ * minutes, once). Held in memory only, as the access token is.
+ */
+export interface SecondStep {
+  token: string;
+  /** What the account can prove it with: "totp", "recovery_code". */
+  factors: string[];
+}
+
+/** What proves the second factor: a code of the app, or a recovery code. */
+export type FactorProof = { code: string } | { recovery_code: string };
+
+/** A second factor being set up: the secret an authenticator app takes (or its URI, as a QR code). */
+export interface Enrolment {
+  secret: string;
+  otpauth_uri: string;
+}
 
 /**
  * The outcome a provider's round trip brought the page back with
@@ -119,6 +143,13 @@ export type ProviderOutcome =
  * address bar and the history at once.
  */
 export function takeProviderOutcome(): ProviderOutcome | null {
+  if (window.location.hash.startsWith("#mfa_required=")) {
+    // Out of the address bar and the history first, whatever its shape.
+    const second = /^#mfa_required=([A-Za-z0-9_-]{43})$/.exec(window.location.hash);
+    history.replaceState(null, "", window.location.pathname + window.location.search);
+    if (second === null) return { kind: "error", code: "sign_in_failed" };
+    return { kind: "second-step", step: { token: second[1] ?? "", factors: ["totp", "recovery_code"] } };
+  }
   const match = /^#(sign_in_error|connected|reauthenticated)=([a-z0-9_-]{1,64})$/.exec(window.location.hash);
   if (match === null) return null;
   history.replaceState(null, "", window.location.pathname + window.location.search);
@@ -377,20 +408,83 @@ export class AuthClient {
     });
   }
 
-  async login(username: string, password: string): Promise<void> {
+  /**
+   * Signs in with the password. For an account with a second factor, no
+   * session yet: the answer is the second step, for `completeSignIn`.
+   */
+  async login(username: string, password: string): Promise<SecondStep | null> {
+    return this.#signIn("/login", { username, password, refresh_token_delivery: "cookie" });
+  }
+
+  /** The second step of a sign-in: a code of the app, or a recovery code. */
+  async completeSignIn(step: SecondStep, proof: FactorProof): Promise<void> {
+    await this.#signIn("/login/second-factor", { mfa_token: step.token, ...proof, refresh_token_delivery: "cookie" });
+  }
+
+  // A sign-in: tokens (signed in, every tab told), the second step, or why not.
+  async #signIn(path: string, json: unknown): Promise<SecondStep | null> {
     // Under the refresh lock: no tab's refresh may send the cookie this
-    // login is about to replace.
-    const user = await this.#locked(async () => {
+    // sign-in is about to replace.
+    const outcome = await this.#locked(async (): Promise<{ user: string } | { step: SecondStep }> => {
       this.#generation++;
-      const response = await this.#send(
-        "/login",
-        { method: "POST", json: { username, password, refresh_token_delivery: "cookie" } },
-        null,
-      );
+      const response = await this.#send(path, { method: "POST", json }, null);
+      if (response.status === 401 && (await errorCode(response)) === "mfa_required") {
+        const body = (await response.json()) as { mfa_token: string; factors: string[] };
+        return { step: { token: body.mfa_token, factors: body.factors } };
+      }
       if (!response.ok) throw await problem(response);
-      return this.#adopt((await response.json()) as TokenAnswer);
+      return { user: this.#adopt((await response.json()) as TokenAnswer) };
     });
-    this.#broadcast({ type: "signed-in", user });
+    if ("step" in outcome) return outcome.step;
+    this.#broadcast({ type: "signed-in", user: outcome.user });
+    return null;
+  }
+
+  /**
+   * Begins setting up a second factor, proving the password first where
+   * the account has one (it needs a fresh sign-in): the secret and its URI.
+   */
+  async beginSecondFactor(password: string | null): Promise<Enrolment> {
+    if (password !== null) await this.#reauthenticate(password);
+    const response = await this.fetch("/account/second-factor", { method: "POST", json: {} });
+    if (!response.ok) throw await problem(response);
+    return (await response.json()) as Enrolment;
+  }
+
+  /** Completes the set-up with a code of the app: the ten recovery codes, shown once. */
+  async confirmSecondFactor(code: string): Promise<string[]> {
+    const response = await this.fetch("/account/second-factor/confirm", { method: "POST", json: { code } });
+    if (!response.ok) throw await problem(response);
+    return ((await response.json()) as { recovery_codes: string[] }).recovery_codes;
+  }
+
+  /** Removes the second factor: the password (a fresh proof) and a code. */
+  async removeSecondFactor(password: string | null, proof: FactorProof): Promise<void> {
+    if (password !== null) await this.#reauthenticate(password);
+    const response = await this.fetch("/account/second-factor", { method: "DELETE", json: proof });
+    if (!response.ok) throw await problem(response);
+  }
+
+  /** New recovery codes for the old: the password (a fresh proof) and a code. */
+  async newRecoveryCodes(password: string | null, proof: FactorProof): Promise<string[]> {
+    if (password !== null) await this.#reauthenticate(password);
+    const response = await this.fetch("/account/second-factor/recovery-codes", { method: "POST", json: proof });
+    if (!response.ok) throw await problem(response);
+    return ((await response.json()) as { recovery_codes: string[] }).recovery_codes;
+  }
+
+  /** Steps this session up with a code (RFC 9470 `aal2`), for the acts that need it. */
+  async #stepUp(proof: FactorProof): Promise<void> {
+    await this.#locked(async () => {
+      const response = await this.#authorized(
+        "/account/second-factor/verify",
+        { method: "POST", json: proof },
+        () => this.#refreshOnce(),
+      );
+      if (response === null) throw sessionEnded();
+      if (!response.ok) throw await problem(response);
+      this.#adopt((await response.json()) as TokenAnswer);
+    });
   }
 
   /**
@@ -435,7 +529,12 @@ export class AuthClient {
    * out every tab (the API clears the cookie). Throws, and stays signed in,
    * if the API did not delete it.
    */
-  async deleteAccount(password: string | null): Promise<void> {
+  async deleteAccount(password: string | null, secondFactor: FactorProof | null = null): Promise<void> {
+    // With a second factor: a fresh proof of both, in this session, first.
+    if (secondFactor !== null) {
+      if (password !== null) await this.#reauthenticate(password);
+      await this.#stepUp(secondFactor);
+    }
     await this.#locked(async () => {
       const response = await this.#authorized(
         "/account",

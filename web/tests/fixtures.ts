@@ -66,8 +66,12 @@ export const test = base.extend<{ consoleMessages: string[] }>({
           response
             .json()
             .then((body: Record<string, unknown>) => {
-              for (const field of ["access_token", "refresh_token", "device"]) {
+              for (const field of ["access_token", "refresh_token", "device", "mfa_token", "secret"]) {
                 if (typeof body[field] === "string") noteSecret(body[field]);
+              }
+              const codes = body.recovery_codes;
+              if (Array.isArray(codes)) {
+                for (const code of codes) if (typeof code === "string") noteSecret(code);
               }
             })
             .catch(() => undefined);

@@ -1,5 +1,7 @@
 //! The admin API: for callers who hold the `admin` role and proved their
-//! password within `FRESH_AUTH_MAX_AGE_SECONDS`. The collection:
+//! password within `FRESH_AUTH_MAX_AGE_SECONDS`, and their second factor in
+//! the same session unless `SECOND_FACTOR_ROLES` leaves `admin` out (else
+//! RFC 9470's challenge, `acr_values="aal2"`). The collection:
 //!
 //! - `GET    /admin/users?id={user id}`: find a user by the id the logs name
 //!   (one query of a keys-only index: no scan);
@@ -341,8 +343,12 @@ async fn act(
     audit: &mut Audit,
     now: i64,
 ) -> Result<Response<Body>, ApiError> {
-    caller.require_role(&Role::admin())?;
-    caller.require_fresh(state.permissions.fresh_auth_max_age, now)?;
+    caller.require_role_freshly(
+        &Role::admin(),
+        &state.permissions.second_factor_roles,
+        state.permissions.fresh_auth_max_age,
+        now,
+    )?;
     // The user named (or the id asked for) and the act are checked before
     // the body, and all of it before the user is read.
     let subject = match name {

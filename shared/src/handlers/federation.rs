@@ -586,6 +586,8 @@ struct IdentityView {
 struct IdentitiesView {
     has_password: bool,
     identities: Vec<IdentityView>,
+    /// A second factor (TOTP) is set up: every sign-in asks for it.
+    second_factor: bool,
 }
 
 /// `GET /account/identities`: the caller's outside identities, and whether
@@ -613,6 +615,7 @@ async fn identities(state: &Federation, req: &Request) -> Result<Response<Body>,
         &IdentitiesView {
             has_password: caller.user.has_password(),
             identities,
+            second_factor: caller.user.second_factor,
         },
     ))
 }

@@ -80,19 +80,42 @@ impl Authenticated {
 }
 
 impl Authenticated {
-    /// For acts that need the second factor: the session's latest proof
-    /// (`auth_time`, `acr`: RFC 9470) was one with it (`aal2`), at most
-    /// `max_age` ago. Else 401 `insufficient_user_authentication` naming
-    /// `acr_values="aal2"` and the `max_age`: verify a code, then retry.
+    /// For acts that need the second factor: the account has one, and the
+    /// session's latest proof (`auth_time`, `acr`: RFC 9470) was one with it
+    /// (`aal2`), at most `max_age` ago. Else 401
+    /// `insufficient_user_authentication` naming `acr_values="aal2"` and the
+    /// `max_age`: verify a code (or first add a factor), then retry.
     pub fn require_second_factor(&self, max_age: Duration, now: i64) -> Result<(), ApiError> {
         let second = self.claims.acr.as_deref() == Some(crate::sessions::amr::ACR_SECOND_FACTOR);
-        if second && now - self.claims.auth_time <= max_age.as_secs() as i64 {
+        if second
+            && self.user.second_factor
+            && now - self.claims.auth_time <= max_age.as_secs() as i64
+        {
             Ok(())
         } else {
             Err(ApiError::SecondFactorRequired {
                 max_age: max_age.as_secs(),
+                enrolled: self.user.second_factor,
             })
         }
+    }
+
+    /// `require_role` and `require_fresh` for a role that may need a second
+    /// factor (`guarded`, `SECOND_FACTOR_ROLES`): a holder of such a role
+    /// whose session has not proved one (its token then lacks the scope for
+    /// that reason alone) gets RFC 9470's challenge rather than a 403.
+    pub fn require_role_freshly(
+        &self,
+        role: &Role,
+        guarded: &std::collections::BTreeSet<Role>,
+        max_age: Duration,
+        now: i64,
+    ) -> Result<(), ApiError> {
+        if guarded.contains(role) && self.user.roles.contains(role) {
+            self.require_second_factor(max_age, now)?;
+        }
+        self.require_role(role)?;
+        self.require_fresh(max_age, now)
     }
 }
 

@@ -1121,6 +1121,7 @@ async fn a_provider_is_disconnected_only_while_another_way_to_sign_in_remains() 
     .await;
     let listed = body_json(&listed);
     assert_eq!(listed["has_password"], false);
+    assert_eq!(listed["second_factor"], false);
     assert_eq!(listed["identities"][0]["provider"], "test");
     assert_eq!(listed["identities"][0]["issuer"], f.idp.issuer.as_str());
 

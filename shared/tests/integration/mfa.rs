@@ -980,3 +980,117 @@ async fn an_admin_removes_a_lost_second_factor_and_every_session_ends() {
     let own = admin("/admin/users/chief-lost/second-factor").await;
     assert_error(&own, 403, "forbidden");
 }
+
+/// With `admin` needing a second factor (a deployment's default,
+/// `SECOND_FACTOR_ROLES`): a password-only session's token carries no
+/// `admin` scope and the admin API answers RFC 9470's challenge (an admin
+/// without a factor is told to add one); a session that signed in with a
+/// code acts, and so does its refresh; a password-only session acts once
+/// it steps up, within the fresh-login window only.
+#[tokio::test]
+async fn the_admin_role_needs_a_second_factor() {
+    use auth::permissions::Role;
+    use lambda_http::http::Method;
+    let store = fresh_store().await;
+    let app = App::with_clock(&store, Clock::manual(mid_step())).guarded();
+    add_user(&store, "plain-guard", "Plain", PASSWORD).await;
+    let look_up = |app: &App, access: &str| {
+        let mut req = request("admin-user.json", Some(&bearer(access)), None);
+        *req.uri_mut() = "/admin/users/plain-guard".parse().unwrap();
+        let state = app.admin();
+        async move { auth::handlers::admin::handle(&state, req).await }
+    };
+    let scope_of = async |access: &str| verifier().verify(access).await.unwrap().scope;
+    let challenged = |response: &Response<Body>| {
+        let json = assert_error(response, 401, "insufficient_user_authentication");
+        let challenge = response.headers()["www-authenticate"].to_str().unwrap();
+        assert!(challenge.contains("acr_values=\"aal2\""), "{challenge}");
+        assert!(challenge.contains("max_age=600"), "{challenge}");
+        json["message"].as_str().unwrap().to_owned()
+    };
+
+    // An admin without a factor: no admin scope, and told to add one.
+    let bare = add_user(&store, "chief-bare", "Bare", PASSWORD).await;
+    store.grant_role(&bare, &Role::admin()).await.unwrap();
+    let bare_access = access_of(&app, "chief-bare").await;
+    assert_eq!(scope_of(&bare_access).await, None);
+    let told = challenged(&look_up(&app, &bare_access).await);
+    assert!(told.contains("has none"), "{told}");
+
+    // An admin with one, signed in with the password and a code.
+    let chief = enrolled(&app, "chief-guard").await;
+    store.grant_role(&chief.user, &Role::admin()).await.unwrap();
+    next_step(&app);
+    let token = mfa_token(&app, "chief-guard").await;
+    let signed = with_code(&app, &token, &code(&chief.secret, app.clock.now())).await;
+    let tokens = crate::sessions::Tokens::from(&signed);
+    assert_eq!(scope_of(&tokens.access).await.as_deref(), Some("admin"));
+    let found = look_up(&app, &tokens.access).await;
+    assert_eq!(found.status(), 200, "{}", body_json(&found));
+    let refreshed =
+        crate::sessions::Tokens::from(&crate::sessions::do_refresh(&app, &tokens.refresh).await);
+    assert_eq!(scope_of(&refreshed.access).await.as_deref(), Some("admin"));
+    assert_eq!(look_up(&app, &refreshed.access).await.status(), 200);
+    // Past the fresh-login window: the challenge again.
+    let later = App::with_clock(&store, Clock::manual(app.clock.now() + 601)).guarded();
+    challenged(&look_up(&later, &tokens.access).await);
+
+    // A password-only proof of the same admin (a reauthentication): no
+    // admin scope and the challenge, until a code steps the session up.
+    let reauth = request(
+        "reauthenticate.json",
+        Some(&bearer(&tokens.access)),
+        Some(&json!({"password": PASSWORD}).to_string()),
+    );
+    let reauthed = auth::handlers::account::handle(&app.account(), reauth).await;
+    assert_eq!(reauthed.status(), 200, "{}", body_json(&reauthed));
+    let password_only = body_json(&reauthed)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(scope_of(&password_only).await, None);
+    let told = challenged(&look_up(&app, &password_only).await);
+    assert!(told.contains("/account/second-factor/verify"), "{told}");
+    next_step(&app);
+    let stepped = with_access(
+        &app,
+        Method::POST,
+        "/account/second-factor/verify",
+        &password_only,
+        json!({"code": code(&chief.secret, app.clock.now())}),
+    )
+    .await;
+    assert_eq!(stepped.status(), 200, "{}", body_json(&stepped));
+    let stepped_up = body_json(&stepped)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(scope_of(&stepped_up).await.as_deref(), Some("admin"));
+    assert_eq!(look_up(&app, &stepped_up).await.status(), 200);
+    // The factor removed: the token still says aal2 (until it expires),
+    // but the account has none now.
+    next_step(&app);
+    let removed = with_access(
+        &app,
+        Method::DELETE,
+        "/account/second-factor",
+        &stepped_up,
+        json!({"code": code(&chief.secret, app.clock.now())}),
+    )
+    .await;
+    assert_eq!(removed.status(), 200, "{}", body_json(&removed));
+    let told = challenged(&look_up(&app, &stepped_up).await);
+    assert!(told.contains("has none"), "{told}");
+    // And the session's refreshes carry the role no more: its proof was
+    // of a factor the account no longer has.
+    let after =
+        crate::sessions::Tokens::from(&crate::sessions::do_refresh(&app, &refreshed.refresh).await);
+    assert_eq!(scope_of(&after.access).await, None);
+
+    // A deployment that leaves admin out of SECOND_FACTOR_ROLES: the
+    // password alone opens the admin API.
+    let open = App::with_clock(&store, app.clock.clone());
+    let bare_open = access_of(&open, "chief-bare").await;
+    assert_eq!(scope_of(&bare_open).await.as_deref(), Some("admin"));
+    assert_eq!(look_up(&open, &bare_open).await.status(), 200);
+}

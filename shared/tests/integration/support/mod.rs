@@ -176,6 +176,9 @@ pub fn our_header() -> serde_json::Value {
     serde_json::json!({"alg": "RS256", "typ": "at+jwt", "kid": our_key().public.kid})
 }
 
+/// The tests' deployment: unlike a real one's default, no role needs a
+/// second factor (`SECOND_FACTOR_ROLES=none`), so that a password stands for
+/// an admin's sign-in; `App::guarded` is the default's.
 pub fn token_config() -> TokenConfig {
     TokenConfig {
         issuer: ISSUER.into(),
@@ -192,6 +195,7 @@ pub fn permissions() -> auth::permissions::PermissionConfig {
             .map(|r| auth::permissions::Role::parse(r).unwrap())
             .collect(),
         fresh_auth_max_age: Duration::from_secs(600),
+        second_factor_roles: Default::default(),
     }
 }
 
@@ -229,6 +233,8 @@ pub struct App {
     pub store: Store,
     pub clock: Clock,
     pub sessions: SessionConfig,
+    /// The roles that need a second factor (`SECOND_FACTOR_ROLES`).
+    pub guarded: std::collections::BTreeSet<auth::permissions::Role>,
 }
 
 impl App {
@@ -241,14 +247,27 @@ impl App {
             store: store.clone(),
             clock,
             sessions: session_config(),
+            guarded: Default::default(),
         }
+    }
+
+    /// The same app as a real deployment's default: `admin` needs a second
+    /// factor.
+    pub fn guarded(mut self) -> Self {
+        self.guarded = [auth::permissions::Role::admin()].into();
+        self
+    }
+
+    /// The issuer of this app's tokens.
+    pub fn issuer(&self) -> TokenIssuer {
+        TokenIssuer::new(our_key().signer(), &token_config()).guarding(self.guarded.clone())
     }
 
     pub fn login(&self) -> Login {
         Login {
             store: self.store.clone(),
             passwords: hasher(),
-            tokens: issuer(),
+            tokens: self.issuer(),
             sessions: self.sessions.clone(),
             limits: generous_limits(),
             browser: browser_policy(),
@@ -277,7 +296,7 @@ impl App {
     pub fn refresh(&self) -> Refresh {
         Refresh {
             store: self.store.clone(),
-            tokens: issuer(),
+            tokens: self.issuer(),
             sessions: self.sessions.clone(),
             browser: browser_policy(),
             clock: self.clock.clone(),
@@ -298,7 +317,7 @@ impl App {
             store: self.store.clone(),
             passwords: hasher(),
             verifier: verifier(),
-            issuer: issuer(),
+            issuer: self.issuer(),
             sessions: self.sessions.clone(),
             limits: generous_limits(),
             browser: browser_policy(),
@@ -338,7 +357,7 @@ impl App {
         auth::handlers::second_factor::SecondFactor {
             store: self.store.clone(),
             verifier: verifier(),
-            issuer: issuer(),
+            issuer: self.issuer(),
             sessions: self.sessions.clone(),
             limits: generous_limits(),
             browser: browser_policy(),
@@ -352,7 +371,10 @@ impl App {
         auth::handlers::admin::Admin {
             store: self.store.clone(),
             verifier: verifier(),
-            permissions: permissions(),
+            permissions: auth::permissions::PermissionConfig {
+                second_factor_roles: self.guarded.clone(),
+                ..permissions()
+            },
             passwords: hasher(),
             clock: self.clock.clone(),
         }

@@ -33,6 +33,7 @@ impl App {
             store: Store::new(client, self.store.table()),
             clock: self.clock.offset(skew),
             sessions: self.sessions.clone(),
+            guarded: self.guarded.clone(),
         }
     }
 
