@@ -70,6 +70,13 @@ pub struct ProviderConfig {
     /// (the default): never linked by address.
     #[serde(default)]
     pub link_verified_email_domains: Vec<String>,
+    /// Whether this provider's own multi-factor sign-in (`mfa` in its ID
+    /// token's `amr`, RFC 8176) stands for ours: such a sign-in of an
+    /// account with a second factor is not asked for it again, and its
+    /// session is `aal2`. Off (the default): a provider's sign-in is one
+    /// factor, whatever it says. Only for a provider whose MFA you vouch for.
+    #[serde(default)]
+    pub trust_mfa: bool,
 }
 
 fn default_scopes() -> Vec<String> {

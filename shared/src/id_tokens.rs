@@ -86,6 +86,24 @@ pub struct IdClaims {
     pub preferred_username: Option<String>,
     #[serde(default)]
     pub given_name: Option<String>,
+    /// How the provider's user signed in (RFC 8176): a list of strings, or
+    /// nothing (anything else counts as nothing).
+    #[serde(default, deserialize_with = "strings")]
+    pub amr: Vec<String>,
+}
+
+fn strings<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Array(items) => items
+            .into_iter()
+            .map(|item| match item {
+                serde_json::Value::String(s) => Some(s),
+                _ => None,
+            })
+            .collect::<Option<Vec<String>>>()
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    })
 }
 
 fn strict_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {

@@ -459,13 +459,16 @@ async fn finish(
             let user = account_for(state, req, provider, &external, &claims, now).await?;
             let device = tx.device_hash.as_deref();
             // A provider's sign-in is a first factor, whatever it says of
-            // its own: an account with a second factor asks for it here too.
-            if user.second_factor {
+            // its own, unless the provider is trusted for its MFA and says
+            // it did one: an account with a second factor asks for it here.
+            let provider_mfa = provider.config.trust_mfa
+                && claims.amr.iter().any(|m| m == crate::sessions::amr::MFA);
+            if user.second_factor && !provider_mfa {
                 let token = second_factor_ticket(state, &user, device, now).await?;
                 cookies.push((Cookie::MfaToken(token), String::new(), 0));
                 return Ok((Outcome::SecondFactorRequired, return_to));
             }
-            start_session(state, req, &user, device, now, cookies).await?;
+            start_session(state, req, &user, device, provider_mfa, now, cookies).await?;
             Ok((Outcome::SignedIn, return_to))
         }
     }
@@ -846,10 +849,15 @@ async fn start_session(
     req: &Request,
     user: &User,
     device_hash: Option<&str>,
+    provider_mfa: bool,
     now: i64,
     cookies: &mut Vec<(Cookie, String, u64)>,
 ) -> Result<(), Outcome> {
     crate::runtime::record_user(&user.id);
+    let mut amr = SignIn::Provider.amr();
+    if provider_mfa {
+        amr = crate::sessions::amr::with(&amr, crate::sessions::amr::MFA);
+    }
     // The device proof presented at the start, if it vouches for this user:
     // a known device (no new-device notice), its proof retired for the new.
     let vouching = vouching_device(state, user, device_hash, now).await;
@@ -861,7 +869,7 @@ async fn start_session(
         user.session_epoch,
         now,
         origin(req, SignIn::Provider, vouching.is_some()),
-        SignIn::Provider.amr(),
+        amr,
     )
     .await
     .map_err(|e| match e {

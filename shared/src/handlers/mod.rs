@@ -418,8 +418,10 @@ impl NewSession {
         // the session (`federation`'s re-authentication).
         // A provider's sign-in never stands in for a password: it is a
         // recent proof only for an account without one, and then only with
-        // a second factor proved now.
-        let second = amr.iter().any(|m| m == crate::sessions::amr::MFA);
+        // our second factor proved now (a code; a trusted provider's own
+        // `mfa` may be as old as its session).
+        use crate::sessions::amr::{OTP, RECOVERY_CODE};
+        let second = amr.iter().any(|m| m == OTP || m == RECOVERY_CODE);
         let auth_time = match origin.method {
             SignIn::Provider if !second || user.has_password() => NO_RECENT_PROOF,
             _ => now,

@@ -30,6 +30,7 @@ fn config(id: &str, stand_in: &StandIn) -> ProviderConfig {
         client_secret_parameter: format!("/test/{id}"),
         scopes: vec!["openid".into(), "email".into(), "profile".into()],
         link_verified_email_domains: vec![],
+        trust_mfa: false,
     }
 }
 
@@ -1632,4 +1633,84 @@ async fn a_providers_sign_in_of_an_account_with_a_second_factor_asks_for_it() {
     assert_eq!(claims.amr, ["fed", "otp", "mfa"]);
     assert_eq!(claims.acr.as_deref(), Some("aal2"));
     assert!(claims.auth_time >= now - 5, "{}", claims.auth_time);
+}
+
+/// A provider trusted for its MFA (`trust_mfa`): its sign-in that says
+/// `mfa` in `amr` stands for the account's second factor (no second step; a
+/// session of `amr` fed mfa, `aal2`, and no recent proof: the provider's
+/// MFA may be as old as its session); one that does not say it (or says it
+/// in another shape) still asks. An untrusted provider's `mfa` counts for
+/// nothing.
+#[tokio::test]
+async fn a_trusted_providers_own_mfa_stands_for_the_second_factor() {
+    let f = fixture().await;
+    assert_signed_in(&round_trip(&f, Mint::good("trusting")).await);
+    let user = f
+        .store
+        .get_identity(&external(&f, "trusting"))
+        .await
+        .unwrap()
+        .unwrap();
+    crate::matrix::factor_directly(&f.store, user.username.as_str(), true).await;
+    let with_mfa = || Mint::good("trusting").with("amr", json!(["pwd", "otp", "mfa"]));
+    let asks = |response: &Response<Body>| {
+        let at = location(response);
+        assert!(
+            at.starts_with(&format!("{OWN_ORIGIN}/#mfa_required=")),
+            "{at}"
+        );
+        assert!(set_cookie(response, "__Host-refresh_token").is_none());
+    };
+
+    // Untrusted (the default): the provider's mfa is not ours.
+    asks(&round_trip(&f, with_mfa()).await);
+
+    let trusting = Arc::new(federation_with(
+        &f.store,
+        vec![ProviderConfig {
+            trust_mfa: true,
+            ..config("test", &f.idp)
+        }],
+    ));
+    let trip = async |mint: Mint| {
+        let begun = begin(&trusting, "test").await;
+        let query = f.idp.authorize(&begun.url, mint);
+        come_back(&trusting, "test", &query, Some(&begun.handle)).await
+    };
+    // Trusted, but no mfa said, or not as a list of strings: asked.
+    asks(&trip(Mint::good("trusting")).await);
+    asks(&trip(Mint::good("trusting").with("amr", json!(["pwd"]))).await);
+    asks(&trip(Mint::good("trusting").with("amr", json!("mfa"))).await);
+    asks(&trip(Mint::good("trusting").with("amr", json!(["mfa", 1]))).await);
+
+    // Trusted and said: signed in, at aal2, with no recent proof.
+    let refresh = assert_signed_in(&trip(with_mfa()).await);
+    let app = App::new(&f.store);
+    let cookie = format!("__Host-refresh_token={refresh}");
+    let req = api_request(
+        "POST",
+        "/refresh",
+        "",
+        &[
+            ("origin", OWN_ORIGIN),
+            ("content-type", "application/json"),
+            ("cookie", &cookie),
+        ],
+        Some("{}"),
+    );
+    let response = auth::handlers::refresh::handle(&app.refresh(), req).await;
+    assert_eq!(response.status(), 200, "{:?}", body_json(&response));
+    let token = body_json(&response)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let claims = verifier().verify(&token).await.unwrap();
+    assert_eq!(claims.sub, user.user_id.to_string());
+    assert_eq!(claims.amr, ["fed", "mfa"]);
+    assert_eq!(claims.acr.as_deref(), Some("aal2"));
+    assert!(
+        claims.auth_time < auth::clock::system_now() - 3600,
+        "no recent proof: {}",
+        claims.auth_time
+    );
 }
