@@ -310,7 +310,13 @@ function SecondFactor({ auth, methods, onChange }: { auth: AuthClient; methods: 
   const headingId = useId();
   const proofOfPassword = methods.has_password ? password : null;
   const passwordField = methods.has_password && (
-    <Field label="Password" type="password" autoComplete="current-password" value={password} onChange={setPassword} />
+    <Field
+      label="Password (to change the second factor)"
+      type="password"
+      autoComplete="current-password"
+      value={password}
+      onChange={setPassword}
+    />
   );
   let body: ReactNode;
   if (codes !== null) {

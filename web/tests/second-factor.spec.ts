@@ -40,7 +40,7 @@ async function axeClean(page: Page, view: string): Promise<void> {
 /** Sets up the second factor from the signed-in page: its key and recovery codes, and when its code was used. */
 async function enrol(page: Page, password: string): Promise<{ key: string; recovery: string[]; spent: number }> {
   const section = page.getByRole("region", { name: "Second factor" });
-  await section.getByLabel("Password", { exact: true }).fill(password);
+  await section.getByLabel("Password (to change the second factor)").fill(password);
   await section.getByRole("button", { name: "Set up a second factor" }).click();
   await expect(section.getByRole("img", { name: "QR code for your authenticator app" })).toBeVisible();
   const key = (await section.locator("code.secret").textContent()) ?? "";
@@ -106,7 +106,7 @@ test("a person sets up a second factor, signs in with a code and with a recovery
   // Removing it takes the password and a proof of the factor.
   const section = page.getByRole("region", { name: "Second factor" });
   await axeClean(page, "signed in with a second factor");
-  await section.getByLabel("Password", { exact: true }).fill(person.password);
+  await section.getByLabel("Password (to change the second factor)").fill(person.password);
   await section.getByRole("button", { name: "Use a recovery code instead" }).click();
   await section.getByLabel("Recovery code").fill(recovery[1] ?? "");
   await section.getByRole("button", { name: "Remove the second factor" }).click();
@@ -127,7 +127,11 @@ test("deleting an account with a second factor asks for a code, and a provider's
   await page.getByRole("button", { name: "Delete account…" }).click();
   const form = page.getByRole("form", { name: "Delete account" });
   await form.getByLabel("Password", { exact: true }).fill(person.password);
-  // Without a code: refused, and the account stays.
+  // The code is asked for (the form is not sent without one); a wrong
+  // one is refused, and the account stays.
+  const code = form.getByLabel("Code from your authenticator app");
+  expect(await code.evaluate((input: HTMLInputElement) => input.required)).toBe(true);
+  await code.fill("000000");
   await form.getByRole("button", { name: "Delete my account" }).click();
   await expect(form.getByRole("alert")).not.toHaveText("");
   await expectSignedIn(page, person);
