@@ -271,6 +271,8 @@ impl Bench {
         let key_table = KeyTable::load(store.clone(), KeySettings::default())
             .await
             .unwrap();
+        // As the functions' issuers: admin only after a second factor.
+        let guarded = || std::collections::BTreeSet::from([Role::admin()]);
         let sealed_issuer = TokenIssuer::sealed(
             Arc::new(key_table),
             kms_client.clone(),
@@ -279,15 +281,18 @@ impl Bench {
             now,
         )
         .await
-        .unwrap();
+        .unwrap()
+        .guarding(guarded());
         let pem_issuer = TokenIssuer::new(
             Signer::from_pem(&private, "bench").unwrap(),
             &token_config(),
-        );
+        )
+        .guarding(guarded());
         let kms_issuer = TokenIssuer::new(
             Signer::new(&KeySource::Kms(kms_key.clone()), &kms_client).unwrap(),
             &token_config(),
-        );
+        )
+        .guarding(guarded());
         let idp = federation::Idp::new(&plain, &kms_plain).await;
         let bench = Bench {
             bin: PathBuf::from(var("BENCH_BIN")),
@@ -327,6 +332,30 @@ impl Bench {
         bench
             .store
             .grant_role(&admin, &Role::admin())
+            .await
+            .unwrap();
+        // The admin role needs a second factor (SECOND_FACTOR_ROLES'
+        // default): the bench's admin has one, and signs in with it.
+        let secrets = auth::second_factor::SecretBox::new(
+            &auth::second_factor::generate_data_key()[..],
+            "00000000000be4c4",
+        )
+        .unwrap();
+        let secret = auth::totp::TotpSecret::generate();
+        let now = auth::clock::system_now();
+        let factor =
+            auth::mfa::Factor::pending(admin.id, "bench", secrets.seal(&admin.id, &secret), now);
+        assert!(bench.store.put_pending_factor(&factor).await.unwrap());
+        let codes = auth::second_factor::RecoveryCodes::generate();
+        let admin = bench.user("bench-admin").await;
+        bench
+            .store
+            .confirm_factor(
+                &admin,
+                &factor,
+                auth::totp::step_of(now),
+                &codes.hashes(&admin.id),
+            )
             .await
             .unwrap();
         bench
@@ -412,7 +441,14 @@ impl Bench {
             expires_at: now + 3600,
             last_used: now,
             origin: Default::default(),
-            amr: auth::sessions::SignIn::Password.amr(),
+            amr: if user.second_factor {
+                auth::sessions::amr::with_second_factor(
+                    &auth::sessions::SignIn::Password.amr(),
+                    auth::sessions::amr::OTP,
+                )
+            } else {
+                auth::sessions::SignIn::Password.amr()
+            },
         };
         let first = RefreshRecord {
             hash: refresh.hash(),

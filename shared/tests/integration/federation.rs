@@ -250,6 +250,12 @@ pub(crate) fn assert_signed_in(response: &Response<Body>) -> String {
 /// The user a refresh cookie's session is, through `/refresh` as the page
 /// does after the redirect.
 async fn user_of(f: &Fixture, refresh_token: &str) -> Value {
+    let claims = refreshed_claims(f, refresh_token).await;
+    json!({"sub": claims.sub, "username": claims.username})
+}
+
+/// The claims of the access token a refresh cookie's session gets.
+async fn refreshed_claims(f: &Fixture, refresh_token: &str) -> auth::tokens::Claims {
     let app = App::new(&f.store);
     let cookie = format!("__Host-refresh_token={refresh_token}");
     let req = api_request(
@@ -269,8 +275,7 @@ async fn user_of(f: &Fixture, refresh_token: &str) -> Value {
         .as_str()
         .unwrap()
         .to_owned();
-    let claims = verifier().verify(&token).await.unwrap();
-    json!({"sub": claims.sub, "username": claims.username})
+    verifier().verify(&token).await.unwrap()
 }
 
 #[tokio::test]
@@ -1685,26 +1690,7 @@ async fn a_trusted_providers_own_mfa_stands_for_the_second_factor() {
 
     // Trusted and said: signed in, at aal2, with no recent proof.
     let refresh = assert_signed_in(&trip(with_mfa()).await);
-    let app = App::new(&f.store);
-    let cookie = format!("__Host-refresh_token={refresh}");
-    let req = api_request(
-        "POST",
-        "/refresh",
-        "",
-        &[
-            ("origin", OWN_ORIGIN),
-            ("content-type", "application/json"),
-            ("cookie", &cookie),
-        ],
-        Some("{}"),
-    );
-    let response = auth::handlers::refresh::handle(&app.refresh(), req).await;
-    assert_eq!(response.status(), 200, "{:?}", body_json(&response));
-    let token = body_json(&response)["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let claims = verifier().verify(&token).await.unwrap();
+    let claims = refreshed_claims(&f, &refresh).await;
     assert_eq!(claims.sub, user.user_id.to_string());
     assert_eq!(claims.amr, ["fed", "mfa"]);
     assert_eq!(claims.acr.as_deref(), Some("aal2"));
