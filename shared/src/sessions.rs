@@ -157,6 +157,12 @@ pub mod amr {
     /// `acr` of one factor.
     pub const ACR_ONE_FACTOR: &str = "aal1";
 
+    /// Whether `amr` holds our own second factor (a code, or a recovery
+    /// code), not only a provider's word (`mfa` alone).
+    pub fn own_second_factor(amr: &[String]) -> bool {
+        amr.iter().any(|m| m == OTP || m == RECOVERY_CODE)
+    }
+
     /// The level `amr` comes to: none for none.
     pub fn acr(amr: &[String]) -> Option<&'static str> {
         if amr.iter().any(|m| m == MFA) {

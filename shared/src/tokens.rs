@@ -334,10 +334,10 @@ impl TokenIssuer {
         let mut claims = self.claims_for(user, sid, auth_time, now);
         claims.amr = amr.to_vec();
         claims.acr = crate::sessions::amr::acr(amr).map(str::to_owned);
-        // A guarded role only for a session that proved a second factor
-        // that the account still has (a removal leaves sessions be).
-        let second = claims.acr.as_deref() == Some(crate::sessions::amr::ACR_SECOND_FACTOR)
-            && user.second_factor;
+        // A guarded role only for a session that proved our own second
+        // factor (not a provider's word), one the account still has (a
+        // removal leaves sessions be).
+        let second = crate::sessions::amr::own_second_factor(amr) && user.second_factor;
         claims.scope = scope_at(&user.roles, &self.second_factor_roles, second);
         Ok(IssuedToken {
             token: self.sign(&claims, now).await?,

@@ -456,13 +456,17 @@ async fn finish(
             Ok((Outcome::Reauthenticated, return_to))
         }
         Intent::SignIn => {
-            let user = account_for(state, req, provider, &external, &claims, now).await?;
-            let device = tx.device_hash.as_deref();
             // A provider's sign-in is a first factor, whatever it says of
             // its own, unless the provider is trusted for its MFA and says
-            // it did one: an account with a second factor asks for it here.
-            let provider_mfa = provider.config.trust_mfa
+            // it did one, for an account with a second factor whose
+            // identity at the provider was linked before (not by this
+            // sign-in's address): such an account asks for its code here.
+            let asserted = provider.config.trust_mfa
                 && claims.amr.iter().any(|m| m == crate::sessions::amr::MFA);
+            let linked_before = asserted && state.store.get_identity(&external).await?.is_some();
+            let user = account_for(state, req, provider, &external, &claims, now).await?;
+            let device = tx.device_hash.as_deref();
+            let provider_mfa = asserted && linked_before && user.second_factor;
             if user.second_factor && !provider_mfa {
                 let token = second_factor_ticket(state, &user, device, now).await?;
                 cookies.push((Cookie::MfaToken(token), String::new(), 0));

@@ -86,7 +86,9 @@ impl Authenticated {
     /// `insufficient_user_authentication` naming `acr_values="aal2"` and the
     /// `max_age`: verify a code (or first add a factor), then retry.
     pub fn require_second_factor(&self, max_age: Duration, now: i64) -> Result<(), ApiError> {
-        let second = self.claims.acr.as_deref() == Some(crate::sessions::amr::ACR_SECOND_FACTOR);
+        // Our own factor: a trusted provider's word (`mfa`) is not it.
+        let second = self.claims.acr.as_deref() == Some(crate::sessions::amr::ACR_SECOND_FACTOR)
+            && crate::sessions::amr::own_second_factor(&self.claims.amr);
         if second
             && self.user.second_factor
             && now - self.claims.auth_time <= max_age.as_secs() as i64
@@ -420,8 +422,7 @@ impl NewSession {
         // recent proof only for an account without one, and then only with
         // our second factor proved now (a code; a trusted provider's own
         // `mfa` may be as old as its session).
-        use crate::sessions::amr::{OTP, RECOVERY_CODE};
-        let second = amr.iter().any(|m| m == OTP || m == RECOVERY_CODE);
+        let second = crate::sessions::amr::own_second_factor(&amr);
         let auth_time = match origin.method {
             SignIn::Provider if !second || user.has_password() => NO_RECENT_PROOF,
             _ => now,

@@ -256,7 +256,8 @@ async fn user_of(f: &Fixture, refresh_token: &str) -> Value {
 
 /// The claims of the access token a refresh cookie's session gets.
 async fn refreshed_claims(f: &Fixture, refresh_token: &str) -> auth::tokens::Claims {
-    let app = App::new(&f.store);
+    // A deployment's default: admin only after our own second factor.
+    let app = App::new(&f.store).guarded();
     let cookie = format!("__Host-refresh_token={refresh_token}");
     let req = api_request(
         "POST",
@@ -1657,6 +1658,11 @@ async fn a_trusted_providers_own_mfa_stands_for_the_second_factor() {
         .unwrap()
         .unwrap();
     crate::matrix::factor_directly(&f.store, user.username.as_str(), true).await;
+    let account = f.store.get(&user.username).await.unwrap().unwrap();
+    f.store
+        .grant_role(&account, &auth::permissions::Role::admin())
+        .await
+        .unwrap();
     let with_mfa = || Mint::good("trusting").with("amr", json!(["pwd", "otp", "mfa"]));
     let asks = |response: &Response<Body>| {
         let at = location(response);
@@ -1674,6 +1680,7 @@ async fn a_trusted_providers_own_mfa_stands_for_the_second_factor() {
         &f.store,
         vec![ProviderConfig {
             trust_mfa: true,
+            link_verified_email_domains: vec!["owner.example".into()],
             ..config("test", &f.idp)
         }],
     ));
@@ -1694,9 +1701,32 @@ async fn a_trusted_providers_own_mfa_stands_for_the_second_factor() {
     assert_eq!(claims.sub, user.user_id.to_string());
     assert_eq!(claims.amr, ["fed", "mfa"]);
     assert_eq!(claims.acr.as_deref(), Some("aal2"));
+    // The provider's word is not our factor: no role that needs ours.
+    assert_eq!(claims.scope, None);
     assert!(
         claims.auth_time < auth::clock::system_now() - 3600,
         "no recent proof: {}",
         claims.auth_time
+    );
+
+    // An account without a second factor: the provider's word makes
+    // nothing of itself (one factor).
+    let plain =
+        assert_signed_in(&trip(Mint::good("trusting-plain").with("amr", json!(["mfa"]))).await);
+    let claims = refreshed_claims(&f, &plain).await;
+    assert_eq!(claims.amr, ["fed"]);
+
+    // An account with a factor that this sign-in links by its address:
+    // a mailbox the provider gave someone else asks for the code.
+    add_user(&f.store, "owner", "Owner", "an owner's own passphrase").await;
+    crate::matrix::verify_directly(&f.store, "owner", "owner@owner.example").await;
+    crate::matrix::factor_directly(&f.store, "owner", true).await;
+    asks(
+        &trip(
+            Mint::good("newcomer")
+                .with("email", json!("owner@owner.example"))
+                .with("amr", json!(["mfa"])),
+        )
+        .await,
     );
 }
