@@ -6,7 +6,9 @@
 //! - `functions`: every function beside the floor, from the plain path to
 //!   the production path: init, first and warm invocations through the
 //!   runtime loop, peak RSS on the success path; DynamoDB's and KMS's calls;
-//!   login's own work (functions/).
+//!   login's own work (functions/). `functions NAME...`: those functions
+//!   alone (the floor beside them, their layers and KMS mode), nothing
+//!   else: quicker when working on one path; `make bench` measures all.
 //! - `own-work`: login's own work alone, as `functions` measures it.
 //! - `timing`: median login time of unknown users, wrong passwords and wrong
 //!   passwords of users hashed below the configured cost: a few ms apart at most.
@@ -50,7 +52,7 @@ fn main() {
         Some("timing") => function_runtime().block_on(timing()),
         Some(command) => tokio::runtime::Runtime::new().unwrap().block_on(async {
             match command {
-                "functions" => functions::run().await,
+                "functions" => functions::run(&args[1..]).await,
                 "own-work" => functions::own_work().await,
                 "cpu" => cpu::run(),
                 _ => usage(),

@@ -48,7 +48,10 @@ pub(super) async fn fresh_init_calls(
 /// jwks, a `GetItem` on the table beside them (the DynamoDB warm-up).
 /// And, in every mode, a function with secrets reads them after its keys
 /// (federation: SSM `GetParameter` for each provider's client secret, all
-/// at once). Their wall time (connections, TLS handshakes, requests and answers) is
+/// at once); the function that holds the second factor's data key sealed
+/// under KMS (`SECOND_FACTOR_KEY=kms:`) reads it (`GetItem`) and unseals
+/// it (`Decrypt`) beside the issuer's key (sealed mode) or after its keys'
+/// calls (KMS mode). Their wall time (connections, TLS handshakes, requests and answers) is
 /// what the budget credits; the CPU time is printed beside it. Set up
 /// untimed, as the function does it at its own init, and judged there: the
 /// SDK configuration and clients, the roots, the random generator's seeding.
@@ -72,7 +75,8 @@ pub async fn init_calls(function: &str) -> bool {
         Layer::Sealed => InitCalls::set_up_sealed(ISSUERS.contains(&function)),
         _ => InitCalls::set_up(function != "jwks"),
     }
-    .and_then(|calls| calls.with_secrets(SECRETS_AT_INIT.contains(&function)));
+    .and_then(|calls| calls.with_secrets(SECRETS_AT_INIT.contains(&function)))
+    .and_then(|calls| calls.with_data_key(DATA_KEY_AT_INIT.contains(&function)));
     let calls = match set_up {
         Ok(calls) => calls,
         Err(e) => {
@@ -116,6 +120,9 @@ pub(super) struct InitCalls {
     sdk: aws_config::SdkConfig,
     /// The secrets read after the keys: SSM's client and the parameters.
     secrets: Option<(aws_sdk_ssm::Client, Vec<String>)>,
+    /// The second factor's data key: the table it is stored in (on the
+    /// client the keys' calls opened) and the KMS key that seals it.
+    data_key: Option<(Store, String)>,
 }
 
 impl InitCalls {
@@ -162,6 +169,7 @@ impl InitCalls {
             sealed: None,
             sdk,
             secrets: None,
+            data_key: None,
         })
     }
 
@@ -175,6 +183,7 @@ impl InitCalls {
             sealed: None,
             sdk,
             secrets: None,
+            data_key: None,
         })
     }
 
@@ -203,6 +212,32 @@ impl InitCalls {
         Ok(self)
     }
 
+    /// With the second factor's data key to read and unseal, when `read`
+    /// and `SECOND_FACTOR_KEY` names a KMS key (a local file is no call).
+    fn with_data_key(mut self, read: bool) -> Result<InitCalls, String> {
+        use auth::second_factor_key::DataKeySource;
+        if !read {
+            return Ok(self);
+        }
+        let DataKeySource::Kms(sealing) =
+            DataKeySource::from_source(&auth::config::Environment).map_err(|e| e.to_string())?
+        else {
+            return Ok(self);
+        };
+        // The function's one client for the table: the keys' (sealed
+        // mode's query, KMS mode's warm-up), its connection kept.
+        let store = match (&self.sealed, &self.warm_up) {
+            (Some((store, _)), _) => store.clone(),
+            (None, Some((client, table))) => Store::new(client.clone(), table.clone()),
+            (None, None) => {
+                let (client, table) = Self::table_client(&self.sdk)?;
+                Store::new(client, table)
+            }
+        };
+        self.data_key = Some((store, sealing));
+        Ok(self)
+    }
+
     /// Sealed mode's init calls: the key set's query, and for an issuer the
     /// `Decrypt` of the key that signs.
     fn set_up_sealed(issuer: bool) -> Result<InitCalls, String> {
@@ -220,6 +255,7 @@ impl InitCalls {
             sealed: Some((Store::new(client, table), sealing)),
             sdk,
             secrets: None,
+            data_key: None,
         })
     }
 
@@ -256,11 +292,26 @@ impl InitCalls {
                     .map(drop)
                     .map_err(|e| e.to_string())
             };
-            let (unsealed, read) = tokio::join!(unseal, self.read_secrets());
-            return unsealed.and(read);
+            let (unsealed, read, data_key) =
+                tokio::join!(unseal, self.read_secrets(), self.open_data_key());
+            return unsealed.and(read).and(data_key);
         }
         self.key_calls().await?;
-        self.read_secrets().await
+        let (read, data_key) = tokio::join!(self.read_secrets(), self.open_data_key());
+        read.and(data_key)
+    }
+
+    /// The second factor's data key read and unsealed, as the function's
+    /// init does it (none to open for a function without it).
+    async fn open_data_key(&self) -> Result<(), String> {
+        let Some((store, sealing)) = &self.data_key else {
+            return Ok(());
+        };
+        auth::second_factor_key::stored_secret_box(store, &self.kms, sealing)
+            .await
+            .map_err(|e| e.to_string())?
+            .map(drop)
+            .ok_or_else(|| "no data key is stored".to_owned())
     }
 
     /// The secrets' reads, at once, each answer checked (none to make for

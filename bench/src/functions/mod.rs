@@ -62,6 +62,7 @@ mod federation;
 mod init_calls;
 mod own_work;
 mod paths;
+mod second_factor;
 
 use calls::calls;
 use init_calls::fresh_init_calls;
@@ -74,7 +75,7 @@ const WARM: usize = 30;
 const PASSWORD: &str = "the bench's own passphrase";
 /// The password function's chain changes the password back and forth.
 const PASSWORDS: [&str; 2] = ["bench passphrase number one", "bench passphrase number two"];
-const FUNCTIONS: [&str; 10] = [
+const FUNCTIONS: [&str; 11] = [
     "login",
     "get-name",
     "register",
@@ -85,21 +86,34 @@ const FUNCTIONS: [&str; 10] = [
     "jwks",
     "web",
     "federation",
+    "second-factor",
 ];
 /// The functions that fetch their public keys at init.
-const VERIFIERS: [&str; 6] = [
+const VERIFIERS: [&str; 7] = [
     "get-name",
     "logout",
     "password",
     "admin",
     "jwks",
     "federation",
+    "second-factor",
 ];
 /// The functions that sign (KMS mode's column).
-const ISSUERS: [&str; 4] = ["login", "refresh", "password", "federation"];
+const ISSUERS: [&str; 5] = [
+    "login",
+    "refresh",
+    "password",
+    "federation",
+    "second-factor",
+];
 /// The functions that read secrets at init, in every mode: federation its
 /// providers' client secrets (SSM `GetParameter`, after its keys).
 const SECRETS_AT_INIT: [&str; 1] = ["federation"];
+/// The functions that unseal the second factor's data key at init (a
+/// `GetItem` and a `Decrypt`, beside the issuer's key) where it is sealed
+/// under KMS (`SECOND_FACTOR_KEY=kms:`: the sealed, production and KMS
+/// layers; the plain ones read a local file).
+const DATA_KEY_AT_INIT: [&str; 1] = ["second-factor"];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Layer {
@@ -136,9 +150,13 @@ impl Layer {
 /// Whether `function`'s init calls AWS on `layer` (and so is credited the
 /// round trips of those calls): in sealed mode every function that signs or
 /// verifies reads the key set; in KMS mode the verifiers fetch their keys;
-/// on every layer a function with secrets reads them.
+/// on every layer a function with secrets reads them; where the second
+/// factor's data key is sealed under KMS, the function that holds it
+/// unseals it.
 fn calls_at_init(function: &str, layer: Layer) -> bool {
-    calls_for_keys_at_init(function, layer) || SECRETS_AT_INIT.contains(&function)
+    calls_for_keys_at_init(function, layer)
+        || SECRETS_AT_INIT.contains(&function)
+        || (DATA_KEY_AT_INIT.contains(&function) && second_factor::DataKeys::sealed(layer))
 }
 
 /// Whether `function`'s init calls AWS for its keys on `layer`.
@@ -179,6 +197,8 @@ struct Bench {
     password_changes: AtomicUsize,
     /// The local identity provider federation signs in with.
     idp: federation::Idp,
+    /// The second factor's data keys, and its pool of users.
+    data_keys: second_factor::DataKeys,
 }
 
 fn var(name: &str) -> String {
@@ -294,6 +314,14 @@ impl Bench {
         )
         .guarding(guarded());
         let idp = federation::Idp::new(&plain, &kms_plain).await;
+        let hasher = PasswordHasher::new(BcryptCost::DEFAULT);
+        let data_keys = second_factor::DataKeys::new(
+            &dir,
+            &kms_client,
+            &store,
+            hasher.hash(PASSWORD.into()).await.unwrap(),
+        )
+        .await;
         let bench = Bench {
             bin: PathBuf::from(var("BENCH_BIN")),
             table,
@@ -313,8 +341,8 @@ impl Bench {
             sealed_issuer,
             password_changes: AtomicUsize::new(0),
             idp,
+            data_keys,
         };
-        let hasher = PasswordHasher::new(BcryptCost::DEFAULT);
         for (username, password) in [
             ("bench-user", PASSWORD),
             ("bench-admin", PASSWORD),
@@ -480,23 +508,38 @@ impl Bench {
     }
 }
 
-pub async fn run() -> bool {
+/// `only`: the functions to measure (none: all, and beside them the calls
+/// and login's and refresh's own work).
+pub async fn run(only: &[String]) -> bool {
+    if let Some(unknown) = only.iter().find(|f| !FUNCTIONS.contains(&f.as_str())) {
+        eprintln!("no function {unknown}: one of {FUNCTIONS:?}");
+        return false;
+    }
+    let all = only.is_empty();
+    let chosen = |function: &&str| all || only.iter().any(|f| f == function);
     let bench = Bench::new().await;
     println!("cold_runs: {COLD_RUNS}");
     // Login's own work: a batch before the cold starts, one between the
     // layers, one at the end.
-    let mut own_work = vec![in_a_function_runtime(|| {
-        login_own_work(&bench, Layer::Production)
-    })];
-    for (i, layer) in LAYERS.iter().enumerate() {
-        if i == LAYERS.len() / 2 {
+    let mut own_work = Vec::new();
+    let mut own_work_batch = async || {
+        if all {
             own_work.push(in_a_function_runtime(|| {
                 login_own_work(&bench, Layer::Production)
             }));
         }
+    };
+    own_work_batch().await;
+    for (i, layer) in LAYERS.iter().enumerate() {
+        if i == LAYERS.len() / 2 {
+            own_work_batch().await;
+        }
         // The floor first: it has no layers.
         let floor = (i == 0).then_some("floor");
-        for function in floor.into_iter().chain(FUNCTIONS) {
+        for function in floor
+            .into_iter()
+            .chain(FUNCTIONS.into_iter().filter(chosen))
+        {
             let prefix = if function == "floor" {
                 "floor".to_owned()
             } else {
@@ -510,7 +553,7 @@ pub async fn run() -> bool {
         }
     }
     // KMS mode, beside the production path: the functions that sign.
-    for function in ISSUERS {
+    for function in ISSUERS.into_iter().filter(chosen) {
         let prefix = format!("{}.{function}", Layer::Kms.name());
         eprintln!("{prefix}");
         if let Err(e) = measure(&bench, function, Layer::Kms, &prefix).await {
@@ -518,11 +561,12 @@ pub async fn run() -> bool {
             return false;
         }
     }
+    if !all {
+        return true;
+    }
     calls(&bench, false).await;
     calls(&bench, true).await;
-    own_work.push(in_a_function_runtime(|| {
-        login_own_work(&bench, Layer::Production)
-    }));
+    own_work_batch().await;
     print_own_work(&own_work);
     // Login's own work in KMS mode, shown beside (one batch; not judged).
     let kms_login = in_a_function_runtime(|| login_own_work(&bench, Layer::Kms));

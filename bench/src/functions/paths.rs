@@ -92,6 +92,7 @@ impl Path {
             "jwks" => event("jwks.json"),
             "web" => event("page.json"),
             "federation" => bench.idp.callback_event(&bench.store).await,
+            "second-factor" => bench.data_keys.sign_in_event(&bench.store, layer).await,
             other => panic!("no success path for {other}"),
         };
         if let Some(headers) = json.get_mut("headers") {
@@ -101,9 +102,14 @@ impl Path {
     }
 
     /// Whether an answer of the expected status did what the path asks
-    /// (a callback's 303 may carry an error in its fragment).
+    /// (a callback's 303 may carry an error in its fragment; a second
+    /// step's 200 must be a session at two factors).
     fn succeeded(&self, reply: &Value) -> bool {
-        self.function != "federation" || federation::signed_in(reply)
+        match self.function {
+            "federation" => federation::signed_in(reply),
+            "second-factor" => second_factor::signed_in(reply),
+            _ => true,
+        }
     }
 
     /// Takes what the answer hands on: the refresh chain's next token, the
@@ -147,6 +153,9 @@ pub(super) async fn measure(
     };
     if function == "federation" {
         env.extend(bench.idp.env(bench, layer));
+    }
+    if function == "second-factor" {
+        env.extend(bench.data_keys.env(layer));
     }
     let mut path = Path::new(function, layer);
     let (mut init, mut first, mut warm) = (Vec::new(), Vec::new(), Vec::new());
