@@ -104,6 +104,15 @@ pub enum ApiError {
         "the second factor is suspended after too many wrong codes: use a recovery code, or ask an admin"
     )]
     FactorSuspended,
+    /// A passkey's answer that is not accepted: unknown, removed, of
+    /// another account, from another origin or relying party, without
+    /// user verification, with a counter gone backwards, or not signed by
+    /// it. One answer.
+    #[error("the passkey was not accepted; try again, or sign in another way")]
+    PasskeyRefused,
+    /// A passkey ceremony that is unknown, expired, used or another's.
+    #[error("the passkey ceremony is unknown, expired or used; start again")]
+    InvalidCeremony,
     #[error("method {method} is not allowed here; use {allow}")]
     MethodNotAllowed { method: Method, allow: &'static str },
     #[error("the service is temporarily unavailable, try again shortly")]
@@ -121,9 +130,10 @@ struct ErrorBody<'a> {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest(_) | ApiError::InvalidTicket | ApiError::InvalidCode => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::BadRequest(_)
+            | ApiError::InvalidTicket
+            | ApiError::InvalidCode
+            | ApiError::InvalidCeremony => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -134,6 +144,7 @@ impl ApiError {
             | ApiError::SecondFactorRequired { .. }
             | ApiError::InvalidGrant
             | ApiError::InvalidMfaToken
+            | ApiError::PasskeyRefused
             | ApiError::RefreshSuperseded => StatusCode::UNAUTHORIZED,
             ApiError::ForbiddenOrigin
             | ApiError::InsufficientScope(_)
@@ -177,6 +188,8 @@ impl ApiError {
             ApiError::InvalidCode => "invalid_code",
             ApiError::InvalidMfaToken => "invalid_mfa_token",
             ApiError::FactorSuspended => "factor_suspended",
+            ApiError::PasskeyRefused => "passkey_refused",
+            ApiError::InvalidCeremony => "invalid_ceremony",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Unavailable => "service_unavailable",
             ApiError::Internal => "internal_error",

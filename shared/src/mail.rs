@@ -245,6 +245,21 @@ pub fn notice_message(
             format!("The account {username} was just signed in to with one of its recovery codes, in place of a code from the app. {remaining} unused recovery codes remain."),
             "If this was not you, someone has your password and a recovery code: reset your password and sign out everywhere at once.".to_owned(),
         ),
+        Notice::PasskeyAdded { name } => (
+            "A passkey was added to your account",
+            format!("A passkey named \"{name}\" can now sign in to the account {username}, with no password."),
+            "If this was not you, someone has a session and a recent proof of your sign-in: sign in, remove the passkey, reset your password and sign out everywhere.".to_owned(),
+        ),
+        Notice::PasskeyRemoved { name } => (
+            "A passkey was removed from your account",
+            format!("The passkey named \"{name}\" can no longer sign in to the account {username}."),
+            "If this was not you, sign in and change your password.".to_owned(),
+        ),
+        Notice::PasskeyCloned { name } => (
+            "A copy of your passkey was refused",
+            format!("A sign-in to the account {username} with the passkey named \"{name}\" was refused: its signature counter went backwards, which a copy of the key would show. They are not in."),
+            "If you did not copy that key, someone may have: remove the passkey from your account and add a new one.".to_owned(),
+        ),
         Notice::WrongSecondFactorCode => (
             "A sign-in got past your password, then typed a wrong code",
             format!("Someone got past the first step of signing in to the account {username} (the right password, or its sign-in provider), then typed a wrong code for the second factor. They are not in."),

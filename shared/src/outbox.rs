@@ -85,6 +85,19 @@ pub enum Notice {
     /// A wrong second-factor code after the right password: someone may
     /// know the password.
     WrongSecondFactorCode,
+    /// A passkey now signs in to the account.
+    PasskeyAdded {
+        name: String,
+    },
+    /// A passkey signs in no more.
+    PasskeyRemoved {
+        name: String,
+    },
+    /// A passkey's signature counter went backwards: a copy of it was
+    /// refused.
+    PasskeyCloned {
+        name: String,
+    },
 }
 
 impl Notice {
@@ -104,6 +117,9 @@ impl Notice {
             Notice::RecoveryCodesReplaced => "recovery_codes_replaced",
             Notice::RecoveryCodeUsed { .. } => "recovery_code_used",
             Notice::WrongSecondFactorCode => "wrong_second_factor_code",
+            Notice::PasskeyAdded { .. } => "passkey_added",
+            Notice::PasskeyRemoved { .. } => "passkey_removed",
+            Notice::PasskeyCloned { .. } => "passkey_cloned",
         }
     }
 }

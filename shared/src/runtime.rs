@@ -320,10 +320,14 @@ const SESSIONS_ONE: &str = "/sessions/";
 /// admin API as `{username}` and a role as `{role}`, the page's assets as
 /// `/assets/{file}`.
 fn path_template(path: &str) -> &'static str {
-    const FIXED: [&str; 25] = [
+    const FIXED: [&str; 29] = [
         "/",
         "/login",
         "/login/second-factor",
+        "/login/passkey",
+        "/login/passkey/options",
+        "/account/passkeys",
+        "/account/passkeys/options",
         "/account/second-factor",
         "/account/second-factor/confirm",
         "/account/second-factor/recovery-codes",
@@ -361,6 +365,13 @@ fn path_template(path: &str) -> &'static str {
         && !id.contains('/')
     {
         return "/sessions/{id}";
+    }
+    // A passkey's credential id names no one, but it is one person's: a
+    // template too.
+    if let Some(id) = trimmed.strip_prefix("/account/passkeys/")
+        && !id.contains('/')
+    {
+        return "/account/passkeys/{id}";
     }
     // A provider's id is configuration, not a person's: still a template.
     if let Some(id) = trimmed.strip_prefix("/account/identities/")

@@ -151,16 +151,23 @@ pub mod amr {
     pub const RECOVERY_CODE: &str = "recovery_code";
     /// More than one factor.
     pub const MFA: &str = "mfa";
+    /// A proof of a key kept in software (a passkey: without attestation
+    /// nothing shows it is hardware, `hwk`).
+    pub const SOFTWARE_KEY: &str = "swk";
+    /// The authenticator verified the person (biometrics or a PIN).
+    pub const USER_VERIFIED: &str = "user";
 
     /// `acr` of a second factor proved (NIST SP 800-63B's AAL2).
     pub const ACR_SECOND_FACTOR: &str = "aal2";
     /// `acr` of one factor.
     pub const ACR_ONE_FACTOR: &str = "aal1";
 
-    /// Whether `amr` holds our own second factor (a code, or a recovery
-    /// code), not only a provider's word (`mfa` alone).
+    /// Whether `amr` holds our own second factor (a code, a recovery code,
+    /// or a passkey unlocked by its owner), not only a provider's word
+    /// (`mfa` alone).
     pub fn own_second_factor(amr: &[String]) -> bool {
-        amr.iter().any(|m| m == OTP || m == RECOVERY_CODE)
+        let has = |method: &str| amr.iter().any(|m| m == method);
+        has(OTP) || has(RECOVERY_CODE) || (has(SOFTWARE_KEY) && has(USER_VERIFIED))
     }
 
     /// The level `amr` comes to: none for none.
@@ -215,6 +222,8 @@ pub enum SignIn {
     PasswordChange,
     /// A sign-in through an outside identity provider.
     Provider,
+    /// A sign-in with a passkey (user verification included).
+    Passkey,
     /// A proof this version does not know (stored by a later one).
     Other,
 }
@@ -225,14 +234,20 @@ impl SignIn {
             SignIn::Password => "password",
             SignIn::PasswordChange => "password_change",
             SignIn::Provider => "provider",
+            SignIn::Passkey => "passkey",
             SignIn::Other => "other",
         }
     }
 
     pub fn parse(value: &str) -> Option<Self> {
-        [SignIn::Password, SignIn::PasswordChange, SignIn::Provider]
-            .into_iter()
-            .find(|s| s.as_str() == value)
+        [
+            SignIn::Password,
+            SignIn::PasswordChange,
+            SignIn::Provider,
+            SignIn::Passkey,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == value)
     }
 
     /// The `amr` of a sign-in by this proof alone.
@@ -240,6 +255,12 @@ impl SignIn {
         match self {
             SignIn::Password | SignIn::PasswordChange => vec![amr::PASSWORD.to_owned()],
             SignIn::Provider => vec![amr::FEDERATED.to_owned()],
+            // Two factors in one: the key, and the person who unlocked it.
+            SignIn::Passkey => vec![
+                amr::SOFTWARE_KEY.to_owned(),
+                amr::USER_VERIFIED.to_owned(),
+                amr::MFA.to_owned(),
+            ],
             SignIn::Other => Vec::new(),
         }
     }
@@ -340,7 +361,25 @@ mod tests {
             SignIn::parse("password_change"),
             Some(SignIn::PasswordChange)
         );
-        assert_eq!(SignIn::parse("passkey"), None);
+        assert_eq!(SignIn::parse("passkey"), Some(SignIn::Passkey));
+        assert_eq!(SignIn::parse("webauthn"), None);
+    }
+
+    #[test]
+    fn our_second_factor_is_a_code_a_recovery_code_or_an_unlocked_passkey() {
+        let amr = |methods: &[&str]| methods.iter().map(|m| m.to_string()).collect::<Vec<_>>();
+        for yes in [
+            &["pwd", "otp", "mfa"][..],
+            &["pwd", "recovery_code"],
+            &["swk", "user", "mfa"],
+        ] {
+            assert!(amr::own_second_factor(&amr(yes)), "{yes:?}");
+        }
+        // A key not unlocked by its owner, or a verification alone, or a
+        // provider's word: not ours.
+        for no in [&["swk"][..], &["user"], &["fed", "mfa"], &["pwd"], &[]] {
+            assert!(!amr::own_second_factor(&amr(no)), "{no:?}");
+        }
     }
 
     #[test]

@@ -136,6 +136,9 @@ pub struct User {
     /// here, beside the password, so that a login learns it from the read
     /// it makes anyway.
     pub second_factor: bool,
+    /// The credential ids of the user's passkeys (`passkeys`), base64url:
+    /// each with its `PASSKEY#` item.
+    pub passkeys: BTreeSet<String>,
 }
 
 impl User {
@@ -155,6 +158,7 @@ impl User {
             email_pending: None,
             identities: BTreeSet::new(),
             second_factor: false,
+            passkeys: BTreeSet::new(),
         }
     }
 

@@ -67,6 +67,13 @@ EXPECTED = {
     "login-second-factor.json": 401,  # placeholder mfa_token: invalid_mfa_token
     "second-factor.json": 401,  # placeholder token
     "second-factor-confirm.json": 401,  # placeholder token
+    "passkey-options.json": 401,  # placeholder token
+    "passkey-register.json": 401,  # placeholder token (checked before the body)
+    "passkeys.json": 401,  # placeholder token
+    "passkey-rename.json": 401,  # placeholder token
+    "passkey-remove.json": 401,  # placeholder token
+    "login-passkey-options.json": 200,  # a challenge for anyone
+    "login-passkey.json": 400,  # a placeholder credential: not one
 }
 
 router = tomllib.loads((root / "Cargo.toml").read_text())["workspace"]["metadata"]["lambda"]["watch"]["router"]

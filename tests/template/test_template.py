@@ -148,6 +148,12 @@ COMMON = {
     # codes; writes pending factors and the sign-in's transaction (session,
     # refresh token, device proof, ticket used up, factor, attempt record).
     "SecondFactor": [logs("SecondFactor"), table("GetItem", "PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem")],
+    # Passkeys: reads users, passkeys (one, or a user's in one batch) and
+    # ceremonies; writes ceremonies (used up by a delete), passkeys with
+    # their user's list, and the sign-in's transaction (session, refresh
+    # token, device proof, passkey's counter); finds a passkey's owner by id.
+    "Passkeys": [logs("Passkeys"), table("GetItem", "BatchGetItem", "PutItem", "UpdateItem", "DeleteItem",
+                                         "ConditionCheckItem"), USERS_INDEX],
     "Jwks": [logs("Jwks")],
     "Web": [logs("Web")],
     # Recovery: reads users (by name, or by their address's claim) and
@@ -162,8 +168,8 @@ COMMON = {
              (("sqs:SendMessage",), "MailDropped.Arn"),
              (("ses:SendEmail",), SES_SENDING)],
 }
-ISSUERS = ("Login", "Refresh", "Password", "Federation", "SecondFactor")
-VERIFIERS = ("GetName", "Logout", "Password", "Admin", "Jwks", "Federation", "SecondFactor")
+ISSUERS = ("Login", "Refresh", "Password", "Federation", "SecondFactor", "Passkeys")
+VERIFIERS = ("GetName", "Logout", "Password", "Admin", "Jwks", "Federation", "SecondFactor", "Passkeys")
 EXPECTED = {mode: {name: list(grants) for name, grants in COMMON.items()} for mode in MODES}
 for name in ISSUERS:
     EXPECTED["kms"][name].append(SIGN)
@@ -189,8 +195,8 @@ LEADING_KEYS = {
     "Logout": ["USER#*", "SESSION#*", "REFRESH#*", "WARMUP#*"],
     "Password": ["USER#*", "LOCK#*", "RATE#login#*", "DEVICE#*", "SESSION#*", "REFRESH#*", "WARMUP#*", "MAIL#*",
                  "EMAIL#*", "TICKET#verify_email#*", "RATE#reset_for#*", "RATE#ticket_guess#*", "IDENTITY#*",
-                 "FACTOR#*"],
-    "Admin": ["USER#*", "LOCK#*", "WARMUP#*", "EMAIL#*", "IDENTITY#*", "FACTOR#*"],
+                 "FACTOR#*", "PASSKEY#*"],
+    "Admin": ["USER#*", "LOCK#*", "WARMUP#*", "EMAIL#*", "IDENTITY#*", "FACTOR#*", "PASSKEY#*"],
     "Federation": ["USER#*", "OIDC#*", "IDENTITY#*", "EMAIL#*", "LOCK#*", "RATE#login#*", "RATE#register#*", "DEVICE#*",
                    "SESSION#*", "REFRESH#*", "WARMUP#*", "MAIL#*", "MFA#*"],
     "Recovery": ["USER#*", "EMAIL#*", "TICKET#reset#*", "LOCK#*", "MAIL#*", "RATE#reset#*", "RATE#reset_for#*",
@@ -198,12 +204,14 @@ LEADING_KEYS = {
     "Mail": ["USER#*", "EMAIL#*", "TICKET#reset#*", "TICKET#verify_email#*", "RATE#tickets_for#*", "MAIL#*"],
     "SecondFactor": ["USER#*", "FACTOR#*", "MFA#*", "LOCK#*", "RATE#login#*", "DEVICE#*", "SESSION#*", "REFRESH#*",
                      "WARMUP#*", "MAIL#*", "DATAKEY#*"],
+    "Passkeys": ["USER#*", "PASSKEY#*", "CEREMONY#*", "LOCK#*", "RATE#login#*", "DEVICE#*", "SESSION#*", "REFRESH#*", "WARMUP#*",
+                 "MAIL#*"],
     "RotateKeys": ["KEYS#"],
 }
 BINARIES = {"Login": "login", "GetName": "get-name", "Register": "register", "Refresh": "refresh",
             "Logout": "logout", "Password": "password", "Admin": "admin", "Jwks": "jwks", "Web": "web",
             "RotateKeys": "rotate-keys", "Recovery": "recovery", "Mail": "mail", "Federation": "federation",
-            "SecondFactor": "second-factor"}
+            "SecondFactor": "second-factor", "Passkeys": "passkeys"}
 # The page's routes: served by the web function, outside the API's contract.
 PAGE = "web"
 
@@ -363,7 +371,10 @@ served = {"/login": {"post"}, "/get_name": {"get"}, "/register": {"post"}, "/ref
           "/account/identities": {"get"}, "/account/identities/{provider}": {"delete"},
           "/login/second-factor": {"post"}, "/account/second-factor": {"post", "delete"},
           "/account/second-factor/confirm": {"post"}, "/account/second-factor/recovery-codes": {"post"},
-          "/account/second-factor/verify": {"post"}}
+          "/account/second-factor/verify": {"post"},
+          "/login/passkey": {"post"}, "/login/passkey/options": {"post"},
+          "/account/passkeys": {"get", "post"}, "/account/passkeys/options": {"post"},
+          "/account/passkeys/{id}": {"patch", "delete"}}
 check("every API route's methods are known", set(served) == set(api_routes), sorted(set(served) ^ set(api_routes)))
 for path, function in api_routes.items():
     methods = set(spec["paths"].get(path, {})) - {"parameters", "summary", "description"}
@@ -492,7 +503,7 @@ for color in ["Blue", "Green"]:
     check(f"{color} key: the deny's exceptions are exactly the roles that sign",
           len(exceptions) == 1 and sorted(map(str, exceptions[0] or [])) == sorted(map(str, issuers)), exceptions)
     check(f"{color} key: exactly two statements", len(statements) == 2, statements)
-    check(f"{color} key: the roles that sign are the issuers'", signers == ["Federation", "Login", "Password", "Refresh", "SecondFactor"], signers)
+    check(f"{color} key: the roles that sign are the issuers'", signers == ["Federation", "Login", "Passkeys", "Password", "Refresh", "SecondFactor"], signers)
     alias = templates["kms"]["Resources"][f"SigningKey{color}Alias"]["Properties"]
     check(f"{color} alias", alias.get("TargetKeyId") == {"Ref": f"SigningKey{color}"}, alias)
 
@@ -513,7 +524,7 @@ unseal = statements.get("OnlyTheIssuersUnseal", {})
 exceptions = unseal.get("Condition", {}).get("ArnNotEquals", {}).get("aws:PrincipalArn", [])
 check("sealing key: a deny of Decrypt for all but the roles granted it (the issuers)",
       unseal.get("Effect") == "Deny" and unseal.get("Principal") == "*" and unseal.get("Action") == "kms:Decrypt"
-      and sorted(map(str, exceptions)) == roles_with(DECRYPT) and len(exceptions) == 5, unseal)
+      and sorted(map(str, exceptions)) == roles_with(DECRYPT) and len(exceptions) == 6, unseal)
 seal = statements.get("OnlyTheRotationSeals", {})
 exception = seal.get("Condition", {}).get("ArnNotEquals", {}).get("aws:PrincipalArn")
 check("sealing key: a deny of sealing (Encrypt, GenerateDataKey*, ReEncrypt*) for all but the rotation",
@@ -670,7 +681,7 @@ for has_domain, has_zone in [(True, True), (True, False), (False, False)]:
                for name, r in made.items() if r["Type"] == "AWS::Serverless::Function"
                and "JWT_ISSUER" in r["Properties"].get("Environment", {}).get("Variables", {})}
     want = DOMAIN_ISSUER if has_domain else {"Ref": "JwtIssuer"}
-    check(f"{label}: every function's issuer", len(issuers) == 11 and all(v == want for v in issuers.values()), issuers)
+    check(f"{label}: every function's issuer", len(issuers) == 12 and all(v == want for v in issuers.values()), issuers)
     check(f"{label}: execute-api off exactly with a domain",
           made["HttpApi"]["Properties"]["DisableExecuteApiEndpoint"] is has_domain)
     outputs = shape["Outputs"]

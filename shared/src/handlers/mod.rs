@@ -15,6 +15,7 @@ pub mod login;
 pub mod logout;
 pub mod mail;
 pub mod page;
+pub mod passkeys;
 pub mod reauthenticate;
 pub mod recovery;
 pub mod refresh;

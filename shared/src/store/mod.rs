@@ -34,6 +34,7 @@ pub use federation::NewAccountError;
 mod keys;
 pub use keys::KEYS_PARTITION;
 mod outbox;
+mod passkeys;
 mod second_factor;
 pub use outbox::{MAIL_PREFIX, job_from_item};
 pub use second_factor::{CodeTry, FactorProof};

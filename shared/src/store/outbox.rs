@@ -76,6 +76,11 @@ pub(super) fn job_item(job: &MailJob, now: i64) -> HashMap<String, AttributeValu
                 Notice::RecoveryCodeUsed { remaining } => {
                     set("remaining", &remaining.to_string());
                 }
+                Notice::PasskeyAdded { name }
+                | Notice::PasskeyRemoved { name }
+                | Notice::PasskeyCloned { name } => {
+                    set("passkey", name);
+                }
                 _ => {}
             }
         }
@@ -146,6 +151,15 @@ pub fn job_from_item(
                         .map_err(|_| item.invalid("remaining"))?,
                 },
                 "wrong_second_factor_code" => Notice::WrongSecondFactorCode,
+                "passkey_added" => Notice::PasskeyAdded {
+                    name: item.string("passkey")?.to_owned(),
+                },
+                "passkey_removed" => Notice::PasskeyRemoved {
+                    name: item.string("passkey")?.to_owned(),
+                },
+                "passkey_cloned" => Notice::PasskeyCloned {
+                    name: item.string("passkey")?.to_owned(),
+                },
                 _ => return Err(item.invalid("kind")),
             };
             MailJob::Notice {
@@ -277,6 +291,13 @@ mod tests {
                 Notice::IdentityDisconnected {
                     provider: "Local IdP".into(),
                 },
+                Notice::PasskeyAdded {
+                    name: "Laptop".into(),
+                },
+                Notice::PasskeyRemoved {
+                    name: "Phone".into(),
+                },
+                Notice::PasskeyCloned { name: "Key".into() },
             ]
             .map(|notice| MailJob::Notice {
                 notice,

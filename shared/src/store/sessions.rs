@@ -522,6 +522,12 @@ impl Store {
             condition.push_str(" AND size(identities) = :identities");
             vals.insert(":identities".to_owned(), n(user.identities.len()));
         }
+        if user.passkeys.is_empty() {
+            condition.push_str(" AND attribute_not_exists(passkeys)");
+        } else {
+            condition.push_str(" AND size(passkeys) = :passkeys");
+            vals.insert(":passkeys".to_owned(), n(user.passkeys.len()));
+        }
         if let DeletedBy::Owner { sid } = by {
             condition.push_str(
                 " AND password_hash = :hash AND active = :true AND session_epoch = :epoch \
@@ -558,6 +564,11 @@ impl Store {
         // Its second factor, active or pending, goes with it: no secret
         // outlives its account.
         items.push(self.delete_factor_item(&user.id)?);
+        // So do its passkeys, as read: one added meanwhile changes the
+        // list's size, and the deletion then fails.
+        for id in &user.passkeys {
+            items.push(self.delete_passkey_item(id, user)?);
+        }
         if let Some(notice) = MailJob::notice_to(user, Notice::AccountDeleted) {
             items.push(self.enqueue_item(&notice, crate::clock::system_now())?);
         }

@@ -7,7 +7,8 @@
 //! set of `<issuer>#<subject>`: the outside identities that sign in as the
 //! user, each with its `IDENTITY#` item; absent when none), and
 //! `second_factor` (true while a confirmed second factor guards sign-in,
-//! its `FACTOR#` item beside; absent when none).
+//! its `FACTOR#` item beside; absent when none), and `passkeys` (a string
+//! set of credential ids, each with its `PASSKEY#` item; absent when none).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -296,6 +297,10 @@ pub(super) fn user_item(user: &User) -> HashMap<String, AttributeValue> {
     if user.second_factor {
         item.insert("second_factor".to_owned(), AttributeValue::Bool(true));
     }
+    if !user.passkeys.is_empty() {
+        let ids = user.passkeys.iter().cloned().collect();
+        item.insert("passkeys".to_owned(), AttributeValue::Ss(ids));
+    }
     item
 }
 
@@ -355,6 +360,15 @@ impl TryFrom<&HashMap<String, AttributeValue>> for User {
             email_pending: item.optional_email("email_pending")?,
             identities,
             second_factor: map.contains_key("second_factor") && item.bool("second_factor")?,
+            passkeys: match map.get("passkeys") {
+                None => Default::default(),
+                Some(value) => value
+                    .as_ss()
+                    .map_err(|_| item.invalid("passkeys"))?
+                    .iter()
+                    .cloned()
+                    .collect(),
+            },
         })
     }
 }
@@ -377,7 +391,10 @@ mod tests {
         user.roles.insert(Role::parse("support").unwrap());
         user.email = Some(crate::email::Email::parse("alice@example.com").unwrap());
         user.email_pending = Some(crate::email::Email::parse("alice@example.org").unwrap());
+        user.passkeys.insert("AAECAw".into());
+        user.passkeys.insert("BAUGBw".into());
         let item = user_item(&user);
+        assert_eq!(item["passkeys"].as_ss().unwrap().len(), 2);
         assert_eq!(item["roles"].as_ss().unwrap().len(), 2);
         assert_eq!(item["pk"].as_s().unwrap(), "USER#alice");
         assert_eq!(item["sk"].as_s().unwrap(), "PROFILE");
@@ -385,7 +402,9 @@ mod tests {
         user.roles.clear();
         user.email = None;
         user.email_pending = None;
+        user.passkeys.clear();
         assert!(!user_item(&user).contains_key("roles"), "no empty set");
+        assert!(!user_item(&user).contains_key("passkeys"), "no empty set");
         assert!(!user_item(&user).contains_key("email"));
         assert_eq!(User::try_from(&user_item(&user)).unwrap(), user);
     }

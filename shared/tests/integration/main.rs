@@ -24,6 +24,7 @@ mod matrix;
 mod metrics;
 mod mfa;
 mod modes;
+mod passkeys;
 mod permissions;
 mod providers;
 mod recovery;

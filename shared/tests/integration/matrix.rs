@@ -1576,10 +1576,13 @@ async fn item_kinds_named_and_granted() {
     for (function, keys) in Box::pin(federation_kinds()).await {
         note(function, keys);
     }
+    for (function, keys) in Box::pin(passkeys_kinds()).await {
+        note(function, keys);
+    }
     let granted = leading_keys_in_template();
     assert_eq!(
         granted.len(),
-        13,
+        14,
         "every function with table access: {granted:?}"
     );
     assert_eq!(
@@ -1647,6 +1650,79 @@ async fn federation_kinds() -> Vec<(&'static str, Vec<String>)> {
             .unwrap()
             .unwrap();
         assert_eq!(user.identities.len(), 1);
+        let by = match function {
+            "admin" => auth::store::DeletedBy::Operator,
+            _ => auth::store::DeletedBy::Owner { sid: "another" },
+        };
+        store.delete_user(&user, by).await.unwrap();
+        seen.push((function, proxy.keys()));
+    }
+    seen
+}
+
+/// The keys the passkeys function's requests name (a passkey added, the
+/// list, a rename, a sign-in with no device proof, a removal), and those of
+/// the deletion of accounts with passkeys by the admin and password
+/// functions (`delete_user`, which deletes them).
+async fn passkeys_kinds() -> Vec<(&'static str, Vec<String>)> {
+    use crate::support::authenticator::{Authenticator, Behaviour};
+    let mut seen = Vec::new();
+    let direct = fresh_store().await;
+    let proxy = Proxy::to_dynamodb().await;
+    let app = App::new(&Store::new(
+        client_for(&proxy.endpoint, &short_timeouts()).await,
+        direct.table(),
+    ));
+    let (_, access) = crate::passkeys::signed_in(&App::new(&direct), "pk-matrix").await;
+    // A verified address: each act's notice is a mail job.
+    verify_directly(&direct, "pk-matrix", "pk-matrix@example.com").await;
+    let mut key = Authenticator::new(Behaviour::at(OWN_ORIGIN));
+    crate::passkeys::add_passkey(&app, &access, &mut key, "Key").await;
+    let mut spare = Authenticator::new(Behaviour::at(OWN_ORIGIN));
+    crate::passkeys::add_passkey(&app, &access, &mut spare, "Spare").await;
+    let listed = crate::passkeys::route(
+        &app,
+        crate::passkeys::call("GET", "/account/passkeys", Some(&bearer(&access)), None),
+    )
+    .await;
+    assert_eq!(listed.status(), 200);
+    let path = format!("/account/passkeys/{}", key.credentials[0].id_text());
+    let renamed = crate::passkeys::route(
+        &app,
+        crate::passkeys::call(
+            "PATCH",
+            &path,
+            Some(&bearer(&access)),
+            Some(&json!({"name": "K"})),
+        ),
+    )
+    .await;
+    assert_eq!(renamed.status(), 200);
+    let signed_in = crate::passkeys::sign_in_with(&app, &mut key, 0).await;
+    assert_eq!(signed_in.status(), 200, "{}", body_json(&signed_in));
+    let removed = crate::passkeys::route(
+        &app,
+        crate::passkeys::call("DELETE", &path, Some(&bearer(&access)), None),
+    )
+    .await;
+    assert_eq!(removed.status(), 200, "{}", body_json(&removed));
+    seen.push(("passkeys", proxy.keys()));
+    for function in ["admin", "password"] {
+        let username = format!("pk-{function}");
+        let (_, access) = crate::passkeys::signed_in(&App::new(&direct), &username).await;
+        let mut key = Authenticator::new(Behaviour::at(OWN_ORIGIN));
+        crate::passkeys::add_passkey(&App::new(&direct), &access, &mut key, "Key").await;
+        let proxy = Proxy::to_dynamodb().await;
+        let store = Store::new(
+            client_for(&proxy.endpoint, &short_timeouts()).await,
+            direct.table(),
+        );
+        let user = direct
+            .get(&auth::users::Username::parse(&username).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(user.passkeys.len(), 1);
         let by = match function {
             "admin" => auth::store::DeletedBy::Operator,
             _ => auth::store::DeletedBy::Owner { sid: "another" },

@@ -24,6 +24,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use lambda_http::{Body, Request, Response};
 
+pub mod authenticator;
 pub mod oidc;
 pub mod proxy;
 pub mod race;
@@ -362,6 +363,25 @@ impl App {
             limits: generous_limits(),
             browser: browser_policy(),
             secrets: test_secret_box(),
+            fresh_auth: auth::permissions::DEFAULT_FRESH_AUTH_MAX_AGE,
+            clock: self.clock.clone(),
+        }
+    }
+
+    /// The passkeys function, its relying party the page's: `OWN_ORIGIN`.
+    pub fn passkeys(&self) -> auth::handlers::passkeys::Passkeys {
+        let config = auth::relying_party::PasskeyConfig::from_source(&|var: &str| {
+            (var == "JWT_ISSUER").then(|| OWN_ORIGIN.to_owned())
+        })
+        .unwrap();
+        auth::handlers::passkeys::Passkeys {
+            store: self.store.clone(),
+            verifier: verifier(),
+            issuer: self.issuer(),
+            sessions: self.sessions.clone(),
+            limits: generous_limits(),
+            browser: browser_policy(),
+            relying_party: config.relying_party().unwrap(),
             fresh_auth: auth::permissions::DEFAULT_FRESH_AUTH_MAX_AGE,
             clock: self.clock.clone(),
         }

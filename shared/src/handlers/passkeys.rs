@@ -1,0 +1,537 @@
+//! The passkeys function: a signed-in user adds passkeys (WebAuthn
+//! discoverable credentials, user verification required), lists, renames
+//! and removes them; anyone signs in with one, no username typed.
+//!
+//! - `POST /account/passkeys/options` begins adding one (a fresh proof: of
+//!   the second factor where one is enrolled, else of the password or a
+//!   passkey), `POST /account/passkeys` completes it with the browser's
+//!   answer and a name; `GET /account/passkeys` lists them; `PATCH` and
+//!   `DELETE /account/passkeys/{id}` rename and remove one (removal: fresh,
+//!   and only while another way to sign in remains).
+//! - `POST /login/passkey/options` begins a sign-in (a challenge for the
+//!   browser's passkey autofill or its button), `POST /login/passkey`
+//!   completes it, answering exactly as a login does (cookie mode
+//!   included). Rate limited per source as every unauthenticated route;
+//!   no password lockout (there is nothing to guess). An unknown passkey, a
+//!   removed one and one whose answer does not check out answer alike.
+//!
+//! Each ceremony's state is the library's, kept in the table for a few
+//! minutes under the hash of an id the client holds, and taken out by the
+//! request that ends it, whatever comes of it: a challenge is answered once.
+
+use lambda_http::http::{Method, StatusCode};
+use lambda_http::{Body, Request, Response};
+use serde::{Deserialize, Serialize};
+use webauthn_rs::prelude::{
+    CredentialID, DiscoverableAuthentication, PasskeyRegistration, PublicKeyCredential,
+    RegisterPublicKeyCredential, Webauthn, WebauthnError,
+};
+
+use super::{Authenticated, NewSession, SessionSeed, authenticate_caller, limit_source};
+use crate::browser::{BrowserPolicy, Delivery, device_delivery, presented_proof};
+use crate::clock::Clock;
+use crate::devices::DeviceChange;
+use crate::http::{ApiError, json_body, json_response, require_method};
+use crate::metrics::{self, Event};
+use crate::passkeys::{
+    CEREMONY_TTL, Ceremony, CeremonyKind, MAX_CREDENTIAL_ID_BYTES, MAX_PASSKEYS, StoredPasskey,
+    ceremony_hash, credential_id, passkey_name,
+};
+use crate::relying_party::discoverable;
+use crate::sessions::{SessionConfig, SignIn};
+use crate::store::{Store, StoreError};
+use crate::throttle::{RateLimits, Window};
+use crate::tokens::{TokenIssuer, TokenVerifier};
+
+pub const PASSKEYS_PATH: &str = "/account/passkeys";
+pub const REGISTER_OPTIONS_PATH: &str = "/account/passkeys/options";
+pub const SIGN_IN_OPTIONS_PATH: &str = "/login/passkey/options";
+pub const SIGN_IN_PATH: &str = "/login/passkey";
+
+/// What the passkeys function holds between invocations.
+pub struct Passkeys {
+    pub store: Store,
+    pub verifier: TokenVerifier,
+    pub issuer: TokenIssuer,
+    pub sessions: SessionConfig,
+    pub limits: RateLimits,
+    pub browser: BrowserPolicy,
+    /// The relying party (`relying_party::PasskeyConfig`).
+    pub relying_party: Webauthn,
+    /// How recent a proof adding or removing a passkey needs.
+    pub fresh_auth: std::time::Duration,
+    pub clock: Clock,
+}
+
+/// Routes by path; each route answers its own 405s.
+pub async fn handle(state: &Passkeys, req: Request) -> Response<Body> {
+    let path = req.uri().path().trim_end_matches('/').to_owned();
+    let result = match path.as_str() {
+        SIGN_IN_OPTIONS_PATH => sign_in_options(state, req).await,
+        SIGN_IN_PATH => sign_in(state, req).await,
+        REGISTER_OPTIONS_PATH => register_options(state, req).await,
+        PASSKEYS_PATH if req.method() == Method::GET => list(state, req).await,
+        PASSKEYS_PATH => register(state, req).await,
+        _ => match path
+            .strip_prefix(PASSKEYS_PATH)
+            .and_then(|p| p.strip_prefix('/'))
+        {
+            Some(id) if !id.is_empty() && !id.contains('/') => {
+                let id = id.to_owned();
+                match *req.method() {
+                    Method::PATCH => rename(state, req, &id).await,
+                    _ => remove(state, req, &id).await,
+                }
+            }
+            _ => Err(ApiError::NotFound),
+        },
+    };
+    result.unwrap_or_else(ApiError::into_response)
+}
+
+/// The challenge to hand the browser, and the id that ends the ceremony.
+#[derive(Serialize)]
+struct Options<T: Serialize> {
+    ceremony: String,
+    /// Seconds left to answer.
+    expires_in: u64,
+    /// For `navigator.credentials.create` or `.get`, as WebAuthn's JSON
+    /// encodes it (`PublicKeyCredential.parse…OptionsFromJSON`).
+    options: T,
+}
+
+/// A passkey as its owner sees it.
+#[derive(Serialize)]
+struct Listed {
+    id: String,
+    name: String,
+    created_at: i64,
+    last_used: Option<i64>,
+    /// Whether it is synced to the owner's other devices (WebAuthn's BS
+    /// flag): else bound to the one device.
+    synced: bool,
+    backup_eligible: bool,
+}
+
+impl From<&StoredPasskey> for Listed {
+    fn from(p: &StoredPasskey) -> Self {
+        Listed {
+            id: p.id.clone(),
+            name: p.name.clone(),
+            created_at: p.created_at,
+            last_used: p.last_used,
+            synced: p.backed_up,
+            backup_eligible: p.backup_eligible,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct List {
+    passkeys: Vec<Listed>,
+}
+
+/// A proof recent enough to change how the account signs in: of the second
+/// factor where one is enrolled (a passkey's sign-in is one), else of the
+/// password (or a passkey).
+fn require_fresh_proof(caller: &Authenticated, state: &Passkeys, now: i64) -> Result<(), ApiError> {
+    if caller.user.second_factor {
+        caller.require_second_factor(state.fresh_auth, now)
+    } else {
+        caller.require_fresh(state.fresh_auth, now)
+    }
+}
+
+async fn register_options(state: &Passkeys, req: Request) -> Result<Response<Body>, ApiError> {
+    require_method(&req, Method::POST, "POST")?;
+    let now = state.clock.now();
+    let caller = authenticate_caller(&req, &state.verifier, &state.store, now).await?;
+    require_fresh_proof(&caller, state, now)?;
+    let user = &caller.user;
+    if user.passkeys.len() >= MAX_PASSKEYS {
+        return Err(ApiError::Conflict(
+            "this account holds as many passkeys as it may; remove one first",
+        ));
+    }
+    // The browser refuses to make a second passkey on an authenticator
+    // that holds one of this account's already.
+    let exclude: Vec<CredentialID> = user
+        .passkeys
+        .iter()
+        .filter_map(|id| crate::passkeys::decode_credential_id(id))
+        .collect();
+    let (options, registration) = state
+        .relying_party
+        .start_passkey_registration(
+            uuid_of(user),
+            user.username.as_str(),
+            &user.name,
+            Some(exclude),
+        )
+        .map_err(ceremony_error)?;
+    let saved = serde_json::to_string(&registration).map_err(|e| {
+        tracing::error!(error = %e, "a registration's state does not serialise");
+        ApiError::Internal
+    })?;
+    let (ceremony, id) = Ceremony::begin(
+        CeremonyKind::Register,
+        Some((user.id, caller.claims.sid.clone())),
+        saved,
+        now,
+    );
+    state.store.put_ceremony(&ceremony).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &Options {
+            ceremony: id.expose().to_owned(),
+            expires_in: CEREMONY_TTL.as_secs(),
+            options: discoverable(&options),
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Registration {
+    ceremony: String,
+    credential: RegisterPublicKeyCredential,
+    name: String,
+}
+
+async fn register(state: &Passkeys, req: Request) -> Result<Response<Body>, ApiError> {
+    require_method(&req, Method::POST, "GET, POST")?;
+    let now = state.clock.now();
+    let caller = authenticate_caller(&req, &state.verifier, &state.store, now).await?;
+    let body: Registration = json_body(&req)?;
+    let name = name_of(&body.name)?;
+    let hash = ceremony_hash(&body.ceremony).ok_or(ApiError::InvalidCeremony)?;
+    if body.credential.raw_id.len() > MAX_CREDENTIAL_ID_BYTES {
+        return Err(ApiError::BadRequest(format!(
+            "a credential id is at most {MAX_CREDENTIAL_ID_BYTES} bytes"
+        )));
+    }
+    // The proof that began it must still be recent as it ends.
+    require_fresh_proof(&caller, state, now)?;
+    // Used up now, whatever comes of it.
+    let ceremony = state
+        .store
+        .take_ceremony(&hash, CeremonyKind::Register, now)
+        .await?
+        .filter(|c| {
+            c.user_id == Some(caller.user.id) && c.session.as_deref() == Some(&caller.claims.sid)
+        })
+        .ok_or(ApiError::InvalidCeremony)?;
+    let registration: PasskeyRegistration = serde_json::from_str(&ceremony.state).map_err(|e| {
+        tracing::error!(error = %e, "a registration's state does not parse");
+        ApiError::Internal
+    })?;
+    // The browser says whether it made a discoverable credential (not
+    // signed: a client that says no is believed, one that says nothing is
+    // trusted to have done what was asked).
+    if body
+        .credential
+        .extensions
+        .cred_props
+        .as_ref()
+        .is_some_and(|props| props.rk == Some(false))
+    {
+        return Err(ApiError::BadRequest(
+            "the authenticator made a passkey that cannot sign in without a username; use one that keeps passkeys".into(),
+        ));
+    }
+    let passkey = state
+        .relying_party
+        .finish_passkey_registration(&body.credential, &registration)
+        .map_err(|e| {
+            tracing::info!(user_id = %caller.user.id, error = %e, "passkey registration refused");
+            ApiError::PasskeyRefused
+        })?;
+    let stored = StoredPasskey::registered(caller.user.id, name, passkey, now);
+    match state
+        .store
+        .add_passkey(&caller.user, &caller.claims.sid, &stored, now)
+        .await
+    {
+        Ok(()) => {}
+        Err(StoreError::AlreadyExists) => {
+            return Err(ApiError::Conflict("this passkey is registered already"));
+        }
+        Err(StoreError::Conflict) => {
+            return Err(ApiError::Conflict(
+                "the account changed meanwhile, or holds as many passkeys as it may; try again",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(user_id = %caller.user.id, "passkey added");
+    Ok(json_response(StatusCode::CREATED, &Listed::from(&stored)))
+}
+
+async fn list(state: &Passkeys, req: Request) -> Result<Response<Body>, ApiError> {
+    let now = state.clock.now();
+    let caller = authenticate_caller(&req, &state.verifier, &state.store, now).await?;
+    let passkeys = state.store.passkeys_of(&caller.user).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &List {
+            passkeys: passkeys.iter().map(Listed::from).collect(),
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rename {
+    name: String,
+}
+
+async fn rename(state: &Passkeys, req: Request, id: &str) -> Result<Response<Body>, ApiError> {
+    let now = state.clock.now();
+    let caller = authenticate_caller(&req, &state.verifier, &state.store, now).await?;
+    let body: Rename = json_body(&req)?;
+    let name = name_of(&body.name)?;
+    if !caller.user.passkeys.contains(id)
+        || !state.store.rename_passkey(&caller.user, id, &name).await?
+    {
+        return Err(ApiError::NotFound);
+    }
+    let renamed = state
+        .store
+        .get_passkey(id)
+        .await?
+        .filter(|p| p.user_id == caller.user.id)
+        .ok_or(ApiError::NotFound)?;
+    Ok(json_response(StatusCode::OK, &Listed::from(&renamed)))
+}
+
+async fn remove(state: &Passkeys, req: Request, id: &str) -> Result<Response<Body>, ApiError> {
+    require_method(&req, Method::DELETE, "PATCH, DELETE")?;
+    let now = state.clock.now();
+    let caller = authenticate_caller(&req, &state.verifier, &state.store, now).await?;
+    let user = &caller.user;
+    if !user.passkeys.contains(id) {
+        return Err(ApiError::NotFound);
+    }
+    require_fresh_proof(&caller, state, now)?;
+    // Another way to sign in remains: the password, an outside identity,
+    // or another passkey.
+    if !user.has_password() && user.identities.is_empty() && user.passkeys.len() <= 1 {
+        return Err(ApiError::Conflict(
+            "this passkey is the account's only way to sign in: set a password or add another first",
+        ));
+    }
+    let passkey = state
+        .store
+        .get_passkey(id)
+        .await?
+        .filter(|p| p.user_id == user.id)
+        .ok_or(ApiError::NotFound)?;
+    match state
+        .store
+        .remove_passkey(user, &caller.claims.sid, &passkey, now)
+        .await
+    {
+        Ok(()) => {}
+        Err(StoreError::Conflict) => {
+            return Err(ApiError::Conflict(
+                "the account changed meanwhile; try again",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(user_id = %user.id, "passkey removed");
+    #[derive(Serialize)]
+    struct Removed {
+        message: &'static str,
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &Removed {
+            message: "Passkey removed",
+        },
+    ))
+}
+
+async fn sign_in_options(state: &Passkeys, req: Request) -> Result<Response<Body>, ApiError> {
+    require_method(&req, Method::POST, "POST")?;
+    let now = state.clock.now();
+    limit_source(&state.store, &Window::login(&state.limits), &req, now).await?;
+    let (options, authentication) = state
+        .relying_party
+        .start_discoverable_authentication()
+        .map_err(ceremony_error)?;
+    let saved = serde_json::to_string(&authentication).map_err(|e| {
+        tracing::error!(error = %e, "a sign-in's state does not serialise");
+        ApiError::Internal
+    })?;
+    let (ceremony, id) = Ceremony::begin(CeremonyKind::SignIn, None, saved, now);
+    state.store.put_ceremony(&ceremony).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &Options {
+            ceremony: id.expose().to_owned(),
+            expires_in: CEREMONY_TTL.as_secs(),
+            options,
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignInBody {
+    ceremony: String,
+    credential: PublicKeyCredential,
+    #[serde(default)]
+    refresh_token_delivery: Delivery,
+    /// A device proof, in body mode (as a login's).
+    #[serde(default)]
+    device: Option<String>,
+}
+
+async fn sign_in(state: &Passkeys, req: Request) -> Result<Response<Body>, ApiError> {
+    require_method(&req, Method::POST, "POST")?;
+    let body: SignInBody = json_body(&req)?;
+    let hash = ceremony_hash(&body.ceremony).ok_or(ApiError::InvalidCeremony)?;
+    let delivery = body.refresh_token_delivery;
+    if delivery == Delivery::Cookie {
+        state.browser.check(&req)?;
+    }
+    let now = state.clock.now();
+    limit_source(&state.store, &Window::login(&state.limits), &req, now).await?;
+    let presented = presented_proof(&req, body.device, &state.browser)?;
+    let ceremony = state
+        .store
+        .take_ceremony(&hash, CeremonyKind::SignIn, now)
+        .await?
+        .ok_or(ApiError::InvalidCeremony)?;
+    let authentication: DiscoverableAuthentication = serde_json::from_str(&ceremony.state)
+        .map_err(|e| {
+            tracing::error!(error = %e, "a sign-in's state does not parse");
+            ApiError::Internal
+        })?;
+    let refused = || {
+        metrics::count(Event::LoginFailed);
+        ApiError::PasskeyRefused
+    };
+    // Who the authenticator says it is, and which passkey: both must match
+    // a passkey we keep, still listed by a live account.
+    let (handle, raw_id) = state
+        .relying_party
+        .identify_discoverable_authentication(&body.credential)
+        .map_err(|_| refused())?;
+    if raw_id.len() > MAX_CREDENTIAL_ID_BYTES {
+        return Err(refused());
+    }
+    let id = credential_id(raw_id);
+    let Some(stored) = state
+        .store
+        .get_passkey(&id)
+        .await?
+        .filter(|p| uuid_of_id(p.user_id) == handle)
+    else {
+        tracing::info!("passkey sign-in refused: unknown passkey");
+        return Err(refused());
+    };
+    let Some(user) = state
+        .store
+        .get_by_id(stored.user_id)
+        .await?
+        .filter(|u| u.active && u.passkeys.contains(&id))
+    else {
+        tracing::info!("passkey sign-in refused: no live account lists it");
+        return Err(refused());
+    };
+    crate::runtime::record_user(&user.id);
+    let result = match state.relying_party.finish_discoverable_authentication_v2(
+        &body.credential,
+        authentication,
+        &stored.passkey,
+    ) {
+        Ok(result) => result,
+        Err(WebauthnError::CredentialPossibleCompromise) => {
+            // A counter that went backwards: a copy of a key that should
+            // have none. Refused; the owner hears of it.
+            tracing::warn!(user_id = %user.id, "passkey sign-in refused: its counter went backwards");
+            if let Err(e) = state.store.notice_cloned_passkey(&user, &stored, now).await {
+                tracing::warn!(user_id = %user.id, error = %e, "the cloned-passkey notice was not written");
+            }
+            return Err(refused());
+        }
+        Err(e) => {
+            tracing::info!(user_id = %user.id, error = %e, "passkey sign-in refused");
+            return Err(refused());
+        }
+    };
+    if !result.user_verified() {
+        tracing::info!(user_id = %user.id, "passkey sign-in refused: no user verification");
+        return Err(refused());
+    }
+    let used = stored.used(&result, now).ok_or_else(refused)?;
+    // A device proof that vouches for the user marks a known device (no
+    // new-device notice), and is spent for a new one, as at a login.
+    let vouching = super::presented_device(&state.store, presented.as_ref().map(|p| &p.proof))
+        .await?
+        .filter(|d| d.vouches_for(&user, now));
+    let seed = SessionSeed::draw();
+    let new = NewSession::sign(
+        seed,
+        &state.issuer,
+        &state.sessions,
+        &user,
+        user.session_epoch,
+        now,
+        super::origin(&req, SignIn::Passkey, vouching.is_some()),
+        SignIn::Passkey.amr(),
+    )
+    .await?;
+    let device = DeviceChange {
+        issued: &new.device,
+        retired: vouching.as_ref(),
+    };
+    let stored_session = state
+        .store
+        .start_session_by_passkey(&new.session, &new.first, &user, &device, &used)
+        .await;
+    if let Err(e) = stored_session
+        && !state.store.session_stored(&new.session.id).await
+    {
+        return Err(match e {
+            // Removed meanwhile, a racer's counter first, or the account
+            // changed: refused, as for a passkey not kept.
+            StoreError::Conflict => refused(),
+            e => e.into(),
+        });
+    }
+    tracing::info!(user_id = %user.id, "login succeeded with a passkey");
+    metrics::count(Event::LoginSucceeded);
+    let device_delivery = device_delivery(presented.as_ref(), delivery);
+    Ok(new
+        .into_tokens("Login Success")
+        .into_response(delivery, device_delivery))
+}
+
+/// A passkey's name as given, or why not.
+fn name_of(raw: &str) -> Result<String, ApiError> {
+    passkey_name(raw).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "name must be 1 to {} characters, none of them control characters",
+            crate::passkeys::MAX_NAME_CHARS
+        ))
+    })
+}
+
+/// The user handle a passkey holds: the user id's 16 bytes.
+fn uuid_of(user: &crate::users::User) -> uuid::Uuid {
+    uuid_of_id(user.id)
+}
+
+fn uuid_of_id(id: crate::users::UserId) -> uuid::Uuid {
+    uuid::Uuid::parse_str(&id.to_string()).expect("a user id is a UUID")
+}
+
+/// The library refusing to begin a ceremony is a misconfiguration or a
+/// bug: ours, never the client's.
+fn ceremony_error(e: WebauthnError) -> ApiError {
+    tracing::error!(error = %e, "a passkey ceremony could not begin");
+    ApiError::Internal
+}
