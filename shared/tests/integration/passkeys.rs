@@ -712,6 +712,15 @@ async fn adding_a_passkey_needs_a_fresh_proof_and_stops_at_the_most_an_account_m
         401,
         "missing_token",
     );
+    // A proof recent when the ceremony began, stale when it ends: refused.
+    let (ceremony, options) = registration_options(&app, &access).await;
+    let credential = page().create(&options);
+    assert_error(
+        &register(&later, &access, &ceremony, &credential, "Late").await,
+        401,
+        "insufficient_user_authentication",
+    );
+    assert!(user_named(&app, "nell").await.passkeys.is_empty());
     let mut first = page();
     add_passkey(&app, &access, &mut first, "Key 0").await;
     // The options name the account's passkeys: the browser will not make a
@@ -749,7 +758,9 @@ async fn adding_a_passkey_needs_a_fresh_proof_and_stops_at_the_most_an_account_m
 async fn a_credential_id_longer_than_webauthn_allows_is_refused_not_a_500() {
     let app = App::new(&fresh_store().await);
     let (_, access) = signed_in(&app, "lena").await;
-    let long = URL_SAFE_NO_PAD.encode(vec![7u8; auth::passkeys::MAX_CREDENTIAL_ID_BYTES + 1]);
+    // Past WebAuthn's bound, and long enough that its item's key would be
+    // past DynamoDB's 2048 bytes (a ValidationException: a 500) if read.
+    let long = URL_SAFE_NO_PAD.encode(vec![7u8; 1600]);
     // Registration: a clear 400, the ceremony left as it was.
     let mut key = page();
     let (ceremony, options) = registration_options(&app, &access).await;
