@@ -169,10 +169,7 @@ async fn register_options(state: &Passkeys, req: Request) -> Result<Response<Bod
             Some(exclude),
         )
         .map_err(ceremony_error)?;
-    let saved = serde_json::to_string(&registration).map_err(|e| {
-        tracing::error!(error = %e, "a registration's state does not serialise");
-        ApiError::Internal
-    })?;
+    let saved = saved_state(&registration)?;
     let (ceremony, id) = Ceremony::begin(
         CeremonyKind::Register,
         Some((user.id, caller.claims.sid.clone())),
@@ -360,10 +357,7 @@ async fn sign_in_options(state: &Passkeys, req: Request) -> Result<Response<Body
         .relying_party
         .start_discoverable_authentication()
         .map_err(ceremony_error)?;
-    let saved = serde_json::to_string(&authentication).map_err(|e| {
-        tracing::error!(error = %e, "a sign-in's state does not serialise");
-        ApiError::Internal
-    })?;
+    let saved = saved_state(&authentication)?;
     let (ceremony, id) = Ceremony::begin(CeremonyKind::SignIn, None, saved, now);
     state.store.put_ceremony(&ceremony).await?;
     Ok(json_response(
@@ -508,6 +502,15 @@ async fn sign_in(state: &Passkeys, req: Request) -> Result<Response<Body>, ApiEr
     Ok(new
         .into_tokens("Login Success")
         .into_response(delivery, device_delivery))
+}
+
+/// The library's state of a ceremony, as the table keeps it (JSON): one
+/// that does not serialise is a bug of ours.
+fn saved_state(state: &impl Serialize) -> Result<String, ApiError> {
+    serde_json::to_string(state).map_err(|e| {
+        tracing::error!(error = %e, "a ceremony's state does not serialise");
+        ApiError::Internal
+    })
 }
 
 /// A passkey's name as given, or why not.

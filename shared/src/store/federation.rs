@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::{AttributeValue, Delete, ReturnValue, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, TransactWriteItem};
 
 use super::sessions::{Cancelled, built, values};
 use super::users::user_key;
@@ -175,27 +175,13 @@ impl Store {
         state_hash: &str,
         now: i64,
     ) -> Result<Option<Transaction>, StoreError> {
-        let result = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(transaction_key(handle_hash)))
-            .condition_expression("attribute_exists(pk) AND state_hash = :state")
-            .expression_attribute_values(":state", s(state_hash))
-            .return_values(ReturnValue::AllOld)
-            .send()
-            .await;
-        let old = match result {
-            Ok(output) => output.attributes,
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                None
-            }
-            Err(err) => return Err(super::classify(err)),
-        };
+        let old = self
+            .take_item(
+                transaction_key(handle_hash),
+                "attribute_exists(pk) AND state_hash = :v",
+                s(state_hash),
+            )
+            .await?;
         Ok(old
             .map(|item| transaction_from(handle_hash, &item))
             .transpose()?

@@ -373,6 +373,39 @@ impl Store {
         }
     }
 
+    /// Deletes the item at `key` if `condition` holds (`value` its one
+    /// value, `:v`), and gives back what it held: one caller alone gets it,
+    /// however many race. `None` when there was none or the condition did
+    /// not hold (nothing deleted).
+    async fn take_item(
+        &self,
+        key: HashMap<String, AttributeValue>,
+        condition: &str,
+        value: AttributeValue,
+    ) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .condition_expression(condition)
+            .expression_attribute_values(":v", value)
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(output) => Ok(output.attributes),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(err) => Err(classify(err)),
+        }
+    }
+
     /// One item by key, read strongly consistent: a write is seen by the very
     /// next request (a logout, a rotation, a password change).
     async fn get_item(

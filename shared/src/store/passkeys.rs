@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValue};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 
 use super::sessions::{Cancelled, values};
 use super::users::user_key;
@@ -153,27 +153,13 @@ impl Store {
         kind: CeremonyKind,
         now: i64,
     ) -> Result<Option<Ceremony>, StoreError> {
-        let result = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(ceremony_key(hash)))
-            .condition_expression("attribute_exists(pk) AND ceremony = :kind")
-            .expression_attribute_values(":kind", s(kind.as_str()))
-            .return_values(ReturnValue::AllOld)
-            .send()
-            .await;
-        let old = match result {
-            Ok(output) => output.attributes,
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                None
-            }
-            Err(err) => return Err(super::classify(err)),
-        };
+        let old = self
+            .take_item(
+                ceremony_key(hash),
+                "attribute_exists(pk) AND ceremony = :v",
+                s(kind.as_str()),
+            )
+            .await?;
         Ok(old
             .map(|item| ceremony_from(hash, &item))
             .transpose()?
