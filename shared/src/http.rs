@@ -47,12 +47,12 @@ pub enum ApiError {
     )]
     StaleAuthentication { max_age: u64 },
     /// The act needs a second factor proved within `max_age` seconds (RFC
-    /// 9470: `acr_values="aal2"`): verify a code, then retry; or, for an
+    /// 9470: `acr_values="aal2"`): verify a code or a passkey, then retry; or, for an
     /// account without one (`enrolled` false), enrol one first.
     #[error("{}", if *enrolled {
-        format!("this needs a proof of the second factor within the last {max_age} seconds; send a code to /account/second-factor/verify and try again")
+        format!("this needs a proof of the second factor within the last {max_age} seconds; send a code to /account/second-factor/verify, or a passkey's answer to /account/passkeys/verify, and try again")
     } else {
-        format!("this needs a second factor, and this account has none: add one (POST /account/second-factor), then send a code to /account/second-factor/verify within {max_age} seconds of signing in, and try again")
+        format!("this needs a second factor, and this account has none: add one (a code factor, POST /account/second-factor, or a passkey, POST /account/passkeys/options), prove it within {max_age} seconds of signing in, and try again")
     })]
     SecondFactorRequired { max_age: u64, enrolled: bool },
     /// Allowed to nobody, whatever their role (an admin deleting themselves).

@@ -41,6 +41,8 @@ pub enum CeremonyKind {
     Register,
     /// Signing in with a passkey, no username given.
     SignIn,
+    /// Proving a passkey again within a session (re-authentication).
+    Verify,
 }
 
 impl CeremonyKind {
@@ -48,13 +50,18 @@ impl CeremonyKind {
         match self {
             CeremonyKind::Register => "register",
             CeremonyKind::SignIn => "sign_in",
+            CeremonyKind::Verify => "verify",
         }
     }
 
     pub fn parse(raw: &str) -> Option<Self> {
-        [CeremonyKind::Register, CeremonyKind::SignIn]
-            .into_iter()
-            .find(|k| k.as_str() == raw)
+        [
+            CeremonyKind::Register,
+            CeremonyKind::SignIn,
+            CeremonyKind::Verify,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == raw)
     }
 }
 
@@ -65,7 +72,8 @@ pub struct Ceremony {
     /// The id's hash: the item's key.
     pub hash: String,
     pub kind: CeremonyKind,
-    /// A registration's account, and the session that began it.
+    /// A registration's or a re-authentication's account, and the
+    /// session that began it.
     pub user_id: Option<UserId>,
     pub session: Option<String>,
     /// The library's state (JSON): the challenge and what it asked for.

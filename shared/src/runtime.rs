@@ -320,7 +320,7 @@ const SESSIONS_ONE: &str = "/sessions/";
 /// admin API as `{username}` and a role as `{role}`, the page's assets as
 /// `/assets/{file}`.
 fn path_template(path: &str) -> &'static str {
-    const FIXED: [&str; 29] = [
+    const FIXED: [&str; 31] = [
         "/",
         "/login",
         "/login/second-factor",
@@ -328,6 +328,8 @@ fn path_template(path: &str) -> &'static str {
         "/login/passkey/options",
         "/account/passkeys",
         "/account/passkeys/options",
+        "/account/passkeys/verify",
+        "/account/passkeys/verify/options",
         "/account/second-factor",
         "/account/second-factor/confirm",
         "/account/second-factor/recovery-codes",

@@ -337,7 +337,7 @@ impl TokenIssuer {
         // A guarded role only for a session that proved our own second
         // factor (not a provider's word), one the account still has (a
         // removal leaves sessions be).
-        let second = crate::sessions::amr::own_second_factor(amr) && user.second_factor;
+        let second = crate::sessions::amr::own_second_factor(amr) && user.has_second_factor();
         claims.scope = scope_at(&user.roles, &self.second_factor_roles, second);
         Ok(IssuedToken {
             token: self.sign(&claims, now).await?,
@@ -690,6 +690,28 @@ mod tests {
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
         assert_eq!(json["scope"], "admin support");
         assert!(json["auth_time"].is_i64());
+    }
+
+    #[tokio::test]
+    async fn a_passkey_is_the_second_factor_a_guarded_role_asks_for() {
+        let mut user = user();
+        user.roles.insert(crate::permissions::Role::admin());
+        let issuer = || issuer(ours()).guarding(BTreeSet::from([Role::admin()]));
+        let passkey: Vec<String> = ["swk", "user", "mfa"].map(String::from).to_vec();
+        let scope = async |user: &User| {
+            let token = issuer()
+                .issue(user, "s", now(), &passkey, now())
+                .await
+                .unwrap()
+                .token;
+            verify(&token).unwrap().scope
+        };
+        // No factor the account holds: the amr alone grants nothing.
+        assert_eq!(scope(&user).await, None);
+        // A passkey, and no code factor: the account has a second factor.
+        user.passkeys.insert("AAAAAAAAAAAAAAAAAAAAAA".into());
+        assert!(user.has_second_factor());
+        assert_eq!(scope(&user).await.as_deref(), Some("admin"));
     }
 
     #[tokio::test]

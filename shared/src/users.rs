@@ -162,6 +162,14 @@ impl User {
         }
     }
 
+    /// Whether the account has a second factor of ours to prove: a
+    /// confirmed code factor, or a passkey (which proves possession and
+    /// user verification at once). Acts that need one (`aal2`) are open to
+    /// either; a login asks a second step only of the code factor's.
+    pub fn has_second_factor(&self) -> bool {
+        self.second_factor || !self.passkeys.is_empty()
+    }
+
     /// Whether the account has a password to sign in with.
     pub fn has_password(&self) -> bool {
         self.password_hash != NO_PASSWORD

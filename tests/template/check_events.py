@@ -72,6 +72,8 @@ EXPECTED = {
     "passkeys.json": 401,  # placeholder token
     "passkey-rename.json": 401,  # placeholder token
     "passkey-remove.json": 401,  # placeholder token
+    "passkey-verify-options.json": 401,  # placeholder token
+    "passkey-verify.json": 401,  # placeholder token (checked before the body)
     "login-passkey-options.json": 200,  # a challenge for anyone
     "login-passkey.json": 400,  # a placeholder credential: not one
 }

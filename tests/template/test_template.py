@@ -374,7 +374,8 @@ served = {"/login": {"post"}, "/get_name": {"get"}, "/register": {"post"}, "/ref
           "/account/second-factor/verify": {"post"},
           "/login/passkey": {"post"}, "/login/passkey/options": {"post"},
           "/account/passkeys": {"get", "post"}, "/account/passkeys/options": {"post"},
-          "/account/passkeys/{id}": {"patch", "delete"}}
+          "/account/passkeys/{id}": {"patch", "delete"},
+          "/account/passkeys/verify": {"post"}, "/account/passkeys/verify/options": {"post"}}
 check("every API route's methods are known", set(served) == set(api_routes), sorted(set(served) ^ set(api_routes)))
 for path, function in api_routes.items():
     methods = set(spec["paths"].get(path, {})) - {"parameters", "summary", "description"}

@@ -50,7 +50,7 @@ pub async fn delete_account(state: &Account, req: Request) -> Result<Response<Bo
     }
     // An account with a second factor: a proof of it within a fresh login
     // too (before the password's, which counts an attempt).
-    if caller.user.second_factor {
+    if caller.user.has_second_factor() {
         caller.require_second_factor(state.fresh_auth, now)?;
     }
     let (user, sid) = (caller.user, caller.claims.sid);

@@ -91,14 +91,14 @@ impl Authenticated {
         let second = self.claims.acr.as_deref() == Some(crate::sessions::amr::ACR_SECOND_FACTOR)
             && crate::sessions::amr::own_second_factor(&self.claims.amr);
         if second
-            && self.user.second_factor
+            && self.user.has_second_factor()
             && now - self.claims.auth_time <= max_age.as_secs() as i64
         {
             Ok(())
         } else {
             Err(ApiError::SecondFactorRequired {
                 max_age: max_age.as_secs(),
-                enrolled: self.user.second_factor,
+                enrolled: self.user.has_second_factor(),
             })
         }
     }

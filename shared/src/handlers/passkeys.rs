@@ -15,6 +15,12 @@
 //!   no password lockout (there is nothing to guess). An unknown passkey, a
 //!   removed one and one whose answer does not check out answer alike.
 //!
+//! - `POST /account/passkeys/verify/options` and `/account/passkeys/verify`:
+//!   within a session, one of the account's passkeys again. The answer is a
+//!   new access token of the same session whose `auth_time` is now and
+//!   whose `acr` is `aal2` (a passkey with user verification proves both),
+//!   for the acts that need a fresh proof or the second factor.
+//!
 //! Each ceremony's state is the library's, kept in the table for a few
 //! minutes under the hash of an id the client holds, and taken out by the
 //! request that ends it, whatever comes of it: a challenge is answered once.
@@ -23,11 +29,13 @@ use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, Response};
 use serde::{Deserialize, Serialize};
 use webauthn_rs::prelude::{
-    CredentialID, DiscoverableAuthentication, PasskeyRegistration, PublicKeyCredential,
-    RegisterPublicKeyCredential, Webauthn, WebauthnError,
+    AuthenticationResult, CredentialID, DiscoverableAuthentication, PasskeyAuthentication,
+    PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential, Webauthn, WebauthnError,
 };
 
-use super::{Authenticated, NewSession, SessionSeed, authenticate_caller, limit_source};
+use super::{
+    Authenticated, NewSession, SessionSeed, authenticate_caller, limit_source, sign_access_token,
+};
 use crate::browser::{BrowserPolicy, Delivery, device_delivery, presented_proof};
 use crate::clock::Clock;
 use crate::devices::DeviceChange;
@@ -47,6 +55,8 @@ pub const PASSKEYS_PATH: &str = "/account/passkeys";
 pub const REGISTER_OPTIONS_PATH: &str = "/account/passkeys/options";
 pub const SIGN_IN_OPTIONS_PATH: &str = "/login/passkey/options";
 pub const SIGN_IN_PATH: &str = "/login/passkey";
+pub const VERIFY_OPTIONS_PATH: &str = "/account/passkeys/verify/options";
+pub const VERIFY_PATH: &str = "/account/passkeys/verify";
 
 /// What the passkeys function holds between invocations.
 pub struct Passkeys {
@@ -70,6 +80,8 @@ pub async fn handle(state: &Passkeys, req: Request) -> Response<Body> {
         SIGN_IN_OPTIONS_PATH => sign_in_options(state, req).await,
         SIGN_IN_PATH => sign_in(state, req).await,
         REGISTER_OPTIONS_PATH => register_options(state, req).await,
+        VERIFY_OPTIONS_PATH => verify_options(state, req).await,
+        VERIFY_PATH => verify(state, req).await,
         PASSKEYS_PATH if req.method() == Method::GET => list(state, req).await,
         PASSKEYS_PATH => register(state, req).await,
         _ => match path
@@ -131,11 +143,11 @@ struct List {
     passkeys: Vec<Listed>,
 }
 
-/// A proof recent enough to change how the account signs in: of the second
-/// factor where one is enrolled (a passkey's sign-in is one), else of the
-/// password (or a passkey).
+/// A proof recent enough to change how the account signs in: of a second
+/// factor where the account has one (a code, or one of its passkeys: a
+/// passkey's sign-in or `verify`), else of the password.
 fn require_fresh_proof(caller: &Authenticated, state: &Passkeys, now: i64) -> Result<(), ApiError> {
-    if caller.user.second_factor {
+    if caller.user.has_second_factor() {
         caller.require_second_factor(state.fresh_auth, now)
     } else {
         caller.require_fresh(state.fresh_auth, now)
@@ -436,31 +448,14 @@ async fn sign_in(state: &Passkeys, req: Request) -> Result<Response<Body>, ApiEr
         return Err(refused());
     };
     crate::runtime::record_user(&user.id);
-    let result = match state.relying_party.finish_discoverable_authentication_v2(
+    let outcome = state.relying_party.finish_discoverable_authentication_v2(
         &body.credential,
         authentication,
         &stored.passkey,
-    ) {
-        Ok(result) => result,
-        Err(WebauthnError::CredentialPossibleCompromise) => {
-            // A counter that went backwards: a copy of a key that should
-            // have none. Refused; the owner hears of it.
-            tracing::warn!(user_id = %user.id, "passkey sign-in refused: its counter went backwards");
-            if let Err(e) = state.store.notice_cloned_passkey(&user, &stored, now).await {
-                tracing::warn!(user_id = %user.id, error = %e, "the cloned-passkey notice was not written");
-            }
-            return Err(refused());
-        }
-        Err(e) => {
-            tracing::info!(user_id = %user.id, error = %e, "passkey sign-in refused");
-            return Err(refused());
-        }
-    };
-    if !result.user_verified() {
-        tracing::info!(user_id = %user.id, "passkey sign-in refused: no user verification");
-        return Err(refused());
-    }
-    let used = stored.used(&result, now).ok_or_else(refused)?;
+    );
+    let used = checked(state, &user, &stored, outcome, now)
+        .await
+        .map_err(|()| refused())?;
     // A device proof that vouches for the user marks a known device (no
     // new-device notice), and is spent for a new one, as at a login.
     let vouching = super::presented_device(&state.store, presented.as_ref().map(|p| &p.proof))
@@ -502,6 +497,170 @@ async fn sign_in(state: &Passkeys, req: Request) -> Result<Response<Body>, ApiEr
     Ok(new
         .into_tokens("Login Success")
         .into_response(delivery, device_delivery))
+}
+
+/// What the library made of an assertion with `user`'s passkey `stored`:
+/// the passkey as it is to be stored back, or refused (logged; a counter
+/// that went backwards also tells the owner, at most once an hour).
+async fn checked(
+    state: &Passkeys,
+    user: &crate::users::User,
+    stored: &StoredPasskey,
+    outcome: Result<AuthenticationResult, WebauthnError>,
+    now: i64,
+) -> Result<StoredPasskey, ()> {
+    let result = match outcome {
+        Ok(result) => result,
+        Err(WebauthnError::CredentialPossibleCompromise) => {
+            // A counter that went backwards: a copy of a key that should
+            // have none. Refused; the owner hears of it.
+            tracing::warn!(user_id = %user.id, "passkey refused: its counter went backwards");
+            if let Err(e) = state.store.notice_cloned_passkey(user, stored, now).await {
+                tracing::warn!(user_id = %user.id, error = %e, "the cloned-passkey notice was not written");
+            }
+            return Err(());
+        }
+        Err(e) => {
+            tracing::info!(user_id = %user.id, error = %e, "passkey refused");
+            return Err(());
+        }
+    };
+    if !result.user_verified() {
+        tracing::info!(user_id = %user.id, "passkey refused: no user verification");
+        return Err(());
+    }
+    stored.used(&result, now).ok_or(())
+}
+
+/// `POST /account/passkeys/verify/options`: a challenge that only the
+/// account's own passkeys can answer, for `verify`.
+async fn verify_options(state: &Passkeys, req: Request) -> Result<Response<Body>, ApiError> {
+    require_method(&req, Method::POST, "POST")?;
+    let now = state.clock.now();
+    let caller = authenticate_caller(&req, &state.verifier, &state.store, now).await?;
+    limit_source(&state.store, &Window::login(&state.limits), &req, now).await?;
+    let passkeys: Vec<_> = state
+        .store
+        .passkeys_of(&caller.user)
+        .await?
+        .into_iter()
+        .map(|p| p.passkey)
+        .collect();
+    if passkeys.is_empty() {
+        return Err(ApiError::Conflict("this account has no passkey to prove"));
+    }
+    let (options, authentication) = state
+        .relying_party
+        .start_passkey_authentication(&passkeys)
+        .map_err(ceremony_error)?;
+    let saved = saved_state(&authentication)?;
+    let (ceremony, id) = Ceremony::begin(
+        CeremonyKind::Verify,
+        Some((caller.user.id, caller.claims.sid.clone())),
+        saved,
+        now,
+    );
+    state.store.put_ceremony(&ceremony).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &Options {
+            ceremony: id.expose().to_owned(),
+            expires_in: CEREMONY_TTL.as_secs(),
+            options,
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyBody {
+    ceremony: String,
+    credential: PublicKeyCredential,
+}
+
+#[derive(Serialize)]
+struct Verified {
+    message: &'static str,
+    access_token: String,
+    token_type: &'static str,
+    expires_in: u64,
+}
+
+/// `POST /account/passkeys/verify`: the answer to `verify_options`'
+/// challenge, in the session that asked for it. As `/reauthenticate` does
+/// for the password, and `/account/second-factor/verify` for a code, at
+/// once: a passkey that verified its user proves who holds it and that
+/// they unlocked it, now. No new session and no new refresh token: the
+/// session's refreshes carry the new proof on.
+async fn verify(state: &Passkeys, req: Request) -> Result<Response<Body>, ApiError> {
+    require_method(&req, Method::POST, "POST")?;
+    let now = state.clock.now();
+    let caller = authenticate_caller(&req, &state.verifier, &state.store, now).await?;
+    let body: VerifyBody = json_body(&req)?;
+    let hash = ceremony_hash(&body.ceremony).ok_or(ApiError::InvalidCeremony)?;
+    limit_source(&state.store, &Window::login(&state.limits), &req, now).await?;
+    let (user, sid) = (caller.user, caller.claims.sid);
+    // Used up now, whatever comes of it; only by the session that began it.
+    let ceremony = state
+        .store
+        .take_ceremony(&hash, CeremonyKind::Verify, now)
+        .await?
+        .filter(|c| c.user_id == Some(user.id) && c.session.as_deref() == Some(sid.as_str()))
+        .ok_or(ApiError::InvalidCeremony)?;
+    let authentication: PasskeyAuthentication =
+        serde_json::from_str(&ceremony.state).map_err(|e| {
+            tracing::error!(error = %e, "a re-authentication's state does not parse");
+            ApiError::Internal
+        })?;
+    let raw_id: &[u8] = body.credential.raw_id.as_ref();
+    if raw_id.len() > MAX_CREDENTIAL_ID_BYTES {
+        return Err(ApiError::PasskeyRefused);
+    }
+    let id = credential_id(raw_id);
+    let Some(stored) = (match user.passkeys.contains(&id) {
+        true => state.store.get_passkey(&id).await?,
+        false => None,
+    })
+    .filter(|p| p.user_id == user.id) else {
+        tracing::info!(user_id = %user.id, "passkey re-authentication refused: not the account's passkey");
+        return Err(ApiError::PasskeyRefused);
+    };
+    let outcome = state
+        .relying_party
+        .finish_passkey_authentication(&body.credential, &authentication);
+    let used = checked(state, &user, &stored, outcome, now)
+        .await
+        .map_err(|()| ApiError::PasskeyRefused)?;
+    let amr = SignIn::Passkey.amr();
+    // Sign first: a signer failure writes nothing.
+    let access = sign_access_token(&state.issuer, &user, &sid, now, &amr, now).await?;
+    let proof = uuid::Uuid::new_v4().to_string();
+    if let Err(e) = state
+        .store
+        .reauthenticate_by_passkey(&sid, &user, &used, &amr, &proof, now)
+        .await
+        && !state.store.proof_stored(&sid, &proof).await
+    {
+        return Err(match e {
+            // The session ended, the account changed, the passkey was
+            // removed or a racer's answer moved its counter first.
+            StoreError::Conflict => ApiError::Conflict(
+                "the session, the account or the passkey changed meanwhile; try again",
+            ),
+            e => e.into(),
+        });
+    }
+    tracing::info!(user_id = %user.id, "re-authenticated with a passkey");
+    metrics::count(Event::Reauthenticated);
+    Ok(json_response(
+        StatusCode::OK,
+        &Verified {
+            message: "Reauthenticated",
+            access_token: access.token,
+            token_type: "Bearer",
+            expires_in: access.expires_in,
+        },
+    ))
 }
 
 /// The library's state of a ceremony, as the table keeps it (JSON): one

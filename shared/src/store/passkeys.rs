@@ -1,7 +1,7 @@
 //! Passkeys' items.
 //!
 //! - A ceremony in flight (`passkeys::Ceremony`): `pk = "CEREMONY#<id
-//!   hash>"`, `sk = "CEREMONY"`, `ceremony` (`register`, `sign_in`),
+//!   hash>"`, `sk = "CEREMONY"`, `ceremony` (`register`, `sign_in`, `verify`),
 //!   `state` (the library's, JSON), `user_id` and `session` (a
 //!   registration's), `created_at`, `expires_at` (TTL; every take checks
 //!   it). Taken out by one conditional delete: used once, by one caller.
@@ -354,6 +354,44 @@ impl Store {
         device: &DeviceChange<'_>,
         used: &StoredPasskey,
     ) -> Result<(), StoreError> {
+        let write = self.passkey_used(user, used, session.created_at)?;
+        self.start_session_with(session, first, user, device, vec![write])
+            .await
+    }
+
+    /// A proof made now with `user`'s passkey within session `sid`
+    /// (`passkeys`' re-authentication): the session's new `auth_time`
+    /// and `amr` (`proof` marks it, for `proof_stored`), and the passkey's
+    /// counter as at a sign-in, all or nothing, while the session is live
+    /// and the user's, the account as read, and the passkey still theirs
+    /// with a counter that moved forward (`Conflict`).
+    pub async fn reauthenticate_by_passkey(
+        &self,
+        sid: &str,
+        user: &User,
+        used: &StoredPasskey,
+        amr: &[String],
+        proof: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.transact(vec![
+            self.proof_on_session(sid, user, now, now, proof, amr)?,
+            self.user_unchanged(user, false)?,
+            self.passkey_used(user, used, now)?,
+        ])
+        .await
+    }
+
+    /// The passkey `used` (as the library left it after a sign-in) written
+    /// back, as one item of a transaction: only while it is still there
+    /// and `user`'s, and its counter moved forward from what is stored
+    /// (or stays 0, for one that keeps no counter).
+    fn passkey_used(
+        &self,
+        user: &User,
+        used: &StoredPasskey,
+        now: i64,
+    ) -> Result<aws_sdk_dynamodb::types::TransactWriteItem, StoreError> {
         let counter = if used.counter == 0 {
             "#counter = :counter"
         } else {
@@ -364,14 +402,14 @@ impl Store {
             (":counter", n(used.counter)),
             (":eligible", AttributeValue::Bool(used.backup_eligible)),
             (":backed", AttributeValue::Bool(used.backed_up)),
-            (":now", n(used.last_used.unwrap_or(session.created_at))),
+            (":now", n(used.last_used.unwrap_or(now))),
         ]);
         let credential = serde_json::to_string(&used.passkey)
             .map_err(|e| StoreError::Internal(format!("a passkey does not serialise: {e}")))?;
         if let Some(vals) = vals.as_mut() {
             vals.insert(":passkey".to_owned(), s(credential));
         }
-        let write = self.update(
+        self.update(
             passkey_key(&used.id),
             "SET #counter = :counter, backup_eligible = :eligible, backed_up = :backed, \
              last_used = :now, passkey = :passkey",
@@ -381,9 +419,7 @@ impl Store {
                 ("#counter".to_owned(), "counter".to_owned()),
             ])),
             vals,
-        )?;
-        self.start_session_with(session, first, user, device, vec![write])
-            .await
+        )
     }
 
     /// Tells `user` that their passkey `passkey` showed a counter that went

@@ -225,7 +225,7 @@ impl Store {
     /// The condition that `user` (as read) is still the user and still may
     /// hold sessions of its epoch: same id, active, epoch not moved on; and,
     /// for a login, the password it proved still the password.
-    fn user_unchanged(
+    pub(super) fn user_unchanged(
         &self,
         user: &User,
         same_password: bool,

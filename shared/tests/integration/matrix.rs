@@ -1678,6 +1678,8 @@ async fn passkeys_kinds() -> Vec<(&'static str, Vec<String>)> {
     verify_directly(&direct, "pk-matrix", "pk-matrix@example.com").await;
     let mut key = Authenticator::new(Behaviour::at(OWN_ORIGIN));
     crate::passkeys::add_passkey(&app, &access, &mut key, "Key").await;
+    // A second needs the first's proof, within the session.
+    let access = crate::passkeys::verified(&app, &access, &mut key, 0).await;
     let mut spare = Authenticator::new(Behaviour::at(OWN_ORIGIN));
     crate::passkeys::add_passkey(&app, &access, &mut spare, "Spare").await;
     let listed = crate::passkeys::route(

@@ -146,6 +146,64 @@ pub(crate) async fn sign_in_with(
     sign_in(app, &ceremony, &credential).await
 }
 
+/// `POST /account/passkeys/verify/options` for the session of `access`.
+async fn verify_options(app: &App, access: &str) -> Response<Body> {
+    route(
+        app,
+        call(
+            "POST",
+            "/account/passkeys/verify/options",
+            Some(&bearer(access)),
+            None,
+        ),
+    )
+    .await
+}
+
+async fn verify(app: &App, access: &str, ceremony: &str, credential: &Value) -> Response<Body> {
+    let body = json!({"ceremony": ceremony, "credential": credential});
+    route(
+        app,
+        call(
+            "POST",
+            "/account/passkeys/verify",
+            Some(&bearer(access)),
+            Some(&body),
+        ),
+    )
+    .await
+}
+
+/// The session of `access` proves the authenticator's passkey `index`
+/// again: its new access token (fresh, `aal2`).
+pub(crate) async fn verified(
+    app: &App,
+    access: &str,
+    authenticator: &mut Authenticator,
+    index: usize,
+) -> String {
+    let options = verify_options(app, access).await;
+    assert_eq!(options.status(), 200, "{}", body_json(&options));
+    let options = body_json(&options);
+    let credential = authenticator.get(&options["options"], index);
+    let response = verify(
+        app,
+        access,
+        options["ceremony"].as_str().unwrap(),
+        &credential,
+    )
+    .await;
+    assert_eq!(response.status(), 200, "{}", body_json(&response));
+    access_of(&response)
+}
+
+fn access_of(response: &Response<Body>) -> String {
+    body_json(response)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 async fn user_named(app: &App, username: &str) -> User {
     app.store
         .get(&Username::parse(username).unwrap())
@@ -345,6 +403,9 @@ async fn each_ceremony_is_answered_once_and_only_by_whoever_began_it() {
     let credential = key.create(&options);
     let first = register(&app, &access, &ceremony, &credential, "Key").await;
     assert_eq!(first.status(), 201, "{}", body_json(&first));
+    // (The account has a second factor now: the session proves it, and
+    // stays the one that began the ceremony.)
+    let access = verified(&app, &access, &mut key, 0).await;
     assert_error(
         &register(&app, &access, &ceremony, &credential, "Key").await,
         400,
@@ -559,6 +620,8 @@ async fn a_counter_that_goes_backwards_is_refused_and_the_owner_is_told() {
     key.credentials[0].counter = 3;
     assert_eq!(sign_in_with(&app, &mut key, 0).await.status(), 200);
     // A passkey that keeps no counter (synced) shows 0 every time: fine.
+    // (A second passkey needs the first one's proof.)
+    let access = verified(&app, &access, &mut key, 0).await;
     let mut synced = page();
     synced.behaviour.counts = false;
     synced.behaviour.backup_eligible = true;
@@ -579,6 +642,7 @@ async fn a_credential_belongs_to_one_account_and_answers_only_for_it() {
     add_passkey(&app, &alice_access, &mut alices, "Alice's").await;
     let mut bobs = page();
     add_passkey(&app, &bob_access, &mut bobs, "Bob's").await;
+    let bob_access = verified(&app, &bob_access, &mut bobs, 0).await;
     // Alice's credential registered again, for Bob: refused, nothing moved.
     let (ceremony, options) = registration_options(&app, &bob_access).await;
     let again = alices.create_again(&options, 0);
@@ -617,7 +681,8 @@ async fn a_credential_belongs_to_one_account_and_answers_only_for_it() {
     );
     // A passkey we never kept: the same answer.
     let mut stranger = page();
-    let (_, options) = registration_options(&app, &alice_access).await;
+    let (_, carl) = signed_in(&app, "carl").await;
+    let (_, options) = registration_options(&app, &carl).await;
     stranger.create(&options);
     assert_error(
         &sign_in_with(&app, &mut stranger, 0).await,
@@ -632,6 +697,22 @@ async fn a_removed_passkey_or_a_deleted_account_refuses_at_once() {
     let (_, access) = signed_in(&app, "ruth").await;
     let mut key = page();
     add_passkey(&app, &access, &mut key, "Key").await;
+    // The account has a second factor now: a second passkey needs its proof.
+    assert_error(
+        &route(
+            &app,
+            call(
+                "POST",
+                "/account/passkeys/options",
+                Some(&bearer(&access)),
+                None,
+            ),
+        )
+        .await,
+        401,
+        "insufficient_user_authentication",
+    );
+    let access = verified(&app, &access, &mut key, 0).await;
     let mut spare = page();
     add_passkey(&app, &access, &mut spare, "Spare").await;
     let path = format!("/account/passkeys/{}", key.credentials[0].id_text());
@@ -723,6 +804,8 @@ async fn adding_a_passkey_needs_a_fresh_proof_and_stops_at_the_most_an_account_m
     assert!(user_named(&app, "nell").await.passkeys.is_empty());
     let mut first = page();
     add_passkey(&app, &access, &mut first, "Key 0").await;
+    // More need the first one's proof (the account has a second factor).
+    let access = verified(&app, &access, &mut first, 0).await;
     // The options name the account's passkeys: the browser will not make a
     // second one on an authenticator that holds one of them.
     let (_, options) = registration_options(&app, &access).await;
@@ -847,4 +930,167 @@ async fn the_only_way_to_sign_in_is_not_removed() {
         "passkey_refused",
     );
     assert_eq!(sign_in_with(&app, &mut second, 0).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_passkey_proves_a_fresh_second_factor_within_the_session() {
+    let app = App::new(&fresh_store().await);
+    // Signed in with the password a while ago: still a live token, but no
+    // recent proof.
+    let earlier = App::with_clock(&app.store, Clock::skewed(-700 * 1000));
+    let (user, access) = signed_in(&earlier, "vera").await;
+    let sid = verifier().verify(&access).await.unwrap().sid;
+    // Nothing to prove yet, and never without a session.
+    assert_error(&verify_options(&earlier, &access).await, 409, "conflict");
+    assert_error(
+        &route(
+            &app,
+            call("POST", "/account/passkeys/verify/options", None, None),
+        )
+        .await,
+        401,
+        "missing_token",
+    );
+    let mut key = page();
+    add_passkey(&earlier, &access, &mut key, "Key").await;
+    // The account has a second factor now: deletion asks for it.
+    let delete = |access: &str| {
+        request(
+            "delete-account.json",
+            Some(&bearer(access)),
+            Some(&json!({"password": PASSWORD}).to_string()),
+        )
+    };
+    assert_error(
+        &auth::handlers::account::handle(&app.account(), delete(&access)).await,
+        401,
+        "insufficient_user_authentication",
+    );
+
+    // Now, the session's proof is stale: the passkey renews it.
+    let options = verify_options(&app, &access).await;
+    assert_eq!(options.status(), 200, "{}", body_json(&options));
+    let options = body_json(&options);
+    // Only this account's passkeys may answer, the person verified.
+    let allowed: Vec<_> = options["options"]["publicKey"]["allowCredentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(allowed, [key.credentials[0].id_text()]);
+    assert_eq!(
+        options["options"]["publicKey"]["userVerification"],
+        "required"
+    );
+    let ceremony = options["ceremony"].as_str().unwrap().to_owned();
+    let credential = key.get(&options["options"], 0);
+    let answered = verify(&app, &access, &ceremony, &credential).await;
+    assert_eq!(answered.status(), 200, "{}", body_json(&answered));
+    assert_eq!(body_json(&answered)["message"], "Reauthenticated");
+    let fresh = access_of(&answered);
+    let claims = verifier().verify(&fresh).await.unwrap();
+    assert_eq!(claims.sid, sid, "the same session");
+    assert_eq!(claims.sub, user.id.to_string());
+    assert_eq!(claims.amr, ["swk", "user", "mfa"]);
+    assert_eq!(claims.acr.as_deref(), Some("aal2"));
+    assert_eq!(claims.auth_time, app.clock.now());
+    assert_eq!(
+        app.store
+            .get_passkey(&key.credentials[0].id_text())
+            .await
+            .unwrap()
+            .unwrap()
+            .counter,
+        key.credentials[0].counter,
+        "its counter moved on"
+    );
+    // The same answer again: the ceremony is spent.
+    assert_error(
+        &verify(&app, &access, &ceremony, &credential).await,
+        400,
+        "invalid_ceremony",
+    );
+
+    // A ceremony answers only in the session that began it.
+    let body = json!({"username": "vera", "password": PASSWORD}).to_string();
+    let second_login =
+        auth::handlers::login::handle(&app.login(), request("login.json", None, Some(&body))).await;
+    let other = access_of(&second_login);
+    let other_refresh = body_json(&second_login)["refresh_token"].clone();
+    let options = body_json(&verify_options(&app, &other).await);
+    let credential = key.get(&options["options"], 0);
+    assert_error(
+        &verify(
+            &app,
+            &access,
+            options["ceremony"].as_str().unwrap(),
+            &credential,
+        )
+        .await,
+        400,
+        "invalid_ceremony",
+    );
+    // Another account's passkey does not answer for this one.
+    let (_, wes) = signed_in(&app, "wes").await;
+    let mut wes_key = page();
+    add_passkey(&app, &wes, &mut wes_key, "Wes's").await;
+    let wes_id = wes_key.credentials[0].id_text();
+    let wes_counter = app
+        .store
+        .get_passkey(&wes_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .counter;
+    let options = body_json(&verify_options(&app, &other).await);
+    let foreign = wes_key.get(&options["options"], 0);
+    assert_error(
+        &verify(
+            &app,
+            &other,
+            options["ceremony"].as_str().unwrap(),
+            &foreign,
+        )
+        .await,
+        401,
+        "passkey_refused",
+    );
+    let wes_stored = app.store.get_passkey(&wes_id).await.unwrap().unwrap();
+    assert_eq!(wes_stored.counter, wes_counter, "untouched");
+    // Nor does one without user verification.
+    key.behaviour.user_verified = false;
+    let options = body_json(&verify_options(&app, &other).await);
+    let unverified = key.get(&options["options"], 0);
+    assert_error(
+        &verify(
+            &app,
+            &other,
+            options["ceremony"].as_str().unwrap(),
+            &unverified,
+        )
+        .await,
+        401,
+        "passkey_refused",
+    );
+    key.behaviour.user_verified = true;
+
+    // Proved in that session now, its refreshes carry the proof on.
+    verified(&app, &other, &mut key, 0).await;
+    let refreshed = auth::handlers::refresh::handle(
+        &app.refresh(),
+        request(
+            "refresh.json",
+            None,
+            Some(&json!({"refresh_token": other_refresh}).to_string()),
+        ),
+    )
+    .await;
+    assert_eq!(refreshed.status(), 200, "{}", body_json(&refreshed));
+    let claims = verifier().verify(&access_of(&refreshed)).await.unwrap();
+    assert_eq!(claims.amr, ["swk", "user", "mfa"]);
+    assert_eq!(claims.acr.as_deref(), Some("aal2"));
+    // And the fresh token does what needed it.
+    let deleted = auth::handlers::account::handle(&app.account(), delete(&fresh)).await;
+    assert_eq!(deleted.status(), 200, "{}", body_json(&deleted));
 }
