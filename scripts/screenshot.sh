@@ -19,4 +19,4 @@ wait_for_port "$port" 600 "make dev" "$state/make-dev.log"
 for _ in $(seq 600); do grep -q "== ready on" "$state/make-dev.log" && break; sleep 0.5; done
 grep -q "== ready on" "$state/make-dev.log" || { tail -n 30 "$state/make-dev.log" >&2; exit 1; }
 npm --prefix web run --silent screenshot -- "http://localhost:$port" demo "$(cat "$state/demo-password")" "$out" \
-  "$(head -n 1 "$state/demo-recovery-codes")"
+  "$(sed -n 1p "$state/demo-recovery-codes")" "$(sed -n 2p "$state/demo-recovery-codes")"

@@ -1,13 +1,14 @@
 // The page's pictures for the docs, against a running stack (scripts/screenshot.sh
 // starts one): the sign-in form, the forgot-password form, then the signed-in
 // view of the demo user (who signs in with a second factor: one of its
-// recovery codes).
-// Usage: node scripts/screenshot.mjs BASE_URL USERNAME PASSWORD OUT_DIR [RECOVERY_CODE]
+// recovery codes), then its passkeys after adding one (Chromium's virtual
+// authenticator; the second recovery code proves the factor).
+// Usage: node scripts/screenshot.mjs BASE_URL USERNAME PASSWORD OUT_DIR [RECOVERY_CODE [SECOND_RECOVERY_CODE]]
 import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "@playwright/test";
 
-const [baseUrl, username, password, out, recoveryCode] = process.argv.slice(2);
+const [baseUrl, username, password, out, recoveryCode, secondRecoveryCode] = process.argv.slice(2);
 if (out === undefined) throw new Error("usage: screenshot.mjs BASE_URL USERNAME PASSWORD OUT_DIR");
 const executablePath =
   process.env.CHROMIUM_PATH ?? ["/usr/lib/chromium/chromium", "/usr/bin/chromium"].find((p) => existsSync(p));
@@ -38,7 +39,23 @@ try {
   }
   await signedIn.waitFor();
   await page.screenshot({ path: join(out, "page-signed-in.png"), fullPage: true });
-  const names = ["page-sign-in.png", "page-forgot-password.png", "page-signed-in.png"];
+  // A passkey added, as a laptop's fingerprint reader would make it.
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send("WebAuthn.enable", { enableUI: false });
+  await cdp.send("WebAuthn.addVirtualAuthenticator", {
+    options: { protocol: "ctap2", ctap2Version: "ctap2_1", transport: "internal", hasResidentKey: true, hasUserVerification: true, isUserVerified: true },
+  });
+  const passkeys = page.getByRole("region", { name: "Passkeys" });
+  await passkeys.getByLabel("Name for the new passkey").fill("This laptop");
+  await passkeys.getByLabel("Password (to add a passkey)").fill(password);
+  if (secondRecoveryCode !== undefined) {
+    await passkeys.getByRole("button", { name: "Use a recovery code instead" }).click();
+    await passkeys.getByLabel("Recovery code").fill(secondRecoveryCode);
+  }
+  await passkeys.getByRole("button", { name: "Add a passkey" }).click();
+  await passkeys.getByRole("listitem", { name: "Passkey This laptop" }).waitFor();
+  await passkeys.screenshot({ path: join(out, "page-passkeys.png") });
+  const names = ["page-sign-in.png", "page-forgot-password.png", "page-signed-in.png", "page-passkeys.png"];
   console.log(`screenshots: ${names.map((name) => join(out, name)).join(", ")}`);
 } finally {
   await browser.close();

@@ -2,20 +2,23 @@
 // every button says what it does, and results are announced (role="status",
 // role="alert") so the page works from the keyboard and a screen reader.
 
-import { useEffect, useId, useRef, useState, useSyncExternalStore, type ReactNode } from "react";
+import { useCallback, useEffect, useId, useRef, useState, useSyncExternalStore, type ReactNode } from "react";
 import QRCode from "qrcode";
 import {
+  ApiError,
   describe,
   identifier,
   problem,
   providerProblem,
   takeLinkSecret,
   takeProviderOutcome,
+  passkeySupport,
   type AuthClient,
   type EmailView,
   type Enrolment,
   type FactorProof,
   type Identities,
+  type PasskeyInfo,
   type Provider,
   type ProviderOutcome,
   type SecondStep,
@@ -28,7 +31,9 @@ type Outcome = { kind: "error" | "done"; text: string } | null;
 function useAction(): [boolean, Outcome, (work: () => Promise<string | null>) => void, () => void] {
   const [busy, setBusy] = useState(false);
   const [outcome, setOutcome] = useState<Outcome>(null);
-  const run = (work: () => Promise<string | null>) => {
+  // The same function at every render (it uses the setters only): an
+  // effect may depend on it.
+  const run = useCallback((work: () => Promise<string | null>) => {
     setBusy(true);
     setOutcome(null);
     work()
@@ -41,7 +46,7 @@ function useAction(): [boolean, Outcome, (work: () => Promise<string | null>) =>
       .finally(() => {
         setBusy(false);
       });
-  };
+  }, []);
   return [busy, outcome, run, () => { setOutcome(null); }];
 }
 
@@ -61,7 +66,7 @@ function Field(props: {
       <label htmlFor={id}>{props.label}</label>
       <input
         id={id}
-        name={props.autoComplete}
+        name={props.autoComplete.split(" ")[0]}
         type={props.type ?? "text"}
         autoComplete={props.autoComplete}
         value={props.value}
@@ -103,6 +108,66 @@ function Form(props: { title: string; onSubmit: () => void; children: ReactNode 
   );
 }
 
+/**
+ * Passkeys at sign-in: the browser's username autofill offers them while
+ * `armed` (conditional mediation: one touch, nothing typed), and `signIn`
+ * opens the browser's own chooser (for browsers without the autofill).
+ * A ceremony lasts minutes: when one ends unanswered, the next begins.
+ */
+function usePasskeyAutofill(
+  auth: AuthClient,
+  armed: boolean,
+  run: (work: () => Promise<string | null>) => void,
+): { available: boolean; signIn: () => void } {
+  const [support, setSupport] = useState({ passkeys: false, autofill: false });
+  // Bumped to arm the autofill again after the button's try.
+  const [round, setRound] = useState(0);
+  const waiting = useRef<AbortController | null>(null);
+  useEffect(() => {
+    void passkeySupport().then(setSupport);
+  }, []);
+  useEffect(() => {
+    if (!armed || !support.autofill) return;
+    const controller = new AbortController();
+    waiting.current = controller;
+    const stopped = () => controller.signal.aborted;
+    void (async () => {
+      while (!stopped()) {
+        const began = Date.now();
+        try {
+          await auth.signInWithPasskey({ autofill: true, signal: controller.signal });
+          return;
+        } catch (error) {
+          if (stopped()) return;
+          // Passkeys cannot work on this address: no more rounds.
+          if (error instanceof ApiError && error.code === "passkey_unavailable") return;
+          if (!(error instanceof ApiError && error.code === "passkey_cancelled")) {
+            run(() => Promise.reject(error instanceof Error ? error : new Error(String(error))));
+          }
+          // Never a tight loop, whatever the browser does.
+          await new Promise((resolve) => setTimeout(resolve, Math.max(0, 2000 - (Date.now() - began))));
+        }
+      }
+    })();
+    return () => {
+      controller.abort();
+    };
+  }, [auth, armed, support.autofill, round, run]);
+  const signIn = () => {
+    // The browser serves one request at a time: the autofill's goes first.
+    waiting.current?.abort();
+    run(async () => {
+      try {
+        await auth.signInWithPasskey();
+      } finally {
+        setRound((r) => r + 1);
+      }
+      return null;
+    });
+  };
+  return { available: support.passkeys, signIn };
+}
+
 function SignIn({
   auth,
   notice,
@@ -126,6 +191,7 @@ function SignIn({
     setMode(next);
     clear();
   };
+  const passkeys = usePasskeyAutofill(auth, mode === "login" && step === null, run);
 
   if (step !== null) {
     return (
@@ -185,11 +251,17 @@ function SignIn({
       }}
     >
       {notice !== null && outcome === null && <p className="notice">{notice}</p>}
-      <Field label="Username" autoComplete="username" value={username} onChange={setUsername} />
+      {/* "webauthn": the browser offers the passkeys of this site here too. */}
+      <Field label="Username" autoComplete="username webauthn" value={username} onChange={setUsername} />
       <Field label="Password" type="password" autoComplete="current-password" value={password} onChange={setPassword} />
       <Result outcome={outcome} />
       <div className="actions">
         <button type="submit" disabled={busy}>Log in</button>
+        {passkeys.available && (
+          <button type="button" disabled={busy} onClick={passkeys.signIn}>
+            Sign in with a passkey
+          </button>
+        )}
         <button type="button" className="link" onClick={() => { switchTo("register"); }}>
           Create an account
         </button>
@@ -833,14 +905,146 @@ function ChangePassword({ auth }: { auth: AuthClient }) {
   );
 }
 
+/**
+ * The account's passkeys: each with its name, when it was added and last
+ * used, and whether it is synced; rename, remove, add. Adding and removing
+ * need a fresh proof: one of the passkeys (one touch), or, for an account
+ * with none yet, the password (and the app's code, where it has one).
+ */
+function Passkeys({
+  auth,
+  passkeys,
+  methods,
+  onChange,
+}: {
+  auth: AuthClient;
+  passkeys: PasskeyInfo[];
+  methods: Identities;
+  onChange: () => void;
+}) {
+  const [name, setName] = useState("");
+  const [password, setPassword] = useState("");
+  const [proof, setProof] = useState<FactorProof>({ code: "" });
+  const [renaming, setRenaming] = useState<PasskeyInfo | null>(null);
+  const [newName, setNewName] = useState("");
+  const [busy, outcome, run] = useAction();
+  const headingId = useId();
+  const first = passkeys.length === 0;
+  return (
+    <section aria-labelledby={headingId}>
+      <h2 id={headingId}>Passkeys</h2>
+      <p>Sign in with your fingerprint, face or device PIN instead of a password: nothing to type, nothing to phish.</p>
+      {first ? (
+        <p>No passkeys yet.</p>
+      ) : (
+        <ul className="sessions">
+          {passkeys.map((passkey) => (
+            <li key={passkey.id} aria-label={`Passkey ${passkey.name}`}>
+              <p>
+                <strong>{passkey.name}</strong> · {passkey.synced ? "Synced to your other devices" : "On one device only"}
+              </p>
+              <p>
+                Added {when(passkey.created_at)}.{" "}
+                {passkey.last_used === null ? "Not used yet." : `Last used ${when(passkey.last_used)}.`}
+              </p>
+              <div className="actions">
+                <button
+                  type="button"
+                  disabled={busy}
+                  onClick={() => {
+                    setRenaming(passkey);
+                    setNewName(passkey.name);
+                  }}
+                >
+                  Rename {passkey.name}
+                </button>
+                <button
+                  type="button"
+                  className="danger"
+                  disabled={busy}
+                  onClick={() => {
+                    run(async () => {
+                      await auth.removePasskey(passkey.id);
+                      onChange();
+                      return `Passkey “${passkey.name}” removed: it signs in no more.`;
+                    });
+                  }}
+                >
+                  Remove {passkey.name}
+                </button>
+              </div>
+            </li>
+          ))}
+        </ul>
+      )}
+      {renaming !== null && (
+        <Form
+          title={`Rename “${renaming.name}”`}
+          onSubmit={() => {
+            run(async () => {
+              const renamed = await auth.renamePasskey(renaming.id, newName);
+              setRenaming(null);
+              onChange();
+              return `Renamed to “${renamed.name}”.`;
+            });
+          }}
+        >
+          <Field label="New name" autoComplete="off" value={newName} onChange={setNewName} />
+          <div className="actions">
+            <button type="submit" disabled={busy}>Save the name</button>
+            <button type="button" className="link" onClick={() => { setRenaming(null); }}>
+              Keep the name
+            </button>
+          </div>
+        </Form>
+      )}
+      <Form
+        title="Add a passkey"
+        onSubmit={() => {
+          run(async () => {
+            const fresh = first
+              ? { password: methods.has_password ? password : null, factor: methods.second_factor ? proof : null }
+              : ("passkey" as const);
+            const added = await auth.addPasskey(name, fresh);
+            setName("");
+            setPassword("");
+            onChange();
+            return `Passkey “${added.name}” added: use it at your next sign-in.`;
+          });
+        }}
+      >
+        <Field label="Name for the new passkey" autoComplete="off" value={name} onChange={setName} />
+        {first && methods.has_password && (
+          <Field
+            label="Password (to add a passkey)"
+            type="password"
+            autoComplete="current-password"
+            value={password}
+            onChange={setPassword}
+          />
+        )}
+        {first && methods.second_factor && <FactorFields proof={proof} onChange={setProof} />}
+        {!first && <p>You will confirm with one of your passkeys first.</p>}
+        <div className="actions">
+          <button type="submit" disabled={busy}>Add a passkey</button>
+        </div>
+      </Form>
+      <Result outcome={outcome} />
+    </section>
+  );
+}
+
 function DeleteAccount({
   auth,
   hasPassword,
   secondFactor,
+  passkey,
 }: {
   auth: AuthClient;
   hasPassword: boolean;
   secondFactor: boolean;
+  /** The account has a passkey: it proves the second factor. */
+  passkey: boolean;
 }) {
   const [asked, setAsked] = useState(false);
   const [password, setPassword] = useState("");
@@ -863,7 +1067,7 @@ function DeleteAccount({
       title="Delete account"
       onSubmit={() => {
         run(async () => {
-          await auth.deleteAccount(hasPassword ? password : null, secondFactor ? proof : null);
+          await auth.deleteAccount(hasPassword ? password : null, passkey ? "passkey" : secondFactor ? proof : null);
           return null;
         });
       }}
@@ -874,7 +1078,11 @@ function DeleteAccount({
       ) : (
         <p>Confirm it&apos;s you with your provider first (above).</p>
       )}
-      {secondFactor && <FactorFields proof={proof} onChange={setProof} />}
+      {passkey ? (
+        <p>You will confirm with one of your passkeys.</p>
+      ) : (
+        secondFactor && <FactorFields proof={proof} onChange={setProof} />
+      )}
       <Result outcome={outcome} />
       <div className="actions">
         <button type="submit" className="danger" disabled={busy}>Delete my account</button>
@@ -895,6 +1103,7 @@ const METHODS: Record<SessionInfo["method"], string> = {
   password: "Signed in with the password",
   password_change: "Began with a password change",
   provider: "Signed in with a provider",
+  passkey: "Signed in with a passkey",
   other: "Signed in",
 };
 
@@ -987,6 +1196,9 @@ function Account({ auth, returned }: { auth: AuthClient; returned: ProviderOutco
   // Bumped to read the sign-in methods again.
   const [methodsVersion, setMethodsVersion] = useState(0);
   useLoad(() => auth.identities(), setMethods, methodsVersion);
+  const [passkeys, setPasskeys] = useState<PasskeyInfo[] | null>(null);
+  const [passkeysVersion, setPasskeysVersion] = useState(0);
+  useLoad(() => auth.passkeys(), setPasskeys, passkeysVersion);
   const reloadMethods = () => {
     setMethodsVersion((v) => v + 1);
   };
@@ -1032,10 +1244,19 @@ function Account({ auth, returned }: { auth: AuthClient; returned: ProviderOutco
       <Email auth={auth} />
       {methods?.has_password === false ? <SetPassword auth={auth} onDone={reloadMethods} /> : <ChangePassword auth={auth} />}
       {methods !== null && <SecondFactor auth={auth} methods={methods} onChange={reloadMethods} />}
+      {methods !== null && passkeys !== null && (
+        <Passkeys
+          auth={auth}
+          passkeys={passkeys}
+          methods={methods}
+          onChange={() => { setPasskeysVersion((v) => v + 1); }}
+        />
+      )}
       <DeleteAccount
         auth={auth}
         hasPassword={methods?.has_password !== false}
         secondFactor={methods?.second_factor === true}
+        passkey={passkeys !== null && passkeys.length > 0}
       />
     </>
   );

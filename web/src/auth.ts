@@ -67,7 +67,7 @@ export interface SessionInfo {
   id: string;
   /** This tab's session. */
   current: boolean;
-  method: "password" | "password_change" | "provider" | "other";
+  method: "password" | "password_change" | "provider" | "passkey" | "other";
   created_at: number;
   last_used_at: number;
   expires_at: number;
@@ -108,6 +108,66 @@ export interface Identities {
     issuer: string;
     connected_at: number | null;
   }[];
+}
+
+/** A passkey of the account, as its owner sees it. */
+export interface PasskeyInfo {
+  id: string;
+  name: string;
+  created_at: number;
+  last_used: number | null;
+  /** Synced to the owner's other devices (else bound to one device). */
+  synced: boolean;
+  backup_eligible: boolean;
+}
+
+/**
+ * A fresh proof made before an act that asks for one: a passkey of the
+ * account (both factors at once), or the password (null: the account has
+ * none) and a code (null: no code factor).
+ */
+export type FreshProof = "passkey" | { password: string | null; factor: FactorProof | null };
+
+/** A ceremony the API began: its id, and the options for the browser. */
+interface Ceremony<T> {
+  ceremony: string;
+  expires_in: number;
+  options: { publicKey: T; mediation?: CredentialMediationRequirement };
+}
+
+/**
+ * Whether this browser can use passkeys the way the page does (WebAuthn's
+ * JSON helpers), and offers them in its username autofill (conditional
+ * mediation).
+ */
+export async function passkeySupport(): Promise<{ passkeys: boolean; autofill: boolean }> {
+  const credential = (globalThis as { PublicKeyCredential?: typeof PublicKeyCredential }).PublicKeyCredential;
+  if (credential === undefined || typeof credential.parseRequestOptionsFromJSON !== "function") {
+    return { passkeys: false, autofill: false };
+  }
+  const autofill =
+    typeof credential.isConditionalMediationAvailable === "function" &&
+    (await credential.isConditionalMediationAvailable());
+  return { passkeys: true, autofill };
+}
+
+/**
+ * A refusal of the browser's own (the person closed its dialog, or it
+ * timed out, or this page's origin is not the passkeys' site): no API
+ * error, a plain message.
+ */
+function browserRefusal(error: unknown): ApiError {
+  const name = error instanceof DOMException ? error.name : "";
+  if (name === "NotAllowedError" || name === "AbortError" || name === "TimeoutError") {
+    return new ApiError(0, "passkey_cancelled", "No passkey was used. Try again, or sign in another way.");
+  }
+  if (name === "InvalidStateError") {
+    return new ApiError(0, "passkey_exists", "This device already holds a passkey for this account.");
+  }
+  if (name === "SecurityError") {
+    return new ApiError(0, "passkey_unavailable", "Passkeys do not work on this address of the page.");
+  }
+  return new ApiError(0, "passkey_unavailable", "This browser could not use a passkey here.");
 }
 
 /** What a provider's round trip came back with, from the page's fragment. */
@@ -488,6 +548,128 @@ export class AuthClient {
   }
 
   /**
+   * Signs in with a passkey, no username: the browser's own chooser (a
+   * button), or, with `autofill`, its username field's suggestions
+   * (conditional mediation), which wait for the person until `signal`
+   * aborts or the ceremony expires (then: an `AbortError` refusal).
+   */
+  async signInWithPasskey({ autofill = false, signal }: { autofill?: boolean; signal?: AbortSignal } = {}): Promise<void> {
+    const begun = await this.#send("/login/passkey/options", { method: "POST", json: {} }, null);
+    if (!begun.ok) throw await problem(begun);
+    const { ceremony, expires_in, options } = (await begun.json()) as Ceremony<PublicKeyCredentialRequestOptionsJSON>;
+    const expiry = AbortSignal.timeout(expires_in * 1000);
+    const credential = await this.#get(options.publicKey, {
+      ...(autofill ? { mediation: "conditional" as const } : {}),
+      signal: signal === undefined ? expiry : AbortSignal.any([signal, expiry]),
+    });
+    await this.#signIn("/login/passkey", {
+      ceremony,
+      credential,
+      refresh_token_delivery: "cookie",
+    });
+  }
+
+  /** The account's passkeys. */
+  async passkeys(): Promise<PasskeyInfo[]> {
+    const response = await this.fetch("/account/passkeys");
+    if (!response.ok) throw await problem(response);
+    return ((await response.json()) as { passkeys: PasskeyInfo[] }).passkeys;
+  }
+
+  /**
+   * Adds a passkey made by this browser, named `name`. It needs a fresh
+   * proof: one of the account's passkeys, or (an account with none) the
+   * password again and, where the account has one, a code.
+   */
+  async addPasskey(name: string, proof: FreshProof): Promise<PasskeyInfo> {
+    await this.#prove(proof);
+    const begun = await this.fetch("/account/passkeys/options", { method: "POST", json: {} });
+    if (!begun.ok) throw await problem(begun);
+    const { ceremony, options } = (await begun.json()) as Ceremony<PublicKeyCredentialCreationOptionsJSON>;
+    let made: Credential | null;
+    try {
+      made = await navigator.credentials.create({
+        publicKey: PublicKeyCredential.parseCreationOptionsFromJSON(options.publicKey),
+      });
+    } catch (error) {
+      throw browserRefusal(error);
+    }
+    if (!(made instanceof PublicKeyCredential)) throw browserRefusal(null);
+    const response = await this.fetch("/account/passkeys", {
+      method: "POST",
+      json: { ceremony, credential: made.toJSON(), name },
+    });
+    if (!response.ok) throw await problem(response);
+    return (await response.json()) as PasskeyInfo;
+  }
+
+  /** Renames one of the account's passkeys. */
+  async renamePasskey(id: string, name: string): Promise<PasskeyInfo> {
+    const response = await this.fetch(`/account/passkeys/${encodeURIComponent(id)}`, {
+      method: "PATCH",
+      json: { name },
+    });
+    if (!response.ok) throw await problem(response);
+    return (await response.json()) as PasskeyInfo;
+  }
+
+  /** Removes one of the account's passkeys, proving one of them first. */
+  async removePasskey(id: string): Promise<void> {
+    await this.proveWithPasskey();
+    const response = await this.fetch(`/account/passkeys/${encodeURIComponent(id)}`, { method: "DELETE" });
+    if (!response.ok) throw await problem(response);
+  }
+
+  /**
+   * Proves one of the account's passkeys within this session: a fresh
+   * proof and the second factor at once (`aal2`), for the acts that ask.
+   */
+  async proveWithPasskey(): Promise<void> {
+    const begun = await this.fetch("/account/passkeys/verify/options", { method: "POST", json: {} });
+    if (!begun.ok) throw await problem(begun);
+    const { ceremony, options } = (await begun.json()) as Ceremony<PublicKeyCredentialRequestOptionsJSON>;
+    const credential = await this.#get(options.publicKey, {});
+    await this.#locked(async () => {
+      const response = await this.#authorized(
+        "/account/passkeys/verify",
+        { method: "POST", json: { ceremony, credential } },
+        () => this.#refreshOnce(),
+      );
+      if (response === null) throw sessionEnded();
+      if (!response.ok) throw await problem(response);
+      this.#adopt((await response.json()) as TokenAnswer);
+    });
+  }
+
+  // The proof an act asks for, made in this session.
+  async #prove(proof: FreshProof): Promise<void> {
+    if (proof === "passkey") {
+      await this.proveWithPasskey();
+      return;
+    }
+    if (proof.password !== null) await this.#reauthenticate(proof.password);
+    if (proof.factor !== null) await this.#stepUp(proof.factor);
+  }
+
+  // The browser's answer to a challenge, as WebAuthn's JSON.
+  async #get(
+    options: PublicKeyCredentialRequestOptionsJSON,
+    request: { mediation?: CredentialMediationRequirement; signal?: AbortSignal },
+  ): Promise<RegistrationResponseJSON | AuthenticationResponseJSON> {
+    let answer: Credential | null;
+    try {
+      answer = await navigator.credentials.get({
+        publicKey: PublicKeyCredential.parseRequestOptionsFromJSON(options),
+        ...request,
+      });
+    } catch (error) {
+      throw browserRefusal(error);
+    }
+    if (!(answer instanceof PublicKeyCredential)) throw browserRefusal(null);
+    return answer.toJSON();
+  }
+
+  /**
    * Ends this session (or, with `everywhere`, every session of the user) and
    * signs out every tab. Throws, and stays signed in, if the API did not end it.
    */
@@ -529,9 +711,12 @@ export class AuthClient {
    * out every tab (the API clears the cookie). Throws, and stays signed in,
    * if the API did not delete it.
    */
-  async deleteAccount(password: string | null, secondFactor: FactorProof | null = null): Promise<void> {
-    // With a second factor: a fresh proof of both, in this session, first.
-    if (secondFactor !== null) {
+  async deleteAccount(password: string | null, secondFactor: FactorProof | "passkey" | null = null): Promise<void> {
+    // With a second factor: a fresh proof of both, in this session, first
+    // (a passkey proves both at once).
+    if (secondFactor === "passkey") {
+      await this.proveWithPasskey();
+    } else if (secondFactor !== null) {
       if (password !== null) await this.#reauthenticate(password);
       await this.#stepUp(secondFactor);
     }

@@ -5,6 +5,7 @@
 
 import { randomBytes } from "node:crypto";
 import { appendFileSync } from "node:fs";
+import AxeBuilder from "@axe-core/playwright";
 import { test as base, expect, type BrowserContext, type Page } from "@playwright/test";
 
 export interface Person {
@@ -169,4 +170,11 @@ export function codeIn(mail: Mail): string {
   const code = /<code>(\d{4} \d{4})<\/code>/.exec(mail.body)?.[1];
   if (code === undefined) throw new Error(`no code in ${mail.subject}`);
   return code;
+}
+
+/** No serious or critical finding of axe on the page as it is now (`view` names it). */
+export async function axeClean(page: Page, view: string): Promise<void> {
+  const results = await new AxeBuilder({ page }).analyze();
+  const serious = results.violations.filter((v) => v.impact === "serious" || v.impact === "critical");
+  expect(serious.map((v) => `${v.id}: ${v.help}`), view).toEqual([]);
 }

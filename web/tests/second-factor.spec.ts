@@ -4,9 +4,8 @@
 // twice), delete an account that has one, remove it; axe on each new view.
 
 import { createHmac } from "node:crypto";
-import AxeBuilder from "@axe-core/playwright";
 import type { Page } from "@playwright/test";
-import { expect, expectSignedIn, expectSignedOut, logIn, newPerson, noteSecret, register, test } from "./fixtures";
+import { axeClean, expect, expectSignedIn, expectSignedOut, logIn, newPerson, noteSecret, register, test } from "./fixtures";
 
 const STEP_SECONDS = 30;
 
@@ -29,12 +28,6 @@ async function freshCode(key: string, spent: number): Promise<{ code: string; at
   while (step(Date.now()) <= step(spent)) await new Promise((resolve) => setTimeout(resolve, 500));
   const at = Date.now();
   return { code: totp(key, at), at };
-}
-
-async function axeClean(page: Page, view: string): Promise<void> {
-  const results = await new AxeBuilder({ page }).analyze();
-  const serious = results.violations.filter((v) => v.impact === "serious" || v.impact === "critical");
-  expect(serious.map((v) => `${v.id}: ${v.help}`), view).toEqual([]);
 }
 
 /** Sets up the second factor from the signed-in page: its key and recovery codes, and when its code was used. */
