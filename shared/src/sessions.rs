@@ -170,6 +170,18 @@ pub mod amr {
         has(OTP) || has(RECOVERY_CODE) || (has(SOFTWARE_KEY) && has(USER_VERIFIED))
     }
 
+    /// Whether `user` still holds a second factor of the kind `amr` proved:
+    /// a code (or recovery code) while the code factor is set up, a
+    /// passkey while the account has one. A session whose factor was
+    /// removed stands at one factor for what asks for two (a guarded
+    /// role's scope, `aal2` acts), whatever else the account holds.
+    pub fn second_factor_held(amr: &[String], user: &crate::users::User) -> bool {
+        let has = |method: &str| amr.iter().any(|m| m == method);
+        let code = has(OTP) || has(RECOVERY_CODE);
+        let passkey = has(SOFTWARE_KEY) && has(USER_VERIFIED);
+        (code && user.second_factor) || (passkey && !user.passkeys.is_empty())
+    }
+
     /// The level `amr` comes to: none for none.
     pub fn acr(amr: &[String]) -> Option<&'static str> {
         if amr.iter().any(|m| m == MFA) {
@@ -380,6 +392,31 @@ mod tests {
         for no in [&["swk"][..], &["user"], &["fed", "mfa"], &["pwd"], &[]] {
             assert!(!amr::own_second_factor(&amr(no)), "{no:?}");
         }
+    }
+
+    #[test]
+    fn a_second_factor_counts_while_the_account_still_holds_its_kind() {
+        let amr = |methods: &[&str]| methods.iter().map(|m| m.to_string()).collect::<Vec<_>>();
+        let (code, passkey) = (amr(&["pwd", "otp", "mfa"]), amr(&["swk", "user", "mfa"]));
+        let mut user = crate::users::User::new(
+            Username::parse("held").unwrap(),
+            "Held".into(),
+            "hash".into(),
+        );
+        // Neither kind held: neither counts.
+        assert!(!amr::second_factor_held(&code, &user));
+        assert!(!amr::second_factor_held(&passkey, &user));
+        // A passkey held: a passkey's proof counts, a code's does not.
+        user.passkeys.insert("AAAAAAAAAAAAAAAAAAAAAA".into());
+        assert!(amr::second_factor_held(&passkey, &user));
+        assert!(!amr::second_factor_held(&code, &user));
+        // A code factor held, the passkeys gone: the reverse.
+        user.passkeys.clear();
+        user.second_factor = true;
+        assert!(amr::second_factor_held(&code, &user));
+        assert!(!amr::second_factor_held(&passkey, &user));
+        // A provider's word is never ours.
+        assert!(!amr::second_factor_held(&amr(&["fed", "mfa"]), &user));
     }
 
     #[test]

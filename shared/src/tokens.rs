@@ -337,7 +337,7 @@ impl TokenIssuer {
         // A guarded role only for a session that proved our own second
         // factor (not a provider's word), one the account still has (a
         // removal leaves sessions be).
-        let second = crate::sessions::amr::own_second_factor(amr) && user.has_second_factor();
+        let second = crate::sessions::amr::second_factor_held(amr, user);
         claims.scope = scope_at(&user.roles, &self.second_factor_roles, second);
         Ok(IssuedToken {
             token: self.sign(&claims, now).await?,
@@ -712,6 +712,15 @@ mod tests {
         user.passkeys.insert("AAAAAAAAAAAAAAAAAAAAAA".into());
         assert!(user.has_second_factor());
         assert_eq!(scope(&user).await.as_deref(), Some("admin"));
+        // A session that proved a code, once the code factor is gone: one
+        // factor, though the account holds a passkey.
+        let code: Vec<String> = ["pwd", "otp", "mfa"].map(String::from).to_vec();
+        let token = issuer()
+            .issue(&user, "s", now(), &code, now())
+            .await
+            .unwrap()
+            .token;
+        assert_eq!(verify(&token).unwrap().scope, None);
     }
 
     #[tokio::test]

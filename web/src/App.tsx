@@ -108,6 +108,19 @@ function Form(props: { title: string; onSubmit: () => void; children: ReactNode 
   );
 }
 
+/** Autofill rounds that end early, in a row, before the page stops asking. */
+const AUTOFILL_MAX_FAILURES = 5;
+/** A round shorter than this, without a sign-in, did not wait for the person. */
+const AUTOFILL_SHORT_ROUND_MS = 30_000;
+
+/** Waits until `arm`'s wake-up is called, or `signal` aborts. */
+function until(signal: AbortSignal, arm: (wake: () => void) => void): Promise<void> {
+  return new Promise((resolve) => {
+    signal.addEventListener("abort", () => { resolve(); }, { once: true });
+    arm(() => { resolve(); });
+  });
+}
+
 /**
  * Passkeys at sign-in: the browser's username autofill offers them while
  * `armed` (conditional mediation: one touch, nothing typed), and `signIn`
@@ -132,7 +145,18 @@ function usePasskeyAutofill(
     waiting.current = controller;
     const stopped = () => controller.signal.aborted;
     void (async () => {
-      while (!stopped()) {
+      // Rounds that ended early, without a sign-in, in a row: a browser or
+      // an API that keeps refusing is not asked again and again (each round
+      // counts in the API's login window); the button still works.
+      let failures = 0;
+      while (!stopped() && failures < AUTOFILL_MAX_FAILURES) {
+        // A hidden tab begins no new ceremony until it is seen again.
+        if (document.hidden) {
+          await until(controller.signal, (wake) => {
+            document.addEventListener("visibilitychange", wake, { once: true });
+          });
+          continue;
+        }
         const began = Date.now();
         try {
           await auth.signInWithPasskey({ autofill: true, signal: controller.signal });
@@ -141,11 +165,15 @@ function usePasskeyAutofill(
           if (stopped()) return;
           // Passkeys cannot work on this address: no more rounds.
           if (error instanceof ApiError && error.code === "passkey_unavailable") return;
-          if (!(error instanceof ApiError && error.code === "passkey_cancelled")) {
+          const cancelled = error instanceof ApiError && error.code === "passkey_cancelled";
+          if (!cancelled) {
             run(() => Promise.reject(error instanceof Error ? error : new Error(String(error))));
           }
-          // Never a tight loop, whatever the browser does.
-          await new Promise((resolve) => setTimeout(resolve, Math.max(0, 2000 - (Date.now() - began))));
+          // A ceremony that ran its course (minutes) starts the count anew.
+          failures = !cancelled || Date.now() - began < AUTOFILL_SHORT_ROUND_MS ? failures + 1 : 0;
+          const retryAfter = error instanceof ApiError && error.retryAfter !== null ? error.retryAfter * 1000 : 0;
+          const wait = Math.max(retryAfter, failures === 0 ? 1000 : 2000 * 2 ** failures);
+          await until(controller.signal, (wake) => setTimeout(wake, wait));
         }
       }
     })();
@@ -372,7 +400,18 @@ function RecoveryCodes({ codes }: { codes: string[] }) {
  * code from it); with one, new recovery codes or its removal (the password
  * and a code each).
  */
-function SecondFactor({ auth, methods, onChange }: { auth: AuthClient; methods: Identities; onChange: () => void }) {
+function SecondFactor({
+  auth,
+  methods,
+  passkey,
+  onChange,
+}: {
+  auth: AuthClient;
+  methods: Identities;
+  /** The account has a passkey: setting up a code factor beside it proves one. */
+  passkey: boolean;
+  onChange: () => void;
+}) {
   const [password, setPassword] = useState("");
   const [enrolment, setEnrolment] = useState<Enrolment | null>(null);
   const [code, setCode] = useState("");
@@ -439,14 +478,16 @@ function SecondFactor({ auth, methods, onChange }: { auth: AuthClient; methods: 
         onSubmit={(event) => {
           event.preventDefault();
           run(async () => {
-            setEnrolment(await auth.beginSecondFactor(proofOfPassword));
+            setEnrolment(
+              await auth.beginSecondFactor(passkey ? "passkey" : { password: proofOfPassword, factor: null }),
+            );
             setPassword("");
             return null;
           });
         }}
       >
         <p>Off. With a second factor, a stolen password alone does not sign in: each sign-in also asks for a code from an app on your phone.</p>
-        {passwordField}
+        {passkey ? <p>You will confirm with one of your passkeys first.</p> : passwordField}
         <div className="actions">
           <button type="submit" disabled={busy}>Set up a second factor</button>
         </div>
@@ -1243,7 +1284,14 @@ function Account({ auth, returned }: { auth: AuthClient; returned: ProviderOutco
       <SignInMethods auth={auth} methods={methods} onChange={reloadMethods} returned={returned} />
       <Email auth={auth} />
       {methods?.has_password === false ? <SetPassword auth={auth} onDone={reloadMethods} /> : <ChangePassword auth={auth} />}
-      {methods !== null && <SecondFactor auth={auth} methods={methods} onChange={reloadMethods} />}
+      {methods !== null && (
+        <SecondFactor
+          auth={auth}
+          methods={methods}
+          passkey={passkeys !== null && passkeys.length > 0}
+          onChange={reloadMethods}
+        />
+      )}
       {methods !== null && passkeys !== null && (
         <Passkeys
           auth={auth}

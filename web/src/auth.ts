@@ -502,10 +502,11 @@ export class AuthClient {
 
   /**
    * Begins setting up a second factor, proving the password first where
-   * the account has one (it needs a fresh sign-in): the secret and its URI.
+   * the account has one (it needs a fresh sign-in), or one of its passkeys
+   * where it has one (it needs the second factor): the secret and its URI.
    */
-  async beginSecondFactor(password: string | null): Promise<Enrolment> {
-    if (password !== null) await this.#reauthenticate(password);
+  async beginSecondFactor(proof: FreshProof): Promise<Enrolment> {
+    await this.#prove(proof);
     const response = await this.fetch("/account/second-factor", { method: "POST", json: {} });
     if (!response.ok) throw await problem(response);
     return (await response.json()) as Enrolment;

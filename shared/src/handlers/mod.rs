@@ -89,11 +89,8 @@ impl Authenticated {
     pub fn require_second_factor(&self, max_age: Duration, now: i64) -> Result<(), ApiError> {
         // Our own factor: a trusted provider's word (`mfa`) is not it.
         let second = self.claims.acr.as_deref() == Some(crate::sessions::amr::ACR_SECOND_FACTOR)
-            && crate::sessions::amr::own_second_factor(&self.claims.amr);
-        if second
-            && self.user.has_second_factor()
-            && now - self.claims.auth_time <= max_age.as_secs() as i64
-        {
+            && crate::sessions::amr::second_factor_held(&self.claims.amr, &self.user);
+        if second && now - self.claims.auth_time <= max_age.as_secs() as i64 {
             Ok(())
         } else {
             Err(ApiError::SecondFactorRequired {

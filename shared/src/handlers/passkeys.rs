@@ -509,15 +509,18 @@ async fn checked(
     outcome: Result<AuthenticationResult, WebauthnError>,
     now: i64,
 ) -> Result<StoredPasskey, ()> {
+    let cloned = async || {
+        // A counter that went backwards: a copy of a key that should have
+        // none. Refused; the owner hears of it.
+        tracing::warn!(user_id = %user.id, "passkey refused: its counter went backwards");
+        if let Err(e) = state.store.notice_cloned_passkey(user, stored, now).await {
+            tracing::warn!(user_id = %user.id, error = %e, "the cloned-passkey notice was not written");
+        }
+    };
     let result = match outcome {
         Ok(result) => result,
         Err(WebauthnError::CredentialPossibleCompromise) => {
-            // A counter that went backwards: a copy of a key that should
-            // have none. Refused; the owner hears of it.
-            tracing::warn!(user_id = %user.id, "passkey refused: its counter went backwards");
-            if let Err(e) = state.store.notice_cloned_passkey(user, stored, now).await {
-                tracing::warn!(user_id = %user.id, error = %e, "the cloned-passkey notice was not written");
-            }
+            cloned().await;
             return Err(());
         }
         Err(e) => {
@@ -525,6 +528,13 @@ async fn checked(
             return Err(());
         }
     };
+    // The library compared the counter with the one its ceremony began
+    // with (a re-authentication's, minutes old); the one read just now
+    // decides.
+    if result.counter() > 0 && u64::from(result.counter()) <= u64::from(stored.counter) {
+        cloned().await;
+        return Err(());
+    }
     if !result.user_verified() {
         tracing::info!(user_id = %user.id, "passkey refused: no user verification");
         return Err(());

@@ -77,7 +77,14 @@ async fn enrol(state: &SecondFactor, req: Request) -> Result<Response<Body>, Api
     require_method(&req, Method::POST, "POST, DELETE")?;
     let now = state.clock.now();
     let caller = authenticate_caller(&req, &state.verifier, &state.store, now).await?;
-    caller.require_fresh(state.fresh_auth, now)?;
+    // An account with a passkey has a second factor already: a code factor
+    // beside it is added with its proof, or the password alone would make
+    // one (and with it `aal2`).
+    if caller.user.has_second_factor() {
+        caller.require_second_factor(state.fresh_auth, now)?;
+    } else {
+        caller.require_fresh(state.fresh_auth, now)?;
+    }
     limit_source(&state.store, &Window::login(&state.limits), &req, now).await?;
     let (user, sid) = (caller.user, caller.claims.sid);
     if user.second_factor {

@@ -985,6 +985,7 @@ async fn a_passkey_proves_a_fresh_second_factor_within_the_session() {
     );
     let ceremony = options["ceremony"].as_str().unwrap().to_owned();
     let credential = key.get(&options["options"], 0);
+    let before = app.clock.now();
     let answered = verify(&app, &access, &ceremony, &credential).await;
     assert_eq!(answered.status(), 200, "{}", body_json(&answered));
     assert_eq!(body_json(&answered)["message"], "Reauthenticated");
@@ -994,7 +995,10 @@ async fn a_passkey_proves_a_fresh_second_factor_within_the_session() {
     assert_eq!(claims.sub, user.id.to_string());
     assert_eq!(claims.amr, ["swk", "user", "mfa"]);
     assert_eq!(claims.acr.as_deref(), Some("aal2"));
-    assert_eq!(claims.auth_time, app.clock.now());
+    assert!(
+        (before..=app.clock.now()).contains(&claims.auth_time),
+        "a proof made now"
+    );
     assert_eq!(
         app.store
             .get_passkey(&key.credentials[0].id_text())
@@ -1093,4 +1097,109 @@ async fn a_passkey_proves_a_fresh_second_factor_within_the_session() {
     // And the fresh token does what needed it.
     let deleted = auth::handlers::account::handle(&app.account(), delete(&fresh)).await;
     assert_eq!(deleted.status(), 200, "{}", body_json(&deleted));
+}
+
+#[tokio::test]
+async fn a_code_factor_is_added_beside_a_passkey_only_with_its_proof() {
+    let app = App::new(&fresh_store().await);
+    let (_, access) = signed_in(&app, "otto").await;
+    let mut key = page();
+    add_passkey(&app, &access, &mut key, "Key").await;
+    let factors = app.second_factor();
+    let enrol = |access: &str| {
+        auth::handlers::second_factor::handle(
+            &factors,
+            request("second-factor.json", Some(&bearer(access)), None),
+        )
+    };
+    // The password alone (a fresh sign-in) would make a second factor of
+    // its own, and with it `aal2`: refused.
+    assert_error(
+        &enrol(&access).await,
+        401,
+        "insufficient_user_authentication",
+    );
+    assert!(
+        app.store
+            .get_factor(&user_named(&app, "otto").await.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // With the passkey proved, it begins.
+    let verified = verified(&app, &access, &mut key, 0).await;
+    let begun = enrol(&verified).await;
+    assert_eq!(begun.status(), 201, "{}", body_json(&begun));
+}
+
+#[tokio::test]
+async fn a_re_authentication_refuses_a_copy_behind_the_stored_counter_and_a_session_that_ended() {
+    let store = fresh_store().await;
+    let app = App::new(&store);
+    let (_, access) = signed_in(&app, "cleo").await;
+    crate::matrix::verify_directly(&store, "cleo", "cleo@example.com").await;
+    let mut key = page();
+    add_passkey(&app, &access, &mut key, "Key").await;
+    let id = key.credentials[0].id_text();
+    // The challenge is asked for; before it is answered, the key signs in
+    // elsewhere (its counter moves on), and a copy made before that answers.
+    let options = body_json(&verify_options(&app, &access).await);
+    let before = key.credentials[0].counter;
+    assert_eq!(sign_in_with(&app, &mut key, 0).await.status(), 200);
+    let stored = app.store.get_passkey(&id).await.unwrap().unwrap().counter;
+    // The copy: the key as it was before that sign-in.
+    key.credentials[0].counter = before;
+    let answer = key.get(&options["options"], 0);
+    assert_eq!(key.credentials[0].counter, stored, "the copy is not ahead");
+    assert_error(
+        &verify(
+            &app,
+            &access,
+            options["ceremony"].as_str().unwrap(),
+            &answer,
+        )
+        .await,
+        401,
+        "passkey_refused",
+    );
+    assert_eq!(
+        app.store.get_passkey(&id).await.unwrap().unwrap().counter,
+        stored
+    );
+    let jobs = store.pending_jobs().await.unwrap();
+    assert!(
+        jobs.iter().any(|(_, job)| matches!(
+            job,
+            auth::outbox::MailJob::Notice {
+                notice: auth::outbox::Notice::PasskeyCloned { .. },
+                ..
+            }
+        )),
+        "the owner is told: {jobs:?}"
+    );
+    // A session that ended between the challenge and its answer: refused,
+    // and the passkey's counter stays.
+    let options = body_json(&verify_options(&app, &access).await);
+    let ended = auth::handlers::logout::handle(
+        &app.logout(),
+        request("logout.json", Some(&bearer(&access)), None),
+    )
+    .await;
+    assert_eq!(ended.status(), 200, "{}", body_json(&ended));
+    let answer = key.get(&options["options"], 0);
+    assert_error(
+        &verify(
+            &app,
+            &access,
+            options["ceremony"].as_str().unwrap(),
+            &answer,
+        )
+        .await,
+        401,
+        "invalid_token",
+    );
+    assert_eq!(
+        app.store.get_passkey(&id).await.unwrap().unwrap().counter,
+        stored
+    );
 }
