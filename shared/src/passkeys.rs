@@ -43,6 +43,8 @@ pub enum CeremonyKind {
     SignIn,
     /// Proving a passkey again within a session (re-authentication).
     Verify,
+    /// The second step of a sign-in whose password was good.
+    SecondStep,
 }
 
 impl CeremonyKind {
@@ -51,6 +53,7 @@ impl CeremonyKind {
             CeremonyKind::Register => "register",
             CeremonyKind::SignIn => "sign_in",
             CeremonyKind::Verify => "verify",
+            CeremonyKind::SecondStep => "second_step",
         }
     }
 
@@ -59,6 +62,7 @@ impl CeremonyKind {
             CeremonyKind::Register,
             CeremonyKind::SignIn,
             CeremonyKind::Verify,
+            CeremonyKind::SecondStep,
         ]
         .into_iter()
         .find(|k| k.as_str() == raw)
@@ -73,7 +77,7 @@ pub struct Ceremony {
     pub hash: String,
     pub kind: CeremonyKind,
     /// A registration's or a re-authentication's account, and the
-    /// session that began it.
+    /// session that began it (a second step's: its ticket's hash).
     pub user_id: Option<UserId>,
     pub session: Option<String>,
     /// The library's state (JSON): the challenge and what it asked for.

@@ -151,7 +151,8 @@ COMMON = {
     # Passkeys: reads users, passkeys (one, or a user's in one batch) and
     # ceremonies; writes ceremonies (used up by a delete), passkeys with
     # their user's list, and the sign-in's transaction (session, refresh
-    # token, device proof, passkey's counter); finds a passkey's owner by id.
+    # token, device proof, passkey's counter; a second step's ticket used
+    # up); finds a passkey's owner by id.
     "Passkeys": [logs("Passkeys"), table("GetItem", "BatchGetItem", "PutItem", "UpdateItem", "DeleteItem",
                                          "ConditionCheckItem"), USERS_INDEX],
     "Jwks": [logs("Jwks")],
@@ -204,7 +205,7 @@ LEADING_KEYS = {
     "Mail": ["USER#*", "EMAIL#*", "TICKET#reset#*", "TICKET#verify_email#*", "RATE#tickets_for#*", "MAIL#*"],
     "SecondFactor": ["USER#*", "FACTOR#*", "MFA#*", "LOCK#*", "RATE#login#*", "DEVICE#*", "SESSION#*", "REFRESH#*",
                      "WARMUP#*", "MAIL#*", "DATAKEY#*"],
-    "Passkeys": ["USER#*", "PASSKEY#*", "CEREMONY#*", "LOCK#*", "RATE#login#*", "DEVICE#*", "SESSION#*", "REFRESH#*", "WARMUP#*",
+    "Passkeys": ["USER#*", "PASSKEY#*", "CEREMONY#*", "MFA#*", "LOCK#*", "RATE#login#*", "DEVICE#*", "SESSION#*", "REFRESH#*", "WARMUP#*",
                  "MAIL#*"],
     "RotateKeys": ["KEYS#"],
 }

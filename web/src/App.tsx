@@ -359,6 +359,20 @@ function SecondStepForm({ auth, step, onCancel }: { auth: AuthClient; step: Seco
       <Result outcome={outcome} />
       <div className="actions">
         <button type="submit" disabled={busy}>Continue</button>
+        {step.factors.includes("passkey") && (
+          <button
+            type="button"
+            disabled={busy}
+            onClick={() => {
+              run(async () => {
+                await auth.completeSignInWithPasskey(step);
+                return null;
+              });
+            }}
+          >
+            Use a passkey instead
+          </button>
+        )}
         <button type="button" className="link" onClick={onCancel}>
           Start over
         </button>

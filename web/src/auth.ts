@@ -184,7 +184,7 @@ export type ProviderOutcome =
  */
 export interface SecondStep {
   token: string;
-  /** What the account can prove it with: "totp", "recovery_code". */
+  /** What the account can prove it with: "totp", "recovery_code", "passkey". */
   factors: string[];
 }
 
@@ -474,6 +474,20 @@ export class AuthClient {
    */
   async login(username: string, password: string): Promise<SecondStep | null> {
     return this.#signIn("/login", { username, password, refresh_token_delivery: "cookie" });
+  }
+
+  /** The second step of a sign-in with one of the account's passkeys. */
+  async completeSignInWithPasskey(step: SecondStep): Promise<void> {
+    const begun = await this.#send("/login/passkey/options", { method: "POST", json: { mfa_token: step.token } }, null);
+    if (!begun.ok) throw await problem(begun);
+    const { ceremony, options } = (await begun.json()) as Ceremony<PublicKeyCredentialRequestOptionsJSON>;
+    const credential = await this.#get(options.publicKey, {});
+    await this.#signIn("/login/passkey", {
+      ceremony,
+      credential,
+      mfa_token: step.token,
+      refresh_token_delivery: "cookie",
+    });
   }
 
   /** The second step of a sign-in: a code of the app, or a recovery code. */

@@ -2,17 +2,20 @@
 // virtual authenticator (a CDP session: Playwright has no WebAuthn API of
 // its own): add one, sign out, sign in through the username field's
 // autofill (conditional mediation) and through the button, step up with it
-// to remove it, and delete an account with one. The page is opened on
-// http://localhost, the passkeys' site (WebAuthn needs a host name, not an
-// address), which the test watch names as its relying party.
+// to remove it, delete an account with one, and answer a password's second
+// step with one. The page is opened on http://localhost, the passkeys' site
+// (WebAuthn needs a host name, not an address), which the test watch names
+// as its relying party.
 
 import type { CDPSession, Page } from "@playwright/test";
 import {
   axeClean,
   countRequests,
+  enrol,
   expect,
   expectSignedIn,
   expectSignedOut,
+  logIn,
   newPerson,
   test,
   type Person,
@@ -179,4 +182,33 @@ test("where passkeys cannot work (an IP address, not the site), the autofill ask
   expect(asked.count).toBe(1);
   // And says nothing of it: the form is as it would be without passkeys.
   for (const text of await page.locator('[role="alert"]').allTextContents()) expect(text).toBe("");
+});
+
+test("with a code factor and a passkey, the passkey answers the password's second step", async ({ page }) => {
+  test.setTimeout(120_000);
+  const person = newPerson();
+  // The password step is what is tested: no autofill signing in first.
+  await page.addInitScript(() => {
+    PublicKeyCredential.isConditionalMediationAvailable = () => Promise.resolve(false);
+  });
+  await addAuthenticator(page);
+  await registerOnSite(page, person);
+  const { recovery } = await enrol(page, person.password);
+  // The first passkey of an account with a code factor: the password and a code.
+  const section = page.getByRole("region", { name: "Passkeys" });
+  await section.getByLabel("Name for the new passkey").fill("Laptop");
+  await section.getByLabel("Password (to add a passkey)").fill(person.password);
+  await section.getByRole("button", { name: "Use a recovery code instead" }).click();
+  await section.getByLabel("Recovery code").fill(recovery[0] ?? "");
+  await section.getByRole("button", { name: "Add a passkey" }).click();
+  await expect(section.getByRole("status")).toHaveText("Passkey “Laptop” added: use it at your next sign-in.");
+
+  await page.getByRole("button", { name: "Log out", exact: true }).click();
+  await logIn(page, person);
+  await expect(page.getByRole("heading", { name: "Second step" })).toBeVisible();
+  await axeClean(page, "the second step, a passkey offered");
+  await page.getByRole("button", { name: "Use a passkey instead" }).click();
+  await expectSignedIn(page, person);
+  const sessions = page.getByRole("region", { name: "Your sessions" });
+  await expect(sessions.getByRole("listitem", { name: "This session" })).toContainText("Signed in with the password");
 });

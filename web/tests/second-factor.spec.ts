@@ -3,55 +3,21 @@
 // sign in with a code computed here from that key, with a recovery code (not
 // twice), delete an account that has one, remove it; axe on each new view.
 
-import { createHmac } from "node:crypto";
 import type { Page } from "@playwright/test";
-import { axeClean, expect, expectSignedIn, expectSignedOut, logIn, newPerson, noteSecret, register, test } from "./fixtures";
-
-const STEP_SECONDS = 30;
-
-/** RFC 6238's code of a base32 key at `at` (ms): what an authenticator app shows. */
-function totp(key: string, at = Date.now()): string {
-  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-  let bits = "";
-  for (const c of key.replace(/=+$/, "")) bits += alphabet.indexOf(c).toString(2).padStart(5, "0");
-  const bytes = Buffer.from(bits.match(/.{8}/g)?.map((b) => Number.parseInt(b, 2)) ?? []);
-  const counter = Buffer.alloc(8);
-  counter.writeBigUInt64BE(BigInt(Math.floor(at / 1000 / STEP_SECONDS)));
-  const mac = createHmac("sha1", bytes).update(counter).digest();
-  const offset = (mac[mac.length - 1] ?? 0) & 0x0f;
-  return String((mac.readUInt32BE(offset) & 0x7fffffff) % 1_000_000).padStart(6, "0");
-}
-
-/** The code of a step no code of this key was used in yet: waits for the next step after `spent` (ms). */
-async function freshCode(key: string, spent: number): Promise<{ code: string; at: number }> {
-  const step = (ms: number) => Math.floor(ms / 1000 / STEP_SECONDS);
-  while (step(Date.now()) <= step(spent)) await new Promise((resolve) => setTimeout(resolve, 500));
-  const at = Date.now();
-  return { code: totp(key, at), at };
-}
-
-/** Sets up the second factor from the signed-in page: its key and recovery codes, and when its code was used. */
-async function enrol(page: Page, password: string): Promise<{ key: string; recovery: string[]; spent: number }> {
-  const section = page.getByRole("region", { name: "Second factor" });
-  await section.getByLabel("Password (to change the second factor)").fill(password);
-  await section.getByRole("button", { name: "Set up a second factor" }).click();
-  await expect(section.getByRole("img", { name: "QR code for your authenticator app" })).toBeVisible();
-  const key = (await section.locator("code.secret").textContent()) ?? "";
-  expect(key).toMatch(/^[A-Z2-7]{32}$/);
-  noteSecret(key);
-  await axeClean(page, "setting up a second factor");
-  const spent = Date.now();
-  await section.getByLabel("Code from your authenticator app").fill(totp(key, spent));
-  await section.getByRole("button", { name: "Turn on" }).click();
-  const list = section.getByRole("list", { name: "Recovery codes" });
-  await expect(list.getByRole("listitem")).toHaveCount(10);
-  const recovery = (await list.getByRole("listitem").allTextContents()).map((c) => c.trim());
-  recovery.forEach(noteSecret);
-  await expect(section.getByRole("status")).toHaveText("Second factor on: every sign-in now asks for a code.");
-  await section.getByRole("button", { name: "I have saved them" }).click();
-  await expect(section.getByRole("button", { name: "Remove the second factor" })).toBeVisible();
-  return { key, recovery, spent };
-}
+import {
+  STEP_SECONDS,
+  axeClean,
+  enrol,
+  expect,
+  expectSignedIn,
+  expectSignedOut,
+  freshCode,
+  logIn,
+  newPerson,
+  register,
+  test,
+  totp,
+} from "./fixtures";
 
 async function secondStep(page: Page, proof: { code: string } | { recovery: string }): Promise<void> {
   await expect(page.getByRole("heading", { name: "Second step" })).toBeVisible();

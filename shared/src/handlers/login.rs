@@ -124,7 +124,12 @@ async fn login(state: &Login, req: Request) -> Result<Response<Body>, ApiError> 
         let (ticket, token) = MfaTicket::issue(&user, SignIn::Password, device, now);
         state.store.put_mfa_ticket(&ticket).await?;
         tracing::info!(user_id = %user.id, "password proved; second factor required");
-        return Ok(mfa_required(&ticket, &token, now));
+        return Ok(mfa_required(
+            &ticket,
+            &token,
+            !user.passkeys.is_empty(),
+            now,
+        ));
     }
 
     // Sign, then store the session, its refresh token and the cleared attempt
@@ -173,23 +178,37 @@ async fn login(state: &Login, req: Request) -> Result<Response<Body>, ApiError> 
 
 /// What a login that needs a second step says: 401 `mfa_required`, in the
 /// one error shape, with the `mfa_token` that `POST /login/second-factor`
-/// takes and the factors it accepts.
-pub(crate) fn mfa_required(ticket: &MfaTicket, token: &MfaToken, now: i64) -> Response<Body> {
+/// takes and the factors it accepts (a passkey too, for an account with
+/// one: `POST /login/passkey/options` and `/login/passkey` with the token).
+pub(crate) fn mfa_required(
+    ticket: &MfaTicket,
+    token: &MfaToken,
+    passkey: bool,
+    now: i64,
+) -> Response<Body> {
     #[derive(Serialize)]
     struct MfaRequired<'a> {
         error: &'static str,
         message: &'static str,
         mfa_token: &'a str,
-        factors: [&'static str; 2],
+        factors: Vec<&'static str>,
         expires_in: u64,
+    }
+    let mut factors = vec!["totp", "recovery_code"];
+    if passkey {
+        factors.push("passkey");
     }
     json_response(
         StatusCode::UNAUTHORIZED,
         &MfaRequired {
             error: "mfa_required",
-            message: "a second factor is required: send the mfa_token with a code from the app, or a recovery code, to /login/second-factor",
+            message: if passkey {
+                "a second factor is required: send the mfa_token with a code from the app, or a recovery code, to /login/second-factor, or with a passkey's answer to /login/passkey"
+            } else {
+                "a second factor is required: send the mfa_token with a code from the app, or a recovery code, to /login/second-factor"
+            },
             mfa_token: token.expose(),
-            factors: ["totp", "recovery_code"],
+            factors,
             expires_in: ticket.expires_in(now),
         },
     )

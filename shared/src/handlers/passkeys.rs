@@ -15,6 +15,9 @@
 //!   no password lockout (there is nothing to guess). An unknown passkey, a
 //!   removed one and one whose answer does not check out answer alike.
 //!
+//! - With a password step's `mfa_token`, the same two routes are its
+//!   second step: a challenge only that account's passkeys may answer,
+//!   and the session begun as `/login/second-factor` begins it.
 //! - `POST /account/passkeys/verify/options` and `/account/passkeys/verify`:
 //!   within a session, one of the account's passkeys again. The answer is a
 //!   new access token of the same session whose `auth_time` is now and
@@ -361,10 +364,27 @@ async fn remove(state: &Passkeys, req: Request, id: &str) -> Result<Response<Bod
     ))
 }
 
+/// What `POST /login/passkey/options` may carry: nothing (a sign-in with a
+/// passkey alone), or the `mfa_token` of a password step (its second step).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct OptionsBody {
+    #[serde(default)]
+    mfa_token: Option<String>,
+}
+
 async fn sign_in_options(state: &Passkeys, req: Request) -> Result<Response<Body>, ApiError> {
     require_method(&req, Method::POST, "POST")?;
+    let body: OptionsBody = if crate::http::body_bytes(&req).is_empty() {
+        OptionsBody::default()
+    } else {
+        json_body(&req)?
+    };
     let now = state.clock.now();
     limit_source(&state.store, &Window::login(&state.limits), &req, now).await?;
+    if let Some(token) = body.mfa_token {
+        return second_step_options(state, &token, now).await;
+    }
     let (options, authentication) = state
         .relying_party
         .start_discoverable_authentication()
@@ -387,6 +407,9 @@ async fn sign_in_options(state: &Passkeys, req: Request) -> Result<Response<Body
 struct SignInBody {
     ceremony: String,
     credential: PublicKeyCredential,
+    /// A password step's token: this answer is its second step.
+    #[serde(default)]
+    mfa_token: Option<String>,
     #[serde(default)]
     refresh_token_delivery: Delivery,
     /// A device proof, in body mode (as a login's).
@@ -404,6 +427,9 @@ async fn sign_in(state: &Passkeys, req: Request) -> Result<Response<Body>, ApiEr
     }
     let now = state.clock.now();
     limit_source(&state.store, &Window::login(&state.limits), &req, now).await?;
+    if let Some(token) = &body.mfa_token {
+        return second_step(state, &req, &body, token, &hash, now).await;
+    }
     let presented = presented_proof(&req, body.device, &state.browser)?;
     let ceremony = state
         .store
@@ -492,6 +518,166 @@ async fn sign_in(state: &Passkeys, req: Request) -> Result<Response<Body>, ApiEr
         });
     }
     tracing::info!(user_id = %user.id, "login succeeded with a passkey");
+    metrics::count(Event::LoginSucceeded);
+    let device_delivery = device_delivery(presented.as_ref(), delivery);
+    Ok(new
+        .into_tokens("Login Success")
+        .into_response(delivery, device_delivery))
+}
+
+/// The ticket `token` names, still live, and its user as the password step
+/// found them; else `invalid_mfa_token`, as at `/login/second-factor`.
+async fn ticket_and_user(
+    state: &Passkeys,
+    token: &str,
+    now: i64,
+) -> Result<(crate::mfa::MfaTicket, crate::users::User), ApiError> {
+    let hash = crate::mfa::mfa_token_hash(token).ok_or(ApiError::InvalidMfaToken)?;
+    let ticket = state
+        .store
+        .get_mfa_ticket(&hash, now)
+        .await?
+        .filter(|t| t.is_live(now))
+        .ok_or(ApiError::InvalidMfaToken)?;
+    let user = state
+        .store
+        .get(&ticket.username)
+        .await?
+        .filter(|u| ticket.binds(u))
+        .ok_or(ApiError::InvalidMfaToken)?;
+    Ok((ticket, user))
+}
+
+/// `POST /login/passkey/options` with an `mfa_token`: a challenge only the
+/// account's own passkeys may answer, bound to the ticket.
+async fn second_step_options(
+    state: &Passkeys,
+    token: &str,
+    now: i64,
+) -> Result<Response<Body>, ApiError> {
+    let (ticket, user) = ticket_and_user(state, token, now).await?;
+    let passkeys: Vec<_> = state
+        .store
+        .passkeys_of(&user)
+        .await?
+        .into_iter()
+        .map(|p| p.passkey)
+        .collect();
+    if passkeys.is_empty() {
+        return Err(ApiError::Conflict("this account has no passkey to prove"));
+    }
+    let (options, authentication) = state
+        .relying_party
+        .start_passkey_authentication(&passkeys)
+        .map_err(ceremony_error)?;
+    let saved = saved_state(&authentication)?;
+    let (ceremony, id) = Ceremony::begin(
+        CeremonyKind::SecondStep,
+        Some((user.id, ticket.hash.clone())),
+        saved,
+        now,
+    );
+    state.store.put_ceremony(&ceremony).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &Options {
+            ceremony: id.expose().to_owned(),
+            expires_in: CEREMONY_TTL.as_secs(),
+            options,
+        },
+    ))
+}
+
+/// `POST /login/passkey` with an `mfa_token`: the second step of a sign-in
+/// whose password was good, answered with one of the account's passkeys.
+/// The session begins as `/login/second-factor` begins it (its `amr` the
+/// password's and the passkey's), in one transaction that uses up the
+/// ticket and moves the passkey's counter on.
+async fn second_step(
+    state: &Passkeys,
+    req: &Request,
+    body: &SignInBody,
+    token: &str,
+    hash: &str,
+    now: i64,
+) -> Result<Response<Body>, ApiError> {
+    let delivery = body.refresh_token_delivery;
+    let presented = presented_proof(req, body.device.clone(), &state.browser)?;
+    let (ticket, user) = ticket_and_user(state, token, now).await?;
+    // Used up now, whatever comes of it; only with the ticket it was asked for.
+    let ceremony = state
+        .store
+        .take_ceremony(hash, CeremonyKind::SecondStep, now)
+        .await?
+        .filter(|c| c.user_id == Some(user.id) && c.session.as_deref() == Some(&ticket.hash))
+        .ok_or(ApiError::InvalidCeremony)?;
+    let authentication: PasskeyAuthentication =
+        serde_json::from_str(&ceremony.state).map_err(|e| {
+            tracing::error!(error = %e, "a second step's state does not parse");
+            ApiError::Internal
+        })?;
+    crate::runtime::record_user(&user.id);
+    let refused = || {
+        metrics::count(Event::LoginFailed);
+        ApiError::PasskeyRefused
+    };
+    let raw_id: &[u8] = body.credential.raw_id.as_ref();
+    if raw_id.len() > MAX_CREDENTIAL_ID_BYTES {
+        return Err(refused());
+    }
+    let id = credential_id(raw_id);
+    let Some(stored) = (match user.passkeys.contains(&id) {
+        true => state.store.get_passkey(&id).await?,
+        false => None,
+    })
+    .filter(|p| p.user_id == user.id) else {
+        tracing::info!(user_id = %user.id, "passkey second step refused: not the account's passkey");
+        return Err(refused());
+    };
+    let outcome = state
+        .relying_party
+        .finish_passkey_authentication(&body.credential, &authentication);
+    let used = checked(state, &user, &stored, outcome, now)
+        .await
+        .map_err(|()| refused())?;
+    let vouching = match &ticket.device {
+        Some(hash) => super::presented_device_by_hash(&state.store, hash).await?,
+        None => None,
+    };
+    let mut amr = ticket.method.amr();
+    for method in SignIn::Passkey.amr() {
+        amr = crate::sessions::amr::with(&amr, &method);
+    }
+    let new = NewSession::sign(
+        SessionSeed::draw(),
+        &state.issuer,
+        &state.sessions,
+        &user,
+        user.session_epoch,
+        now,
+        super::origin(req, ticket.method, ticket.device.is_some()),
+        amr,
+    )
+    .await?;
+    let device = DeviceChange {
+        issued: &new.device,
+        retired: vouching.as_ref(),
+    };
+    let stored_session = state
+        .store
+        .start_session_by_passkey_after(&new.session, &new.first, &user, &device, &used, &ticket)
+        .await;
+    if let Err(e) = stored_session
+        && !state.store.session_stored(&new.session.id).await
+    {
+        return Err(match e {
+            // A racer's second step used the ticket, the passkey was
+            // removed or its counter moved first, or the account changed.
+            StoreError::Conflict => ApiError::InvalidMfaToken,
+            e => e.into(),
+        });
+    }
+    tracing::info!(user_id = %user.id, "login succeeded with a passkey as the second step");
     metrics::count(Event::LoginSucceeded);
     let device_delivery = device_delivery(presented.as_ref(), delivery);
     Ok(new

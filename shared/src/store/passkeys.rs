@@ -1,7 +1,7 @@
 //! Passkeys' items.
 //!
 //! - A ceremony in flight (`passkeys::Ceremony`): `pk = "CEREMONY#<id
-//!   hash>"`, `sk = "CEREMONY"`, `ceremony` (`register`, `sign_in`, `verify`),
+//!   hash>"`, `sk = "CEREMONY"`, `ceremony` (`register`, `sign_in`, `verify`, `second_step`),
 //!   `state` (the library's, JSON), `user_id` and `session` (a
 //!   registration's), `created_at`, `expires_at` (TTL; every take checks
 //!   it). Taken out by one conditional delete: used once, by one caller.
@@ -356,6 +356,27 @@ impl Store {
     ) -> Result<(), StoreError> {
         let write = self.passkey_used(user, used, session.created_at)?;
         self.start_session_with(session, first, user, device, vec![write])
+            .await
+    }
+
+    /// `start_session_by_passkey` as the second step of a sign-in whose
+    /// first step left `ticket`: the ticket used up in the same
+    /// transaction, on the condition that it is still there and live
+    /// (`Conflict`: a racer's second step, a code's or a passkey's, won).
+    pub async fn start_session_by_passkey_after(
+        &self,
+        session: &Session,
+        first: &RefreshRecord,
+        user: &User,
+        device: &DeviceChange<'_>,
+        used: &StoredPasskey,
+        ticket: &crate::mfa::MfaTicket,
+    ) -> Result<(), StoreError> {
+        let writes = vec![
+            self.passkey_used(user, used, session.created_at)?,
+            self.ticket_used(ticket, session.created_at)?,
+        ];
+        self.start_session_with(session, first, user, device, writes)
             .await
     }
 

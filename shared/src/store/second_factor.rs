@@ -622,6 +622,20 @@ impl Store {
         }
     }
 
+    /// `ticket` used up, as one item of a transaction: deleted on the
+    /// condition that it is still live at `now`.
+    pub(super) fn ticket_used(
+        &self,
+        ticket: &MfaTicket,
+        now: i64,
+    ) -> Result<aws_sdk_dynamodb::types::TransactWriteItem, StoreError> {
+        self.delete_if(
+            ticket_key(&ticket.hash),
+            "expires_at > :now AND failures <= :max",
+            values([(":now", n(now)), (":max", n(MAX_TICKET_FAILURES))]),
+        )
+    }
+
     /// The live ticket under `hash`, if any (read strongly).
     pub async fn get_mfa_ticket(
         &self,
@@ -657,11 +671,7 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         let factor_write = self.spend(factor, proof)?;
-        let used = self.delete_if(
-            ticket_key(&ticket.hash),
-            "expires_at > :now AND failures <= :max",
-            values([(":now", n(now)), (":max", n(MAX_TICKET_FAILURES))]),
-        )?;
+        let used = self.ticket_used(ticket, now)?;
         let mut extra = vec![factor_write, used];
         extra.extend(self.recovery_notice(user, factor, proof, now)?);
         self.start_session_with(session, first, user, device, extra)

@@ -1702,6 +1702,43 @@ async fn passkeys_kinds() -> Vec<(&'static str, Vec<String>)> {
     assert_eq!(renamed.status(), 200);
     let signed_in = crate::passkeys::sign_in_with(&app, &mut key, 0).await;
     assert_eq!(signed_in.status(), 200, "{}", body_json(&signed_in));
+    // The second step after a password: the account given a code factor's
+    // flag, and a ticket as the password step leaves it (read, then used up).
+    local_client()
+        .await
+        .update_item()
+        .table_name(direct.table())
+        .key("pk", AttributeValue::S("USER#pk-matrix".into()))
+        .key("sk", AttributeValue::S("PROFILE".into()))
+        .update_expression("SET second_factor = :true")
+        .expression_attribute_values(":true", AttributeValue::Bool(true))
+        .send()
+        .await
+        .unwrap();
+    let user = direct
+        .get(&auth::users::Username::parse("pk-matrix").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let (ticket, token) = auth::mfa::MfaTicket::issue(
+        &user,
+        auth::sessions::SignIn::Password,
+        None,
+        auth::clock::system_now(),
+    );
+    direct.put_mfa_ticket(&ticket).await.unwrap();
+    let options = crate::passkeys::second_step_options(&app, token.expose()).await;
+    assert_eq!(options.status(), 200, "{}", body_json(&options));
+    let options = body_json(&options);
+    let answer = key.get(&options["options"], 0);
+    let second = crate::passkeys::second_step(
+        &app,
+        token.expose(),
+        options["ceremony"].as_str().unwrap(),
+        &answer,
+    )
+    .await;
+    assert_eq!(second.status(), 200, "{}", body_json(&second));
     let removed = crate::passkeys::route(
         &app,
         crate::passkeys::call("DELETE", &path, Some(&bearer(&access)), None),

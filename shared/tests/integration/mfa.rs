@@ -22,7 +22,7 @@ const PASSWORD: &str = "correct horse battery staple";
 /// this step's for a while, racers' clocks (a second apart) included, and
 /// the tests' clocks may move on ten minutes before the tokens they sign
 /// are ahead of the verifier's (the system's) clock.
-fn mid_step() -> i64 {
+pub(crate) fn mid_step() -> i64 {
     ((auth::clock::system_now() - 400) / STEP_SECONDS) * STEP_SECONDS + 10
 }
 
@@ -30,7 +30,7 @@ fn secret_from(base32: &str) -> TotpSecret {
     totp_secret_from_base32(base32)
 }
 
-fn code(secret: &TotpSecret, now: i64) -> String {
+pub(crate) fn code(secret: &TotpSecret, now: i64) -> String {
     secret.code_at(step_of(now)).unwrap().expose().to_owned()
 }
 
@@ -53,7 +53,7 @@ async fn begin_enrolment(app: &App, access: &str) -> TotpSecret {
     secret_from(body_json(&begun)["secret"].as_str().unwrap())
 }
 
-async fn password_login(app: &App, username: &str) -> Response<Body> {
+pub(crate) async fn password_login(app: &App, username: &str) -> Response<Body> {
     let body = json!({"username": username, "password": PASSWORD}).to_string();
     login::handle(&app.login(), request("login.json", None, Some(&body))).await
 }
@@ -75,7 +75,7 @@ async fn second_step(app: &App, body: serde_json::Value) -> Response<Body> {
     .await
 }
 
-async fn with_code(app: &App, token: &str, code: &str) -> Response<Body> {
+pub(crate) async fn with_code(app: &App, token: &str, code: &str) -> Response<Body> {
     second_step(app, json!({"mfa_token": token, "code": code})).await
 }
 
@@ -84,14 +84,14 @@ async fn with_recovery(app: &App, token: &str, code: &str) -> Response<Body> {
 }
 
 /// A signed-in user with an active factor: its secret and recovery codes.
-struct Enrolled {
-    user: User,
-    secret: TotpSecret,
-    recovery: Vec<String>,
+pub(crate) struct Enrolled {
+    pub(crate) user: User,
+    pub(crate) secret: TotpSecret,
+    pub(crate) recovery: Vec<String>,
 }
 
 /// A user whose password login gives tokens, enrolled through the routes.
-async fn enrolled(app: &App, username: &str) -> Enrolled {
+pub(crate) async fn enrolled(app: &App, username: &str) -> Enrolled {
     let user = add_user(&app.store, username, "Enrolled", PASSWORD).await;
     let response = password_login(app, username).await;
     assert_eq!(response.status(), 200, "{}", body_json(&response));
@@ -153,7 +153,7 @@ async fn enrolled(app: &App, username: &str) -> Enrolled {
 }
 
 /// Signs `user` in at the next step (the enrolment spent this one's code).
-fn next_step(app: &App) {
+pub(crate) fn next_step(app: &App) {
     app.clock.advance(STEP_SECONDS);
 }
 

@@ -1203,3 +1203,124 @@ async fn a_re_authentication_refuses_a_copy_behind_the_stored_counter_and_a_sess
         stored
     );
 }
+
+/// `POST /login/passkey/options` with a password step's `mfa_token`.
+pub(crate) async fn second_step_options(app: &App, token: &str) -> Response<Body> {
+    let body = json!({ "mfa_token": token });
+    route(
+        app,
+        call("POST", "/login/passkey/options", None, Some(&body)),
+    )
+    .await
+}
+
+pub(crate) async fn second_step(
+    app: &App,
+    token: &str,
+    ceremony: &str,
+    credential: &Value,
+) -> Response<Body> {
+    let body = json!({"ceremony": ceremony, "credential": credential, "mfa_token": token});
+    route(app, call("POST", "/login/passkey", None, Some(&body))).await
+}
+
+#[tokio::test]
+async fn a_passkey_is_the_second_step_after_a_password() {
+    use crate::mfa::{code, enrolled, next_step, password_login, with_code};
+    let store = fresh_store().await;
+    let app = App::with_clock(&store, Clock::manual(crate::mfa::mid_step()));
+    let pia = enrolled(&app, "pia").await;
+    next_step(&app);
+    // Signed in with the password and a code (aal2), a passkey is added.
+    let ticket = |response: Response<Body>| {
+        let json = assert_error(&response, 401, "mfa_required");
+        (
+            json["factors"].clone(),
+            json["mfa_token"].as_str().unwrap().to_owned(),
+        )
+    };
+    let (factors, token) = ticket(password_login(&app, "pia").await);
+    assert_eq!(factors, json!(["totp", "recovery_code"]));
+    let coded = with_code(&app, &token, &code(&pia.secret, app.clock.now())).await;
+    assert_eq!(coded.status(), 200, "{}", body_json(&coded));
+    let mut key = page();
+    add_passkey(&app, &access_of(&coded), &mut key, "Key").await;
+    next_step(&app);
+
+    // The password step now names the passkey; its challenge names only
+    // the account's passkeys, and its answer begins the session.
+    let (factors, token) = ticket(password_login(&app, "pia").await);
+    assert_eq!(factors, json!(["totp", "recovery_code", "passkey"]));
+    let options = second_step_options(&app, &token).await;
+    assert_eq!(options.status(), 200, "{}", body_json(&options));
+    let options = body_json(&options);
+    let allowed: Vec<_> = options["options"]["publicKey"]["allowCredentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(allowed, [key.credentials[0].id_text()]);
+    let ceremony = options["ceremony"].as_str().unwrap().to_owned();
+    let credential = key.get(&options["options"], 0);
+    // Another ticket (another password step) does not take this ceremony.
+    let (_, other_token) = ticket(password_login(&app, "pia").await);
+    assert_error(
+        &second_step(&app, &other_token, &ceremony, &credential).await,
+        400,
+        "invalid_ceremony",
+    );
+    let options = body_json(&second_step_options(&app, &token).await);
+    let credential = key.get(&options["options"], 0);
+    let response = second_step(
+        &app,
+        &token,
+        options["ceremony"].as_str().unwrap(),
+        &credential,
+    )
+    .await;
+    assert_eq!(response.status(), 200, "{}", body_json(&response));
+    let claims = verifier().verify(&access_of(&response)).await.unwrap();
+    assert_eq!(claims.sub, pia.user.id.to_string());
+    assert_eq!(claims.amr, ["pwd", "swk", "user", "mfa"]);
+    assert_eq!(claims.acr.as_deref(), Some("aal2"));
+    // The ticket is used up: a code with it is refused.
+    next_step(&app);
+    assert_error(
+        &with_code(&app, &token, &code(&pia.secret, app.clock.now())).await,
+        401,
+        "invalid_mfa_token",
+    );
+    assert_error(
+        &second_step_options(&app, &token).await,
+        401,
+        "invalid_mfa_token",
+    );
+    assert_error(
+        &second_step_options(&app, "not-a-token").await,
+        401,
+        "invalid_mfa_token",
+    );
+
+    // Another account's passkey does not answer for this one, and the
+    // ticket survives the try: a code then signs in with it.
+    let (_, bob) = signed_in(&app, "bob").await;
+    let mut bobs = page();
+    add_passkey(&app, &bob, &mut bobs, "Bob's").await;
+    let (_, token) = ticket(password_login(&app, "pia").await);
+    let options = body_json(&second_step_options(&app, &token).await);
+    let foreign = bobs.get(&options["options"], 0);
+    assert_error(
+        &second_step(
+            &app,
+            &token,
+            options["ceremony"].as_str().unwrap(),
+            &foreign,
+        )
+        .await,
+        401,
+        "passkey_refused",
+    );
+    let coded = with_code(&app, &token, &code(&pia.secret, app.clock.now())).await;
+    assert_eq!(coded.status(), 200, "{}", body_json(&coded));
+}
