@@ -13,7 +13,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 begin_run
 peer="${PEER:-$root/../shared/peers/flask-seed}"
-functions=(login get-name register refresh logout password admin jwks web federation second-factor floor)
+functions=(login get-name register refresh logout password admin jwks web federation second-factor passkeys floor)
 
 echo "== build (release, this machine; arm64 zips for the sizes)"
 cargo build --release --workspace --bins

@@ -61,6 +61,7 @@ mod calls;
 mod federation;
 mod init_calls;
 mod own_work;
+mod passkeys;
 mod paths;
 mod second_factor;
 
@@ -75,7 +76,7 @@ const WARM: usize = 30;
 const PASSWORD: &str = "the bench's own passphrase";
 /// The password function's chain changes the password back and forth.
 const PASSWORDS: [&str; 2] = ["bench passphrase number one", "bench passphrase number two"];
-const FUNCTIONS: [&str; 11] = [
+const FUNCTIONS: [&str; 12] = [
     "login",
     "get-name",
     "register",
@@ -87,9 +88,10 @@ const FUNCTIONS: [&str; 11] = [
     "web",
     "federation",
     "second-factor",
+    "passkeys",
 ];
 /// The functions that fetch their public keys at init.
-const VERIFIERS: [&str; 7] = [
+const VERIFIERS: [&str; 8] = [
     "get-name",
     "logout",
     "password",
@@ -97,14 +99,16 @@ const VERIFIERS: [&str; 7] = [
     "jwks",
     "federation",
     "second-factor",
+    "passkeys",
 ];
 /// The functions that sign (KMS mode's column).
-const ISSUERS: [&str; 5] = [
+const ISSUERS: [&str; 6] = [
     "login",
     "refresh",
     "password",
     "federation",
     "second-factor",
+    "passkeys",
 ];
 /// The functions that read secrets at init, in every mode: federation its
 /// providers' client secrets (SSM `GetParameter`, after its keys).
@@ -199,6 +203,8 @@ struct Bench {
     idp: federation::Idp,
     /// The second factor's data keys, and its pool of users.
     data_keys: second_factor::DataKeys,
+    /// The passkeys' relying party and the bench user's passkey.
+    passkeys: passkeys::Passkeys,
 }
 
 fn var(name: &str) -> String {
@@ -322,6 +328,8 @@ impl Bench {
             hasher.hash(PASSWORD.into()).await.unwrap(),
         )
         .await;
+        let passkeys =
+            passkeys::Passkeys::new(&store, hasher.hash(PASSWORD.into()).await.unwrap()).await;
         let bench = Bench {
             bin: PathBuf::from(var("BENCH_BIN")),
             table,
@@ -342,6 +350,7 @@ impl Bench {
             password_changes: AtomicUsize::new(0),
             idp,
             data_keys,
+            passkeys,
         };
         for (username, password) in [
             ("bench-user", PASSWORD),

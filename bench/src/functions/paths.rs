@@ -93,6 +93,7 @@ impl Path {
             "web" => event("page.json"),
             "federation" => bench.idp.callback_event(&bench.store).await,
             "second-factor" => bench.data_keys.sign_in_event(&bench.store, layer).await,
+            "passkeys" => bench.passkeys.sign_in_event(&bench.store).await,
             other => panic!("no success path for {other}"),
         };
         if let Some(headers) = json.get_mut("headers") {
@@ -107,7 +108,8 @@ impl Path {
     fn succeeded(&self, reply: &Value) -> bool {
         match self.function {
             "federation" => federation::signed_in(reply),
-            "second-factor" => second_factor::signed_in(reply),
+            // A passkey's sign-in is two factors: `aal2`, as a second step's.
+            "second-factor" | "passkeys" => second_factor::signed_in(reply),
             _ => true,
         }
     }

@@ -24,7 +24,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use lambda_http::{Body, Request, Response};
 
-pub mod authenticator;
+pub use auth_authenticator as authenticator;
 pub mod oidc;
 pub mod proxy;
 pub mod race;
