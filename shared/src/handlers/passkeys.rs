@@ -556,36 +556,7 @@ async fn second_step_options(
     now: i64,
 ) -> Result<Response<Body>, ApiError> {
     let (ticket, user) = ticket_and_user(state, token, now).await?;
-    let passkeys: Vec<_> = state
-        .store
-        .passkeys_of(&user)
-        .await?
-        .into_iter()
-        .map(|p| p.passkey)
-        .collect();
-    if passkeys.is_empty() {
-        return Err(ApiError::Conflict("this account has no passkey to prove"));
-    }
-    let (options, authentication) = state
-        .relying_party
-        .start_passkey_authentication(&passkeys)
-        .map_err(ceremony_error)?;
-    let saved = saved_state(&authentication)?;
-    let (ceremony, id) = Ceremony::begin(
-        CeremonyKind::SecondStep,
-        Some((user.id, ticket.hash.clone())),
-        saved,
-        now,
-    );
-    state.store.put_ceremony(&ceremony).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &Options {
-            ceremony: id.expose().to_owned(),
-            expires_in: CEREMONY_TTL.as_secs(),
-            options,
-        },
-    ))
+    own_passkeys_challenge(state, &user, CeremonyKind::SecondStep, ticket.hash, now).await
 }
 
 /// `POST /login/passkey` with an `mfa_token`: the second step of a sign-in
@@ -735,9 +706,23 @@ async fn verify_options(state: &Passkeys, req: Request) -> Result<Response<Body>
     let now = state.clock.now();
     let caller = authenticate_caller(&req, &state.verifier, &state.store, now).await?;
     limit_source(&state.store, &Window::login(&state.limits), &req, now).await?;
+    let sid = caller.claims.sid.clone();
+    own_passkeys_challenge(state, &caller.user, CeremonyKind::Verify, sid, now).await
+}
+
+/// A challenge only `user`'s own passkeys may answer (the options name
+/// them), kept as a ceremony of `kind` bound to `user` and to `bound_to`
+/// (the session, or the ticket's hash); 409 for an account with none.
+async fn own_passkeys_challenge(
+    state: &Passkeys,
+    user: &crate::users::User,
+    kind: CeremonyKind,
+    bound_to: String,
+    now: i64,
+) -> Result<Response<Body>, ApiError> {
     let passkeys: Vec<_> = state
         .store
-        .passkeys_of(&caller.user)
+        .passkeys_of(user)
         .await?
         .into_iter()
         .map(|p| p.passkey)
@@ -750,12 +735,7 @@ async fn verify_options(state: &Passkeys, req: Request) -> Result<Response<Body>
         .start_passkey_authentication(&passkeys)
         .map_err(ceremony_error)?;
     let saved = saved_state(&authentication)?;
-    let (ceremony, id) = Ceremony::begin(
-        CeremonyKind::Verify,
-        Some((caller.user.id, caller.claims.sid.clone())),
-        saved,
-        now,
-    );
+    let (ceremony, id) = Ceremony::begin(kind, Some((user.id, bound_to)), saved, now);
     state.store.put_ceremony(&ceremony).await?;
     Ok(json_response(
         StatusCode::OK,
