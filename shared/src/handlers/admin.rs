@@ -497,7 +497,8 @@ async fn act(
             if myself {
                 return Err(self_protection());
             }
-            if !target.second_factor {
+            // The code factor, and the passkeys: whatever the person lost.
+            if !target.has_second_factor() {
                 return Err(ApiError::Conflict("the user has no second factor"));
             }
             let done = match store.remove_factor_by_operator(&target, now).await {
@@ -600,7 +601,9 @@ async fn confirm(
                 Action::Grant(role) => same.is_some_and(|u| u.roles.contains(role)),
                 Action::Revoke(role) => same.is_some_and(|u| !u.roles.contains(role)),
                 Action::EndSessions => same.is_some_and(ended),
-                Action::RemoveSecondFactor => same.is_some_and(|u| !u.second_factor && ended(u)),
+                Action::RemoveSecondFactor => {
+                    same.is_some_and(|u| !u.has_second_factor() && ended(u))
+                }
                 Action::SetPassword => {
                     same.is_some_and(|u| Some(u.password_hash.as_str()) == new_hash && ended(u))
                 }

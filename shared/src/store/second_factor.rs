@@ -501,28 +501,46 @@ impl Store {
         self.transact(items).await
     }
 
-    /// An operator's removal of `user`'s (as read) second factor, active or
-    /// pending, for a person who lost both the device and the recovery
-    /// codes and proved who they are some other way (docs/operations.md):
-    /// all or nothing, the factor deleted, the flag removed, every session
-    /// and device proof ended (the epoch moves on: whoever holds the
-    /// password and a session is out too), and the owner told. `Ok(false)`:
-    /// the user is gone or someone else now (nothing written).
+    /// An operator's removal of `user`'s (as read) second factors, the code
+    /// factor (active or pending) and the passkeys, for a person who lost
+    /// the device (and the recovery codes) and proved who they are some
+    /// other way (docs/operations.md): all or nothing, the factor and the
+    /// passkeys deleted, the flag and the list removed, every session and
+    /// device proof ended (the epoch moves on: whoever holds the password
+    /// and a session is out too), and the owner told. `Ok(false)`: the user
+    /// is gone, someone else now, or their passkeys changed meanwhile
+    /// (nothing written).
     pub async fn remove_factor_by_operator(
         &self,
         user: &User,
         now: i64,
     ) -> Result<bool, StoreError> {
+        // The passkeys too (a person who lost the device that held them):
+        // each item, and the user's list, as read (the list's size
+        // unchanged: one added meanwhile is not left behind unlisted).
+        let (listed, mut vals) = if user.passkeys.is_empty() {
+            ("attribute_not_exists(passkeys)", HashMap::new())
+        } else {
+            (
+                "size(passkeys) = :listed",
+                HashMap::from([(":listed".to_owned(), n(user.passkeys.len() as u64))]),
+            )
+        };
+        vals.insert(":uid".to_owned(), s(user.id.to_string()));
+        vals.insert(":one".to_owned(), n(1));
         let mut items = vec![
             self.delete_factor_item(&user.id)?,
             self.update(
                 super::users::user_key(&user.username),
-                "REMOVE second_factor ADD session_epoch :one",
-                "user_id = :uid",
+                "REMOVE second_factor, passkeys ADD session_epoch :one",
+                &format!("user_id = :uid AND {listed}"),
                 None,
-                values([(":uid", s(user.id.to_string())), (":one", n(1))]),
+                Some(vals),
             )?,
         ];
+        for id in &user.passkeys {
+            items.push(self.delete_passkey_item(id, user)?);
+        }
         if let Some(notice) = MailJob::notice_to(user, Notice::SecondFactorRemoved) {
             items.push(self.enqueue_item(&notice, now)?);
         }

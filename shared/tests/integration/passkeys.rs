@@ -1324,3 +1324,62 @@ async fn a_passkey_is_the_second_step_after_a_password() {
     let coded = with_code(&app, &token, &code(&pia.secret, app.clock.now())).await;
     assert_eq!(coded.status(), 200, "{}", body_json(&coded));
 }
+
+/// A person who lost the device that held their only passkey: an admin
+/// clears their second factors as for a lost code factor, which ends every
+/// session; the passkey signs in no more, the password alone does.
+#[tokio::test]
+async fn an_admin_clears_the_passkeys_of_a_person_who_lost_them() {
+    use lambda_http::http::Method;
+    let store = fresh_store().await;
+    let app = App::new(&store);
+    let (_, access) = signed_in(&app, "lena-lost").await;
+    let mut key = page();
+    add_passkey(&app, &access, &mut key, "Lost").await;
+    let access = verified(&app, &access, &mut key, 0).await;
+    crate::permissions::admin_in(&store, "chief-pk").await;
+    let chief = crate::sessions::session(&app, "chief-pk").await.access;
+    let admin = |path: &str| {
+        let mut req = request("admin-user.json", Some(&bearer(&chief)), None);
+        *req.method_mut() = Method::DELETE;
+        *req.uri_mut() = path.parse().unwrap();
+        let state = app.admin();
+        async move { auth::handlers::admin::handle(&state, req).await }
+    };
+    let removed = admin("/admin/users/lena-lost/second-factor").await;
+    assert_eq!(removed.status(), 200, "{}", body_json(&removed));
+    let id = key.credentials[0].id_text();
+    assert!(app.store.get_passkey(&id).await.unwrap().is_none());
+    assert!(user_named(&app, "lena-lost").await.passkeys.is_empty());
+    assert_error(
+        &sign_in_with(&app, &mut key, 0).await,
+        401,
+        "passkey_refused",
+    );
+    // Every session ended; the password alone signs in.
+    let ended = auth::handlers::get_name::handle(
+        &app.get_name(),
+        request("get-name.json", Some(&bearer(&access)), None),
+    )
+    .await;
+    assert_error(&ended, 401, "invalid_token");
+    let body = json!({"username": "lena-lost", "password": PASSWORD}).to_string();
+    let signed_in_again =
+        auth::handlers::login::handle(&app.login(), request("login.json", None, Some(&body))).await;
+    assert_eq!(
+        signed_in_again.status(),
+        200,
+        "{}",
+        body_json(&signed_in_again)
+    );
+    let again = access_of(&signed_in_again);
+    // With no second factor left, it may add a passkey again with the password.
+    add_passkey(&app, &again, &mut page(), "New").await;
+    // Nothing left to clear for a user with none: 409.
+    signed_in(&app, "nobody-lost").await;
+    assert_error(
+        &admin("/admin/users/nobody-lost/second-factor").await,
+        409,
+        "conflict",
+    );
+}

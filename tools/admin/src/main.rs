@@ -192,7 +192,7 @@ async fn run(args: &[String]) -> Result<(), String> {
                 Ok(()) => {}
                 Err(StoreError::Conflict) => {
                     return Err(format!(
-                        "user {} was deleted or registered anew meanwhile; nothing changed",
+                        "user {} was deleted, registered anew or changed their passkeys meanwhile; nothing changed",
                         user.username
                     ));
                 }
@@ -234,7 +234,8 @@ async fn run(args: &[String]) -> Result<(), String> {
         }
         "remove-second-factor" => {
             let user = existing(&users, &username(0)?).await?;
-            if !user.second_factor {
+            // The code factor and the passkeys: whatever the person lost.
+            if !user.has_second_factor() {
                 return Err(format!("user {} has no second factor", user.username));
             }
             let done = users
