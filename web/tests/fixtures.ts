@@ -89,8 +89,9 @@ export const test = base.extend<{ consoleMessages: string[] }>({
 });
 export { expect };
 
-export async function register(page: Page, person: Person): Promise<void> {
-  await page.goto("/");
+/** Registers `person` through the page at `url` (the watch's own, unless told). */
+export async function register(page: Page, person: Person, url = "/"): Promise<void> {
+  await page.goto(url);
   await page.getByRole("button", { name: "Create an account" }).click();
   await page.getByLabel("Username").fill(person.username);
   await page.getByLabel("Password", { exact: true }).fill(person.password);

@@ -17,6 +17,7 @@ import {
   expectSignedOut,
   logIn,
   newPerson,
+  register,
   test,
   type Person,
 } from "./fixtures";
@@ -59,13 +60,7 @@ async function credentials(authenticator: Authenticator) {
 }
 
 async function registerOnSite(page: Page, person: Person): Promise<void> {
-  await page.goto(onSite("/"));
-  await page.getByRole("button", { name: "Create an account" }).click();
-  await page.getByLabel("Username").fill(person.username);
-  await page.getByLabel("Password", { exact: true }).fill(person.password);
-  await page.getByLabel("Name", { exact: true }).fill(person.name);
-  await page.getByRole("button", { name: "Register" }).click();
-  await expectSignedIn(page, person);
+  await register(page, person, onSite("/"));
 }
 
 async function addPasskey(page: Page, name: string, password: string | null): Promise<void> {
