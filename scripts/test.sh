@@ -81,12 +81,12 @@ watch_env=(TABLE_NAME="$E2E_TABLE_NAME" JWT_AUDIENCE="$E2E_JWT_AUDIENCE" BCRYPT_
 env "${watch_env[@]}" JWT_ISSUER="$E2E_JWT_ISSUER" TABLE_NAME="$E2E_TABLE_NAME" target/debug/auth-admin create-table >/dev/null
 env "${watch_env[@]}" JWT_ISSUER="$E2E_JWT_ISSUER" JWT_SIGNING_KEY="$E2E_SEALING_KEY" target/debug/auth-admin rotate-keys
 start_group "$work/watch.log" env "${watch_env[@]}" JWT_ISSUER="$E2E_JWT_ISSUER" \
-  PASSKEY_ORIGIN="http://localhost:$watch_port" CORS_ALLOWED_ORIGINS="http://localhost:$watch_port" \
+  PASSKEY_ORIGINS="http://localhost:$watch_port" CORS_ALLOWED_ORIGINS="http://localhost:$watch_port" \
   JWT_SIGNING_KEY="$E2E_SEALING_KEY" JWT_VERIFICATION_KEYS=table JWT_KEYS_REFRESH_SECONDS=2 \
   cargo lambda watch --ignore-changes --concurrency 4 --disable-cors \
     --invoke-address 127.0.0.1 --invoke-port "$watch_port"
 start_group "$work/watch-kms.log" env "${watch_env[@]}" JWT_ISSUER="http://127.0.0.1:$kms_watch_port" \
-  PASSKEY_ORIGIN="http://localhost:$kms_watch_port" \
+  PASSKEY_ORIGINS="http://localhost:$kms_watch_port" \
   JWT_SIGNING_KEY="kms:$key_id" JWT_VERIFICATION_KEYS="kms:$key_id" \
   cargo lambda watch --ignore-changes --concurrency 1 --disable-cors \
     --invoke-address 127.0.0.1 --invoke-port "$kms_watch_port"

@@ -1,6 +1,6 @@
-//! The passkeys' relying party: its id and the one origin a ceremony may
-//! come from, from configuration (the page's origin, never a request's
-//! Host), as `webauthn-rs` holds them; and what a registration asks of an
+//! The passkeys' relying party: its id and the origins a ceremony may come
+//! from, from configuration (the page's origin, never a request's Host), as
+//! `webauthn-rs` holds them; and what a registration asks of an
 //! authenticator beyond the library's passkey defaults.
 
 use webauthn_rs::prelude::{CreationChallengeResponse, Url, Webauthn, WebauthnBuilder};
@@ -12,68 +12,96 @@ use crate::passkeys::CEREMONY_TTL;
 /// come from.
 #[derive(Clone, Debug)]
 pub struct PasskeyConfig {
-    /// The relying party's id: the page's host, or a registrable suffix of
-    /// it (`PASSKEY_RP_ID`). A passkey is bound to it for good.
+    /// The relying party's id: the first origin's host, or a registrable
+    /// suffix of every origin's host (`PASSKEY_RP_ID`). A passkey is bound
+    /// to it for good.
     pub rp_id: String,
-    /// The page's origin: the only one a ceremony's client data may name.
-    pub origin: String,
+    /// The origins a ceremony's client data may name (the page's, or
+    /// `PASSKEY_ORIGINS`), each once, in the order given.
+    pub origins: Vec<String>,
 }
 
 impl PasskeyConfig {
-    /// The origin ceremonies come from: `PASSKEY_ORIGIN`, else the page's
-    /// (`PAGE_URL`, else `JWT_ISSUER`); and the relying party's id:
-    /// `PASSKEY_RP_ID`, else the origin's host. The id must be the host or
-    /// a suffix of it at a dot (WebAuthn's rule; the library checks it
-    /// again), and never an IP address (a page served on 127.0.0.1 gets
-    /// `PASSKEY_ORIGIN=http://localhost:<port>`).
+    /// The origins ceremonies come from: `PASSKEY_ORIGINS` (a comma-separated
+    /// list), else the page's (`PAGE_URL`, else `JWT_ISSUER`); and the
+    /// relying party's id: `PASSKEY_RP_ID`, else the first origin's host.
+    /// Every origin's host must be the id or end with it at a dot
+    /// (WebAuthn's rule; the library checks it again for the first), and
+    /// none may be an IP address (a page served on 127.0.0.1 gets
+    /// `PASSKEY_ORIGINS=http://localhost:<port>`).
     pub fn from_source(env: &impl Source) -> Result<Self, ConfigError> {
-        let (var, page) = match env.get("PASSKEY_ORIGIN").filter(|v| !v.trim().is_empty()) {
-            Some(origin) => ("PASSKEY_ORIGIN", origin.trim().to_owned()),
-            None => ("PAGE_URL", crate::browser::page_origin(env)?),
+        let (var, pages) = match env.get("PASSKEY_ORIGINS").filter(|v| !v.trim().is_empty()) {
+            Some(list) => (
+                "PASSKEY_ORIGINS",
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|o| !o.is_empty())
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>(),
+            ),
+            None => ("PAGE_URL", vec![crate::browser::page_origin(env)?]),
         };
-        // http:// only for the host localhost itself (with any port), never
-        // a name that merely begins with it.
-        let local = |o: &str| {
-            o.strip_prefix("http://localhost")
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with(':'))
-        };
-        let origin = crate::browser::origin_of(&page)
-            .filter(|o| o.starts_with("https://") || local(o))
-            .ok_or_else(|| ConfigError::Invalid {
+        // Each parsed as the browser and the library parse it (never
+        // matched as text: `https://evil.com\.example.com` is evil.com's),
+        // and kept as its origin.
+        let mut origins: Vec<String> = Vec::new();
+        let mut hosts: Vec<String> = Vec::new();
+        for page in &pages {
+            let refused = |reason: String| ConfigError::Invalid {
                 var,
-                reason: "passkeys need an https:// origin, or http://localhost (PASSKEY_ORIGIN sets it apart from the page's)".into(),
-            })?;
-        let host = origin
-            .split_once("://")
-            .map(|(_, authority)| authority)
-            .and_then(|authority| {
-                authority
-                    .rsplit_once(':')
-                    .map_or(Some(authority), |(h, port)| {
-                        port.bytes().all(|b| b.is_ascii_digit()).then_some(h)
-                    })
-            })
-            .unwrap_or_default()
-            .to_owned();
+                reason: format!("{page}: {reason}"),
+            };
+            let url = Url::parse(page).map_err(|e| refused(e.to_string()))?;
+            let local = url.scheme() == "http" && url.host_str() == Some("localhost");
+            if !(url.scheme() == "https" || local) || url.host_str().is_none_or(str::is_empty) {
+                return Err(refused(
+                    "passkeys need an https:// origin, or http://localhost (PASSKEY_ORIGINS sets them apart from the page's)".into(),
+                ));
+            }
+            if !url.username().is_empty() || url.password().is_some() {
+                return Err(refused("an origin has no user part".into()));
+            }
+            let Some(host) = url.domain() else {
+                return Err(ConfigError::Invalid {
+                    var: "PASSKEY_RP_ID",
+                    reason: format!(
+                        "a passkey's relying party is a domain name, not an address ({page}): serve the page on a name (localhost locally)"
+                    ),
+                });
+            };
+            let origin = url.origin().ascii_serialization();
+            if !origins.contains(&origin) {
+                origins.push(origin);
+                hosts.push(host.to_owned());
+            }
+        }
+        let Some(first) = hosts.first() else {
+            return Err(ConfigError::Invalid {
+                var,
+                reason: "no origin given".into(),
+            });
+        };
         let rp_id = match env.get("PASSKEY_RP_ID").filter(|v| !v.trim().is_empty()) {
             Some(id) => id.trim().to_ascii_lowercase(),
-            None => host.clone(),
+            None => first.clone(),
         };
         let invalid = |reason: String| ConfigError::Invalid {
             var: "PASSKEY_RP_ID",
             reason,
         };
-        if rp_id.parse::<std::net::IpAddr>().is_ok() || host.parse::<std::net::IpAddr>().is_ok() {
+        if rp_id.parse::<std::net::IpAddr>().is_ok() {
             return Err(invalid(format!(
-                "a passkey's relying party is a domain name, not an address ({host}): serve the page on a name (localhost locally)"
+                "a passkey's relying party is a domain name, not an address ({rp_id})"
             )));
         }
-        if !(host == rp_id || host.ends_with(&format!(".{rp_id}"))) || rp_id.is_empty() {
-            return Err(invalid(format!(
-                "{rp_id} is neither the page's host ({host}) nor a suffix of it"
-            )));
+        for host in &hosts {
+            if !(*host == rp_id || host.ends_with(&format!(".{rp_id}"))) {
+                return Err(invalid(format!(
+                    "{rp_id} is neither the origin's host ({host}) nor a suffix of it"
+                )));
+            }
         }
-        let config = PasskeyConfig { rp_id, origin };
+        let config = PasskeyConfig { rp_id, origins };
         config.relying_party()?;
         Ok(config)
     }
@@ -82,14 +110,31 @@ impl PasskeyConfig {
     pub fn relying_party(&self) -> Result<Webauthn, ConfigError> {
         let invalid = |e: webauthn_rs::prelude::WebauthnError| ConfigError::Invalid {
             var: "PASSKEY_RP_ID",
-            reason: format!("the relying party ({} at {}): {e}", self.rp_id, self.origin),
+            reason: format!(
+                "the relying party ({} at {}): {e}",
+                self.rp_id,
+                self.origins.join(", ")
+            ),
         };
-        let origin = Url::parse(&self.origin).map_err(|e| ConfigError::Invalid {
-            var: "PASSKEY_ORIGIN",
-            reason: e.to_string(),
+        let urls = self
+            .origins
+            .iter()
+            .map(|o| Url::parse(o))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ConfigError::Invalid {
+                var: "PASSKEY_ORIGINS",
+                reason: e.to_string(),
+            })?;
+        let (first, others) = urls.split_first().ok_or(ConfigError::Invalid {
+            var: "PASSKEY_ORIGINS",
+            reason: "no origin given".into(),
         })?;
-        WebauthnBuilder::new(&self.rp_id, &origin)
-            .map_err(invalid)?
+        let builder = WebauthnBuilder::new(&self.rp_id, first).map_err(invalid)?;
+        others
+            .iter()
+            .fold(builder, |builder, origin| {
+                builder.append_allowed_origin(origin)
+            })
             .rp_name(&self.rp_id)
             .timeout(CEREMONY_TTL)
             .build()
@@ -132,23 +177,21 @@ mod tests {
     fn the_relying_party_is_the_pages_host_or_a_suffix_of_it() {
         let local = config(&[("JWT_ISSUER", "http://localhost:9000")]).unwrap();
         assert_eq!(local.rp_id, "localhost");
-        assert_eq!(local.origin, "http://localhost:9000");
+        assert_eq!(local.origins, ["http://localhost:9000"]);
         let page = config(&[
             ("JWT_ISSUER", "https://api.example.com"),
             ("PAGE_URL", "https://login.example.com/"),
         ])
         .unwrap();
         assert_eq!(page.rp_id, "login.example.com");
-        assert_eq!(page.origin, "https://login.example.com");
+        assert_eq!(page.origins, ["https://login.example.com"]);
         let own = config(&[
             ("JWT_ISSUER", "http://127.0.0.1:9000"),
-            ("PASSKEY_ORIGIN", "http://localhost:9000/"),
+            ("PASSKEY_ORIGINS", "http://localhost:9000/"),
         ])
         .unwrap();
-        assert_eq!(
-            (&*own.rp_id, &*own.origin),
-            ("localhost", "http://localhost:9000")
-        );
+        assert_eq!(own.rp_id, "localhost");
+        assert_eq!(own.origins, ["http://localhost:9000"]);
         for bad in [
             "http://example.com",
             "ftp://localhost",
@@ -156,13 +199,16 @@ mod tests {
             "http://localhost.evil.example",
             "http://localhostx:9000",
         ] {
-            let err = config(&[("JWT_ISSUER", "https://a.example"), ("PASSKEY_ORIGIN", bad)])
-                .unwrap_err();
+            let err = config(&[
+                ("JWT_ISSUER", "https://a.example"),
+                ("PASSKEY_ORIGINS", bad),
+            ])
+            .unwrap_err();
             assert!(
                 matches!(
                     err,
                     ConfigError::Invalid {
-                        var: "PASSKEY_ORIGIN",
+                        var: "PASSKEY_ORIGINS",
                         ..
                     }
                 ),
@@ -203,6 +249,87 @@ mod tests {
                 ),
                 "{page} {rp}: {err}"
             );
+        }
+    }
+
+    #[test]
+    fn several_origins_share_one_relying_party_each_within_it() {
+        let both = config(&[
+            ("JWT_ISSUER", "https://api.example.com"),
+            (
+                "PASSKEY_ORIGINS",
+                " https://login.example.com , https://app.example.com,https://login.example.com/",
+            ),
+            ("PASSKEY_RP_ID", "example.com"),
+        ])
+        .unwrap();
+        assert_eq!(both.rp_id, "example.com");
+        assert_eq!(
+            both.origins,
+            ["https://login.example.com", "https://app.example.com"]
+        );
+        // Without an id, the first origin's host: the second is not within it.
+        let err = config(&[(
+            "PASSKEY_ORIGINS",
+            "https://login.example.com,https://app.example.com",
+        )])
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    var: "PASSKEY_RP_ID",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        for list in [
+            "https://login.example.com,https://example.org",
+            "https://login.example.com,https://127.0.0.1",
+            "https://login.example.com,http://app.example.com",
+            " , ",
+            // Read as text these would pass; parsed, they are other hosts.
+            "https://login.example.com,https://evil.com\\.example.com",
+            "https://login.example.com,https://[::1]",
+            "https://login.example.com,https://0x7f000001",
+            "https://login.example.com,https://me@app.example.com",
+        ] {
+            let refused = config(&[
+                ("JWT_ISSUER", "https://login.example.com"),
+                ("PASSKEY_ORIGINS", list),
+                ("PASSKEY_RP_ID", "example.com"),
+            ]);
+            assert!(refused.is_err(), "{list}: {refused:?}");
+        }
+    }
+
+    #[test]
+    fn a_ceremony_from_any_configured_origin_is_accepted_and_from_no_other() {
+        use auth_authenticator::{Authenticator, Behaviour};
+        let rp = config(&[
+            (
+                "PASSKEY_ORIGINS",
+                "https://login.example.com,https://app.example.com",
+            ),
+            ("PASSKEY_RP_ID", "example.com"),
+        ])
+        .unwrap()
+        .relying_party()
+        .unwrap();
+        for (origin, accepted) in [
+            ("https://login.example.com", true),
+            ("https://app.example.com", true),
+            ("https://other.example.com", false),
+        ] {
+            let (options, registration) = rp
+                .start_passkey_registration(uuid::Uuid::new_v4(), "alice", "Alice", None)
+                .unwrap();
+            let mut authenticator = Authenticator::new(Behaviour::at(origin));
+            let answer = authenticator.create(&discoverable(&options));
+            let credential = serde_json::from_value(answer).unwrap();
+            let outcome = rp.finish_passkey_registration(&credential, &registration);
+            assert_eq!(outcome.is_ok(), accepted, "{origin}: {outcome:?}");
         }
     }
 
