@@ -15,13 +15,16 @@ bounded, seeded settings. Six runs:
   (fresh_names.py keeps the chains from meeting generated usernames and
   addresses); then again, for the sessions list and re-authentication alone;
 - the stateful phase as an admin: from a registration to each admin act on
-  the user it registered.
+  the user it registered;
+then the passkeys' success answers, which need an authenticator to reach
+(passkeys.py), each checked against its operation in openapi.yaml.
 Each stateful run must see each of its operations succeed at the end of a
 chain, in four seeded walks at most; a walk prints what each operation
 answered, so a chain that stops early shows where."""
 import collections, json, os, pathlib, re, subprocess, sys, tempfile, urllib.error, urllib.parse, urllib.request, uuid
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from noted import note, note_answer  # noqa: E402
+import passkeys  # noqa: E402
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "scripts"))
 import totp  # noqa: E402
 
@@ -172,6 +175,12 @@ stateful = [
                       "GET /admin/users"])),
 ]
 failed = []
+passkey_problems = passkeys.walk(base, note, note_answer, totp)
+for problem in passkey_problems:
+    print(f"  {problem}")
+print(f"{'FAIL' if passkey_problems else 'ok  '} the passkeys' answers against openapi.yaml")
+if passkey_problems:
+    failed.append("the passkeys' answers")
 for name, (code, *_) in stateless:
     print(f"{'ok  ' if code == 0 else 'FAIL'} schemathesis: {name}" + ("" if code == 0 else f" (exit {code})"))
     if code != 0:
@@ -181,6 +190,6 @@ for name, (code, missing) in stateful:
     print(f"{'FAIL' if problem else 'ok  '} schemathesis: {name}" + (f" ({problem})" if problem else ""))
     if problem:
         failed.append(name)
-total = len(stateless) + len(stateful)
+total = len(stateless) + len(stateful) + 1
 print(f"{total - len(failed)} passed, {len(failed)} failed")
 sys.exit(1 if failed else 0)

@@ -22,6 +22,8 @@ pub struct Credential {
     pub user_handle: Vec<u8>,
     pub rp_id: String,
     key: EcdsaKeyPair,
+    /// The key as made, for `Authenticator::saved`.
+    pkcs8: Vec<u8>,
     pub counter: u32,
 }
 
@@ -148,6 +150,54 @@ impl Authenticator {
         }
     }
 
+    /// Its passkeys as JSON, keys included (a test's own, never a real
+    /// person's), for `restored`.
+    pub fn saved(&self) -> Value {
+        let credentials: Vec<Value> = self
+            .credentials
+            .iter()
+            .map(|c| {
+                json!({
+                    "id": b64(&c.id),
+                    "user_handle": b64(&c.user_handle),
+                    "rp_id": c.rp_id,
+                    "pkcs8": b64(&c.pkcs8),
+                    "counter": c.counter,
+                })
+            })
+            .collect();
+        json!({ "credentials": credentials })
+    }
+
+    /// An authenticator holding the passkeys `saved` wrote.
+    pub fn restored(behaviour: Behaviour, saved: &Value) -> Self {
+        let credentials = saved["credentials"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                let text = |field: &str| c[field].as_str().unwrap_or_else(|| panic!("{field}"));
+                let pkcs8 = unb64(text("pkcs8"));
+                Credential {
+                    id: unb64(text("id")),
+                    user_handle: unb64(text("user_handle")),
+                    rp_id: text("rp_id").to_owned(),
+                    key: EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &pkcs8)
+                        .expect("a saved P-256 key"),
+                    pkcs8,
+                    counter: c["counter"]
+                        .as_u64()
+                        .and_then(|n| n.try_into().ok())
+                        .expect("counter"),
+                }
+            })
+            .collect();
+        Authenticator {
+            behaviour,
+            credentials,
+        }
+    }
+
     fn flags(&self) -> u8 {
         let b = &self.behaviour;
         UP | if b.user_verified { UV } else { 0 }
@@ -191,6 +241,7 @@ impl Authenticator {
             user_handle: unb64(public_key["user"]["id"].as_str().expect("user.id")),
             rp_id: public_key["rp"]["id"].as_str().expect("rp.id").to_owned(),
             key,
+            pkcs8: pkcs8.as_ref().to_vec(),
             counter: u32::from(self.behaviour.counts),
         };
         let answer = self.registration(options, &credential);
