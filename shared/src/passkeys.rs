@@ -152,6 +152,14 @@ impl Ceremony {
     }
 }
 
+/// How long a passkey's item remembers the sessions it proved: far longer
+/// than the sessions' index takes to show a new one (eventually
+/// consistent, in practice under a second).
+pub const RECENT_PROOFS: i64 = 300;
+
+/// The attribute of a passkey's item that marks a session it proved.
+pub const PROVED_PREFIX: &str = "proved_";
+
 /// A passkey as kept: the library's credential and what we know of it.
 #[derive(Clone, Debug)]
 pub struct StoredPasskey {
@@ -168,6 +176,14 @@ pub struct StoredPasskey {
     /// The signature counter last shown (0: it keeps none, as synced
     /// passkeys do).
     pub counter: u32,
+    /// How many times it was proved (a sign-in, a re-authentication): a
+    /// removal that read it is refused if a proof came after (and the
+    /// session that proof began escaped its ending).
+    pub uses: u64,
+    /// The sessions it proved within `RECENT_PROOFS` (session id, when),
+    /// as read: those a removal ends even where the sessions' index has
+    /// not caught up with them yet.
+    pub recent: Vec<(String, i64)>,
     pub passkey: Passkey,
 }
 
@@ -184,6 +200,8 @@ impl StoredPasskey {
             backup_eligible: credential.backup_eligible,
             backed_up: credential.backup_state,
             counter: credential.counter,
+            uses: 0,
+            recent: Vec::new(),
             passkey,
         }
     }

@@ -136,6 +136,10 @@ pub struct Session {
     /// carried by every access token of the session with the `acr` they
     /// come to.
     pub amr: Vec<String>,
+    /// The passkey (its credential id) last proved in the session: its
+    /// sign-in's, or a re-authentication's. Removing that passkey ends the
+    /// session, unless it is the session that removes it.
+    pub passkey: Option<String>,
 }
 
 /// The authentication methods a session's tokens name (RFC 8176 `amr`),

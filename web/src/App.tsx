@@ -17,6 +17,7 @@ import {
   type EmailView,
   type Enrolment,
   type FactorProof,
+  type FreshProof,
   type Identities,
   type PasskeyInfo,
   type Provider,
@@ -964,7 +965,9 @@ function ChangePassword({ auth }: { auth: AuthClient }) {
  * The account's passkeys: each with its name, when it was added and last
  * used, and whether it is synced; rename, remove, add. Adding and removing
  * need a fresh proof: one of the passkeys (one touch), or, for an account
- * with none yet, the password (and the app's code, where it has one).
+ * with none yet, the password (and the app's code, where it has one). An
+ * account with a code factor may use the password and a code instead of a
+ * passkey, for when the device that holds them is lost.
  */
 function Passkeys({
   auth,
@@ -982,9 +985,16 @@ function Passkeys({
   const [proof, setProof] = useState<FactorProof>({ code: "" });
   const [renaming, setRenaming] = useState<PasskeyInfo | null>(null);
   const [newName, setNewName] = useState("");
+  const [withCode, setWithCode] = useState(false);
   const [busy, outcome, run] = useAction();
   const headingId = useId();
   const first = passkeys.length === 0;
+  // The proof asked before adding or removing one.
+  const byCode = first || withCode;
+  const fresh = (): FreshProof =>
+    byCode
+      ? { password: methods.has_password ? password : null, factor: methods.second_factor ? proof : null }
+      : "passkey";
   return (
     <section aria-labelledby={headingId}>
       <h2 id={headingId}>Passkeys</h2>
@@ -1019,7 +1029,9 @@ function Passkeys({
                   disabled={busy}
                   onClick={() => {
                     run(async () => {
-                      await auth.removePasskey(passkey.id);
+                      await auth.removePasskey(passkey.id, fresh());
+                      setPassword("");
+                      setProof({ code: "" });
                       onChange();
                       return `Passkey “${passkey.name}” removed: it signs in no more.`;
                     });
@@ -1031,6 +1043,34 @@ function Passkeys({
             </li>
           ))}
         </ul>
+      )}
+      {!first && methods.second_factor && !withCode && (
+        <p>
+          Lost the device that holds your passkeys?{" "}
+          <button type="button" className="link" onClick={() => { setWithCode(true); }}>
+            Confirm with your password and a code instead
+          </button>
+        </p>
+      )}
+      {!first && withCode && (
+        <div role="group" aria-label="Confirm with your password and a code">
+          <p>To add or remove a passkey, confirm with your password and a code.</p>
+          {methods.has_password && (
+            <Field
+              label="Password (to add or remove a passkey)"
+              type="password"
+              autoComplete="current-password"
+              value={password}
+              onChange={setPassword}
+            />
+          )}
+          <FactorFields proof={proof} onChange={setProof} />
+          <div className="actions">
+            <button type="button" className="link" onClick={() => { setWithCode(false); }}>
+              Confirm with a passkey instead
+            </button>
+          </div>
+        </div>
       )}
       {renaming !== null && (
         <Form
@@ -1057,12 +1097,10 @@ function Passkeys({
         title="Add a passkey"
         onSubmit={() => {
           run(async () => {
-            const fresh = first
-              ? { password: methods.has_password ? password : null, factor: methods.second_factor ? proof : null }
-              : ("passkey" as const);
-            const added = await auth.addPasskey(name, fresh);
+            const added = await auth.addPasskey(name, fresh());
             setName("");
             setPassword("");
+            setProof({ code: "" });
             onChange();
             return `Passkey “${added.name}” added: use it at your next sign-in.`;
           });
@@ -1079,7 +1117,7 @@ function Passkeys({
           />
         )}
         {first && methods.second_factor && <FactorFields proof={proof} onChange={setProof} />}
-        {!first && <p>You will confirm with one of your passkeys first.</p>}
+        {!byCode && <p>You will confirm with one of your passkeys first.</p>}
         <div className="actions">
           <button type="submit" disabled={busy}>Add a passkey</button>
         </div>
@@ -1104,6 +1142,8 @@ function DeleteAccount({
   const [asked, setAsked] = useState(false);
   const [password, setPassword] = useState("");
   const [proof, setProof] = useState<FactorProof>({ code: "" });
+  // An account with a passkey and a code factor: the code, its device lost.
+  const [withCode, setWithCode] = useState(false);
   const [busy, outcome, run] = useAction();
   if (!asked) {
     return (
@@ -1122,7 +1162,10 @@ function DeleteAccount({
       title="Delete account"
       onSubmit={() => {
         run(async () => {
-          await auth.deleteAccount(hasPassword ? password : null, passkey ? "passkey" : secondFactor ? proof : null);
+          await auth.deleteAccount(
+            hasPassword ? password : null,
+            passkey && !withCode ? "passkey" : secondFactor ? proof : null,
+          );
           return null;
         });
       }}
@@ -1133,8 +1176,18 @@ function DeleteAccount({
       ) : (
         <p>Confirm it&apos;s you with your provider first (above).</p>
       )}
-      {passkey ? (
-        <p>You will confirm with one of your passkeys.</p>
+      {passkey && !withCode ? (
+        <p>
+          You will confirm with one of your passkeys.
+          {secondFactor && (
+            <>
+              {" "}
+              <button type="button" className="link" onClick={() => { setWithCode(true); }}>
+                Confirm with a code instead
+              </button>
+            </>
+          )}
+        </p>
       ) : (
         secondFactor && <FactorFields proof={proof} onChange={setProof} />
       )}

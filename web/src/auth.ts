@@ -628,9 +628,12 @@ export class AuthClient {
     return (await response.json()) as PasskeyInfo;
   }
 
-  /** Removes one of the account's passkeys, proving one of them first. */
-  async removePasskey(id: string): Promise<void> {
-    await this.proveWithPasskey();
+  /**
+   * Removes one of the account's passkeys, with a fresh proof first: one
+   * of the passkeys, or (their device lost) the password and a code.
+   */
+  async removePasskey(id: string, proof: FreshProof = "passkey"): Promise<void> {
+    await this.#prove(proof);
     const response = await this.fetch(`/account/passkeys/${encodeURIComponent(id)}`, { method: "DELETE" });
     if (!response.ok) throw await problem(response);
   }

@@ -2,8 +2,9 @@
 // virtual authenticator (a CDP session: Playwright has no WebAuthn API of
 // its own): add one, sign out, sign in through the username field's
 // autofill (conditional mediation) and through the button, step up with it
-// to remove it, delete an account with one, and answer a password's second
-// step with one. The page is opened on http://localhost, the passkeys' site
+// to remove it, delete an account with one, answer a password's second
+// step with one, and remove one with the password and a code when the device
+// that holds it is lost. The page is opened on http://localhost, the passkeys' site
 // (WebAuthn needs a host name, not an address), which the test watch names
 // as its relying party.
 
@@ -61,6 +62,18 @@ async function credentials(authenticator: Authenticator) {
 
 async function registerOnSite(page: Page, person: Person): Promise<void> {
   await register(page, person, onSite("/"));
+}
+
+/** The first passkey of an account with a code factor: the password and a recovery code. */
+async function addFirstPasskeyWithCode(page: Page, name: string, password: string, recoveryCode: string) {
+  const section = page.getByRole("region", { name: "Passkeys" });
+  await section.getByLabel("Name for the new passkey").fill(name);
+  await section.getByLabel("Password (to add a passkey)").fill(password);
+  await section.getByRole("button", { name: "Use a recovery code instead" }).click();
+  await section.getByLabel("Recovery code").fill(recoveryCode);
+  await section.getByRole("button", { name: "Add a passkey" }).click();
+  await expect(section.getByRole("status")).toHaveText(`Passkey “${name}” added: use it at your next sign-in.`);
+  return section;
 }
 
 async function addPasskey(page: Page, name: string, password: string | null): Promise<void> {
@@ -179,24 +192,18 @@ test("where passkeys cannot work (an IP address, not the site), the autofill ask
   for (const text of await page.locator('[role="alert"]').allTextContents()) expect(text).toBe("");
 });
 
-test("with a code factor and a passkey, the passkey answers the password's second step", async ({ page }) => {
+test("with a code factor and a passkey, the passkey answers the password's second step, and a code removes it when the device is lost", async ({ page }) => {
   test.setTimeout(120_000);
   const person = newPerson();
   // The password step is what is tested: no autofill signing in first.
   await page.addInitScript(() => {
     PublicKeyCredential.isConditionalMediationAvailable = () => Promise.resolve(false);
   });
-  await addAuthenticator(page);
+  const authenticator = await addAuthenticator(page);
   await registerOnSite(page, person);
   const { recovery } = await enrol(page, person.password);
   // The first passkey of an account with a code factor: the password and a code.
-  const section = page.getByRole("region", { name: "Passkeys" });
-  await section.getByLabel("Name for the new passkey").fill("Laptop");
-  await section.getByLabel("Password (to add a passkey)").fill(person.password);
-  await section.getByRole("button", { name: "Use a recovery code instead" }).click();
-  await section.getByLabel("Recovery code").fill(recovery[0] ?? "");
-  await section.getByRole("button", { name: "Add a passkey" }).click();
-  await expect(section.getByRole("status")).toHaveText("Passkey “Laptop” added: use it at your next sign-in.");
+  const section = await addFirstPasskeyWithCode(page, "Laptop", person.password, recovery[0] ?? "");
 
   await page.getByRole("button", { name: "Log out", exact: true }).click();
   await logIn(page, person);
@@ -206,4 +213,46 @@ test("with a code factor and a passkey, the passkey answers the password's secon
   await expectSignedIn(page, person);
   const sessions = page.getByRole("region", { name: "Your sessions" });
   await expect(sessions.getByRole("listitem", { name: "This session" })).toContainText("Signed in with the password");
+
+  // The laptop is lost: no authenticator answers. The passkey goes with the
+  // password and a code, and no passkey is asked for.
+  await authenticator.cdp.send("WebAuthn.removeVirtualAuthenticator", { authenticatorId: authenticator.id });
+  const passkeyProofs = countRequests(page, "POST", "/account/passkeys/verify/options");
+  const reauthentications = countRequests(page, "POST", "/reauthenticate");
+  const codes = countRequests(page, "POST", "/account/second-factor/verify");
+  await section.getByRole("button", { name: "Confirm with your password and a code instead" }).click();
+  const group = section.getByRole("group", { name: "Confirm with your password and a code" });
+  await group.getByLabel("Password (to add or remove a passkey)").fill(person.password);
+  await group.getByRole("button", { name: "Use a recovery code instead" }).click();
+  await group.getByLabel("Recovery code").fill(recovery[1] ?? "");
+  await axeClean(page, "passkeys, confirmed with a code");
+  await section.getByRole("button", { name: "Remove Laptop" }).click();
+  await expect(section.getByRole("status")).toHaveText("Passkey “Laptop” removed: it signs in no more.");
+  await expect(section.getByText("No passkeys yet.")).toBeVisible();
+  expect([passkeyProofs.count, reauthentications.count, codes.count]).toEqual([0, 1, 1]);
+});
+
+test("with a code factor, an account whose passkeys' device is lost is deleted with the password and a code", async ({
+  page,
+}) => {
+  test.setTimeout(120_000);
+  const person = newPerson();
+  await page.addInitScript(() => {
+    PublicKeyCredential.isConditionalMediationAvailable = () => Promise.resolve(false);
+  });
+  const authenticator = await addAuthenticator(page);
+  await registerOnSite(page, person);
+  const { recovery } = await enrol(page, person.password);
+  await addFirstPasskeyWithCode(page, "Phone", person.password, recovery[0] ?? "");
+  await authenticator.cdp.send("WebAuthn.removeVirtualAuthenticator", { authenticatorId: authenticator.id });
+  const passkeyProofs = countRequests(page, "POST", "/account/passkeys/verify/options");
+  await page.getByRole("button", { name: "Delete account…" }).click();
+  const form = page.getByRole("form", { name: "Delete account" });
+  await form.getByRole("button", { name: "Confirm with a code instead" }).click();
+  await form.getByLabel("Password", { exact: true }).fill(person.password);
+  await form.getByRole("button", { name: "Use a recovery code instead" }).click();
+  await form.getByLabel("Recovery code").fill(recovery[1] ?? "");
+  await form.getByRole("button", { name: "Delete my account" }).click();
+  await expectSignedOut(page);
+  expect(passkeyProofs.count).toBe(0);
 });

@@ -486,6 +486,7 @@ impl Bench {
             } else {
                 auth::sessions::SignIn::Password.amr()
             },
+            passkey: None,
         };
         let first = RefreshRecord {
             hash: refresh.hash(),

@@ -162,6 +162,9 @@ struct UserView {
     identities: Vec<IdentityView>,
     /// Whether a second factor guards the user's sign-ins.
     second_factor: bool,
+    /// How many passkeys the user holds (each signs in alone, and is a
+    /// second factor).
+    passkeys: usize,
     /// Absent only in a creation's answer whose read of it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     locked: Option<bool>,
@@ -202,6 +205,7 @@ impl UserView {
                 })
                 .collect(),
             second_factor: user.second_factor,
+            passkeys: user.passkeys.len(),
             locked: locked_for.map(|l| l.is_some()),
             locked_until: locked_for.flatten().map(|s| now + s as i64),
         }

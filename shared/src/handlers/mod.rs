@@ -437,6 +437,7 @@ impl NewSession {
             last_used: now,
             origin,
             amr,
+            passkey: None,
         };
         let first = RefreshRecord {
             hash: refresh_hash,

@@ -61,6 +61,11 @@ pub const SIGN_IN_PATH: &str = "/login/passkey";
 pub const VERIFY_OPTIONS_PATH: &str = "/account/passkeys/verify/options";
 pub const VERIFY_PATH: &str = "/account/passkeys/verify";
 
+/// Past this many sessions proved by a passkey being removed, its removal
+/// ends every session of the account (the epoch moves on) instead of each
+/// (one transaction holds at most 100 writes).
+const MAX_SESSIONS_ENDED_ONE_BY_ONE: usize = 50;
+
 /// What the passkeys function holds between invocations.
 pub struct Passkeys {
     pub store: Store,
@@ -320,38 +325,81 @@ async fn remove(state: &Passkeys, req: Request, id: &str) -> Result<Response<Bod
     require_method(&req, Method::DELETE, "PATCH, DELETE")?;
     let now = state.clock.now();
     let caller = authenticate_caller(&req, &state.verifier, &state.store, now).await?;
-    let user = &caller.user;
+    let sid = caller.claims.sid.as_str();
+    let mut user = caller.user.clone();
     if !user.passkeys.contains(id) {
         return Err(ApiError::NotFound);
     }
     require_fresh_proof(&caller, state, now)?;
-    // Another way to sign in remains: the password, an outside identity,
-    // or another passkey.
-    if !user.has_password() && user.identities.is_empty() && user.passkeys.len() <= 1 {
-        return Err(ApiError::Conflict(
-            "this passkey is the account's only way to sign in: set a password or add another first",
-        ));
-    }
-    let passkey = state
+    another_way_in_remains(&user)?;
+    let mut passkey = state
         .store
         .get_passkey(id)
         .await?
         .filter(|p| p.user_id == user.id)
         .ok_or(ApiError::NotFound)?;
-    match state
-        .store
-        .remove_passkey(user, &caller.claims.sid, &passkey, now)
-        .await
-    {
-        Ok(()) => {}
-        Err(StoreError::Conflict) => {
-            return Err(ApiError::Conflict(
-                "the account changed meanwhile; try again",
-            ));
+    let changed = || ApiError::Conflict("the account changed meanwhile; try again");
+    // The sessions this passkey proved end with it (a lost device's, or a
+    // thief's), all but the one removing it: ended first, so a removal
+    // that fails leaves none of them live on a passkey that is gone. Too
+    // many to end one by one, or to list whole: every session ends.
+    let mut every_session_ends = false;
+    let mut ended = 0;
+    for round in 0..2 {
+        if !every_session_ends {
+            match proved_sessions(state, &user, &passkey, sid, now).await? {
+                None => every_session_ends = true,
+                Some(proved) if proved.is_empty() => {}
+                Some(proved) => {
+                    let proved: Vec<&str> = proved.iter().map(String::as_str).collect();
+                    let access_until = state.verifier.revoked_until(now);
+                    match state
+                        .store
+                        .revoke_sessions(&proved, &user, access_until, now)
+                        .await
+                    {
+                        Ok(()) => ended = proved.len(),
+                        Err(StoreError::Conflict) => return Err(changed()),
+                        Err(e) => return Err(e.into()),
+                    }
+                    // As now written (the list of revoked sessions, or a
+                    // new epoch where it overflowed).
+                    user = read_again(state, &user, id).await?;
+                }
+            }
         }
-        Err(e) => return Err(e.into()),
+        match state
+            .store
+            .remove_passkey(&user, sid, &passkey, every_session_ends, now)
+            .await
+        {
+            Ok(()) => break,
+            Err(StoreError::Conflict) if round == 0 => {
+                // Read both again. A proof with the passkey since the read
+                // may have begun a session the list did not hold (and a
+                // thief signing in again and again would refuse every
+                // removal): every session ends instead.
+                user = read_again(state, &user, id).await?;
+                another_way_in_remains(&user)?;
+                let fresh = state
+                    .store
+                    .get_passkey(id)
+                    .await?
+                    .filter(|p| p.user_id == user.id)
+                    .ok_or_else(changed)?;
+                every_session_ends = every_session_ends || fresh.uses != passkey.uses;
+                passkey = fresh;
+            }
+            Err(StoreError::Conflict) => return Err(changed()),
+            Err(e) => return Err(e.into()),
+        }
     }
-    tracing::info!(user_id = %user.id, "passkey removed");
+    tracing::info!(
+        user_id = %user.id,
+        sessions_ended = ended,
+        every_session_ends,
+        "passkey removed"
+    );
     #[derive(Serialize)]
     struct Removed {
         message: &'static str,
@@ -362,6 +410,71 @@ async fn remove(state: &Passkeys, req: Request, id: &str) -> Result<Response<Bod
             message: "Passkey removed",
         },
     ))
+}
+
+/// `user` read again, still holding the passkey `id`; else the account
+/// changed meanwhile (409).
+async fn read_again(
+    state: &Passkeys,
+    user: &crate::users::User,
+    id: &str,
+) -> Result<crate::users::User, ApiError> {
+    state
+        .store
+        .get(&user.username)
+        .await?
+        .filter(|u| u.id == user.id && u.passkeys.contains(id))
+        .ok_or(ApiError::Conflict(
+            "the account changed meanwhile; try again",
+        ))
+}
+
+/// Another way to sign in than the passkey being removed remains: the
+/// password, an outside identity, or another passkey.
+fn another_way_in_remains(user: &crate::users::User) -> Result<(), ApiError> {
+    if !user.has_password() && user.identities.is_empty() && user.passkeys.len() <= 1 {
+        return Err(ApiError::Conflict(
+            "this passkey is the account's only way to sign in: set a password or add another first",
+        ));
+    }
+    Ok(())
+}
+
+/// The sessions of `user`'s that `passkey` (as read) proved, but `caller`'s:
+/// those the sessions' list shows it proved last, those its item marks as
+/// proved within `RECENT_PROOFS` (which the list, an eventually consistent
+/// index, may not show yet), and those that proved some passkey before
+/// sessions named theirs. `None`: too many to end one by one, or more than
+/// a list holds.
+async fn proved_sessions(
+    state: &Passkeys,
+    user: &crate::users::User,
+    passkey: &crate::passkeys::StoredPasskey,
+    caller: &str,
+    now: i64,
+) -> Result<Option<Vec<String>>, ApiError> {
+    let (sessions, more) = state.store.list_sessions(user, now).await?;
+    if more {
+        return Ok(None);
+    }
+    let mut proved: Vec<String> = sessions
+        .into_iter()
+        .filter(|s| s.id != caller)
+        .filter(|s| match &s.passkey {
+            Some(theirs) => *theirs == passkey.id,
+            None => s
+                .amr
+                .iter()
+                .any(|m| m == crate::sessions::amr::SOFTWARE_KEY),
+        })
+        .map(|s| s.id)
+        .collect();
+    for (sid, at) in &passkey.recent {
+        if *at >= now - crate::passkeys::RECENT_PROOFS && sid != caller && !proved.contains(sid) {
+            proved.push(sid.clone());
+        }
+    }
+    Ok((proved.len() <= MAX_SESSIONS_ENDED_ONE_BY_ONE).then_some(proved))
 }
 
 /// What `POST /login/passkey/options` may carry: nothing (a sign-in with a

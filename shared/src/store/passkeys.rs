@@ -96,12 +96,21 @@ fn passkey_item(p: &StoredPasskey) -> Result<HashMap<String, AttributeValue>, St
         ),
         ("backed_up".to_owned(), AttributeValue::Bool(p.backed_up)),
         ("counter".to_owned(), n(p.counter)),
+        ("uses".to_owned(), n(p.uses)),
         ("passkey".to_owned(), s(credential)),
     ]);
     if let Some(at) = p.last_used {
         item.insert("last_used".to_owned(), n(at));
     }
     Ok(item)
+}
+
+/// `session`, begun by the passkey `used`: removing that passkey ends it.
+fn of_passkey(session: &Session, used: &StoredPasskey) -> Session {
+    Session {
+        passkey: Some(used.id.clone()),
+        ..session.clone()
+    }
 }
 
 fn passkey_from(map: &HashMap<String, AttributeValue>) -> Result<StoredPasskey, StoreError> {
@@ -127,6 +136,22 @@ fn passkey_from(map: &HashMap<String, AttributeValue>) -> Result<StoredPasskey, 
         backup_eligible: flag("backup_eligible")?,
         backed_up: flag("backed_up")?,
         counter: item.number("counter")?,
+        // Passkeys stored before uses were counted: none counted yet.
+        uses: map
+            .get("uses")
+            .map(|_| item.number("uses"))
+            .transpose()?
+            .unwrap_or(0),
+        recent: map
+            .iter()
+            .filter_map(|(name, value)| {
+                let sid = name.strip_prefix(crate::passkeys::PROVED_PREFIX)?;
+                let AttributeValue::N(at) = value else {
+                    return None;
+                };
+                Some((sid.to_owned(), at.parse().ok()?))
+            })
+            .collect(),
         passkey: serde_json::from_str(item.string("passkey")?)
             .map_err(|_| item.invalid("passkey"))?,
     })
@@ -298,8 +323,12 @@ impl Store {
     /// Removes `passkey` (one of `user`'s, as read) all or nothing: its
     /// item, its entry in the user's list, and a notice; while the user is
     /// as read (the same passkeys, outside identities and password, and
-    /// epoch: a concurrent addition, removal or password change wins) and
-    /// the session that asked (`session`) is not logged out (`Conflict`).
+    /// epoch: a concurrent addition, removal or password change wins), the
+    /// passkey not proved since it was read (its `uses`: a sign-in since
+    /// may have begun a session the caller did not end), and the session
+    /// that asked (`session`) is not logged out (`Conflict`). With
+    /// `every_session_ends`, the user's epoch moves on: every session ends,
+    /// and no proof since the read matters.
     /// The caller has checked that another way to sign in remains; the
     /// conditions keep it so.
     pub async fn remove_passkey(
@@ -307,13 +336,40 @@ impl Store {
         user: &User,
         session: &str,
         passkey: &StoredPasskey,
+        every_session_ends: bool,
         now: i64,
     ) -> Result<(), StoreError> {
+        // As read: a proof since (`uses` moved) may have begun a session
+        // the caller's list did not hold.
+        // Every session ending, no session can escape: no need.
+        let unused_since = match (every_session_ends, passkey.uses) {
+            (true, _) => "",
+            (false, 0) => " AND (attribute_not_exists(#uses) OR #uses = :uses)",
+            (false, _) => " AND #uses = :uses",
+        };
+        let mut delete = aws_sdk_dynamodb::types::Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(passkey_key(&passkey.id)))
+            .condition_expression(format!("#owner = :uid{unused_since}"))
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":uid", s(user.id.to_string()));
+        if !every_session_ends {
+            delete = delete
+                .expression_attribute_names("#uses", "uses")
+                .expression_attribute_values(":uses", n(passkey.uses));
+        }
+        let delete = super::sessions::built(delete.build())?;
         let mut items = vec![
-            self.delete_passkey_item(&passkey.id, user)?,
+            aws_sdk_dynamodb::types::TransactWriteItem::builder()
+                .delete(delete)
+                .build(),
             self.update(
                 user_key(&user.username),
-                "DELETE passkeys :id",
+                if every_session_ends {
+                    "DELETE passkeys :id ADD session_epoch :one"
+                } else {
+                    "DELETE passkeys :id"
+                },
                 "user_id = :uid AND active = :true AND session_epoch = :epoch \
                  AND password_hash = :hash AND size(passkeys) = :count \
                  AND (attribute_not_exists(identities) OR size(identities) = :identities) \
@@ -327,7 +383,13 @@ impl Store {
                     (":hash", s(&user.password_hash)),
                     (":count", n(user.passkeys.len())),
                     (":identities", n(user.identities.len())),
-                ]),
+                ])
+                .map(|mut vals| {
+                    if every_session_ends {
+                        vals.insert(":one".to_owned(), n(1));
+                    }
+                    vals
+                }),
             )?,
         ];
         let notice = Notice::PasskeyRemoved {
@@ -354,8 +416,8 @@ impl Store {
         device: &DeviceChange<'_>,
         used: &StoredPasskey,
     ) -> Result<(), StoreError> {
-        let write = self.passkey_used(user, used, session.created_at)?;
-        self.start_session_with(session, first, user, device, vec![write])
+        let write = self.passkey_used(user, used, &session.id, session.created_at)?;
+        self.start_session_with(&of_passkey(session, used), first, user, device, vec![write])
             .await
     }
 
@@ -373,10 +435,10 @@ impl Store {
         ticket: &crate::mfa::MfaTicket,
     ) -> Result<(), StoreError> {
         let writes = vec![
-            self.passkey_used(user, used, session.created_at)?,
+            self.passkey_used(user, used, &session.id, session.created_at)?,
             self.ticket_used(ticket, session.created_at)?,
         ];
-        self.start_session_with(session, first, user, device, writes)
+        self.start_session_with(&of_passkey(session, used), first, user, device, writes)
             .await
     }
 
@@ -396,9 +458,9 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         self.transact(vec![
-            self.proof_on_session(sid, user, now, now, proof, amr)?,
+            self.proof_on_session(sid, user, now, now, proof, amr, Some(&used.id))?,
             self.user_unchanged(user, false)?,
-            self.passkey_used(user, used, now)?,
+            self.passkey_used(user, used, sid, now)?,
         ])
         .await
     }
@@ -411,6 +473,7 @@ impl Store {
         &self,
         user: &User,
         used: &StoredPasskey,
+        sid: &str,
         now: i64,
     ) -> Result<aws_sdk_dynamodb::types::TransactWriteItem, StoreError> {
         let counter = if used.counter == 0 {
@@ -424,21 +487,51 @@ impl Store {
             (":eligible", AttributeValue::Bool(used.backup_eligible)),
             (":backed", AttributeValue::Bool(used.backed_up)),
             (":now", n(used.last_used.unwrap_or(now))),
+            (":one", n(1)),
         ]);
         let credential = serde_json::to_string(&used.passkey)
             .map_err(|e| StoreError::Internal(format!("a passkey does not serialise: {e}")))?;
         if let Some(vals) = vals.as_mut() {
             vals.insert(":passkey".to_owned(), s(credential));
         }
+        // The session it proves, marked on it for a removal to end; those
+        // marked before the window forgotten on the way.
+        let mut names = HashMap::from([
+            ("#owner".to_owned(), "owner".to_owned()),
+            ("#counter".to_owned(), "counter".to_owned()),
+            ("#uses".to_owned(), "uses".to_owned()),
+            (
+                "#proved".to_owned(),
+                format!("{}{sid}", crate::passkeys::PROVED_PREFIX),
+            ),
+        ]);
+        let forgotten: Vec<String> = used
+            .recent
+            .iter()
+            .filter(|(old, at)| old != sid && *at < now - crate::passkeys::RECENT_PROOFS)
+            .enumerate()
+            .map(|(i, (old, _))| {
+                let name = format!("#old{i}");
+                names.insert(
+                    name.clone(),
+                    format!("{}{old}", crate::passkeys::PROVED_PREFIX),
+                );
+                name
+            })
+            .collect();
+        let remove = if forgotten.is_empty() {
+            String::new()
+        } else {
+            format!(" REMOVE {}", forgotten.join(", "))
+        };
         self.update(
             passkey_key(&used.id),
-            "SET #counter = :counter, backup_eligible = :eligible, backed_up = :backed, \
-             last_used = :now, passkey = :passkey",
+            &format!(
+                "SET #counter = :counter, backup_eligible = :eligible, backed_up = :backed, \
+                 last_used = :now, passkey = :passkey, #proved = :now ADD #uses :one{remove}"
+            ),
             &format!("attribute_exists(pk) AND #owner = :uid AND {counter}"),
-            Some(HashMap::from([
-                ("#owner".to_owned(), "owner".to_owned()),
-                ("#counter".to_owned(), "counter".to_owned()),
-            ])),
+            Some(names),
             vals,
         )
     }

@@ -447,7 +447,7 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         let mut items = vec![
-            self.proof_on_session(sid, user, now, auth_time, proof, amr)?,
+            self.proof_on_session(sid, user, now, auth_time, proof, amr, None)?,
             self.spend(factor, spent)?,
         ];
         items.extend(self.recovery_notice(user, factor, spent, now)?);

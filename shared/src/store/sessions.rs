@@ -459,7 +459,7 @@ impl Store {
         device: Option<&str>,
     ) -> Result<(), StoreError> {
         self.transact(vec![
-            self.proof_on_session(sid, user, now, now, proof, amr)?,
+            self.proof_on_session(sid, user, now, now, proof, amr, None)?,
             self.user_unchanged(user, true)?,
             match device {
                 Some(hash) => self.clear_device_attempts(hash)?,
@@ -483,20 +483,30 @@ impl Store {
         auth_time: i64,
         proof: &str,
         amr: &[String],
+        passkey: Option<&str>,
     ) -> Result<TransactWriteItem, StoreError> {
+        let mut vals = values([
+            (":now", n(now)),
+            (":auth_time", n(auth_time)),
+            (":proof", s(proof)),
+            (":amr", s(amr.join(" "))),
+            (":false", AttributeValue::Bool(false)),
+            (":uid", s(user.id.to_string())),
+        ]);
+        let mut set = String::from(
+            "SET auth_time = :auth_time, last_used = :now, last_proof = :proof, amr = :amr",
+        );
+        // A passkey's proof: the session is now that passkey's.
+        if let (Some(passkey), Some(vals)) = (passkey, vals.as_mut()) {
+            set.push_str(", passkey = :passkey");
+            vals.insert(":passkey".to_owned(), s(passkey));
+        }
         self.update(
             session_key(sid),
-            "SET auth_time = :auth_time, last_used = :now, last_proof = :proof, amr = :amr",
+            &set,
             "revoked = :false AND user_id = :uid AND expires_at > :now",
             None,
-            values([
-                (":now", n(now)),
-                (":auth_time", n(auth_time)),
-                (":proof", s(proof)),
-                (":amr", s(amr.join(" "))),
-                (":false", AttributeValue::Bool(false)),
-                (":uid", s(user.id.to_string())),
-            ]),
+            vals,
         )
     }
 
@@ -887,6 +897,9 @@ fn session_item(session: &Session) -> HashMap<String, AttributeValue> {
     if !session.amr.is_empty() {
         item.insert("amr".to_owned(), s(session.amr.join(" ")));
     }
+    if let Some(passkey) = &session.passkey {
+        item.insert("passkey".to_owned(), s(passkey));
+    }
     item
 }
 
@@ -939,6 +952,7 @@ impl TryFrom<&HashMap<String, AttributeValue>> for Session {
                 Some(amr) => amr.split(' ').map(str::to_owned).collect(),
                 None => method.amr(),
             },
+            passkey: item.optional_string("passkey").map(str::to_owned),
         })
     }
 }
@@ -1021,6 +1035,7 @@ mod tests {
                 known_device: true,
             },
             amr: vec!["pwd".into(), "otp".into(), "mfa".into()],
+            passkey: Some("AQID".into()),
         };
         assert_eq!(Session::try_from(&session_item(&session)).unwrap(), session);
         // One stored before `amr` existed: its sign-in's own.

@@ -1284,6 +1284,7 @@ async fn a_passkey_is_the_second_step_after_a_password() {
     assert_eq!(claims.sub, pia.user.id.to_string());
     assert_eq!(claims.amr, ["pwd", "swk", "user", "mfa"]);
     assert_eq!(claims.acr.as_deref(), Some("aal2"));
+    let stepped_with_passkey = access_of(&response);
     // The ticket is used up: a code with it is refused.
     next_step(&app);
     assert_error(
@@ -1323,6 +1324,21 @@ async fn a_passkey_is_the_second_step_after_a_password() {
     );
     let coded = with_code(&app, &token, &code(&pia.secret, app.clock.now())).await;
     assert_eq!(coded.status(), 200, "{}", body_json(&coded));
+
+    // The passkey removed from the code's session: the session its second
+    // step began ends with it, and not with another's removal.
+    let coded = access_of(&coded);
+    let mut spare = page();
+    add_passkey(&app, &coded, &mut spare, "Spare").await;
+    let path = format!("/account/passkeys/{}", spare.credentials[0].id_text());
+    let removed = route(&app, call("DELETE", &path, Some(&bearer(&coded)), None)).await;
+    assert_eq!(removed.status(), 200, "{}", body_json(&removed));
+    assert!(acts(&app, &stepped_with_passkey).await);
+    let path = format!("/account/passkeys/{}", key.credentials[0].id_text());
+    let removed = route(&app, call("DELETE", &path, Some(&bearer(&coded)), None)).await;
+    assert_eq!(removed.status(), 200, "{}", body_json(&removed));
+    assert!(!acts(&app, &stepped_with_passkey).await);
+    assert!(acts(&app, &coded).await);
 }
 
 /// A person who lost the device that held their only passkey: an admin
@@ -1346,8 +1362,26 @@ async fn an_admin_clears_the_passkeys_of_a_person_who_lost_them() {
         let state = app.admin();
         async move { auth::handlers::admin::handle(&state, req).await }
     };
+    let viewed = {
+        let req = request("admin-user.json", Some(&bearer(&chief)), None);
+        let mut req = req;
+        *req.uri_mut() = "/admin/users/lena-lost".parse().unwrap();
+        auth::handlers::admin::handle(&app.admin(), req).await
+    };
+    assert_eq!(viewed.status(), 200, "{}", body_json(&viewed));
+    assert_eq!(
+        body_json(&viewed)["user"]["passkeys"],
+        1,
+        "the admin sees it"
+    );
     let removed = admin("/admin/users/lena-lost/second-factor").await;
     assert_eq!(removed.status(), 200, "{}", body_json(&removed));
+    assert_eq!(
+        body_json(&removed)["user"]["passkeys"],
+        0,
+        "{}",
+        body_json(&removed)
+    );
     let id = key.credentials[0].id_text();
     assert!(app.store.get_passkey(&id).await.unwrap().is_none());
     assert!(user_named(&app, "lena-lost").await.passkeys.is_empty());
@@ -1382,4 +1416,223 @@ async fn an_admin_clears_the_passkeys_of_a_person_who_lost_them() {
         409,
         "conflict",
     );
+}
+
+/// A new session of `username`'s, with the password: its access token.
+async fn logged_in(app: &App, username: &str) -> String {
+    let body = json!({"username": username, "password": PASSWORD}).to_string();
+    let response =
+        auth::handlers::login::handle(&app.login(), request("login.json", None, Some(&body))).await;
+    assert_eq!(response.status(), 200, "{}", body_json(&response));
+    access_of(&response)
+}
+
+/// Whether the session of `access` still acts: its token lists the passkeys.
+async fn acts(app: &App, access: &str) -> bool {
+    let response = route(
+        app,
+        call("GET", "/account/passkeys", Some(&bearer(access)), None),
+    )
+    .await;
+    match response.status().as_u16() {
+        200 => true,
+        401 => false,
+        other => panic!("{other}: {}", body_json(&response)),
+    }
+}
+
+#[tokio::test]
+async fn removing_a_passkey_ends_the_sessions_it_proved_but_the_removers() {
+    let app = App::new(&fresh_store().await);
+    let (_, first) = signed_in(&app, "sven").await;
+    let mut lost = page();
+    add_passkey(&app, &first, &mut lost, "Lost phone").await;
+    let owner = verified(&app, &first, &mut lost, 0).await;
+    let mut kept = page();
+    add_passkey(&app, &owner, &mut kept, "Laptop").await;
+    // Whoever found the phone: a sign-in with it, and a password session
+    // stepped up with it.
+    let thief = sign_in_with(&app, &mut lost, 0).await;
+    assert_eq!(thief.status(), 200, "{}", body_json(&thief));
+    let thief = access_of(&thief);
+    let stepped = logged_in(&app, "sven").await;
+    let stepped = verified(&app, &stepped, &mut lost, 0).await;
+    // The owner's other sessions: one the laptop signed in, one with the
+    // password alone.
+    let laptop = access_of(&sign_in_with(&app, &mut kept, 0).await);
+    let password = logged_in(&app, "sven").await;
+    let stepped_with_laptop = logged_in(&app, "sven").await;
+    let stepped_with_laptop = verified(&app, &stepped_with_laptop, &mut kept, 0).await;
+    for access in [
+        &thief,
+        &stepped,
+        &laptop,
+        &password,
+        &stepped_with_laptop,
+        &owner,
+    ] {
+        assert!(acts(&app, access).await);
+    }
+    // The owner removes the lost passkey from the session it last proved.
+    let path = format!("/account/passkeys/{}", lost.credentials[0].id_text());
+    let removed = route(&app, call("DELETE", &path, Some(&bearer(&owner)), None)).await;
+    assert_eq!(removed.status(), 200, "{}", body_json(&removed));
+    assert!(!acts(&app, &thief).await, "the thief's sign-in ended");
+    assert!(
+        !acts(&app, &stepped).await,
+        "the session it stepped up ended"
+    );
+    assert!(
+        acts(&app, &laptop).await,
+        "another passkey's session goes on"
+    );
+    assert!(acts(&app, &password).await, "a password's session goes on");
+    assert!(
+        acts(&app, &stepped_with_laptop).await,
+        "a session another passkey stepped up goes on"
+    );
+    assert!(
+        acts(&app, &owner).await,
+        "the remover's own session goes on"
+    );
+}
+
+#[tokio::test]
+async fn a_removal_that_read_the_passkey_before_a_sign_in_with_it_is_refused() {
+    let app = App::new(&fresh_store().await);
+    let (_, first) = signed_in(&app, "tove").await;
+    let mut key = page();
+    add_passkey(&app, &first, &mut key, "Key").await;
+    let owner = verified(&app, &first, &mut key, 0).await;
+    let id = key.credentials[0].id_text();
+    let read = app.store.get_passkey(&id).await.unwrap().unwrap();
+    // A sign-in lands between the removal's read (and its list of the
+    // sessions to end) and its write: that session was never listed.
+    assert_eq!(sign_in_with(&app, &mut key, 0).await.status(), 200);
+    let user = user_named(&app, "tove").await;
+    let sid = crate::permissions::claims_of(&owner)["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stale = app
+        .store
+        .remove_passkey(&user, &sid, &read, false, app.clock.now())
+        .await;
+    assert!(
+        matches!(stale, Err(auth::store::StoreError::Conflict)),
+        "{stale:?}"
+    );
+    assert!(app.store.get_passkey(&id).await.unwrap().is_some());
+    // Read again, it goes.
+    let fresh = app.store.get_passkey(&id).await.unwrap().unwrap();
+    assert_eq!(fresh.uses, read.uses + 1);
+    app.store
+        .remove_passkey(&user, &sid, &fresh, false, app.clock.now())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_passkey_that_proved_more_sessions_than_end_one_by_one_ends_them_all() {
+    let app = App::new(&fresh_store().await);
+    let (_, first) = signed_in(&app, "uno").await;
+    let mut lost = page();
+    add_passkey(&app, &first, &mut lost, "Lost").await;
+    let owner = verified(&app, &first, &mut lost, 0).await;
+    let mut kept = page();
+    add_passkey(&app, &owner, &mut kept, "Kept").await;
+    let laptop = access_of(&sign_in_with(&app, &mut kept, 0).await);
+    let mut thief = Vec::new();
+    for _ in 0..51 {
+        let response = sign_in_with(&app, &mut lost, 0).await;
+        assert_eq!(response.status(), 200, "{}", body_json(&response));
+        thief.push(access_of(&response));
+    }
+    let path = format!("/account/passkeys/{}", lost.credentials[0].id_text());
+    let removed = route(&app, call("DELETE", &path, Some(&bearer(&owner)), None)).await;
+    assert_eq!(removed.status(), 200, "{}", body_json(&removed));
+    for access in thief.iter().chain([&laptop, &owner]) {
+        assert!(!acts(&app, access).await, "every session ended");
+    }
+    // The account is whole: the kept passkey signs in.
+    assert_eq!(sign_in_with(&app, &mut kept, 0).await.status(), 200);
+}
+
+/// `REMOVE`s `attributes` from the item `pk`/`sk`, behind the store's back.
+async fn forget(store: &auth::store::Store, pk: &str, sk: &str, attributes: &[&str]) {
+    use auth::store::aws_sdk_dynamodb::types::AttributeValue;
+    let names: Vec<String> = (0..attributes.len()).map(|i| format!("#a{i}")).collect();
+    let mut update = local_client()
+        .await
+        .update_item()
+        .table_name(store.table())
+        .key("pk", AttributeValue::S(pk.into()))
+        .key("sk", AttributeValue::S(sk.into()))
+        .update_expression(format!("REMOVE {}", names.join(", ")));
+    for (name, attribute) in names.iter().zip(attributes) {
+        update = update.expression_attribute_names(name, *attribute);
+    }
+    update.send().await.unwrap();
+}
+
+fn sid_of(access: &str) -> String {
+    crate::permissions::claims_of(access)["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn sessions_the_list_does_not_show_yet_or_from_before_sessions_named_their_passkey_end_too() {
+    let app = App::new(&fresh_store().await);
+    let (_, first) = signed_in(&app, "vera").await;
+    let mut key = page();
+    add_passkey(&app, &first, &mut key, "Key").await;
+    let owner = verified(&app, &first, &mut key, 0).await;
+    let id = key.credentials[0].id_text();
+    let passkey_pk = format!("PASSKEY#{id}");
+    // A sign-in the sessions' index has not caught up with (eventually
+    // consistent): the list does not show it; the passkey's item marks it.
+    let unlisted = access_of(&sign_in_with(&app, &mut key, 0).await);
+    let unlisted_sid = sid_of(&unlisted);
+    forget(
+        &app.store,
+        &format!("SESSION#{unlisted_sid}"),
+        "SESSION",
+        &["session_owner"],
+    )
+    .await;
+    let (listed, _) = app
+        .store
+        .list_sessions(&user_named(&app, "vera").await, app.clock.now())
+        .await
+        .unwrap();
+    assert!(listed.iter().all(|s| s.id != unlisted_sid));
+    // A session from before sessions named their passkey, its mark on the
+    // passkey long forgotten; and the passkey from before its uses were
+    // counted.
+    let older = access_of(&sign_in_with(&app, &mut key, 0).await);
+    let older_sid = sid_of(&older);
+    forget(
+        &app.store,
+        &format!("SESSION#{older_sid}"),
+        "SESSION",
+        &["passkey"],
+    )
+    .await;
+    let mark = format!("{}{older_sid}", auth::passkeys::PROVED_PREFIX);
+    forget(&app.store, &passkey_pk, "PASSKEY", &[&mark, "uses"]).await;
+    let read = app.store.get_passkey(&id).await.unwrap().unwrap();
+    assert_eq!(read.uses, 0);
+    assert!(read.recent.iter().any(|(sid, _)| *sid == unlisted_sid));
+    assert!(read.recent.iter().all(|(sid, _)| *sid != older_sid));
+    let password = logged_in(&app, "vera").await;
+
+    let path = format!("/account/passkeys/{id}");
+    let removed = route(&app, call("DELETE", &path, Some(&bearer(&owner)), None)).await;
+    assert_eq!(removed.status(), 200, "{}", body_json(&removed));
+    assert!(!acts(&app, &unlisted).await, "the unlisted sign-in ended");
+    assert!(!acts(&app, &older).await, "the older passkey session ended");
+    assert!(acts(&app, &password).await, "a password's session goes on");
+    assert!(acts(&app, &owner).await);
 }

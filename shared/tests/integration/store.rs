@@ -221,6 +221,7 @@ async fn a_password_change_from_a_stale_read_loses_to_an_ended_session() {
         last_used: 1_000,
         origin: Default::default(),
         amr: vec!["pwd".into()],
+        passkey: None,
     };
     let first = |session: &Session| RefreshRecord {
         hash: RefreshToken::generate().hash(),
@@ -347,6 +348,7 @@ async fn try_start_session(
         last_used: created_at,
         origin: Default::default(),
         amr: vec!["pwd".into()],
+        passkey: None,
     };
     let first = RefreshRecord {
         hash: RefreshToken::generate().hash(),

@@ -176,6 +176,7 @@ async fn run(args: &[String]) -> Result<(), String> {
                 "2nd factor  {}",
                 if user.second_factor { "yes" } else { "no" }
             );
+            println!("passkeys    {}", user.passkeys.len());
             println!("created_at  {}", user.created_at);
             match locked_for {
                 Some(seconds) => println!("locked      for {seconds} s more (unlock ends it)"),
