@@ -64,16 +64,30 @@ async function registerOnSite(page: Page, person: Person): Promise<void> {
   await register(page, person, onSite("/"));
 }
 
-/** The first passkey of an account with a code factor: the password and a recovery code. */
-async function addFirstPasskeyWithCode(page: Page, name: string, password: string, recoveryCode: string) {
+/**
+ * A person registered on the site with a code factor, then a passkey named
+ * `name`, the first added with the password and a recovery code. The
+ * username field's autofill is off: no passkey signs in unasked.
+ */
+async function codeFactorAndPasskey(
+  page: Page,
+  person: Person,
+  name: string,
+): Promise<{ authenticator: Authenticator; recovery: string[] }> {
+  await page.addInitScript(() => {
+    PublicKeyCredential.isConditionalMediationAvailable = () => Promise.resolve(false);
+  });
+  const authenticator = await addAuthenticator(page);
+  await registerOnSite(page, person);
+  const { recovery } = await enrol(page, person.password);
   const section = page.getByRole("region", { name: "Passkeys" });
   await section.getByLabel("Name for the new passkey").fill(name);
-  await section.getByLabel("Password (to add a passkey)").fill(password);
+  await section.getByLabel("Password (to add a passkey)").fill(person.password);
   await section.getByRole("button", { name: "Use a recovery code instead" }).click();
-  await section.getByLabel("Recovery code").fill(recoveryCode);
+  await section.getByLabel("Recovery code").fill(recovery[0] ?? "");
   await section.getByRole("button", { name: "Add a passkey" }).click();
   await expect(section.getByRole("status")).toHaveText(`Passkey “${name}” added: use it at your next sign-in.`);
-  return section;
+  return { authenticator, recovery };
 }
 
 async function addPasskey(page: Page, name: string, password: string | null): Promise<void> {
@@ -195,15 +209,8 @@ test("where passkeys cannot work (an IP address, not the site), the autofill ask
 test("with a code factor and a passkey, the passkey answers the password's second step, and a code removes it when the device is lost", async ({ page }) => {
   test.setTimeout(120_000);
   const person = newPerson();
-  // The password step is what is tested: no autofill signing in first.
-  await page.addInitScript(() => {
-    PublicKeyCredential.isConditionalMediationAvailable = () => Promise.resolve(false);
-  });
-  const authenticator = await addAuthenticator(page);
-  await registerOnSite(page, person);
-  const { recovery } = await enrol(page, person.password);
-  // The first passkey of an account with a code factor: the password and a code.
-  const section = await addFirstPasskeyWithCode(page, "Laptop", person.password, recovery[0] ?? "");
+  const { authenticator, recovery } = await codeFactorAndPasskey(page, person, "Laptop");
+  const section = page.getByRole("region", { name: "Passkeys" });
 
   await page.getByRole("button", { name: "Log out", exact: true }).click();
   await logIn(page, person);
@@ -237,13 +244,7 @@ test("with a code factor, an account whose passkeys' device is lost is deleted w
 }) => {
   test.setTimeout(120_000);
   const person = newPerson();
-  await page.addInitScript(() => {
-    PublicKeyCredential.isConditionalMediationAvailable = () => Promise.resolve(false);
-  });
-  const authenticator = await addAuthenticator(page);
-  await registerOnSite(page, person);
-  const { recovery } = await enrol(page, person.password);
-  await addFirstPasskeyWithCode(page, "Phone", person.password, recovery[0] ?? "");
+  const { authenticator, recovery } = await codeFactorAndPasskey(page, person, "Phone");
   await authenticator.cdp.send("WebAuthn.removeVirtualAuthenticator", { authenticatorId: authenticator.id });
   const passkeyProofs = countRequests(page, "POST", "/account/passkeys/verify/options");
   await page.getByRole("button", { name: "Delete account…" }).click();
